@@ -1,0 +1,13 @@
+//! Canopy's wire API: the protobuf messages and gRPC services shared by every
+//! role, with protobuf-JSON (serde) impls so the HTTP gateway speaks the same
+//! messages as gRPC.
+
+#![allow(unreachable_pub, missing_docs, clippy::all)]
+
+/// `canopy.v1`: schema registry, measure write/query, admin.
+pub mod v1 {
+    include!(concat!(env!("OUT_DIR"), "/canopy.v1.rs"));
+    include!(concat!(env!("OUT_DIR"), "/canopy.v1.serde.rs"));
+}
+
+pub use pbjson_types::Timestamp;

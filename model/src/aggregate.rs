@@ -1,0 +1,134 @@
+//! Aggregation states that merge: each shard computes a partial state per
+//! group, the liaison merges them (mean travels as sum + count).
+
+use canopy_api::v1::AggregationFunction;
+
+use crate::value::FieldVal;
+
+/// A supported aggregation function.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AggFunction {
+    Sum,
+    Mean,
+    Min,
+    Max,
+    Count,
+}
+
+impl AggFunction {
+    /// Converts from the API enum; `None` for unspecified values.
+    pub fn from_proto(v: i32) -> Option<AggFunction> {
+        match AggregationFunction::try_from(v).ok()? {
+            AggregationFunction::Sum => Some(AggFunction::Sum),
+            AggregationFunction::Mean => Some(AggFunction::Mean),
+            AggregationFunction::Min => Some(AggFunction::Min),
+            AggregationFunction::Max => Some(AggFunction::Max),
+            AggregationFunction::Count => Some(AggFunction::Count),
+            AggregationFunction::Unspecified => None,
+        }
+    }
+}
+
+/// Partial aggregate of one group over the non-null numeric values seen.
+/// Integer fields are summed exactly in `i128`; float fields in `f64`.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct AggState {
+    pub count: u64,
+    pub sum_int: i128,
+    pub sum_float: f64,
+    pub min: Option<f64>,
+    pub max: Option<f64>,
+    pub min_int: Option<i64>,
+    pub max_int: Option<i64>,
+}
+
+impl AggState {
+    /// Folds one value in; nulls and non-numeric values are skipped.
+    pub fn add(&mut self, v: &FieldVal) {
+        match v {
+            FieldVal::Int(i) => {
+                self.count += 1;
+                self.sum_int += *i as i128;
+                self.min_int = Some(self.min_int.map_or(*i, |m| m.min(*i)));
+                self.max_int = Some(self.max_int.map_or(*i, |m| m.max(*i)));
+            }
+            FieldVal::Float(f) => {
+                self.count += 1;
+                self.sum_float += f;
+                self.min = Some(self.min.map_or(*f, |m| m.min(*f)));
+                self.max = Some(self.max.map_or(*f, |m| m.max(*f)));
+            }
+            _ => {}
+        }
+    }
+
+    /// Merges another partial state of the same group.
+    pub fn merge(&mut self, o: &AggState) {
+        self.count += o.count;
+        self.sum_int += o.sum_int;
+        self.sum_float += o.sum_float;
+        self.min = min_opt(self.min, o.min, f64::min);
+        self.max = min_opt(self.max, o.max, f64::max);
+        self.min_int = min_opt(self.min_int, o.min_int, i64::min);
+        self.max_int = min_opt(self.max_int, o.max_int, i64::max);
+    }
+
+    /// The final value. Integer-only input keeps integer results for sum, min
+    /// and max; mean is always a float; an empty group gives null.
+    pub fn finish(&self, f: AggFunction) -> FieldVal {
+        let any_float = self.min.is_some();
+        let any_int = self.min_int.is_some();
+        match f {
+            AggFunction::Count => FieldVal::Int(self.count as i64),
+            _ if self.count == 0 => FieldVal::Null,
+            AggFunction::Sum if !any_float => FieldVal::Int(self.sum_int.clamp(i64::MIN as i128, i64::MAX as i128) as i64),
+            AggFunction::Sum => FieldVal::Float(self.sum_float + self.sum_int as f64),
+            AggFunction::Mean => FieldVal::Float((self.sum_float + self.sum_int as f64) / self.count as f64),
+            AggFunction::Min if !any_float => FieldVal::Int(self.min_int.expect("count > 0")),
+            AggFunction::Max if !any_float => FieldVal::Int(self.max_int.expect("count > 0")),
+            AggFunction::Min => FieldVal::Float(min_opt(self.min, self.min_int.filter(|_| any_int).map(|i| i as f64), f64::min).expect("some")),
+            AggFunction::Max => FieldVal::Float(min_opt(self.max, self.max_int.filter(|_| any_int).map(|i| i as f64), f64::max).expect("some")),
+        }
+    }
+}
+
+fn min_opt<T: Copy>(a: Option<T>, b: Option<T>, f: impl Fn(T, T) -> T) -> Option<T> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(f(a, b)),
+        (a, None) => a,
+        (None, b) => b,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn merged_partials_equal_one_pass() {
+        let vals: Vec<FieldVal> = (1..=10).map(|i| FieldVal::Float(i as f64 * 1.5)).collect();
+        let mut whole = AggState::default();
+        vals.iter().for_each(|v| whole.add(v));
+        let (mut a, mut b) = (AggState::default(), AggState::default());
+        vals[..3].iter().for_each(|v| a.add(v));
+        vals[3..].iter().for_each(|v| b.add(v));
+        a.merge(&b);
+        for f in [AggFunction::Sum, AggFunction::Mean, AggFunction::Min, AggFunction::Max, AggFunction::Count] {
+            assert_eq!(a.finish(f), whole.finish(f), "{f:?}");
+        }
+        assert_eq!(whole.finish(AggFunction::Mean), FieldVal::Float(8.25));
+    }
+
+    #[test]
+    fn integers_stay_integers_and_nulls_are_skipped() {
+        let mut s = AggState::default();
+        for v in [FieldVal::Int(5), FieldVal::Null, FieldVal::Int(-2)] {
+            s.add(&v);
+        }
+        assert_eq!(s.finish(AggFunction::Sum), FieldVal::Int(3));
+        assert_eq!(s.finish(AggFunction::Min), FieldVal::Int(-2));
+        assert_eq!(s.finish(AggFunction::Count), FieldVal::Int(2));
+        assert_eq!(s.finish(AggFunction::Mean), FieldVal::Float(1.5));
+        assert_eq!(AggState::default().finish(AggFunction::Max), FieldVal::Null);
+    }
+}

@@ -1,0 +1,36 @@
+//! Canopy's data model, free of I/O: compiled measure schemas, typed values,
+//! series keys and shard routing, point validation, query plans (criteria,
+//! aggregation, top-N, ordering) and the map-reduce merge of partial results.
+//!
+//! Every role links this crate; ingester, querier and liaison all evaluate the
+//! same plan, so a query gives the same answer wherever it runs.
+
+mod aggregate;
+mod criteria;
+mod error;
+mod layout;
+mod point;
+mod query;
+mod result;
+mod schema;
+mod series;
+mod time;
+mod value;
+
+pub use aggregate::{AggFunction, AggState};
+pub use criteria::{CRITERIA_DEPTH_MAX, Predicate};
+pub use error::{ModelError, Result};
+pub use layout::{ColumnLayout, LayoutMapping};
+pub use point::{Point, PointRejection, VALUE_BYTES_MAX, validate_batch};
+pub use query::{Aggregation, GROUPS_MAX, LIMIT_DEFAULT, LIMIT_MAX, QueryPlan, Top};
+pub use result::{GroupKey, PartialResult, finish, merge_partials};
+pub use schema::{SHARD_NUM_MAX, GroupSpec, MeasureSchema, check_group, check_measure, check_measure_update};
+pub use series::{SeriesId, series_id, shard_of};
+pub use time::{interval_nanos, nanos_to_timestamp, timestamp_to_nanos};
+pub use value::{FieldVal, TagVal};
+
+/// Varint, zigzag and length-prefixed byte helpers shared by the WAL and the
+/// part format.
+pub mod codec {
+    pub use crate::value::{put_bytes, put_varint, take_bytes, take_len, take_varint, unzigzag, zigzag};
+}

@@ -1,0 +1,175 @@
+//! Validation of written data points against a measure schema.
+
+use canopy_api::v1::{DataPointValue, FieldType, TagType};
+
+use crate::schema::MeasureSchema;
+use crate::series::{SeriesId, series_id, shard_of};
+use crate::time::timestamp_to_nanos;
+use crate::value::{FieldVal, TagVal};
+
+/// Largest tag or field value accepted, in bytes; bigger values are rejected
+/// so one point cannot blow a memtable's budget.
+pub const VALUE_BYTES_MAX: usize = 64 * 1024;
+
+/// A validated point, with its values in the schema's column layout.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Point {
+    pub series: SeriesId,
+    pub shard: u32,
+    pub ts: i64,
+    pub version: i64,
+    pub tags: Vec<TagVal>,
+    pub fields: Vec<FieldVal>,
+}
+
+impl Point {
+    /// Rough in-memory size, for memtable budgets.
+    pub fn approx_bytes(&self) -> usize {
+        let tags: usize = self.tags.iter().map(tag_bytes).sum();
+        let fields: usize = self.fields.iter().map(field_bytes).sum();
+        48 + tags + fields
+    }
+}
+
+fn tag_bytes(t: &TagVal) -> usize {
+    16 + match t {
+        TagVal::Str(s) => s.len(),
+        TagVal::Binary(b) => b.len(),
+        TagVal::StrArray(a) => a.iter().map(|s| s.len() + 24).sum(),
+        TagVal::IntArray(a) => a.len() * 8,
+        TagVal::Null | TagVal::Int(_) => 0,
+    }
+}
+
+fn field_bytes(f: &FieldVal) -> usize {
+    16 + match f {
+        FieldVal::Str(s) => s.len(),
+        FieldVal::Binary(b) => b.len(),
+        _ => 0,
+    }
+}
+
+/// Why one point of a batch was rejected; `field` names the offending path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PointRejection {
+    pub index: u32,
+    pub field: String,
+    pub message: String,
+}
+
+/// Validates each point of a batch on its own: valid points are returned for
+/// storage, invalid ones are reported and never affect the others.
+pub fn validate_batch(
+    schema: &MeasureSchema,
+    points: &[DataPointValue],
+    now_nanos: i64,
+) -> (Vec<Point>, Vec<PointRejection>) {
+    let mut ok = Vec::with_capacity(points.len());
+    let mut rejected = Vec::new();
+    for (i, p) in points.iter().enumerate() {
+        match validate_point(schema, p, now_nanos) {
+            Ok(point) => ok.push(point),
+            Err((field, message)) => rejected.push(PointRejection {
+                index: i as u32,
+                field: format!("data_points[{i}]{field}"),
+                message,
+            }),
+        }
+    }
+    (ok, rejected)
+}
+
+type Rejection = (String, String);
+
+fn validate_point(schema: &MeasureSchema, p: &DataPointValue, now: i64) -> Result<Point, Rejection> {
+    let ts_pb = p.timestamp.as_ref().ok_or_else(|| (".timestamp".to_string(), "required".to_string()))?;
+    let ts = timestamp_to_nanos(ts_pb, ".timestamp").map_err(|e| (".timestamp".to_string(), e.to_string()))?;
+    let oldest = now.saturating_sub(schema.group.ttl_nanos);
+    if ts < oldest {
+        return Err((
+            ".timestamp".into(),
+            format!("timestamp {ts}ns is outside the TTL of group {:?} (older than {oldest}ns)", schema.group.name),
+        ));
+    }
+    let tags = validate_tags(schema, p)?;
+    let fields = validate_fields(schema, p)?;
+    let series = series_id(&schema.name, schema.entity.iter().map(|&i| &tags[i]));
+    Ok(Point { series, shard: shard_of(series, schema.group.shard_num), ts, version: p.version, tags, fields })
+}
+
+fn validate_tags(schema: &MeasureSchema, p: &DataPointValue) -> Result<Vec<TagVal>, Rejection> {
+    let families = &schema.proto.tag_families;
+    if p.tag_families.len() > families.len() {
+        return Err((".tag_families".into(), format!("{} families given, the measure has {}", p.tag_families.len(), families.len())));
+    }
+    let mut tags = Vec::with_capacity(schema.layout.tags.len());
+    for (fi, fam) in families.iter().enumerate() {
+        let given = p.tag_families.get(fi).map(|f| f.tags.as_slice()).unwrap_or_default();
+        if given.len() > fam.tags.len() {
+            return Err((
+                format!(".tag_families[{fi}]"),
+                format!("{} tags given, family {:?} has {}", given.len(), fam.name, fam.tags.len()),
+            ));
+        }
+        for (ti, spec) in fam.tags.iter().enumerate() {
+            let v = given.get(ti).map(TagVal::from_proto).unwrap_or_default();
+            let path = || format!(".tag_families[{fi}].tags[{ti}] ({})", spec.name);
+            let ty = TagType::try_from(spec.r#type).unwrap_or(TagType::Unspecified);
+            let fits = matches!(
+                (ty, &v),
+                (_, TagVal::Null)
+                    | (TagType::String, TagVal::Str(_))
+                    | (TagType::Int, TagVal::Int(_))
+                    | (TagType::StringArray, TagVal::StrArray(_))
+                    | (TagType::IntArray, TagVal::IntArray(_))
+                    | (TagType::DataBinary, TagVal::Binary(_))
+            );
+            if !fits {
+                return Err((path(), format!("expected {}, got {}", ty.as_str_name(), v.type_name())));
+            }
+            if tag_bytes(&v) > VALUE_BYTES_MAX {
+                return Err((path(), format!("value longer than {VALUE_BYTES_MAX} bytes")));
+            }
+            tags.push(v);
+        }
+    }
+    for &i in &schema.entity {
+        if tags[i] == TagVal::Null {
+            let name = &schema.layout.tags[i].1;
+            return Err((format!(".tag_families ({name})"), format!("entity tag {name:?} is required")));
+        }
+    }
+    Ok(tags)
+}
+
+fn validate_fields(schema: &MeasureSchema, p: &DataPointValue) -> Result<Vec<FieldVal>, Rejection> {
+    let specs = &schema.proto.fields;
+    if p.fields.len() > specs.len() {
+        return Err((".fields".into(), format!("{} fields given, the measure has {}", p.fields.len(), specs.len())));
+    }
+    let mut fields = Vec::with_capacity(specs.len());
+    for (i, spec) in specs.iter().enumerate() {
+        let v = p.fields.get(i).map(FieldVal::from_proto).unwrap_or_default();
+        let ty = FieldType::try_from(spec.field_type).unwrap_or(FieldType::Unspecified);
+        let v = match (ty, v) {
+            // An integer is a valid float; JSON clients often drop the ".0".
+            (FieldType::Float, FieldVal::Int(n)) => FieldVal::Float(n as f64),
+            (_, FieldVal::Null) => FieldVal::Null,
+            (FieldType::Float, v @ FieldVal::Float(_))
+            | (FieldType::Int, v @ FieldVal::Int(_))
+            | (FieldType::String, v @ FieldVal::Str(_))
+            | (FieldType::DataBinary, v @ FieldVal::Binary(_)) => v,
+            (ty, v) => {
+                return Err((
+                    format!(".fields[{i}] ({})", spec.name),
+                    format!("expected {}, got {}", ty.as_str_name(), v.type_name()),
+                ));
+            }
+        };
+        if field_bytes(&v) > VALUE_BYTES_MAX {
+            return Err((format!(".fields[{i}] ({})", spec.name), format!("value longer than {VALUE_BYTES_MAX} bytes")));
+        }
+        fields.push(v);
+    }
+    Ok(fields)
+}

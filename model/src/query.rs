@@ -1,0 +1,169 @@
+//! A query compiled against a measure schema: what to read, how to filter,
+//! and how to shape the answer. Sources (memtables, parts) hand it rows of
+//! one shard; it reduces them to a [`PartialResult`] that merges across shards.
+
+use std::sync::Arc;
+
+use canopy_api::v1::{QueryRequest, Sort};
+
+use crate::aggregate::AggFunction;
+use crate::criteria::Predicate;
+use crate::layout::ColumnLayout;
+use crate::point::Point;
+use crate::result::PartialResult;
+use crate::schema::MeasureSchema;
+use crate::time::timestamp_to_nanos;
+use crate::{ModelError, Result};
+
+/// Rows returned when a query sets no limit.
+pub const LIMIT_DEFAULT: u32 = 100;
+/// Most rows one query may return (offset + limit).
+pub const LIMIT_MAX: u32 = 100_000;
+/// Most groups one aggregation may hold; more is an error, not an OOM.
+pub const GROUPS_MAX: usize = 1_000_000;
+
+/// A compiled query over one measure.
+#[derive(Debug, Clone)]
+pub struct QueryPlan {
+    pub schema: Arc<MeasureSchema>,
+    /// Inclusive start, nanoseconds; already clamped to the group's TTL.
+    pub begin: i64,
+    /// Exclusive end, nanoseconds.
+    pub end: i64,
+    pub predicate: Predicate,
+    /// Tags returned with raw points, as layout indices.
+    pub tags: Vec<usize>,
+    /// Fields returned with raw points, as layout indices.
+    pub fields: Vec<usize>,
+    pub aggregation: Option<Aggregation>,
+    pub top: Option<Top>,
+    /// Order of raw points (or buckets) by timestamp.
+    pub descending: bool,
+    pub offset: u32,
+    pub limit: u32,
+}
+
+/// Group-by plus aggregation of one field.
+#[derive(Debug, Clone)]
+pub struct Aggregation {
+    pub function: AggFunction,
+    pub field: usize,
+    pub group_tags: Vec<usize>,
+    /// Bucket width in nanoseconds; 0 means a single bucket.
+    pub bucket_nanos: i64,
+}
+
+/// Keep the N rows (or groups) with the highest or lowest field value.
+#[derive(Debug, Clone)]
+pub struct Top {
+    pub number: u32,
+    /// Field to rank raw rows by; aggregated queries rank by the aggregate.
+    pub field: Option<usize>,
+    pub descending: bool,
+}
+
+impl QueryPlan {
+    /// Compiles and validates a request; `now` clamps the range to the TTL.
+    pub fn compile(schema: Arc<MeasureSchema>, req: &QueryRequest, now: i64) -> Result<QueryPlan> {
+        let layout: &ColumnLayout = &schema.layout;
+        let range = req.time_range.as_ref().ok_or_else(|| ModelError::invalid("time_range", "required"))?;
+        let begin = range.begin.as_ref().ok_or_else(|| ModelError::invalid("time_range.begin", "required"))?;
+        let end = range.end.as_ref().ok_or_else(|| ModelError::invalid("time_range.end", "required"))?;
+        let (begin, end) = (timestamp_to_nanos(begin, "time_range.begin")?, timestamp_to_nanos(end, "time_range.end")?);
+        if begin >= end {
+            return Err(ModelError::invalid("time_range", "begin must be before end"));
+        }
+        let begin = begin.max(now.saturating_sub(schema.group.ttl_nanos));
+        let predicate = Predicate::compile(req.criteria.as_ref(), layout)?;
+
+        let mut tags = Vec::new();
+        for (fi, fam) in req.tag_projection.iter().flat_map(|p| p.tag_families.iter()).enumerate() {
+            for (ti, name) in fam.tags.iter().enumerate() {
+                let i = layout.tag_index(name).ok_or_else(|| {
+                    ModelError::invalid(format!("tag_projection.tag_families[{fi}].tags[{ti}]"), format!("unknown tag {name:?}"))
+                })?;
+                tags.push(i);
+            }
+        }
+        let mut fields = Vec::new();
+        for (i, name) in req.field_projection.iter().flat_map(|p| p.names.iter()).enumerate() {
+            let f = layout
+                .field_index(name)
+                .ok_or_else(|| ModelError::invalid(format!("field_projection.names[{i}]"), format!("unknown field {name:?}")))?;
+            fields.push(f);
+        }
+
+        let aggregation = compile_aggregation(req, layout)?;
+        let top = match &req.top {
+            Some(t) if t.number > 0 => Some(Top {
+                number: t.number as u32,
+                field: match (&aggregation, t.field_name.as_str()) {
+                    (Some(_), _) => None,
+                    (None, "") => return Err(ModelError::invalid("top.field_name", "required without an aggregation")),
+                    (None, name) => Some(
+                        layout.field_index(name).ok_or_else(|| ModelError::invalid("top.field_name", format!("unknown field {name:?}")))?,
+                    ),
+                },
+                descending: Sort::try_from(t.field_value_sort) != Ok(Sort::Asc),
+            }),
+            Some(t) if t.number < 0 => return Err(ModelError::invalid("top.number", "must not be negative")),
+            _ => None,
+        };
+        let limit = if req.limit == 0 { LIMIT_DEFAULT } else { req.limit };
+        if req.offset as u64 + limit as u64 > LIMIT_MAX as u64 {
+            return Err(ModelError::invalid("limit", format!("offset + limit must be at most {LIMIT_MAX}")));
+        }
+        let descending = req.order_by.as_ref().is_some_and(|o| Sort::try_from(o.sort) == Ok(Sort::Desc));
+        Ok(QueryPlan { schema, begin, end, predicate, tags, fields, aggregation, top, descending, offset: req.offset, limit })
+    }
+
+    /// Rows a single shard must keep for the final answer: enough to serve
+    /// offset + limit after the merge (or the top N).
+    pub fn keep(&self) -> usize {
+        let n = self.offset as usize + self.limit as usize;
+        match &self.top {
+            Some(t) => n.max(t.number as usize),
+            None => n,
+        }
+    }
+
+    /// True if the row is in range and matches the criteria.
+    pub fn matches(&self, p: &Point) -> bool {
+        p.ts >= self.begin && p.ts < self.end && self.predicate.eval(&p.tags)
+    }
+
+    /// Reduces the deduplicated, matching rows of one shard.
+    pub fn reduce(&self, rows: Vec<Point>) -> Result<PartialResult> {
+        PartialResult::from_rows(self, rows)
+    }
+}
+
+fn compile_aggregation(req: &QueryRequest, layout: &ColumnLayout) -> Result<Option<Aggregation>> {
+    let Some(agg) = &req.agg else {
+        if req.group_by.is_some() {
+            return Err(ModelError::invalid("agg", "group_by needs an aggregation"));
+        }
+        return Ok(None);
+    };
+    let function = AggFunction::from_proto(agg.function)
+        .ok_or_else(|| ModelError::invalid("agg.function", "an AGGREGATION_FUNCTION_* value is required"))?;
+    let field = layout
+        .field_index(&agg.field_name)
+        .ok_or_else(|| ModelError::invalid("agg.field_name", format!("unknown field {:?}", agg.field_name)))?;
+    let mut group_tags = Vec::new();
+    let mut bucket_nanos = 0;
+    if let Some(g) = &req.group_by {
+        for (fi, fam) in g.tag_projection.iter().flat_map(|p| p.tag_families.iter()).enumerate() {
+            for (ti, name) in fam.tags.iter().enumerate() {
+                group_tags.push(layout.tag_index(name).ok_or_else(|| {
+                    ModelError::invalid(format!("group_by.tag_projection.tag_families[{fi}].tags[{ti}]"), format!("unknown tag {name:?}"))
+                })?);
+            }
+        }
+        if g.bucket_millis < 0 {
+            return Err(ModelError::invalid("group_by.bucket_millis", "must not be negative"));
+        }
+        bucket_nanos = g.bucket_millis.checked_mul(1_000_000).ok_or_else(|| ModelError::invalid("group_by.bucket_millis", "too large"))?;
+    }
+    Ok(Some(Aggregation { function, field, group_tags, bucket_nanos }))
+}

@@ -1,0 +1,175 @@
+//! Partial results of one shard, their merge across shards, and the final
+//! shaping (top-N, order, offset/limit) into API data points.
+
+use std::cmp::Ordering;
+use std::collections::HashMap;
+
+use canopy_api::v1::{DataPoint, Tag, TagFamily, data_point};
+
+use crate::aggregate::AggState;
+use crate::point::Point;
+use crate::query::{GROUPS_MAX, QueryPlan};
+use crate::time::nanos_to_timestamp;
+use crate::value::{FieldVal, TagVal};
+use crate::{ModelError, Result};
+
+/// Key of an aggregation group: bucket start and the group-by tag values.
+pub type GroupKey = (i64, Vec<TagVal>);
+
+/// What one shard contributes to a query.
+#[derive(Debug, Clone)]
+pub enum PartialResult {
+    /// Raw points, already ordered and cut to what the merge can use.
+    Raw(Vec<Point>),
+    /// Aggregation states per group.
+    Groups(HashMap<GroupKey, AggState>),
+}
+
+impl PartialResult {
+    /// Reduces the deduplicated matching rows of one shard.
+    pub fn from_rows(plan: &QueryPlan, rows: Vec<Point>) -> Result<PartialResult> {
+        match &plan.aggregation {
+            None => {
+                let mut rows = rows;
+                sort_raw(plan, &mut rows);
+                rows.truncate(plan.keep());
+                Ok(PartialResult::Raw(rows))
+            }
+            Some(agg) => {
+                let mut groups: HashMap<GroupKey, AggState> = HashMap::new();
+                for r in &rows {
+                    let bucket = if agg.bucket_nanos > 0 { r.ts.div_euclid(agg.bucket_nanos) * agg.bucket_nanos } else { 0 };
+                    let key = (bucket, agg.group_tags.iter().map(|&i| r.tags[i].clone()).collect());
+                    if groups.len() >= GROUPS_MAX && !groups.contains_key(&key) {
+                        return Err(ModelError::ResourceExhausted(format!("more than {GROUPS_MAX} groups")));
+                    }
+                    groups.entry(key).or_default().add(&r.fields[agg.field]);
+                }
+                Ok(PartialResult::Groups(groups))
+            }
+        }
+    }
+}
+
+/// Merges the partial results of all shards into one.
+pub fn merge_partials(plan: &QueryPlan, parts: Vec<PartialResult>) -> Result<PartialResult> {
+    if plan.aggregation.is_none() {
+        let mut rows: Vec<Point> = Vec::new();
+        for p in parts {
+            if let PartialResult::Raw(r) = p {
+                rows.extend(r);
+            }
+        }
+        sort_raw(plan, &mut rows);
+        rows.truncate(plan.keep());
+        return Ok(PartialResult::Raw(rows));
+    }
+    let mut groups: HashMap<GroupKey, AggState> = HashMap::new();
+    for p in parts {
+        if let PartialResult::Groups(g) = p {
+            for (k, s) in g {
+                if groups.len() >= GROUPS_MAX && !groups.contains_key(&k) {
+                    return Err(ModelError::ResourceExhausted(format!("more than {GROUPS_MAX} groups")));
+                }
+                groups.entry(k).or_default().merge(&s);
+            }
+        }
+    }
+    Ok(PartialResult::Groups(groups))
+}
+
+fn cmp_field(a: &FieldVal, b: &FieldVal) -> Ordering {
+    // Nulls rank last whatever the direction, so reverse only the non-null order.
+    match (a.as_f64(), b.as_f64()) {
+        (Some(x), Some(y)) => x.total_cmp(&y),
+        (Some(_), None) => Ordering::Less,
+        (None, Some(_)) => Ordering::Greater,
+        (None, None) => Ordering::Equal,
+    }
+}
+
+fn ranked(desc: bool, a: &FieldVal, b: &FieldVal) -> Ordering {
+    match (a.as_f64().is_some(), b.as_f64().is_some(), desc) {
+        (true, true, true) => cmp_field(b, a),
+        _ => cmp_field(a, b),
+    }
+}
+
+fn sort_raw(plan: &QueryPlan, rows: &mut [Point]) {
+    let by_time = |a: &Point, b: &Point| {
+        let o = a.ts.cmp(&b.ts).then(a.series.cmp(&b.series));
+        if plan.descending { o.reverse() } else { o }
+    };
+    match plan.top.as_ref().and_then(|t| t.field.map(|f| (f, t.descending))) {
+        Some((f, desc)) => rows.sort_by(|a, b| ranked(desc, &a.fields[f], &b.fields[f]).then_with(|| by_time(a, b))),
+        None => rows.sort_by(by_time),
+    }
+}
+
+/// Shapes a merged result into the data points returned to the client.
+pub fn finish(plan: &QueryPlan, merged: PartialResult) -> Vec<DataPoint> {
+    let skip = plan.offset as usize;
+    let take = plan.limit as usize;
+    match merged {
+        PartialResult::Raw(rows) => {
+            let n = plan.top.as_ref().map_or(usize::MAX, |t| t.number as usize);
+            rows.into_iter().take(n).skip(skip).take(take).map(|r| raw_point(plan, &r)).collect()
+        }
+        PartialResult::Groups(groups) => {
+            let agg = plan.aggregation.as_ref().expect("groups come from an aggregation");
+            let mut out: Vec<(GroupKey, FieldVal)> = groups.into_iter().map(|(k, s)| (k, s.finish(agg.function))).collect();
+            match &plan.top {
+                Some(t) => {
+                    out.sort_by(|a, b| ranked(t.descending, &a.1, &b.1).then_with(|| a.0.cmp(&b.0)));
+                    out.truncate(t.number as usize);
+                }
+                None => out.sort_by(|a, b| {
+                    let o = a.0.0.cmp(&b.0.0);
+                    (if plan.descending { o.reverse() } else { o }).then_with(|| a.0.1.cmp(&b.0.1))
+                }),
+            }
+            let field_name = plan.schema.layout.fields[agg.field].0.clone();
+            out.into_iter()
+                .skip(skip)
+                .take(take)
+                .map(|((bucket, tags), v)| DataPoint {
+                    timestamp: (agg.bucket_nanos > 0).then(|| nanos_to_timestamp(bucket)),
+                    tag_families: families(plan, agg.group_tags.iter().copied().zip(tags)),
+                    fields: vec![data_point::Field { name: field_name.clone(), value: Some(v.to_proto()) }],
+                    sid: 0,
+                    version: 0,
+                })
+                .collect()
+        }
+    }
+}
+
+fn raw_point(plan: &QueryPlan, r: &Point) -> DataPoint {
+    let layout = &plan.schema.layout;
+    DataPoint {
+        timestamp: Some(nanos_to_timestamp(r.ts)),
+        tag_families: families(plan, plan.tags.iter().map(|&i| (i, r.tags[i].clone()))),
+        fields: plan
+            .fields
+            .iter()
+            .map(|&i| data_point::Field { name: layout.fields[i].0.clone(), value: Some(r.fields[i].to_proto()) })
+            .collect(),
+        sid: r.series,
+        version: r.version,
+    }
+}
+
+/// Groups tag values by family, keeping families in first-seen order.
+fn families(plan: &QueryPlan, tags: impl Iterator<Item = (usize, TagVal)>) -> Vec<TagFamily> {
+    let layout = &plan.schema.layout;
+    let mut out: Vec<TagFamily> = Vec::new();
+    for (i, v) in tags {
+        let (family, name, _) = &layout.tags[i];
+        let tag = Tag { key: name.clone(), value: Some(v.to_proto()) };
+        match out.iter_mut().find(|f| &f.name == family) {
+            Some(f) => f.tags.push(tag),
+            None => out.push(TagFamily { name: family.clone(), tags: vec![tag] }),
+        }
+    }
+    out
+}

@@ -1,0 +1,61 @@
+//! Time conversions. Canopy stores timestamps as i64 nanoseconds since the
+//! Unix epoch (UTC), which covers the years 1677..2262.
+
+use canopy_api::Timestamp;
+use canopy_api::v1::{IntervalRule, interval_rule::Unit};
+
+use crate::{ModelError, Result};
+
+const NANOS_PER_SEC: i64 = 1_000_000_000;
+
+/// Converts a protobuf timestamp to nanoseconds, rejecting out-of-range values.
+pub fn timestamp_to_nanos(ts: &Timestamp, field: &str) -> Result<i64> {
+    if !(0..NANOS_PER_SEC as i32).contains(&ts.nanos) {
+        return Err(ModelError::invalid(field, "nanos must be in 0..1e9"));
+    }
+    ts.seconds
+        .checked_mul(NANOS_PER_SEC)
+        .and_then(|s| s.checked_add(ts.nanos as i64))
+        .ok_or_else(|| ModelError::invalid(field, "timestamp out of range (years 1677..2262)"))
+}
+
+/// Converts nanoseconds back to a protobuf timestamp.
+pub fn nanos_to_timestamp(nanos: i64) -> Timestamp {
+    Timestamp { seconds: nanos.div_euclid(NANOS_PER_SEC), nanos: nanos.rem_euclid(NANOS_PER_SEC) as i32 }
+}
+
+/// Length of an interval rule in nanoseconds.
+pub fn interval_nanos(rule: Option<&IntervalRule>, field: &str) -> Result<i64> {
+    let rule = rule.ok_or_else(|| ModelError::invalid(field, "required"))?;
+    let unit = match Unit::try_from(rule.unit) {
+        Ok(Unit::Hour) => 3600 * NANOS_PER_SEC,
+        Ok(Unit::Day) => 86_400 * NANOS_PER_SEC,
+        _ => return Err(ModelError::invalid(format!("{field}.unit"), "must be UNIT_HOUR or UNIT_DAY")),
+    };
+    if rule.num == 0 {
+        return Err(ModelError::invalid(format!("{field}.num"), "must be at least 1"));
+    }
+    Ok(unit * rule.num as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamp_round_trip_including_pre_epoch() {
+        for n in [0i64, 1, -1, 1_700_000_000_123_456_789, -5_000_000_001] {
+            let ts = nanos_to_timestamp(n);
+            assert_eq!(timestamp_to_nanos(&ts, "t").unwrap(), n);
+        }
+    }
+
+    #[test]
+    fn interval_requires_unit_and_num() {
+        let day = IntervalRule { unit: Unit::Day as i32, num: 2 };
+        assert_eq!(interval_nanos(Some(&day), "ttl").unwrap(), 2 * 86_400 * NANOS_PER_SEC);
+        let zero = IntervalRule { unit: Unit::Day as i32, num: 0 };
+        assert!(interval_nanos(Some(&zero), "ttl").unwrap_err().to_string().contains("ttl.num"));
+        assert!(interval_nanos(None, "ttl").is_err());
+    }
+}

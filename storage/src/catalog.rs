@@ -1,0 +1,247 @@
+//! The versioned catalog of one (group, shard): which parts are live, which
+//! WAL position they cover, and which ownership epoch wrote them.
+//!
+//! Each version is an immutable object `catalog/{group}/{shard}/v{N}.cat`
+//! written with create-if-absent (S3 `If-None-Match: *`), so exactly one
+//! writer can publish version N: a commit is a compare-and-swap on the
+//! version number. Readers find the newest version from the `_latest` hint
+//! and probe forward with HEAD until a version is missing; parts are never
+//! discovered by listing.
+//!
+//! On-disk form: `b"CNCT"`, format version (u32 LE), CRC32 of the body
+//! (u32 LE), then the JSON body.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use serde::{Deserialize, Serialize};
+
+use crate::paths;
+use crate::{Result, StorageError};
+
+const MAGIC: &[u8; 4] = b"CNCT";
+const FORMAT_VERSION: u32 = 1;
+/// Most versions probed forward from the hint before giving up; bounds the
+/// loop if the hint is far behind (it is rewritten on every commit).
+const PROBE_MAX: u64 = 100_000;
+
+/// Per-measure statistics of a part, enough to skip it without reading it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct MeasureStats {
+    pub rows: u64,
+    pub series: u64,
+    pub min_ts: i64,
+    pub max_ts: i64,
+    /// Numeric fields: (min, max) over non-null values.
+    pub fields: BTreeMap<String, (f64, f64)>,
+}
+
+/// A part as the catalog knows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PartMeta {
+    pub id: u64,
+    /// Object key relative to the store root.
+    pub path: String,
+    pub segment_start: i64,
+    pub segment_end: i64,
+    /// Object size; with `footer_bytes` lets a reader fetch the footer in one range read.
+    pub bytes: u64,
+    pub footer_bytes: u64,
+    pub rows: u64,
+    pub min_ts: i64,
+    pub max_ts: i64,
+    /// Highest WAL sequence number whose points the part holds.
+    pub max_wal_seq: u64,
+    /// 0 for flushed parts; raised by compaction.
+    pub level: u32,
+    pub measures: BTreeMap<String, MeasureStats>,
+}
+
+/// One version of a shard's catalog.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CatalogState {
+    pub group: String,
+    pub shard: u32,
+    /// 0 means "nothing committed yet"; the first commit writes version 1.
+    pub version: u64,
+    /// Ownership epoch of the writer of this version.
+    pub epoch: u64,
+    /// Every WAL record with a sequence number <= this is in `parts`.
+    pub wal_watermark: u64,
+    pub next_part_id: u64,
+    /// Live parts, in commit order (later parts win ties on dedup).
+    pub parts: Vec<PartMeta>,
+}
+
+impl CatalogState {
+    /// The state before the first commit.
+    pub fn empty(group: &str, shard: u32) -> CatalogState {
+        CatalogState { group: group.into(), shard, version: 0, epoch: 0, wal_watermark: 0, next_part_id: 1, parts: Vec::new() }
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        let body = serde_json::to_vec(self).expect("catalog state serializes");
+        let mut out = Vec::with_capacity(body.len() + 12);
+        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+        out.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
+        out.extend_from_slice(&body);
+        out
+    }
+
+    fn decode(path: &str, b: &[u8]) -> Result<CatalogState> {
+        let corrupt = |reason: &str| StorageError::Corrupt { path: path.into(), reason: reason.into() };
+        if b.len() < 12 || &b[..4] != MAGIC {
+            return Err(corrupt("bad magic"));
+        }
+        let version = u32::from_le_bytes(b[4..8].try_into().expect("4 bytes"));
+        if version != FORMAT_VERSION {
+            return Err(corrupt(&format!("unsupported catalog format {version}")));
+        }
+        let crc = u32::from_le_bytes(b[8..12].try_into().expect("4 bytes"));
+        if crc32fast::hash(&b[12..]) != crc {
+            return Err(corrupt("checksum mismatch"));
+        }
+        serde_json::from_slice(&b[12..]).map_err(|e| corrupt(&e.to_string()))
+    }
+}
+
+/// Reads and commits catalog versions in an object store.
+#[derive(Debug, Clone)]
+pub struct CatalogStore {
+    store: Arc<dyn ObjectStore>,
+}
+
+impl CatalogStore {
+    /// A catalog store over `store`.
+    pub fn new(store: Arc<dyn ObjectStore>) -> CatalogStore {
+        CatalogStore { store }
+    }
+
+    /// The object store underneath.
+    pub fn object_store(&self) -> &Arc<dyn ObjectStore> {
+        &self.store
+    }
+
+    /// Loads the newest committed version, or the empty state.
+    pub async fn load_latest(&self, group: &str, shard: u32) -> Result<CatalogState> {
+        let hint = match self.store.get(&paths::catalog_hint(group, shard)).await {
+            Ok(r) => String::from_utf8_lossy(&r.bytes().await?).trim().parse::<u64>().unwrap_or(0),
+            Err(object_store::Error::NotFound { .. }) => 0,
+            Err(e) => return Err(e.into()),
+        };
+        let mut latest = None;
+        let mut v = hint.max(1);
+        for _ in 0..PROBE_MAX {
+            match self.load_version(group, shard, v).await {
+                Ok(state) => {
+                    latest = Some(state);
+                    v += 1;
+                }
+                Err(StorageError::ObjectStore(object_store::Error::NotFound { .. })) => break,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(latest.unwrap_or_else(|| CatalogState::empty(group, shard)))
+    }
+
+    /// Loads one version.
+    pub async fn load_version(&self, group: &str, shard: u32, version: u64) -> Result<CatalogState> {
+        let path = paths::catalog_version(group, shard, version);
+        let bytes = self.store.get(&path).await?.bytes().await?;
+        CatalogState::decode(path.as_ref(), &bytes)
+    }
+
+    /// Publishes `next` as version `prev.version + 1`. Fails with
+    /// [`StorageError::CatalogConflict`] if that version exists (someone else
+    /// committed first) and with [`StorageError::Fenced`] if `prev` was
+    /// written under a newer epoch than `next` claims.
+    pub async fn commit(&self, prev: &CatalogState, mut next: CatalogState) -> Result<CatalogState> {
+        if prev.epoch > next.epoch {
+            return Err(StorageError::Fenced { group: prev.group.clone(), shard: prev.shard, current: prev.epoch, mine: next.epoch });
+        }
+        debug_assert!(next.wal_watermark >= prev.wal_watermark, "the watermark never moves back");
+        next.version = prev.version + 1;
+        let path = paths::catalog_version(&next.group, next.shard, next.version);
+        let opts = PutOptions { mode: PutMode::Create, ..Default::default() };
+        match self.store.put_opts(&path, PutPayload::from(Bytes::from(next.encode())), opts).await {
+            Ok(_) => {}
+            Err(object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. }) => {
+                return Err(StorageError::CatalogConflict { group: next.group.clone(), shard: next.shard, version: next.version });
+            }
+            Err(e) => return Err(e.into()),
+        }
+        // The hint is only a starting point for probing; a stale hint costs a
+        // few HEADs, never correctness, so a failed update is just logged.
+        let hint = PutPayload::from(Bytes::from(next.version.to_string()));
+        if let Err(e) = self.store.put(&paths::catalog_hint(&next.group, next.shard), hint).await {
+            tracing::warn!(error = %e, "catalog hint update failed");
+        }
+        Ok(next)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use object_store::memory::InMemory;
+
+    fn store() -> CatalogStore {
+        CatalogStore::new(Arc::new(InMemory::new()))
+    }
+
+    #[tokio::test]
+    async fn commits_are_versioned_and_loadable() {
+        let cs = store();
+        let v0 = cs.load_latest("g", 0).await.unwrap();
+        assert_eq!(v0.version, 0);
+        let mut next = v0.clone();
+        next.wal_watermark = 7;
+        let v1 = cs.commit(&v0, next).await.unwrap();
+        assert_eq!(v1.version, 1);
+        let v2 = cs.commit(&v1, v1.clone()).await.unwrap();
+        assert_eq!(cs.load_latest("g", 0).await.unwrap(), v2);
+        assert_eq!(cs.load_version("g", 0, 1).await.unwrap().wal_watermark, 7);
+    }
+
+    #[tokio::test]
+    async fn a_second_commit_on_the_same_base_conflicts() {
+        let cs = store();
+        let v0 = CatalogState::empty("g", 1);
+        cs.commit(&v0, v0.clone()).await.unwrap();
+        let err = cs.commit(&v0, v0.clone()).await.unwrap_err();
+        assert!(matches!(err, StorageError::CatalogConflict { version: 1, .. }), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_writer_with_an_old_epoch_is_fenced() {
+        let cs = store();
+        let mut taken = CatalogState::empty("g", 2);
+        taken.epoch = 5;
+        let v1 = cs.commit(&CatalogState::empty("g", 2), taken).await.unwrap();
+        let mut stale = v1.clone();
+        stale.epoch = 4;
+        assert!(matches!(cs.commit(&v1, stale).await.unwrap_err(), StorageError::Fenced { current: 5, mine: 4, .. }));
+    }
+
+    #[tokio::test]
+    async fn probing_finds_versions_beyond_a_stale_hint() {
+        let cs = store();
+        let mut s = CatalogState::empty("g", 3);
+        for _ in 0..3 {
+            s = cs.commit(&s, s.clone()).await.unwrap();
+        }
+        cs.store.put(&paths::catalog_hint("g", 3), PutPayload::from("1")).await.unwrap();
+        assert_eq!(cs.load_latest("g", 3).await.unwrap().version, 3);
+    }
+
+    #[test]
+    fn corruption_is_detected() {
+        let mut b = CatalogState::empty("g", 0).encode();
+        let n = b.len();
+        b[n - 2] ^= 1;
+        assert!(matches!(CatalogState::decode("p", &b), Err(StorageError::Corrupt { .. })));
+    }
+}

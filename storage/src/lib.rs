@@ -1,0 +1,14 @@
+//! Canopy's storage layer on object storage: where every object lives
+//! ([`paths`]), how a part is encoded (Arrow IPC + zstd over columns encoded
+//! for time series, [`part`]), and the versioned catalog whose atomic commits
+//! make parts visible ([`catalog`]).
+
+pub mod catalog;
+mod error;
+pub mod part;
+pub mod paths;
+mod store;
+
+pub use catalog::{CatalogState, CatalogStore, MeasureStats, PartMeta};
+pub use error::{Result, StorageError};
+pub use store::{ObjectStoreConfig, open_object_store};

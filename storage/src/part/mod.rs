@@ -1,0 +1,67 @@
+//! The part format: one Arrow IPC file (zstd-compressed buffers) per
+//! (group, shard, segment) flush or compaction output.
+//!
+//! Each Arrow row is a *block*: the points of one series of one measure,
+//! sorted by timestamp, with columns pre-encoded by [`codec`]
+//! (delta-of-delta timestamps, delta ints, XOR floats, run-length tags).
+//! Record batches hold blocks of a single measure, sorted by series id.
+//! The footer's custom metadata `canopy.part` (JSON) holds the format
+//! version, the column layout each measure was written with, and per batch
+//! its time range, series range and CRC32 — so a reader fetches the footer
+//! with one range read, then only the batches it needs.
+//!
+//! The object is a plain Arrow IPC file: `pyarrow.ipc.open_file` reads it.
+
+mod codec;
+mod reader;
+mod writer;
+
+use std::collections::BTreeMap;
+
+use canopy_model::ColumnLayout;
+use serde::{Deserialize, Serialize};
+
+pub use reader::{PartIndex, read_index, scan_part};
+pub use writer::{EncodedPart, MeasureRows, encode_part};
+
+/// Footer metadata key holding [`PartFooter`] as JSON.
+pub(crate) const FOOTER_KEY: &str = "canopy.part";
+/// Current part format version; readers reject versions they do not know.
+pub(crate) const FORMAT_VERSION: u32 = 1;
+
+/// What the footer says about the part.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct PartFooter {
+    pub(crate) format: u32,
+    pub(crate) measures: BTreeMap<String, ColumnLayout>,
+    pub(crate) batches: Vec<BatchInfo>,
+}
+
+/// Statistics and checksum of one record batch.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct BatchInfo {
+    pub(crate) measure: String,
+    pub(crate) min_ts: i64,
+    pub(crate) max_ts: i64,
+    pub(crate) first_series: u64,
+    pub(crate) last_series: u64,
+    pub(crate) points: u64,
+    /// CRC32 of the batch's IPC message (metadata + body) as stored.
+    pub(crate) crc32: u32,
+}
+
+/// Arrow schema shared by every part.
+pub(crate) fn arrow_schema() -> arrow_schema::Schema {
+    use arrow_schema::{DataType, Field};
+    arrow_schema::Schema::new(vec![
+        Field::new("measure", DataType::Utf8, false),
+        Field::new("series_id", DataType::UInt64, false),
+        Field::new("count", DataType::UInt32, false),
+        Field::new("min_ts", DataType::Int64, false),
+        Field::new("max_ts", DataType::Int64, false),
+        Field::new("ts", DataType::Binary, false),
+        Field::new("version", DataType::Binary, false),
+        Field::new("tags", DataType::Binary, false),
+        Field::new("fields", DataType::Binary, false),
+    ])
+}

@@ -1,0 +1,272 @@
+//! Reading parts with range requests: one read for the footer, then only
+//! the record batches whose measure and time range a query needs.
+
+use std::ops::Range;
+use std::sync::Arc;
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::{Int64Type, UInt32Type, UInt64Type};
+use arrow_array::RecordBatch;
+use arrow_buffer::Buffer;
+use arrow_ipc::reader::FileDecoder;
+use arrow_ipc::{Block, MetadataVersion};
+use arrow_schema::SchemaRef;
+use canopy_model::codec::take_bytes;
+use canopy_model::{ColumnLayout, FieldVal, LayoutMapping, Point, TagVal};
+use object_store::{ObjectStore, ObjectStoreExt};
+
+use super::codec::{decode_field_column, decode_ints, decode_tag_runs, decode_timestamps};
+use super::{BatchInfo, FOOTER_KEY, FORMAT_VERSION, PartFooter};
+use crate::catalog::PartMeta;
+use crate::{Result, StorageError};
+
+/// A part's footer, parsed: enough to plan and decode batch reads.
+#[derive(Debug, Clone)]
+pub struct PartIndex {
+    schema: SchemaRef,
+    version: MetadataVersion,
+    blocks: Vec<Block>,
+    footer: PartFooter,
+}
+
+impl PartIndex {
+    /// Bytes this index holds in memory, roughly; for cache budgets.
+    pub fn approx_bytes(&self) -> usize {
+        512 + self.blocks.len() * 24 + self.footer.batches.len() * 96 + self.footer.measures.len() * 256
+    }
+
+    /// Parses a footer from the tail of a part (at least the footer and trailer).
+    fn parse(path: &str, tail: &[u8]) -> Result<PartIndex> {
+        let corrupt = |reason: String| StorageError::Corrupt { path: path.into(), reason };
+        if tail.len() < 10 {
+            return Err(corrupt("shorter than an Arrow trailer".into()));
+        }
+        let trailer: [u8; 10] = tail[tail.len() - 10..].try_into().expect("10 bytes");
+        let len = arrow_ipc::reader::read_footer_length(trailer)?;
+        if len + 10 > tail.len() {
+            return Err(corrupt(format!("footer of {len} bytes exceeds the {} bytes read", tail.len())));
+        }
+        let fb = arrow_ipc::root_as_footer(&tail[tail.len() - 10 - len..tail.len() - 10])
+            .map_err(|e| corrupt(format!("footer: {e}")))?;
+        let schema = fb.schema().ok_or_else(|| corrupt("footer without schema".into()))?;
+        let schema = Arc::new(arrow_ipc::convert::try_fb_to_schema(schema)?);
+        let blocks: Vec<Block> = fb.recordBatches().map(|b| b.iter().copied().collect()).unwrap_or_default();
+        let json = fb
+            .custom_metadata()
+            .and_then(|kvs| kvs.iter().find(|kv| kv.key() == Some(FOOTER_KEY)).and_then(|kv| kv.value()))
+            .ok_or_else(|| corrupt(format!("footer without {FOOTER_KEY}")))?;
+        let footer: PartFooter = serde_json::from_str(json).map_err(|e| corrupt(format!("{FOOTER_KEY}: {e}")))?;
+        if footer.format != FORMAT_VERSION {
+            return Err(corrupt(format!("unsupported part format {}", footer.format)));
+        }
+        if footer.batches.len() != blocks.len() {
+            return Err(corrupt(format!("{} batch stats for {} batches", footer.batches.len(), blocks.len())));
+        }
+        Ok(PartIndex { schema, version: fb.version(), blocks, footer })
+    }
+}
+
+/// Reads and parses a part's footer with one range request.
+pub async fn read_index(store: &dyn ObjectStore, meta: &PartMeta) -> Result<PartIndex> {
+    let want = meta.footer_bytes.min(meta.bytes);
+    let tail = store.get_range(&meta.path.as_str().into(), meta.bytes - want..meta.bytes).await?;
+    PartIndex::parse(&meta.path, &tail)
+}
+
+/// Reads the points of `measure` with `begin <= ts < end` that `keep`
+/// accepts, laid out as `target` (columns the part lacks read as null).
+pub async fn scan_part(
+    store: &dyn ObjectStore,
+    meta: &PartMeta,
+    index: &PartIndex,
+    measure: &str,
+    target: &ColumnLayout,
+    begin: i64,
+    end: i64,
+    keep: &(dyn Fn(&Point) -> bool + Sync),
+) -> Result<Vec<Point>> {
+    let Some(stored) = index.footer.measures.get(measure) else {
+        return Ok(Vec::new());
+    };
+    let mapping = LayoutMapping::new(stored, target);
+    let wanted: Vec<usize> = (0..index.blocks.len())
+        .filter(|&i| {
+            let b: &BatchInfo = &index.footer.batches[i];
+            b.measure == measure && b.max_ts >= begin && b.min_ts < end
+        })
+        .collect();
+    if wanted.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ranges: Vec<Range<u64>> = wanted
+        .iter()
+        .map(|&i| {
+            let b = &index.blocks[i];
+            let start = b.offset() as u64;
+            start..start + b.metaDataLength() as u64 + b.bodyLength() as u64
+        })
+        .collect();
+    let datas = store.get_ranges(&meta.path.as_str().into(), &ranges).await?;
+    let decoder = FileDecoder::new(index.schema.clone(), index.version);
+    let mut out = Vec::new();
+    for (&i, data) in wanted.iter().zip(datas) {
+        if crc32fast::hash(&data) != index.footer.batches[i].crc32 {
+            return Err(StorageError::Corrupt { path: meta.path.clone(), reason: format!("batch {i} checksum mismatch") });
+        }
+        let batch = decoder
+            .read_record_batch(&index.blocks[i], &Buffer::from(data))?
+            .ok_or_else(|| StorageError::Corrupt { path: meta.path.clone(), reason: format!("batch {i} missing") })?;
+        decode_batch(&meta.path, &batch, &mapping, begin, end, keep, &mut out)?;
+    }
+    Ok(out)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn decode_batch(
+    path: &str,
+    batch: &RecordBatch,
+    mapping: &LayoutMapping,
+    begin: i64,
+    end: i64,
+    keep: &(dyn Fn(&Point) -> bool + Sync),
+    out: &mut Vec<Point>,
+) -> Result<()> {
+    let corrupt = |what: &str| StorageError::Corrupt { path: path.into(), reason: format!("undecodable {what}") };
+    let series = batch.column(1).as_primitive::<UInt64Type>();
+    let count = batch.column(2).as_primitive::<UInt32Type>();
+    let min_ts = batch.column(3).as_primitive::<Int64Type>();
+    let max_ts = batch.column(4).as_primitive::<Int64Type>();
+    let (ts_col, ver_col) = (batch.column(5).as_binary::<i32>(), batch.column(6).as_binary::<i32>());
+    let (tag_col, field_col) = (batch.column(7).as_binary::<i32>(), batch.column(8).as_binary::<i32>());
+    for row in 0..batch.num_rows() {
+        if max_ts.value(row) < begin || min_ts.value(row) >= end {
+            continue;
+        }
+        let n = count.value(row) as usize;
+        let ts = decode_timestamps(ts_col.value(row), n).ok_or_else(|| corrupt("timestamps"))?;
+        let lo = ts.partition_point(|&t| t < begin);
+        let hi = ts.partition_point(|&t| t < end);
+        if lo >= hi {
+            continue;
+        }
+        let versions = decode_ints(&mut ver_col.value(row), n).ok_or_else(|| corrupt("versions"))?;
+        let mut tags_buf = tag_col.value(row);
+        let mut stored_tags: Vec<Vec<TagVal>> = Vec::new();
+        while !tags_buf.is_empty() {
+            let mut col = take_bytes(&mut tags_buf).ok_or_else(|| corrupt("tags"))?;
+            stored_tags.push(decode_tag_runs(&mut col, n).ok_or_else(|| corrupt("tags"))?);
+        }
+        let mut fields_buf = field_col.value(row);
+        let mut stored_fields: Vec<Vec<FieldVal>> = Vec::new();
+        while !fields_buf.is_empty() {
+            let mut col = take_bytes(&mut fields_buf).ok_or_else(|| corrupt("fields"))?;
+            stored_fields.push(decode_field_column(&mut col, n).ok_or_else(|| corrupt("fields"))?);
+        }
+        for i in lo..hi {
+            let p = Point {
+                series: series.value(row),
+                shard: 0,
+                ts: ts[i],
+                version: versions[i],
+                tags: mapping.tags.iter().map(|s| s.and_then(|s| stored_tags.get(s)).map(|c| c[i].clone()).unwrap_or_default()).collect(),
+                fields: mapping.fields.iter().map(|s| s.and_then(|s| stored_fields.get(s)).map(|c| c[i].clone()).unwrap_or_default()).collect(),
+            };
+            if keep(&p) {
+                out.push(p);
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::part::{MeasureRows, encode_part};
+
+
+    fn layout(tags: &[&str], fields: &[&str]) -> ColumnLayout {
+        ColumnLayout {
+            tags: tags.iter().map(|t| ("d".to_string(), t.to_string(), 1)).collect(),
+            fields: fields.iter().map(|f| (f.to_string(), 4)).collect(),
+        }
+    }
+
+    fn rows(series: u64, n: i64, hosts: &str) -> Vec<Point> {
+        (0..n)
+            .map(|i| Point {
+                series,
+                shard: 0,
+                ts: 1_000 + i * 10,
+                version: 0,
+                tags: vec![TagVal::Str(hosts.into()), TagVal::Str(format!("z{}", i % 2))],
+                fields: vec![FieldVal::Float(i as f64 * 0.5)],
+            })
+            .collect()
+    }
+
+    async fn put(parts: &[MeasureRows]) -> (Arc<dyn ObjectStore>, PartMeta) {
+        let enc = encode_part(parts).unwrap();
+        let store: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());
+        store.put(&"p.arrow".into(), enc.bytes.clone().into()).await.unwrap();
+        let meta = PartMeta {
+            id: 1,
+            path: "p.arrow".into(),
+            segment_start: 0,
+            segment_end: 1 << 40,
+            bytes: enc.bytes.len() as u64,
+            footer_bytes: enc.footer_bytes,
+            rows: enc.rows,
+            min_ts: enc.min_ts,
+            max_ts: enc.max_ts,
+            max_wal_seq: 1,
+            level: 0,
+            measures: enc.measures,
+        };
+        (store, meta)
+    }
+
+    #[tokio::test]
+    async fn written_rows_read_back_with_range_and_filter() {
+        let l = Arc::new(layout(&["host", "zone"], &["v"]));
+        let mut a = rows(1, 100, "h1");
+        a.extend(rows(2, 50, "h2"));
+        let (store, meta) = put(&[MeasureRows { name: "cpu".into(), layout: l.clone(), rows: a.clone() }]).await;
+        assert_eq!(meta.rows, 150);
+        assert_eq!(meta.measures["cpu"].series, 2);
+        let idx = read_index(store.as_ref(), &meta).await.unwrap();
+        let all = scan_part(store.as_ref(), &meta, &idx, "cpu", &l, i64::MIN, i64::MAX, &|_| true).await.unwrap();
+        assert_eq!(all, a);
+        let some = scan_part(store.as_ref(), &meta, &idx, "cpu", &l, 1_100, 1_200, &|p| p.tags[1] == TagVal::Str("z0".into()))
+            .await
+            .unwrap();
+        let expect: Vec<Point> = a.iter().filter(|p| p.ts >= 1_100 && p.ts < 1_200 && p.tags[1] == TagVal::Str("z0".into())).cloned().collect();
+        assert_eq!(some, expect);
+        assert!(scan_part(store.as_ref(), &meta, &idx, "mem", &l, 0, i64::MAX, &|_| true).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn columns_added_after_the_write_read_as_null() {
+        let old = Arc::new(layout(&["host", "zone"], &["v"]));
+        let (store, meta) = put(&[MeasureRows { name: "cpu".into(), layout: old, rows: rows(1, 3, "h") }]).await;
+        let new = layout(&["host", "rack", "zone"], &["v", "w"]);
+        let idx = read_index(store.as_ref(), &meta).await.unwrap();
+        let got = scan_part(store.as_ref(), &meta, &idx, "cpu", &new, 0, i64::MAX, &|_| true).await.unwrap();
+        assert_eq!(got[1].tags, vec![TagVal::Str("h".into()), TagVal::Null, TagVal::Str("z1".into())]);
+        assert_eq!(got[1].fields, vec![FieldVal::Float(0.5), FieldVal::Null]);
+    }
+
+    #[tokio::test]
+    async fn a_flipped_byte_is_reported_as_corruption() {
+        let l = Arc::new(layout(&["host", "zone"], &["v"]));
+        let enc = encode_part(&[MeasureRows { name: "cpu".into(), layout: l.clone(), rows: rows(1, 100, "h") }]).unwrap();
+        let (store, meta) = put(&[MeasureRows { name: "cpu".into(), layout: l.clone(), rows: rows(1, 100, "h") }]).await;
+        let idx = read_index(store.as_ref(), &meta).await.unwrap();
+        let mut bad = enc.bytes.to_vec();
+        let b = idx.blocks[0];
+        bad[b.offset() as usize + b.metaDataLength() as usize + 20] ^= 0xff;
+        store.put(&"p.arrow".into(), bad.into()).await.unwrap();
+        let err = scan_part(store.as_ref(), &meta, &idx, "cpu", &l, 0, i64::MAX, &|_| true).await.unwrap_err();
+        assert!(matches!(err, StorageError::Corrupt { .. }), "{err}");
+    }
+}
