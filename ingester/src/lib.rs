@@ -1,1 +1,16 @@
+//! Canopy's ingester: owns shards; appends each write to the shard's WAL
+//! and fsyncs (group commit) before acknowledging; buffers points in a
+//! memtable; flushes them as parts to object storage and makes them visible
+//! with an atomic catalog commit that records the WAL watermark; answers
+//! queries for the points not yet in parts.
 
+mod error;
+mod flush;
+mod ingester;
+mod memtable;
+mod shard;
+pub mod wal;
+
+pub use error::{IngestError, Result};
+pub use ingester::{Ingester, IngesterConfig};
+pub use shard::ShardSnapshot;

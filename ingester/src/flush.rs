@@ -1,0 +1,145 @@
+//! Flushing a shard: freeze the active memtable, encode one part per time
+//! segment, upload the parts, commit them to the catalog together with the
+//! new WAL watermark, then drop the memtable and the WAL segments it covered.
+//!
+//! Crash at any step is safe: parts uploaded but not committed are orphans
+//! no catalog references (invariant 1: WAL replay restores their points);
+//! after the commit the WAL records are at or below the watermark and are
+//! skipped on replay, so nothing is returned twice.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use canopy_storage::part::{MeasureRows, encode_part};
+use canopy_storage::{CatalogState, PartMeta, StorageError, paths};
+use object_store::{PutMode, PutOptions, PutPayload};
+
+use crate::memtable::Memtable;
+use crate::shard::Shard;
+use crate::{IngestError, Result};
+
+/// Most catalog commit attempts on conflict before giving up for this round.
+const COMMIT_ATTEMPTS_MAX: usize = 16;
+
+fn nonce() -> u32 {
+    let t = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    (t.subsec_nanos() ^ std::process::id().rotate_left(16)) ^ (t.as_secs() as u32)
+}
+
+/// Groups a frozen memtable's rows into one part input per time segment.
+fn split_segments(m: &Memtable, segment_nanos: i64) -> BTreeMap<i64, Vec<MeasureRows>> {
+    let mut out: BTreeMap<i64, Vec<MeasureRows>> = BTreeMap::new();
+    let mut names: Vec<&String> = m.measures.keys().collect();
+    names.sort();
+    for name in names {
+        let table = &m.measures[name];
+        let mut per_segment: BTreeMap<i64, Vec<canopy_model::Point>> = BTreeMap::new();
+        for (_, p) in table.iter() {
+            per_segment.entry(p.ts.div_euclid(segment_nanos) * segment_nanos).or_default().push(p.clone());
+        }
+        for (seg, rows) in per_segment {
+            out.entry(seg).or_default().push(MeasureRows { name: name.clone(), layout: table.layout.clone(), rows });
+        }
+    }
+    out
+}
+
+impl Shard {
+    /// True if the active memtable should be flushed now.
+    pub(crate) fn should_flush(&self, flush_bytes: usize, max_age: std::time::Duration) -> bool {
+        let st = self.state.lock().expect("shard lock");
+        !st.frozen.is_empty() || (!st.active.is_empty() && (st.active.bytes >= flush_bytes || st.active.created.elapsed() >= max_age))
+    }
+
+    /// Flushes everything buffered; returns the number of parts committed.
+    pub(crate) async fn flush(&self) -> Result<usize> {
+        let _serial = self.flush_lock.lock().await;
+        {
+            let mut st = self.state.lock().expect("shard lock");
+            if !st.active.is_empty() {
+                let m = std::mem::take(&mut st.active);
+                st.frozen.push(Arc::new(m));
+            }
+        }
+        // Later records go to a new segment so this one can be deleted once covered.
+        self.wal.lock().expect("wal lock").rotate()?;
+        let mut parts = 0;
+        loop {
+            let (memtable, base, segment_nanos) = {
+                let st = self.state.lock().expect("shard lock");
+                match st.frozen.first() {
+                    Some(m) => (m.clone(), st.catalog.clone(), st.segment_nanos),
+                    None => break,
+                }
+            };
+            let new_parts = self.write_parts(&memtable, &base, segment_nanos).await?;
+            let committed = self.commit(base, new_parts.clone(), memtable.max_seq).await?;
+            let watermark = committed.wal_watermark;
+            {
+                let mut st = self.state.lock().expect("shard lock");
+                st.catalog = Arc::new(committed);
+                st.frozen.remove(0);
+            }
+            self.budget.used.fetch_sub(memtable.bytes.min(self.budget.used.load(Ordering::Relaxed)), Ordering::Relaxed);
+            self.wal.lock().expect("wal lock").truncate_through(watermark)?;
+            parts += new_parts.len();
+            tracing::debug!(group = %self.group, shard = self.id, parts = new_parts.len(), watermark, "flushed");
+        }
+        Ok(parts)
+    }
+
+    async fn write_parts(&self, m: &Arc<Memtable>, base: &CatalogState, segment_nanos: i64) -> Result<Vec<PartMeta>> {
+        let inputs = split_segments(m, segment_nanos);
+        let encoded = tokio::task::spawn_blocking(move || {
+            inputs.into_iter().map(|(seg, rows)| encode_part(&rows).map(|e| (seg, e))).collect::<Result<Vec<_>, StorageError>>()
+        })
+        .await
+        .map_err(|e| IngestError::Wal(std::io::Error::other(e)))??;
+        let mut metas = Vec::with_capacity(encoded.len());
+        let mut id = base.next_part_id;
+        for (seg, enc) in encoded {
+            let path = paths::part(&self.group, self.id, seg, id, nonce());
+            let opts = PutOptions { mode: PutMode::Create, ..Default::default() };
+            self.store.put_opts(&path.as_str().into(), PutPayload::from(Bytes::clone(&enc.bytes)), opts).await.map_err(StorageError::from)?;
+            metas.push(PartMeta {
+                id,
+                path,
+                segment_start: seg,
+                segment_end: seg + segment_nanos,
+                bytes: enc.bytes.len() as u64,
+                footer_bytes: enc.footer_bytes,
+                rows: enc.rows,
+                min_ts: enc.min_ts,
+                max_ts: enc.max_ts,
+                max_wal_seq: m.max_seq,
+                level: 0,
+                measures: enc.measures,
+            });
+            id += 1;
+        }
+        Ok(metas)
+    }
+
+    /// Commits new parts and the watermark, rebasing on a concurrent commit
+    /// (e.g. a compactor) and stopping if the shard was taken over.
+    async fn commit(&self, mut base: Arc<CatalogState>, new_parts: Vec<PartMeta>, max_seq: u64) -> Result<CatalogState> {
+        for _ in 0..COMMIT_ATTEMPTS_MAX {
+            let mut next = (*base).clone();
+            next.epoch = self.epoch;
+            next.wal_watermark = next.wal_watermark.max(max_seq);
+            next.next_part_id = next.next_part_id.max(new_parts.iter().map(|p| p.id + 1).max().unwrap_or(0));
+            next.parts.extend(new_parts.iter().cloned());
+            match self.catalogs.commit(&base, next).await {
+                Ok(c) => return Ok(c),
+                Err(StorageError::CatalogConflict { .. }) => {
+                    base = Arc::new(self.catalogs.load_latest(&self.group, self.id).await?);
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(IngestError::Overloaded(format!("catalog of {}/{} kept changing during {COMMIT_ATTEMPTS_MAX} commit attempts", self.group, self.id)))
+    }
+}

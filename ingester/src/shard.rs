@@ -1,0 +1,236 @@
+//! One shard of one group: its WAL, memtables and current catalog version.
+//!
+//! Writes go through a bounded queue to a single writer task, which appends
+//! every queued batch to the WAL with one fsync (group commit), inserts the
+//! points into the active memtable in WAL order, then acknowledges.
+//! The memtables and the catalog version are swapped together under one
+//! lock, so a [`ShardSnapshot`] always pairs a catalog version with exactly
+//! the points above its WAL watermark.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use canopy_model::{ColumnLayout, LayoutMapping, MeasureSchema, Point};
+use canopy_storage::{CatalogState, CatalogStore};
+use object_store::ObjectStore;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::memtable::Memtable;
+use crate::wal::{Wal, WalBatch, decode_batch, encode_batch};
+use crate::{IngestError, Result};
+
+/// Most bytes of WAL payload written under one fsync.
+const GROUP_COMMIT_BYTES_MAX: usize = 8 * 1024 * 1024;
+/// How long a write waits for room in a full shard queue before failing.
+const ENQUEUE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Memory used by memtables across all shards, against one limit.
+#[derive(Debug)]
+pub(crate) struct MemoryBudget {
+    pub(crate) used: AtomicUsize,
+    pub(crate) max: usize,
+}
+
+pub(crate) struct WriteReq {
+    batch: WalBatch,
+    payload: Vec<u8>,
+    reply: oneshot::Sender<Result<u64>>,
+}
+
+/// Mutable state, guarded by a std mutex never held across an await.
+#[derive(Debug)]
+pub(crate) struct ShardState {
+    pub(crate) active: Memtable,
+    /// Frozen memtables waiting for their flush to commit, oldest first.
+    pub(crate) frozen: Vec<Arc<Memtable>>,
+    pub(crate) catalog: Arc<CatalogState>,
+    /// Segment width of the group as last seen on a write.
+    pub(crate) segment_nanos: i64,
+}
+
+/// A shard.
+#[derive(Debug)]
+pub(crate) struct Shard {
+    pub(crate) group: String,
+    pub(crate) id: u32,
+    pub(crate) epoch: u64,
+    pub(crate) wal: Arc<Mutex<Wal>>,
+    pub(crate) state: Mutex<ShardState>,
+    pub(crate) flush_lock: tokio::sync::Mutex<()>,
+    pub(crate) catalogs: CatalogStore,
+    pub(crate) store: Arc<dyn ObjectStore>,
+    pub(crate) budget: Arc<MemoryBudget>,
+    tx: mpsc::Sender<WriteReq>,
+}
+
+/// What a query sees of a shard: a catalog version plus the memtable points
+/// above that version's WAL watermark, taken atomically.
+#[derive(Debug, Clone)]
+pub struct ShardSnapshot {
+    pub catalog: Arc<CatalogState>,
+    /// Matching memtable points (already in the query's layout) with their
+    /// WAL sequence numbers; all above `catalog.wal_watermark`.
+    pub rows: Vec<(u64, Point)>,
+}
+
+fn map_point(p: &Point, m: Option<&LayoutMapping>) -> Point {
+    match m {
+        None => p.clone(),
+        Some(m) => Point {
+            tags: m.tags.iter().map(|s| s.map(|i| p.tags[i].clone()).unwrap_or_default()).collect(),
+            fields: m.fields.iter().map(|s| s.map(|i| p.fields[i].clone()).unwrap_or_default()).collect(),
+            ..*p
+        },
+    }
+}
+
+fn collect(m: &Memtable, measure: &str, target: &ColumnLayout, keep: &dyn Fn(&Point) -> bool, out: &mut Vec<(u64, Point)>) {
+    let Some(t) = m.measures.get(measure) else { return };
+    let mapping = (*t.layout != *target).then(|| LayoutMapping::new(&t.layout, target));
+    for (seq, p) in t.iter() {
+        let p = map_point(p, mapping.as_ref());
+        if keep(&p) {
+            out.push((seq, p));
+        }
+    }
+}
+
+impl Shard {
+    /// Opens a shard: loads its catalog, recovers its WAL above the catalog's
+    /// watermark into a memtable, and starts its writer task.
+    pub(crate) async fn open(
+        group: &str,
+        id: u32,
+        wal_dir: std::path::PathBuf,
+        epoch: u64,
+        segment_bytes_max: u64,
+        queue_depth: usize,
+        catalogs: CatalogStore,
+        store: Arc<dyn ObjectStore>,
+        budget: Arc<MemoryBudget>,
+    ) -> Result<Arc<Shard>> {
+        let catalog = catalogs.load_latest(group, id).await?;
+        if catalog.epoch > epoch {
+            return Err(canopy_storage::StorageError::Fenced { group: group.into(), shard: id, current: catalog.epoch, mine: epoch }.into());
+        }
+        let watermark = catalog.wal_watermark;
+        let (wal, recovered) = tokio::task::spawn_blocking(move || Wal::open(&wal_dir, watermark, segment_bytes_max))
+            .await
+            .map_err(|e| IngestError::Wal(std::io::Error::other(e)))??;
+        let mut active = Memtable::default();
+        for (seq, payload) in recovered.records {
+            let b = decode_batch(&payload)
+                .ok_or_else(|| IngestError::Wal(std::io::Error::other(format!("undecodable WAL record {seq} in {group}/{id}"))))?;
+            active.insert(&b.measure, b.revision, &b.layout, seq, b.points);
+        }
+        if active.bytes > 0 {
+            tracing::info!(group, shard = id, bytes = active.bytes, max_seq = active.max_seq, "replayed WAL");
+        }
+        budget.used.fetch_add(active.bytes, Ordering::Relaxed);
+        let (tx, rx) = mpsc::channel(queue_depth);
+        let shard = Arc::new(Shard {
+            group: group.into(),
+            id,
+            epoch,
+            wal: Arc::new(Mutex::new(wal)),
+            state: Mutex::new(ShardState { active, frozen: Vec::new(), catalog: Arc::new(catalog), segment_nanos: 86_400_000_000_000 }),
+            flush_lock: tokio::sync::Mutex::new(()),
+            catalogs,
+            store,
+            budget,
+            tx,
+        });
+        tokio::spawn(run_writer(Arc::downgrade(&shard), rx));
+        Ok(shard)
+    }
+
+    /// Durably writes points of one measure; returns their WAL sequence
+    /// number once fsync'd and visible to queries.
+    pub(crate) async fn write(&self, schema: &MeasureSchema, points: Vec<Point>) -> Result<u64> {
+        if self.budget.used.load(Ordering::Relaxed) >= self.budget.max {
+            return Err(IngestError::Overloaded(format!(
+                "memtables hold {} bytes, the limit is {}; flushes are behind",
+                self.budget.used.load(Ordering::Relaxed),
+                self.budget.max
+            )));
+        }
+        self.state.lock().expect("shard lock").segment_nanos = schema.group.segment_nanos;
+        let batch = WalBatch {
+            group: self.group.clone(),
+            measure: schema.name.clone(),
+            revision: schema.revision,
+            layout: schema.layout.clone(),
+            points,
+        };
+        let payload = encode_batch(&batch);
+        let (reply, rx) = oneshot::channel();
+        match tokio::time::timeout(ENQUEUE_TIMEOUT, self.tx.send(WriteReq { batch, payload, reply })).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return Err(IngestError::Closed),
+            Err(_) => return Err(IngestError::Overloaded(format!("write queue of shard {}/{} is full", self.group, self.id))),
+        }
+        rx.await.map_err(|_| IngestError::Closed)?
+    }
+
+    /// The catalog version and the matching memtable points above its watermark.
+    pub(crate) fn snapshot(&self, measure: &str, target: &ColumnLayout, keep: &dyn Fn(&Point) -> bool) -> ShardSnapshot {
+        let (catalog, frozen, mut rows) = {
+            let st = self.state.lock().expect("shard lock");
+            let mut rows = Vec::new();
+            collect(&st.active, measure, target, keep, &mut rows);
+            (st.catalog.clone(), st.frozen.clone(), rows)
+        };
+        for m in &frozen {
+            collect(m, measure, target, keep, &mut rows);
+        }
+        debug_assert!(rows.iter().all(|(s, _)| *s > catalog.wal_watermark), "snapshot holds only unflushed points");
+        ShardSnapshot { catalog, rows }
+    }
+}
+
+async fn run_writer(shard: std::sync::Weak<Shard>, mut rx: mpsc::Receiver<WriteReq>) {
+    while let Some(first) = rx.recv().await {
+        let mut reqs = vec![first];
+        let mut bytes = reqs[0].payload.len();
+        while bytes < GROUP_COMMIT_BYTES_MAX {
+            match rx.try_recv() {
+                Ok(r) => {
+                    bytes += r.payload.len();
+                    reqs.push(r);
+                }
+                Err(_) => break,
+            }
+        }
+        let Some(shard) = shard.upgrade() else { break };
+        let payloads: Vec<Vec<u8>> = reqs.iter_mut().map(|r| std::mem::take(&mut r.payload)).collect();
+        let wal = shard.wal.clone();
+        let appended = tokio::task::spawn_blocking(move || wal.lock().expect("wal lock").append(&payloads))
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+        match appended {
+            Ok(seqs) => {
+                let mut added = 0;
+                let mut replies = Vec::with_capacity(reqs.len());
+                {
+                    let mut st = shard.state.lock().expect("shard lock");
+                    for (r, seq) in reqs.into_iter().zip(seqs) {
+                        let b = r.batch;
+                        added += st.active.insert(&b.measure, b.revision, &b.layout, seq, b.points);
+                        replies.push((r.reply, seq));
+                    }
+                }
+                shard.budget.used.fetch_add(added, Ordering::Relaxed);
+                for (reply, seq) in replies {
+                    let _ = reply.send(Ok(seq));
+                }
+            }
+            Err(e) => {
+                tracing::error!(group = %shard.group, shard = shard.id, error = %e, "WAL append failed");
+                for r in reqs {
+                    let _ = r.reply.send(Err(IngestError::Wal(std::io::Error::new(e.kind(), e.to_string()))));
+                }
+            }
+        }
+    }
+}
