@@ -1,1 +1,35 @@
-fn main() {}
+//! `canopy`: one binary for every role. `canopy standalone` runs liaison,
+//! ingester and querier in one process on local defaults.
+
+mod standalone;
+
+use clap::{Parser, Subcommand};
+
+/// Canopy: an observability database on object storage.
+#[derive(Debug, Parser)]
+#[command(name = "canopy", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run every role in one process: local WAL, embedded metadata, and a
+    /// local-directory object store unless `--object-store` says otherwise.
+    Standalone(standalone::StandaloneArgs),
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("CANOPY_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    match cli.command {
+        Command::Standalone(args) => rt.block_on(standalone::run(args)),
+    }
+}

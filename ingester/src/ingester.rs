@@ -131,7 +131,7 @@ impl Ingester {
         shard: u32,
         measure: &str,
         target: &ColumnLayout,
-        keep: &dyn Fn(&Point) -> bool,
+        keep: &(dyn Fn(&Point) -> bool + Sync),
     ) -> Result<ShardSnapshot> {
         Ok(self.shard(group, shard).await?.snapshot(measure, target, keep))
     }

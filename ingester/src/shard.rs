@@ -85,7 +85,7 @@ fn map_point(p: &Point, m: Option<&LayoutMapping>) -> Point {
     }
 }
 
-fn collect(m: &Memtable, measure: &str, target: &ColumnLayout, keep: &dyn Fn(&Point) -> bool, out: &mut Vec<(u64, Point)>) {
+fn collect(m: &Memtable, measure: &str, target: &ColumnLayout, keep: &(dyn Fn(&Point) -> bool + Sync), out: &mut Vec<(u64, Point)>) {
     let Some(t) = m.measures.get(measure) else { return };
     let mapping = (*t.layout != *target).then(|| LayoutMapping::new(&t.layout, target));
     for (seq, p) in t.iter() {
@@ -174,7 +174,7 @@ impl Shard {
     }
 
     /// The catalog version and the matching memtable points above its watermark.
-    pub(crate) fn snapshot(&self, measure: &str, target: &ColumnLayout, keep: &dyn Fn(&Point) -> bool) -> ShardSnapshot {
+    pub(crate) fn snapshot(&self, measure: &str, target: &ColumnLayout, keep: &(dyn Fn(&Point) -> bool + Sync)) -> ShardSnapshot {
         let (catalog, frozen, mut rows) = {
             let st = self.state.lock().expect("shard lock");
             let mut rows = Vec::new();

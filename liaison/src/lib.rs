@@ -1,1 +1,18 @@
+//! Canopy's liaison: the HTTP (axum) and gRPC (tonic) gateway. It validates
+//! requests against the schema, routes each point to its shard, fans queries
+//! out to every shard of the group and merges the partial results.
+//!
+//! The data it talks to sits behind [`DataPlane`]; in standalone that is the
+//! in-process ingester and querier ([`LocalDataPlane`]).
 
+mod data_plane;
+mod error;
+mod grpc;
+mod http;
+mod server;
+mod service;
+
+pub use data_plane::{DataPlane, LocalDataPlane};
+pub use error::{ApiError, Code};
+pub use server::{LiaisonConfig, start_liaison};
+pub use service::Gateway;

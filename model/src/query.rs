@@ -132,6 +132,20 @@ impl QueryPlan {
         p.ts >= self.begin && p.ts < self.end && self.predicate.eval(&p.tags)
     }
 
+    /// True if the criteria read only entity tags. Only then may sources
+    /// filter before deduplication: versions of one (series, ts) share their
+    /// entity tags, but other tags may differ between an old and a new version.
+    pub fn pushdown_safe(&self) -> bool {
+        let mut used = Vec::new();
+        self.predicate.tags_used(&mut used);
+        used.iter().all(|t| self.schema.entity.contains(t))
+    }
+
+    /// The filter a source (memtable, part) applies before deduplication.
+    pub fn source_filter(&self, p: &Point) -> bool {
+        p.ts >= self.begin && p.ts < self.end && (!self.pushdown_safe() || self.predicate.eval(&p.tags))
+    }
+
     /// Reduces the deduplicated, matching rows of one shard.
     pub fn reduce(&self, rows: Vec<Point>) -> Result<PartialResult> {
         PartialResult::from_rows(self, rows)

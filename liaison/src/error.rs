@@ -1,0 +1,139 @@
+//! One error type for both front ends: a gRPC-style code and a message that
+//! names the offending field. HTTP maps codes to statuses and returns
+//! `{"code": "...", "message": "..."}`.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use canopy_ingester::IngestError;
+use canopy_meta::MetaError;
+use canopy_model::ModelError;
+use canopy_querier::QueryError;
+use canopy_storage::StorageError;
+
+/// Error categories, as gRPC names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Code {
+    InvalidArgument,
+    NotFound,
+    AlreadyExists,
+    FailedPrecondition,
+    ResourceExhausted,
+    Unavailable,
+    Internal,
+}
+
+/// An error returned to a client.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{code:?}: {message}")]
+pub struct ApiError {
+    pub code: Code,
+    pub message: String,
+}
+
+impl ApiError {
+    /// An error with a code and message.
+    pub fn new(code: Code, message: impl Into<String>) -> ApiError {
+        ApiError { code, message: message.into() }
+    }
+
+    /// INVALID_ARGUMENT naming `field`.
+    pub fn invalid(field: &str, message: impl std::fmt::Display) -> ApiError {
+        ApiError::new(Code::InvalidArgument, format!("{field}: {message}"))
+    }
+
+    fn http_status(&self) -> StatusCode {
+        match self.code {
+            Code::InvalidArgument => StatusCode::BAD_REQUEST,
+            Code::NotFound => StatusCode::NOT_FOUND,
+            Code::AlreadyExists => StatusCode::CONFLICT,
+            Code::FailedPrecondition => StatusCode::PRECONDITION_FAILED,
+            Code::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
+            Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Code::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn code_name(&self) -> &'static str {
+        match self.code {
+            Code::InvalidArgument => "INVALID_ARGUMENT",
+            Code::NotFound => "NOT_FOUND",
+            Code::AlreadyExists => "ALREADY_EXISTS",
+            Code::FailedPrecondition => "FAILED_PRECONDITION",
+            Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+            Code::Unavailable => "UNAVAILABLE",
+            Code::Internal => "INTERNAL",
+        }
+    }
+}
+
+impl From<ApiError> for tonic::Status {
+    fn from(e: ApiError) -> tonic::Status {
+        let code = match e.code {
+            Code::InvalidArgument => tonic::Code::InvalidArgument,
+            Code::NotFound => tonic::Code::NotFound,
+            Code::AlreadyExists => tonic::Code::AlreadyExists,
+            Code::FailedPrecondition => tonic::Code::FailedPrecondition,
+            Code::ResourceExhausted => tonic::Code::ResourceExhausted,
+            Code::Unavailable => tonic::Code::Unavailable,
+            Code::Internal => tonic::Code::Internal,
+        };
+        tonic::Status::new(code, e.message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = serde_json::json!({ "code": self.code_name(), "message": self.message });
+        (self.http_status(), axum::Json(body)).into_response()
+    }
+}
+
+impl From<ModelError> for ApiError {
+    fn from(e: ModelError) -> ApiError {
+        match e {
+            ModelError::InvalidArgument { field, message } => ApiError::invalid(&field, message),
+            ModelError::NotFound(m) => ApiError::new(Code::NotFound, m),
+            ModelError::ResourceExhausted(m) => ApiError::new(Code::ResourceExhausted, m),
+        }
+    }
+}
+
+impl From<MetaError> for ApiError {
+    fn from(e: MetaError) -> ApiError {
+        match e {
+            MetaError::NotFound(m) => ApiError::new(Code::NotFound, format!("{m} not found")),
+            MetaError::AlreadyExists(m) => ApiError::new(Code::AlreadyExists, format!("{m} already exists")),
+            MetaError::Invalid(m) => m.into(),
+            MetaError::FailedPrecondition(m) => ApiError::new(Code::FailedPrecondition, m),
+            MetaError::Conflict(m) => ApiError::new(Code::Unavailable, format!("concurrent change to {m}; retry")),
+            MetaError::Storage(m) => ApiError::new(Code::Internal, m),
+        }
+    }
+}
+
+impl From<StorageError> for ApiError {
+    fn from(e: StorageError) -> ApiError {
+        let code = if e.is_retryable() { Code::Unavailable } else { Code::Internal };
+        ApiError::new(code, e.to_string())
+    }
+}
+
+impl From<IngestError> for ApiError {
+    fn from(e: IngestError) -> ApiError {
+        match e {
+            IngestError::Overloaded(m) => ApiError::new(Code::ResourceExhausted, m),
+            IngestError::Closed => ApiError::new(Code::Unavailable, "shutting down"),
+            IngestError::Storage(s) => s.into(),
+            IngestError::Wal(e) => ApiError::new(Code::Internal, format!("WAL: {e}")),
+        }
+    }
+}
+
+impl From<QueryError> for ApiError {
+    fn from(e: QueryError) -> ApiError {
+        match e {
+            QueryError::Model(m) => m.into(),
+            QueryError::Storage(s) => s.into(),
+        }
+    }
+}

@@ -1,0 +1,140 @@
+//! The HTTP front end. Routes follow the gateway layout users of BanyanDB
+//! know; bodies are the protobuf JSON mapping of the gRPC messages.
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use canopy_api::v1::{
+    GroupRegistryServiceCreateRequest, GroupRegistryServiceGetResponse, GroupRegistryServiceListResponse,
+    GroupRegistryServiceUpdateRequest, MeasureRegistryServiceCreateRequest, MeasureRegistryServiceCreateResponse,
+    MeasureRegistryServiceGetResponse, MeasureRegistryServiceListResponse, MeasureRegistryServiceUpdateRequest,
+    MeasureRegistryServiceUpdateResponse, Metadata, QueryRequest, Status, WriteRequest,
+};
+use serde::de::DeserializeOwned;
+
+use crate::error::ApiError;
+use crate::service::Gateway;
+
+/// Largest request body accepted.
+pub(crate) const BODY_BYTES_MAX: usize = 64 << 20;
+
+/// The HTTP routes.
+pub(crate) fn router(gw: Gateway) -> Router {
+    Router::new()
+        .route("/api/healthz", get(|| async { Json(serde_json::json!({ "status": "SERVING" })) }))
+        .route("/api/v1/group/schema", post(create_group))
+        .route("/api/v1/group/schema/lists", get(list_groups))
+        .route("/api/v1/group/schema/{group}", get(get_group).put(update_group).delete(delete_group))
+        .route("/api/v1/measure/schema", post(create_measure))
+        .route("/api/v1/measure/schema/lists/{group}", get(list_measures))
+        .route("/api/v1/measure/schema/{group}/{name}", get(get_measure).put(update_measure).delete(delete_measure))
+        .route("/api/v1/measure/data", post(query))
+        .route("/api/v1/measure/write", post(write))
+        .route("/api/v1/admin/flush", post(flush))
+        .fallback(|| async { ApiError::new(crate::Code::NotFound, "no such route") })
+        .layer(DefaultBodyLimit::max(BODY_BYTES_MAX))
+        .with_state(gw)
+}
+
+/// Parses a JSON body, reporting where it is malformed.
+fn parse<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| ApiError::invalid("body", format!("invalid JSON: {e}")))
+}
+
+async fn create_group(State(gw): State<Gateway>, body: Bytes) -> Result<Response, ApiError> {
+    let req: GroupRegistryServiceCreateRequest = parse(&body)?;
+    gw.create_group(req.group).await?;
+    Ok((StatusCode::OK, Json(serde_json::json!({}))).into_response())
+}
+
+async fn list_groups(State(gw): State<Gateway>) -> Result<Json<GroupRegistryServiceListResponse>, ApiError> {
+    Ok(Json(GroupRegistryServiceListResponse { group: gw.registry.list_groups().await? }))
+}
+
+async fn get_group(State(gw): State<Gateway>, Path(group): Path<String>) -> Result<Json<GroupRegistryServiceGetResponse>, ApiError> {
+    Ok(Json(GroupRegistryServiceGetResponse { group: Some(gw.registry.get_group(&group).await?) }))
+}
+
+async fn update_group(State(gw): State<Gateway>, Path(group): Path<String>, body: Bytes) -> Result<Json<serde_json::Value>, ApiError> {
+    let mut req: GroupRegistryServiceUpdateRequest = parse(&body)?;
+    if let Some(g) = req.group.as_mut() {
+        let md = g.metadata.get_or_insert_with(Metadata::default);
+        if md.name.is_empty() {
+            md.name = group.clone();
+        } else if md.name != group {
+            return Err(ApiError::invalid("group.metadata.name", format!("{:?} does not match the path {group:?}", md.name)));
+        }
+    }
+    gw.update_group(req.group).await?;
+    Ok(Json(serde_json::json!({})))
+}
+
+async fn delete_group(State(gw): State<Gateway>, Path(group): Path<String>) -> Result<Json<serde_json::Value>, ApiError> {
+    let deleted = gw.registry.delete_group(&group).await?;
+    Ok(Json(serde_json::json!({ "deleted": deleted })))
+}
+
+async fn create_measure(State(gw): State<Gateway>, body: Bytes) -> Result<Json<MeasureRegistryServiceCreateResponse>, ApiError> {
+    let req: MeasureRegistryServiceCreateRequest = parse(&body)?;
+    Ok(Json(MeasureRegistryServiceCreateResponse { mod_revision: gw.create_measure(req.measure).await? }))
+}
+
+async fn list_measures(State(gw): State<Gateway>, Path(group): Path<String>) -> Result<Json<MeasureRegistryServiceListResponse>, ApiError> {
+    Ok(Json(MeasureRegistryServiceListResponse { measure: gw.registry.list_measures(&group).await? }))
+}
+
+async fn get_measure(
+    State(gw): State<Gateway>,
+    Path((group, name)): Path<(String, String)>,
+) -> Result<Json<MeasureRegistryServiceGetResponse>, ApiError> {
+    Ok(Json(MeasureRegistryServiceGetResponse { measure: Some(gw.registry.get_measure(&group, &name).await?) }))
+}
+
+async fn update_measure(
+    State(gw): State<Gateway>,
+    Path((group, name)): Path<(String, String)>,
+    body: Bytes,
+) -> Result<Json<MeasureRegistryServiceUpdateResponse>, ApiError> {
+    let mut req: MeasureRegistryServiceUpdateRequest = parse(&body)?;
+    if let Some(m) = req.measure.as_mut() {
+        let md = m.metadata.get_or_insert_with(Metadata::default);
+        if md.group.is_empty() && md.name.is_empty() {
+            md.group = group.clone();
+            md.name = name.clone();
+        } else if md.group != group || md.name != name {
+            return Err(ApiError::invalid("measure.metadata", format!("{}/{} does not match the path {group}/{name}", md.group, md.name)));
+        }
+    }
+    Ok(Json(MeasureRegistryServiceUpdateResponse { mod_revision: gw.update_measure(req.measure).await? }))
+}
+
+async fn delete_measure(State(gw): State<Gateway>, Path((group, name)): Path<(String, String)>) -> Result<Json<serde_json::Value>, ApiError> {
+    let deleted = gw.registry.delete_measure(&group, &name).await?;
+    Ok(Json(serde_json::json!({ "deleted": deleted })))
+}
+
+async fn query(State(gw): State<Gateway>, body: Bytes) -> Result<Response, ApiError> {
+    let req: QueryRequest = parse(&body)?;
+    Ok(Json(gw.query(req).await?).into_response())
+}
+
+async fn write(State(gw): State<Gateway>, body: Bytes) -> Result<Response, ApiError> {
+    let req: WriteRequest = parse(&body)?;
+    let resp = gw.write(req).await;
+    let code = match Status::try_from(resp.status) {
+        Ok(Status::Succeed) => StatusCode::OK,
+        Ok(Status::InvalidArgument) => StatusCode::BAD_REQUEST,
+        Ok(Status::NotFound) => StatusCode::NOT_FOUND,
+        Ok(Status::ResourceExhausted) => StatusCode::TOO_MANY_REQUESTS,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    Ok((code, Json(resp)).into_response())
+}
+
+async fn flush(State(gw): State<Gateway>) -> Result<Json<serde_json::Value>, ApiError> {
+    let parts = gw.data.flush().await?;
+    Ok(Json(serde_json::json!({ "parts": parts })))
+}

@@ -1,0 +1,116 @@
+//! The gateway's operations, shared by the HTTP and gRPC front ends.
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use canopy_api::v1::{
+    Group, Measure, PointError, QueryRequest, QueryResponse, Status, WriteRequest, WriteResponse,
+};
+use canopy_meta::{MetaError, SchemaRegistry};
+use canopy_model::{QueryPlan, finish, merge_partials, validate_batch};
+use futures::future::try_join_all;
+
+use crate::data_plane::DataPlane;
+use crate::error::{ApiError, Code};
+
+/// Most points in one write request; larger batches must be split.
+pub const WRITE_POINTS_MAX: usize = 100_000;
+
+/// The gateway: schema registry plus data plane.
+#[derive(Clone)]
+pub struct Gateway {
+    pub registry: Arc<SchemaRegistry>,
+    pub data: Arc<dyn DataPlane>,
+}
+
+fn now_nanos() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or(0)
+}
+
+impl Gateway {
+    /// A gateway over a registry and a data plane.
+    pub fn new(registry: Arc<SchemaRegistry>, data: Arc<dyn DataPlane>) -> Gateway {
+        Gateway { registry, data }
+    }
+
+    /// Writes one batch. Valid points are stored even when others are
+    /// rejected; the response counts them and names each rejected point's field.
+    pub async fn write(&self, req: WriteRequest) -> WriteResponse {
+        let message_id = req.message_id;
+        let fail = |status: Status, message: String| WriteResponse { message_id, status: status as i32, accepted: 0, errors: vec![], message };
+        let Some(md) = req.metadata.as_ref() else {
+            return fail(Status::InvalidArgument, "metadata: required (group and name of the measure)".into());
+        };
+        if req.data_points.len() > WRITE_POINTS_MAX {
+            return fail(
+                Status::InvalidArgument,
+                format!("data_points: {} points in one request, the limit is {WRITE_POINTS_MAX}", req.data_points.len()),
+            );
+        }
+        let schema = match self.registry.measure_schema(&md.group, &md.name).await {
+            Ok(s) => s,
+            Err(MetaError::NotFound(what)) => {
+                return fail(Status::NotFound, format!("metadata: {what} not found"));
+            }
+            Err(e) => return fail(Status::InternalError, e.to_string()),
+        };
+        let (points, rejected) = validate_batch(&schema, &req.data_points, now_nanos());
+        let accepted = points.len() as u32;
+        if !points.is_empty() {
+            if let Err(e) = self.data.write(&schema, points).await {
+                let status = if e.code == Code::ResourceExhausted { Status::ResourceExhausted } else { Status::InternalError };
+                return fail(status, e.message);
+            }
+        }
+        let errors: Vec<PointError> =
+            rejected.into_iter().map(|r| PointError { index: r.index, field: r.field, message: r.message }).collect();
+        let (status, message) = match errors.first() {
+            None => (Status::Succeed, String::new()),
+            Some(e) => (Status::InvalidArgument, format!("{} of {} points rejected; first: {}: {}", errors.len(), req.data_points.len(), e.field, e.message)),
+        };
+        WriteResponse { message_id, status: status as i32, accepted, errors, message }
+    }
+
+    /// Runs a query over every shard of the measure's group and merges.
+    pub async fn query(&self, req: QueryRequest) -> Result<QueryResponse, ApiError> {
+        let group = match req.groups.as_slice() {
+            [g] => g.clone(),
+            [] => return Err(ApiError::invalid("groups", "one group is required")),
+            _ => return Err(ApiError::invalid("groups", "querying several groups at once is not supported yet")),
+        };
+        if req.name.is_empty() {
+            return Err(ApiError::invalid("name", "the measure name is required"));
+        }
+        let schema = self.registry.measure_schema(&group, &req.name).await?;
+        let plan = Arc::new(QueryPlan::compile(schema, &req, now_nanos())?);
+        let shards = plan.schema.group.shard_num;
+        let partials = try_join_all((0..shards).map(|s| {
+            let plan = plan.clone();
+            let data = self.data.clone();
+            async move { data.query_shard(&plan, s).await }
+        }))
+        .await?;
+        let merged = merge_partials(&plan, partials)?;
+        Ok(QueryResponse { data_points: finish(&plan, merged) })
+    }
+
+    /// Creates a group.
+    pub async fn create_group(&self, g: Option<Group>) -> Result<(), ApiError> {
+        Ok(self.registry.create_group(g.ok_or_else(|| ApiError::invalid("group", "required"))?).await?)
+    }
+
+    /// Updates a group.
+    pub async fn update_group(&self, g: Option<Group>) -> Result<(), ApiError> {
+        Ok(self.registry.update_group(g.ok_or_else(|| ApiError::invalid("group", "required"))?).await?)
+    }
+
+    /// Creates a measure; returns its revision.
+    pub async fn create_measure(&self, m: Option<Measure>) -> Result<i64, ApiError> {
+        Ok(self.registry.create_measure(m.ok_or_else(|| ApiError::invalid("measure", "required"))?).await?)
+    }
+
+    /// Updates a measure; returns its revision.
+    pub async fn update_measure(&self, m: Option<Measure>) -> Result<i64, ApiError> {
+        Ok(self.registry.update_measure(m.ok_or_else(|| ApiError::invalid("measure", "required"))?).await?)
+    }
+}

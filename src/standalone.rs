@@ -1,0 +1,101 @@
+//! `canopy standalone`: wiring of all roles in one process.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use canopy_ingester::{Ingester, IngesterConfig};
+use canopy_liaison::{Gateway, LiaisonConfig, LocalDataPlane, start_liaison};
+use canopy_meta::{EmbeddedStore, SchemaRegistry};
+use canopy_querier::{Querier, QuerierConfig};
+use canopy_storage::{ObjectStoreConfig, open_object_store};
+
+/// Options of `canopy standalone`; each also reads a `CANOPY_*` variable.
+#[derive(Debug, clap::Args)]
+pub(crate) struct StandaloneArgs {
+    /// Local directory for the WAL and embedded metadata.
+    #[arg(long, env = "CANOPY_DATA_DIR", default_value = "canopy-data")]
+    data_dir: PathBuf,
+    /// Object store for parts and catalogs: a directory, `file:///dir` or
+    /// `s3://bucket[/prefix]`. Default: `<data-dir>/objects`.
+    #[arg(long, env = "CANOPY_OBJECT_STORE")]
+    object_store: Option<String>,
+    /// S3 endpoint for S3-compatible servers (MinIO, s3s-fs).
+    #[arg(long, env = "CANOPY_S3_ENDPOINT")]
+    s3_endpoint: Option<String>,
+    /// S3 region (default: AWS_REGION or us-east-1).
+    #[arg(long, env = "CANOPY_S3_REGION")]
+    s3_region: Option<String>,
+    /// S3 access key (default: AWS_ACCESS_KEY_ID).
+    #[arg(long, env = "CANOPY_S3_ACCESS_KEY_ID")]
+    s3_access_key_id: Option<String>,
+    /// S3 secret key (default: AWS_SECRET_ACCESS_KEY).
+    #[arg(long, env = "CANOPY_S3_SECRET_ACCESS_KEY")]
+    s3_secret_access_key: Option<String>,
+    /// gRPC listen address.
+    #[arg(long, env = "CANOPY_GRPC_ADDR", default_value = "0.0.0.0:17912")]
+    grpc_addr: SocketAddr,
+    /// HTTP listen address.
+    #[arg(long, env = "CANOPY_HTTP_ADDR", default_value = "0.0.0.0:17913")]
+    http_addr: SocketAddr,
+    /// Flush a shard's memtable at this many bytes.
+    #[arg(long, env = "CANOPY_FLUSH_BYTES", default_value_t = 64 << 20)]
+    flush_bytes: usize,
+    /// Flush a shard's memtable when its oldest point is this many seconds old.
+    #[arg(long, env = "CANOPY_FLUSH_INTERVAL_SECS", default_value_t = 60)]
+    flush_interval_secs: u64,
+    /// Memory all memtables may use before writes are refused.
+    #[arg(long, env = "CANOPY_MEMTABLE_BYTES_MAX", default_value_t = 2 << 30)]
+    memtable_bytes_max: usize,
+}
+
+/// Runs until SIGINT or SIGTERM, then stops serving and flushes.
+pub(crate) async fn run(a: StandaloneArgs) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&a.data_dir)?;
+    let url = a.object_store.clone().unwrap_or_else(|| a.data_dir.join("objects").to_string_lossy().into_owned());
+    let store = open_object_store(&ObjectStoreConfig {
+        url: url.clone(),
+        s3_endpoint: a.s3_endpoint.clone(),
+        s3_region: a.s3_region.clone(),
+        s3_access_key_id: a.s3_access_key_id.clone(),
+        s3_secret_access_key: a.s3_secret_access_key.clone(),
+    })?;
+    let registry = Arc::new(SchemaRegistry::new(Arc::new(EmbeddedStore::open(&a.data_dir.join("meta"))?)));
+    let mut icfg = IngesterConfig::new(a.data_dir.clone());
+    icfg.flush_bytes = a.flush_bytes;
+    icfg.flush_interval = Duration::from_secs(a.flush_interval_secs);
+    icfg.memtable_bytes_max = a.memtable_bytes_max;
+    let ingester = Ingester::open(icfg, store.clone()).await?;
+    let flusher = ingester.spawn_flusher();
+    let querier = Arc::new(Querier::new(QuerierConfig::default(), store));
+    let data = Arc::new(LocalDataPlane { ingester: ingester.clone(), querier });
+    let gw = Gateway::new(registry, data);
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let cfg = LiaisonConfig { grpc_addr: a.grpc_addr, http_addr: a.http_addr };
+    let (http, grpc, tasks) = start_liaison(&cfg, gw, stop_rx).await?;
+    tracing::info!(%http, %grpc, object_store = %url, data_dir = %a.data_dir.display(), "canopy standalone ready");
+    // One machine-readable line on stdout for scripts and tests.
+    println!("READY http={http} grpc={grpc}");
+
+    shutdown_signal().await;
+    tracing::info!("shutting down: draining requests, flushing memtables");
+    let _ = stop_tx.send(true);
+    for t in tasks {
+        let _ = t.await;
+    }
+    flusher.abort();
+    let parts = ingester.flush_all().await?;
+    tracing::info!(parts, "flushed; bye");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
