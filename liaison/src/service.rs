@@ -14,7 +14,7 @@ use crate::data_plane::DataPlane;
 use crate::error::{ApiError, Code};
 
 /// Most points in one write request; larger batches must be split.
-pub const WRITE_POINTS_MAX: usize = 100_000;
+pub(crate) const WRITE_POINTS_MAX: usize = 100_000;
 
 /// The gateway: schema registry plus data plane.
 #[derive(Clone)]

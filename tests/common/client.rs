@@ -1,0 +1,79 @@
+//! HTTP and gRPC clients for the tests.
+
+use std::net::SocketAddr;
+
+use canopy_api::v1::measure_service_client::MeasureServiceClient;
+use canopy_api::v1::{QueryRequest, QueryResponse, WriteRequest, WriteResponse};
+use serde_json::Value;
+use tokio_stream::StreamExt;
+
+/// A JSON-over-HTTP client for one server.
+#[derive(Clone)]
+pub struct Http {
+    base: String,
+    c: reqwest::Client,
+}
+
+impl Http {
+    pub fn new(addr: SocketAddr) -> Http {
+        Http { base: format!("http://{addr}"), c: reqwest::Client::new() }
+    }
+
+    /// POSTs a raw body; returns the status and the JSON body.
+    pub async fn post_raw(&self, path: &str, body: String) -> (u16, Value) {
+        let r = self.c.post(format!("{}{path}", self.base)).body(body).send().await.unwrap();
+        let status = r.status().as_u16();
+        let text = r.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+
+    /// POSTs a serializable body as JSON.
+    pub async fn post<T: serde::Serialize>(&self, path: &str, body: &T) -> (u16, Value) {
+        self.post_raw(path, serde_json::to_string(body).unwrap()).await
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let r = self.c.get(format!("{}{path}", self.base)).send().await.unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Writes a batch; panics unless every point was accepted.
+    pub async fn write_ok(&self, req: &WriteRequest) {
+        let (status, body) = self.post("/api/v1/measure/write", req).await;
+        assert_eq!(status, 200, "write failed: {body}");
+    }
+
+    /// Runs a query; panics on an error status.
+    pub async fn query(&self, req: &QueryRequest) -> QueryResponse {
+        let (status, body) = self.post("/api/v1/measure/data", req).await;
+        assert_eq!(status, 200, "query failed: {body}");
+        serde_json::from_value(body).unwrap()
+    }
+
+    /// Forces a flush of every memtable; returns the parts written.
+    pub async fn flush(&self) -> u64 {
+        let (status, body) = self.post_raw("/api/v1/admin/flush", String::new()).await;
+        assert_eq!(status, 200, "flush failed: {body}");
+        body["parts"].as_u64().unwrap()
+    }
+}
+
+/// Sends requests over one gRPC write stream; returns the responses in order.
+pub async fn grpc_write(addr: SocketAddr, reqs: Vec<WriteRequest>) -> Vec<WriteResponse> {
+    let mut client = MeasureServiceClient::connect(format!("http://{addr}")).await.unwrap();
+    let n = reqs.len();
+    let resp = client.write(tokio_stream::iter(reqs)).await.unwrap();
+    let mut stream = resp.into_inner();
+    let mut out = Vec::with_capacity(n);
+    while let Some(r) = stream.next().await {
+        out.push(r.unwrap());
+    }
+    out
+}
+
+/// Runs a query over gRPC.
+pub async fn grpc_query(addr: SocketAddr, req: QueryRequest) -> Result<QueryResponse, tonic::Status> {
+    let mut client = MeasureServiceClient::connect(format!("http://{addr}")).await.unwrap();
+    client.query(req).await.map(|r| r.into_inner())
+}

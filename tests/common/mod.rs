@@ -1,0 +1,13 @@
+//! Test harness: starts the real `canopy` binary (and, for the S3 backend, a
+//! real s3s-fs server) on free loopback ports, and talks to it over HTTP and
+//! gRPC. Every server started here is stopped when its handle drops.
+
+#![allow(dead_code, unreachable_pub)]
+
+pub mod client;
+pub mod process;
+pub mod workload;
+
+pub use client::*;
+pub use process::*;
+pub use workload::*;

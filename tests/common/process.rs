@@ -1,0 +1,211 @@
+//! Child processes: Canopy standalone and the s3s-fs object store.
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Where parts and catalogs go in a test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// The standalone default: a local directory.
+    Local,
+    /// A real S3 server (s3s-fs) on loopback.
+    S3,
+}
+
+/// A free loopback port (bound, then released for the child to take).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn wait_for_port(port: u16, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "{what} did not start listening on {port}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A running s3s-fs server with one bucket, `canopy-test`.
+pub struct S3Server {
+    child: Child,
+    pub port: u16,
+    _dir: tempfile::TempDir,
+}
+
+pub const S3_BUCKET: &str = "canopy-test";
+pub const S3_KEY: &str = "canopytestkey";
+pub const S3_SECRET: &str = "canopytestsecret";
+
+impl S3Server {
+    /// Starts s3s-fs; fails the test if it is not installed (the test
+    /// command installs it).
+    pub fn start() -> S3Server {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join(S3_BUCKET)).unwrap();
+        let port = free_port();
+        let bin = std::env::var("S3S_FS").unwrap_or_else(|_| "s3s-fs".into());
+        let child = Command::new(&bin)
+            .args(["--host", "127.0.0.1", "--port", &port.to_string(), "--access-key", S3_KEY, "--secret-key", S3_SECRET])
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {bin} (install: cargo install s3s-fs@0.14.1 --features binary --locked): {e}"));
+        wait_for_port(port, "s3s-fs");
+        S3Server { child, port, _dir: dir }
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A Canopy standalone process and everything it needs to restart on the
+/// same data.
+pub struct Canopy {
+    child: Option<Child>,
+    pub http: SocketAddr,
+    pub grpc: SocketAddr,
+    pub data_dir: PathBuf,
+    extra: Vec<String>,
+    backend_args: Vec<String>,
+    _s3: Option<S3Server>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Canopy {
+    /// Starts Canopy on a fresh data directory and backend.
+    pub fn start(backend: Backend, extra: &[&str]) -> Canopy {
+        let dir = tempfile::tempdir().unwrap();
+        let (s3, backend_args) = match backend {
+            Backend::Local => (None, vec![]),
+            Backend::S3 => {
+                let s3 = S3Server::start();
+                let args = vec![
+                    "--object-store".to_string(),
+                    format!("s3://{S3_BUCKET}"),
+                    "--s3-endpoint".to_string(),
+                    format!("http://127.0.0.1:{}", s3.port),
+                    "--s3-access-key-id".to_string(),
+                    S3_KEY.to_string(),
+                    "--s3-secret-access-key".to_string(),
+                    S3_SECRET.to_string(),
+                ];
+                (Some(s3), args)
+            }
+        };
+        let mut c = Canopy {
+            child: None,
+            http: "127.0.0.1:0".parse().unwrap(),
+            grpc: "127.0.0.1:0".parse().unwrap(),
+            data_dir: dir.path().join("data"),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            backend_args,
+            _s3: s3,
+            _dir: Some(dir),
+        };
+        c.spawn();
+        c
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path()).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_canopy"))
+            .arg("standalone")
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .args(["--http-addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0"])
+            .args(&self.backend_args)
+            .args(&self.extra)
+            .env("CANOPY_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .expect("start canopy");
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = BufReader::new(stdout).lines();
+        let ready = loop {
+            match lines.next() {
+                Some(Ok(l)) if l.starts_with("READY ") => break l,
+                Some(Ok(_)) => continue,
+                _ => panic!("canopy exited before READY; log:\n{}", self.log()),
+            }
+        };
+        for kv in ready.split_whitespace().skip(1) {
+            let (k, v) = kv.split_once('=').unwrap();
+            match k {
+                "http" => self.http = v.parse().unwrap(),
+                "grpc" => self.grpc = v.parse().unwrap(),
+                _ => {}
+            }
+        }
+        // Keep draining stdout so the child never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        self.child = Some(child);
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.data_dir.parent().unwrap().join("canopy.log")
+    }
+
+    /// The server's log so far, for failure messages.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    /// Sends SIGKILL: no flush, no cleanup, as in a crash.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+    }
+
+    /// Sends SIGTERM and waits for a clean exit (which flushes).
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
+            let status = c.wait().unwrap();
+            assert!(status.success(), "canopy exited with {status}; log:\n{}", self.log());
+        }
+    }
+
+    /// Starts the process again on the same data directory and backend.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "stop or kill first");
+        self.spawn();
+    }
+
+    /// Files under the data directory, for assertions about the WAL.
+    pub fn data_files(&self, sub: &str) -> Vec<PathBuf> {
+        fn walk(p: &Path, out: &mut Vec<PathBuf>) {
+            if let Ok(rd) = std::fs::read_dir(p) {
+                for e in rd.flatten() {
+                    if e.path().is_dir() {
+                        walk(&e.path(), out);
+                    } else {
+                        out.push(e.path());
+                    }
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk(&self.data_dir.join(sub), &mut out);
+        out
+    }
+}
+
+impl Drop for Canopy {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
