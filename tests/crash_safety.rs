@@ -1,0 +1,166 @@
+//! Done-means 2 and 3: acknowledged writes survive `kill -9` exactly once,
+//! whether they were in parts, in the WAL only, or in flight when the
+//! process died; and a restart after a flush returns both kinds once.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use canopy_api::v1::measure_service_client::MeasureServiceClient;
+use canopy_api::v1::query_request::Aggregation;
+use canopy_api::v1::*;
+use common::*;
+use tokio_stream::StreamExt;
+
+/// Every stored point of the measure, keyed by (host, ts), with how many
+/// times the raw query returned it.
+async fn stored(http: &Http, begin: i64) -> HashMap<(String, i64), (usize, f64)> {
+    let mut out: HashMap<(String, i64), (usize, f64)> = HashMap::new();
+    // Page per host so no single response hits the row limit.
+    for h in 0..25 {
+        let host = format!("host-{h:03}");
+        let q = QueryRequest {
+            groups: vec![GROUP.into()],
+            name: MEASURE.into(),
+            time_range: time_range(begin, now_nanos() + HOUR),
+            criteria: Some(cond("host", BinaryOp::Eq, tag_str(&host))),
+            tag_projection: Some(projection("default", &["host"])),
+            field_projection: Some(FieldProjection { names: vec!["usage".into()] }),
+            limit: 100_000,
+            ..Default::default()
+        };
+        for dp in http.query(&q).await.data_points {
+            let e = out.entry((tag_of(&dp, "host"), nanos_of(&dp))).or_insert((0, 0.0));
+            e.0 += 1;
+            e.1 = field_of(&dp, "usage");
+        }
+    }
+    out
+}
+
+async fn total_count(http: &Http, begin: i64) -> usize {
+    let q = QueryRequest {
+        groups: vec![GROUP.into()],
+        name: MEASURE.into(),
+        time_range: time_range(begin, now_nanos() + HOUR),
+        agg: Some(Aggregation { function: AggregationFunction::Count as i32, field_name: "usage".into() }),
+        ..Default::default()
+    };
+    let r = http.query(&q).await;
+    r.data_points.first().map_or(0, |d| field_of(d, "usage") as usize)
+}
+
+fn assert_exactly_once(got: &HashMap<(String, i64), (usize, f64)>, acked: &[Sample], sent: &HashMap<(String, i64), f64>) {
+    for s in acked {
+        match got.get(&(s.host.clone(), s.ts)) {
+            Some((1, v)) => assert_eq!(*v, s.usage, "acknowledged point {}@{} has the wrong value", s.host, s.ts),
+            Some((n, _)) => panic!("acknowledged point {}@{} returned {n} times", s.host, s.ts),
+            None => panic!("acknowledged point {}@{} lost", s.host, s.ts),
+        }
+    }
+    for (k, (n, v)) in got {
+        assert_eq!(*n, 1, "{k:?} returned {n} times");
+        assert_eq!(sent.get(k), Some(v), "{k:?} was never written with this value");
+    }
+}
+
+async fn kill_during_streaming_writes(backend: Backend) {
+    // Small memtables so flushes (and WAL truncation) happen while writing.
+    let mut c = Canopy::start(backend, &["--flush-bytes", "200000", "--flush-interval-secs", "1"]);
+    let http = Http::new(c.http);
+    create_schema(&http).await;
+    let start = now_nanos() - 2 * HOUR;
+    let all = samples(25, 2_000, start, 1_000_000_000, 3);
+    let sent: HashMap<(String, i64), f64> = all.iter().map(|s| ((s.host.clone(), s.ts), s.usage)).collect();
+    let acked = Arc::new(Mutex::new(Vec::new()));
+
+    let writer = {
+        let acked = acked.clone();
+        let all = all.clone();
+        let addr = c.grpc;
+        tokio::spawn(async move {
+            let mut client = MeasureServiceClient::connect(format!("http://{addr}")).await.unwrap();
+            let batches: Vec<Vec<Sample>> = all.chunks(50).map(|c| c.to_vec()).collect();
+            let reqs: Vec<WriteRequest> = batches.iter().enumerate().map(|(i, b)| write_request(b, i as u64)).collect();
+            let Ok(resp) = client.write(tokio_stream::iter(reqs)).await else { return };
+            let mut stream = resp.into_inner();
+            while let Some(Ok(r)) = stream.next().await {
+                assert_eq!(r.status(), Status::Succeed, "{r:?}");
+                acked.lock().unwrap().extend(batches[r.message_id as usize].iter().cloned());
+            }
+        })
+    };
+    // Let a good share of the stream through (several flushes), then crash.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while acked.lock().unwrap().len() < 15_000 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    c.kill9();
+    let _ = writer.await;
+    let acked = acked.lock().unwrap().clone();
+    assert!(acked.len() >= 15_000, "too few writes acknowledged before the crash: {}", acked.len());
+    assert!(acked.len() < all.len(), "the crash should interrupt the stream");
+
+    c.restart();
+    let http = Http::new(c.http);
+    let got = stored(&http, start - 1).await;
+    assert_exactly_once(&got, &acked, &sent);
+    assert_eq!(total_count(&http, start - 1).await, got.len());
+
+    // A second crash right after recovery replays nothing twice.
+    c.kill9();
+    c.restart();
+    let http = Http::new(c.http);
+    assert_eq!(stored(&http, start - 1).await, got);
+}
+
+async fn restart_after_flush(backend: Backend) {
+    let mut c = Canopy::start(backend, &[]);
+    let http = Http::new(c.http);
+    create_schema(&http).await;
+    let start = now_nanos() - 3 * HOUR;
+    let flushed = samples(25, 100, start, 60_000_000_000, 11);
+    let wal_only = samples(25, 60, start + 100 * 60_000_000_000, 60_000_000_000, 12);
+    http.write_ok(&write_request(&flushed, 1)).await;
+    assert!(http.flush().await > 0);
+    http.write_ok(&write_request(&wal_only, 2)).await;
+    let sent: HashMap<(String, i64), f64> = flushed.iter().chain(&wal_only).map(|s| ((s.host.clone(), s.ts), s.usage)).collect();
+    let all: Vec<Sample> = flushed.iter().chain(&wal_only).cloned().collect();
+
+    c.kill9();
+    c.restart();
+    let http = Http::new(c.http);
+    let got = stored(&http, start - 1).await;
+    assert_eq!(got.len(), all.len());
+    assert_exactly_once(&got, &all, &sent);
+
+    // A clean stop flushes the replayed points; the next start still returns each once.
+    c.stop();
+    c.restart();
+    let http = Http::new(c.http);
+    let again = stored(&http, start - 1).await;
+    assert_eq!(again, got);
+    assert_eq!(total_count(&http, start - 1).await, all.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_during_writes_on_local_disk() {
+    kill_during_streaming_writes(Backend::Local).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_during_writes_on_s3() {
+    kill_during_streaming_writes(Backend::S3).await;
+}
+
+#[tokio::test]
+async fn restart_after_flush_on_local_disk() {
+    restart_after_flush(Backend::Local).await;
+}
+
+#[tokio::test]
+async fn restart_after_flush_on_s3() {
+    restart_after_flush(Backend::S3).await;
+}
