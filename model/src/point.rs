@@ -23,11 +23,37 @@ pub struct Point {
 }
 
 impl Point {
-    /// Rough in-memory size, for memtable budgets.
+    /// In-memory size including allocator overhead, for memtable budgets
+    /// (measured against RSS: heap values cost their length plus ~16 bytes).
     pub fn approx_bytes(&self) -> usize {
-        let tags: usize = self.tags.iter().map(tag_bytes).sum();
-        let fields: usize = self.fields.iter().map(field_bytes).sum();
-        48 + tags + fields
+        let heap = |n: usize| if n == 0 { 0 } else { n.next_multiple_of(16) + 16 };
+        let tags: usize = self
+            .tags
+            .iter()
+            .map(|t| {
+                size_of::<TagVal>()
+                    + match t {
+                        TagVal::Str(s) => heap(s.len()),
+                        TagVal::Binary(b) => heap(b.len()),
+                        TagVal::StrArray(a) => heap(a.len() * 24) + a.iter().map(|s| heap(s.len())).sum::<usize>(),
+                        TagVal::IntArray(a) => heap(a.len() * 8),
+                        TagVal::Null | TagVal::Int(_) => 0,
+                    }
+            })
+            .sum();
+        let fields: usize = self
+            .fields
+            .iter()
+            .map(|f| {
+                size_of::<FieldVal>()
+                    + match f {
+                        FieldVal::Str(s) => heap(s.len()),
+                        FieldVal::Binary(b) => heap(b.len()),
+                        _ => 0,
+                    }
+            })
+            .sum();
+        size_of::<Point>() + heap(self.tags.len()) + heap(self.fields.len()) + tags + fields
     }
 }
 
@@ -172,4 +198,84 @@ fn validate_fields(schema: &MeasureSchema, p: &DataPointValue) -> Result<Vec<Fie
         fields.push(v);
     }
     Ok(fields)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use canopy_api::v1::*;
+
+    use super::*;
+    use crate::schema::GroupSpec;
+
+    fn schema() -> MeasureSchema {
+        let group = Group {
+            metadata: Some(Metadata { name: "g".into(), ..Default::default() }),
+            catalog: Catalog::Measure as i32,
+            resource_opts: Some(ResourceOpts {
+                shard_num: 4,
+                segment_interval: Some(IntervalRule { unit: interval_rule::Unit::Hour as i32, num: 1 }),
+                ttl: Some(IntervalRule { unit: interval_rule::Unit::Day as i32, num: 1 }),
+            }),
+            updated_at: None,
+        };
+        let measure = Measure {
+            metadata: Some(Metadata { group: "g".into(), name: "m".into(), mod_revision: 1 }),
+            tag_families: vec![TagFamilySpec {
+                name: "d".into(),
+                tags: vec![
+                    TagSpec { name: "host".into(), r#type: TagType::String as i32 },
+                    TagSpec { name: "port".into(), r#type: TagType::Int as i32 },
+                ],
+            }],
+            fields: vec![FieldSpec { name: "v".into(), field_type: FieldType::Float as i32 }],
+            entity: Some(Entity { tag_names: vec!["host".into()] }),
+            interval: String::new(),
+            updated_at: None,
+        };
+        MeasureSchema::compile(Arc::new(GroupSpec::compile(&group).unwrap()), &measure).unwrap()
+    }
+
+    const NOW: i64 = 1_800_000_000_000_000_000;
+
+    fn dp(host: Option<&str>, field: field_value::Value, ts: i64) -> DataPointValue {
+        let host = host.map(|h| TagVal::Str(h.into()).to_proto()).unwrap_or_default();
+        DataPointValue {
+            timestamp: Some(crate::nanos_to_timestamp(ts)),
+            tag_families: vec![TagFamilyForWrite { tags: vec![host] }],
+            fields: vec![FieldValue { value: Some(field) }],
+            version: 0,
+        }
+    }
+
+    #[test]
+    fn valid_points_pass_and_each_bad_point_is_named() {
+        let s = schema();
+        let ok = dp(Some("a"), field_value::Value::Int(Int { value: 3 }), NOW);
+        let bad_type = dp(Some("a"), field_value::Value::Str(Str { value: "x".into() }), NOW);
+        let no_entity = dp(None, field_value::Value::Float(Float { value: 1.0 }), NOW);
+        let too_old = dp(Some("a"), field_value::Value::Float(Float { value: 1.0 }), NOW - 2 * 86_400_000_000_000);
+        let (points, rejected) = validate_batch(&s, &[ok, bad_type, no_entity, too_old], NOW);
+        assert_eq!(points.len(), 1);
+        assert_eq!(points[0].fields, vec![FieldVal::Float(3.0)], "an int is accepted for a float field");
+        assert_eq!(points[0].tags, vec![TagVal::Str("a".into()), TagVal::Null], "omitted trailing tags are null");
+        assert_eq!(points[0].shard, shard_of(points[0].series, 4));
+        let fields: Vec<_> = rejected.iter().map(|r| (r.index, r.field.as_str())).collect();
+        assert_eq!(fields, vec![
+            (1, "data_points[1].fields[0] (v)"),
+            (2, "data_points[2].tag_families (host)"),
+            (3, "data_points[3].timestamp"),
+        ]);
+        assert!(rejected[2].message.contains("TTL"));
+    }
+
+    #[test]
+    fn too_many_values_are_rejected() {
+        let s = schema();
+        let mut p = dp(Some("a"), field_value::Value::Float(Float { value: 1.0 }), NOW);
+        p.fields.push(p.fields[0].clone());
+        let (_, rejected) = validate_batch(&s, &[p], NOW);
+        assert!(rejected[0].message.contains("2 fields given"), "{rejected:?}");
+    }
 }

@@ -94,6 +94,31 @@ const FIELDS_INT: u8 = 1;
 const FIELDS_FLOAT_AS_INT: u8 = 2;
 const FIELDS_FLOAT_XOR: u8 = 3;
 const FIELDS_RUNS: u8 = 4;
+const FIELDS_FLOAT_DECIMAL: u8 = 5;
+
+/// Most decimal places tried when looking for an exact decimal form.
+const DECIMAL_PLACES_MAX: u32 = 6;
+
+/// The fewest decimal places `k` such that every value is exactly
+/// `m / 10^k` for an integer `m` below 2^53 — true of most gauges, which are
+/// printed and parsed as short decimals. Bit-exact: the check uses the same
+/// division the decoder does.
+fn decimal_places(vals: &[f64]) -> Option<(u32, Vec<i64>)> {
+    'k: for k in 1..=DECIMAL_PLACES_MAX {
+        let scale = 10f64.powi(k as i32);
+        let mut ms = Vec::with_capacity(vals.len());
+        for &v in vals {
+            let m = (v * scale).round();
+            // Compare through i64, as the decoder sees it (this also rejects -0.0).
+            if !(m.abs() < EXACT_INT_FLOAT) || ((m as i64) as f64 / scale).to_bits() != v.to_bits() {
+                continue 'k;
+            }
+            ms.push(m as i64);
+        }
+        return Some((k, ms));
+    }
+    None
+}
 
 /// Largest magnitude at which every integer is exactly a float.
 const EXACT_INT_FLOAT: f64 = 9_007_199_254_740_992.0;
@@ -123,6 +148,11 @@ pub(crate) fn encode_field_column(vals: &[&FieldVal], out: &mut Vec<u8>) {
             out.push(FIELDS_FLOAT_AS_INT);
             put_presence(&present, out);
             encode_ints(&floats.iter().map(|f| *f as i64).collect::<Vec<_>>(), out);
+        } else if let Some((k, ms)) = decimal_places(&floats) {
+            out.push(FIELDS_FLOAT_DECIMAL);
+            put_presence(&present, out);
+            out.push(k as u8);
+            encode_ints(&ms, out);
         } else {
             out.push(FIELDS_FLOAT_XOR);
             put_presence(&present, out);
@@ -149,12 +179,21 @@ pub(crate) fn decode_field_column(buf: &mut &[u8], n: usize) -> Option<Vec<Field
     *buf = rest;
     match kind {
         FIELDS_NULL => Some(vec![FieldVal::Null; n]),
-        FIELDS_INT | FIELDS_FLOAT_AS_INT | FIELDS_FLOAT_XOR => {
+        FIELDS_INT | FIELDS_FLOAT_AS_INT | FIELDS_FLOAT_XOR | FIELDS_FLOAT_DECIMAL => {
             let present = take_presence(buf, n)?;
             let k = present.iter().filter(|&&p| p).count();
             let mut vals: Box<dyn Iterator<Item = FieldVal>> = match kind {
                 FIELDS_INT => Box::new(decode_ints(buf, k)?.into_iter().map(FieldVal::Int)),
                 FIELDS_FLOAT_AS_INT => Box::new(decode_ints(buf, k)?.into_iter().map(|i| FieldVal::Float(i as f64))),
+                FIELDS_FLOAT_DECIMAL => {
+                    let (&places, rest) = buf.split_first()?;
+                    *buf = rest;
+                    if places as u32 > DECIMAL_PLACES_MAX {
+                        return None;
+                    }
+                    let scale = 10f64.powi(places as i32);
+                    Box::new(decode_ints(buf, k)?.into_iter().map(move |m| FieldVal::Float(m as f64 / scale)))
+                }
                 _ => Box::new(decode_float_xor(buf, k)?.into_iter().map(FieldVal::Float)),
             };
             present.iter().map(|&p| if p { vals.next() } else { Some(FieldVal::Null) }).collect()
@@ -269,6 +308,9 @@ mod tests {
             vec![FieldVal::Int(5), FieldVal::Null, FieldVal::Int(-9), FieldVal::Int(i64::MAX)],
             vec![FieldVal::Float(1.0), FieldVal::Float(3.0), FieldVal::Null],
             vec![FieldVal::Float(0.1), FieldVal::Float(f64::NAN), FieldVal::Float(-0.0), FieldVal::Float(1e300)],
+            vec![FieldVal::Float(12.34), FieldVal::Float(-0.05), FieldVal::Null, FieldVal::Float(99.99)],
+            vec![FieldVal::Float(12.5), FieldVal::Float(-0.0)],
+            vec![FieldVal::Float(0.1 + 0.2), FieldVal::Float(1.5)],
             vec![FieldVal::Str("a".into()), FieldVal::Str("a".into()), FieldVal::Null, FieldVal::Binary(vec![1])],
         ];
         for col in cols {
@@ -285,6 +327,22 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn short_decimals_use_the_decimal_encoding() {
+        let col: Vec<FieldVal> = (0..1000).map(|i| FieldVal::Float(50.0 + (i % 7) as f64 * 0.25 - 0.01)).collect();
+        let refs: Vec<&FieldVal> = col.iter().collect();
+        let mut buf = Vec::new();
+        encode_field_column(&refs, &mut buf);
+        assert_eq!(buf[0], FIELDS_FLOAT_DECIMAL);
+        assert!(buf.len() < 2 * col.len() + 8, "{} bytes", buf.len());
+        assert_eq!(decode_field_column(&mut buf.as_slice(), col.len()).unwrap(), col);
+        // 0.1 + 0.2 has no short exact decimal form: it must not be rounded.
+        let odd = [FieldVal::Float(0.1 + 0.2)];
+        let mut buf = Vec::new();
+        encode_field_column(&odd.iter().collect::<Vec<_>>(), &mut buf);
+        assert_eq!(buf[0], FIELDS_FLOAT_XOR);
     }
 
     #[test]
