@@ -47,14 +47,6 @@ impl Default for Memtable {
     }
 }
 
-fn remap(p: &Point, m: &LayoutMapping) -> Point {
-    Point {
-        tags: m.tags.iter().map(|s| s.map(|i| p.tags[i].clone()).unwrap_or_default()).collect(),
-        fields: m.fields.iter().map(|s| s.map(|i| p.fields[i].clone()).unwrap_or_default()).collect(),
-        ..*p
-    }
-}
-
 impl Memtable {
     /// True if nothing was inserted.
     pub(crate) fn is_empty(&self) -> bool {
@@ -76,7 +68,7 @@ impl Memtable {
         if revision > table.revision && *layout != table.layout {
             let m = LayoutMapping::new(&table.layout, layout);
             for e in table.rows.values_mut() {
-                e.point = remap(&e.point, &m);
+                e.point = e.point.remap(&m);
             }
             table.layout = layout.clone();
             table.revision = revision;
@@ -85,7 +77,7 @@ impl Memtable {
         let mut added = 0;
         for p in points {
             let p = match &mapping {
-                Some(m) => remap(&p, m),
+                Some(m) => p.remap(m),
                 None => p,
             };
             let size = p.approx_bytes();

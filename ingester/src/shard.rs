@@ -74,22 +74,14 @@ pub struct ShardSnapshot {
     pub rows: Vec<(u64, Point)>,
 }
 
-fn map_point(p: &Point, m: Option<&LayoutMapping>) -> Point {
-    match m {
-        None => p.clone(),
-        Some(m) => Point {
-            tags: m.tags.iter().map(|s| s.map(|i| p.tags[i].clone()).unwrap_or_default()).collect(),
-            fields: m.fields.iter().map(|s| s.map(|i| p.fields[i].clone()).unwrap_or_default()).collect(),
-            ..*p
-        },
-    }
-}
-
 fn collect(m: &Memtable, measure: &str, target: &ColumnLayout, keep: &(dyn Fn(&Point) -> bool + Sync), out: &mut Vec<(u64, Point)>) {
     let Some(t) = m.measures.get(measure) else { return };
     let mapping = (*t.layout != *target).then(|| LayoutMapping::new(&t.layout, target));
     for (seq, p) in t.iter() {
-        let p = map_point(p, mapping.as_ref());
+        let p = match &mapping {
+            Some(m) => p.remap(m),
+            None => p.clone(),
+        };
         if keep(&p) {
             out.push((seq, p));
         }

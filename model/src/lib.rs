@@ -22,7 +22,7 @@ pub use criteria::{CRITERIA_DEPTH_MAX, Predicate};
 pub use error::{ModelError, Result};
 pub use layout::{ColumnLayout, LayoutMapping};
 pub use point::{Point, PointRejection, VALUE_BYTES_MAX, validate_batch};
-pub use query::{Aggregation, GROUPS_MAX, LIMIT_DEFAULT, LIMIT_MAX, QueryPlan, Top};
+pub use query::{Aggregation, GROUPS_MAX, LIMIT_DEFAULT, LIMIT_MAX, PINNED_SERIES_MAX, QueryPlan, Top, pinned_series};
 pub use result::{GroupKey, PartialResult, finish, merge_partials};
 pub use schema::{SHARD_NUM_MAX, GroupSpec, MeasureSchema, check_group, check_measure, check_measure_update};
 pub use series::{SeriesId, series_id, shard_of};

@@ -2,6 +2,7 @@
 
 use canopy_api::v1::{DataPointValue, FieldType, TagType};
 
+use crate::layout::LayoutMapping;
 use crate::schema::MeasureSchema;
 use crate::series::{SeriesId, series_id, shard_of};
 use crate::time::timestamp_to_nanos;
@@ -23,6 +24,15 @@ pub struct Point {
 }
 
 impl Point {
+    /// The point with its columns rearranged by `m` (missing ones null).
+    pub fn remap(&self, m: &LayoutMapping) -> Point {
+        Point {
+            tags: m.tags.iter().map(|s| s.map(|i| self.tags[i].clone()).unwrap_or_default()).collect(),
+            fields: m.fields.iter().map(|s| s.map(|i| self.fields[i].clone()).unwrap_or_default()).collect(),
+            ..*self
+        }
+    }
+
     /// In-memory size including allocator overhead, for memtable budgets
     /// (measured against RSS: heap values cost their length plus ~16 bytes).
     pub fn approx_bytes(&self) -> usize {

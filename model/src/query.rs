@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use canopy_api::v1::{QueryRequest, Sort};
+use canopy_api::v1::{BinaryOp, QueryRequest, Sort};
 
 use crate::aggregate::AggFunction;
 use crate::criteria::Predicate;
@@ -12,7 +12,9 @@ use crate::layout::ColumnLayout;
 use crate::point::Point;
 use crate::result::PartialResult;
 use crate::schema::MeasureSchema;
+use crate::series::{SeriesId, series_id};
 use crate::time::timestamp_to_nanos;
+use crate::value::TagVal;
 use crate::{ModelError, Result};
 
 /// Rows returned when a query sets no limit.
@@ -41,6 +43,58 @@ pub struct QueryPlan {
     pub descending: bool,
     pub offset: u32,
     pub limit: u32,
+    /// Sorted series ids the criteria restrict the query to, when they pin
+    /// every entity tag (see [`pinned_series`]); sources skip other series.
+    pub series: Option<Vec<SeriesId>>,
+}
+
+/// Most series a query's criteria may pin for series-level pruning; beyond
+/// this the query just scans.
+pub const PINNED_SERIES_MAX: usize = 256;
+
+/// The series ids a predicate allows, if AND-ed `EQ` / `IN` conditions pin
+/// every entity tag to a few values. `None` means "any series".
+pub fn pinned_series(schema: &MeasureSchema, predicate: &Predicate) -> Option<Vec<SeriesId>> {
+    fn walk(p: &Predicate, cands: &mut Vec<Option<Vec<TagVal>>>) {
+        match p {
+            Predicate::And(a, b) => {
+                walk(a, cands);
+                walk(b, cands);
+            }
+            Predicate::Cmp { tag, op, value } if matches!(op, BinaryOp::Eq | BinaryOp::In) => {
+                let vals: Vec<TagVal> = match (op, value) {
+                    (BinaryOp::In, TagVal::StrArray(a)) => a.iter().cloned().map(TagVal::Str).collect(),
+                    (BinaryOp::In, TagVal::IntArray(a)) => a.iter().copied().map(TagVal::Int).collect(),
+                    (BinaryOp::Eq, v) => vec![v.clone()],
+                    _ => return,
+                };
+                let slot = &mut cands[*tag];
+                *slot = Some(match slot.take() {
+                    None => vals,
+                    Some(mut cur) => {
+                        cur.retain(|v| vals.contains(v));
+                        cur
+                    }
+                });
+            }
+            // OR and negative conditions do not narrow the series set.
+            _ => {}
+        }
+    }
+    let mut cands = vec![None; schema.layout.tags.len()];
+    walk(predicate, &mut cands);
+    let mut combos: Vec<Vec<TagVal>> = vec![Vec::new()];
+    for &e in &schema.entity {
+        let vals = cands[e].as_ref()?;
+        if combos.len() * vals.len() > PINNED_SERIES_MAX {
+            return None;
+        }
+        combos = combos.iter().flat_map(|c| vals.iter().map(move |v| [c.clone(), vec![v.clone()]].concat())).collect();
+    }
+    let mut ids: Vec<SeriesId> = combos.iter().map(|c| series_id(&schema.name, c.iter())).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    Some(ids)
 }
 
 /// Group-by plus aggregation of one field.
@@ -114,7 +168,8 @@ impl QueryPlan {
             return Err(ModelError::invalid("limit", format!("offset + limit must be at most {LIMIT_MAX}")));
         }
         let descending = req.order_by.as_ref().is_some_and(|o| Sort::try_from(o.sort) == Ok(Sort::Desc));
-        Ok(QueryPlan { schema, begin, end, predicate, tags, fields, aggregation, top, descending, offset: req.offset, limit })
+        let series = pinned_series(&schema, &predicate);
+        Ok(QueryPlan { schema, begin, end, predicate, tags, fields, aggregation, top, descending, offset: req.offset, limit, series })
     }
 
     /// Rows a single shard must keep for the final answer: enough to serve
@@ -143,7 +198,12 @@ impl QueryPlan {
 
     /// The filter a source (memtable, part) applies before deduplication.
     pub fn source_filter(&self, p: &Point) -> bool {
-        p.ts >= self.begin && p.ts < self.end && (!self.pushdown_safe() || self.predicate.eval(&p.tags))
+        p.ts >= self.begin && p.ts < self.end && self.series_allowed(p.series) && (!self.pushdown_safe() || self.predicate.eval(&p.tags))
+    }
+
+    /// False if the criteria rule this series out.
+    pub fn series_allowed(&self, series: SeriesId) -> bool {
+        self.series.as_ref().is_none_or(|s| s.binary_search(&series).is_ok())
     }
 
     /// Reduces the deduplicated, matching rows of one shard.
@@ -180,4 +240,61 @@ fn compile_aggregation(req: &QueryRequest, layout: &ColumnLayout) -> Result<Opti
         bucket_nanos = g.bucket_millis.checked_mul(1_000_000).ok_or_else(|| ModelError::invalid("group_by.bucket_millis", "too large"))?;
     }
     Ok(Some(Aggregation { function, field, group_tags, bucket_nanos }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schema::GroupSpec;
+    use canopy_api::v1::*;
+
+    fn schema() -> MeasureSchema {
+        let group = Group {
+            metadata: Some(Metadata { name: "g".into(), ..Default::default() }),
+            catalog: Catalog::Measure as i32,
+            resource_opts: Some(ResourceOpts {
+                shard_num: 1,
+                segment_interval: Some(IntervalRule { unit: interval_rule::Unit::Hour as i32, num: 1 }),
+                ttl: Some(IntervalRule { unit: interval_rule::Unit::Day as i32, num: 1 }),
+            }),
+            updated_at: None,
+        };
+        let tag = |n: &str, t: TagType| TagSpec { name: n.into(), r#type: t as i32 };
+        let measure = Measure {
+            metadata: Some(Metadata { group: "g".into(), name: "m".into(), mod_revision: 1 }),
+            tag_families: vec![TagFamilySpec { name: "d".into(), tags: vec![tag("svc", TagType::String), tag("inst", TagType::Int), tag("zone", TagType::String)] }],
+            fields: vec![],
+            entity: Some(Entity { tag_names: vec!["svc".into(), "inst".into()] }),
+            interval: String::new(),
+            updated_at: None,
+        };
+        MeasureSchema::compile(Arc::new(GroupSpec::compile(&group).unwrap()), &measure).unwrap()
+    }
+
+    fn cmp(tag: usize, op: BinaryOp, value: TagVal) -> Predicate {
+        Predicate::Cmp { tag, op, value }
+    }
+
+    fn and(a: Predicate, b: Predicate) -> Predicate {
+        Predicate::And(Box::new(a), Box::new(b))
+    }
+
+    #[test]
+    fn pins_series_only_when_every_entity_tag_is_fixed_by_and() {
+        let s = schema();
+        let svc = cmp(0, BinaryOp::Eq, TagVal::Str("a".into()));
+        let insts = cmp(1, BinaryOp::In, TagVal::IntArray(vec![1, 2]));
+        let zone = cmp(2, BinaryOp::Eq, TagVal::Str("z".into()));
+        let ids = pinned_series(&s, &and(and(svc.clone(), zone.clone()), insts.clone())).unwrap();
+        let mut want = vec![
+            series_id("m", &[TagVal::Str("a".into()), TagVal::Int(1)]),
+            series_id("m", &[TagVal::Str("a".into()), TagVal::Int(2)]),
+        ];
+        want.sort_unstable();
+        assert_eq!(ids, want);
+        assert_eq!(pinned_series(&s, &and(svc.clone(), zone.clone())), None, "inst is not fixed");
+        assert_eq!(pinned_series(&s, &Predicate::Or(Box::new(svc.clone()), Box::new(insts.clone()))), None);
+        let contradiction = and(and(svc, cmp(0, BinaryOp::Eq, TagVal::Str("b".into()))), insts);
+        assert_eq!(pinned_series(&s, &contradiction), Some(vec![]), "a = a AND a = b matches nothing");
+    }
 }

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use canopy_model::{ModelError, PartialResult, Point, QueryPlan};
-use canopy_storage::part::{read_index, scan_part};
+use canopy_storage::part::{Scan, read_index, scan_part};
 use canopy_storage::{CatalogState, PartMeta};
 use futures::{StreamExt, TryStreamExt};
 use object_store::ObjectStore;
@@ -38,8 +38,16 @@ pub struct Querier {
     indexes: IndexCache,
 }
 
+/// True if the part may hold rows for the plan: measure present, time
+/// ranges overlap, and (when the query pins series) the series filter allows one.
 fn overlaps(p: &PartMeta, plan: &QueryPlan) -> bool {
-    p.measures.get(&plan.schema.name).is_some_and(|m| m.max_ts >= plan.begin && m.min_ts < plan.end)
+    p.measures.get(&plan.schema.name).is_some_and(|m| {
+        let series_ok = match (&plan.series, &m.series_filter) {
+            (Some(ids), Some(f)) => ids.iter().any(|&id| f.may_contain(id)),
+            _ => true,
+        };
+        m.max_ts >= plan.begin && m.min_ts < plan.end && series_ok
+    })
 }
 
 impl Querier {
@@ -81,7 +89,15 @@ impl Querier {
         };
         let safe = plan.pushdown_safe();
         let keep = move |p: &Point| !safe || plan.predicate.eval(&p.tags);
-        let rows = scan_part(self.store.as_ref(), &meta, &idx, &plan.schema.name, &plan.schema.layout, plan.begin, plan.end, &keep).await?;
+        let scan = Scan {
+            measure: &plan.schema.name,
+            target: &plan.schema.layout,
+            begin: plan.begin,
+            end: plan.end,
+            series: plan.series.as_deref(),
+            keep: &keep,
+        };
+        let rows = scan_part(self.store.as_ref(), &meta, &idx, &scan).await?;
         Ok(rows.into_iter().map(|p| (rank, p)).collect())
     }
 

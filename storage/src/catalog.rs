@@ -36,6 +36,9 @@ pub struct MeasureStats {
     pub max_ts: i64,
     /// Numeric fields: (min, max) over non-null values.
     pub fields: BTreeMap<String, (f64, f64)>,
+    /// Bloom filter of the series ids, for parts with few series.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub series_filter: Option<crate::SeriesFilter>,
 }
 
 /// A part as the catalog knows it.

@@ -62,8 +62,8 @@ pub(crate) fn decode_ints(buf: &mut &[u8], n: usize) -> Option<Vec<i64>> {
     Some(out)
 }
 
-/// Run-length encodes tag values: (run length, value) pairs.
-pub(crate) fn encode_tag_runs(vals: &[&TagVal], out: &mut Vec<u8>) {
+/// Run-length encodes values as (run length, value) pairs.
+fn encode_runs<T: PartialEq>(vals: &[&T], out: &mut Vec<u8>, encode: impl Fn(&T, &mut Vec<u8>)) {
     let mut i = 0;
     while i < vals.len() {
         let mut j = i + 1;
@@ -71,22 +71,32 @@ pub(crate) fn encode_tag_runs(vals: &[&TagVal], out: &mut Vec<u8>) {
             j += 1;
         }
         put_varint(out, (j - i) as u64);
-        vals[i].encode(out);
+        encode(vals[i], out);
         i = j;
     }
 }
 
-pub(crate) fn decode_tag_runs(buf: &mut &[u8], n: usize) -> Option<Vec<TagVal>> {
+/// Decodes `n` values written by [`encode_runs`]; a run past `n` is corruption.
+fn decode_runs<T: Clone>(buf: &mut &[u8], n: usize, decode: impl Fn(&mut &[u8]) -> Option<T>) -> Option<Vec<T>> {
     let mut out = Vec::with_capacity(n);
     while out.len() < n {
         let run = take_varint(buf)? as usize;
         if run == 0 || run > n - out.len() {
             return None;
         }
-        let v = TagVal::decode(buf)?;
+        let v = decode(buf)?;
         out.extend(std::iter::repeat_n(v, run));
     }
     Some(out)
+}
+
+/// Run-length encodes tag values.
+pub(crate) fn encode_tag_runs(vals: &[&TagVal], out: &mut Vec<u8>) {
+    encode_runs(vals, out, TagVal::encode);
+}
+
+pub(crate) fn decode_tag_runs(buf: &mut &[u8], n: usize) -> Option<Vec<TagVal>> {
+    decode_runs(buf, n, TagVal::decode)
 }
 
 const FIELDS_NULL: u8 = 0;
@@ -160,16 +170,7 @@ pub(crate) fn encode_field_column(vals: &[&FieldVal], out: &mut Vec<u8>) {
         }
     } else {
         out.push(FIELDS_RUNS);
-        let mut i = 0;
-        while i < vals.len() {
-            let mut j = i + 1;
-            while j < vals.len() && vals[j] == vals[i] {
-                j += 1;
-            }
-            put_varint(out, (j - i) as u64);
-            vals[i].encode(out);
-            i = j;
-        }
+        encode_runs(vals, out, FieldVal::encode);
     }
 }
 
@@ -198,18 +199,7 @@ pub(crate) fn decode_field_column(buf: &mut &[u8], n: usize) -> Option<Vec<Field
             };
             present.iter().map(|&p| if p { vals.next() } else { Some(FieldVal::Null) }).collect()
         }
-        FIELDS_RUNS => {
-            let mut out = Vec::with_capacity(n);
-            while out.len() < n {
-                let run = take_varint(buf)? as usize;
-                if run == 0 || run > n - out.len() {
-                    return None;
-                }
-                let v = FieldVal::decode(buf)?;
-                out.extend(std::iter::repeat_n(v, run));
-            }
-            Some(out)
-        }
+        FIELDS_RUNS => decode_runs(buf, n, FieldVal::decode),
         _ => None,
     }
 }

@@ -21,7 +21,7 @@ use std::collections::BTreeMap;
 use canopy_model::ColumnLayout;
 use serde::{Deserialize, Serialize};
 
-pub use reader::{PartIndex, read_index, scan_part};
+pub use reader::{PartIndex, Scan, read_index, scan_part};
 pub use writer::{EncodedPart, MeasureRows, encode_part};
 
 /// Footer metadata key holding [`PartFooter`] as JSON.

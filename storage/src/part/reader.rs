@@ -73,26 +73,36 @@ pub async fn read_index(store: &dyn ObjectStore, meta: &PartMeta) -> Result<Part
     PartIndex::parse(&meta.path, &tail)
 }
 
-/// Reads the points of `measure` with `begin <= ts < end` that `keep`
-/// accepts, laid out as `target` (columns the part lacks read as null).
-pub async fn scan_part(
-    store: &dyn ObjectStore,
-    meta: &PartMeta,
-    index: &PartIndex,
-    measure: &str,
-    target: &ColumnLayout,
-    begin: i64,
-    end: i64,
-    keep: &(dyn Fn(&Point) -> bool + Sync),
-) -> Result<Vec<Point>> {
-    let Some(stored) = index.footer.measures.get(measure) else {
+/// What to read from a part.
+pub struct Scan<'a> {
+    pub measure: &'a str,
+    /// Layout to return points in (columns the part lacks read as null).
+    pub target: &'a ColumnLayout,
+    /// Inclusive start and exclusive end of the time range.
+    pub begin: i64,
+    pub end: i64,
+    /// Sorted series ids to restrict to, if the query pins them.
+    pub series: Option<&'a [u64]>,
+    /// Row filter applied after decoding.
+    pub keep: &'a (dyn Fn(&Point) -> bool + Sync),
+}
+
+impl Scan<'_> {
+    fn series_in(&self, first: u64, last: u64) -> bool {
+        self.series.is_none_or(|s| s.iter().any(|id| (first..=last).contains(id)))
+    }
+}
+
+/// Reads the points a [`Scan`] asks for.
+pub async fn scan_part(store: &dyn ObjectStore, meta: &PartMeta, index: &PartIndex, scan: &Scan<'_>) -> Result<Vec<Point>> {
+    let Some(stored) = index.footer.measures.get(scan.measure) else {
         return Ok(Vec::new());
     };
-    let mapping = LayoutMapping::new(stored, target);
+    let mapping = LayoutMapping::new(stored, scan.target);
     let wanted: Vec<usize> = (0..index.blocks.len())
         .filter(|&i| {
             let b: &BatchInfo = &index.footer.batches[i];
-            b.measure == measure && b.max_ts >= begin && b.min_ts < end
+            b.measure == scan.measure && b.max_ts >= scan.begin && b.min_ts < scan.end && scan.series_in(b.first_series, b.last_series)
         })
         .collect();
     if wanted.is_empty() {
@@ -116,21 +126,13 @@ pub async fn scan_part(
         let batch = decoder
             .read_record_batch(&index.blocks[i], &Buffer::from(data))?
             .ok_or_else(|| StorageError::Corrupt { path: meta.path.clone(), reason: format!("batch {i} missing") })?;
-        decode_batch(&meta.path, &batch, &mapping, begin, end, keep, &mut out)?;
+        decode_batch(&meta.path, &batch, &mapping, scan, &mut out)?;
     }
     Ok(out)
 }
 
-#[allow(clippy::too_many_arguments)]
-fn decode_batch(
-    path: &str,
-    batch: &RecordBatch,
-    mapping: &LayoutMapping,
-    begin: i64,
-    end: i64,
-    keep: &(dyn Fn(&Point) -> bool + Sync),
-    out: &mut Vec<Point>,
-) -> Result<()> {
+fn decode_batch(path: &str, batch: &RecordBatch, mapping: &LayoutMapping, scan: &Scan<'_>, out: &mut Vec<Point>) -> Result<()> {
+    let (begin, end, keep) = (scan.begin, scan.end, scan.keep);
     let corrupt = |what: &str| StorageError::Corrupt { path: path.into(), reason: format!("undecodable {what}") };
     let series = batch.column(1).as_primitive::<UInt64Type>();
     let count = batch.column(2).as_primitive::<UInt32Type>();
@@ -139,7 +141,7 @@ fn decode_batch(
     let (ts_col, ver_col) = (batch.column(5).as_binary::<i32>(), batch.column(6).as_binary::<i32>());
     let (tag_col, field_col) = (batch.column(7).as_binary::<i32>(), batch.column(8).as_binary::<i32>());
     for row in 0..batch.num_rows() {
-        if max_ts.value(row) < begin || min_ts.value(row) >= end {
+        if max_ts.value(row) < begin || min_ts.value(row) >= end || !scan.series_in(series.value(row), series.value(row)) {
             continue;
         }
         let n = count.value(row) as usize;
@@ -184,6 +186,17 @@ mod tests {
     use super::*;
     use crate::part::{MeasureRows, encode_part};
 
+
+    fn scan<'a>(
+        measure: &'a str,
+        target: &'a ColumnLayout,
+        begin: i64,
+        end: i64,
+        series: Option<&'a [u64]>,
+        keep: &'a (dyn Fn(&Point) -> bool + Sync),
+    ) -> Scan<'a> {
+        Scan { measure, target, begin, end, series, keep }
+    }
 
     fn layout(tags: &[&str], fields: &[&str]) -> ColumnLayout {
         ColumnLayout {
@@ -235,14 +248,17 @@ mod tests {
         assert_eq!(meta.rows, 150);
         assert_eq!(meta.measures["cpu"].series, 2);
         let idx = read_index(store.as_ref(), &meta).await.unwrap();
-        let all = scan_part(store.as_ref(), &meta, &idx, "cpu", &l, i64::MIN, i64::MAX, &|_| true).await.unwrap();
+        let all = scan_part(store.as_ref(), &meta, &idx, &scan("cpu", &l, i64::MIN, i64::MAX, None, &|_| true)).await.unwrap();
         assert_eq!(all, a);
-        let some = scan_part(store.as_ref(), &meta, &idx, "cpu", &l, 1_100, 1_200, &|p| p.tags[1] == TagVal::Str("z0".into()))
-            .await
-            .unwrap();
+        let z0 = |p: &Point| p.tags[1] == TagVal::Str("z0".into());
+        let some = scan_part(store.as_ref(), &meta, &idx, &scan("cpu", &l, 1_100, 1_200, None, &z0)).await.unwrap();
         let expect: Vec<Point> = a.iter().filter(|p| p.ts >= 1_100 && p.ts < 1_200 && p.tags[1] == TagVal::Str("z0".into())).cloned().collect();
         assert_eq!(some, expect);
-        assert!(scan_part(store.as_ref(), &meta, &idx, "mem", &l, 0, i64::MAX, &|_| true).await.unwrap().is_empty());
+        assert!(scan_part(store.as_ref(), &meta, &idx, &scan("mem", &l, 0, i64::MAX, None, &|_| true)).await.unwrap().is_empty());
+        let only2 = scan_part(store.as_ref(), &meta, &idx, &scan("cpu", &l, 0, i64::MAX, Some(&[2]), &|_| true)).await.unwrap();
+        assert_eq!(only2, a[100..].to_vec());
+        let f = meta.measures["cpu"].series_filter.as_ref().unwrap();
+        assert!(f.may_contain(1) && f.may_contain(2));
     }
 
     #[tokio::test]
@@ -251,7 +267,7 @@ mod tests {
         let (store, meta) = put(&[MeasureRows { name: "cpu".into(), layout: old, rows: rows(1, 3, "h") }]).await;
         let new = layout(&["host", "rack", "zone"], &["v", "w"]);
         let idx = read_index(store.as_ref(), &meta).await.unwrap();
-        let got = scan_part(store.as_ref(), &meta, &idx, "cpu", &new, 0, i64::MAX, &|_| true).await.unwrap();
+        let got = scan_part(store.as_ref(), &meta, &idx, &scan("cpu", &new, 0, i64::MAX, None, &|_| true)).await.unwrap();
         assert_eq!(got[1].tags, vec![TagVal::Str("h".into()), TagVal::Null, TagVal::Str("z1".into())]);
         assert_eq!(got[1].fields, vec![FieldVal::Float(0.5), FieldVal::Null]);
     }
@@ -266,7 +282,7 @@ mod tests {
         let b = idx.blocks[0];
         bad[b.offset() as usize + b.metaDataLength() as usize + 20] ^= 0xff;
         store.put(&"p.arrow".into(), bad.into()).await.unwrap();
-        let err = scan_part(store.as_ref(), &meta, &idx, "cpu", &l, 0, i64::MAX, &|_| true).await.unwrap_err();
+        let err = scan_part(store.as_ref(), &meta, &idx, &scan("cpu", &l, 0, i64::MAX, None, &|_| true)).await.unwrap_err();
         assert!(matches!(err, StorageError::Corrupt { .. }), "{err}");
     }
 }

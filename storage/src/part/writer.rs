@@ -14,6 +14,7 @@ use canopy_model::{ColumnLayout, FieldVal, Point};
 use super::codec::{encode_field_column, encode_ints, encode_tag_runs, encode_timestamps};
 use super::{BatchInfo, FOOTER_KEY, FORMAT_VERSION, PartFooter, arrow_schema};
 use crate::catalog::MeasureStats;
+use crate::SeriesFilter;
 use crate::Result;
 
 /// Most points in one record batch: the unit a reader fetches and decodes.
@@ -110,9 +111,11 @@ fn measure_stats(m: &MeasureRows) -> MeasureStats {
             fields.insert(name.clone(), mm);
         }
     }
+    let series: Vec<u64> = m.rows.iter().map(|r| r.series).collect::<HashSet<_>>().into_iter().collect();
     MeasureStats {
         rows: m.rows.len() as u64,
-        series: m.rows.iter().map(|r| r.series).collect::<HashSet<_>>().len() as u64,
+        series: series.len() as u64,
+        series_filter: SeriesFilter::build(&series),
         min_ts: m.rows.iter().map(|r| r.ts).min().unwrap_or(0),
         max_ts: m.rows.iter().map(|r| r.ts).max().unwrap_or(0),
         fields,
