@@ -124,16 +124,19 @@ impl Ingester {
         Ok(())
     }
 
-    /// A consistent view of one shard for a query (see [`ShardSnapshot`]).
+    /// A consistent view of one shard for a query (see [`ShardSnapshot`]):
+    /// memtable points of `measure` in the `target` layout that `keep`
+    /// accepts, copying only the `needed` (tags, fields) columns if given.
     pub async fn snapshot(
         &self,
         group: &str,
         shard: u32,
         measure: &str,
         target: &ColumnLayout,
+        needed: Option<(&[bool], &[bool])>,
         keep: &(dyn Fn(&Point) -> bool + Sync),
     ) -> Result<ShardSnapshot> {
-        Ok(self.shard(group, shard).await?.snapshot(measure, target, keep))
+        Ok(self.shard(group, shard).await?.snapshot(measure, target, needed, keep))
     }
 
     /// Flushes every shard; returns the number of parts committed.

@@ -74,9 +74,16 @@ pub struct ShardSnapshot {
     pub rows: Vec<(u64, Point)>,
 }
 
-fn collect(m: &Memtable, measure: &str, target: &ColumnLayout, keep: &(dyn Fn(&Point) -> bool + Sync), out: &mut Vec<(u64, Point)>) {
+fn collect(m: &Memtable, measure: &str, target: &ColumnLayout, needed: Option<(&[bool], &[bool])>, keep: &(dyn Fn(&Point) -> bool + Sync), out: &mut Vec<(u64, Point)>) {
     let Some(t) = m.measures.get(measure) else { return };
-    let mapping = (*t.layout != *target).then(|| LayoutMapping::new(&t.layout, target));
+    let mapping = match needed {
+        Some((tags, fields)) => {
+            let mut m = LayoutMapping::new(&t.layout, target);
+            m.restrict(tags, fields);
+            Some(m)
+        }
+        None => (*t.layout != *target).then(|| LayoutMapping::new(&t.layout, target)),
+    };
     for (seq, p) in t.iter() {
         let p = match &mapping {
             Some(m) => p.remap(m),
@@ -166,15 +173,21 @@ impl Shard {
     }
 
     /// The catalog version and the matching memtable points above its watermark.
-    pub(crate) fn snapshot(&self, measure: &str, target: &ColumnLayout, keep: &(dyn Fn(&Point) -> bool + Sync)) -> ShardSnapshot {
+    pub(crate) fn snapshot(
+        &self,
+        measure: &str,
+        target: &ColumnLayout,
+        needed: Option<(&[bool], &[bool])>,
+        keep: &(dyn Fn(&Point) -> bool + Sync),
+    ) -> ShardSnapshot {
         let (catalog, frozen, mut rows) = {
             let st = self.state.lock().expect("shard lock");
             let mut rows = Vec::new();
-            collect(&st.active, measure, target, keep, &mut rows);
+            collect(&st.active, measure, target, needed, keep, &mut rows);
             (st.catalog.clone(), st.frozen.clone(), rows)
         };
         for m in &frozen {
-            collect(m, measure, target, keep, &mut rows);
+            collect(m, measure, target, needed, keep, &mut rows);
         }
         debug_assert!(rows.iter().all(|(s, _)| *s > catalog.wal_watermark), "snapshot holds only unflushed points");
         ShardSnapshot { catalog, rows }

@@ -74,6 +74,21 @@ impl LayoutMapping {
         LayoutMapping { tags, fields }
     }
 
+    /// Drops the target columns a query does not read, so sources neither
+    /// decode nor copy them (they read as null).
+    pub fn restrict(&mut self, tags_needed: &[bool], fields_needed: &[bool]) {
+        for (slot, &needed) in self.tags.iter_mut().zip(tags_needed) {
+            if !needed {
+                *slot = None;
+            }
+        }
+        for (slot, &needed) in self.fields.iter_mut().zip(fields_needed) {
+            if !needed {
+                *slot = None;
+            }
+        }
+    }
+
     /// True when the mapping is the identity, so rows can be used as they are.
     pub fn is_identity(&self, from: &ColumnLayout) -> bool {
         self.tags.len() == from.tags.len()

@@ -201,6 +201,28 @@ impl QueryPlan {
         p.ts >= self.begin && p.ts < self.end && self.series_allowed(p.series) && (!self.pushdown_safe() || self.predicate.eval(&p.tags))
     }
 
+    /// Which target tags and fields the query reads (criteria, projections,
+    /// grouping, aggregation, ranking); the others need not be decoded.
+    pub fn needed_columns(&self) -> (Vec<bool>, Vec<bool>) {
+        let layout = &self.schema.layout;
+        let mut tags = vec![false; layout.tags.len()];
+        let mut fields = vec![false; layout.fields.len()];
+        let mut used = Vec::new();
+        self.predicate.tags_used(&mut used);
+        used.extend(&self.tags);
+        if let Some(a) = &self.aggregation {
+            used.extend(&a.group_tags);
+            fields[a.field] = true;
+        }
+        for t in used {
+            tags[t] = true;
+        }
+        for &f in self.fields.iter().chain(self.top.as_ref().and_then(|t| t.field.as_ref())) {
+            fields[f] = true;
+        }
+        (tags, fields)
+    }
+
     /// False if the criteria rule this series out.
     pub fn series_allowed(&self, series: SeriesId) -> bool {
         self.series.as_ref().is_none_or(|s| s.binary_search(&series).is_ok())

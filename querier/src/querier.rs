@@ -89,7 +89,9 @@ impl Querier {
         };
         let safe = plan.pushdown_safe();
         let keep = move |p: &Point| !safe || plan.predicate.eval(&p.tags);
+        let (tags_needed, fields_needed) = plan.needed_columns();
         let scan = Scan {
+            needed: Some((&tags_needed, &fields_needed)),
             measure: &plan.schema.name,
             target: &plan.schema.layout,
             begin: plan.begin,

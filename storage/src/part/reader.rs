@@ -85,6 +85,8 @@ pub struct Scan<'a> {
     pub series: Option<&'a [u64]>,
     /// Row filter applied after decoding.
     pub keep: &'a (dyn Fn(&Point) -> bool + Sync),
+    /// Target columns to decode; `None` decodes all. Others read as null.
+    pub needed: Option<(&'a [bool], &'a [bool])>,
 }
 
 impl Scan<'_> {
@@ -98,7 +100,10 @@ pub async fn scan_part(store: &dyn ObjectStore, meta: &PartMeta, index: &PartInd
     let Some(stored) = index.footer.measures.get(scan.measure) else {
         return Ok(Vec::new());
     };
-    let mapping = LayoutMapping::new(stored, scan.target);
+    let mut mapping = LayoutMapping::new(stored, scan.target);
+    if let Some((tags, fields)) = scan.needed {
+        mapping.restrict(tags, fields);
+    }
     let wanted: Vec<usize> = (0..index.blocks.len())
         .filter(|&i| {
             let b: &BatchInfo = &index.footer.batches[i];
@@ -133,6 +138,8 @@ pub async fn scan_part(store: &dyn ObjectStore, meta: &PartMeta, index: &PartInd
 
 fn decode_batch(path: &str, batch: &RecordBatch, mapping: &LayoutMapping, scan: &Scan<'_>, out: &mut Vec<Point>) -> Result<()> {
     let (begin, end, keep) = (scan.begin, scan.end, scan.keep);
+    let tag_used: Vec<bool> = (0..=mapping.tags.iter().flatten().max().map_or(0, |m| m + 1)).map(|i| mapping.tags.contains(&Some(i))).collect();
+    let field_used: Vec<bool> = (0..=mapping.fields.iter().flatten().max().map_or(0, |m| m + 1)).map(|i| mapping.fields.contains(&Some(i))).collect();
     let corrupt = |what: &str| StorageError::Corrupt { path: path.into(), reason: format!("undecodable {what}") };
     let series = batch.column(1).as_primitive::<UInt64Type>();
     let count = batch.column(2).as_primitive::<UInt32Type>();
@@ -152,17 +159,20 @@ fn decode_batch(path: &str, batch: &RecordBatch, mapping: &LayoutMapping, scan: 
             continue;
         }
         let versions = decode_ints(&mut ver_col.value(row), n).ok_or_else(|| corrupt("versions"))?;
+        // Columns are length-prefixed, so unused ones are skipped undecoded.
         let mut tags_buf = tag_col.value(row);
         let mut stored_tags: Vec<Vec<TagVal>> = Vec::new();
         while !tags_buf.is_empty() {
             let mut col = take_bytes(&mut tags_buf).ok_or_else(|| corrupt("tags"))?;
-            stored_tags.push(decode_tag_runs(&mut col, n).ok_or_else(|| corrupt("tags"))?);
+            let used = tag_used.get(stored_tags.len()).copied().unwrap_or(false);
+            stored_tags.push(if used { decode_tag_runs(&mut col, n).ok_or_else(|| corrupt("tags"))? } else { Vec::new() });
         }
         let mut fields_buf = field_col.value(row);
         let mut stored_fields: Vec<Vec<FieldVal>> = Vec::new();
         while !fields_buf.is_empty() {
             let mut col = take_bytes(&mut fields_buf).ok_or_else(|| corrupt("fields"))?;
-            stored_fields.push(decode_field_column(&mut col, n).ok_or_else(|| corrupt("fields"))?);
+            let used = field_used.get(stored_fields.len()).copied().unwrap_or(false);
+            stored_fields.push(if used { decode_field_column(&mut col, n).ok_or_else(|| corrupt("fields"))? } else { Vec::new() });
         }
         for i in lo..hi {
             let p = Point {
@@ -195,7 +205,7 @@ mod tests {
         series: Option<&'a [u64]>,
         keep: &'a (dyn Fn(&Point) -> bool + Sync),
     ) -> Scan<'a> {
-        Scan { measure, target, begin, end, series, keep }
+        Scan { measure, target, begin, end, series, keep, needed: None }
     }
 
     fn layout(tags: &[&str], fields: &[&str]) -> ColumnLayout {
