@@ -35,12 +35,19 @@ struct Args {
 }
 
 const FIELDS: [&str; 10] = [
-    "usage_user", "usage_system", "usage_idle", "usage_nice", "usage_iowait",
-    "usage_irq", "usage_softirq", "usage_steal", "usage_guest", "usage_guest_nice",
+    "usage_user",
+    "usage_system",
+    "usage_idle",
+    "usage_nice",
+    "usage_iowait",
+    "usage_irq",
+    "usage_softirq",
+    "usage_steal",
+    "usage_guest",
+    "usage_guest_nice",
 ];
-const TAGS: [&str; 10] = [
-    "hostname", "region", "datacenter", "rack", "os", "arch", "team", "service", "service_version", "service_environment",
-];
+const TAGS: [&str; 10] =
+    ["hostname", "region", "datacenter", "rack", "os", "arch", "team", "service", "service_version", "service_environment"];
 
 fn s(v: String) -> TagValue {
     TagValue { value: Some(tag_value::Value::Str(Str { value: v })) }

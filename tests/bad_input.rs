@@ -114,7 +114,10 @@ async fn bad_input(backend: Backend) {
 
     // Bad schemas name the field too.
     let (s, b) = http
-        .post_raw("/api/v1/group/schema", r#"{"group": {"metadata": {"name": "x"}, "catalog": "CATALOG_MEASURE", "resourceOpts": {"shardNum": 0}}}"#.into())
+        .post_raw(
+            "/api/v1/group/schema",
+            r#"{"group": {"metadata": {"name": "x"}, "catalog": "CATALOG_MEASURE", "resourceOpts": {"shardNum": 0}}}"#.into(),
+        )
         .await;
     assert_eq!(s, 400);
     assert!(err_text(&b).contains("shard_num"), "{b}");

@@ -84,7 +84,9 @@ async fn kill_during_streaming_writes(backend: Backend) {
             let mut client = MeasureServiceClient::connect(format!("http://{addr}")).await.unwrap();
             let batches: Vec<Vec<Sample>> = all.chunks(50).map(|c| c.to_vec()).collect();
             let reqs: Vec<WriteRequest> = batches.iter().enumerate().map(|(i, b)| write_request(b, i as u64)).collect();
-            let Ok(resp) = client.write(tokio_stream::iter(reqs)).await else { return };
+            let Ok(resp) = client.write(tokio_stream::iter(reqs)).await else {
+                return;
+            };
             let mut stream = resp.into_inner();
             while let Some(Ok(r)) = stream.next().await {
                 assert_eq!(r.status(), Status::Succeed, "{r:?}");

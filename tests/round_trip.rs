@@ -44,7 +44,8 @@ async fn round_trip(backend: Backend) {
     // More writes that stay in memtables: overwrites of flushed points at a
     // higher version, same-version rewrites at version 0 that must not win
     // over version 1, and new points.
-    let mut later: Vec<Sample> = all.iter().step_by(7).map(|s| Sample { version: 1, usage: s.usage + 1000.0, count: s.count + 1, ..s.clone() }).collect();
+    let mut later: Vec<Sample> =
+        all.iter().step_by(7).map(|s| Sample { version: 1, usage: s.usage + 1000.0, count: s.count + 1, ..s.clone() }).collect();
     let stale: Vec<Sample> = later.iter().take(100).map(|s| Sample { version: 0, usage: -1.0, ..s.clone() }).collect();
     later.extend(samples(25, 40, start + 400 * STEP, STEP, 9));
     for (i, chunk) in later.chunks(700).enumerate() {
@@ -61,7 +62,13 @@ async fn round_trip(backend: Backend) {
     check_raw_ordering(&http, &oracle, range).await;
     check_top_n(&http, &oracle, range).await;
     // gRPC query gives the same answer as HTTP.
-    let q = QueryRequest { groups: vec![GROUP.into()], name: MEASURE.into(), time_range: range, agg: Some(Aggregation { function: AggregationFunction::Count as i32, field_name: "count".into() }), ..Default::default() };
+    let q = QueryRequest {
+        groups: vec![GROUP.into()],
+        name: MEASURE.into(),
+        time_range: range,
+        agg: Some(Aggregation { function: AggregationFunction::Count as i32, field_name: "count".into() }),
+        ..Default::default()
+    };
     let via_grpc = grpc_query(c.grpc, q.clone()).await.unwrap();
     assert_eq!(via_grpc, http.query(&q).await);
     assert_eq!(field_of(&via_grpc.data_points[0], "count") as usize, oracle.rows.len());
@@ -110,7 +117,11 @@ async fn check_bucketed_aggregations(http: &Http, oracle: &Oracle, range: Option
             name: MEASURE.into(),
             time_range: range,
             criteria: Some(cond("host", BinaryOp::Lt, tag_str("host-010"))),
-            group_by: Some(GroupBy { tag_projection: Some(projection("default", &["host"])), field_name: field.into(), bucket_millis: bucket / 1_000_000 }),
+            group_by: Some(GroupBy {
+                tag_projection: Some(projection("default", &["host"])),
+                field_name: field.into(),
+                bucket_millis: bucket / 1_000_000,
+            }),
             agg: Some(Aggregation { function: func as i32, field_name: field.into() }),
             limit: 10_000,
             ..Default::default()

@@ -21,8 +21,13 @@ async fn registry_crud_and_compatible_evolution() {
     assert_eq!((s, b["group"].as_array().unwrap().len()), (200, 1));
     let (s, b) = http.get("/api/v1/measure/schema/lists/g").await;
     assert_eq!((s, b["measure"][0]["metadata"]["name"].as_str()), (200, Some("cpu")));
-    let (s, _) = http.post("/api/v1/group/schema", &json!({"group": {"metadata": {"name": "g"}, "catalog": "CATALOG_MEASURE",
-        "resourceOpts": {"shardNum": 3, "segmentInterval": {"unit": "UNIT_HOUR", "num": 1}, "ttl": {"unit": "UNIT_DAY", "num": 7}}}})).await;
+    let (s, _) = http
+        .post(
+            "/api/v1/group/schema",
+            &json!({"group": {"metadata": {"name": "g"}, "catalog": "CATALOG_MEASURE",
+        "resourceOpts": {"shardNum": 3, "segmentInterval": {"unit": "UNIT_HOUR", "num": 1}, "ttl": {"unit": "UNIT_DAY", "num": 7}}}}),
+        )
+        .await;
     assert_eq!(s, 409, "creating an existing group conflicts");
 
     let now = now_nanos();
@@ -40,18 +45,36 @@ async fn registry_crud_and_compatible_evolution() {
     m["fields"].as_array_mut().unwrap().push(json!({"name": "temp", "fieldType": "FIELD_TYPE_FLOAT"}));
     let (s, b) = http.post_raw("/api/v1/measure/schema/g/cpu", String::new()).await;
     assert_eq!(s, 405, "{b}");
-    let r = reqwest::Client::new().put(format!("http://{}/api/v1/measure/schema/g/cpu", c.http)).json(&json!({"measure": m})).send().await.unwrap();
+    let r = reqwest::Client::new()
+        .put(format!("http://{}/api/v1/measure/schema/g/cpu", c.http))
+        .json(&json!({"measure": m}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
 
     // Incompatible changes are refused with the field named.
     let mut retyped = m.clone();
     retyped["fields"][0]["fieldType"] = json!("FIELD_TYPE_INT");
-    let r = reqwest::Client::new().put(format!("http://{}/api/v1/measure/schema/g/cpu", c.http)).json(&json!({"measure": retyped})).send().await.unwrap();
+    let r = reqwest::Client::new()
+        .put(format!("http://{}/api/v1/measure/schema/g/cpu", c.http))
+        .json(&json!({"measure": retyped}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 400);
     assert!(r.text().await.unwrap().contains("usage"));
 
     // A point written with the new columns.
-    let new = Sample { host: "host-000".into(), region: "eu".into(), zone: "z9".into(), ts: now - 60_000_000_000, version: 0, usage: 1.0, count: 1 };
+    let new = Sample {
+        host: "host-000".into(),
+        region: "eu".into(),
+        zone: "z9".into(),
+        ts: now - 60_000_000_000,
+        version: 0,
+        usage: 1.0,
+        count: 1,
+    };
     let mut req = write_request(std::slice::from_ref(&new), 3);
     let p = &mut req.data_points[0];
     p.tag_families[0].tags.push(tag_str("r1"));

@@ -99,11 +99,13 @@ impl Shard {
         .await
         .map_err(|e| IngestError::Wal(std::io::Error::other(e)))??;
         let mut metas = Vec::with_capacity(encoded.len());
-        let mut id = base.next_part_id;
-        for (seg, enc) in encoded {
+        for (id, (seg, enc)) in (base.next_part_id..).zip(encoded) {
             let path = paths::part(&self.group, self.id, seg, id, nonce());
             let opts = PutOptions { mode: PutMode::Create, ..Default::default() };
-            self.store.put_opts(&path.as_str().into(), PutPayload::from(Bytes::clone(&enc.bytes)), opts).await.map_err(StorageError::from)?;
+            self.store
+                .put_opts(&path.as_str().into(), PutPayload::from(Bytes::clone(&enc.bytes)), opts)
+                .await
+                .map_err(StorageError::from)?;
             metas.push(PartMeta {
                 id,
                 path,
@@ -118,7 +120,6 @@ impl Shard {
                 level: 0,
                 measures: enc.measures,
             });
-            id += 1;
         }
         Ok(metas)
     }
@@ -140,6 +141,9 @@ impl Shard {
                 Err(e) => return Err(e.into()),
             }
         }
-        Err(IngestError::Overloaded(format!("catalog of {}/{} kept changing during {COMMIT_ATTEMPTS_MAX} commit attempts", self.group, self.id)))
+        Err(IngestError::Overloaded(format!(
+            "catalog of {}/{} kept changing during {COMMIT_ATTEMPTS_MAX} commit attempts",
+            self.group, self.id
+        )))
     }
 }

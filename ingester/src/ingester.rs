@@ -11,8 +11,8 @@ use canopy_model::{ColumnLayout, MeasureSchema, Point};
 use canopy_storage::CatalogStore;
 use object_store::ObjectStore;
 
-use crate::shard::{MemoryBudget, Shard, ShardSnapshot};
 use crate::Result;
+use crate::shard::{MemoryBudget, Shard, ShardEnv, ShardSnapshot};
 
 /// Ingester settings.
 #[derive(Debug, Clone)]
@@ -74,7 +74,9 @@ impl Ingester {
         std::fs::create_dir_all(&wal_root)?;
         for group in std::fs::read_dir(&wal_root)? {
             let group = group?;
-            let Some(gname) = group.file_name().to_str().map(str::to_string) else { continue };
+            let Some(gname) = group.file_name().to_str().map(str::to_string) else {
+                continue;
+            };
             for shard in std::fs::read_dir(group.path())? {
                 if let Some(id) = shard?.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) {
                     ing.shard(&gname, id).await?;
@@ -90,18 +92,15 @@ impl Ingester {
             return Ok(s.clone());
         }
         let dir = self.cfg.data_dir.join("wal").join(group).join(format!("{id:04}"));
-        let s = Shard::open(
-            group,
-            id,
-            dir,
-            self.cfg.epoch,
-            self.cfg.wal_segment_bytes,
-            self.cfg.write_queue_depth,
-            self.catalogs.clone(),
-            self.store.clone(),
-            self.budget.clone(),
-        )
-        .await?;
+        let env = ShardEnv {
+            epoch: self.cfg.epoch,
+            wal_segment_bytes: self.cfg.wal_segment_bytes,
+            queue_depth: self.cfg.write_queue_depth,
+            catalogs: self.catalogs.clone(),
+            store: self.store.clone(),
+            budget: self.budget.clone(),
+        };
+        let s = Shard::open(group, id, dir, env).await?;
         shards.insert((group.to_string(), id), s.clone());
         Ok(s)
     }
@@ -164,10 +163,10 @@ impl Ingester {
                 let Some(ing) = ing.upgrade() else { break };
                 let shards: Vec<Arc<Shard>> = ing.shards.lock().await.values().cloned().collect();
                 for s in shards {
-                    if s.should_flush(ing.cfg.flush_bytes, ing.cfg.flush_interval) {
-                        if let Err(e) = s.flush().await {
-                            tracing::warn!(group = %s.group, shard = s.id, error = %e, "flush failed; will retry");
-                        }
+                    if s.should_flush(ing.cfg.flush_bytes, ing.cfg.flush_interval)
+                        && let Err(e) = s.flush().await
+                    {
+                        tracing::warn!(group = %s.group, shard = s.id, error = %e, "flush failed; will retry");
                     }
                 }
             }

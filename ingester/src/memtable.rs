@@ -28,7 +28,6 @@ impl MeasureTable {
     pub(crate) fn iter(&self) -> impl Iterator<Item = (u64, &Point)> {
         self.rows.values().map(|e| (e.seq, &e.point))
     }
-
 }
 
 /// A shard's memtable.
@@ -103,10 +102,7 @@ mod tests {
     use canopy_model::{FieldVal, TagVal};
 
     fn layout(fields: &[&str]) -> Arc<ColumnLayout> {
-        Arc::new(ColumnLayout {
-            tags: vec![("d".into(), "host".into(), 1)],
-            fields: fields.iter().map(|f| (f.to_string(), 2)).collect(),
-        })
+        Arc::new(ColumnLayout { tags: vec![("d".into(), "host".into(), 1)], fields: fields.iter().map(|f| (f.to_string(), 2)).collect() })
     }
 
     fn pt(series: u64, ts: i64, version: i64, v: i64) -> Point {
@@ -135,10 +131,9 @@ mod tests {
         m.insert("cpu", 1, &layout(&["v"]), 3, vec![pt(1, 30, 0, 9)]);
         let t = &m.measures["cpu"];
         let vals: Vec<_> = t.iter().map(|(_, p)| p.fields.clone()).collect();
-        assert_eq!(vals, vec![
-            vec![FieldVal::Null, FieldVal::Int(7)],
-            vec![FieldVal::Int(1), FieldVal::Int(8)],
-            vec![FieldVal::Null, FieldVal::Int(9)],
-        ]);
+        assert_eq!(
+            vals,
+            vec![vec![FieldVal::Null, FieldVal::Int(7)], vec![FieldVal::Int(1), FieldVal::Int(8)], vec![FieldVal::Null, FieldVal::Int(9)],]
+        );
     }
 }

@@ -49,6 +49,17 @@ pub(crate) struct ShardState {
     pub(crate) segment_nanos: i64,
 }
 
+/// What every shard of an ingester shares.
+#[derive(Debug, Clone)]
+pub(crate) struct ShardEnv {
+    pub(crate) epoch: u64,
+    pub(crate) wal_segment_bytes: u64,
+    pub(crate) queue_depth: usize,
+    pub(crate) catalogs: CatalogStore,
+    pub(crate) store: Arc<dyn ObjectStore>,
+    pub(crate) budget: Arc<MemoryBudget>,
+}
+
 /// A shard.
 #[derive(Debug)]
 pub(crate) struct Shard {
@@ -74,8 +85,17 @@ pub struct ShardSnapshot {
     pub rows: Vec<(u64, Point)>,
 }
 
-fn collect(m: &Memtable, measure: &str, target: &ColumnLayout, needed: Option<(&[bool], &[bool])>, keep: &(dyn Fn(&Point) -> bool + Sync), out: &mut Vec<(u64, Point)>) {
-    let Some(t) = m.measures.get(measure) else { return };
+fn collect(
+    m: &Memtable,
+    measure: &str,
+    target: &ColumnLayout,
+    needed: Option<(&[bool], &[bool])>,
+    keep: &(dyn Fn(&Point) -> bool + Sync),
+    out: &mut Vec<(u64, Point)>,
+) {
+    let Some(t) = m.measures.get(measure) else {
+        return;
+    };
     let mapping = match needed {
         Some((tags, fields)) => {
             let mut m = LayoutMapping::new(&t.layout, target);
@@ -98,17 +118,8 @@ fn collect(m: &Memtable, measure: &str, target: &ColumnLayout, needed: Option<(&
 impl Shard {
     /// Opens a shard: loads its catalog, recovers its WAL above the catalog's
     /// watermark into a memtable, and starts its writer task.
-    pub(crate) async fn open(
-        group: &str,
-        id: u32,
-        wal_dir: std::path::PathBuf,
-        epoch: u64,
-        segment_bytes_max: u64,
-        queue_depth: usize,
-        catalogs: CatalogStore,
-        store: Arc<dyn ObjectStore>,
-        budget: Arc<MemoryBudget>,
-    ) -> Result<Arc<Shard>> {
+    pub(crate) async fn open(group: &str, id: u32, wal_dir: std::path::PathBuf, env: ShardEnv) -> Result<Arc<Shard>> {
+        let ShardEnv { epoch, wal_segment_bytes: segment_bytes_max, queue_depth, catalogs, store, budget } = env;
         let catalog = catalogs.load_latest(group, id).await?;
         if catalog.epoch > epoch {
             return Err(canopy_storage::StorageError::Fenced { group: group.into(), shard: id, current: catalog.epoch, mine: epoch }.into());
@@ -167,7 +178,9 @@ impl Shard {
         match tokio::time::timeout(ENQUEUE_TIMEOUT, self.tx.send(WriteReq { batch, payload, reply })).await {
             Ok(Ok(())) => {}
             Ok(Err(_)) => return Err(IngestError::Closed),
-            Err(_) => return Err(IngestError::Overloaded(format!("write queue of shard {}/{} is full", self.group, self.id))),
+            Err(_) => {
+                return Err(IngestError::Overloaded(format!("write queue of shard {}/{} is full", self.group, self.id)));
+            }
         }
         rx.await.map_err(|_| IngestError::Closed)?
     }

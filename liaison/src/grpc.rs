@@ -67,7 +67,9 @@ impl MeasureRegistryService for Gateway {
         ok(MeasureRegistryServiceGetResponse { measure: Some(m) })
     }
     async fn list(&self, r: Request<MeasureRegistryServiceListRequest>) -> GrpcResult<MeasureRegistryServiceListResponse> {
-        ok(MeasureRegistryServiceListResponse { measure: self.registry.list_measures(&r.into_inner().group).await.map_err(ApiError::from)? })
+        ok(MeasureRegistryServiceListResponse {
+            measure: self.registry.list_measures(&r.into_inner().group).await.map_err(ApiError::from)?,
+        })
     }
 }
 

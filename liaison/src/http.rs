@@ -111,7 +111,10 @@ async fn update_measure(
     Ok(Json(MeasureRegistryServiceUpdateResponse { mod_revision: gw.update_measure(req.measure).await? }))
 }
 
-async fn delete_measure(State(gw): State<Gateway>, Path((group, name)): Path<(String, String)>) -> Result<Json<serde_json::Value>, ApiError> {
+async fn delete_measure(
+    State(gw): State<Gateway>,
+    Path((group, name)): Path<(String, String)>,
+) -> Result<Json<serde_json::Value>, ApiError> {
     let deleted = gw.registry.delete_measure(&group, &name).await?;
     Ok(Json(serde_json::json!({ "deleted": deleted })))
 }

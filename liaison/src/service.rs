@@ -3,9 +3,7 @@
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use canopy_api::v1::{
-    Group, Measure, PointError, QueryRequest, QueryResponse, Status, WriteRequest, WriteResponse,
-};
+use canopy_api::v1::{Group, Measure, PointError, QueryRequest, QueryResponse, Status, WriteRequest, WriteResponse};
 use canopy_meta::{MetaError, SchemaRegistry};
 use canopy_model::{QueryPlan, finish, merge_partials, validate_batch};
 use futures::future::try_join_all;
@@ -37,7 +35,8 @@ impl Gateway {
     /// rejected; the response counts them and names each rejected point's field.
     pub async fn write(&self, req: WriteRequest) -> WriteResponse {
         let message_id = req.message_id;
-        let fail = |status: Status, message: String| WriteResponse { message_id, status: status as i32, accepted: 0, errors: vec![], message };
+        let fail =
+            |status: Status, message: String| WriteResponse { message_id, status: status as i32, accepted: 0, errors: vec![], message };
         let Some(md) = req.metadata.as_ref() else {
             return fail(Status::InvalidArgument, "metadata: required (group and name of the measure)".into());
         };
@@ -56,17 +55,20 @@ impl Gateway {
         };
         let (points, rejected) = validate_batch(&schema, &req.data_points, now_nanos());
         let accepted = points.len() as u32;
-        if !points.is_empty() {
-            if let Err(e) = self.data.write(&schema, points).await {
-                let status = if e.code == Code::ResourceExhausted { Status::ResourceExhausted } else { Status::InternalError };
-                return fail(status, e.message);
-            }
+        if !points.is_empty()
+            && let Err(e) = self.data.write(&schema, points).await
+        {
+            let status = if e.code == Code::ResourceExhausted { Status::ResourceExhausted } else { Status::InternalError };
+            return fail(status, e.message);
         }
         let errors: Vec<PointError> =
             rejected.into_iter().map(|r| PointError { index: r.index, field: r.field, message: r.message }).collect();
         let (status, message) = match errors.first() {
             None => (Status::Succeed, String::new()),
-            Some(e) => (Status::InvalidArgument, format!("{} of {} points rejected; first: {}: {}", errors.len(), req.data_points.len(), e.field, e.message)),
+            Some(e) => (
+                Status::InvalidArgument,
+                format!("{} of {} points rejected; first: {}: {}", errors.len(), req.data_points.len(), e.field, e.message),
+            ),
         };
         WriteResponse { message_id, status: status as i32, accepted, errors, message }
     }
@@ -76,7 +78,9 @@ impl Gateway {
         let group = match req.groups.as_slice() {
             [g] => g.clone(),
             [] => return Err(ApiError::invalid("groups", "one group is required")),
-            _ => return Err(ApiError::invalid("groups", "querying several groups at once is not supported yet")),
+            _ => {
+                return Err(ApiError::invalid("groups", "querying several groups at once is not supported yet"));
+            }
         };
         if req.name.is_empty() {
             return Err(ApiError::invalid("name", "the measure name is required"));

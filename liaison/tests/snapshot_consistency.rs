@@ -4,8 +4,8 @@
 //! nothing twice, and nothing that was never written.
 
 use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use canopy_api::v1::*;
@@ -67,12 +67,20 @@ async fn queries_during_writes_and_flushes_see_consistent_snapshots() {
                 let batch: Vec<DataPointValue> = (i..i + 50)
                     .map(|k| DataPointValue {
                         timestamp: Some(ts(base + k * 1_000_000)),
-                        tag_families: vec![TagFamilyForWrite { tags: vec![TagValue { value: Some(tag_value::Value::Int(Int { value: s })) }] }],
+                        tag_families: vec![TagFamilyForWrite {
+                            tags: vec![TagValue { value: Some(tag_value::Value::Int(Int { value: s })) }],
+                        }],
                         fields: vec![FieldValue { value: Some(field_value::Value::Int(Int { value: k })) }],
                         version: 0,
                     })
                     .collect();
-                let r = gw.write(WriteRequest { metadata: Some(Metadata { group: "g".into(), name: "m".into(), mod_revision: 0 }), data_points: batch, message_id: 0 }).await;
+                let r = gw
+                    .write(WriteRequest {
+                        metadata: Some(Metadata { group: "g".into(), name: "m".into(), mod_revision: 0 }),
+                        data_points: batch,
+                        message_id: 0,
+                    })
+                    .await;
                 assert_eq!(r.status(), Status::Succeed, "{r:?}");
                 i += 50;
                 acked[s as usize].store(i, Ordering::SeqCst);

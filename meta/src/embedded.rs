@@ -78,7 +78,9 @@ impl MetadataStore for EmbeddedStore {
         let current = st.keys.get(key).map(|(_, r)| *r);
         match (cond, current) {
             (PutCondition::Absent, Some(_)) => return Err(MetaError::AlreadyExists(key.into())),
-            (PutCondition::Revision(want), cur) if cur != Some(want) => return Err(MetaError::Conflict(key.into())),
+            (PutCondition::Revision(want), cur) if cur != Some(want) => {
+                return Err(MetaError::Conflict(key.into()));
+            }
             _ => {}
         }
         st.revision += 1;

@@ -86,8 +86,12 @@ impl AggState {
             AggFunction::Mean => FieldVal::Float((self.sum_float + self.sum_int as f64) / self.count as f64),
             AggFunction::Min if !any_float => FieldVal::Int(self.min_int.expect("count > 0")),
             AggFunction::Max if !any_float => FieldVal::Int(self.max_int.expect("count > 0")),
-            AggFunction::Min => FieldVal::Float(min_opt(self.min, self.min_int.filter(|_| any_int).map(|i| i as f64), f64::min).expect("some")),
-            AggFunction::Max => FieldVal::Float(min_opt(self.max, self.max_int.filter(|_| any_int).map(|i| i as f64), f64::max).expect("some")),
+            AggFunction::Min => {
+                FieldVal::Float(min_opt(self.min, self.min_int.filter(|_| any_int).map(|i| i as f64), f64::min).expect("some"))
+            }
+            AggFunction::Max => {
+                FieldVal::Float(min_opt(self.max, self.max_int.filter(|_| any_int).map(|i| i as f64), f64::max).expect("some"))
+            }
         }
     }
 }

@@ -18,7 +18,11 @@ pub enum Predicate {
     True,
     And(Box<Predicate>, Box<Predicate>),
     Or(Box<Predicate>, Box<Predicate>),
-    Cmp { tag: usize, op: BinaryOp, value: TagVal },
+    Cmp {
+        tag: usize,
+        op: BinaryOp,
+        value: TagVal,
+    },
 }
 
 impl Predicate {
@@ -138,10 +142,7 @@ mod tests {
 
     fn layout() -> ColumnLayout {
         ColumnLayout {
-            tags: vec![
-                ("d".into(), "host".into(), TagType::String as i32),
-                ("d".into(), "port".into(), TagType::Int as i32),
-            ],
+            tags: vec![("d".into(), "host".into(), TagType::String as i32), ("d".into(), "port".into(), TagType::Int as i32)],
             fields: vec![],
         }
     }
@@ -152,11 +153,7 @@ mod tests {
 
     fn and_or(op: LogicalOp, l: Criteria, r: Criteria) -> Criteria {
         Criteria {
-            exp: Some(criteria::Exp::Le(Box::new(LogicalExpression {
-                op: op as i32,
-                left: Some(Box::new(l)),
-                right: Some(Box::new(r)),
-            }))),
+            exp: Some(criteria::Exp::Le(Box::new(LogicalExpression { op: op as i32, left: Some(Box::new(l)), right: Some(Box::new(r)) }))),
         }
     }
 
@@ -164,11 +161,7 @@ mod tests {
     fn evaluates_a_tree_of_conditions() {
         let c = and_or(
             LogicalOp::Or,
-            and_or(
-                LogicalOp::And,
-                cond("host", BinaryOp::Eq, TagVal::Str("a".into())),
-                cond("port", BinaryOp::Ge, TagVal::Int(80)),
-            ),
+            and_or(LogicalOp::And, cond("host", BinaryOp::Eq, TagVal::Str("a".into())), cond("port", BinaryOp::Ge, TagVal::Int(80))),
             cond("host", BinaryOp::In, TagVal::StrArray(vec!["z".into(), "y".into()])),
         );
         let p = Predicate::compile(Some(&c), &layout()).unwrap();

@@ -18,11 +18,8 @@ pub struct ColumnLayout {
 impl ColumnLayout {
     /// The layout of a measure schema.
     pub fn of(measure: &Measure) -> ColumnLayout {
-        let tags = measure
-            .tag_families
-            .iter()
-            .flat_map(|f| f.tags.iter().map(move |t| (f.name.clone(), t.name.clone(), t.r#type)))
-            .collect();
+        let tags =
+            measure.tag_families.iter().flat_map(|f| f.tags.iter().map(move |t| (f.name.clone(), t.name.clone(), t.r#type))).collect();
         let fields = measure.fields.iter().map(|f| (f.name.clone(), f.field_type)).collect();
         ColumnLayout { tags, fields }
     }
@@ -61,16 +58,8 @@ pub struct LayoutMapping {
 impl LayoutMapping {
     /// Maps by name; a column whose type changed is treated as missing.
     pub fn new(from: &ColumnLayout, to: &ColumnLayout) -> LayoutMapping {
-        let tags = to
-            .tags
-            .iter()
-            .map(|(_, name, ty)| from.tags.iter().position(|(_, n, t)| n == name && t == ty))
-            .collect();
-        let fields = to
-            .fields
-            .iter()
-            .map(|(name, ty)| from.fields.iter().position(|(n, t)| n == name && t == ty))
-            .collect();
+        let tags = to.tags.iter().map(|(_, name, ty)| from.tags.iter().position(|(_, n, t)| n == name && t == ty)).collect();
+        let fields = to.fields.iter().map(|(name, ty)| from.fields.iter().position(|(n, t)| n == name && t == ty)).collect();
         LayoutMapping { tags, fields }
     }
 

@@ -36,7 +36,9 @@ impl Point {
     /// In-memory size including allocator overhead, for memtable budgets
     /// (measured against RSS: heap values cost their length plus ~16 bytes).
     pub fn approx_bytes(&self) -> usize {
-        let heap = |n: usize| if n == 0 { 0 } else { n.next_multiple_of(16) + 16 };
+        let heap = |n: usize| {
+            if n == 0 { 0 } else { n.next_multiple_of(16) + 16 }
+        };
         let tags: usize = self
             .tags
             .iter()
@@ -95,21 +97,13 @@ pub struct PointRejection {
 
 /// Validates each point of a batch on its own: valid points are returned for
 /// storage, invalid ones are reported and never affect the others.
-pub fn validate_batch(
-    schema: &MeasureSchema,
-    points: &[DataPointValue],
-    now_nanos: i64,
-) -> (Vec<Point>, Vec<PointRejection>) {
+pub fn validate_batch(schema: &MeasureSchema, points: &[DataPointValue], now_nanos: i64) -> (Vec<Point>, Vec<PointRejection>) {
     let mut ok = Vec::with_capacity(points.len());
     let mut rejected = Vec::new();
     for (i, p) in points.iter().enumerate() {
         match validate_point(schema, p, now_nanos) {
             Ok(point) => ok.push(point),
-            Err((field, message)) => rejected.push(PointRejection {
-                index: i as u32,
-                field: format!("data_points[{i}]{field}"),
-                message,
-            }),
+            Err((field, message)) => rejected.push(PointRejection { index: i as u32, field: format!("data_points[{i}]{field}"), message }),
         }
     }
     (ok, rejected)
@@ -196,10 +190,7 @@ fn validate_fields(schema: &MeasureSchema, p: &DataPointValue) -> Result<Vec<Fie
             | (FieldType::String, v @ FieldVal::Str(_))
             | (FieldType::DataBinary, v @ FieldVal::Binary(_)) => v,
             (ty, v) => {
-                return Err((
-                    format!(".fields[{i}] ({})", spec.name),
-                    format!("expected {}, got {}", ty.as_str_name(), v.type_name()),
-                ));
+                return Err((format!(".fields[{i}] ({})", spec.name), format!("expected {}, got {}", ty.as_str_name(), v.type_name())));
             }
         };
         if field_bytes(&v) > VALUE_BYTES_MAX {
@@ -272,11 +263,10 @@ mod tests {
         assert_eq!(points[0].tags, vec![TagVal::Str("a".into()), TagVal::Null], "omitted trailing tags are null");
         assert_eq!(points[0].shard, shard_of(points[0].series, 4));
         let fields: Vec<_> = rejected.iter().map(|r| (r.index, r.field.as_str())).collect();
-        assert_eq!(fields, vec![
-            (1, "data_points[1].fields[0] (v)"),
-            (2, "data_points[2].tag_families (host)"),
-            (3, "data_points[3].timestamp"),
-        ]);
+        assert_eq!(
+            fields,
+            vec![(1, "data_points[1].fields[0] (v)"), (2, "data_points[2].tag_families (host)"), (3, "data_points[3].timestamp"),]
+        );
         assert!(rejected[2].message.contains("TTL"));
     }
 

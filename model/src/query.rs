@@ -153,14 +153,18 @@ impl QueryPlan {
                 number: t.number as u32,
                 field: match (&aggregation, t.field_name.as_str()) {
                     (Some(_), _) => None,
-                    (None, "") => return Err(ModelError::invalid("top.field_name", "required without an aggregation")),
+                    (None, "") => {
+                        return Err(ModelError::invalid("top.field_name", "required without an aggregation"));
+                    }
                     (None, name) => Some(
                         layout.field_index(name).ok_or_else(|| ModelError::invalid("top.field_name", format!("unknown field {name:?}")))?,
                     ),
                 },
                 descending: Sort::try_from(t.field_value_sort) != Ok(Sort::Asc),
             }),
-            Some(t) if t.number < 0 => return Err(ModelError::invalid("top.number", "must not be negative")),
+            Some(t) if t.number < 0 => {
+                return Err(ModelError::invalid("top.number", "must not be negative"));
+            }
             _ => None,
         };
         let limit = if req.limit == 0 { LIMIT_DEFAULT } else { req.limit };
@@ -284,7 +288,10 @@ mod tests {
         let tag = |n: &str, t: TagType| TagSpec { name: n.into(), r#type: t as i32 };
         let measure = Measure {
             metadata: Some(Metadata { group: "g".into(), name: "m".into(), mod_revision: 1 }),
-            tag_families: vec![TagFamilySpec { name: "d".into(), tags: vec![tag("svc", TagType::String), tag("inst", TagType::Int), tag("zone", TagType::String)] }],
+            tag_families: vec![TagFamilySpec {
+                name: "d".into(),
+                tags: vec![tag("svc", TagType::String), tag("inst", TagType::Int), tag("zone", TagType::String)],
+            }],
             fields: vec![],
             entity: Some(Entity { tag_names: vec!["svc".into(), "inst".into()] }),
             interval: String::new(),
@@ -308,10 +315,8 @@ mod tests {
         let insts = cmp(1, BinaryOp::In, TagVal::IntArray(vec![1, 2]));
         let zone = cmp(2, BinaryOp::Eq, TagVal::Str("z".into()));
         let ids = pinned_series(&s, &and(and(svc.clone(), zone.clone()), insts.clone())).unwrap();
-        let mut want = vec![
-            series_id("m", &[TagVal::Str("a".into()), TagVal::Int(1)]),
-            series_id("m", &[TagVal::Str("a".into()), TagVal::Int(2)]),
-        ];
+        let mut want =
+            vec![series_id("m", &[TagVal::Str("a".into()), TagVal::Int(1)]), series_id("m", &[TagVal::Str("a".into()), TagVal::Int(2)])];
         want.sort_unstable();
         assert_eq!(ids, want);
         assert_eq!(pinned_series(&s, &and(svc.clone(), zone.clone())), None, "inst is not fixed");

@@ -59,11 +59,7 @@ impl MeasureSchema {
     pub fn compile(group: Arc<GroupSpec>, measure: &Measure) -> Result<MeasureSchema> {
         check_measure(measure)?;
         let layout = ColumnLayout::of(measure);
-        let entity = measure
-            .entity
-            .as_ref()
-            .map(|e| e.tag_names.iter().filter_map(|n| layout.tag_index(n)).collect())
-            .unwrap_or_default();
+        let entity = measure.entity.as_ref().map(|e| e.tag_names.iter().filter_map(|n| layout.tag_index(n)).collect()).unwrap_or_default();
         let md = measure.metadata.as_ref().expect("checked");
         Ok(MeasureSchema {
             group,
@@ -77,14 +73,8 @@ impl MeasureSchema {
 }
 
 fn check_name(name: &str, field: &str) -> Result<()> {
-    let ok = !name.is_empty()
-        && name.len() <= 255
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':'));
-    if ok {
-        Ok(())
-    } else {
-        Err(ModelError::invalid(field, format!("{name:?} must be 1..255 chars of [A-Za-z0-9_.:-]")))
-    }
+    let ok = !name.is_empty() && name.len() <= 255 && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':'));
+    if ok { Ok(()) } else { Err(ModelError::invalid(field, format!("{name:?} must be 1..255 chars of [A-Za-z0-9_.:-]"))) }
 }
 
 /// Validates a group definition for creation or update.
@@ -161,15 +151,23 @@ pub fn check_measure_update(old: &Measure, new: &Measure) -> Result<()> {
     for (fam, name, ty) in &old_l.tags {
         match new_l.tags.iter().find(|(_, n, _)| n == name) {
             Some((f, _, t)) if f == fam && t == ty => {}
-            Some(_) => return Err(ModelError::invalid("measure.tag_families", format!("tag {name:?} cannot change type or family"))),
-            None => return Err(ModelError::invalid("measure.tag_families", format!("tag {name:?} cannot be removed"))),
+            Some(_) => {
+                return Err(ModelError::invalid("measure.tag_families", format!("tag {name:?} cannot change type or family")));
+            }
+            None => {
+                return Err(ModelError::invalid("measure.tag_families", format!("tag {name:?} cannot be removed")));
+            }
         }
     }
     for (name, ty) in &old_l.fields {
         match new_l.fields.iter().find(|(n, _)| n == name) {
             Some((_, t)) if t == ty => {}
-            Some(_) => return Err(ModelError::invalid("measure.fields", format!("field {name:?} cannot change type"))),
-            None => return Err(ModelError::invalid("measure.fields", format!("field {name:?} cannot be removed"))),
+            Some(_) => {
+                return Err(ModelError::invalid("measure.fields", format!("field {name:?} cannot change type")));
+            }
+            None => {
+                return Err(ModelError::invalid("measure.fields", format!("field {name:?} cannot be removed")));
+            }
         }
     }
     Ok(())

@@ -30,7 +30,9 @@ pub fn interval_nanos(rule: Option<&IntervalRule>, field: &str) -> Result<i64> {
     let unit = match Unit::try_from(rule.unit) {
         Ok(Unit::Hour) => 3600 * NANOS_PER_SEC,
         Ok(Unit::Day) => 86_400 * NANOS_PER_SEC,
-        _ => return Err(ModelError::invalid(format!("{field}.unit"), "must be UNIT_HOUR or UNIT_DAY")),
+        _ => {
+            return Err(ModelError::invalid(format!("{field}.unit"), "must be UNIT_HOUR or UNIT_DAY"));
+        }
     };
     if rule.num == 0 {
         return Err(ModelError::invalid(format!("{field}.num"), "must be at least 1"));

@@ -6,9 +6,7 @@ use canopy_model::Point;
 /// equal versions the newest source (`rank`: later parts and memtable
 /// points rank higher). Returns rows sorted by (series, timestamp).
 pub fn dedup_rows(mut rows: Vec<(u64, Point)>) -> Vec<Point> {
-    rows.sort_unstable_by(|(ra, a), (rb, b)| {
-        (a.series, a.ts).cmp(&(b.series, b.ts)).then_with(|| (b.version, *rb).cmp(&(a.version, *ra)))
-    });
+    rows.sort_unstable_by(|(ra, a), (rb, b)| (a.series, a.ts).cmp(&(b.series, b.ts)).then_with(|| (b.version, *rb).cmp(&(a.version, *ra))));
     rows.dedup_by(|(_, later), (_, first)| later.series == first.series && later.ts == first.ts);
     rows.into_iter().map(|(_, p)| p).collect()
 }

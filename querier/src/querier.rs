@@ -8,9 +8,9 @@ use canopy_storage::{CatalogState, PartMeta};
 use futures::{StreamExt, TryStreamExt};
 use object_store::ObjectStore;
 
+use crate::Result;
 use crate::dedup::dedup_rows;
 use crate::index_cache::IndexCache;
-use crate::Result;
 
 /// Querier settings.
 #[derive(Debug, Clone)]

@@ -52,6 +52,8 @@ pub fn open_object_store(cfg: &ObjectStoreConfig) -> Result<Arc<dyn ObjectStore>
         return Err(StorageError::Config("empty object store URL".into()));
     }
     std::fs::create_dir_all(dir).map_err(|e| StorageError::Config(format!("creating {dir}: {e}")))?;
-    let fs = LocalFileSystem::new_with_prefix(dir).map_err(|e| StorageError::Config(e.to_string()))?;
+    // fsync parts and catalog versions: a commit must survive power loss,
+    // because the WAL it covers is deleted right after.
+    let fs = LocalFileSystem::new_with_prefix(dir).map_err(|e| StorageError::Config(e.to_string()))?.with_fsync(true);
     Ok(Arc::new(fs))
 }

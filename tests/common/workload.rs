@@ -133,7 +133,9 @@ pub fn cond(name: &str, op: BinaryOp, value: TagValue) -> Criteria {
 }
 
 pub fn logical(op: logical_expression::LogicalOp, l: Criteria, r: Criteria) -> Criteria {
-    Criteria { exp: Some(criteria::Exp::Le(Box::new(LogicalExpression { op: op as i32, left: Some(Box::new(l)), right: Some(Box::new(r)) }))) }
+    Criteria {
+        exp: Some(criteria::Exp::Le(Box::new(LogicalExpression { op: op as i32, left: Some(Box::new(l)), right: Some(Box::new(r)) }))),
+    }
 }
 
 pub fn tag_str(s: &str) -> TagValue {
@@ -145,17 +147,19 @@ pub fn tag_strs(v: &[&str]) -> TagValue {
 }
 
 pub fn projection(family: &str, tags: &[&str]) -> TagProjection {
-    TagProjection { tag_families: vec![tag_projection::TagFamily { name: family.into(), tags: tags.iter().map(|s| s.to_string()).collect() }] }
+    TagProjection {
+        tag_families: vec![tag_projection::TagFamily { name: family.into(), tags: tags.iter().map(|s| s.to_string()).collect() }],
+    }
 }
 
 /// The string value of a returned tag.
 pub fn tag_of(dp: &DataPoint, key: &str) -> String {
     for f in &dp.tag_families {
         for t in &f.tags {
-            if t.key == key {
-                if let Some(TagValue { value: Some(tag_value::Value::Str(s)) }) = &t.value {
-                    return s.value.clone();
-                }
+            if t.key == key
+                && let Some(TagValue { value: Some(tag_value::Value::Str(s)) }) = &t.value
+            {
+                return s.value.clone();
             }
         }
     }

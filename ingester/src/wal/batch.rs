@@ -98,10 +98,7 @@ mod tests {
             group: "g".into(),
             measure: "cpu".into(),
             revision: 3,
-            layout: Arc::new(ColumnLayout {
-                tags: vec![("d".into(), "host".into(), 1)],
-                fields: vec![("v".into(), 4), ("n".into(), 2)],
-            }),
+            layout: Arc::new(ColumnLayout { tags: vec![("d".into(), "host".into(), 1)], fields: vec![("v".into(), 4), ("n".into(), 2)] }),
             points: vec![Point {
                 series: 42,
                 shard: 1,

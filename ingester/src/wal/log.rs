@@ -59,9 +59,8 @@ impl Wal {
     /// New records are numbered after both the log and the watermark.
     pub fn open(dir: &Path, watermark: u64, segment_bytes_max: u64) -> io::Result<(Wal, Recovered)> {
         std::fs::create_dir_all(dir)?;
-        let mut firsts: Vec<u64> = std::fs::read_dir(dir)?
-            .filter_map(|e| e.ok()?.file_name().to_str()?.strip_suffix(".wal")?.parse().ok())
-            .collect();
+        let mut firsts: Vec<u64> =
+            std::fs::read_dir(dir)?.filter_map(|e| e.ok()?.file_name().to_str()?.strip_suffix(".wal")?.parse().ok()).collect();
         firsts.sort_unstable();
         let mut records = Vec::new();
         let mut closed = Vec::new();
@@ -199,9 +198,11 @@ impl Wal {
     }
 }
 
-/// Reads a segment: its valid records, the length of the valid prefix and
-/// the file length.
-fn read_segment(path: &Path) -> io::Result<(Vec<(u64, Vec<u8>)>, u64, u64)> {
+/// A segment as read: its valid records, the length of the valid prefix
+/// and the file length.
+type SegmentRead = (Vec<(u64, Vec<u8>)>, u64, u64);
+
+fn read_segment(path: &Path) -> io::Result<SegmentRead> {
     let mut f = File::open(path)?;
     let file_len = f.seek(SeekFrom::End(0))?;
     f.seek(SeekFrom::Start(0))?;

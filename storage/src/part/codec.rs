@@ -120,7 +120,7 @@ fn decimal_places(vals: &[f64]) -> Option<(u32, Vec<i64>)> {
         for &v in vals {
             let m = (v * scale).round();
             // Compare through i64, as the decoder sees it (this also rejects -0.0).
-            if !(m.abs() < EXACT_INT_FLOAT) || ((m as i64) as f64 / scale).to_bits() != v.to_bits() {
+            if m.is_nan() || m.abs() >= EXACT_INT_FLOAT || ((m as i64) as f64 / scale).to_bits() != v.to_bits() {
                 continue 'k;
             }
             ms.push(m as i64);
@@ -140,14 +140,22 @@ pub(crate) fn encode_field_column(vals: &[&FieldVal], out: &mut Vec<u8>) {
         out.push(FIELDS_NULL);
         return;
     }
-    let ints: Option<Vec<i64>> = vals.iter().filter(|v| !matches!(v, FieldVal::Null)).map(|v| match v {
-        FieldVal::Int(i) => Some(*i),
-        _ => None,
-    }).collect();
-    let floats: Option<Vec<f64>> = vals.iter().filter(|v| !matches!(v, FieldVal::Null)).map(|v| match v {
-        FieldVal::Float(f) => Some(*f),
-        _ => None,
-    }).collect();
+    let ints: Option<Vec<i64>> = vals
+        .iter()
+        .filter(|v| !matches!(v, FieldVal::Null))
+        .map(|v| match v {
+            FieldVal::Int(i) => Some(*i),
+            _ => None,
+        })
+        .collect();
+    let floats: Option<Vec<f64>> = vals
+        .iter()
+        .filter(|v| !matches!(v, FieldVal::Null))
+        .map(|v| match v {
+            FieldVal::Float(f) => Some(*f),
+            _ => None,
+        })
+        .collect();
     if let Some(ints) = ints {
         out.push(FIELDS_INT);
         put_presence(&present, out);
@@ -312,7 +320,9 @@ mod tests {
             assert!(rest.is_empty());
             for (a, b) in col.iter().zip(&back) {
                 match (a, b) {
-                    (FieldVal::Float(x), FieldVal::Float(y)) => assert_eq!(x.to_bits(), y.to_bits()),
+                    (FieldVal::Float(x), FieldVal::Float(y)) => {
+                        assert_eq!(x.to_bits(), y.to_bits())
+                    }
                     _ => assert_eq!(a, b),
                 }
             }

@@ -4,9 +4,9 @@
 use std::ops::Range;
 use std::sync::Arc;
 
+use arrow_array::RecordBatch;
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Int64Type, UInt32Type, UInt64Type};
-use arrow_array::RecordBatch;
 use arrow_buffer::Buffer;
 use arrow_ipc::reader::FileDecoder;
 use arrow_ipc::{Block, MetadataVersion};
@@ -46,8 +46,7 @@ impl PartIndex {
         if len + 10 > tail.len() {
             return Err(corrupt(format!("footer of {len} bytes exceeds the {} bytes read", tail.len())));
         }
-        let fb = arrow_ipc::root_as_footer(&tail[tail.len() - 10 - len..tail.len() - 10])
-            .map_err(|e| corrupt(format!("footer: {e}")))?;
+        let fb = arrow_ipc::root_as_footer(&tail[tail.len() - 10 - len..tail.len() - 10]).map_err(|e| corrupt(format!("footer: {e}")))?;
         let schema = fb.schema().ok_or_else(|| corrupt("footer without schema".into()))?;
         let schema = Arc::new(arrow_ipc::convert::try_fb_to_schema(schema)?);
         let blocks: Vec<Block> = fb.recordBatches().map(|b| b.iter().copied().collect()).unwrap_or_default();
@@ -138,8 +137,10 @@ pub async fn scan_part(store: &dyn ObjectStore, meta: &PartMeta, index: &PartInd
 
 fn decode_batch(path: &str, batch: &RecordBatch, mapping: &LayoutMapping, scan: &Scan<'_>, out: &mut Vec<Point>) -> Result<()> {
     let (begin, end, keep) = (scan.begin, scan.end, scan.keep);
-    let tag_used: Vec<bool> = (0..=mapping.tags.iter().flatten().max().map_or(0, |m| m + 1)).map(|i| mapping.tags.contains(&Some(i))).collect();
-    let field_used: Vec<bool> = (0..=mapping.fields.iter().flatten().max().map_or(0, |m| m + 1)).map(|i| mapping.fields.contains(&Some(i))).collect();
+    let tag_used: Vec<bool> =
+        (0..=mapping.tags.iter().flatten().max().map_or(0, |m| m + 1)).map(|i| mapping.tags.contains(&Some(i))).collect();
+    let field_used: Vec<bool> =
+        (0..=mapping.fields.iter().flatten().max().map_or(0, |m| m + 1)).map(|i| mapping.fields.contains(&Some(i))).collect();
     let corrupt = |what: &str| StorageError::Corrupt { path: path.into(), reason: format!("undecodable {what}") };
     let series = batch.column(1).as_primitive::<UInt64Type>();
     let count = batch.column(2).as_primitive::<UInt32Type>();
@@ -181,7 +182,11 @@ fn decode_batch(path: &str, batch: &RecordBatch, mapping: &LayoutMapping, scan: 
                 ts: ts[i],
                 version: versions[i],
                 tags: mapping.tags.iter().map(|s| s.and_then(|s| stored_tags.get(s)).map(|c| c[i].clone()).unwrap_or_default()).collect(),
-                fields: mapping.fields.iter().map(|s| s.and_then(|s| stored_fields.get(s)).map(|c| c[i].clone()).unwrap_or_default()).collect(),
+                fields: mapping
+                    .fields
+                    .iter()
+                    .map(|s| s.and_then(|s| stored_fields.get(s)).map(|c| c[i].clone()).unwrap_or_default())
+                    .collect(),
             };
             if keep(&p) {
                 out.push(p);
@@ -195,7 +200,6 @@ fn decode_batch(path: &str, batch: &RecordBatch, mapping: &LayoutMapping, scan: 
 mod tests {
     use super::*;
     use crate::part::{MeasureRows, encode_part};
-
 
     fn scan<'a>(
         measure: &'a str,
@@ -262,7 +266,8 @@ mod tests {
         assert_eq!(all, a);
         let z0 = |p: &Point| p.tags[1] == TagVal::Str("z0".into());
         let some = scan_part(store.as_ref(), &meta, &idx, &scan("cpu", &l, 1_100, 1_200, None, &z0)).await.unwrap();
-        let expect: Vec<Point> = a.iter().filter(|p| p.ts >= 1_100 && p.ts < 1_200 && p.tags[1] == TagVal::Str("z0".into())).cloned().collect();
+        let expect: Vec<Point> =
+            a.iter().filter(|p| p.ts >= 1_100 && p.ts < 1_200 && p.tags[1] == TagVal::Str("z0".into())).cloned().collect();
         assert_eq!(some, expect);
         assert!(scan_part(store.as_ref(), &meta, &idx, &scan("mem", &l, 0, i64::MAX, None, &|_| true)).await.unwrap().is_empty());
         let only2 = scan_part(store.as_ref(), &meta, &idx, &scan("cpu", &l, 0, i64::MAX, Some(&[2]), &|_| true)).await.unwrap();

@@ -13,9 +13,9 @@ use canopy_model::{ColumnLayout, FieldVal, Point};
 
 use super::codec::{encode_field_column, encode_ints, encode_tag_runs, encode_timestamps};
 use super::{BatchInfo, FOOTER_KEY, FORMAT_VERSION, PartFooter, arrow_schema};
-use crate::catalog::MeasureStats;
-use crate::SeriesFilter;
 use crate::Result;
+use crate::SeriesFilter;
+use crate::catalog::MeasureStats;
 
 /// Most points in one record batch: the unit a reader fetches and decodes.
 const BATCH_POINTS_MAX: usize = 64 * 1024;
