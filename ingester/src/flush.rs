@@ -65,7 +65,7 @@ impl Shard {
             }
         }
         // Later records go to a new segment so this one can be deleted once covered.
-        self.wal.lock().expect("wal lock").rotate()?;
+        self.wal_op(|w| w.rotate()).await?;
         let mut parts = 0;
         loop {
             let (memtable, base, segment_nanos) = {
@@ -84,11 +84,21 @@ impl Shard {
                 st.frozen.remove(0);
             }
             self.budget.used.fetch_sub(memtable.bytes.min(self.budget.used.load(Ordering::Relaxed)), Ordering::Relaxed);
-            self.wal.lock().expect("wal lock").truncate_through(watermark)?;
+            self.wal_op(move |w| w.truncate_through(watermark).map(drop)).await?;
             parts += new_parts.len();
             tracing::debug!(group = %self.group, shard = self.id, parts = new_parts.len(), watermark, "flushed");
         }
         Ok(parts)
+    }
+
+    /// Runs a WAL file operation on the blocking pool: it may wait for the
+    /// writer's fsync and does directory fsyncs itself.
+    async fn wal_op(&self, op: impl FnOnce(&mut crate::wal::Wal) -> std::io::Result<()> + Send + 'static) -> Result<()> {
+        let wal = self.wal.clone();
+        tokio::task::spawn_blocking(move || op(&mut wal.lock().expect("wal lock")))
+            .await
+            .map_err(|e| IngestError::Wal(std::io::Error::other(e)))??;
+        Ok(())
     }
 
     async fn write_parts(&self, m: &Arc<Memtable>, base: &CatalogState, segment_nanos: i64) -> Result<Vec<PartMeta>> {

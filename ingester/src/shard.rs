@@ -22,6 +22,9 @@ use crate::{IngestError, Result};
 
 /// Most bytes of WAL payload written under one fsync.
 const GROUP_COMMIT_BYTES_MAX: usize = 8 * 1024 * 1024;
+/// Segment width of a shard that has seen no write yet (never used for a
+/// flush: an empty memtable is not flushed).
+const DEFAULT_SEGMENT_NANOS: i64 = 86_400_000_000_000;
 /// How long a write waits for room in a full shard queue before failing.
 const ENQUEUE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -129,9 +132,11 @@ impl Shard {
             .await
             .map_err(|e| IngestError::Wal(std::io::Error::other(e)))??;
         let mut active = Memtable::default();
+        let mut segment_nanos = DEFAULT_SEGMENT_NANOS;
         for (seq, payload) in recovered.records {
             let b = decode_batch(&payload)
                 .ok_or_else(|| IngestError::Wal(std::io::Error::other(format!("undecodable WAL record {seq} in {group}/{id}"))))?;
+            segment_nanos = b.segment_nanos;
             active.insert(&b.measure, b.revision, &b.layout, seq, b.points);
         }
         if active.bytes > 0 {
@@ -144,7 +149,7 @@ impl Shard {
             id,
             epoch,
             wal: Arc::new(Mutex::new(wal)),
-            state: Mutex::new(ShardState { active, frozen: Vec::new(), catalog: Arc::new(catalog), segment_nanos: 86_400_000_000_000 }),
+            state: Mutex::new(ShardState { active, frozen: Vec::new(), catalog: Arc::new(catalog), segment_nanos }),
             flush_lock: tokio::sync::Mutex::new(()),
             catalogs,
             store,
@@ -170,6 +175,7 @@ impl Shard {
             group: self.group.clone(),
             measure: schema.name.clone(),
             revision: schema.revision,
+            segment_nanos: schema.group.segment_nanos,
             layout: schema.layout.clone(),
             points,
         };

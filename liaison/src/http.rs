@@ -14,12 +14,17 @@ use canopy_api::v1::{
     MeasureRegistryServiceUpdateResponse, Metadata, QueryRequest, Status, WriteRequest,
 };
 use serde::de::DeserializeOwned;
+use std::sync::Arc;
+use tokio::sync::Semaphore;
 
 use crate::error::ApiError;
 use crate::service::Gateway;
 
 /// Largest request body accepted.
 pub(crate) const BODY_BYTES_MAX: usize = 64 << 20;
+/// HTTP requests handled at once; more wait in the accept queue, so at most
+/// this many bodies (each at most `BODY_BYTES_MAX`) are in memory.
+pub(crate) const HTTP_REQUESTS_MAX: usize = 64;
 
 /// The HTTP routes.
 pub(crate) fn router(gw: Gateway) -> Router {
@@ -36,7 +41,13 @@ pub(crate) fn router(gw: Gateway) -> Router {
         .route("/api/v1/admin/flush", post(flush))
         .fallback(|| async { ApiError::new(crate::Code::NotFound, "no such route") })
         .layer(DefaultBodyLimit::max(BODY_BYTES_MAX))
+        .layer(axum::middleware::from_fn_with_state(Arc::new(Semaphore::new(HTTP_REQUESTS_MAX)), limit_requests))
         .with_state(gw)
+}
+
+async fn limit_requests(State(permits): State<Arc<Semaphore>>, req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let _permit = permits.acquire().await.expect("never closed");
+    next.run(req).await
 }
 
 /// Parses a JSON body, reporting where it is malformed.

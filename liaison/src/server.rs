@@ -11,6 +11,9 @@ use tokio::task::JoinHandle;
 use crate::http::{BODY_BYTES_MAX, router};
 use crate::service::Gateway;
 
+/// Concurrent gRPC requests (streams) per connection.
+const GRPC_REQUESTS_PER_CONNECTION_MAX: usize = 64;
+
 /// Where the liaison listens.
 #[derive(Debug, Clone)]
 pub struct LiaisonConfig {
@@ -44,6 +47,7 @@ pub async fn start_liaison(
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(grpc_listener);
     let grpc = tokio::spawn(async move {
         let serve = tonic::transport::Server::builder()
+            .concurrency_limit_per_connection(GRPC_REQUESTS_PER_CONNECTION_MAX)
             .add_service(GroupRegistryServiceServer::new(gw.clone()))
             .add_service(MeasureRegistryServiceServer::new(gw.clone()))
             .add_service(MeasureServiceServer::new(gw.clone()).max_decoding_message_size(BODY_BYTES_MAX))

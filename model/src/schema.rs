@@ -74,7 +74,11 @@ impl MeasureSchema {
 
 fn check_name(name: &str, field: &str) -> Result<()> {
     let ok = !name.is_empty() && name.len() <= 255 && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':'));
-    if ok { Ok(()) } else { Err(ModelError::invalid(field, format!("{name:?} must be 1..255 chars of [A-Za-z0-9_.:-]"))) }
+    if ok {
+        Ok(())
+    } else {
+        Err(ModelError::invalid(field, format!("{name:?} must be 1..255 chars of [A-Za-z0-9_.:-], not starting with '.'")))
+    }
 }
 
 /// Validates a group definition for creation or update.

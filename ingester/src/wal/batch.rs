@@ -15,6 +15,9 @@ pub struct WalBatch {
     pub group: String,
     pub measure: String,
     pub revision: i64,
+    /// The group's segment width when the points were written, so a flush
+    /// right after recovery lays parts out by the right segments.
+    pub segment_nanos: i64,
     pub layout: Arc<ColumnLayout>,
     pub points: Vec<Point>,
 }
@@ -26,6 +29,7 @@ pub fn encode_batch(b: &WalBatch) -> Vec<u8> {
     put_bytes(&mut out, b.group.as_bytes());
     put_bytes(&mut out, b.measure.as_bytes());
     put_varint(&mut out, zigzag(b.revision));
+    put_varint(&mut out, zigzag(b.segment_nanos));
     put_varint(&mut out, b.layout.tags.len() as u64);
     for (fam, name, ty) in &b.layout.tags {
         put_bytes(&mut out, fam.as_bytes());
@@ -65,6 +69,10 @@ pub fn decode_batch(mut buf: &[u8]) -> Option<WalBatch> {
     let group = string(b)?;
     let measure = string(b)?;
     let revision = unzigzag(take_varint(b)?);
+    let segment_nanos = unzigzag(take_varint(b)?);
+    if segment_nanos <= 0 {
+        return None;
+    }
     let mut layout = ColumnLayout::default();
     for _ in 0..take_len(b)? {
         layout.tags.push((string(b)?, string(b)?, take_varint(b)? as i32));
@@ -85,7 +93,7 @@ pub fn decode_batch(mut buf: &[u8]) -> Option<WalBatch> {
         let fields = (0..layout.fields.len()).map(|_| FieldVal::decode(b)).collect::<Option<Vec<_>>>()?;
         points.push(Point { series, shard, ts, version, tags, fields });
     }
-    b.is_empty().then_some(WalBatch { group, measure, revision, layout: Arc::new(layout), points })
+    b.is_empty().then_some(WalBatch { group, measure, revision, segment_nanos, layout: Arc::new(layout), points })
 }
 
 #[cfg(test)]
@@ -98,6 +106,7 @@ mod tests {
             group: "g".into(),
             measure: "cpu".into(),
             revision: 3,
+            segment_nanos: 3_600_000_000_000,
             layout: Arc::new(ColumnLayout { tags: vec![("d".into(), "host".into(), 1)], fields: vec![("v".into(), 4), ("n".into(), 2)] }),
             points: vec![Point {
                 series: 42,
