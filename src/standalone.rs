@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use canopy_compactor::{Compactor, CompactorConfig};
 use canopy_ingester::{Ingester, IngesterConfig};
 use canopy_liaison::{Gateway, LiaisonConfig, LocalDataPlane, start_liaison};
 use canopy_meta::{EmbeddedStore, SchemaRegistry};
@@ -48,10 +49,33 @@ pub(crate) struct StandaloneArgs {
     /// Memory all memtables may use before writes are refused.
     #[arg(long, env = "CANOPY_MEMTABLE_BYTES_MAX", default_value_t = 2 << 30)]
     memtable_bytes_max: usize,
+    /// Seconds between compaction rounds (retention, merges, GC); 0 disables them.
+    #[arg(long, env = "CANOPY_COMPACTION_INTERVAL_SECS", default_value_t = 60)]
+    compaction_interval_secs: u64,
+    /// A query running longer than this fails with DEADLINE_EXCEEDED.
+    #[arg(long, env = "CANOPY_QUERY_TIMEOUT_SECS", default_value_t = 60)]
+    query_timeout_secs: u64,
+    /// Removed parts stay readable this long before deletion; must exceed the query timeout.
+    #[arg(long, env = "CANOPY_GC_GRACE_SECS", default_value_t = 600)]
+    gc_grace_secs: u64,
+    /// Unreferenced objects younger than this are never collected as orphans.
+    #[arg(long, env = "CANOPY_ORPHAN_MIN_AGE_SECS", default_value_t = 7200)]
+    orphan_min_age_secs: u64,
 }
 
 /// Runs until SIGINT or SIGTERM, then stops serving and flushes.
 pub(crate) async fn run(a: StandaloneArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        a.gc_grace_secs > a.query_timeout_secs,
+        "--gc-grace-secs ({}) must exceed --query-timeout-secs ({}): a running query may still read removed parts",
+        a.gc_grace_secs,
+        a.query_timeout_secs
+    );
+    anyhow::ensure!(
+        a.orphan_min_age_secs > canopy_ingester::UPLOAD_COMMIT_WINDOW_SECS,
+        "--orphan-min-age-secs must exceed the flush upload-to-commit window ({} s)",
+        canopy_ingester::UPLOAD_COMMIT_WINDOW_SECS
+    );
     std::fs::create_dir_all(&a.data_dir)?;
     let url = a.object_store.clone().unwrap_or_else(|| a.data_dir.join("objects").to_string_lossy().into_owned());
     let store = open_object_store(&ObjectStoreConfig {
@@ -68,9 +92,32 @@ pub(crate) async fn run(a: StandaloneArgs) -> anyhow::Result<()> {
     icfg.memtable_bytes_max = a.memtable_bytes_max;
     let ingester = Ingester::open(icfg, store.clone()).await?;
     let flusher = ingester.spawn_flusher();
-    let querier = Arc::new(Querier::new(QuerierConfig::default(), store));
-    let data = Arc::new(LocalDataPlane { ingester: ingester.clone(), querier });
-    let gw = Gateway::new(registry, data);
+    let querier = Arc::new(Querier::new(QuerierConfig::default(), store.clone()));
+    let ccfg = CompactorConfig {
+        gc_grace: Duration::from_secs(a.gc_grace_secs),
+        orphan_min_age: Duration::from_secs(a.orphan_min_age_secs),
+        ..CompactorConfig::default()
+    };
+    let compactor = Arc::new(Compactor::new(ccfg, store));
+    let data = Arc::new(LocalDataPlane { ingester: ingester.clone(), querier, compactor });
+    let mut gw = Gateway::new(registry, data);
+    gw.query_timeout = Duration::from_secs(a.query_timeout_secs);
+    let compaction = (a.compaction_interval_secs > 0).then(|| {
+        let gw = gw.clone();
+        let every = Duration::from_secs(a.compaction_interval_secs);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                match gw.compact().await {
+                    Ok(r) if r != Default::default() => tracing::info!(?r, "compaction round"),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "compaction round failed; will retry"),
+                }
+            }
+        })
+    });
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let cfg = LiaisonConfig { grpc_addr: a.grpc_addr, http_addr: a.http_addr };
@@ -86,6 +133,9 @@ pub(crate) async fn run(a: StandaloneArgs) -> anyhow::Result<()> {
         let _ = t.await;
     }
     flusher.abort();
+    if let Some(c) = compaction {
+        c.abort();
+    }
     let parts = ingester.flush_all().await?;
     tracing::info!(parts, "flushed; bye");
     Ok(())

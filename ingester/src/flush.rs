@@ -23,6 +23,10 @@ use crate::{IngestError, Result};
 
 /// Most catalog commit attempts on conflict before giving up for this round.
 const COMMIT_ATTEMPTS_MAX: usize = 16;
+/// Longest time from the start of a flush's uploads to its commit. Garbage
+/// collection leaves unreferenced objects younger than its orphan age (far
+/// longer) alone, so a commit within this window never names a deleted part.
+pub(crate) const UPLOAD_COMMIT_WINDOW: std::time::Duration = std::time::Duration::from_secs(300);
 
 fn nonce() -> u32 {
     let t = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
@@ -75,7 +79,14 @@ impl Shard {
                     None => break,
                 }
             };
+            let uploads_started = std::time::Instant::now();
             let new_parts = self.write_parts(&memtable, &base, segment_nanos).await?;
+            if uploads_started.elapsed() > UPLOAD_COMMIT_WINDOW {
+                return Err(IngestError::Overloaded(format!(
+                    "flush of {}/{} took longer than {UPLOAD_COMMIT_WINDOW:?} to upload; its parts are abandoned and the flush retried",
+                    self.group, self.id
+                )));
+            }
             let committed = self.commit(base, new_parts.clone(), memtable.max_seq).await?;
             let watermark = committed.wal_watermark;
             {
@@ -116,20 +127,7 @@ impl Shard {
                 .put_opts(&path.as_str().into(), PutPayload::from(Bytes::clone(&enc.bytes)), opts)
                 .await
                 .map_err(StorageError::from)?;
-            metas.push(PartMeta {
-                id,
-                path,
-                segment_start: seg,
-                segment_end: seg + segment_nanos,
-                bytes: enc.bytes.len() as u64,
-                footer_bytes: enc.footer_bytes,
-                rows: enc.rows,
-                min_ts: enc.min_ts,
-                max_ts: enc.max_ts,
-                max_wal_seq: m.max_seq,
-                level: 0,
-                measures: enc.measures,
-            });
+            metas.push(PartMeta::new(id, path, seg, seg + segment_nanos, m.max_seq, 0, enc.summary));
         }
         Ok(metas)
     }

@@ -148,6 +148,17 @@ impl Ingester {
         Ok(parts)
     }
 
+    /// Re-reads every shard's catalog and adopts versions committed by others
+    /// (see `Shard::refresh_catalog`); returns how many shards changed.
+    pub async fn refresh_catalogs(&self) -> Result<usize> {
+        let shards: Vec<Arc<Shard>> = self.shards.lock().await.values().cloned().collect();
+        let mut changed = 0;
+        for s in shards {
+            changed += s.refresh_catalog().await? as usize;
+        }
+        Ok(changed)
+    }
+
     /// Memtable bytes held across shards.
     pub fn memtable_bytes(&self) -> usize {
         self.budget.used.load(Ordering::Relaxed)
@@ -158,9 +169,17 @@ impl Ingester {
         let ing = Arc::downgrade(self);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_millis(500));
+            let mut ticks: u64 = 0;
             loop {
                 tick.tick().await;
+                ticks += 1;
                 let Some(ing) = ing.upgrade() else { break };
+                // Every 5 s pick up catalog versions a compactor committed.
+                if ticks.is_multiple_of(10)
+                    && let Err(e) = ing.refresh_catalogs().await
+                {
+                    tracing::warn!(error = %e, "catalog refresh failed; will retry");
+                }
                 let shards: Vec<Arc<Shard>> = ing.shards.lock().await.values().cloned().collect();
                 for s in shards {
                     if s.should_flush(ing.cfg.flush_bytes, ing.cfg.flush_interval)

@@ -12,5 +12,9 @@ mod shard;
 pub mod wal;
 
 pub use error::{IngestError, Result};
+
+/// Seconds a flush may take from its first upload to its commit (see
+/// `UPLOAD_COMMIT_WINDOW`); garbage collection's orphan age must exceed it.
+pub const UPLOAD_COMMIT_WINDOW_SECS: u64 = flush::UPLOAD_COMMIT_WINDOW.as_secs();
 pub use ingester::{Ingester, IngesterConfig};
 pub use shard::ShardSnapshot;

@@ -191,6 +191,22 @@ impl Shard {
         rx.await.map_err(|_| IngestError::Closed)?
     }
 
+    /// Adopts a newer catalog version committed by someone else (a compactor)
+    /// if it covers the same WAL watermark, so queries stop pinning versions
+    /// whose removed parts the garbage collector will delete. A newer
+    /// watermark would mean another writer flushed this shard: then the view
+    /// is left alone and this writer's next commit is fenced or rebased.
+    pub(crate) async fn refresh_catalog(&self) -> Result<bool> {
+        let _serial = self.flush_lock.lock().await;
+        let latest = self.catalogs.load_latest(&self.group, self.id).await?;
+        let mut st = self.state.lock().expect("shard lock");
+        if latest.version > st.catalog.version && latest.wal_watermark == st.catalog.wal_watermark {
+            st.catalog = Arc::new(latest);
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
     /// The catalog version and the matching memtable points above its watermark.
     pub(crate) fn snapshot(
         &self,

@@ -5,8 +5,9 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use canopy_compactor::{Compactor, ShardReport};
 use canopy_ingester::Ingester;
-use canopy_model::{MeasureSchema, PartialResult, Point, QueryPlan};
+use canopy_model::{GroupSpec, MeasureSchema, PartialResult, Point, QueryPlan};
 use canopy_querier::Querier;
 
 use crate::ApiError;
@@ -21,6 +22,9 @@ pub trait DataPlane: Send + Sync + 'static {
     async fn query_shard(&self, plan: &QueryPlan, shard: u32) -> Result<PartialResult, ApiError>;
     /// Flushes all buffered points to parts; returns the number of parts.
     async fn flush(&self) -> Result<usize, ApiError>;
+    /// Runs one compaction round (retention, merges, GC) over every shard
+    /// of the groups; returns the summed report.
+    async fn compact(&self, groups: &[GroupSpec]) -> Result<ShardReport, ApiError>;
 }
 
 /// The in-process data plane of `canopy standalone`.
@@ -28,6 +32,7 @@ pub trait DataPlane: Send + Sync + 'static {
 pub struct LocalDataPlane {
     pub ingester: Arc<Ingester>,
     pub querier: Arc<Querier>,
+    pub compactor: Arc<Compactor>,
 }
 
 #[async_trait]
@@ -48,5 +53,23 @@ impl DataPlane for LocalDataPlane {
 
     async fn flush(&self) -> Result<usize, ApiError> {
         Ok(self.ingester.flush_all().await?)
+    }
+
+    async fn compact(&self, groups: &[GroupSpec]) -> Result<ShardReport, ApiError> {
+        let mut total = ShardReport::default();
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
+        for g in groups {
+            for shard in 0..g.shard_num {
+                let r = self.compactor.run_shard(g, shard, now).await.map_err(|e| ApiError::new(crate::Code::Internal, e.to_string()))?;
+                total.merges += r.merges;
+                total.parts_merged += r.parts_merged;
+                total.parts_expired += r.parts_expired;
+                total.objects_deleted += r.objects_deleted;
+                total.versions_deleted += r.versions_deleted;
+            }
+        }
+        // Queries should see the compacted catalog now, not at the next refresh.
+        self.ingester.refresh_catalogs().await?;
+        Ok(total)
     }
 }

@@ -18,6 +18,7 @@ pub enum Code {
     AlreadyExists,
     FailedPrecondition,
     ResourceExhausted,
+    DeadlineExceeded,
     Unavailable,
     Internal,
 }
@@ -48,6 +49,7 @@ impl ApiError {
             Code::AlreadyExists => StatusCode::CONFLICT,
             Code::FailedPrecondition => StatusCode::PRECONDITION_FAILED,
             Code::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
+            Code::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
             Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             Code::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -60,6 +62,7 @@ impl ApiError {
             Code::AlreadyExists => "ALREADY_EXISTS",
             Code::FailedPrecondition => "FAILED_PRECONDITION",
             Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+            Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
             Code::Unavailable => "UNAVAILABLE",
             Code::Internal => "INTERNAL",
         }
@@ -74,6 +77,7 @@ impl From<ApiError> for tonic::Status {
             Code::AlreadyExists => tonic::Code::AlreadyExists,
             Code::FailedPrecondition => tonic::Code::FailedPrecondition,
             Code::ResourceExhausted => tonic::Code::ResourceExhausted,
+            Code::DeadlineExceeded => tonic::Code::DeadlineExceeded,
             Code::Unavailable => tonic::Code::Unavailable,
             Code::Internal => tonic::Code::Internal,
         };

@@ -107,4 +107,15 @@ impl AdminService for Gateway {
     async fn flush(&self, _: Request<FlushRequest>) -> GrpcResult<FlushResponse> {
         ok(FlushResponse { parts: self.data.flush().await? as u32 })
     }
+
+    async fn compact(&self, _: Request<CompactRequest>) -> GrpcResult<CompactResponse> {
+        let r = Gateway::compact(self).await?;
+        ok(CompactResponse {
+            merges: r.merges as u32,
+            parts_merged: r.parts_merged as u32,
+            parts_expired: r.parts_expired as u32,
+            objects_deleted: r.objects_deleted as u32,
+            versions_deleted: r.versions_deleted as u32,
+        })
+    }
 }

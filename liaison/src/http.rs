@@ -39,6 +39,7 @@ pub(crate) fn router(gw: Gateway) -> Router {
         .route("/api/v1/measure/data", post(query))
         .route("/api/v1/measure/write", post(write))
         .route("/api/v1/admin/flush", post(flush))
+        .route("/api/v1/admin/compact", post(compact))
         .fallback(|| async { ApiError::new(crate::Code::NotFound, "no such route") })
         .layer(DefaultBodyLimit::max(BODY_BYTES_MAX))
         .layer(axum::middleware::from_fn_with_state(Arc::new(Semaphore::new(HTTP_REQUESTS_MAX)), limit_requests))
@@ -146,6 +147,20 @@ async fn write(State(gw): State<Gateway>, body: Bytes) -> Result<Response, ApiEr
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     };
     Ok((code, Json(resp)).into_response())
+}
+
+async fn compact(State(gw): State<Gateway>) -> Result<Json<serde_json::Value>, ApiError> {
+    let r = gw.compact().await?;
+    Ok(Json(
+        serde_json::to_value(canopy_api::v1::CompactResponse {
+            merges: r.merges as u32,
+            parts_merged: r.parts_merged as u32,
+            parts_expired: r.parts_expired as u32,
+            objects_deleted: r.objects_deleted as u32,
+            versions_deleted: r.versions_deleted as u32,
+        })
+        .expect("serializes"),
+    ))
 }
 
 async fn flush(State(gw): State<Gateway>) -> Result<Json<serde_json::Value>, ApiError> {

@@ -15,4 +15,4 @@ mod service;
 pub use data_plane::{DataPlane, LocalDataPlane};
 pub use error::{ApiError, Code};
 pub use server::{LiaisonConfig, start_liaison};
-pub use service::Gateway;
+pub use service::{Gateway, QUERY_TIMEOUT_DEFAULT};

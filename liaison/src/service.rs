@@ -1,7 +1,7 @@
 //! The gateway's operations, shared by the HTTP and gRPC front ends.
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use canopy_api::v1::{Group, Measure, PointError, QueryRequest, QueryResponse, Status, WriteRequest, WriteResponse};
 use canopy_meta::{MetaError, SchemaRegistry};
@@ -14,11 +14,17 @@ use crate::error::{ApiError, Code};
 /// Most points in one write request; larger batches must be split.
 pub(crate) const WRITE_POINTS_MAX: usize = 100_000;
 
+/// Default query deadline; the GC grace period must be longer.
+pub const QUERY_TIMEOUT_DEFAULT: Duration = Duration::from_secs(60);
+
 /// The gateway: schema registry plus data plane.
 #[derive(Clone)]
 pub struct Gateway {
     pub registry: Arc<SchemaRegistry>,
     pub data: Arc<dyn DataPlane>,
+    /// A query still running after this fails with DEADLINE_EXCEEDED, so no
+    /// query holds a catalog version longer than the GC grace period.
+    pub query_timeout: Duration,
 }
 
 fn now_nanos() -> i64 {
@@ -28,7 +34,16 @@ fn now_nanos() -> i64 {
 impl Gateway {
     /// A gateway over a registry and a data plane.
     pub fn new(registry: Arc<SchemaRegistry>, data: Arc<dyn DataPlane>) -> Gateway {
-        Gateway { registry, data }
+        Gateway { registry, data, query_timeout: QUERY_TIMEOUT_DEFAULT }
+    }
+
+    /// Runs one compaction round over every group.
+    pub async fn compact(&self) -> Result<canopy_compactor::ShardReport, ApiError> {
+        let mut specs = Vec::new();
+        for g in self.registry.list_groups().await? {
+            specs.push(canopy_model::GroupSpec::compile(&g)?);
+        }
+        self.data.compact(&specs).await
     }
 
     /// Writes one batch. Valid points are stored even when others are
@@ -73,8 +88,16 @@ impl Gateway {
         WriteResponse { message_id, status: status as i32, accepted, errors, message }
     }
 
-    /// Runs a query over every shard of the measure's group and merges.
+    /// Runs a query over every shard of the measure's group and merges,
+    /// within the query deadline.
     pub async fn query(&self, req: QueryRequest) -> Result<QueryResponse, ApiError> {
+        match tokio::time::timeout(self.query_timeout, self.query_inner(req)).await {
+            Ok(r) => r,
+            Err(_) => Err(ApiError::new(Code::DeadlineExceeded, format!("query took longer than {:?}", self.query_timeout))),
+        }
+    }
+
+    async fn query_inner(&self, req: QueryRequest) -> Result<QueryResponse, ApiError> {
         let group = match req.groups.as_slice() {
             [g] => g.clone(),
             [] => return Err(ApiError::invalid("groups", "one group is required")),

@@ -1,5 +1,6 @@
-//! Invariant 2 under concurrency: while writers stream points and flushes
-//! commit new catalog versions, every query sees one consistent snapshot —
+//! Invariant 2 under concurrency: while writers stream points, and flushes
+//! and compactions commit new catalog versions, every query sees one
+//! consistent snapshot —
 //! each series holds every point acknowledged before the query started,
 //! nothing twice, and nothing that was never written.
 
@@ -9,6 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use canopy_api::v1::*;
+use canopy_compactor::{Compactor, CompactorConfig};
 use canopy_ingester::{Ingester, IngesterConfig};
 use canopy_liaison::{DataPlane, Gateway, LocalDataPlane};
 use canopy_meta::{EmbeddedStore, SchemaRegistry};
@@ -28,7 +30,9 @@ async fn queries_during_writes_and_flushes_see_consistent_snapshots() {
     let store: Arc<dyn object_store::ObjectStore> = Arc::new(object_store::memory::InMemory::new());
     let registry = Arc::new(SchemaRegistry::new(Arc::new(EmbeddedStore::open(&dir.path().join("meta")).unwrap())));
     let ingester = Ingester::open(IngesterConfig::new(dir.path().to_path_buf()), store.clone()).await.unwrap();
-    let data: Arc<dyn DataPlane> = Arc::new(LocalDataPlane { ingester, querier: Arc::new(Querier::new(QuerierConfig::default(), store)) });
+    let compactor = Arc::new(Compactor::new(CompactorConfig::default(), store.clone()));
+    let data: Arc<dyn DataPlane> =
+        Arc::new(LocalDataPlane { ingester, querier: Arc::new(Querier::new(QuerierConfig::default(), store)), compactor });
     let gw = Gateway::new(registry, data.clone());
     gw.create_group(Some(Group {
         metadata: Some(Metadata { name: "g".into(), ..Default::default() }),
@@ -96,6 +100,17 @@ async fn queries_during_writes_and_flushes_see_consistent_snapshots() {
             }
         }));
     }
+    let merges = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    {
+        // Compactions commit catalog versions concurrently with the flushes.
+        let (gw, stop, merges) = (gw.clone(), stop.clone(), merges.clone());
+        tasks.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                merges.fetch_add(gw.compact().await.unwrap().merges, Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(40)).await;
+            }
+        }));
+    }
     let mut checked = 0;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(8);
     while tokio::time::Instant::now() < deadline {
@@ -140,4 +155,5 @@ async fn queries_during_writes_and_flushes_see_consistent_snapshots() {
         t.await.unwrap();
     }
     assert!(checked > 10, "only {checked} queries ran");
+    assert!(merges.load(Ordering::Relaxed) > 0, "no compaction ran during the test");
 }

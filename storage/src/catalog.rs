@@ -62,6 +62,34 @@ pub struct PartMeta {
     pub measures: BTreeMap<String, MeasureStats>,
 }
 
+impl PartMeta {
+    /// A catalog entry for a written part.
+    pub fn new(
+        id: u64,
+        path: String,
+        segment_start: i64,
+        segment_end: i64,
+        max_wal_seq: u64,
+        level: u32,
+        s: crate::part::PartSummary,
+    ) -> PartMeta {
+        PartMeta {
+            id,
+            path,
+            segment_start,
+            segment_end,
+            bytes: s.bytes,
+            footer_bytes: s.footer_bytes,
+            rows: s.rows,
+            min_ts: s.min_ts,
+            max_ts: s.max_ts,
+            max_wal_seq,
+            level,
+            measures: s.measures,
+        }
+    }
+}
+
 /// One version of a shard's catalog.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CatalogState {
@@ -76,12 +104,46 @@ pub struct CatalogState {
     pub next_part_id: u64,
     /// Live parts, in commit order (later parts win ties on dedup).
     pub parts: Vec<PartMeta>,
+    /// Segments a compactor is working on, so others leave them alone.
+    #[serde(default)]
+    pub claims: Vec<CompactionClaim>,
+    /// Objects no longer referenced, to be deleted once no query can still
+    /// read them (see the GC grace period).
+    #[serde(default)]
+    pub pending_deletes: Vec<PendingDelete>,
+}
+
+/// A compactor's claim on one time segment of a shard.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CompactionClaim {
+    pub segment_start: i64,
+    pub holder: String,
+    /// Unix milliseconds after which the claim is void.
+    pub expires_at_ms: i64,
+}
+
+/// An object removed from the catalog, and when.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingDelete {
+    pub path: String,
+    /// Unix milliseconds of the commit that removed it.
+    pub removed_at_ms: i64,
 }
 
 impl CatalogState {
     /// The state before the first commit.
     pub fn empty(group: &str, shard: u32) -> CatalogState {
-        CatalogState { group: group.into(), shard, version: 0, epoch: 0, wal_watermark: 0, next_part_id: 1, parts: Vec::new() }
+        CatalogState {
+            group: group.into(),
+            shard,
+            version: 0,
+            epoch: 0,
+            wal_watermark: 0,
+            next_part_id: 1,
+            parts: Vec::new(),
+            claims: Vec::new(),
+            pending_deletes: Vec::new(),
+        }
     }
 
     fn encode(&self) -> Vec<u8> {
@@ -131,12 +193,17 @@ impl CatalogStore {
     /// Loads the newest committed version, or the empty state.
     pub async fn load_latest(&self, group: &str, shard: u32) -> Result<CatalogState> {
         let hint = match self.store.get(&paths::catalog_hint(group, shard)).await {
-            Ok(r) => String::from_utf8_lossy(&r.bytes().await?).trim().parse::<u64>().unwrap_or(0),
-            Err(object_store::Error::NotFound { .. }) => 0,
+            Ok(r) => String::from_utf8_lossy(&r.bytes().await?).trim().parse::<u64>().ok(),
+            Err(object_store::Error::NotFound { .. }) => None,
             Err(e) => return Err(e.into()),
         };
         let mut latest = None;
-        let mut v = hint.max(1);
+        let mut v = hint.unwrap_or(1).max(1);
+        if hint.is_none() || !self.exists(group, shard, v).await? {
+            // The hint names a version that was garbage-collected (it can
+            // only lag): start from the newest version the listing shows.
+            v = self.list_versions(group, shard).await?.into_iter().max().unwrap_or(1);
+        }
         for _ in 0..PROBE_MAX {
             match self.load_version(group, shard, v).await {
                 Ok(state) => {
@@ -148,6 +215,30 @@ impl CatalogStore {
             }
         }
         Ok(latest.unwrap_or_else(|| CatalogState::empty(group, shard)))
+    }
+
+    async fn exists(&self, group: &str, shard: u32, version: u64) -> Result<bool> {
+        match self.store.head(&paths::catalog_version(group, shard, version)).await {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Version numbers present in the store (a listing: for garbage
+    /// collection and as a fallback, never to find parts).
+    pub async fn list_versions(&self, group: &str, shard: u32) -> Result<Vec<u64>> {
+        use futures::TryStreamExt;
+        let metas: Vec<object_store::ObjectMeta> = self.store.list(Some(&paths::catalog_dir(group, shard))).try_collect().await?;
+        Ok(metas.iter().filter_map(|m| m.location.filename().and_then(paths::parse_catalog_version)).collect())
+    }
+
+    /// Deletes one old version (garbage collection).
+    pub async fn delete_version(&self, group: &str, shard: u32, version: u64) -> Result<()> {
+        match self.store.delete(&paths::catalog_version(group, shard, version)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Loads one version.
@@ -238,6 +329,23 @@ mod tests {
         }
         cs.store.put(&paths::catalog_hint("g", 3), PutPayload::from("1")).await.unwrap();
         assert_eq!(cs.load_latest("g", 3).await.unwrap().version, 3);
+    }
+
+    #[tokio::test]
+    async fn a_hint_to_a_collected_version_falls_back_to_listing() {
+        let cs = store();
+        let mut s = CatalogState::empty("g", 4);
+        for _ in 0..5 {
+            s = cs.commit(&s, s.clone()).await.unwrap();
+        }
+        cs.store.put(&paths::catalog_hint("g", 4), PutPayload::from("2")).await.unwrap();
+        for v in 1..=3 {
+            cs.delete_version("g", 4, v).await.unwrap();
+        }
+        assert_eq!(cs.load_latest("g", 4).await.unwrap().version, 5);
+        let mut listed = cs.list_versions("g", 4).await.unwrap();
+        listed.sort();
+        assert_eq!(listed, vec![4, 5]);
     }
 
     #[test]

@@ -10,7 +10,7 @@ pub mod paths;
 mod series_filter;
 mod store;
 
-pub use catalog::{CatalogState, CatalogStore, MeasureStats, PartMeta};
+pub use catalog::{CatalogState, CatalogStore, CompactionClaim, MeasureStats, PartMeta, PendingDelete};
 pub use error::{Result, StorageError};
 pub use series_filter::{FILTER_SERIES_MAX, SeriesFilter};
 pub use store::{ObjectStoreConfig, open_object_store};

@@ -35,6 +35,16 @@ impl PartIndex {
         512 + self.blocks.len() * 24 + self.footer.batches.len() * 96 + self.footer.measures.len() * 256
     }
 
+    /// The measures in the part with the layouts they were written with.
+    pub fn measures(&self) -> impl Iterator<Item = (&String, &ColumnLayout)> {
+        self.footer.measures.iter()
+    }
+
+    /// The record batches holding `measure`, in series order.
+    pub fn batches_of(&self, measure: &str) -> Vec<usize> {
+        (0..self.footer.batches.len()).filter(|&i| self.footer.batches[i].measure == measure).collect()
+    }
+
     /// Parses a footer from the tail of a part (at least the footer and trailer).
     fn parse(path: &str, tail: &[u8]) -> Result<PartIndex> {
         let corrupt = |reason: String| StorageError::Corrupt { path: path.into(), reason };
@@ -112,7 +122,17 @@ pub async fn scan_part(store: &dyn ObjectStore, meta: &PartMeta, index: &PartInd
     if wanted.is_empty() {
         return Ok(Vec::new());
     }
-    let ranges: Vec<Range<u64>> = wanted
+    let mut out = Vec::new();
+    for batch in fetch_batches(store, meta, index, &wanted).await? {
+        decode_batch(&meta.path, &batch, &mapping, scan, &mut |_, rows| out.extend(rows))?;
+    }
+    Ok(out)
+}
+
+/// Fetches record batches by index with one coalesced range request and
+/// verifies their checksums.
+async fn fetch_batches(store: &dyn ObjectStore, meta: &PartMeta, index: &PartIndex, which: &[usize]) -> Result<Vec<RecordBatch>> {
+    let ranges: Vec<Range<u64>> = which
         .iter()
         .map(|&i| {
             let b = &index.blocks[i];
@@ -122,20 +142,52 @@ pub async fn scan_part(store: &dyn ObjectStore, meta: &PartMeta, index: &PartInd
         .collect();
     let datas = store.get_ranges(&meta.path.as_str().into(), &ranges).await?;
     let decoder = FileDecoder::new(index.schema.clone(), index.version);
-    let mut out = Vec::new();
-    for (&i, data) in wanted.iter().zip(datas) {
+    let mut out = Vec::with_capacity(which.len());
+    for (&i, data) in which.iter().zip(datas) {
         if crc32fast::hash(&data) != index.footer.batches[i].crc32 {
             return Err(StorageError::Corrupt { path: meta.path.clone(), reason: format!("batch {i} checksum mismatch") });
         }
         let batch = decoder
             .read_record_batch(&index.blocks[i], &Buffer::from(data))?
             .ok_or_else(|| StorageError::Corrupt { path: meta.path.clone(), reason: format!("batch {i} missing") })?;
-        decode_batch(&meta.path, &batch, &mapping, scan, &mut out)?;
+        out.push(batch);
     }
     Ok(out)
 }
 
-fn decode_batch(path: &str, batch: &RecordBatch, mapping: &LayoutMapping, scan: &Scan<'_>, out: &mut Vec<Point>) -> Result<()> {
+/// Reads one record batch as blocks: (series id, its points sorted by time),
+/// laid out as `target`. The unit of a streaming merge.
+pub async fn read_blocks(
+    store: &dyn ObjectStore,
+    meta: &PartMeta,
+    index: &PartIndex,
+    batch: usize,
+    target: &ColumnLayout,
+) -> Result<Vec<(u64, Vec<Point>)>> {
+    let measure = &index.footer.batches[batch].measure;
+    let stored = index.footer.measures.get(measure).ok_or_else(|| StorageError::Corrupt {
+        path: meta.path.clone(),
+        reason: format!("batch {batch} names unknown measure {measure}"),
+    })?;
+    let mapping = LayoutMapping::new(stored, target);
+    let all = |_: &Point| true;
+    let scan = Scan { measure, target, begin: i64::MIN, end: i64::MAX, series: None, keep: &all, needed: None };
+    let mut out = Vec::new();
+    for b in fetch_batches(store, meta, index, &[batch]).await? {
+        decode_batch(&meta.path, &b, &mapping, &scan, &mut |series, rows| out.push((series, rows)))?;
+    }
+    Ok(out)
+}
+
+/// Decodes the blocks of a batch that overlap the scan, handing each
+/// block's kept points (in time order) to `out`.
+fn decode_batch(
+    path: &str,
+    batch: &RecordBatch,
+    mapping: &LayoutMapping,
+    scan: &Scan<'_>,
+    out: &mut dyn FnMut(u64, Vec<Point>),
+) -> Result<()> {
     let (begin, end, keep) = (scan.begin, scan.end, scan.keep);
     let tag_used: Vec<bool> =
         (0..=mapping.tags.iter().flatten().max().map_or(0, |m| m + 1)).map(|i| mapping.tags.contains(&Some(i))).collect();
@@ -175,6 +227,7 @@ fn decode_batch(path: &str, batch: &RecordBatch, mapping: &LayoutMapping, scan: 
             let used = field_used.get(stored_fields.len()).copied().unwrap_or(false);
             stored_fields.push(if used { decode_field_column(&mut col, n).ok_or_else(|| corrupt("fields"))? } else { Vec::new() });
         }
+        let mut rows = Vec::with_capacity(hi - lo);
         for i in lo..hi {
             let p = Point {
                 series: series.value(row),
@@ -189,8 +242,11 @@ fn decode_batch(path: &str, batch: &RecordBatch, mapping: &LayoutMapping, scan: 
                     .collect(),
             };
             if keep(&p) {
-                out.push(p);
+                rows.push(p);
             }
+        }
+        if !rows.is_empty() {
+            out(series.value(row), rows);
         }
     }
     Ok(())
@@ -236,20 +292,8 @@ mod tests {
         let enc = encode_part(parts).unwrap();
         let store: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());
         store.put(&"p.arrow".into(), enc.bytes.clone().into()).await.unwrap();
-        let meta = PartMeta {
-            id: 1,
-            path: "p.arrow".into(),
-            segment_start: 0,
-            segment_end: 1 << 40,
-            bytes: enc.bytes.len() as u64,
-            footer_bytes: enc.footer_bytes,
-            rows: enc.rows,
-            min_ts: enc.min_ts,
-            max_ts: enc.max_ts,
-            max_wal_seq: 1,
-            level: 0,
-            measures: enc.measures,
-        };
+        assert_eq!(enc.summary.bytes, enc.bytes.len() as u64);
+        let meta = PartMeta::new(1, "p.arrow".into(), 0, 1 << 40, 1, 0, enc.summary);
         (store, meta)
     }
 

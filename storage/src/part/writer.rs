@@ -1,7 +1,10 @@
-//! Encoding sorted rows into a part.
+//! Encoding rows into a part, block by block. [`PartWriter`] hands out the
+//! finished bytes as it goes, so a compaction output of any size is
+//! uploaded in chunks and never sits whole in memory.
 
 use std::collections::{BTreeMap, HashSet};
-use std::sync::Arc;
+use std::io::Write;
+use std::sync::{Arc, Mutex};
 
 use arrow_array::builder::{BinaryBuilder, Int64Builder, StringBuilder, UInt32Builder, UInt64Builder};
 use arrow_array::{ArrayRef, RecordBatch};
@@ -13,9 +16,8 @@ use canopy_model::{ColumnLayout, FieldVal, Point};
 
 use super::codec::{encode_field_column, encode_ints, encode_tag_runs, encode_timestamps};
 use super::{BatchInfo, FOOTER_KEY, FORMAT_VERSION, PartFooter, arrow_schema};
-use crate::Result;
-use crate::SeriesFilter;
 use crate::catalog::MeasureStats;
+use crate::{FILTER_SERIES_MAX, Result, SeriesFilter};
 
 /// Most points in one record batch: the unit a reader fetches and decodes.
 const BATCH_POINTS_MAX: usize = 64 * 1024;
@@ -35,6 +37,14 @@ pub struct MeasureRows {
 #[derive(Debug, Clone)]
 pub struct EncodedPart {
     pub bytes: Bytes,
+    pub summary: PartSummary,
+}
+
+/// Statistics of a finished part, for its catalog entry.
+#[derive(Debug, Clone, Default)]
+pub struct PartSummary {
+    /// Total object size.
+    pub bytes: u64,
     /// Length of the Arrow footer plus its 10-byte trailer.
     pub footer_bytes: u64,
     pub rows: u64,
@@ -43,86 +53,207 @@ pub struct EncodedPart {
     pub measures: BTreeMap<String, MeasureStats>,
 }
 
-/// Encodes measures (each sorted and deduplicated) into one part.
+/// Encodes measures (each sorted and deduplicated) into one part in memory.
 pub fn encode_part(measures: &[MeasureRows]) -> Result<EncodedPart> {
-    let schema = Arc::new(arrow_schema());
-    let opts = IpcWriteOptions::default().try_with_compression(Some(CompressionType::ZSTD))?;
-    let mut w = FileWriter::try_new_with_options(Vec::new(), &schema, opts)?;
-    let mut footer = PartFooter { format: FORMAT_VERSION, measures: BTreeMap::new(), batches: Vec::new() };
-    let mut stats = BTreeMap::new();
+    let mut w = PartWriter::new()?;
+    let mut bytes = Vec::new();
     for m in measures {
         debug_assert!(m.rows.windows(2).all(|w| (w[0].series, w[0].ts) < (w[1].series, w[1].ts)), "rows sorted and unique");
-        if m.rows.is_empty() {
-            continue;
+        for block in m.rows.chunk_by(|a, b| a.series == b.series) {
+            w.add_block(&m.name, &m.layout, block.to_vec())?;
+            bytes.extend(w.take_bytes());
         }
-        footer.measures.insert(m.name.clone(), (*m.layout).clone());
-        stats.insert(m.name.clone(), measure_stats(m));
-        let blocks = split_series(&m.rows);
-        let mut start = 0;
-        while start < blocks.len() {
-            let mut end = start;
-            let mut points = 0;
-            while end < blocks.len() && end - start < BATCH_BLOCKS_MAX && (end == start || points + blocks[end].len() <= BATCH_POINTS_MAX) {
-                points += blocks[end].len();
-                end += 1;
+    }
+    let (tail, summary) = w.finish()?;
+    bytes.extend(tail);
+    Ok(EncodedPart { bytes: Bytes::from(bytes), summary })
+}
+
+/// A `Write` the Arrow writer appends to and the part writer drains.
+#[derive(Debug, Clone, Default)]
+struct Sink(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Sink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("sink lock").extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Sink {
+    fn drain(&self) -> Vec<u8> {
+        std::mem::take(&mut *self.0.lock().expect("sink lock"))
+    }
+}
+
+/// Running statistics of one measure.
+#[derive(Debug, Default)]
+struct StatsAcc {
+    stats: MeasureStats,
+    /// Series ids while few enough for a filter; `None` once too many.
+    series: Option<Vec<u64>>,
+}
+
+/// Writes a part block by block. Blocks must come grouped by measure, and
+/// within a measure in increasing series order.
+pub struct PartWriter {
+    schema: Arc<arrow_schema::Schema>,
+    w: FileWriter<Sink>,
+    sink: Sink,
+    /// Finished bytes not yet taken.
+    ready: Vec<u8>,
+    written: u64,
+    footer: PartFooter,
+    stats: BTreeMap<String, StatsAcc>,
+    pending_measure: String,
+    pending: Vec<Vec<Point>>,
+    pending_points: usize,
+}
+
+impl PartWriter {
+    /// Starts a part.
+    pub fn new() -> Result<PartWriter> {
+        let schema = Arc::new(arrow_schema());
+        let opts = IpcWriteOptions::default().try_with_compression(Some(CompressionType::ZSTD))?;
+        let sink = Sink::default();
+        let w = FileWriter::try_new_with_options(sink.clone(), &schema, opts)?;
+        let ready = sink.drain();
+        Ok(PartWriter {
+            schema,
+            w,
+            sink,
+            written: ready.len() as u64,
+            ready,
+            footer: PartFooter { format: FORMAT_VERSION, measures: BTreeMap::new(), batches: Vec::new() },
+            stats: BTreeMap::new(),
+            pending_measure: String::new(),
+            pending: Vec::new(),
+            pending_points: 0,
+        })
+    }
+
+    /// Adds the points of one series (sorted by ts, no duplicate ts).
+    pub fn add_block(&mut self, measure: &str, layout: &Arc<ColumnLayout>, rows: Vec<Point>) -> Result<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        debug_assert!(rows.windows(2).all(|w| w[0].ts < w[1].ts && w[0].series == w[1].series), "one series, sorted");
+        let full = self.pending_points + rows.len() > BATCH_POINTS_MAX || self.pending.len() >= BATCH_BLOCKS_MAX;
+        if !self.pending.is_empty() && (self.pending_measure != measure || full) {
+            self.write_pending()?;
+        }
+        if !self.footer.measures.contains_key(measure) {
+            self.footer.measures.insert(measure.to_string(), (**layout).clone());
+        }
+        debug_assert_eq!(self.footer.measures[measure], **layout, "one layout per measure and part");
+        self.account(measure, &rows);
+        self.pending_measure.clear();
+        self.pending_measure.push_str(measure);
+        self.pending_points += rows.len();
+        self.pending.push(rows);
+        Ok(())
+    }
+
+    fn account(&mut self, measure: &str, rows: &[Point]) {
+        let acc = self.stats.entry(measure.to_string()).or_insert_with(|| StatsAcc {
+            stats: MeasureStats { min_ts: i64::MAX, max_ts: i64::MIN, ..Default::default() },
+            series: Some(Vec::new()),
+        });
+        let s = &mut acc.stats;
+        s.rows += rows.len() as u64;
+        s.series += 1;
+        s.min_ts = s.min_ts.min(rows[0].ts);
+        s.max_ts = s.max_ts.max(rows[rows.len() - 1].ts);
+        let layout = &self.footer.measures[measure];
+        for (i, (name, _)) in layout.fields.iter().enumerate() {
+            for v in rows.iter().filter_map(|r| r.fields.get(i).and_then(FieldVal::as_f64)).filter(|v| !v.is_nan()) {
+                let mm = s.fields.entry(name.clone()).or_insert((v, v));
+                *mm = (mm.0.min(v), mm.1.max(v));
             }
-            let batch = encode_batch(&schema, &m.name, &blocks[start..end])?;
-            let before = w.get_ref().len();
-            w.write(&batch)?;
-            let after = w.get_ref().len();
-            footer.batches.push(BatchInfo {
-                measure: m.name.clone(),
-                min_ts: blocks[start..end].iter().map(|b| b[0].ts).min().expect("non-empty"),
-                max_ts: blocks[start..end].iter().map(|b| b[b.len() - 1].ts).max().expect("non-empty"),
-                first_series: blocks[start][0].series,
-                last_series: blocks[end - 1][0].series,
-                points: points as u64,
-                crc32: crc32fast::hash(&w.get_ref()[before..after]),
-            });
-            start = end;
+        }
+        if let Some(ids) = acc.series.as_mut() {
+            ids.push(rows[0].series);
+            if ids.len() > FILTER_SERIES_MAX {
+                acc.series = None;
+            }
         }
     }
-    w.write_metadata(FOOTER_KEY, serde_json::to_string(&footer).expect("footer serializes"));
-    w.finish()?;
-    let bytes = w.into_inner()?;
-    let trailer: [u8; 10] = bytes[bytes.len() - 10..].try_into().expect("10 bytes");
-    let footer_bytes = arrow_ipc::reader::read_footer_length(trailer)? as u64 + 10;
-    let rows = stats.values().map(|s| s.rows).sum();
-    Ok(EncodedPart {
-        bytes: Bytes::from(bytes),
-        footer_bytes,
-        rows,
-        min_ts: stats.values().map(|s| s.min_ts).min().unwrap_or(0),
-        max_ts: stats.values().map(|s| s.max_ts).max().unwrap_or(0),
-        measures: stats,
-    })
-}
 
-fn split_series(rows: &[Point]) -> Vec<&[Point]> {
-    rows.chunk_by(|a, b| a.series == b.series).collect()
-}
+    fn write_pending(&mut self) -> Result<()> {
+        let blocks = std::mem::take(&mut self.pending);
+        let batch = encode_batch(&self.schema, &self.pending_measure, &blocks)?;
+        self.w.write(&batch)?;
+        let data = self.sink.drain();
+        self.footer.batches.push(BatchInfo {
+            measure: self.pending_measure.clone(),
+            min_ts: blocks.iter().map(|b| b[0].ts).min().expect("non-empty"),
+            max_ts: blocks.iter().map(|b| b[b.len() - 1].ts).max().expect("non-empty"),
+            first_series: blocks[0][0].series,
+            last_series: blocks[blocks.len() - 1][0].series,
+            points: self.pending_points as u64,
+            crc32: crc32fast::hash(&data),
+        });
+        self.written += data.len() as u64;
+        self.ready.extend_from_slice(&data);
+        self.pending_points = 0;
+        Ok(())
+    }
 
-fn measure_stats(m: &MeasureRows) -> MeasureStats {
-    let mut fields = BTreeMap::new();
-    for (i, (name, _)) in m.layout.fields.iter().enumerate() {
-        let nums = m.rows.iter().filter_map(|r| r.fields.get(i).and_then(FieldVal::as_f64)).filter(|v| !v.is_nan());
-        let mm = nums.fold(None, |acc: Option<(f64, f64)>, v| Some(acc.map_or((v, v), |(lo, hi)| (lo.min(v), hi.max(v)))));
-        if let Some(mm) = mm {
-            fields.insert(name.clone(), mm);
+    /// Takes the bytes finished so far (to upload them).
+    pub fn take_bytes(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.ready)
+    }
+
+    /// Bytes finished so far, taken or not.
+    pub fn bytes_written(&self) -> u64 {
+        self.written
+    }
+
+    /// True if no block was added.
+    pub fn is_empty(&self) -> bool {
+        self.stats.is_empty()
+    }
+
+    /// Writes the footer; returns the remaining bytes and the part's statistics.
+    pub fn finish(mut self) -> Result<(Vec<u8>, PartSummary)> {
+        if !self.pending.is_empty() {
+            self.write_pending()?;
         }
-    }
-    let series: Vec<u64> = m.rows.iter().map(|r| r.series).collect::<HashSet<_>>().into_iter().collect();
-    MeasureStats {
-        rows: m.rows.len() as u64,
-        series: series.len() as u64,
-        series_filter: SeriesFilter::build(&series),
-        min_ts: m.rows.iter().map(|r| r.ts).min().unwrap_or(0),
-        max_ts: m.rows.iter().map(|r| r.ts).max().unwrap_or(0),
-        fields,
+        self.w.write_metadata(FOOTER_KEY, serde_json::to_string(&self.footer).expect("footer serializes"));
+        self.w.finish()?;
+        let tail = self.sink.drain();
+        let trailer: [u8; 10] = tail[tail.len() - 10..].try_into().expect("10 bytes");
+        let footer_bytes = arrow_ipc::reader::read_footer_length(trailer)? as u64 + 10;
+        self.written += tail.len() as u64;
+        let mut out = std::mem::take(&mut self.ready);
+        out.extend_from_slice(&tail);
+        let measures: BTreeMap<String, MeasureStats> = self
+            .stats
+            .into_iter()
+            .map(|(name, acc)| {
+                let mut s = acc.stats;
+                s.series_filter = acc
+                    .series
+                    .and_then(|ids| SeriesFilter::build(&ids.into_iter().collect::<HashSet<_>>().into_iter().collect::<Vec<_>>()));
+                (name, s)
+            })
+            .collect();
+        let summary = PartSummary {
+            bytes: self.written,
+            footer_bytes,
+            rows: measures.values().map(|s| s.rows).sum(),
+            min_ts: measures.values().map(|s| s.min_ts).min().unwrap_or(0),
+            max_ts: measures.values().map(|s| s.max_ts).max().unwrap_or(0),
+            measures,
+        };
+        Ok((out, summary))
     }
 }
 
-fn encode_batch(schema: &Arc<arrow_schema::Schema>, measure: &str, blocks: &[&[Point]]) -> Result<RecordBatch> {
+fn encode_batch(schema: &Arc<arrow_schema::Schema>, measure: &str, blocks: &[Vec<Point>]) -> Result<RecordBatch> {
     let n = blocks.len();
     let mut measure_col = StringBuilder::with_capacity(n, n * measure.len());
     let mut series = UInt64Builder::with_capacity(n);
@@ -149,8 +280,7 @@ fn encode_batch(schema: &Arc<arrow_schema::Schema>, measure: &str, blocks: &[&[P
         ver_col.append_value(&buf);
 
         buf.clear();
-        let ntags = b[0].tags.len();
-        for t in 0..ntags {
+        for t in 0..b[0].tags.len() {
             col.clear();
             encode_tag_runs(&b.iter().map(|p| &p.tags[t]).collect::<Vec<_>>(), &mut col);
             put_bytes(&mut buf, &col);
@@ -158,8 +288,7 @@ fn encode_batch(schema: &Arc<arrow_schema::Schema>, measure: &str, blocks: &[&[P
         tag_col.append_value(&buf);
 
         buf.clear();
-        let nfields = b[0].fields.len();
-        for f in 0..nfields {
+        for f in 0..b[0].fields.len() {
             col.clear();
             encode_field_column(&b.iter().map(|p| &p.fields[f]).collect::<Vec<_>>(), &mut col);
             put_bytes(&mut buf, &col);
