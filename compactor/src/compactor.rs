@@ -37,6 +37,11 @@ pub struct CompactorConfig {
     pub catalog_versions_kept: u64,
     /// Identifies this compactor in claims.
     pub holder: String,
+    /// Fault injection for tests: stop right after uploading a merge output,
+    /// before committing it and without releasing the claim — exactly what a
+    /// compactor killed mid-merge leaves behind.
+    #[doc(hidden)]
+    pub crash_before_commit: bool,
 }
 
 impl Default for CompactorConfig {
@@ -49,6 +54,7 @@ impl Default for CompactorConfig {
             orphan_min_age: Duration::from_secs(2 * 3600),
             catalog_versions_kept: 16,
             holder: format!("compactor-{}-{:x}", std::process::id(), now_ms()),
+            crash_before_commit: false,
         }
     }
 }
@@ -93,6 +99,7 @@ impl Compactor {
                     report.parts_merged += n;
                 }
                 Ok(None) => break,
+                Err(CompactError::Crashed) => return Err(CompactError::Crashed),
                 Err(CompactError::Superseded(what)) => {
                     tracing::info!(%what, "compaction superseded; output left for orphan collection");
                 }
@@ -179,6 +186,10 @@ impl Compactor {
             .await?;
         let (Some(_), Some((seg, inputs, id))) = (claimed, picked) else { return Ok(None) };
         let out_path = paths::part(group, shard, seg, id, nonce());
+        if self.cfg.crash_before_commit {
+            merge_parts(&self.store, &inputs, &out_path, self.cfg.chunk_bytes).await?;
+            return Err(CompactError::Crashed);
+        }
         let result = self.merge_and_commit(group, shard, seg, &inputs, id, &out_path, now_ms).await;
         if result.is_err() {
             // Release the claim so the segment is retried soon; a leftover

@@ -13,6 +13,9 @@ pub enum CompactError {
     /// won); the output is abandoned and collected as an orphan.
     #[error("compaction of {0} abandoned: its inputs changed")]
     Superseded(String),
+    /// Fault injection stopped the merge before its commit (tests only).
+    #[error("compactor stopped before commit (fault injection)")]
+    Crashed,
     /// The catalog kept changing; try again on the next round.
     #[error("catalog of {0} kept changing")]
     Contended(String),

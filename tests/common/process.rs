@@ -182,22 +182,37 @@ impl Canopy {
         self.spawn();
     }
 
+    /// The directory holding the object store's objects (local backend, or
+    /// the s3s-fs bucket folder).
+    pub fn objects_dir(&self) -> PathBuf {
+        match &self._s3 {
+            Some(s3) => s3._dir.path().join(S3_BUCKET),
+            None => self.data_dir.join("objects"),
+        }
+    }
+
+    /// Files under a directory, recursively.
+    pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        walk(dir, &mut out);
+        out
+    }
+
     /// Files under the data directory, for assertions about the WAL.
     pub fn data_files(&self, sub: &str) -> Vec<PathBuf> {
-        fn walk(p: &Path, out: &mut Vec<PathBuf>) {
-            if let Ok(rd) = std::fs::read_dir(p) {
-                for e in rd.flatten() {
-                    if e.path().is_dir() {
-                        walk(&e.path(), out);
-                    } else {
-                        out.push(e.path());
-                    }
-                }
+        Canopy::files_under(&self.data_dir.join(sub))
+    }
+}
+
+fn walk(p: &Path, out: &mut Vec<PathBuf>) {
+    if let Ok(rd) = std::fs::read_dir(p) {
+        for e in rd.flatten() {
+            if e.path().is_dir() {
+                walk(&e.path(), out);
+            } else {
+                out.push(e.path());
             }
         }
-        let mut out = Vec::new();
-        walk(&self.data_dir.join(sub), &mut out);
-        out
     }
 }
 

@@ -1,0 +1,79 @@
+//! Retention end to end: once a segment is older than the group's TTL its
+//! points vanish from query results at once, the compactor drops it from the
+//! catalog, and after the GC grace period its objects leave the store; newer
+//! data stays. On local disk and on S3.
+
+mod common;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use canopy_api::v1::query_request::Aggregation;
+use canopy_api::v1::*;
+use common::*;
+
+fn part_files(c: &Canopy) -> Vec<PathBuf> {
+    Canopy::files_under(&c.objects_dir().join("parts")).into_iter().filter(|p| p.extension().is_some_and(|e| e == "arrow")).collect()
+}
+
+async fn count(http: &Http, begin: i64) -> usize {
+    let q = QueryRequest {
+        groups: vec![GROUP.into()],
+        name: MEASURE.into(),
+        time_range: time_range(begin, now_nanos() + HOUR),
+        agg: Some(Aggregation { function: AggregationFunction::Count as i32, field_name: "count".into() }),
+        ..Default::default()
+    };
+    http.query(&q).await.data_points.first().map_or(0, |d| field_of(d, "count") as usize)
+}
+
+async fn retention(backend: Backend) {
+    let c = Canopy::start(backend, &["--gc-grace-secs", "2", "--query-timeout-secs", "1", "--compaction-interval-secs", "0"]);
+    let http = Http::new(c.http);
+    create_schema(&http).await;
+    let now = now_nanos();
+    let old = samples(5, 20, now - 5 * HOUR, 60_000_000_000, 1);
+    let new = samples(5, 20, now - HOUR / 2, 60_000_000_000, 2);
+    http.write_ok(&write_request(&old, 1)).await;
+    http.write_ok(&write_request(&new, 2)).await;
+    http.flush().await;
+    assert_eq!(count(&http, now - 6 * HOUR).await, old.len() + new.len());
+    let files_before = part_files(&c);
+
+    // Shrink the TTL to 2 hours: the old points are now expired.
+    let (_, g) = http.get("/api/v1/group/schema/g").await;
+    let mut group = g["group"].clone();
+    group["resourceOpts"]["ttl"] = serde_json::json!({"unit": "UNIT_HOUR", "num": 2});
+    let r = reqwest::Client::new()
+        .put(format!("http://{}/api/v1/group/schema/g", c.http))
+        .json(&serde_json::json!({"group": group}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(count(&http, now - 6 * HOUR).await, new.len(), "expired points are hidden before any deletion");
+
+    let (s, r) = http.post_raw("/api/v1/admin/compact", String::new()).await;
+    assert_eq!(s, 200, "{r}");
+    let expired = r["partsExpired"].as_u64().unwrap() as usize;
+    assert!(expired >= 3, "old data spans 2 segments x up to 3 shards: {r}");
+    assert_eq!(part_files(&c).len(), files_before.len(), "objects stay through the grace period");
+
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    let (s, r) = http.post_raw("/api/v1/admin/compact", String::new()).await;
+    assert_eq!(s, 200, "{r}");
+    assert!(r["objectsDeleted"].as_u64().unwrap() as usize >= expired, "{r}");
+    let files_after = part_files(&c);
+    assert_eq!(files_after.len(), files_before.len() - expired, "{files_before:?} -> {files_after:?}");
+    assert_eq!(count(&http, now - 6 * HOUR).await, new.len(), "newer data stays");
+}
+
+#[tokio::test]
+async fn retention_on_local_disk() {
+    retention(Backend::Local).await;
+}
+
+#[tokio::test]
+async fn retention_on_s3() {
+    retention(Backend::S3).await;
+}
