@@ -32,6 +32,13 @@ struct Args {
     streams: usize,
     #[arg(long, default_value_t = 4)]
     shards: u32,
+    /// End the generated window this many hours before now (to load
+    /// consecutive windows in separate runs, as flushes over a day would).
+    #[arg(long, default_value_t = 0)]
+    end_hours_ago: usize,
+    /// Seed of the value random walks (runs with different seeds write different values).
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
 }
 
 const FIELDS: [&str; 10] = [
@@ -67,8 +74,8 @@ async fn create_schema(http: &str, shards: u32) {
 
 /// Clamped random walks, as TSBS generates them (values rounded to 2 decimals
 /// like TSBS' text output).
-fn rows(hosts: usize, steps: usize, start_secs: i64, stream: usize, streams: usize) -> Vec<DataPointValue> {
-    let mut x: u64 = 0x9E3779B97F4A7C15 ^ stream as u64;
+fn rows(hosts: usize, steps: usize, start_secs: i64, stream: usize, streams: usize, seed: u64) -> Vec<DataPointValue> {
+    let mut x: u64 = (0x9E3779B97F4A7C15 ^ stream as u64).wrapping_mul(seed | 1).max(1);
     let mut vals = vec![[50.0f64; 10]; hosts];
     let mut out = Vec::new();
     for step in 0..steps {
@@ -115,8 +122,8 @@ async fn main() {
     create_schema(&a.http, a.shards).await;
     let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64;
     let steps = a.hours * 360;
-    let start = now - steps as i64 * 10;
-    let data: Vec<Vec<DataPointValue>> = (0..a.streams).map(|i| rows(a.hosts, steps, start, i, a.streams)).collect();
+    let start = now - (steps + a.end_hours_ago * 360) as i64 * 10;
+    let data: Vec<Vec<DataPointValue>> = (0..a.streams).map(|i| rows(a.hosts, steps, start, i, a.streams, a.seed)).collect();
     let total_rows: usize = data.iter().map(Vec::len).sum();
     eprintln!("generated {total_rows} rows ({} samples)", total_rows * 10);
     let t0 = Instant::now();

@@ -1,6 +1,7 @@
 //! `canopy`: one binary for every role. `canopy standalone` runs liaison,
 //! ingester and querier in one process on local defaults.
 
+mod compactor;
 mod standalone;
 
 use clap::{Parser, Subcommand};
@@ -18,6 +19,8 @@ enum Command {
     /// Run every role in one process: local WAL, embedded metadata, and a
     /// local-directory object store unless `--object-store` says otherwise.
     Standalone(standalone::StandaloneArgs),
+    /// Run compaction, retention and garbage collection as a separate process.
+    Compactor(compactor::CompactorArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -31,5 +34,6 @@ fn main() -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     match cli.command {
         Command::Standalone(args) => rt.block_on(standalone::run(args)),
+        Command::Compactor(args) => rt.block_on(compactor::run(args)),
     }
 }

@@ -12,14 +12,11 @@ use canopy_meta::{EmbeddedStore, SchemaRegistry};
 use canopy_querier::{Querier, QuerierConfig};
 use canopy_storage::{ObjectStoreConfig, open_object_store};
 
-/// Options of `canopy standalone`; each also reads a `CANOPY_*` variable.
+/// Where parts and catalogs live; shared by every role.
 #[derive(Debug, clap::Args)]
-pub(crate) struct StandaloneArgs {
-    /// Local directory for the WAL and embedded metadata.
-    #[arg(long, env = "CANOPY_DATA_DIR", default_value = "canopy-data")]
-    data_dir: PathBuf,
+pub(crate) struct ObjectStoreArgs {
     /// Object store for parts and catalogs: a directory, `file:///dir` or
-    /// `s3://bucket[/prefix]`. Default: `<data-dir>/objects`.
+    /// `s3://bucket[/prefix]`. Default (standalone): `<data-dir>/objects`.
     #[arg(long, env = "CANOPY_OBJECT_STORE")]
     object_store: Option<String>,
     /// S3 endpoint for S3-compatible servers (MinIO, s3s-fs).
@@ -34,6 +31,34 @@ pub(crate) struct StandaloneArgs {
     /// S3 secret key (default: AWS_SECRET_ACCESS_KEY).
     #[arg(long, env = "CANOPY_S3_SECRET_ACCESS_KEY")]
     s3_secret_access_key: Option<String>,
+}
+
+impl ObjectStoreArgs {
+    /// Opens the store; `default_url` applies when `--object-store` is absent.
+    pub(crate) fn open(&self, default_url: Option<String>) -> anyhow::Result<Arc<dyn object_store::ObjectStore>> {
+        let url = self.url(default_url)?;
+        Ok(open_object_store(&ObjectStoreConfig {
+            url,
+            s3_endpoint: self.s3_endpoint.clone(),
+            s3_region: self.s3_region.clone(),
+            s3_access_key_id: self.s3_access_key_id.clone(),
+            s3_secret_access_key: self.s3_secret_access_key.clone(),
+        })?)
+    }
+
+    fn url(&self, default_url: Option<String>) -> anyhow::Result<String> {
+        self.object_store.clone().or(default_url).ok_or_else(|| anyhow::anyhow!("--object-store is required"))
+    }
+}
+
+/// Options of `canopy standalone`; each also reads a `CANOPY_*` variable.
+#[derive(Debug, clap::Args)]
+pub(crate) struct StandaloneArgs {
+    /// Local directory for the WAL and embedded metadata.
+    #[arg(long, env = "CANOPY_DATA_DIR", default_value = "canopy-data")]
+    data_dir: PathBuf,
+    #[command(flatten)]
+    store: ObjectStoreArgs,
     /// gRPC listen address.
     #[arg(long, env = "CANOPY_GRPC_ADDR", default_value = "0.0.0.0:17912")]
     grpc_addr: SocketAddr,
@@ -77,14 +102,9 @@ pub(crate) async fn run(a: StandaloneArgs) -> anyhow::Result<()> {
         canopy_ingester::UPLOAD_COMMIT_WINDOW_SECS
     );
     std::fs::create_dir_all(&a.data_dir)?;
-    let url = a.object_store.clone().unwrap_or_else(|| a.data_dir.join("objects").to_string_lossy().into_owned());
-    let store = open_object_store(&ObjectStoreConfig {
-        url: url.clone(),
-        s3_endpoint: a.s3_endpoint.clone(),
-        s3_region: a.s3_region.clone(),
-        s3_access_key_id: a.s3_access_key_id.clone(),
-        s3_secret_access_key: a.s3_secret_access_key.clone(),
-    })?;
+    let default_url = Some(a.data_dir.join("objects").to_string_lossy().into_owned());
+    let url = a.store.url(default_url.clone())?;
+    let store = a.store.open(default_url)?;
     let registry = Arc::new(SchemaRegistry::new(Arc::new(EmbeddedStore::open(&a.data_dir.join("meta"))?)));
     let mut icfg = IngesterConfig::new(a.data_dir.clone());
     icfg.flush_bytes = a.flush_bytes;
@@ -141,7 +161,8 @@ pub(crate) async fn run(a: StandaloneArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn shutdown_signal() {
+/// Resolves on SIGINT or SIGTERM.
+pub(crate) async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
     tokio::select! {

@@ -159,6 +159,24 @@ impl Canopy {
         std::fs::read_to_string(self.log_path()).unwrap_or_default()
     }
 
+    /// Starts `canopy compactor --once` on this server's metadata and object
+    /// store (a separate process).
+    pub fn spawn_compactor_once(&self, extra: &[&str]) -> Child {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_canopy"));
+        cmd.arg("compactor").arg("--once").arg("--meta-dir").arg(self.data_dir.join("meta"));
+        if self.backend_args.is_empty() {
+            cmd.arg("--object-store").arg(self.data_dir.join("objects"));
+        }
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path()).unwrap();
+        cmd.args(&self.backend_args)
+            .args(extra)
+            .env("CANOPY_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start canopy compactor")
+    }
+
     /// Sends SIGKILL: no flush, no cleanup, as in a crash.
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {
