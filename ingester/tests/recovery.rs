@@ -6,31 +6,16 @@ use std::sync::Arc;
 
 use canopy_api::v1::*;
 use canopy_ingester::{Ingester, IngesterConfig};
-use canopy_model::{FieldVal, GroupSpec, MeasureSchema, TagVal, validate_batch};
+use canopy_model::{FieldVal, MeasureSchema, TagVal, testing, validate_batch};
 use canopy_storage::CatalogStore;
 
 const HOUR: i64 = 3_600_000_000_000;
 
 fn schema() -> MeasureSchema {
-    let group = Group {
-        metadata: Some(Metadata { name: "g".into(), ..Default::default() }),
-        catalog: Catalog::Measure as i32,
-        resource_opts: Some(ResourceOpts {
-            shard_num: 1,
-            segment_interval: Some(IntervalRule { unit: interval_rule::Unit::Hour as i32, num: 1 }),
-            ttl: Some(IntervalRule { unit: interval_rule::Unit::Day as i32, num: 1 }),
-        }),
-        updated_at: None,
-    };
-    let measure = Measure {
-        metadata: Some(Metadata { group: "g".into(), name: "m".into(), mod_revision: 1 }),
-        tag_families: vec![TagFamilySpec { name: "d".into(), tags: vec![TagSpec { name: "s".into(), r#type: TagType::String as i32 }] }],
-        fields: vec![FieldSpec { name: "v".into(), field_type: FieldType::Int as i32 }],
-        entity: Some(Entity { tag_names: vec!["s".into()] }),
-        interval: String::new(),
-        updated_at: None,
-    };
-    MeasureSchema::compile(Arc::new(GroupSpec::compile(&group).unwrap()), &measure).unwrap()
+    testing::compile(
+        &testing::group("g", 1, 1, 1),
+        &testing::measure("g", "m", &[("s", TagType::String)], &[("v", FieldType::Int)], &["s"]),
+    )
 }
 
 #[tokio::test]

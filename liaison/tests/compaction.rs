@@ -13,7 +13,7 @@ use canopy_compactor::{CompactError, Compactor, CompactorConfig, PolicyConfig};
 use canopy_ingester::{Ingester, IngesterConfig};
 use canopy_liaison::{Gateway, LocalDataPlane};
 use canopy_meta::{EmbeddedStore, SchemaRegistry};
-use canopy_model::{GroupSpec, QueryPlan};
+use canopy_model::{GroupSpec, QueryPlan, testing};
 use canopy_querier::{Querier, QuerierConfig};
 use canopy_storage::CatalogStore;
 use futures::TryStreamExt;
@@ -47,34 +47,9 @@ async fn env(ccfg: CompactorConfig, shards: u32) -> Env {
     let data = Arc::new(LocalDataPlane { ingester: ingester.clone(), querier: querier.clone(), compactor });
     let mut gw = Gateway::new(registry, data);
     gw.query_timeout = Duration::from_secs(1);
-    gw.create_group(Some(Group {
-        metadata: Some(Metadata { name: "g".into(), ..Default::default() }),
-        catalog: Catalog::Measure as i32,
-        resource_opts: Some(ResourceOpts {
-            shard_num: shards,
-            segment_interval: Some(IntervalRule { unit: interval_rule::Unit::Hour as i32, num: 1 }),
-            ttl: Some(IntervalRule { unit: interval_rule::Unit::Day as i32, num: 1 }),
-        }),
-        updated_at: None,
-    }))
-    .await
-    .unwrap();
-    gw.create_measure(Some(Measure {
-        metadata: Some(Metadata { group: "g".into(), name: "m".into(), mod_revision: 0 }),
-        tag_families: vec![TagFamilySpec {
-            name: "d".into(),
-            tags: vec![
-                TagSpec { name: "s".into(), r#type: TagType::Int as i32 },
-                TagSpec { name: "z".into(), r#type: TagType::String as i32 },
-            ],
-        }],
-        fields: vec![FieldSpec { name: "v".into(), field_type: FieldType::Int as i32 }],
-        entity: Some(Entity { tag_names: vec!["s".into()] }),
-        interval: String::new(),
-        updated_at: None,
-    }))
-    .await
-    .unwrap();
+    gw.create_group(Some(testing::group("g", shards, 1, 1))).await.unwrap();
+    let m = testing::measure("g", "m", &[("s", TagType::Int), ("z", TagType::String)], &[("v", FieldType::Int)], &["s"]);
+    gw.create_measure(Some(m)).await.unwrap();
     Env { gw, ingester, querier, store, _dir: dir }
 }
 

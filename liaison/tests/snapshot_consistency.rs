@@ -14,6 +14,7 @@ use canopy_compactor::{Compactor, CompactorConfig};
 use canopy_ingester::{Ingester, IngesterConfig};
 use canopy_liaison::{DataPlane, Gateway, LocalDataPlane};
 use canopy_meta::{EmbeddedStore, SchemaRegistry};
+use canopy_model::testing;
 use canopy_querier::{Querier, QuerierConfig};
 
 fn now() -> i64 {
@@ -34,28 +35,8 @@ async fn queries_during_writes_and_flushes_see_consistent_snapshots() {
     let data: Arc<dyn DataPlane> =
         Arc::new(LocalDataPlane { ingester, querier: Arc::new(Querier::new(QuerierConfig::default(), store)), compactor });
     let gw = Gateway::new(registry, data.clone());
-    gw.create_group(Some(Group {
-        metadata: Some(Metadata { name: "g".into(), ..Default::default() }),
-        catalog: Catalog::Measure as i32,
-        resource_opts: Some(ResourceOpts {
-            shard_num: 2,
-            segment_interval: Some(IntervalRule { unit: interval_rule::Unit::Hour as i32, num: 1 }),
-            ttl: Some(IntervalRule { unit: interval_rule::Unit::Day as i32, num: 1 }),
-        }),
-        updated_at: None,
-    }))
-    .await
-    .unwrap();
-    gw.create_measure(Some(Measure {
-        metadata: Some(Metadata { group: "g".into(), name: "m".into(), mod_revision: 0 }),
-        tag_families: vec![TagFamilySpec { name: "d".into(), tags: vec![TagSpec { name: "s".into(), r#type: TagType::Int as i32 }] }],
-        fields: vec![FieldSpec { name: "v".into(), field_type: FieldType::Int as i32 }],
-        entity: Some(Entity { tag_names: vec!["s".into()] }),
-        interval: String::new(),
-        updated_at: None,
-    }))
-    .await
-    .unwrap();
+    gw.create_group(Some(testing::group("g", 2, 1, 1))).await.unwrap();
+    gw.create_measure(Some(testing::measure("g", "m", &[("s", TagType::Int)], &[("v", FieldType::Int)], &["s"]))).await.unwrap();
 
     let base = now() - 3_600_000_000_000;
     const SERIES: i64 = 4;

@@ -14,6 +14,8 @@ mod query;
 mod result;
 mod schema;
 mod series;
+#[cfg(any(test, feature = "testsuite"))]
+pub mod testing;
 mod time;
 mod value;
 

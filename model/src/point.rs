@@ -203,39 +203,15 @@ fn validate_fields(schema: &MeasureSchema, p: &DataPointValue) -> Result<Vec<Fie
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use canopy_api::v1::*;
 
     use super::*;
-    use crate::schema::GroupSpec;
 
     fn schema() -> MeasureSchema {
-        let group = Group {
-            metadata: Some(Metadata { name: "g".into(), ..Default::default() }),
-            catalog: Catalog::Measure as i32,
-            resource_opts: Some(ResourceOpts {
-                shard_num: 4,
-                segment_interval: Some(IntervalRule { unit: interval_rule::Unit::Hour as i32, num: 1 }),
-                ttl: Some(IntervalRule { unit: interval_rule::Unit::Day as i32, num: 1 }),
-            }),
-            updated_at: None,
-        };
-        let measure = Measure {
-            metadata: Some(Metadata { group: "g".into(), name: "m".into(), mod_revision: 1 }),
-            tag_families: vec![TagFamilySpec {
-                name: "d".into(),
-                tags: vec![
-                    TagSpec { name: "host".into(), r#type: TagType::String as i32 },
-                    TagSpec { name: "port".into(), r#type: TagType::Int as i32 },
-                ],
-            }],
-            fields: vec![FieldSpec { name: "v".into(), field_type: FieldType::Float as i32 }],
-            entity: Some(Entity { tag_names: vec!["host".into()] }),
-            interval: String::new(),
-            updated_at: None,
-        };
-        MeasureSchema::compile(Arc::new(GroupSpec::compile(&group).unwrap()), &measure).unwrap()
+        crate::testing::compile(
+            &crate::testing::group("g", 4, 1, 1),
+            &crate::testing::measure("g", "m", &[("host", TagType::String), ("port", TagType::Int)], &[("v", FieldType::Float)], &["host"]),
+        )
     }
 
     const NOW: i64 = 1_800_000_000_000_000_000;

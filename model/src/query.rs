@@ -271,33 +271,19 @@ fn compile_aggregation(req: &QueryRequest, layout: &ColumnLayout) -> Result<Opti
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::schema::GroupSpec;
     use canopy_api::v1::*;
 
     fn schema() -> MeasureSchema {
-        let group = Group {
-            metadata: Some(Metadata { name: "g".into(), ..Default::default() }),
-            catalog: Catalog::Measure as i32,
-            resource_opts: Some(ResourceOpts {
-                shard_num: 1,
-                segment_interval: Some(IntervalRule { unit: interval_rule::Unit::Hour as i32, num: 1 }),
-                ttl: Some(IntervalRule { unit: interval_rule::Unit::Day as i32, num: 1 }),
-            }),
-            updated_at: None,
-        };
-        let tag = |n: &str, t: TagType| TagSpec { name: n.into(), r#type: t as i32 };
-        let measure = Measure {
-            metadata: Some(Metadata { group: "g".into(), name: "m".into(), mod_revision: 1 }),
-            tag_families: vec![TagFamilySpec {
-                name: "d".into(),
-                tags: vec![tag("svc", TagType::String), tag("inst", TagType::Int), tag("zone", TagType::String)],
-            }],
-            fields: vec![],
-            entity: Some(Entity { tag_names: vec!["svc".into(), "inst".into()] }),
-            interval: String::new(),
-            updated_at: None,
-        };
-        MeasureSchema::compile(Arc::new(GroupSpec::compile(&group).unwrap()), &measure).unwrap()
+        crate::testing::compile(
+            &crate::testing::group("g", 1, 1, 1),
+            &crate::testing::measure(
+                "g",
+                "m",
+                &[("svc", TagType::String), ("inst", TagType::Int), ("zone", TagType::String)],
+                &[],
+                &["svc", "inst"],
+            ),
+        )
     }
 
     fn cmp(tag: usize, op: BinaryOp, value: TagVal) -> Predicate {
