@@ -4,8 +4,14 @@
 use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let files =
-        ["proto/canopy/v1/common.proto", "proto/canopy/v1/model.proto", "proto/canopy/v1/schema.proto", "proto/canopy/v1/measure.proto"];
+    let files = [
+        "proto/canopy/v1/common.proto",
+        "proto/canopy/v1/model.proto",
+        "proto/canopy/v1/schema.proto",
+        "proto/canopy/v1/measure.proto",
+        "proto/prometheus/remote.proto",
+    ];
+    println!("cargo:rerun-if-changed=build.rs");
     for f in &files {
         println!("cargo:rerun-if-changed={f}");
     }

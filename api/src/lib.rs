@@ -10,4 +10,9 @@ pub mod v1 {
     include!(concat!(env!("OUT_DIR"), "/canopy.v1.serde.rs"));
 }
 
+/// Prometheus remote write 1.0 and remote read messages.
+pub mod prometheus {
+    include!(concat!(env!("OUT_DIR"), "/prometheus.rs"));
+}
+
 pub use pbjson_types::Timestamp;

@@ -40,6 +40,7 @@ pub(crate) fn router(gw: Gateway) -> Router {
         .route("/api/v1/measure/write", post(write))
         .route("/api/v1/admin/flush", post(flush))
         .route("/api/v1/admin/compact", post(compact))
+        .merge(crate::agents::routes())
         .fallback(|| async { ApiError::new(crate::Code::NotFound, "no such route") })
         .layer(DefaultBodyLimit::max(BODY_BYTES_MAX))
         .layer(axum::middleware::from_fn_with_state(Arc::new(Semaphore::new(HTTP_REQUESTS_MAX)), limit_requests))

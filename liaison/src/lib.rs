@@ -5,6 +5,7 @@
 //! The data it talks to sits behind [`DataPlane`]; in standalone that is the
 //! in-process ingester and querier ([`LocalDataPlane`]).
 
+mod agents;
 mod data_plane;
 mod error;
 mod grpc;
@@ -12,6 +13,7 @@ mod http;
 mod server;
 mod service;
 
+pub use agents::AgentConfig;
 pub use data_plane::{DataPlane, LocalDataPlane};
 pub use error::{ApiError, Code};
 pub use server::{LiaisonConfig, start_liaison};

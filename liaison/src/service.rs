@@ -25,6 +25,8 @@ pub struct Gateway {
     /// A query still running after this fails with DEADLINE_EXCEEDED, so no
     /// query holds a catalog version longer than the GC grace period.
     pub query_timeout: Duration,
+    /// Schema on the fly for agent protocols.
+    pub(crate) agents: Arc<crate::agents::AutoSchema>,
 }
 
 fn now_nanos() -> i64 {
@@ -34,7 +36,14 @@ fn now_nanos() -> i64 {
 impl Gateway {
     /// A gateway over a registry and a data plane.
     pub fn new(registry: Arc<SchemaRegistry>, data: Arc<dyn DataPlane>) -> Gateway {
-        Gateway { registry, data, query_timeout: QUERY_TIMEOUT_DEFAULT }
+        let agents = Arc::new(crate::agents::AutoSchema::new(registry.clone(), crate::agents::AgentConfig::default()));
+        Gateway { registry, data, query_timeout: QUERY_TIMEOUT_DEFAULT, agents }
+    }
+
+    /// Sets where agent writes land and their limits.
+    pub fn with_agent_config(mut self, cfg: crate::agents::AgentConfig) -> Gateway {
+        self.agents = Arc::new(crate::agents::AutoSchema::new(self.registry.clone(), cfg));
+        self
     }
 
     /// Runs one compaction round over every group.

@@ -188,7 +188,8 @@ fn validate_fields(schema: &MeasureSchema, p: &DataPointValue) -> Result<Vec<Fie
             (FieldType::Float, v @ FieldVal::Float(_))
             | (FieldType::Int, v @ FieldVal::Int(_))
             | (FieldType::String, v @ FieldVal::Str(_))
-            | (FieldType::DataBinary, v @ FieldVal::Binary(_)) => v,
+            | (FieldType::DataBinary, v @ FieldVal::Binary(_))
+            | (FieldType::Bool, v @ FieldVal::Bool(_)) => v,
             (ty, v) => {
                 return Err((format!(".fields[{i}] ({})", spec.name), format!("expected {}, got {}", ty.as_str_name(), v.type_name())));
             }

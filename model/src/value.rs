@@ -26,6 +26,7 @@ pub enum FieldVal {
     Float(f64),
     Str(String),
     Binary(Vec<u8>),
+    Bool(bool),
 }
 
 impl TagVal {
@@ -149,6 +150,7 @@ impl FieldVal {
             FieldVal::Float(_) => "float",
             FieldVal::Str(_) => "string",
             FieldVal::Binary(_) => "binary",
+            FieldVal::Bool(_) => "bool",
         }
     }
 
@@ -160,6 +162,7 @@ impl FieldVal {
             Some(field_value::Value::Float(f)) => FieldVal::Float(f.value),
             Some(field_value::Value::Str(s)) => FieldVal::Str(s.value.clone()),
             Some(field_value::Value::BinaryData(b)) => FieldVal::Binary(b.clone()),
+            Some(field_value::Value::Bool(b)) => FieldVal::Bool(b.value),
         }
     }
 
@@ -171,6 +174,7 @@ impl FieldVal {
             FieldVal::Float(f) => field_value::Value::Float(v1::Float { value: *f }),
             FieldVal::Str(s) => field_value::Value::Str(v1::Str { value: s.clone() }),
             FieldVal::Binary(b) => field_value::Value::BinaryData(b.clone()),
+            FieldVal::Bool(b) => field_value::Value::Bool(v1::Bool { value: *b }),
         };
         v1::FieldValue { value: Some(value) }
     }
@@ -204,6 +208,7 @@ impl FieldVal {
                 out.push(4);
                 put_bytes(out, b);
             }
+            FieldVal::Bool(b) => out.push(if *b { 6 } else { 5 }),
         }
     }
 
@@ -219,6 +224,8 @@ impl FieldVal {
             }
             3 => FieldVal::Str(take_string(buf)?),
             4 => FieldVal::Binary(take_bytes(buf)?.to_vec()),
+            5 => FieldVal::Bool(false),
+            6 => FieldVal::Bool(true),
             _ => return None,
         })
     }
@@ -314,7 +321,14 @@ mod tests {
 
     #[test]
     fn field_values_round_trip_and_truncation_is_detected() {
-        let vals = [FieldVal::Null, FieldVal::Int(7), FieldVal::Float(-0.5), FieldVal::Str("x".into())];
+        let vals = [
+            FieldVal::Null,
+            FieldVal::Int(7),
+            FieldVal::Bool(true),
+            FieldVal::Float(-0.5),
+            FieldVal::Bool(false),
+            FieldVal::Str("x".into()),
+        ];
         let mut buf = Vec::new();
         for v in &vals {
             v.encode(&mut buf);
@@ -325,7 +339,7 @@ mod tests {
         }
         let mut truncated = &buf[..buf.len() - 1];
         let decoded: Vec<_> = std::iter::from_fn(|| FieldVal::decode(&mut truncated)).collect();
-        assert_eq!(decoded.len(), 3, "the truncated last value must not decode");
+        assert_eq!(decoded.len(), 5, "the truncated last value must not decode");
     }
 
     #[test]

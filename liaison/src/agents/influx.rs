@@ -1,0 +1,65 @@
+//! InfluxDB line protocol writes: `POST /write` (v1: `db`, `precision`) and
+//! `POST /api/v2/write` (`bucket`, `precision`), plain or gzip bodies.
+//! The database / bucket names the group (default `influx`); each
+//! measurement is a measure; tags are labels; fields keep their types.
+
+use std::collections::{BTreeMap, HashMap};
+
+use axum::body::Bytes;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+use super::autoschema::{AgentRow, Outcome, sanitize};
+use super::body::decode_body;
+use super::line_protocol::{parse, precision_nanos};
+use crate::error::ApiError;
+use crate::service::Gateway;
+
+pub(crate) async fn write_v1(
+    State(gw): State<Gateway>,
+    Query(q): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    match write(&gw, q.get("db"), q.get("precision"), &headers, &body).await {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => (StatusCode::BAD_REQUEST, axum::Json(serde_json::json!({ "error": e.message }))).into_response(),
+    }
+}
+
+pub(crate) async fn write_v2(
+    State(gw): State<Gateway>,
+    Query(q): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    match write(&gw, q.get("bucket"), q.get("precision"), &headers, &body).await {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => (StatusCode::BAD_REQUEST, axum::Json(serde_json::json!({ "code": "invalid", "message": e.message }))).into_response(),
+    }
+}
+
+async fn write(gw: &Gateway, db: Option<&String>, precision: Option<&String>, headers: &HeaderMap, body: &Bytes) -> Result<(), ApiError> {
+    let agents = &gw.agents;
+    let unit = precision_nanos(precision.map_or("", String::as_str))
+        .ok_or_else(|| ApiError::invalid("precision", format!("{:?} is not one of ns, us, ms, s", precision.unwrap())))?;
+    let body = decode_body(headers, body, agents.cfg.body_bytes_max)?;
+    let text = std::str::from_utf8(&body).map_err(|e| ApiError::invalid("body", format!("not UTF-8: {e}")))?;
+    let lines = parse(text).map_err(|e| ApiError::invalid("body", e))?;
+    let group = db.filter(|d| !d.is_empty()).map(|d| sanitize(d)).unwrap_or_else(|| agents.cfg.influx_group.clone());
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or(0);
+    let mut by_measure: BTreeMap<String, Vec<AgentRow>> = BTreeMap::new();
+    for (i, l) in lines.into_iter().enumerate() {
+        let ts = match l.timestamp {
+            None => now,
+            Some(t) => t.checked_mul(unit).ok_or_else(|| ApiError::invalid("body", format!("line {}: timestamp out of range", i + 1)))?,
+        };
+        by_measure.entry(l.measurement).or_default().push(AgentRow { labels: l.tags, fields: l.fields, ts });
+    }
+    let mut outcome = Outcome::default();
+    for (measure, rows) in by_measure {
+        outcome.merge(agents.write(gw, &group, &measure, rows).await?);
+    }
+    outcome.into_result().map(|_| ())
+}

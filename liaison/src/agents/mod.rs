@@ -1,0 +1,26 @@
+//! Ingest from the agents users already run: Prometheus remote write and
+//! remote read, InfluxDB line protocol. Schemas are created on the fly
+//! ([`autoschema`]).
+
+pub(crate) mod autoschema;
+mod body;
+mod influx;
+mod line_protocol;
+mod prometheus;
+
+pub use autoschema::AgentConfig;
+pub(crate) use autoschema::AutoSchema;
+
+use axum::Router;
+use axum::routing::post;
+
+use crate::service::Gateway;
+
+/// The agent routes, served on the main HTTP port (and on their own ports).
+pub(crate) fn routes() -> Router<Gateway> {
+    Router::new()
+        .route("/api/v1/write", post(prometheus::remote_write))
+        .route("/api/v1/read", post(prometheus::remote_read))
+        .route("/write", post(influx::write_v1))
+        .route("/api/v2/write", post(influx::write_v2))
+}
