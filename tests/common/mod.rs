@@ -2,7 +2,7 @@
 //! real s3s-fs server) on free loopback ports, and talks to it over HTTP and
 //! gRPC. Every server started here is stopped when its handle drops.
 
-#![allow(dead_code, unreachable_pub)]
+#![allow(dead_code, unreachable_pub, unused_imports)]
 
 pub mod client;
 pub mod process;

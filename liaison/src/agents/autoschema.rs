@@ -176,11 +176,10 @@ impl AutoSchema {
         tags: &BTreeSet<String>,
         fields: &BTreeMap<String, FieldType>,
     ) -> Result<Arc<MeasureSchema>, ApiError> {
-        if let Ok(s) = self.registry.measure_schema(group, measure).await {
-            if Self::covers(&s, tags, fields) {
+        if let Ok(s) = self.registry.measure_schema(group, measure).await
+            && Self::covers(&s, tags, fields) {
                 return Ok(s);
             }
-        }
         let _serial = self.changes.lock().await;
         match self.registry.get_group(group).await {
             Ok(_) => {}

@@ -86,15 +86,13 @@ fn unescape(s: &str, chars: &[char]) -> String {
     let mut out = String::with_capacity(s.len());
     let mut it = s.chars().peekable();
     while let Some(c) = it.next() {
-        if c == '\\' {
-            if let Some(&n) = it.peek() {
-                if chars.contains(&n) || n == '\\' {
+        if c == '\\'
+            && let Some(&n) = it.peek()
+                && (chars.contains(&n) || n == '\\') {
                     out.push(n);
                     it.next();
                     continue;
                 }
-            }
-        }
         out.push(c);
     }
     out
