@@ -18,4 +18,12 @@ if ! command -v s3s-fs >/dev/null 2>&1; then
   CARGO_TARGET_DIR="$HOME/.cache/s3s-target" cargo install s3s-fs@0.14.1 --features binary --locked
 fi
 
+# Real agents the ingest tests run against (Debian packages).
+if ! command -v prometheus >/dev/null 2>&1 || ! command -v prometheus-node-exporter >/dev/null 2>&1; then
+  echo "installing prometheus and prometheus-node-exporter" >&2
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends prometheus prometheus-node-exporter >/dev/null
+fi
+
 cargo nextest run --workspace --no-fail-fast "$@"

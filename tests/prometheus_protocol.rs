@@ -29,7 +29,10 @@ async fn post_snappy(c: &Canopy, path: &str, msg: Vec<u8>) -> reqwest::Response 
 }
 
 async fn read(c: &Canopy, start: i64, end: i64, matchers: Vec<pb::LabelMatcher>) -> Vec<pb::TimeSeries> {
-    let req = pb::ReadRequest { queries: vec![pb::Query { start_timestamp_ms: start, end_timestamp_ms: end, matchers, hints: None }], accepted_response_types: vec![] };
+    let req = pb::ReadRequest {
+        queries: vec![pb::Query { start_timestamp_ms: start, end_timestamp_ms: end, matchers, hints: None }],
+        accepted_response_types: vec![],
+    };
     let r = post_snappy(c, "/api/v1/read", req.encode_to_vec()).await;
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["content-encoding"], "snappy");
@@ -48,9 +51,14 @@ async fn remote_write_then_remote_read_is_exact() {
     use pb::label_matcher::Type::*;
     let c = Canopy::start(Backend::Local, &[]);
     let t0 = now_nanos() / 1_000_000 - 60_000;
-    let up_a = series("up", &[("instance", "a:9100"), ("job", "node")], &[(t0, 1.0), (t0 + 1000, 1.0), (t0 + 2000, f64::from_bits(STALE_NAN))]);
+    let up_a =
+        series("up", &[("instance", "a:9100"), ("job", "node")], &[(t0, 1.0), (t0 + 1000, 1.0), (t0 + 2000, f64::from_bits(STALE_NAN))]);
     let up_b = series("up", &[("instance", "b:9100"), ("job", "node")], &[(t0, 0.0), (t0 + 1000, 1.0)]);
-    let cpu = series("node_cpu_seconds_total", &[("cpu", "0"), ("instance", "a:9100"), ("mode", "idle")], &[(t0, 12345.67), (t0 + 1000, 12346.68)]);
+    let cpu = series(
+        "node_cpu_seconds_total",
+        &[("cpu", "0"), ("instance", "a:9100"), ("mode", "idle")],
+        &[(t0, 12345.67), (t0 + 1000, 12346.68)],
+    );
     let extra = series("up", &[("instance", "c:9100"), ("job", "other"), ("zone", "z1")], &[(t0 + 500, 1.0)]);
     let req = pb::WriteRequest { timeseries: vec![up_a.clone(), up_b.clone(), cpu.clone(), extra.clone()], metadata: vec![] };
     let r = post_snappy(&c, "/api/v1/write", req.encode_to_vec()).await;
@@ -62,7 +70,12 @@ async fn remote_write_then_remote_read_is_exact() {
     };
     let bits = |ts: &[pb::TimeSeries]| -> Vec<(Vec<(String, String)>, Vec<(i64, u64)>)> {
         ts.iter()
-            .map(|s| (s.labels.iter().map(|l| (l.name.clone(), l.value.clone())).collect(), s.samples.iter().map(|x| (x.timestamp, x.value.to_bits())).collect()))
+            .map(|s| {
+                (
+                    s.labels.iter().map(|l| (l.name.clone(), l.value.clone())).collect(),
+                    s.samples.iter().map(|x| (x.timestamp, x.value.to_bits())).collect(),
+                )
+            })
             .collect()
     };
     let (start, end) = (t0 - 1, t0 + 10_000);
@@ -96,7 +109,12 @@ async fn malformed_remote_write_and_read_are_400s() {
     let r = post_snappy(&c, "/api/v1/read", vec![0xff, 0xff, 0xff]).await;
     assert_eq!(r.status(), 400);
     let bad_re = pb::ReadRequest {
-        queries: vec![pb::Query { start_timestamp_ms: 0, end_timestamp_ms: 1, matchers: vec![m(pb::label_matcher::Type::Re, "job", "(")], hints: None }],
+        queries: vec![pb::Query {
+            start_timestamp_ms: 0,
+            end_timestamp_ms: 1,
+            matchers: vec![m(pb::label_matcher::Type::Re, "job", "(")],
+            hints: None,
+        }],
         accepted_response_types: vec![],
     };
     let r = post_snappy(&c, "/api/v1/read", bad_re.encode_to_vec()).await;

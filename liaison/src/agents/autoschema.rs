@@ -177,9 +177,10 @@ impl AutoSchema {
         fields: &BTreeMap<String, FieldType>,
     ) -> Result<Arc<MeasureSchema>, ApiError> {
         if let Ok(s) = self.registry.measure_schema(group, measure).await
-            && Self::covers(&s, tags, fields) {
-                return Ok(s);
-            }
+            && Self::covers(&s, tags, fields)
+        {
+            return Ok(s);
+        }
         let _serial = self.changes.lock().await;
         match self.registry.get_group(group).await {
             Ok(_) => {}

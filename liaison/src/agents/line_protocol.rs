@@ -88,11 +88,12 @@ fn unescape(s: &str, chars: &[char]) -> String {
     while let Some(c) = it.next() {
         if c == '\\'
             && let Some(&n) = it.peek()
-                && (chars.contains(&n) || n == '\\') {
-                    out.push(n);
-                    it.next();
-                    continue;
-                }
+            && (chars.contains(&n) || n == '\\')
+        {
+            out.push(n);
+            it.next();
+            continue;
+        }
         out.push(c);
     }
     out

@@ -1,0 +1,136 @@
+//! Done-means 1 (Prometheus): a real Prometheus scrapes itself and
+//! node-exporter and remote-writes to Canopy; a second Prometheus whose only
+//! storage is Canopy (remote_read) answers instant and range PromQL queries
+//! exactly as the first answers from its own TSDB.
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+use serde_json::Value;
+
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn(bin: &str, args: &[String]) -> Proc {
+    Proc(
+        Command::new(bin).args(args).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap_or_else(|e| {
+            panic!("cannot start {bin} (the test command installs Debian's prometheus and prometheus-node-exporter): {e}")
+        }),
+    )
+}
+
+fn prometheus(dir: &std::path::Path, name: &str, port: u16, config: &str) -> Proc {
+    let cfg = dir.join(format!("{name}.yml"));
+    std::fs::write(&cfg, config).unwrap();
+    spawn(
+        "prometheus",
+        &[
+            format!("--config.file={}", cfg.display()),
+            format!("--storage.tsdb.path={}", dir.join(name).display()),
+            format!("--web.listen-address=127.0.0.1:{port}"),
+        ],
+    )
+}
+
+async fn api(port: u16, path: &str, params: &[(&str, String)]) -> Value {
+    let url = format!("http://127.0.0.1:{port}{path}");
+    for _ in 0..100 {
+        let body = url::form_urlencoded::Serializer::new(String::new()).extend_pairs(params.iter().map(|(k, v)| (*k, v.as_str()))).finish();
+        let req = reqwest::Client::new().post(&url).header("Content-Type", "application/x-www-form-urlencoded").body(body);
+        if let Ok(r) = req.send().await {
+            if let Ok(v) = r.json::<Value>().await {
+                if v["status"] == "success" {
+                    return v["data"].clone();
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("Prometheus on {port} did not answer {path} {params:?}");
+}
+
+/// The result vector/matrix, sorted by labels, as comparable JSON.
+fn normalized(data: &Value) -> Vec<Value> {
+    let mut r = data["result"].as_array().cloned().unwrap_or_default();
+    r.sort_by_key(|s| s["metric"].to_string());
+    r
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prometheus_reads_back_what_it_wrote_through_canopy() {
+    let c = Canopy::start(Backend::Local, &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let (node_port, a_port, b_port) = (free_port(), free_port(), free_port());
+    let _node = spawn("prometheus-node-exporter", &[format!("--web.listen-address=127.0.0.1:{node_port}")]);
+    let _a = prometheus(
+        dir.path(),
+        "a",
+        a_port,
+        &format!(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: prometheus\n    static_configs: [{{targets: ['127.0.0.1:{a_port}']}}]\n  - job_name: node\n    static_configs: [{{targets: ['127.0.0.1:{node_port}']}}]\nremote_write:\n  - url: http://{}/api/v1/write\n    queue_config: {{batch_send_deadline: 1s, min_backoff: 100ms, max_backoff: 1s}}\n",
+            c.http
+        ),
+    );
+    // Let it scrape and ship for a while.
+    api(a_port, "/api/v1/query", &[("query", "up".into())]).await;
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    let now = now_nanos() as f64 / 1e9;
+    let end = (now - 3.0).floor();
+    let start = end - 8.0;
+    // Wait until everything up to `end` has been sent.
+    for _ in 0..100 {
+        let sent =
+            api(a_port, "/api/v1/query", &[("query", "min(prometheus_remote_storage_queue_highest_sent_timestamp_seconds)".into())]).await;
+        let t: f64 = sent["result"][0]["value"][1].as_str().unwrap_or("0").parse().unwrap_or(0.0);
+        if t >= end + 1.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let _b = prometheus(
+        dir.path(),
+        "b",
+        b_port,
+        &format!("global:\n  scrape_interval: 1h\nremote_read:\n  - url: http://{}/api/v1/read\n    read_recent: true\n", c.http),
+    );
+    let instant = [
+        "up",
+        "node_cpu_seconds_total",
+        "node_memory_MemTotal_bytes",
+        "sum by (mode) (node_cpu_seconds_total)",
+        "prometheus_tsdb_head_series",
+        "count by (job) ({__name__=~\"go_.*\"})",
+        "node_filesystem_avail_bytes{fstype!=\"tmpfs\"}",
+    ];
+    let ranges = [
+        "up",
+        "rate(node_cpu_seconds_total{mode=~\"idle|user\"}[3s])",
+        "scrape_duration_seconds",
+        "rate(prometheus_http_requests_total[4s])",
+    ];
+    let mut compared = 0;
+    for q in instant {
+        let params = [("query", q.to_string()), ("time", format!("{end}"))];
+        let (a, b) = (api(a_port, "/api/v1/query", &params).await, api(b_port, "/api/v1/query", &params).await);
+        assert!(!normalized(&a).is_empty(), "{q}: Prometheus itself has no data");
+        assert_eq!(normalized(&a), normalized(&b), "instant query {q}");
+        compared += 1;
+    }
+    for q in ranges {
+        let params = [("query", q.to_string()), ("start", format!("{start}")), ("end", format!("{end}")), ("step", "1".into())];
+        let (a, b) = (api(a_port, "/api/v1/query_range", &params).await, api(b_port, "/api/v1/query_range", &params).await);
+        assert!(!normalized(&a).is_empty(), "{q}: Prometheus itself has no data");
+        assert_eq!(normalized(&a), normalized(&b), "range query {q}");
+        compared += 1;
+    }
+    assert_eq!(compared, instant.len() + ranges.len());
+}
