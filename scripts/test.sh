@@ -26,4 +26,13 @@ if ! command -v prometheus >/dev/null 2>&1 || ! command -v prometheus-node-expor
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends prometheus prometheus-node-exporter >/dev/null
 fi
 
+# The OpenTelemetry Python SDK for the OTLP tests, in a venv of its own.
+VENV="$HOME/.cache/canopy-venv"
+if ! "$VENV/bin/python" -c "import opentelemetry.exporter.otlp.proto.grpc, opentelemetry.exporter.otlp.proto.http" >/dev/null 2>&1; then
+  echo "installing the OpenTelemetry Python SDK into $VENV" >&2
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install -q opentelemetry-sdk opentelemetry-exporter-otlp-proto-grpc opentelemetry-exporter-otlp-proto-http
+fi
+export CANOPY_PYTHON="$VENV/bin/python"
+
 cargo nextest run --workspace --no-fail-fast "$@"

@@ -65,6 +65,12 @@ pub(crate) struct StandaloneArgs {
     /// HTTP listen address.
     #[arg(long, env = "CANOPY_HTTP_ADDR", default_value = "0.0.0.0:17913")]
     http_addr: SocketAddr,
+    /// OTLP/gRPC listen address (agents' default port 4317), or "off".
+    #[arg(long, env = "CANOPY_OTLP_GRPC_ADDR", default_value = "0.0.0.0:4317")]
+    otlp_grpc_addr: String,
+    /// OTLP/HTTP listen address (agents' default port 4318), or "off".
+    #[arg(long, env = "CANOPY_OTLP_HTTP_ADDR", default_value = "0.0.0.0:4318")]
+    otlp_http_addr: String,
     /// Flush a shard's memtable at this many bytes.
     #[arg(long, env = "CANOPY_FLUSH_BYTES", default_value_t = 64 << 20)]
     flush_bytes: usize,
@@ -140,11 +146,20 @@ pub(crate) async fn run(a: StandaloneArgs) -> anyhow::Result<()> {
     });
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let cfg = LiaisonConfig { grpc_addr: a.grpc_addr, http_addr: a.http_addr };
-    let (http, grpc, tasks) = start_liaison(&cfg, gw, stop_rx).await?;
-    tracing::info!(%http, %grpc, object_store = %url, data_dir = %a.data_dir.display(), "canopy standalone ready");
+    let optional = |s: &str| -> anyhow::Result<Option<SocketAddr>> { if s == "off" { Ok(None) } else { Ok(Some(s.parse()?)) } };
+    let cfg = LiaisonConfig {
+        grpc_addr: a.grpc_addr,
+        http_addr: a.http_addr,
+        otlp_grpc_addr: optional(&a.otlp_grpc_addr)?,
+        otlp_http_addr: optional(&a.otlp_http_addr)?,
+    };
+    let bound = start_liaison(&cfg, gw, stop_rx).await?;
+    let (http, grpc) = (bound.http, bound.grpc);
+    let show = |a: Option<SocketAddr>| a.map_or("off".to_string(), |a| a.to_string());
+    tracing::info!(%http, %grpc, otlp_grpc = %show(bound.otlp_grpc), otlp_http = %show(bound.otlp_http), object_store = %url, data_dir = %a.data_dir.display(), "canopy standalone ready");
     // One machine-readable line on stdout for scripts and tests.
-    println!("READY http={http} grpc={grpc}");
+    println!("READY http={http} grpc={grpc} otlp_grpc={} otlp_http={}", show(bound.otlp_grpc), show(bound.otlp_http));
+    let tasks = bound.tasks;
 
     shutdown_signal().await;
     tracing::info!("shutting down: draining requests, flushing memtables");

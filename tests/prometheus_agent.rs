@@ -46,13 +46,11 @@ async fn api(port: u16, path: &str, params: &[(&str, String)]) -> Value {
     for _ in 0..100 {
         let body = url::form_urlencoded::Serializer::new(String::new()).extend_pairs(params.iter().map(|(k, v)| (*k, v.as_str()))).finish();
         let req = reqwest::Client::new().post(&url).header("Content-Type", "application/x-www-form-urlencoded").body(body);
-        if let Ok(r) = req.send().await {
-            if let Ok(v) = r.json::<Value>().await {
-                if v["status"] == "success" {
+        if let Ok(r) = req.send().await
+            && let Ok(v) = r.json::<Value>().await
+                && v["status"] == "success" {
                     return v["data"].clone();
                 }
-            }
-        }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     panic!("Prometheus on {port} did not answer {path} {params:?}");

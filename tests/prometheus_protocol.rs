@@ -10,6 +10,9 @@ use prost::Message;
 
 const STALE_NAN: u64 = 0x7ff0_0000_0000_0002;
 
+/// A series as (labels, (timestamp, value bits)) for exact comparison.
+type Comparable = (Vec<(String, String)>, Vec<(i64, u64)>);
+
 fn series(name: &str, labels: &[(&str, &str)], samples: &[(i64, f64)]) -> pb::TimeSeries {
     let mut l = vec![pb::Label { name: "__name__".into(), value: name.into() }];
     l.extend(labels.iter().map(|(k, v)| pb::Label { name: k.to_string(), value: v.to_string() }));
@@ -68,7 +71,7 @@ async fn remote_write_then_remote_read_is_exact() {
         s.labels.sort_by(|a, b| a.name.cmp(&b.name));
         s
     };
-    let bits = |ts: &[pb::TimeSeries]| -> Vec<(Vec<(String, String)>, Vec<(i64, u64)>)> {
+    let bits = |ts: &[pb::TimeSeries]| -> Vec<Comparable> {
         ts.iter()
             .map(|s| {
                 (

@@ -47,6 +47,15 @@ pub(crate) fn router(gw: Gateway) -> Router {
         .with_state(gw)
 }
 
+/// The dedicated OTLP/HTTP port: only `/v1/metrics`.
+pub(crate) fn otlp_router(gw: Gateway) -> Router {
+    crate::agents::otlp_http_routes()
+        .fallback(|| async { ApiError::new(crate::Code::NotFound, "no such route; OTLP/HTTP serves POST /v1/metrics") })
+        .layer(DefaultBodyLimit::max(BODY_BYTES_MAX))
+        .layer(axum::middleware::from_fn_with_state(Arc::new(Semaphore::new(HTTP_REQUESTS_MAX)), limit_requests))
+        .with_state(gw)
+}
+
 async fn limit_requests(State(permits): State<Arc<Semaphore>>, req: axum::extract::Request, next: axum::middleware::Next) -> Response {
     let _permit = permits.acquire().await.expect("never closed");
     next.run(req).await

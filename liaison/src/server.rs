@@ -8,6 +8,9 @@ use canopy_api::v1::measure_registry_service_server::MeasureRegistryServiceServe
 use canopy_api::v1::measure_service_server::MeasureServiceServer;
 use tokio::task::JoinHandle;
 
+use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::MetricsServiceServer;
+
+use crate::agents::OtlpService;
 use crate::http::{BODY_BYTES_MAX, router};
 use crate::service::Gateway;
 
@@ -19,29 +22,73 @@ const GRPC_REQUESTS_PER_CONNECTION_MAX: usize = 64;
 pub struct LiaisonConfig {
     pub grpc_addr: SocketAddr,
     pub http_addr: SocketAddr,
+    /// OTLP/gRPC (agents default to 4317); `None` disables the extra port
+    /// (OTLP/gRPC is also served on `grpc_addr`).
+    pub otlp_grpc_addr: Option<SocketAddr>,
+    /// OTLP/HTTP (agents default to 4318); `None` disables the extra port
+    /// (`/v1/metrics` is also served on `http_addr`).
+    pub otlp_http_addr: Option<SocketAddr>,
 }
 
-/// Binds both listeners (so a port conflict fails at start-up) and serves
-/// until `shutdown` resolves. Returns the bound addresses and the tasks.
-pub async fn start_liaison(
-    cfg: &LiaisonConfig,
-    gw: Gateway,
-    shutdown: tokio::sync::watch::Receiver<bool>,
-) -> std::io::Result<(SocketAddr, SocketAddr, Vec<JoinHandle<()>>)> {
+/// The addresses the liaison bound and the tasks serving them.
+#[derive(Debug)]
+pub struct Bound {
+    pub http: SocketAddr,
+    pub grpc: SocketAddr,
+    pub otlp_grpc: Option<SocketAddr>,
+    pub otlp_http: Option<SocketAddr>,
+    pub tasks: Vec<JoinHandle<()>>,
+}
+
+async fn serve_http(listener: tokio::net::TcpListener, app: axum::Router, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
+        let _ = stop.wait_for(|s| *s).await;
+    });
+    if let Err(e) = serve.await {
+        tracing::error!(error = %e, "HTTP server failed");
+    }
+}
+
+/// Binds every listener (so a port conflict fails at start-up) and serves
+/// until `shutdown` resolves.
+pub async fn start_liaison(cfg: &LiaisonConfig, gw: Gateway, shutdown: tokio::sync::watch::Receiver<bool>) -> std::io::Result<Bound> {
     let http_listener = tokio::net::TcpListener::bind(cfg.http_addr).await?;
     let grpc_listener = tokio::net::TcpListener::bind(cfg.grpc_addr).await?;
     let (http_addr, grpc_addr) = (http_listener.local_addr()?, grpc_listener.local_addr()?);
+    let otlp_grpc_listener = match cfg.otlp_grpc_addr {
+        Some(a) => Some(tokio::net::TcpListener::bind(a).await?),
+        None => None,
+    };
+    let otlp_http_listener = match cfg.otlp_http_addr {
+        Some(a) => Some(tokio::net::TcpListener::bind(a).await?),
+        None => None,
+    };
+    let mut tasks = Vec::new();
+    let mut bound = Bound { http: http_addr, grpc: grpc_addr, otlp_grpc: None, otlp_http: None, tasks: Vec::new() };
+    if let Some(l) = otlp_http_listener {
+        bound.otlp_http = Some(l.local_addr()?);
+        let app = crate::http::otlp_router(gw.clone());
+        tasks.push(tokio::spawn(serve_http(l, app, shutdown.clone())));
+    }
+    if let Some(l) = otlp_grpc_listener {
+        bound.otlp_grpc = Some(l.local_addr()?);
+        let mut stop = shutdown.clone();
+        let svc = MetricsServiceServer::new(OtlpService(gw.clone())).max_decoding_message_size(BODY_BYTES_MAX);
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(l);
+        tasks.push(tokio::spawn(async move {
+            let serve = tonic::transport::Server::builder()
+                .concurrency_limit_per_connection(GRPC_REQUESTS_PER_CONNECTION_MAX)
+                .add_service(svc)
+                .serve_with_incoming_shutdown(incoming, async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                });
+            if let Err(e) = serve.await {
+                tracing::error!(error = %e, "OTLP gRPC server failed");
+            }
+        }));
+    }
 
-    let mut stop = shutdown.clone();
-    let app = router(gw.clone());
-    let http = tokio::spawn(async move {
-        let serve = axum::serve(http_listener, app).with_graceful_shutdown(async move {
-            let _ = stop.wait_for(|s| *s).await;
-        });
-        if let Err(e) = serve.await {
-            tracing::error!(error = %e, "HTTP server failed");
-        }
-    });
+    tasks.push(tokio::spawn(serve_http(http_listener, router(gw.clone()), shutdown.clone())));
 
     let mut stop = shutdown;
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(grpc_listener);
@@ -51,6 +98,7 @@ pub async fn start_liaison(
             .add_service(GroupRegistryServiceServer::new(gw.clone()))
             .add_service(MeasureRegistryServiceServer::new(gw.clone()))
             .add_service(MeasureServiceServer::new(gw.clone()).max_decoding_message_size(BODY_BYTES_MAX))
+            .add_service(MetricsServiceServer::new(OtlpService(gw.clone())).max_decoding_message_size(BODY_BYTES_MAX))
             .add_service(AdminServiceServer::new(gw))
             .serve_with_incoming_shutdown(incoming, async move {
                 let _ = stop.wait_for(|s| *s).await;
@@ -59,5 +107,7 @@ pub async fn start_liaison(
             tracing::error!(error = %e, "gRPC server failed");
         }
     });
-    Ok((http_addr, grpc_addr, vec![http, grpc]))
+    tasks.push(grpc);
+    bound.tasks = tasks;
+    Ok(bound)
 }

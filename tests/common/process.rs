@@ -72,6 +72,8 @@ pub struct Canopy {
     child: Option<Child>,
     pub http: SocketAddr,
     pub grpc: SocketAddr,
+    pub otlp_grpc: SocketAddr,
+    pub otlp_http: SocketAddr,
     pub data_dir: PathBuf,
     extra: Vec<String>,
     backend_args: Vec<String>,
@@ -104,6 +106,8 @@ impl Canopy {
             child: None,
             http: "127.0.0.1:0".parse().unwrap(),
             grpc: "127.0.0.1:0".parse().unwrap(),
+            otlp_grpc: "127.0.0.1:0".parse().unwrap(),
+            otlp_http: "127.0.0.1:0".parse().unwrap(),
             data_dir: dir.path().join("data"),
             extra: extra.iter().map(|s| s.to_string()).collect(),
             backend_args,
@@ -120,7 +124,16 @@ impl Canopy {
             .arg("standalone")
             .arg("--data-dir")
             .arg(&self.data_dir)
-            .args(["--http-addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0"])
+            .args([
+                "--http-addr",
+                "127.0.0.1:0",
+                "--grpc-addr",
+                "127.0.0.1:0",
+                "--otlp-grpc-addr",
+                "127.0.0.1:0",
+                "--otlp-http-addr",
+                "127.0.0.1:0",
+            ])
             .args(&self.backend_args)
             .args(&self.extra)
             .env("CANOPY_LOG", "info")
@@ -142,6 +155,8 @@ impl Canopy {
             match k {
                 "http" => self.http = v.parse().unwrap(),
                 "grpc" => self.grpc = v.parse().unwrap(),
+                "otlp_grpc" => self.otlp_grpc = v.parse().unwrap(),
+                "otlp_http" => self.otlp_http = v.parse().unwrap(),
                 _ => {}
             }
         }

@@ -6,10 +6,12 @@ pub(crate) mod autoschema;
 mod body;
 mod influx;
 mod line_protocol;
+mod otlp;
 mod prometheus;
 
 pub use autoschema::AgentConfig;
 pub(crate) use autoschema::AutoSchema;
+pub(crate) use otlp::OtlpService;
 
 use axum::Router;
 use axum::routing::post;
@@ -23,4 +25,10 @@ pub(crate) fn routes() -> Router<Gateway> {
         .route("/api/v1/read", post(prometheus::remote_read))
         .route("/write", post(influx::write_v1))
         .route("/api/v2/write", post(influx::write_v2))
+        .route("/v1/metrics", post(otlp::http_export))
+}
+
+/// The routes of the dedicated OTLP/HTTP port.
+pub(crate) fn otlp_http_routes() -> Router<Gateway> {
+    Router::new().route("/v1/metrics", post(otlp::http_export))
 }
