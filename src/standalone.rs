@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use canopy_compactor::{Compactor, CompactorConfig};
 use canopy_ingester::{Ingester, IngesterConfig};
-use canopy_liaison::{Gateway, LiaisonConfig, LocalDataPlane, start_liaison};
+use canopy_liaison::{AgentConfig, Gateway, LiaisonConfig, LocalDataPlane, start_liaison};
 use canopy_meta::{EmbeddedStore, SchemaRegistry};
 use canopy_querier::{Querier, QuerierConfig};
 use canopy_storage::{ObjectStoreConfig, open_object_store};
@@ -71,6 +71,30 @@ pub(crate) struct StandaloneArgs {
     /// OTLP/HTTP listen address (agents' default port 4318), or "off".
     #[arg(long, env = "CANOPY_OTLP_HTTP_ADDR", default_value = "0.0.0.0:4318")]
     otlp_http_addr: String,
+    /// InfluxDB write listen address (clients' default port 8086), or "off".
+    #[arg(long, env = "CANOPY_INFLUX_ADDR", default_value = "0.0.0.0:8086")]
+    influx_addr: String,
+    /// Group for Prometheus remote write / read.
+    #[arg(long, env = "CANOPY_PROMETHEUS_GROUP", default_value = "prometheus")]
+    prometheus_group: String,
+    /// Group for OTLP metrics.
+    #[arg(long, env = "CANOPY_OTLP_GROUP", default_value = "otlp")]
+    otlp_group: String,
+    /// Group for line protocol writes without a database / bucket.
+    #[arg(long, env = "CANOPY_INFLUX_GROUP", default_value = "influx")]
+    influx_group: String,
+    /// Most series per measure created by agents; new series beyond it are rejected.
+    #[arg(long, env = "CANOPY_AGENT_SERIES_MAX", default_value_t = 100_000)]
+    agent_series_max: usize,
+    /// Most labels per series from agents.
+    #[arg(long, env = "CANOPY_AGENT_LABELS_MAX", default_value_t = 64)]
+    agent_labels_max: usize,
+    /// Longest label (name + value, bytes) from agents.
+    #[arg(long, env = "CANOPY_AGENT_LABEL_BYTES_MAX", default_value_t = 2048)]
+    agent_label_bytes_max: usize,
+    /// Largest agent request body once decompressed.
+    #[arg(long, env = "CANOPY_AGENT_BODY_BYTES_MAX", default_value_t = 64 << 20)]
+    agent_body_bytes_max: usize,
     /// Flush a shard's memtable at this many bytes.
     #[arg(long, env = "CANOPY_FLUSH_BYTES", default_value_t = 64 << 20)]
     flush_bytes: usize,
@@ -126,7 +150,17 @@ pub(crate) async fn run(a: StandaloneArgs) -> anyhow::Result<()> {
     };
     let compactor = Arc::new(Compactor::new(ccfg, store));
     let data = Arc::new(LocalDataPlane { ingester: ingester.clone(), querier, compactor });
-    let mut gw = Gateway::new(registry, data);
+    let agents = AgentConfig {
+        prometheus_group: a.prometheus_group.clone(),
+        otlp_group: a.otlp_group.clone(),
+        influx_group: a.influx_group.clone(),
+        series_per_measure_max: a.agent_series_max,
+        labels_per_series_max: a.agent_labels_max,
+        label_bytes_max: a.agent_label_bytes_max,
+        body_bytes_max: a.agent_body_bytes_max,
+        ..AgentConfig::default()
+    };
+    let mut gw = Gateway::new(registry, data).with_agent_config(agents);
     gw.query_timeout = Duration::from_secs(a.query_timeout_secs);
     let compaction = (a.compaction_interval_secs > 0).then(|| {
         let gw = gw.clone();
@@ -152,13 +186,19 @@ pub(crate) async fn run(a: StandaloneArgs) -> anyhow::Result<()> {
         http_addr: a.http_addr,
         otlp_grpc_addr: optional(&a.otlp_grpc_addr)?,
         otlp_http_addr: optional(&a.otlp_http_addr)?,
+        influx_addr: optional(&a.influx_addr)?,
     };
     let bound = start_liaison(&cfg, gw, stop_rx).await?;
     let (http, grpc) = (bound.http, bound.grpc);
     let show = |a: Option<SocketAddr>| a.map_or("off".to_string(), |a| a.to_string());
     tracing::info!(%http, %grpc, otlp_grpc = %show(bound.otlp_grpc), otlp_http = %show(bound.otlp_http), object_store = %url, data_dir = %a.data_dir.display(), "canopy standalone ready");
     // One machine-readable line on stdout for scripts and tests.
-    println!("READY http={http} grpc={grpc} otlp_grpc={} otlp_http={}", show(bound.otlp_grpc), show(bound.otlp_http));
+    println!(
+        "READY http={http} grpc={grpc} otlp_grpc={} otlp_http={} influx={}",
+        show(bound.otlp_grpc),
+        show(bound.otlp_http),
+        show(bound.influx)
+    );
     let tasks = bound.tasks;
 
     shutdown_signal().await;

@@ -48,9 +48,10 @@ async fn api(port: u16, path: &str, params: &[(&str, String)]) -> Value {
         let req = reqwest::Client::new().post(&url).header("Content-Type", "application/x-www-form-urlencoded").body(body);
         if let Ok(r) = req.send().await
             && let Ok(v) = r.json::<Value>().await
-                && v["status"] == "success" {
-                    return v["data"].clone();
-                }
+            && v["status"] == "success"
+        {
+            return v["data"].clone();
+        }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     panic!("Prometheus on {port} did not answer {path} {params:?}");

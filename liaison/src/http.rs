@@ -47,6 +47,17 @@ pub(crate) fn router(gw: Gateway) -> Router {
         .with_state(gw)
 }
 
+/// The dedicated InfluxDB port.
+pub(crate) fn influx_router(gw: Gateway) -> Router {
+    crate::agents::influx_routes()
+        .fallback(|| async {
+            ApiError::new(crate::Code::NotFound, "no such route; this port serves InfluxDB writes (/write, /api/v2/write)")
+        })
+        .layer(DefaultBodyLimit::max(BODY_BYTES_MAX))
+        .layer(axum::middleware::from_fn_with_state(Arc::new(Semaphore::new(HTTP_REQUESTS_MAX)), limit_requests))
+        .with_state(gw)
+}
+
 /// The dedicated OTLP/HTTP port: only `/v1/metrics`.
 pub(crate) fn otlp_router(gw: Gateway) -> Router {
     crate::agents::otlp_http_routes()

@@ -28,6 +28,9 @@ pub struct LiaisonConfig {
     /// OTLP/HTTP (agents default to 4318); `None` disables the extra port
     /// (`/v1/metrics` is also served on `http_addr`).
     pub otlp_http_addr: Option<SocketAddr>,
+    /// InfluxDB writes (clients default to 8086); `None` disables the extra
+    /// port (`/write` and `/api/v2/write` are also served on `http_addr`).
+    pub influx_addr: Option<SocketAddr>,
 }
 
 /// The addresses the liaison bound and the tasks serving them.
@@ -37,6 +40,7 @@ pub struct Bound {
     pub grpc: SocketAddr,
     pub otlp_grpc: Option<SocketAddr>,
     pub otlp_http: Option<SocketAddr>,
+    pub influx: Option<SocketAddr>,
     pub tasks: Vec<JoinHandle<()>>,
 }
 
@@ -63,8 +67,16 @@ pub async fn start_liaison(cfg: &LiaisonConfig, gw: Gateway, shutdown: tokio::sy
         Some(a) => Some(tokio::net::TcpListener::bind(a).await?),
         None => None,
     };
+    let influx_listener = match cfg.influx_addr {
+        Some(a) => Some(tokio::net::TcpListener::bind(a).await?),
+        None => None,
+    };
     let mut tasks = Vec::new();
-    let mut bound = Bound { http: http_addr, grpc: grpc_addr, otlp_grpc: None, otlp_http: None, tasks: Vec::new() };
+    let mut bound = Bound { http: http_addr, grpc: grpc_addr, otlp_grpc: None, otlp_http: None, influx: None, tasks: Vec::new() };
+    if let Some(l) = influx_listener {
+        bound.influx = Some(l.local_addr()?);
+        tasks.push(tokio::spawn(serve_http(l, crate::http::influx_router(gw.clone()), shutdown.clone())));
+    }
     if let Some(l) = otlp_http_listener {
         bound.otlp_http = Some(l.local_addr()?);
         let app = crate::http::otlp_router(gw.clone());

@@ -74,6 +74,7 @@ pub struct Canopy {
     pub grpc: SocketAddr,
     pub otlp_grpc: SocketAddr,
     pub otlp_http: SocketAddr,
+    pub influx: SocketAddr,
     pub data_dir: PathBuf,
     extra: Vec<String>,
     backend_args: Vec<String>,
@@ -108,6 +109,7 @@ impl Canopy {
             grpc: "127.0.0.1:0".parse().unwrap(),
             otlp_grpc: "127.0.0.1:0".parse().unwrap(),
             otlp_http: "127.0.0.1:0".parse().unwrap(),
+            influx: "127.0.0.1:0".parse().unwrap(),
             data_dir: dir.path().join("data"),
             extra: extra.iter().map(|s| s.to_string()).collect(),
             backend_args,
@@ -157,6 +159,7 @@ impl Canopy {
                 "grpc" => self.grpc = v.parse().unwrap(),
                 "otlp_grpc" => self.otlp_grpc = v.parse().unwrap(),
                 "otlp_http" => self.otlp_http = v.parse().unwrap(),
+                "influx" => self.influx = v.parse().unwrap(),
                 _ => {}
             }
         }

@@ -106,6 +106,21 @@ impl Outcome {
     }
 }
 
+/// Writes the rows of several measures concurrently (so their WAL fsyncs
+/// share group commits) and sums the outcomes.
+pub(crate) async fn write_all(
+    gw: &Gateway,
+    group: &str,
+    by_measure: impl IntoIterator<Item = (String, Vec<AgentRow>)>,
+) -> Result<Outcome, ApiError> {
+    let writes = by_measure.into_iter().map(|(measure, rows)| async move { gw.agents.write(gw, group, &measure, rows).await });
+    let mut outcome = Outcome::default();
+    for r in futures::future::join_all(writes).await {
+        outcome.merge(r?);
+    }
+    Ok(outcome)
+}
+
 /// Mangles a name into one Canopy accepts.
 pub(crate) fn sanitize(name: &str) -> String {
     let mut s: String =

@@ -10,7 +10,7 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 
-use super::autoschema::{AgentRow, Outcome, sanitize};
+use super::autoschema::{AgentRow, sanitize, write_all};
 use super::body::decode_body;
 use super::line_protocol::{parse, precision_nanos};
 use crate::error::ApiError;
@@ -40,6 +40,22 @@ pub(crate) async fn write_v2(
     }
 }
 
+/// `GET|HEAD /ping`: InfluxDB clients check the server is up.
+pub(crate) async fn ping() -> Response {
+    (StatusCode::NO_CONTENT, [("X-Influxdb-Version", "canopy")]).into_response()
+}
+
+/// `GET /health` (InfluxDB 2 clients).
+pub(crate) async fn health() -> Response {
+    axum::Json(serde_json::json!({ "name": "canopy", "status": "pass", "message": "ready for writes" })).into_response()
+}
+
+/// `/query`: only so that `CREATE DATABASE` from Telegraf succeeds; groups
+/// are created on first write. Reads go through Canopy's own query API.
+pub(crate) async fn query() -> Response {
+    axum::Json(serde_json::json!({ "results": [{ "statement_id": 0 }] })).into_response()
+}
+
 async fn write(gw: &Gateway, db: Option<&String>, precision: Option<&String>, headers: &HeaderMap, body: &Bytes) -> Result<(), ApiError> {
     let agents = &gw.agents;
     let unit = precision_nanos(precision.map_or("", String::as_str))
@@ -57,9 +73,5 @@ async fn write(gw: &Gateway, db: Option<&String>, precision: Option<&String>, he
         };
         by_measure.entry(l.measurement).or_default().push(AgentRow { labels: l.tags, fields: l.fields, ts });
     }
-    let mut outcome = Outcome::default();
-    for (measure, rows) in by_measure {
-        outcome.merge(agents.write(gw, &group, &measure, rows).await?);
-    }
-    outcome.into_result().map(|_| ())
+    write_all(gw, &group, by_measure).await?.into_result().map(|_| ())
 }

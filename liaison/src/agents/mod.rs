@@ -28,6 +28,18 @@ pub(crate) fn routes() -> Router<Gateway> {
         .route("/v1/metrics", post(otlp::http_export))
 }
 
+/// The routes of the dedicated InfluxDB port (clients default to 8086):
+/// writes, plus the `/ping` and `/query` that Telegraf and the v1 clients
+/// call before writing (queries are not served; they get an empty result).
+pub(crate) fn influx_routes() -> Router<Gateway> {
+    Router::new()
+        .route("/write", post(influx::write_v1))
+        .route("/api/v2/write", post(influx::write_v2))
+        .route("/ping", axum::routing::get(influx::ping).head(influx::ping))
+        .route("/health", axum::routing::get(influx::health))
+        .route("/query", axum::routing::get(influx::query).post(influx::query))
+}
+
 /// The routes of the dedicated OTLP/HTTP port.
 pub(crate) fn otlp_http_routes() -> Router<Gateway> {
     Router::new().route("/v1/metrics", post(otlp::http_export))

@@ -36,7 +36,7 @@ use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 use opentelemetry_proto::tonic::metrics::v1::{AggregationTemporality, metric, number_data_point};
 use prost::Message;
 
-use super::autoschema::{AgentRow, Outcome};
+use super::autoschema::{AgentRow, write_all};
 use super::body::decode_body;
 use crate::error::ApiError;
 use crate::service::Gateway;
@@ -352,10 +352,7 @@ pub(crate) async fn export(gw: &Gateway, req: ExportMetricsServiceRequest) -> Re
     let mut rows = Rows::default();
     convert(req, &mut rows);
     let group = gw.agents.cfg.otlp_group.clone();
-    let mut outcome = Outcome::default();
-    for (measure, r) in rows.0 {
-        outcome.merge(gw.agents.write(gw, &group, &measure, r).await?);
-    }
+    let outcome = write_all(gw, &group, rows.0).await?;
     let partial_success = (outcome.rejected > 0)
         .then(|| ExportMetricsPartialSuccess { rejected_data_points: outcome.rejected as i64, error_message: outcome.reasons.join("; ") });
     Ok(ExportMetricsServiceResponse { partial_success })

@@ -20,7 +20,7 @@ use canopy_model::{FieldVal, LIMIT_MAX, nanos_to_timestamp};
 use prost::Message;
 use regex::Regex;
 
-use super::autoschema::{AgentRow, LABELS_FAMILY, Outcome, SERIES_TAG, sanitize};
+use super::autoschema::{AgentRow, LABELS_FAMILY, Outcome, SERIES_TAG, sanitize, write_all};
 use super::body::decode_snappy;
 use crate::error::{ApiError, Code};
 use crate::service::Gateway;
@@ -61,9 +61,7 @@ async fn write(gw: &Gateway, body: &Bytes) -> Result<(), ApiError> {
         }
     }
     let group = gw.agents.cfg.prometheus_group.clone();
-    for (metric, rows) in by_metric {
-        outcome.merge(gw.agents.write(gw, &group, &metric, rows).await?);
-    }
+    outcome.merge(write_all(gw, &group, by_metric).await?);
     outcome.into_result().map(|_| ())
 }
 
