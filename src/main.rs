@@ -18,7 +18,7 @@ struct Cli {
 enum Command {
     /// Run every role in one process: local WAL, embedded metadata, and a
     /// local-directory object store unless `--object-store` says otherwise.
-    Standalone(standalone::StandaloneArgs),
+    Standalone(Box<standalone::StandaloneArgs>),
     /// Run compaction, retention and garbage collection as a separate process.
     Compactor(compactor::CompactorArgs),
 }
@@ -33,7 +33,7 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     match cli.command {
-        Command::Standalone(args) => rt.block_on(standalone::run(args)),
+        Command::Standalone(args) => rt.block_on(standalone::run(*args)),
         Command::Compactor(args) => rt.block_on(compactor::run(args)),
     }
 }

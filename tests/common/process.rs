@@ -135,6 +135,8 @@ impl Canopy {
                 "127.0.0.1:0",
                 "--otlp-http-addr",
                 "127.0.0.1:0",
+                "--influx-addr",
+                "127.0.0.1:0",
             ])
             .args(&self.backend_args)
             .args(&self.extra)
