@@ -164,7 +164,12 @@ async fn otlp_json_and_malformed_payloads() {
             {"name": "json.gauge", "unit": "1", "gauge": {"dataPoints": [
                 {"attributes": [{"key": "k", "value": {"intValue": "3"}}], "timeUnixNano": t.to_string(), "asDouble": 0.25}]}},
             {"name": "json.count", "sum": {"aggregationTemporality": 2, "isMonotonic": true, "dataPoints": [
-                {"timeUnixNano": t.to_string(), "asInt": "42"}]}}
+                {"timeUnixNano": t.to_string(), "asInt": "42"}]}},
+            {"name": "json.delta", "sum": {"aggregationTemporality": 1, "isMonotonic": true, "dataPoints": [
+                {"timeUnixNano": t.to_string(), "asDouble": 1.5}]}},
+            {"name": "json.rpc", "unit": "s", "summary": {"dataPoints": [
+                {"timeUnixNano": t.to_string(), "count": "10", "sum": 2.5,
+                 "quantileValues": [{"quantile": 0.5, "value": 0.2}, {"quantile": 0.99, "value": 0.9}]}]}}
         ]}]
     }]});
     let r = reqwest::Client::new()
@@ -179,6 +184,14 @@ async fn otlp_json_and_malformed_payloads() {
     assert_eq!((p.len(), field_of(&p[0], "value"), nanos_of(&p[0])), (1, 0.25, t));
     let p = points(&http, "json_count_total", &[("job", "json-svc".into())], &["value"]).await;
     assert_eq!(field_of(&p[0], "value"), 42.0);
+    let p = points(&http, "json_delta_total", &[("otel_temporality", "delta".into()), ("otel_monotonic", "true".into())], &["value"]).await;
+    assert_eq!(field_of(&p[0], "value"), 1.5, "delta sums keep their temporality");
+    for (q, v) in [("0.5", 0.2), ("0.99", 0.9)] {
+        let p = points(&http, "json_rpc_seconds", &[("quantile", q.into())], &["value"]).await;
+        assert_eq!(field_of(&p[0], "value"), v, "summary quantile {q}");
+    }
+    assert_eq!(field_of(&points(&http, "json_rpc_seconds_count", &[], &["value"]).await[0], "value"), 10.0);
+    assert_eq!(field_of(&points(&http, "json_rpc_seconds_sum", &[], &["value"]).await[0], "value"), 2.5);
 
     // Malformed: truncated protobuf, bad JSON, bad gzip — 400 with a message, no panic.
     for (ct, enc, body, want) in [
