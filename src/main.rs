@@ -4,6 +4,12 @@
 mod compactor;
 mod standalone;
 
+/// mimalloc instead of glibc malloc: ingest allocates many small strings
+/// from many threads, where glibc's arena locks and consolidation cost half
+/// the CPU (measured with perf on the remote-write path).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::{Parser, Subcommand};
 
 /// Canopy: an observability database on object storage.

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 
 use canopy_api::v1::*;
 use canopy_meta::{MetaError, SchemaRegistry};
-use canopy_model::{FieldVal, MeasureSchema, TagVal, nanos_to_timestamp, series_id};
+use canopy_model::{FieldVal, MeasureSchema, Point, TagVal, series_id, shard_of};
 
 use crate::error::{ApiError, Code};
 use crate::service::Gateway;
@@ -123,6 +123,10 @@ pub(crate) async fn write_all(
 
 /// Mangles a name into one Canopy accepts.
 pub(crate) fn sanitize(name: &str) -> String {
+    let valid = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | ':' | '-');
+    if !name.is_empty() && !name.starts_with('.') && name.len() <= 255 && name.chars().all(valid) {
+        return name.to_string();
+    }
     let mut s: String =
         name.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | ':' | '-') { c } else { '_' }).collect();
     if s.is_empty() || s.starts_with('.') {
@@ -256,24 +260,30 @@ impl AutoSchema {
         Ok(self.registry.measure_schema(group, measure).await?)
     }
 
-    /// Turns rows into data points in the schema's layout, enforcing the
-    /// series limit and rejecting field values of the wrong type.
+    /// Turns rows into points in the schema's layout — validated here, so
+    /// they go straight to the data plane: the series limit, field types and
+    /// the group's TTL are checked; label strings are moved, not copied.
     fn build_points(
         &self,
         group: &str,
         measure: &str,
         schema: &MeasureSchema,
         rows: Vec<AgentRow>,
+        now: i64,
         out: &mut Outcome,
-    ) -> Vec<DataPointValue> {
+    ) -> Vec<Point> {
         let layout = &schema.layout;
-        let family_len = schema.proto.tag_families[0].tags.len();
+        let oldest = now.saturating_sub(schema.group.ttl_nanos);
         let mut points = Vec::with_capacity(rows.len());
         let mut series = self.series.lock().expect("series lock");
         let seen = series.entry((group.to_string(), measure.to_string())).or_default();
         'points: for r in rows {
-            let key = series_key(&r.labels);
-            let id = series_id(measure, [&TagVal::Str(key.clone())]);
+            if r.ts < oldest {
+                out.reject(format!("{measure}: timestamp {} is outside the group's TTL", r.ts));
+                continue;
+            }
+            let key = TagVal::Str(series_key(&r.labels));
+            let id = series_id(measure, [&key]);
             if !seen.contains(&id) {
                 if seen.len() >= self.cfg.series_per_measure_max {
                     out.reject(format!("{measure}: more than {} series (limit)", self.cfg.series_per_measure_max));
@@ -281,32 +291,26 @@ impl AutoSchema {
                 }
                 seen.insert(id);
             }
-            let mut tag_vals = vec![TagValue::default(); family_len];
-            tag_vals[0] = TagVal::Str(key).to_proto();
-            for (k, v) in &r.labels {
-                let i = layout.tag_index(k).expect("ensured");
-                tag_vals[i] = TagVal::Str(v.clone()).to_proto();
+            let mut tags = vec![TagVal::Null; layout.tags.len()];
+            tags[schema.entity[0]] = key;
+            for (k, v) in r.labels {
+                let i = layout.tag_index(&k).expect("ensured");
+                tags[i] = TagVal::Str(v);
             }
-            let mut field_vals = vec![FieldValue::default(); layout.fields.len()];
-            for (k, v) in &r.fields {
-                let i = layout.field_index(k).expect("ensured");
+            let mut fields = vec![FieldVal::Null; layout.fields.len()];
+            for (k, v) in r.fields {
+                let i = layout.field_index(&k).expect("ensured");
                 let want = layout.field_type(i);
-                let v = match (want, v) {
-                    (FieldType::Float, FieldVal::Int(n)) => FieldVal::Float(*n as f64),
-                    (t, v) if field_type(v) == Some(t) => v.clone(),
+                fields[i] = match (want, v) {
+                    (FieldType::Float, FieldVal::Int(n)) => FieldVal::Float(n as f64),
+                    (t, v) if field_type(&v) == Some(t) => v,
                     (t, v) => {
                         out.reject(format!("{measure}: field {k:?} is {}, got {}", t.as_str_name(), v.type_name()));
                         continue 'points;
                     }
                 };
-                field_vals[i] = v.to_proto();
             }
-            points.push(DataPointValue {
-                timestamp: Some(nanos_to_timestamp(r.ts)),
-                tag_families: vec![TagFamilyForWrite { tags: tag_vals }],
-                fields: field_vals,
-                version: 0,
-            });
+            points.push(Point { series: id, shard: shard_of(id, schema.group.shard_num), ts: r.ts, version: 0, tags, fields });
         }
         points
     }
@@ -336,39 +340,32 @@ impl AutoSchema {
             }
             for (k, v) in &mut r.fields {
                 *k = sanitize(k);
-                if let Some(t) = field_type(v) {
-                    fields.entry(k.clone()).or_insert(t);
+                if let Some(t) = field_type(v)
+                    && !fields.contains_key(k.as_str())
+                {
+                    fields.insert(k.clone(), t);
                 }
             }
-            tags.extend(r.labels.iter().map(|(k, _)| k.clone()));
+            for (k, _) in &r.labels {
+                if !tags.contains(k) {
+                    tags.insert(k.clone());
+                }
+            }
             kept.push(r);
         }
         if kept.is_empty() {
             return Ok(out);
         }
         let schema = self.ensure(group, &measure, &tags, &fields).await?;
-        let points = self.build_points(group, &measure, &schema, kept, &mut out);
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or(0);
+        let points = self.build_points(group, &measure, &schema, kept, now, &mut out);
         if points.is_empty() {
             return Ok(out);
         }
-        let resp = gw
-            .write(WriteRequest {
-                metadata: Some(Metadata { group: group.into(), name: measure.clone(), mod_revision: 0 }),
-                data_points: points,
-                message_id: 0,
-            })
-            .await;
-        match Status::try_from(resp.status) {
-            Ok(Status::Succeed | Status::InvalidArgument) => {
-                out.accepted += resp.accepted as usize;
-                for e in resp.errors {
-                    out.reject(format!("{measure}: {}", e.message));
-                }
-                Ok(out)
-            }
-            Ok(Status::ResourceExhausted) => Err(ApiError::new(Code::ResourceExhausted, resp.message)),
-            _ => Err(ApiError::new(Code::Internal, resp.message)),
-        }
+        let n = points.len();
+        gw.data.write(&schema, points).await?;
+        out.accepted += n;
+        Ok(out)
     }
 }
 

@@ -55,9 +55,13 @@ async fn write(gw: &Gateway, body: &Bytes) -> Result<(), ApiError> {
             continue;
         };
         let rows = by_metric.entry(name).or_default();
-        for s in ts.samples {
+        let last = ts.samples.len().saturating_sub(1);
+        let mut labels = Some(labels);
+        for (i, s) in ts.samples.into_iter().enumerate() {
             let Some(t) = s.timestamp.checked_mul(1_000_000) else { continue };
-            rows.push(AgentRow { labels: labels.clone(), fields: vec![(VALUE_FIELD.into(), FieldVal::Float(s.value))], ts: t });
+            // The last sample takes the labels; earlier ones copy them.
+            let l = if i == last { labels.take().unwrap_or_default() } else { labels.clone().unwrap_or_default() };
+            rows.push(AgentRow { labels: l, fields: vec![(VALUE_FIELD.into(), FieldVal::Float(s.value))], ts: t });
         }
     }
     let group = gw.agents.cfg.prometheus_group.clone();
