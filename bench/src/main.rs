@@ -1,0 +1,97 @@
+//! `canopy-bench`: Canopy side by side with VictoriaMetrics on TSBS-shaped
+//! data, in one run on one machine. For each load (InfluxDB line protocol,
+//! Prometheus remote write) it starts each peer fresh, loads the same rows,
+//! settles (flush + compaction / force-merge), and records ingest rate,
+//! bytes per sample and peak RSS; the table goes to stdout and, as markdown
+//! and JSON, to the results folder.
+
+mod load;
+mod peers;
+mod report;
+mod tsbs;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use clap::Parser;
+
+use crate::load::Protocol;
+use crate::peers::Peer;
+use crate::report::Figures;
+
+#[derive(Debug, Parser)]
+#[command(about = "Canopy vs VictoriaMetrics on TSBS devops cpu-only data")]
+struct Args {
+    /// Number of hosts.
+    #[arg(long, default_value_t = 100)]
+    scale: usize,
+    /// Hours of data, ending now.
+    #[arg(long, default_value_t = 24)]
+    hours: usize,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Rows per request.
+    #[arg(long, default_value_t = 1000)]
+    batch: usize,
+    /// Concurrent requests.
+    #[arg(long, default_value_t = 4)]
+    concurrency: usize,
+    /// The Canopy binary (a release build).
+    #[arg(long, default_value = "target/release/canopy")]
+    canopy_bin: PathBuf,
+    #[arg(long, default_value = "victoria-metrics")]
+    victoria_metrics_bin: String,
+    /// Where results/<time>/results.{md,json} go.
+    #[arg(long, default_value = "results")]
+    out: PathBuf,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let a = Args::parse();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs() as i64;
+    let steps = a.hours * 3600 / tsbs::INTERVAL_SECS as usize;
+    let start = (now - steps as i64 * tsbs::INTERVAL_SECS) / 60 * 60;
+    let hosts = Arc::new(tsbs::hosts(a.scale, a.seed));
+    let rows = Arc::new(tsbs::rows(a.scale, start, steps, a.seed));
+    let samples = (rows.len() * tsbs::FIELDS.len()) as u64;
+    eprintln!("TSBS devops cpu-only: {} hosts x {} h = {} rows, {} samples", a.scale, a.hours, rows.len(), samples);
+    let work = std::env::temp_dir().join(format!("canopy-bench-{}", std::process::id()));
+    let mut figs = Vec::new();
+    for protocol in [Protocol::Influx, Protocol::RemoteWrite] {
+        for peer_name in ["canopy", "victoria-metrics"] {
+            let dir = work.join(format!("{peer_name}-{}", protocol.name().replace(' ', "-")));
+            std::fs::create_dir_all(&dir)?;
+            let peer = match peer_name {
+                "canopy" => Peer::canopy(&a.canopy_bin, &dir)?,
+                _ => Peer::victoria_metrics(&a.victoria_metrics_bin, &dir).await?,
+            };
+            eprintln!("{peer_name}:");
+            let secs = load::load(&peer.base, protocol, hosts.clone(), rows.clone(), a.batch, a.concurrency).await?;
+            peer.settle().await?;
+            figs.push(Figures {
+                peer: peer.name,
+                protocol: protocol.name(),
+                samples,
+                secs,
+                bytes: peer.bytes_on_disk(),
+                peak_rss: peer.peak_rss(),
+            });
+            drop(peer);
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+    }
+    let table = report::markdown(&figs);
+    println!("\n{table}");
+    let out = a.out.join(format!("{now}"));
+    std::fs::create_dir_all(&out)?;
+    let header = format!(
+        "TSBS devops cpu-only, {} hosts x {} h ({} samples), batch {}, concurrency {}\n\n",
+        a.scale, a.hours, samples, a.batch, a.concurrency
+    );
+    std::fs::write(out.join("results.md"), format!("{header}{table}"))?;
+    std::fs::write(out.join("results.json"), serde_json::to_string_pretty(&report::json(&figs))?)?;
+    eprintln!("results in {}", out.display());
+    let _ = std::fs::remove_dir_all(&work);
+    Ok(())
+}

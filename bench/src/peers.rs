@@ -1,0 +1,136 @@
+//! Starting, measuring and stopping the two peers: Canopy standalone (a
+//! release build) and VictoriaMetrics single-node, each on a free loopback
+//! port with a data directory of its own.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// A running peer.
+pub(crate) struct Peer {
+    pub(crate) name: &'static str,
+    child: Child,
+    /// HTTP base URL, e.g. `http://127.0.0.1:1234`.
+    pub(crate) base: String,
+    pub(crate) data_dir: PathBuf,
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+impl Peer {
+    /// Starts Canopy standalone with compaction on demand and a short GC grace.
+    pub(crate) fn canopy(bin: &Path, dir: &Path) -> anyhow::Result<Peer> {
+        let mut child = Command::new(bin)
+            .args(["standalone", "--http-addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0"])
+            .args(["--otlp-grpc-addr", "off", "--otlp-http-addr", "off", "--influx-addr", "off"])
+            .args(["--compaction-interval-secs", "0", "--gc-grace-secs", "2", "--query-timeout-secs", "1"])
+            .arg("--data-dir")
+            .arg(dir)
+            .env("CANOPY_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map_err(|e| anyhow::anyhow!("starting {}: {e}", bin.display()))?;
+        let stdout = child.stdout.take().expect("piped");
+        let mut lines = BufReader::new(stdout).lines();
+        let ready = loop {
+            match lines.next() {
+                Some(Ok(l)) if l.starts_with("READY ") => break l,
+                Some(Ok(_)) => {}
+                _ => anyhow::bail!("canopy exited before it was ready"),
+            }
+        };
+        std::thread::spawn(move || for _ in lines {});
+        let http = ready.split_whitespace().find_map(|kv| kv.strip_prefix("http=")).expect("http address").to_string();
+        Ok(Peer { name: "canopy", child, base: format!("http://{http}"), data_dir: dir.to_path_buf() })
+    }
+
+    /// Starts VictoriaMetrics single-node.
+    pub(crate) async fn victoria_metrics(bin: &str, dir: &Path) -> anyhow::Result<Peer> {
+        let port = free_port();
+        let child = Command::new(bin)
+            .arg(format!("-storageDataPath={}", dir.display()))
+            .arg(format!("-httpListenAddr=127.0.0.1:{port}"))
+            .args(["-retentionPeriod=100y", "-search.latencyOffset=0s", "-loggerLevel=ERROR"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map_err(|e| anyhow::anyhow!("starting {bin} (apt-get install victoria-metrics): {e}"))?;
+        let peer = Peer { name: "victoria-metrics", child, base: format!("http://127.0.0.1:{port}"), data_dir: dir.to_path_buf() };
+        for _ in 0..200 {
+            if let Ok(r) = reqwest::get(format!("{}/health", peer.base)).await {
+                if r.status().is_success() {
+                    return Ok(peer);
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        anyhow::bail!("victoria-metrics did not become healthy")
+    }
+
+    /// Makes everything durable and compact: flush + compaction (+ GC) for
+    /// Canopy, force_flush + force_merge for VictoriaMetrics.
+    pub(crate) async fn settle(&self) -> anyhow::Result<()> {
+        let c = reqwest::Client::new();
+        if self.name == "canopy" {
+            c.post(format!("{}/api/v1/admin/flush", self.base)).send().await?.error_for_status()?;
+            for _ in 0..64 {
+                let r: serde_json::Value = c.post(format!("{}/api/v1/admin/compact", self.base)).send().await?.json().await?;
+                if r.get("merges").is_none() {
+                    break;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(2_500)).await;
+            c.post(format!("{}/api/v1/admin/compact", self.base)).send().await?.error_for_status()?;
+        } else {
+            c.get(format!("{}/internal/force_flush", self.base)).send().await?.error_for_status()?;
+            c.get(format!("{}/internal/force_merge", self.base)).send().await?.error_for_status()?;
+            // force_merge runs in the background; give it time to finish.
+            let mut last = 0;
+            for _ in 0..60 {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                let now = self.bytes_on_disk();
+                if now == last {
+                    break;
+                }
+                last = now;
+            }
+        }
+        Ok(())
+    }
+
+    /// Bytes of stored data: Canopy's object store, VictoriaMetrics' data
+    /// directory (both excluding write-ahead logs and caches that vanish).
+    pub(crate) fn bytes_on_disk(&self) -> u64 {
+        let dir = if self.name == "canopy" { self.data_dir.join("objects") } else { self.data_dir.join("data") };
+        du(&dir)
+    }
+
+    /// Peak resident memory so far (VmHWM), in bytes.
+    pub(crate) fn peak_rss(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .map_or(0, |kb| kb * 1024)
+    }
+}
+
+fn du(p: &Path) -> u64 {
+    let Ok(meta) = std::fs::symlink_metadata(p) else { return 0 };
+    if meta.is_file() {
+        return meta.len();
+    }
+    std::fs::read_dir(p).map(|rd| rd.flatten().map(|e| du(&e.path())).sum()).unwrap_or(0)
+}
