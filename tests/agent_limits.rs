@@ -25,7 +25,7 @@ async fn count(http: &Http) -> usize {
         groups: vec!["lim".into()],
         name: "m".into(),
         time_range: time_range(now_nanos() - HOUR, now_nanos() + HOUR),
-        agg: Some(Aggregation { function: AggregationFunction::Count as i32, field_name: "v".into() }),
+        agg: Some(Aggregation { function: AggregationFunction::Count as i32, field_name: "v".into(), field_names: vec![] }),
         ..Default::default()
     };
     http.query(&q).await.data_points.first().map_or(0, |d| field_of(d, "v") as usize)

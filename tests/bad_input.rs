@@ -84,7 +84,7 @@ async fn bad_input(backend: Backend) {
         name: MEASURE.into(),
         time_range: time_range(now - 2 * HOUR, now + HOUR),
         group_by: Some(GroupBy { tag_projection: Some(projection("default", &["host"])), field_name: "count".into(), bucket_millis: 0 }),
-        agg: Some(Aggregation { function: AggregationFunction::Count as i32, field_name: "count".into() }),
+        agg: Some(Aggregation { function: AggregationFunction::Count as i32, field_name: "count".into(), field_names: vec![] }),
         ..Default::default()
     };
     let got = http.query(&q).await;

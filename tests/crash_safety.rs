@@ -45,7 +45,7 @@ async fn total_count(http: &Http, begin: i64) -> usize {
         groups: vec![GROUP.into()],
         name: MEASURE.into(),
         time_range: time_range(begin, now_nanos() + HOUR),
-        agg: Some(Aggregation { function: AggregationFunction::Count as i32, field_name: "usage".into() }),
+        agg: Some(Aggregation { function: AggregationFunction::Count as i32, field_name: "usage".into(), field_names: vec![] }),
         ..Default::default()
     };
     let r = http.query(&q).await;

@@ -21,7 +21,7 @@ async fn count(http: &Http, begin: i64) -> usize {
         groups: vec![GROUP.into()],
         name: MEASURE.into(),
         time_range: time_range(begin, now_nanos() + HOUR),
-        agg: Some(Aggregation { function: AggregationFunction::Count as i32, field_name: "count".into() }),
+        agg: Some(Aggregation { function: AggregationFunction::Count as i32, field_name: "count".into(), field_names: vec![] }),
         ..Default::default()
     };
     http.query(&q).await.data_points.first().map_or(0, |d| field_of(d, "count") as usize)

@@ -61,12 +61,13 @@ async fn round_trip(backend: Backend) {
     check_bucketed_aggregations(&http, &oracle, range).await;
     check_raw_ordering(&http, &oracle, range).await;
     check_top_n(&http, &oracle, range).await;
+    check_field_conditions_and_multi_field_aggregations(&http, &oracle, range).await;
     // gRPC query gives the same answer as HTTP.
     let q = QueryRequest {
         groups: vec![GROUP.into()],
         name: MEASURE.into(),
         time_range: range,
-        agg: Some(Aggregation { function: AggregationFunction::Count as i32, field_name: "count".into() }),
+        agg: Some(Aggregation { function: AggregationFunction::Count as i32, field_name: "count".into(), field_names: vec![] }),
         ..Default::default()
     };
     let via_grpc = grpc_query(c.grpc, q.clone()).await.unwrap();
@@ -87,7 +88,7 @@ async fn check_filtered_group_sum(http: &Http, oracle: &Oracle, range: Option<Ti
         time_range: range,
         criteria: Some(criteria),
         group_by: Some(GroupBy { tag_projection: Some(projection("default", &["region"])), field_name: "usage".into(), bucket_millis: 0 }),
-        agg: Some(Aggregation { function: AggregationFunction::Sum as i32, field_name: "usage".into() }),
+        agg: Some(Aggregation { function: AggregationFunction::Sum as i32, field_name: "usage".into(), field_names: vec![] }),
         ..Default::default()
     };
     let got = http.query(&q).await;
@@ -122,7 +123,7 @@ async fn check_bucketed_aggregations(http: &Http, oracle: &Oracle, range: Option
                 field_name: field.into(),
                 bucket_millis: bucket / 1_000_000,
             }),
-            agg: Some(Aggregation { function: func as i32, field_name: field.into() }),
+            agg: Some(Aggregation { function: func as i32, field_name: field.into(), field_names: vec![] }),
             limit: 10_000,
             ..Default::default()
         };
@@ -188,7 +189,7 @@ async fn check_top_n(http: &Http, oracle: &Oracle, range: Option<TimeRange>) {
         name: MEASURE.into(),
         time_range: range,
         group_by: Some(GroupBy { tag_projection: Some(projection("default", &["host"])), field_name: "usage".into(), bucket_millis: 0 }),
-        agg: Some(Aggregation { function: AggregationFunction::Max as i32, field_name: "usage".into() }),
+        agg: Some(Aggregation { function: AggregationFunction::Max as i32, field_name: "usage".into(), field_names: vec![] }),
         top: Some(Top { number: 3, field_name: "usage".into(), field_value_sort: Sort::Desc as i32 }),
         ..Default::default()
     };
@@ -215,6 +216,76 @@ async fn check_top_n(http: &Http, oracle: &Oracle, range: Option<TimeRange>) {
     let mut all: Vec<f64> = oracle.rows.values().map(|s| s.usage).collect();
     all.sort_by(f64::total_cmp);
     assert_eq!(got, all[..5].to_vec());
+}
+
+async fn check_field_conditions_and_multi_field_aggregations(http: &Http, oracle: &Oracle, range: Option<TimeRange>) {
+    // usage > 90 AND region == "eu": raw rows, then last/first/max of two fields per host.
+    let field_gt = Criteria {
+        exp: Some(criteria::Exp::Condition(Condition {
+            name: "usage".into(),
+            op: BinaryOp::Gt as i32,
+            value: None,
+            field_value: Some(FieldValue { value: Some(field_value::Value::Float(Float { value: 90.0 })) }),
+        })),
+    };
+    let criteria = logical(LogicalOp::And, field_gt, cond("region", BinaryOp::Eq, tag_str("eu")));
+    let want: Vec<&Sample> = oracle.rows.values().filter(|s| s.usage > 90.0 && s.region == "eu").collect();
+    let q = QueryRequest {
+        groups: vec![GROUP.into()],
+        name: MEASURE.into(),
+        time_range: range,
+        criteria: Some(criteria.clone()),
+        field_projection: Some(FieldProjection { names: vec!["usage".into()] }),
+        limit: 10_000,
+        ..Default::default()
+    };
+    let got = http.query(&q).await;
+    assert_eq!(got.data_points.len(), want.len(), "rows with usage > 90 in eu");
+    assert!(got.data_points.iter().all(|d| field_of(d, "usage") > 90.0));
+    for (func, pick) in [(AggregationFunction::Last, true), (AggregationFunction::First, false)] {
+        let q = QueryRequest {
+            groups: vec![GROUP.into()],
+            name: MEASURE.into(),
+            time_range: range,
+            criteria: Some(criteria.clone()),
+            group_by: Some(GroupBy {
+                tag_projection: Some(projection("default", &["host"])),
+                field_name: "usage".into(),
+                bucket_millis: 0,
+            }),
+            agg: Some(Aggregation { function: func as i32, field_name: "usage".into(), field_names: vec!["count".into()] }),
+            limit: 1000,
+            ..Default::default()
+        };
+        let got = http.query(&q).await;
+        let mut expect: BTreeMap<String, &Sample> = BTreeMap::new();
+        for s in &want {
+            let e = expect.entry(s.host.clone()).or_insert(s);
+            if (pick && s.ts > e.ts) || (!pick && s.ts < e.ts) {
+                *e = s;
+            }
+        }
+        assert_eq!(got.data_points.len(), expect.len(), "{func:?} groups");
+        for d in &got.data_points {
+            let s = expect[&tag_of(d, "host")];
+            assert_eq!(field_of(d, "usage"), s.usage, "{func:?} usage of {}", s.host);
+            assert_eq!(field_of(d, "count"), s.count as f64, "{func:?} count of {}", s.host);
+        }
+    }
+    let q = QueryRequest {
+        groups: vec![GROUP.into()],
+        name: MEASURE.into(),
+        time_range: range,
+        agg: Some(Aggregation {
+            function: AggregationFunction::Max as i32,
+            field_name: String::new(),
+            field_names: vec!["usage".into(), "count".into()],
+        }),
+        ..Default::default()
+    };
+    let got = http.query(&q).await;
+    assert_eq!(field_of(&got.data_points[0], "usage"), oracle.rows.values().map(|s| s.usage).fold(f64::MIN, f64::max));
+    assert_eq!(field_of(&got.data_points[0], "count"), oracle.rows.values().map(|s| s.count).max().unwrap() as f64);
 }
 
 #[tokio::test]

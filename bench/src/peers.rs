@@ -68,10 +68,10 @@ impl Peer {
             .map_err(|e| anyhow::anyhow!("starting {bin} (apt-get install victoria-metrics): {e}"))?;
         let peer = Peer { name: "victoria-metrics", child, base: format!("http://127.0.0.1:{port}"), data_dir: dir.to_path_buf() };
         for _ in 0..200 {
-            if let Ok(r) = reqwest::get(format!("{}/health", peer.base)).await {
-                if r.status().is_success() {
-                    return Ok(peer);
-                }
+            if let Ok(r) = reqwest::get(format!("{}/health", peer.base)).await
+                && r.status().is_success()
+            {
+                return Ok(peer);
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }

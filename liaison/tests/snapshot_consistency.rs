@@ -106,6 +106,7 @@ async fn queries_during_writes_and_flushes_see_consistent_snapshots() {
                         name: "s".into(),
                         op: BinaryOp::Eq as i32,
                         value: Some(TagValue { value: Some(tag_value::Value::Int(Int { value: s })) }),
+                        field_value: None,
                     })),
                 }),
                 field_projection: Some(FieldProjection { names: vec!["v".into()] }),

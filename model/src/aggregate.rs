@@ -13,6 +13,8 @@ pub enum AggFunction {
     Min,
     Max,
     Count,
+    Last,
+    First,
 }
 
 impl AggFunction {
@@ -24,6 +26,8 @@ impl AggFunction {
             AggregationFunction::Min => Some(AggFunction::Min),
             AggregationFunction::Max => Some(AggFunction::Max),
             AggregationFunction::Count => Some(AggFunction::Count),
+            AggregationFunction::Last => Some(AggFunction::Last),
+            AggregationFunction::First => Some(AggFunction::First),
             AggregationFunction::Unspecified => None,
         }
     }
@@ -31,7 +35,7 @@ impl AggFunction {
 
 /// Partial aggregate of one group over the non-null numeric values seen.
 /// Integer fields are summed exactly in `i128`; float fields in `f64`.
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct AggState {
     pub count: u64,
     pub sum_int: i128,
@@ -40,11 +44,33 @@ pub struct AggState {
     pub max: Option<f64>,
     pub min_int: Option<i64>,
     pub max_int: Option<i64>,
+    /// The value with the latest timestamp, and the earliest.
+    pub last: Option<(i64, FieldVal)>,
+    pub first: Option<(i64, FieldVal)>,
+}
+
+/// Picks between two timed values: the later (or earlier) one; equal
+/// timestamps keep the larger value, so the choice is the same in any order.
+fn pick(a: Option<(i64, FieldVal)>, b: Option<(i64, FieldVal)>, later: bool) -> Option<(i64, FieldVal)> {
+    match (a, b) {
+        (Some(x), Some(y)) => {
+            let by_time = if later { x.0.cmp(&y.0) } else { y.0.cmp(&x.0) };
+            let by_value = x.1.as_f64().unwrap_or(f64::MIN).total_cmp(&y.1.as_f64().unwrap_or(f64::MIN));
+            if by_time.then(by_value).is_ge() { Some(x) } else { Some(y) }
+        }
+        (x, None) => x,
+        (None, y) => y,
+    }
 }
 
 impl AggState {
-    /// Folds one value in; nulls and non-numeric values are skipped.
-    pub fn add(&mut self, v: &FieldVal) {
+    /// Folds one value at time `ts` in; nulls are skipped, and non-numeric
+    /// values count only for last/first.
+    pub fn add(&mut self, v: &FieldVal, ts: i64) {
+        if !matches!(v, FieldVal::Null) {
+            self.last = pick(self.last.take(), Some((ts, v.clone())), true);
+            self.first = pick(self.first.take(), Some((ts, v.clone())), false);
+        }
         match v {
             FieldVal::Int(i) => {
                 self.count += 1;
@@ -71,6 +97,8 @@ impl AggState {
         self.max = min_opt(self.max, o.max, f64::max);
         self.min_int = min_opt(self.min_int, o.min_int, i64::min);
         self.max_int = min_opt(self.max_int, o.max_int, i64::max);
+        self.last = pick(self.last.take(), o.last.clone(), true);
+        self.first = pick(self.first.take(), o.first.clone(), false);
     }
 
     /// The final value. Integer-only input keeps integer results for sum, min
@@ -80,6 +108,8 @@ impl AggState {
         let any_int = self.min_int.is_some();
         match f {
             AggFunction::Count => FieldVal::Int(self.count as i64),
+            AggFunction::Last => self.last.as_ref().map(|(_, v)| v.clone()).unwrap_or_default(),
+            AggFunction::First => self.first.as_ref().map(|(_, v)| v.clone()).unwrap_or_default(),
             _ if self.count == 0 => FieldVal::Null,
             AggFunction::Sum if !any_float => FieldVal::Int(self.sum_int.clamp(i64::MIN as i128, i64::MAX as i128) as i64),
             AggFunction::Sum => FieldVal::Float(self.sum_float + self.sum_int as f64),
@@ -112,22 +142,33 @@ mod tests {
     fn merged_partials_equal_one_pass() {
         let vals: Vec<FieldVal> = (1..=10).map(|i| FieldVal::Float(i as f64 * 1.5)).collect();
         let mut whole = AggState::default();
-        vals.iter().for_each(|v| whole.add(v));
+        vals.iter().enumerate().for_each(|(i, v)| whole.add(v, i as i64));
         let (mut a, mut b) = (AggState::default(), AggState::default());
-        vals[..3].iter().for_each(|v| a.add(v));
-        vals[3..].iter().for_each(|v| b.add(v));
-        a.merge(&b);
-        for f in [AggFunction::Sum, AggFunction::Mean, AggFunction::Min, AggFunction::Max, AggFunction::Count] {
+        vals[..3].iter().enumerate().for_each(|(i, v)| a.add(v, i as i64));
+        vals[3..].iter().enumerate().for_each(|(i, v)| b.add(v, 3 + i as i64));
+        b.merge(&a);
+        a = b;
+        for f in [
+            AggFunction::Sum,
+            AggFunction::Mean,
+            AggFunction::Min,
+            AggFunction::Max,
+            AggFunction::Count,
+            AggFunction::Last,
+            AggFunction::First,
+        ] {
             assert_eq!(a.finish(f), whole.finish(f), "{f:?}");
         }
         assert_eq!(whole.finish(AggFunction::Mean), FieldVal::Float(8.25));
+        assert_eq!(whole.finish(AggFunction::Last), FieldVal::Float(15.0));
+        assert_eq!(whole.finish(AggFunction::First), FieldVal::Float(1.5));
     }
 
     #[test]
     fn integers_stay_integers_and_nulls_are_skipped() {
         let mut s = AggState::default();
-        for v in [FieldVal::Int(5), FieldVal::Null, FieldVal::Int(-2)] {
-            s.add(&v);
+        for (i, v) in [FieldVal::Int(5), FieldVal::Null, FieldVal::Int(-2)].into_iter().enumerate() {
+            s.add(&v, i as i64);
         }
         assert_eq!(s.finish(AggFunction::Sum), FieldVal::Int(3));
         assert_eq!(s.finish(AggFunction::Min), FieldVal::Int(-2));

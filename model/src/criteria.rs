@@ -2,10 +2,10 @@
 
 use std::cmp::Ordering;
 
-use canopy_api::v1::{BinaryOp, Criteria, TagType, criteria, logical_expression::LogicalOp};
+use canopy_api::v1::{BinaryOp, Criteria, FieldType, TagType, criteria, logical_expression::LogicalOp};
 
 use crate::layout::ColumnLayout;
-use crate::value::TagVal;
+use crate::value::{FieldVal, TagVal};
 use crate::{ModelError, Result};
 
 /// Deepest criteria tree accepted; bounds recursion on hostile input.
@@ -23,6 +23,12 @@ pub enum Predicate {
         op: BinaryOp,
         value: TagVal,
     },
+    /// A numeric comparison on a field (null never matches).
+    FieldCmp {
+        field: usize,
+        op: BinaryOp,
+        value: f64,
+    },
 }
 
 impl Predicate {
@@ -34,13 +40,27 @@ impl Predicate {
         }
     }
 
-    /// Evaluates the predicate on tags laid out as the compiled layout.
-    pub fn eval(&self, tags: &[TagVal]) -> bool {
+    /// Evaluates the predicate on a row's tags and fields, laid out as the
+    /// compiled layout.
+    pub fn eval(&self, tags: &[TagVal], fields: &[FieldVal]) -> bool {
         match self {
             Predicate::True => true,
-            Predicate::And(a, b) => a.eval(tags) && b.eval(tags),
-            Predicate::Or(a, b) => a.eval(tags) || b.eval(tags),
+            Predicate::And(a, b) => a.eval(tags, fields) && b.eval(tags, fields),
+            Predicate::Or(a, b) => a.eval(tags, fields) || b.eval(tags, fields),
             Predicate::Cmp { tag, op, value } => compare(&tags[*tag], *op, value),
+            Predicate::FieldCmp { field, op, value } => fields[*field].as_f64().is_some_and(|v| compare_num(v, *op, *value)),
+        }
+    }
+
+    /// Fields the predicate reads.
+    pub fn fields_used(&self, out: &mut Vec<usize>) {
+        match self {
+            Predicate::And(a, b) | Predicate::Or(a, b) => {
+                a.fields_used(out);
+                b.fields_used(out);
+            }
+            Predicate::FieldCmp { field, .. } => out.push(*field),
+            Predicate::True | Predicate::Cmp { .. } => {}
         }
     }
 
@@ -53,6 +73,7 @@ impl Predicate {
                 b.tags_used(out);
             }
             Predicate::Cmp { tag, .. } => out.push(*tag),
+            Predicate::FieldCmp { .. } => {}
         }
     }
 }
@@ -76,6 +97,26 @@ fn compile(c: &Criteria, layout: &ColumnLayout, path: &str, depth: usize) -> Res
                 Ok(LogicalOp::Or) => Ok(Predicate::Or(Box::new(l), Box::new(r))),
                 _ => Err(ModelError::invalid(format!("{path}.le.op"), "must be LOGICAL_OP_AND or LOGICAL_OP_OR")),
             }
+        }
+        Some(criteria::Exp::Condition(cond)) if cond.field_value.is_some() => {
+            let cpath = format!("{path}.condition");
+            let field = layout
+                .field_index(&cond.name)
+                .ok_or_else(|| ModelError::invalid(format!("{cpath}.name"), format!("unknown field {:?}", cond.name)))?;
+            let op = BinaryOp::try_from(cond.op)
+                .ok()
+                .filter(|op| matches!(op, BinaryOp::Eq | BinaryOp::Ne | BinaryOp::Lt | BinaryOp::Le | BinaryOp::Gt | BinaryOp::Ge))
+                .ok_or_else(|| ModelError::invalid(format!("{cpath}.op"), "field conditions take EQ, NE, LT, LE, GT or GE"))?;
+            let value = cond
+                .field_value
+                .as_ref()
+                .map(FieldVal::from_proto)
+                .and_then(|v| v.as_f64())
+                .ok_or_else(|| ModelError::invalid(format!("{cpath}.field_value"), "an int or float operand is required"))?;
+            if !matches!(layout.field_type(field), FieldType::Int | FieldType::Float) {
+                return Err(ModelError::invalid(format!("{cpath}.name"), format!("field {:?} is not numeric", cond.name)));
+            }
+            Ok(Predicate::FieldCmp { field, op, value })
         }
         Some(criteria::Exp::Condition(cond)) => {
             let cpath = format!("{path}.condition");
@@ -127,6 +168,18 @@ fn compare(tag: &TagVal, op: BinaryOp, value: &TagVal) -> bool {
     }
 }
 
+fn compare_num(v: f64, op: BinaryOp, x: f64) -> bool {
+    match op {
+        BinaryOp::Eq => v == x,
+        BinaryOp::Ne => v != x,
+        BinaryOp::Lt => v < x,
+        BinaryOp::Le => v <= x,
+        BinaryOp::Gt => v > x,
+        BinaryOp::Ge => v >= x,
+        _ => false,
+    }
+}
+
 fn contains(set: &TagVal, v: &TagVal) -> bool {
     match (set, v) {
         (TagVal::StrArray(a), TagVal::Str(s)) => a.contains(s),
@@ -148,7 +201,14 @@ mod tests {
     }
 
     fn cond(name: &str, op: BinaryOp, v: TagVal) -> Criteria {
-        Criteria { exp: Some(criteria::Exp::Condition(Condition { name: name.into(), op: op as i32, value: Some(v.to_proto()) })) }
+        Criteria {
+            exp: Some(criteria::Exp::Condition(Condition {
+                name: name.into(),
+                op: op as i32,
+                value: Some(v.to_proto()),
+                field_value: None,
+            })),
+        }
     }
 
     fn and_or(op: LogicalOp, l: Criteria, r: Criteria) -> Criteria {
@@ -166,11 +226,11 @@ mod tests {
         );
         let p = Predicate::compile(Some(&c), &layout()).unwrap();
         let row = |h: &str, p: i64| vec![TagVal::Str(h.into()), TagVal::Int(p)];
-        assert!(p.eval(&row("a", 80)));
-        assert!(!p.eval(&row("a", 79)));
-        assert!(p.eval(&row("y", 1)));
-        assert!(!p.eval(&row("b", 100)));
-        assert!(!p.eval(&[TagVal::Null, TagVal::Null]));
+        assert!(p.eval(&row("a", 80), &[]));
+        assert!(!p.eval(&row("a", 79), &[]));
+        assert!(p.eval(&row("y", 1), &[]));
+        assert!(!p.eval(&row("b", 100), &[]));
+        assert!(!p.eval(&[TagVal::Null, TagVal::Null], &[]));
     }
 
     #[test]

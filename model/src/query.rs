@@ -97,11 +97,12 @@ pub fn pinned_series(schema: &MeasureSchema, predicate: &Predicate) -> Option<Ve
     Some(ids)
 }
 
-/// Group-by plus aggregation of one field.
+/// Group-by plus aggregation of one or more fields (one function).
 #[derive(Debug, Clone)]
 pub struct Aggregation {
     pub function: AggFunction,
-    pub field: usize,
+    /// Aggregated fields; top-N ranks by the first.
+    pub fields: Vec<usize>,
     pub group_tags: Vec<usize>,
     /// Bucket width in nanoseconds; 0 means a single bucket.
     pub bucket_nanos: i64,
@@ -188,7 +189,7 @@ impl QueryPlan {
 
     /// True if the row is in range and matches the criteria.
     pub fn matches(&self, p: &Point) -> bool {
-        p.ts >= self.begin && p.ts < self.end && self.predicate.eval(&p.tags)
+        p.ts >= self.begin && p.ts < self.end && self.predicate.eval(&p.tags, &p.fields)
     }
 
     /// True if the criteria read only entity tags. Only then may sources
@@ -197,12 +198,17 @@ impl QueryPlan {
     pub fn pushdown_safe(&self) -> bool {
         let mut used = Vec::new();
         self.predicate.tags_used(&mut used);
-        used.iter().all(|t| self.schema.entity.contains(t))
+        let mut fields = Vec::new();
+        self.predicate.fields_used(&mut fields);
+        fields.is_empty() && used.iter().all(|t| self.schema.entity.contains(t))
     }
 
     /// The filter a source (memtable, part) applies before deduplication.
     pub fn source_filter(&self, p: &Point) -> bool {
-        p.ts >= self.begin && p.ts < self.end && self.series_allowed(p.series) && (!self.pushdown_safe() || self.predicate.eval(&p.tags))
+        p.ts >= self.begin
+            && p.ts < self.end
+            && self.series_allowed(p.series)
+            && (!self.pushdown_safe() || self.predicate.eval(&p.tags, &p.fields))
     }
 
     /// Which target tags and fields the query reads (criteria, projections,
@@ -216,7 +222,14 @@ impl QueryPlan {
         used.extend(&self.tags);
         if let Some(a) = &self.aggregation {
             used.extend(&a.group_tags);
-            fields[a.field] = true;
+            for &f in &a.fields {
+                fields[f] = true;
+            }
+        }
+        let mut in_criteria = Vec::new();
+        self.predicate.fields_used(&mut in_criteria);
+        for f in in_criteria {
+            fields[f] = true;
         }
         for t in used {
             tags[t] = true;
@@ -247,9 +260,19 @@ fn compile_aggregation(req: &QueryRequest, layout: &ColumnLayout) -> Result<Opti
     };
     let function = AggFunction::from_proto(agg.function)
         .ok_or_else(|| ModelError::invalid("agg.function", "an AGGREGATION_FUNCTION_* value is required"))?;
-    let field = layout
-        .field_index(&agg.field_name)
-        .ok_or_else(|| ModelError::invalid("agg.field_name", format!("unknown field {:?}", agg.field_name)))?;
+    let mut fields = Vec::new();
+    let names = std::iter::once(("agg.field_name".to_string(), &agg.field_name))
+        .filter(|(_, n)| !n.is_empty())
+        .chain(agg.field_names.iter().enumerate().map(|(i, n)| (format!("agg.field_names[{i}]"), n)));
+    for (path, name) in names {
+        let f = layout.field_index(name).ok_or_else(|| ModelError::invalid(path, format!("unknown field {name:?}")))?;
+        if !fields.contains(&f) {
+            fields.push(f);
+        }
+    }
+    if fields.is_empty() {
+        return Err(ModelError::invalid("agg.field_name", "a field to aggregate is required"));
+    }
     let mut group_tags = Vec::new();
     let mut bucket_nanos = 0;
     if let Some(g) = &req.group_by {
@@ -265,7 +288,7 @@ fn compile_aggregation(req: &QueryRequest, layout: &ColumnLayout) -> Result<Opti
         }
         bucket_nanos = g.bucket_millis.checked_mul(1_000_000).ok_or_else(|| ModelError::invalid("group_by.bucket_millis", "too large"))?;
     }
-    Ok(Some(Aggregation { function, field, group_tags, bucket_nanos }))
+    Ok(Some(Aggregation { function, fields, group_tags, bucket_nanos }))
 }
 
 #[cfg(test)]

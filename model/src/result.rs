@@ -21,8 +21,8 @@ pub type GroupKey = (i64, Vec<TagVal>);
 pub enum PartialResult {
     /// Raw points, already ordered and cut to what the merge can use.
     Raw(Vec<Point>),
-    /// Aggregation states per group.
-    Groups(HashMap<GroupKey, AggState>),
+    /// Aggregation states per group, one per aggregated field.
+    Groups(HashMap<GroupKey, Vec<AggState>>),
 }
 
 impl PartialResult {
@@ -36,14 +36,17 @@ impl PartialResult {
                 Ok(PartialResult::Raw(rows))
             }
             Some(agg) => {
-                let mut groups: HashMap<GroupKey, AggState> = HashMap::new();
+                let mut groups: HashMap<GroupKey, Vec<AggState>> = HashMap::new();
                 for r in &rows {
                     let bucket = if agg.bucket_nanos > 0 { r.ts.div_euclid(agg.bucket_nanos) * agg.bucket_nanos } else { 0 };
                     let key = (bucket, agg.group_tags.iter().map(|&i| r.tags[i].clone()).collect());
                     if groups.len() >= GROUPS_MAX && !groups.contains_key(&key) {
                         return Err(ModelError::ResourceExhausted(format!("more than {GROUPS_MAX} groups")));
                     }
-                    groups.entry(key).or_default().add(&r.fields[agg.field]);
+                    let states = groups.entry(key).or_insert_with(|| vec![AggState::default(); agg.fields.len()]);
+                    for (s, &f) in states.iter_mut().zip(&agg.fields) {
+                        s.add(&r.fields[f], r.ts);
+                    }
                 }
                 Ok(PartialResult::Groups(groups))
             }
@@ -64,14 +67,19 @@ pub fn merge_partials(plan: &QueryPlan, parts: Vec<PartialResult>) -> Result<Par
         rows.truncate(plan.keep());
         return Ok(PartialResult::Raw(rows));
     }
-    let mut groups: HashMap<GroupKey, AggState> = HashMap::new();
+    let mut groups: HashMap<GroupKey, Vec<AggState>> = HashMap::new();
     for p in parts {
         if let PartialResult::Groups(g) = p {
             for (k, s) in g {
                 if groups.len() >= GROUPS_MAX && !groups.contains_key(&k) {
                     return Err(ModelError::ResourceExhausted(format!("more than {GROUPS_MAX} groups")));
                 }
-                groups.entry(k).or_default().merge(&s);
+                match groups.get_mut(&k) {
+                    Some(cur) => cur.iter_mut().zip(&s).for_each(|(a, b)| a.merge(b)),
+                    None => {
+                        groups.insert(k, s);
+                    }
+                }
             }
         }
     }
@@ -117,10 +125,11 @@ pub fn finish(plan: &QueryPlan, merged: PartialResult) -> Vec<DataPoint> {
         }
         PartialResult::Groups(groups) => {
             let agg = plan.aggregation.as_ref().expect("groups come from an aggregation");
-            let mut out: Vec<(GroupKey, FieldVal)> = groups.into_iter().map(|(k, s)| (k, s.finish(agg.function))).collect();
+            let mut out: Vec<(GroupKey, Vec<FieldVal>)> =
+                groups.into_iter().map(|(k, s)| (k, s.iter().map(|s| s.finish(agg.function)).collect())).collect();
             match &plan.top {
                 Some(t) => {
-                    out.sort_by(|a, b| ranked(t.descending, &a.1, &b.1).then_with(|| a.0.cmp(&b.0)));
+                    out.sort_by(|a, b| ranked(t.descending, &a.1[0], &b.1[0]).then_with(|| a.0.cmp(&b.0)));
                     out.truncate(t.number as usize);
                 }
                 None => out.sort_by(|a, b| {
@@ -128,14 +137,18 @@ pub fn finish(plan: &QueryPlan, merged: PartialResult) -> Vec<DataPoint> {
                     (if plan.descending { o.reverse() } else { o }).then_with(|| a.0.1.cmp(&b.0.1))
                 }),
             }
-            let field_name = plan.schema.layout.fields[agg.field].0.clone();
+            let names: Vec<&String> = agg.fields.iter().map(|&f| &plan.schema.layout.fields[f].0).collect();
             out.into_iter()
                 .skip(skip)
                 .take(take)
-                .map(|((bucket, tags), v)| DataPoint {
+                .map(|((bucket, tags), vals)| DataPoint {
                     timestamp: (agg.bucket_nanos > 0).then(|| nanos_to_timestamp(bucket)),
                     tag_families: families(plan, agg.group_tags.iter().copied().zip(tags)),
-                    fields: vec![data_point::Field { name: field_name.clone(), value: Some(v.to_proto()) }],
+                    fields: names
+                        .iter()
+                        .zip(vals)
+                        .map(|(n, v)| data_point::Field { name: (*n).clone(), value: Some(v.to_proto()) })
+                        .collect(),
                     sid: 0,
                     version: 0,
                 })

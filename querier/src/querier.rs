@@ -88,7 +88,7 @@ impl Querier {
             }
         };
         let safe = plan.pushdown_safe();
-        let keep = move |p: &Point| !safe || plan.predicate.eval(&p.tags);
+        let keep = move |p: &Point| !safe || plan.predicate.eval(&p.tags, &p.fields);
         let (tags_needed, fields_needed) = plan.needed_columns();
         let scan = Scan {
             needed: Some((&tags_needed, &fields_needed)),
@@ -115,7 +115,7 @@ impl Querier {
         }
         let mut rows = dedup_rows(rows);
         if !plan.pushdown_safe() {
-            rows.retain(|p| plan.predicate.eval(&p.tags));
+            rows.retain(|p| plan.predicate.eval(&p.tags, &p.fields));
         }
         Ok(plan.reduce(rows)?)
     }

@@ -129,7 +129,7 @@ pub fn time_range(begin: i64, end: i64) -> Option<TimeRange> {
 }
 
 pub fn cond(name: &str, op: BinaryOp, value: TagValue) -> Criteria {
-    Criteria { exp: Some(criteria::Exp::Condition(Condition { name: name.into(), op: op as i32, value: Some(value) })) }
+    Criteria { exp: Some(criteria::Exp::Condition(Condition { name: name.into(), op: op as i32, value: Some(value), field_value: None })) }
 }
 
 pub fn logical(op: logical_expression::LogicalOp, l: Criteria, r: Criteria) -> Criteria {

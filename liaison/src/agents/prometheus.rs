@@ -176,6 +176,7 @@ async fn read_metric(
                 name: m.name.clone(),
                 op: v1::BinaryOp::Eq as i32,
                 value: Some(v1::TagValue { value: Some(tag_value::Value::Str(v1::Str { value: m.value.clone() })) }),
+                field_value: None,
             })),
         };
         criteria = Some(match criteria {
