@@ -12,5 +12,5 @@ if ! command -v victoria-metrics >/dev/null 2>&1; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends victoria-metrics >/dev/null
 fi
-cargo build --release --bin canopy -p canopy -p canopy-bench
+cargo build --release -p canopy -p canopy-bench
 exec "$CARGO_TARGET_DIR/release/canopy-bench" --canopy-bin "$CARGO_TARGET_DIR/release/canopy" "$@"

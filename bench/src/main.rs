@@ -7,7 +7,9 @@
 
 mod load;
 mod peers;
+mod queries;
 mod report;
+mod run;
 mod tsbs;
 
 use std::path::PathBuf;
@@ -41,6 +43,9 @@ struct Args {
     canopy_bin: PathBuf,
     #[arg(long, default_value = "victoria-metrics")]
     victoria_metrics_bin: String,
+    /// Warm repetitions of each query (p50/p95 over them).
+    #[arg(long, default_value_t = 10)]
+    repeats: usize,
     /// Where results/<time>/results.{md,json} go.
     #[arg(long, default_value = "results")]
     out: PathBuf,
@@ -58,7 +63,10 @@ async fn main() -> anyhow::Result<()> {
     eprintln!("TSBS devops cpu-only: {} hosts x {} h = {} rows, {} samples", a.scale, a.hours, rows.len(), samples);
     let work = std::env::temp_dir().join(format!("canopy-bench-{}", std::process::id()));
     let mut figs = Vec::new();
+    let mut latencies = Vec::new();
+    let mut mismatches = Vec::new();
     for protocol in [Protocol::Influx, Protocol::RemoteWrite] {
+        let mut alive = Vec::new();
         for peer_name in ["canopy", "victoria-metrics"] {
             let dir = work.join(format!("{peer_name}-{}", protocol.name().replace(' ', "-")));
             std::fs::create_dir_all(&dir)?;
@@ -77,11 +85,23 @@ async fn main() -> anyhow::Result<()> {
                 bytes: peer.bytes_on_disk(),
                 peak_rss: peer.peak_rss(),
             });
-            drop(peer);
-            let _ = std::fs::remove_dir_all(&dir);
+            alive.push(peer);
         }
+        // Queries run on the line-protocol data (one measure with ten fields in Canopy).
+        if protocol == Protocol::Influx {
+            let end = (start + steps as i64 * tsbs::INTERVAL_SECS) * 1000;
+            for case in &queries::cases(a.scale, start * 1000, end, a.seed) {
+                let r = run::run_case(&alive[0].base, &alive[1].base, case, a.repeats).await?;
+                if let Err(e) = &r.compared {
+                    eprintln!("{e}");
+                    mismatches.push(e.clone());
+                }
+                latencies.push(r);
+            }
+        }
+        drop(alive);
     }
-    let table = report::markdown(&figs);
+    let table = format!("{}\n{}", report::markdown(&figs), run::markdown(&latencies));
     println!("\n{table}");
     let out = a.out.join(format!("{now}"));
     std::fs::create_dir_all(&out)?;
@@ -90,8 +110,12 @@ async fn main() -> anyhow::Result<()> {
         a.scale, a.hours, samples, a.batch, a.concurrency
     );
     std::fs::write(out.join("results.md"), format!("{header}{table}"))?;
-    std::fs::write(out.join("results.json"), serde_json::to_string_pretty(&report::json(&figs))?)?;
+    let json = serde_json::json!({"ingest": report::json(&figs), "queries": run::json(&latencies)});
+    std::fs::write(out.join("results.json"), serde_json::to_string_pretty(&json)?)?;
     eprintln!("results in {}", out.display());
     let _ = std::fs::remove_dir_all(&work);
+    if !mismatches.is_empty() {
+        anyhow::bail!("{} query types answered differently:\n{}", mismatches.len(), mismatches.join("\n"));
+    }
     Ok(())
 }

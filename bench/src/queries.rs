@@ -1,0 +1,416 @@
+//! The TSBS devops query types, as a Canopy native query and the equivalent
+//! MetricsQL over VictoriaMetrics' HTTP API, each answer normalized to
+//! `(series key, bucket start in ms) -> value` so the two can be compared.
+//!
+//! Time buckets: Canopy's bucket `[s, s + w)` equals MetricsQL
+//! `max_over_time(x[w])` evaluated at `s + w - 1 ms` (window `(t - w, t]`),
+//! so range queries start at the first bucket's start + w − 1 ms.
+
+use std::collections::BTreeMap;
+
+use canopy_api::v1::query_request::{Aggregation, GroupBy, OrderBy};
+use canopy_api::v1::*;
+use serde_json::Value;
+
+use crate::tsbs::{FIELDS, Rng};
+
+/// A normalized answer.
+pub(crate) type Answer = BTreeMap<(String, i64), f64>;
+
+/// One MetricsQL request: instant (`time`) or range (`start`, `end`, `step`), all in ms.
+#[derive(Debug, Clone)]
+pub(crate) enum PromQuery {
+    Instant { query: String, time_ms: i64, key_field: &'static str },
+    Range { query: String, start_ms: i64, end_ms: i64, step_ms: i64, bucket_ms: i64, key_field: &'static str },
+}
+
+/// A query type: Canopy requests and VictoriaMetrics requests answering the same question.
+pub(crate) struct QueryCase {
+    pub(crate) name: &'static str,
+    pub(crate) canopy: QueryRequest,
+    pub(crate) vm: Vec<PromQuery>,
+    /// Series key from a Canopy point's hostname tag (else the field alone).
+    pub(crate) by_host: bool,
+}
+
+const MIN: i64 = 60_000;
+const HOUR: i64 = 3_600_000;
+
+fn ts(ms: i64) -> canopy_api::Timestamp {
+    canopy_api::Timestamp { seconds: ms.div_euclid(1000), nanos: (ms.rem_euclid(1000) * 1_000_000) as i32 }
+}
+
+fn host_in(hosts: &[String]) -> Criteria {
+    let value = if hosts.len() == 1 {
+        (BinaryOp::Eq, TagValue { value: Some(tag_value::Value::Str(Str { value: hosts[0].clone() })) })
+    } else {
+        (BinaryOp::In, TagValue { value: Some(tag_value::Value::StrArray(StrArray { value: hosts.to_vec() })) })
+    };
+    Criteria {
+        exp: Some(criteria::Exp::Condition(Condition {
+            name: "hostname".into(),
+            op: value.0 as i32,
+            value: Some(value.1),
+            field_value: None,
+        })),
+    }
+}
+
+fn base(begin: i64, end: i64) -> QueryRequest {
+    QueryRequest {
+        groups: vec!["benchmark".into()],
+        name: "cpu".into(),
+        time_range: Some(TimeRange { begin: Some(ts(begin)), end: Some(ts(end)) }),
+        limit: 100_000,
+        ..Default::default()
+    }
+}
+
+fn group_by(tags: &[&str], bucket_ms: i64) -> Option<GroupBy> {
+    Some(GroupBy {
+        tag_projection: Some(TagProjection {
+            tag_families: vec![tag_projection::TagFamily { name: "labels".into(), tags: tags.iter().map(|t| t.to_string()).collect() }],
+        }),
+        field_name: String::new(),
+        bucket_millis: bucket_ms,
+    })
+}
+
+fn agg(function: AggregationFunction, fields: &[&str]) -> Option<Aggregation> {
+    Some(Aggregation { function: function as i32, field_name: String::new(), field_names: fields.iter().map(|f| f.to_string()).collect() })
+}
+
+fn host_regex(hosts: &[String]) -> String {
+    hosts.join("|")
+}
+
+/// The seven query types over data in `[start_ms, end_ms)` of `scale` hosts.
+pub(crate) fn cases(scale: usize, start_ms: i64, end_ms: i64, seed: u64) -> Vec<QueryCase> {
+    let mut r = Rng::new(seed ^ 0x0051_EE71);
+    let pick_hosts = |n: usize, r: &mut Rng| -> Vec<String> {
+        let mut v: Vec<String> = Vec::new();
+        while v.len() < n.min(scale) {
+            let h = format!("host_{}", r.next() % scale.max(1) as u64);
+            if !v.contains(&h) {
+                v.push(h);
+            }
+        }
+        v
+    };
+    // A window of `len` ms inside the data, aligned to `align`.
+    let window = |len: i64, align: i64, r: &mut Rng| -> i64 {
+        let span = (end_ms - start_ms - len).max(align);
+        let first = (start_ms + align - 1) / align * align;
+        first + (r.next() % (span / align).max(1) as u64) as i64 * align
+    };
+    let mut out = Vec::new();
+
+    let h1 = pick_hosts(1, &mut r);
+    let w = window(HOUR, MIN, &mut r);
+    let mut q = base(w, w + HOUR);
+    q.criteria = Some(host_in(&h1));
+    q.group_by = group_by(&[], MIN);
+    q.agg = agg(AggregationFunction::Max, &["usage_user"]);
+    out.push(QueryCase {
+        name: "single-groupby-1-1-1",
+        canopy: q,
+        vm: vec![PromQuery::Range {
+            query: format!("max(max_over_time(cpu_usage_user{{hostname=\"{}\"}}[1m]))", h1[0]),
+            start_ms: w + MIN - 1,
+            end_ms: w + HOUR - 1,
+            step_ms: MIN,
+            bucket_ms: MIN,
+            key_field: "usage_user",
+        }],
+        by_host: false,
+    });
+
+    let h8 = pick_hosts(8, &mut r);
+    let w = window(HOUR, MIN, &mut r);
+    let five = &FIELDS[..5];
+    let mut q = base(w, w + HOUR);
+    q.criteria = Some(host_in(&h8));
+    q.group_by = group_by(&[], MIN);
+    q.agg = agg(AggregationFunction::Max, five);
+    out.push(QueryCase {
+        name: "single-groupby-5-8-1",
+        canopy: q,
+        vm: five
+            .iter()
+            .map(|f| PromQuery::Range {
+                query: format!("max(max_over_time(cpu_{f}{{hostname=~\"{}\"}}[1m]))", host_regex(&h8)),
+                start_ms: w + MIN - 1,
+                end_ms: w + HOUR - 1,
+                step_ms: MIN,
+                bucket_ms: MIN,
+                key_field: f,
+            })
+            .collect(),
+        by_host: false,
+    });
+
+    let h8 = pick_hosts(8, &mut r);
+    let w = window(8 * HOUR, HOUR, &mut r);
+    let mut q = base(w, w + 8 * HOUR);
+    q.criteria = Some(host_in(&h8));
+    q.group_by = group_by(&[], HOUR);
+    q.agg = agg(AggregationFunction::Max, &FIELDS);
+    out.push(QueryCase {
+        name: "cpu-max-all-8",
+        canopy: q,
+        vm: FIELDS
+            .iter()
+            .map(|f| PromQuery::Range {
+                query: format!("max(max_over_time(cpu_{f}{{hostname=~\"{}\"}}[1h]))", host_regex(&h8)),
+                start_ms: w + HOUR - 1,
+                end_ms: w + 8 * HOUR - 1,
+                step_ms: HOUR,
+                bucket_ms: HOUR,
+                key_field: f,
+            })
+            .collect(),
+        by_host: false,
+    });
+
+    let w = window(12 * HOUR, HOUR, &mut r);
+    let mut q = base(w, w + 12 * HOUR);
+    q.group_by = group_by(&["hostname"], HOUR);
+    q.agg = agg(AggregationFunction::Mean, &["usage_user"]);
+    out.push(QueryCase {
+        name: "double-groupby-1",
+        canopy: q,
+        vm: vec![PromQuery::Range {
+            query: "avg_over_time(cpu_usage_user[1h])".into(),
+            start_ms: w + HOUR - 1,
+            end_ms: w + 12 * HOUR - 1,
+            step_ms: HOUR,
+            bucket_ms: HOUR,
+            key_field: "usage_user",
+        }],
+        by_host: true,
+    });
+
+    let h1 = pick_hosts(1, &mut r);
+    let w = window(12 * HOUR, 10_000, &mut r);
+    let mut q = base(w, w + 12 * HOUR);
+    q.criteria = Some(Criteria {
+        exp: Some(criteria::Exp::Le(Box::new(LogicalExpression {
+            op: logical_expression::LogicalOp::And as i32,
+            left: Some(Box::new(host_in(&h1))),
+            right: Some(Box::new(Criteria {
+                exp: Some(criteria::Exp::Condition(Condition {
+                    name: "usage_user".into(),
+                    op: BinaryOp::Gt as i32,
+                    value: None,
+                    field_value: Some(FieldValue { value: Some(field_value::Value::Float(Float { value: 90.0 })) }),
+                })),
+            })),
+        }))),
+    });
+    q.field_projection = Some(FieldProjection { names: vec!["usage_user".into()] });
+    out.push(QueryCase {
+        name: "high-cpu-1",
+        canopy: q,
+        vm: vec![PromQuery::Range {
+            query: format!("cpu_usage_user{{hostname=\"{}\"}} > 90", h1[0]),
+            start_ms: w,
+            end_ms: w + 12 * HOUR - 10_000,
+            step_ms: 10_000,
+            bucket_ms: 0,
+            key_field: "usage_user",
+        }],
+        by_host: false,
+    });
+
+    let mut q = base(start_ms, end_ms);
+    q.group_by = group_by(&["hostname"], 0);
+    q.agg = agg(AggregationFunction::Last, &FIELDS);
+    out.push(QueryCase {
+        name: "lastpoint",
+        canopy: q,
+        vm: FIELDS
+            .iter()
+            .map(|f| PromQuery::Instant { query: format!("last_over_time(cpu_{f}[1h])"), time_ms: end_ms - 1, key_field: f })
+            .collect(),
+        by_host: true,
+    });
+
+    let e = window(5 * MIN, MIN, &mut r) + 5 * MIN;
+    let mut q = base(e - 5 * MIN, e);
+    q.group_by = group_by(&[], MIN);
+    q.agg = agg(AggregationFunction::Max, &["usage_user"]);
+    q.order_by = Some(OrderBy { sort: Sort::Desc as i32 });
+    q.limit = 5;
+    out.push(QueryCase {
+        name: "groupby-orderby-limit",
+        canopy: q,
+        vm: vec![PromQuery::Range {
+            query: "max(max_over_time(cpu_usage_user[1m]))".into(),
+            start_ms: e - 4 * MIN - 1,
+            end_ms: e - 1,
+            step_ms: MIN,
+            bucket_ms: MIN,
+            key_field: "usage_user",
+        }],
+        by_host: false,
+    });
+    out
+}
+
+fn number(v: &Value) -> Option<f64> {
+    v.as_str()?.parse().ok()
+}
+
+/// Canopy's answer: buckets (or raw timestamps) per field, keyed by host when grouped by it.
+pub(crate) fn canopy_answer(resp: &Value, by_host: bool) -> anyhow::Result<Answer> {
+    let mut out = Answer::new();
+    for dp in resp["dataPoints"].as_array().into_iter().flatten() {
+        let t = match dp["timestamp"].as_str() {
+            Some(s) => parse_rfc3339_ms(s)?,
+            None => 0,
+        };
+        let host = dp["tagFamilies"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|f| f["tags"].as_array().into_iter().flatten())
+            .find(|t| t["key"] == "hostname")
+            .and_then(|t| t["value"]["str"]["value"].as_str())
+            .unwrap_or("");
+        for f in dp["fields"].as_array().into_iter().flatten() {
+            let name = f["name"].as_str().unwrap_or_default();
+            // Protobuf JSON omits zero values: `{"float": {}}` is 0.
+            let v = &f["value"];
+            let x = if v.get("float").is_some() {
+                Some(v["float"]["value"].as_f64().unwrap_or(0.0))
+            } else if v.get("int").is_some() {
+                Some(v["int"]["value"].as_str().and_then(|s| s.parse().ok()).unwrap_or(0.0))
+            } else {
+                None
+            };
+            let Some(x) = x else { continue };
+            let key = if by_host { format!("{host}/{name}") } else { name.to_string() };
+            out.insert((key, t), x);
+        }
+    }
+    Ok(out)
+}
+
+/// VictoriaMetrics' answer for one request, in the same key space.
+pub(crate) fn vm_answer(data: &Value, q: &PromQuery, by_host: bool, out: &mut Answer) {
+    let (key_field, shift, bucket) = match q {
+        PromQuery::Instant { key_field, .. } => (*key_field, 0, -1),
+        PromQuery::Range { key_field, bucket_ms, .. } => (*key_field, if *bucket_ms > 0 { bucket_ms - 1 } else { 0 }, *bucket_ms),
+    };
+    for s in data["result"].as_array().into_iter().flatten() {
+        let host = s["metric"]["hostname"].as_str().unwrap_or("");
+        let key = if by_host { format!("{host}/{key_field}") } else { key_field.to_string() };
+        if let Some(v) = s["value"].as_array() {
+            if let Some(x) = v.get(1).and_then(number) {
+                out.insert((key.clone(), 0), x);
+            }
+        }
+        for v in s["values"].as_array().into_iter().flatten() {
+            let t = (v[0].as_f64().unwrap_or(0.0) * 1000.0).round() as i64 - shift;
+            if let Some(x) = v.get(1).and_then(number) {
+                out.insert((key.clone(), if bucket == -1 { 0 } else { t }), x);
+            }
+        }
+    }
+}
+
+fn parse_rfc3339_ms(s: &str) -> anyhow::Result<i64> {
+    // "2026-11-26T04:31:32+00:00" or "...Z", optional fraction.
+    let s = s.trim_end_matches('Z').trim_end_matches("+00:00");
+    let (date, time) = s.split_once('T').ok_or_else(|| anyhow::anyhow!("bad timestamp {s}"))?;
+    let d: Vec<i64> = date.split('-').map(|x| x.parse()).collect::<Result<_, _>>()?;
+    let (hms, frac) = time.split_once('.').unwrap_or((time, ""));
+    let t: Vec<i64> = hms.split(':').map(|x| x.parse()).collect::<Result<_, _>>()?;
+    let ms_frac: i64 = if frac.is_empty() { 0 } else { format!("{:0<3}", &frac[..frac.len().min(3)]).parse()? };
+    Ok((days_from_civil(d[0], d[1], d[2]) * 86_400 + t[0] * 3600 + t[1] * 60 + t[2]) * 1000 + ms_frac)
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date.
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (m + if m > 2 { -3 } else { 9 }) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// Compares two answers: same keys, values equal to 1e-9 relative. The
+/// error lists the first differences.
+pub(crate) fn compare(name: &str, canopy: &Answer, vm: &Answer) -> Result<(), String> {
+    let mut diffs = Vec::new();
+    for (k, a) in canopy {
+        match vm.get(k) {
+            None => diffs.push(format!("{k:?}: canopy {a}, victoria-metrics has none")),
+            Some(b) if (a - b).abs() > 1e-9 * a.abs().max(b.abs()).max(1.0) => {
+                diffs.push(format!("{k:?}: canopy {a}, victoria-metrics {b}"))
+            }
+            _ => {}
+        }
+    }
+    for (k, b) in vm {
+        if !canopy.contains_key(k) {
+            diffs.push(format!("{k:?}: victoria-metrics {b}, canopy has none"));
+        }
+    }
+    if canopy.is_empty() {
+        diffs.push("empty answer".into());
+    }
+    if diffs.is_empty() {
+        return Ok(());
+    }
+    let n = diffs.len();
+    diffs.truncate(10);
+    Err(format!("{name}: answers differ in {n} places:\n  {}", diffs.join("\n  ")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_deliberately_wrong_answer_fails_the_comparison() {
+        let mut a = Answer::new();
+        a.insert(("usage_user".into(), 60_000), 42.5);
+        a.insert(("usage_user".into(), 120_000), 7.0);
+        let b = a.clone();
+        assert!(compare("q", &a, &b).is_ok());
+        let mut wrong = b.clone();
+        wrong.insert(("usage_user".into(), 120_000), 7.01);
+        let err = compare("q", &a, &wrong).unwrap_err();
+        assert!(err.contains("canopy 7, victoria-metrics 7.01"), "{err}");
+        let mut missing = b;
+        missing.remove(&("usage_user".into(), 60_000));
+        assert!(compare("q", &a, &missing).unwrap_err().contains("has none"));
+        assert!(compare("q", &Answer::new(), &Answer::new()).unwrap_err().contains("empty"));
+    }
+
+    #[test]
+    fn zero_values_omitted_by_protobuf_json_read_as_zero() {
+        let canopy: Value = serde_json::json!({"dataPoints": [{"fields": [{"name": "usage_user", "value": {"float": {}}}]}]});
+        assert_eq!(canopy_answer(&canopy, false).unwrap().get(&("usage_user".to_string(), 0)), Some(&0.0));
+    }
+
+    #[test]
+    fn answers_from_both_peers_land_in_one_key_space() {
+        let canopy: Value = serde_json::json!({"dataPoints": [
+            {"timestamp": "2026-11-26T04:31:00Z", "fields": [{"name": "usage_user", "value": {"float": {"value": 5.5}}}]}
+        ]});
+        let t = parse_rfc3339_ms("2026-11-26T04:31:00Z").unwrap();
+        assert_eq!(t % 60_000, 0);
+        let vm: Value = serde_json::json!({"result": [{"metric": {}, "values": [[(t + 59_999) as f64 / 1000.0, "5.5"]]}]});
+        let mut got = Answer::new();
+        vm_answer(
+            &vm,
+            &PromQuery::Range { query: String::new(), start_ms: 0, end_ms: 0, step_ms: 60_000, bucket_ms: 60_000, key_field: "usage_user" },
+            false,
+            &mut got,
+        );
+        assert_eq!(canopy_answer(&canopy, false).unwrap(), got);
+    }
+}
