@@ -305,10 +305,10 @@ pub(crate) fn vm_answer(data: &Value, q: &PromQuery, by_host: bool, out: &mut An
     for s in data["result"].as_array().into_iter().flatten() {
         let host = s["metric"]["hostname"].as_str().unwrap_or("");
         let key = if by_host { format!("{host}/{key_field}") } else { key_field.to_string() };
-        if let Some(v) = s["value"].as_array() {
-            if let Some(x) = v.get(1).and_then(number) {
-                out.insert((key.clone(), 0), x);
-            }
+        if let Some(v) = s["value"].as_array()
+            && let Some(x) = v.get(1).and_then(number)
+        {
+            out.insert((key.clone(), 0), x);
         }
         for v in s["values"].as_array().into_iter().flatten() {
             let t = (v[0].as_f64().unwrap_or(0.0) * 1000.0).round() as i64 - shift;
