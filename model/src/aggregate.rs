@@ -49,6 +49,18 @@ pub struct AggState {
     pub first: Option<(i64, FieldVal)>,
 }
 
+/// True if `(ts, v)` should replace `cur` — the same choice [`pick`] makes.
+fn beats(cur: &Option<(i64, FieldVal)>, ts: i64, v: &FieldVal, later: bool) -> bool {
+    match cur {
+        None => true,
+        Some((t, old)) => {
+            let by_time = if later { ts.cmp(t) } else { t.cmp(&ts) };
+            let by_value = v.as_f64().unwrap_or(f64::MIN).total_cmp(&old.as_f64().unwrap_or(f64::MIN));
+            by_time.then(by_value).is_gt()
+        }
+    }
+}
+
 /// Picks between two timed values: the later (or earlier) one; equal
 /// timestamps keep the larger value, so the choice is the same in any order.
 fn pick(a: Option<(i64, FieldVal)>, b: Option<(i64, FieldVal)>, later: bool) -> Option<(i64, FieldVal)> {
@@ -68,8 +80,14 @@ impl AggState {
     /// values count only for last/first.
     pub fn add(&mut self, v: &FieldVal, ts: i64) {
         if !matches!(v, FieldVal::Null) {
-            self.last = pick(self.last.take(), Some((ts, v.clone())), true);
-            self.first = pick(self.first.take(), Some((ts, v.clone())), false);
+            // Clone only when the value replaces the current one (the hot path
+            // of LAST/FIRST scans sees mostly non-winning values).
+            if beats(&self.last, ts, v, true) {
+                self.last = Some((ts, v.clone()));
+            }
+            if beats(&self.first, ts, v, false) {
+                self.first = Some((ts, v.clone()));
+            }
         }
         match v {
             FieldVal::Int(i) => {
