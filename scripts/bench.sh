@@ -12,5 +12,9 @@ if ! command -v victoria-metrics >/dev/null 2>&1; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends victoria-metrics >/dev/null
 fi
+if [ ! -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ]; then
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends fonts-dejavu-core >/dev/null || true
+fi
 cargo build --release -p canopy -p canopy-bench
 exec "$CARGO_TARGET_DIR/release/canopy-bench" --canopy-bin "$CARGO_TARGET_DIR/release/canopy" "$@"

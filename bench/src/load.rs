@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use canopy_api::prometheus as pb;
+use canopy_api::v1;
 use indicatif::{ProgressBar, ProgressStyle};
 use prost::Message;
 
@@ -17,6 +18,8 @@ use crate::tsbs::{FIELDS, Host, Row, TAGS};
 pub(crate) enum Protocol {
     Influx,
     RemoteWrite,
+    /// Canopy's own gRPC write stream (Canopy only).
+    Native,
 }
 
 impl Protocol {
@@ -24,6 +27,7 @@ impl Protocol {
         match self {
             Protocol::Influx => "influx line protocol",
             Protocol::RemoteWrite => "prometheus remote write",
+            Protocol::Native => "canopy native grpc",
         }
     }
 }
@@ -56,9 +60,84 @@ fn remote_write(hosts: &[Host], rows: &[Row]) -> Vec<u8> {
     snap::raw::Encoder::new().compress_vec(&body).expect("snappy")
 }
 
+/// Creates the native schema: group `benchmark_native`, measure `cpu` whose
+/// entity is the hostname, ten string tags and ten float fields.
+async fn native_schema(http: &str) -> anyhow::Result<()> {
+    let c = reqwest::Client::new();
+    let group = serde_json::json!({"group": {"metadata": {"name": "benchmark_native"}, "catalog": "CATALOG_MEASURE",
+        "resourceOpts": {"shardNum": 2, "segmentInterval": {"unit": "UNIT_DAY", "num": 1}, "ttl": {"unit": "UNIT_DAY", "num": 30}}}});
+    c.post(format!("{http}/api/v1/group/schema")).json(&group).send().await?.error_for_status()?;
+    let tags: Vec<_> = TAGS.iter().map(|t| serde_json::json!({"name": t, "type": "TAG_TYPE_STRING"})).collect();
+    let fields: Vec<_> = FIELDS.iter().map(|f| serde_json::json!({"name": f, "fieldType": "FIELD_TYPE_FLOAT"})).collect();
+    let measure = serde_json::json!({"measure": {"metadata": {"group": "benchmark_native", "name": "cpu"},
+        "tagFamilies": [{"name": "default", "tags": tags}], "fields": fields, "entity": {"tagNames": ["hostname"]}, "interval": "10s"}});
+    c.post(format!("{http}/api/v1/measure/schema")).json(&measure).send().await?.error_for_status()?;
+    Ok(())
+}
+
+fn native_request(hosts: &[Host], rows: &[Row], id: u64) -> v1::WriteRequest {
+    let str_tag = |s: &str| v1::TagValue { value: Some(v1::tag_value::Value::Str(v1::Str { value: s.to_string() })) };
+    v1::WriteRequest {
+        metadata: Some(v1::Metadata { group: "benchmark_native".into(), name: "cpu".into(), mod_revision: 0 }),
+        data_points: rows
+            .iter()
+            .map(|r| v1::DataPointValue {
+                timestamp: Some(canopy_api::Timestamp { seconds: r.ts_secs, nanos: 0 }),
+                tag_families: vec![v1::TagFamilyForWrite { tags: hosts[r.host].tags.iter().map(|t| str_tag(t)).collect() }],
+                fields: r
+                    .values
+                    .iter()
+                    .map(|v| v1::FieldValue { value: Some(v1::field_value::Value::Float(v1::Float { value: *v })) })
+                    .collect(),
+                version: 0,
+            })
+            .collect(),
+        message_id: id,
+    }
+}
+
+/// Sends every row over Canopy's gRPC write streams (one per worker).
+async fn load_native(
+    http: &str,
+    grpc: &str,
+    hosts: Arc<Vec<Host>>,
+    rows: Arc<Vec<Row>>,
+    batch: usize,
+    workers: usize,
+    bar: ProgressBar,
+) -> anyhow::Result<f64> {
+    native_schema(http).await?;
+    let batches = rows.len().div_ceil(batch);
+    let t0 = Instant::now();
+    let mut tasks = Vec::new();
+    for w in 0..workers {
+        let (hosts, rows, bar, grpc) = (hosts.clone(), rows.clone(), bar.clone(), grpc.to_string());
+        tasks.push(tokio::spawn(async move {
+            let mut client = v1::measure_service_client::MeasureServiceClient::connect(format!("http://{grpc}")).await?;
+            let mine: Vec<v1::WriteRequest> = (w..batches)
+                .step_by(workers)
+                .map(|b| native_request(&hosts, &rows[b * batch..((b + 1) * batch).min(rows.len())], b as u64))
+                .collect();
+            let mut resp = client.write(tokio_stream::iter(mine)).await?.into_inner();
+            while let Some(r) = tokio_stream::StreamExt::next(&mut resp).await {
+                let r = r?;
+                anyhow::ensure!(r.status == v1::Status::Succeed as i32, "native write: {}", r.message);
+                bar.inc(r.accepted as u64);
+            }
+            Ok::<_, anyhow::Error>(())
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    bar.finish();
+    Ok(t0.elapsed().as_secs_f64())
+}
+
 /// Sends every row; returns the seconds it took until the last batch was acknowledged.
 pub(crate) async fn load(
     base: &str,
+    grpc: Option<&str>,
     protocol: Protocol,
     hosts: Arc<Vec<Host>>,
     rows: Arc<Vec<Row>>,
@@ -75,6 +154,10 @@ pub(crate) async fn load(
     let url = match protocol {
         Protocol::Influx => format!("{base}/write?db=benchmark&precision=s"),
         Protocol::RemoteWrite => format!("{base}/api/v1/write"),
+        Protocol::Native => {
+            let grpc = grpc.ok_or_else(|| anyhow::anyhow!("the native loader needs Canopy's gRPC address"))?;
+            return load_native(base, grpc, hosts, rows, batch, workers, bar).await;
+        }
     };
     let t0 = Instant::now();
     let mut tasks = Vec::new();
@@ -90,6 +173,7 @@ pub(crate) async fn load(
                 let chunk = &rows[b * batch..((b + 1) * batch).min(rows.len())];
                 let req = match protocol {
                     Protocol::Influx => client.post(&url).body(line_protocol(&hosts, chunk)),
+                    Protocol::Native => unreachable!("handled above"),
                     Protocol::RemoteWrite => client
                         .post(&url)
                         .header("Content-Encoding", "snappy")

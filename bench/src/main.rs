@@ -5,6 +5,7 @@
 //! bytes per sample and peak RSS; the table goes to stdout and, as markdown
 //! and JSON, to the results folder.
 
+mod chart;
 mod load;
 mod peers;
 mod queries;
@@ -65,9 +66,10 @@ async fn main() -> anyhow::Result<()> {
     let mut figs = Vec::new();
     let mut latencies = Vec::new();
     let mut mismatches = Vec::new();
-    for protocol in [Protocol::Influx, Protocol::RemoteWrite] {
+    for protocol in [Protocol::Influx, Protocol::RemoteWrite, Protocol::Native] {
         let mut alive = Vec::new();
-        for peer_name in ["canopy", "victoria-metrics"] {
+        let peer_names: &[&str] = if protocol == Protocol::Native { &["canopy"] } else { &["canopy", "victoria-metrics"] };
+        for &peer_name in peer_names {
             let dir = work.join(format!("{peer_name}-{}", protocol.name().replace(' ', "-")));
             std::fs::create_dir_all(&dir)?;
             let peer = match peer_name {
@@ -75,7 +77,7 @@ async fn main() -> anyhow::Result<()> {
                 _ => Peer::victoria_metrics(&a.victoria_metrics_bin, &dir).await?,
             };
             eprintln!("{peer_name}:");
-            let secs = load::load(&peer.base, protocol, hosts.clone(), rows.clone(), a.batch, a.concurrency).await?;
+            let secs = load::load(&peer.base, peer.grpc.as_deref(), protocol, hosts.clone(), rows.clone(), a.batch, a.concurrency).await?;
             peer.settle().await?;
             figs.push(Figures {
                 peer: peer.name,
@@ -110,6 +112,33 @@ async fn main() -> anyhow::Result<()> {
         a.scale, a.hours, samples, a.batch, a.concurrency
     );
     std::fs::write(out.join("results.md"), format!("{header}{table}"))?;
+    let mut bars = Vec::new();
+    for p in [Protocol::Influx, Protocol::RemoteWrite] {
+        let c = figs.iter().find(|f| f.protocol == p.name() && f.peer == "canopy");
+        let v = figs.iter().find(|f| f.protocol == p.name() && f.peer == "victoria-metrics");
+        if let (Some(c), Some(v)) = (c, v) {
+            let short = if p == Protocol::Influx { "line protocol" } else { "remote write" };
+            bars.push(chart::Bar {
+                label: format!("ingest, {short}"),
+                ratio: c.samples_per_sec() / v.samples_per_sec(),
+                higher_is_better: true,
+            });
+            bars.push(chart::Bar {
+                label: format!("bytes/sample, {short}"),
+                ratio: c.bytes_per_sample() / v.bytes_per_sample(),
+                higher_is_better: false,
+            });
+            bars.push(chart::Bar {
+                label: format!("peak RSS, {short}"),
+                ratio: c.peak_rss as f64 / v.peak_rss.max(1) as f64,
+                higher_is_better: false,
+            });
+        }
+    }
+    for r in &latencies {
+        bars.push(chart::Bar { label: format!("query {}", r.name), ratio: r.warm_p50_ratio(), higher_is_better: false });
+    }
+    chart::draw(&format!("Canopy vs VictoriaMetrics: TSBS cpu-only, {} hosts x {} h", a.scale, a.hours), &bars, &out.join("results.png"))?;
     let json = serde_json::json!({"ingest": report::json(&figs), "queries": run::json(&latencies)});
     std::fs::write(out.join("results.json"), serde_json::to_string_pretty(&json)?)?;
     eprintln!("results in {}", out.display());

@@ -13,6 +13,8 @@ pub(crate) struct Peer {
     child: Child,
     /// HTTP base URL, e.g. `http://127.0.0.1:1234`.
     pub(crate) base: String,
+    /// gRPC address (Canopy only).
+    pub(crate) grpc: Option<String>,
     pub(crate) data_dir: PathBuf,
 }
 
@@ -52,7 +54,8 @@ impl Peer {
         };
         std::thread::spawn(move || for _ in lines {});
         let http = ready.split_whitespace().find_map(|kv| kv.strip_prefix("http=")).expect("http address").to_string();
-        Ok(Peer { name: "canopy", child, base: format!("http://{http}"), data_dir: dir.to_path_buf() })
+        let grpc = ready.split_whitespace().find_map(|kv| kv.strip_prefix("grpc=")).map(str::to_string);
+        Ok(Peer { name: "canopy", child, base: format!("http://{http}"), grpc, data_dir: dir.to_path_buf() })
     }
 
     /// Starts VictoriaMetrics single-node.
@@ -66,7 +69,8 @@ impl Peer {
             .stderr(Stdio::inherit())
             .spawn()
             .map_err(|e| anyhow::anyhow!("starting {bin} (apt-get install victoria-metrics): {e}"))?;
-        let peer = Peer { name: "victoria-metrics", child, base: format!("http://127.0.0.1:{port}"), data_dir: dir.to_path_buf() };
+        let peer =
+            Peer { name: "victoria-metrics", child, base: format!("http://127.0.0.1:{port}"), grpc: None, data_dir: dir.to_path_buf() };
         for _ in 0..200 {
             if let Ok(r) = reqwest::get(format!("{}/health", peer.base)).await
                 && r.status().is_success()

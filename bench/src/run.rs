@@ -17,6 +17,13 @@ pub(crate) struct CaseResult {
     pub(crate) compared: Result<(), String>,
 }
 
+impl CaseResult {
+    /// Canopy's warm median over VictoriaMetrics' (lower is better).
+    pub(crate) fn warm_p50_ratio(&self) -> f64 {
+        percentile(&self.canopy_warm, 0.5) / percentile(&self.vm_warm, 0.5)
+    }
+}
+
 fn percentile(v: &[f64], p: f64) -> f64 {
     let mut s = v.to_vec();
     s.sort_by(f64::total_cmp);
