@@ -35,7 +35,7 @@ impl Peer {
         let mut child = Command::new(bin)
             .args(["standalone", "--http-addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0"])
             .args(["--otlp-grpc-addr", "off", "--otlp-http-addr", "off", "--influx-addr", "off"])
-            .args(["--compaction-interval-secs", "0", "--gc-grace-secs", "2", "--query-timeout-secs", "1"])
+            .args(["--compaction-interval-secs", "0"])
             .arg("--data-dir")
             .arg(dir)
             .env("CANOPY_LOG", "warn")
@@ -94,8 +94,6 @@ impl Peer {
                     break;
                 }
             }
-            tokio::time::sleep(Duration::from_millis(2_500)).await;
-            c.post(format!("{}/api/v1/admin/compact", self.base)).send().await?.error_for_status()?;
         } else {
             c.get(format!("{}/internal/force_flush", self.base)).send().await?.error_for_status()?;
             c.get(format!("{}/internal/force_merge", self.base)).send().await?.error_for_status()?;
@@ -113,11 +111,30 @@ impl Peer {
         Ok(())
     }
 
-    /// Bytes of stored data: Canopy's object store, VictoriaMetrics' data
-    /// directory (both excluding write-ahead logs and caches that vanish).
+    /// Bytes of stored data: for Canopy the parts its newest catalog versions
+    /// reference plus those versions (compaction inputs still in their GC
+    /// grace period are not data); for VictoriaMetrics its data directory.
     pub(crate) fn bytes_on_disk(&self) -> u64 {
-        let dir = if self.name == "canopy" { self.data_dir.join("objects") } else { self.data_dir.join("data") };
-        du(&dir)
+        if self.name != "canopy" {
+            return du(&self.data_dir.join("data"));
+        }
+        let mut total = 0;
+        for shard_dir in dirs(&self.data_dir.join("objects/catalog")).iter().flat_map(|g| dirs(g)) {
+            let newest = std::fs::read_dir(&shard_dir)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|e| e == "cat"))
+                .max();
+            let Some(newest) = newest else { continue };
+            let Ok(bytes) = std::fs::read(&newest) else { continue };
+            total += bytes.len() as u64;
+            if let Ok(state) = serde_json::from_slice::<serde_json::Value>(&bytes[12.min(bytes.len())..]) {
+                total += state["parts"].as_array().into_iter().flatten().filter_map(|p| p["bytes"].as_u64()).sum::<u64>();
+            }
+        }
+        total
     }
 
     /// Peak resident memory so far (VmHWM), in bytes.
@@ -129,6 +146,10 @@ impl Peer {
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
             .map_or(0, |kb| kb * 1024)
     }
+}
+
+fn dirs(p: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(p).into_iter().flatten().flatten().map(|e| e.path()).filter(|p| p.is_dir()).collect()
 }
 
 fn du(p: &Path) -> u64 {

@@ -52,6 +52,24 @@ impl Predicate {
         }
     }
 
+    /// The part of the predicate that reads tags only and that every
+    /// matching row must satisfy: the AND-ed conjuncts without field
+    /// conditions (an OR that reads a field is dropped, weakening to true).
+    pub fn tag_conjuncts(&self) -> Predicate {
+        match self {
+            Predicate::And(a, b) => match (a.tag_conjuncts(), b.tag_conjuncts()) {
+                (Predicate::True, x) | (x, Predicate::True) => x,
+                (x, y) => Predicate::And(Box::new(x), Box::new(y)),
+            },
+            Predicate::FieldCmp { .. } => Predicate::True,
+            p => {
+                let mut fields = Vec::new();
+                p.fields_used(&mut fields);
+                if fields.is_empty() { p.clone() } else { Predicate::True }
+            }
+        }
+    }
+
     /// Fields the predicate reads.
     pub fn fields_used(&self, out: &mut Vec<usize>) {
         match self {
@@ -231,6 +249,18 @@ mod tests {
         assert!(p.eval(&row("y", 1), &[]));
         assert!(!p.eval(&row("b", 100), &[]));
         assert!(!p.eval(&[TagVal::Null, TagVal::Null], &[]));
+    }
+
+    #[test]
+    fn tag_conjuncts_keep_only_what_every_match_satisfies() {
+        let tag = Predicate::Cmp { tag: 0, op: BinaryOp::Eq, value: TagVal::Str("a".into()) };
+        let field = Predicate::FieldCmp { field: 0, op: BinaryOp::Gt, value: 1.0 };
+        let and = Predicate::And(Box::new(tag.clone()), Box::new(field.clone()));
+        assert_eq!(and.tag_conjuncts(), tag);
+        let or = Predicate::Or(Box::new(tag.clone()), Box::new(field));
+        assert_eq!(or.tag_conjuncts(), Predicate::True);
+        let or_tags = Predicate::Or(Box::new(tag.clone()), Box::new(tag.clone()));
+        assert_eq!(or_tags.tag_conjuncts(), or_tags);
     }
 
     #[test]

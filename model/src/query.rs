@@ -200,7 +200,19 @@ impl QueryPlan {
         self.predicate.tags_used(&mut used);
         let mut fields = Vec::new();
         self.predicate.fields_used(&mut fields);
-        fields.is_empty() && used.iter().all(|t| self.schema.entity.contains(t))
+        fields.is_empty() && (self.schema.proto.tags_follow_entity || used.iter().all(|t| self.schema.entity.contains(t)))
+    }
+
+    /// A tag-only predicate sources may use to skip whole blocks before
+    /// deduplication, with the tags it reads: the tag conjuncts of the
+    /// criteria, when all versions of a point share those tags (entity tags,
+    /// or measures whose tags follow the entity). `None` if nothing applies.
+    pub fn block_predicate(&self) -> Option<(Predicate, Vec<usize>)> {
+        let p = self.predicate.tag_conjuncts();
+        let mut used = Vec::new();
+        p.tags_used(&mut used);
+        let safe = self.schema.proto.tags_follow_entity || used.iter().all(|t| self.schema.entity.contains(t));
+        (!used.is_empty() && safe).then_some((p, used))
     }
 
     /// The filter a source (memtable, part) applies before deduplication.

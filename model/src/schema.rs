@@ -151,6 +151,9 @@ pub fn check_measure_update(old: &Measure, new: &Measure) -> Result<()> {
     if old.entity != new.entity {
         return Err(ModelError::invalid("measure.entity", "the entity of a measure cannot change"));
     }
+    if old.tags_follow_entity != new.tags_follow_entity {
+        return Err(ModelError::invalid("measure.tags_follow_entity", "cannot change after creation"));
+    }
     let (old_l, new_l) = (ColumnLayout::of(old), ColumnLayout::of(new));
     for (fam, name, ty) in &old_l.tags {
         match new_l.tags.iter().find(|(_, n, _)| n == name) {

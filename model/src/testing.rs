@@ -32,6 +32,7 @@ pub fn measure(group: &str, name: &str, tags: &[(&str, TagType)], fields: &[(&st
         entity: Some(Entity { tag_names: entity.iter().map(|e| e.to_string()).collect() }),
         interval: String::new(),
         updated_at: None,
+        tags_follow_entity: false,
     }
 }
 

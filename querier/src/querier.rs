@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use canopy_model::{ModelError, PartialResult, Point, QueryPlan};
-use canopy_storage::part::{Scan, read_index, scan_part};
+use canopy_storage::part::{BlockFilter, Scan, read_index, scan_part};
 use canopy_storage::{CatalogState, PartMeta};
 use futures::{StreamExt, TryStreamExt};
 use object_store::ObjectStore;
@@ -90,7 +90,13 @@ impl Querier {
         let safe = plan.pushdown_safe();
         let keep = move |p: &Point| !safe || plan.predicate.eval(&p.tags, &p.fields);
         let (tags_needed, fields_needed) = plan.needed_columns();
+        // Tag conjuncts that hold for every version of a point alike may skip
+        // whole blocks before deduplication.
+        let block = plan.block_predicate();
+        let tag_filter = |tags: &[canopy_model::TagVal]| block.as_ref().is_none_or(|(p, _)| p.eval(tags, &[]));
+        let block_filter: Option<BlockFilter<'_>> = block.as_ref().map(|(_, used)| (used.as_slice(), &tag_filter as _));
         let scan = Scan {
+            block_filter,
             needed: Some((&tags_needed, &fields_needed)),
             measure: &plan.schema.name,
             target: &plan.schema.layout,

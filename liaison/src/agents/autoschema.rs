@@ -234,6 +234,8 @@ impl AutoSchema {
                     entity: Some(Entity { tag_names: vec![SERIES_TAG.into()] }),
                     interval: String::new(),
                     updated_at: None,
+                    // The entity is the full label set: labels never differ between versions.
+                    tags_follow_entity: true,
                 };
                 match self.registry.create_measure(m).await {
                     Ok(_) | Err(MetaError::AlreadyExists(_)) => {}

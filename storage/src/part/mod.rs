@@ -21,7 +21,7 @@ use std::collections::BTreeMap;
 use canopy_model::ColumnLayout;
 use serde::{Deserialize, Serialize};
 
-pub use reader::{PartIndex, Scan, read_blocks, read_index, scan_part};
+pub use reader::{BlockFilter, PartIndex, Scan, read_blocks, read_index, scan_part};
 pub use writer::{EncodedPart, MeasureRows, PartSummary, PartWriter, encode_part};
 
 /// Footer metadata key holding [`PartFooter`] as JSON.

@@ -96,7 +96,14 @@ pub struct Scan<'a> {
     pub keep: &'a (dyn Fn(&Point) -> bool + Sync),
     /// Target columns to decode; `None` decodes all. Others read as null.
     pub needed: Option<(&'a [bool], &'a [bool])>,
+    /// A predicate on a row's tags (target layout) and the tags it reads:
+    /// a block whose read tags are constant is checked once and skipped
+    /// whole when it fails, before its timestamps and fields are decoded.
+    pub block_filter: Option<BlockFilter<'a>>,
 }
+
+/// The tags a block filter reads (target layout) and the filter itself.
+pub type BlockFilter<'a> = (&'a [usize], &'a (dyn Fn(&[TagVal]) -> bool + Sync));
 
 impl Scan<'_> {
     fn series_in(&self, first: u64, last: u64) -> bool {
@@ -171,7 +178,7 @@ pub async fn read_blocks(
     })?;
     let mapping = LayoutMapping::new(stored, target);
     let all = |_: &Point| true;
-    let scan = Scan { measure, target, begin: i64::MIN, end: i64::MAX, series: None, keep: &all, needed: None };
+    let scan = Scan { measure, target, begin: i64::MIN, end: i64::MAX, series: None, keep: &all, needed: None, block_filter: None };
     let mut out = Vec::new();
     for b in fetch_batches(store, meta, index, &[batch]).await? {
         decode_batch(&meta.path, &b, &mapping, &scan, &mut |series, rows| out.push((series, rows)))?;
@@ -205,13 +212,6 @@ fn decode_batch(
             continue;
         }
         let n = count.value(row) as usize;
-        let ts = decode_timestamps(ts_col.value(row), n).ok_or_else(|| corrupt("timestamps"))?;
-        let lo = ts.partition_point(|&t| t < begin);
-        let hi = ts.partition_point(|&t| t < end);
-        if lo >= hi {
-            continue;
-        }
-        let versions = decode_ints(&mut ver_col.value(row), n).ok_or_else(|| corrupt("versions"))?;
         // Columns are length-prefixed, so unused ones are skipped undecoded.
         let mut tags_buf = tag_col.value(row);
         let mut stored_tags: Vec<Vec<TagVal>> = Vec::new();
@@ -220,6 +220,24 @@ fn decode_batch(
             let used = tag_used.get(stored_tags.len()).copied().unwrap_or(false);
             stored_tags.push(if used { decode_tag_runs(&mut col, n).ok_or_else(|| corrupt("tags"))? } else { Vec::new() });
         }
+        if let Some((cols, filter)) = scan.block_filter {
+            let column = |t: usize| mapping.tags.get(t).copied().flatten().and_then(|s| stored_tags.get(s));
+            let constant = cols.iter().all(|&t| column(t).is_none_or(|c| c.iter().all(|v| *v == c[0])));
+            if constant {
+                let first: Vec<TagVal> =
+                    (0..mapping.tags.len()).map(|t| column(t).and_then(|c| c.first()).cloned().unwrap_or_default()).collect();
+                if !filter(&first) {
+                    continue;
+                }
+            }
+        }
+        let ts = decode_timestamps(ts_col.value(row), n).ok_or_else(|| corrupt("timestamps"))?;
+        let lo = ts.partition_point(|&t| t < begin);
+        let hi = ts.partition_point(|&t| t < end);
+        if lo >= hi {
+            continue;
+        }
+        let versions = decode_ints(&mut ver_col.value(row), n).ok_or_else(|| corrupt("versions"))?;
         let mut fields_buf = field_col.value(row);
         let mut stored_fields: Vec<Vec<FieldVal>> = Vec::new();
         while !fields_buf.is_empty() {
@@ -265,7 +283,7 @@ mod tests {
         series: Option<&'a [u64]>,
         keep: &'a (dyn Fn(&Point) -> bool + Sync),
     ) -> Scan<'a> {
-        Scan { measure, target, begin, end, series, keep, needed: None }
+        Scan { measure, target, begin, end, series, keep, needed: None, block_filter: None }
     }
 
     fn layout(tags: &[&str], fields: &[&str]) -> ColumnLayout {
@@ -318,6 +336,26 @@ mod tests {
         assert_eq!(only2, a[100..].to_vec());
         let f = meta.measures["cpu"].series_filter.as_ref().unwrap();
         assert!(f.may_contain(1) && f.may_contain(2));
+    }
+
+    #[tokio::test]
+    async fn a_block_filter_skips_blocks_whose_constant_tags_fail_it() {
+        let l = Arc::new(layout(&["host", "zone"], &["v"]));
+        let mut a = rows(1, 10, "h1");
+        a.extend(rows(2, 10, "h2"));
+        let (store, meta) = put(&[MeasureRows { name: "cpu".into(), layout: l.clone(), rows: a.clone() }]).await;
+        let idx = read_index(store.as_ref(), &meta).await.unwrap();
+        let all = |_: &Point| true;
+        let host_is_h2 = |tags: &[TagVal]| tags[0] == TagVal::Str("h2".into());
+        let mut scan = scan("cpu", &l, 0, i64::MAX, None, &all);
+        scan.block_filter = Some((&[0], &host_is_h2));
+        let got = scan_part(store.as_ref(), &meta, &idx, &scan).await.unwrap();
+        assert_eq!(got, a[10..].to_vec(), "series 1's block is skipped whole");
+        // "zone" alternates within a block: not constant, so the block is not
+        // skipped on it and rows are left to the row filter.
+        let zone_is_z0 = |tags: &[TagVal]| tags[1] == TagVal::Str("z0".into());
+        scan.block_filter = Some((&[1], &zone_is_z0));
+        assert_eq!(scan_part(store.as_ref(), &meta, &idx, &scan).await.unwrap().len(), 20);
     }
 
     #[tokio::test]
