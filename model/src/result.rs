@@ -36,18 +36,41 @@ impl PartialResult {
                 Ok(PartialResult::Raw(rows))
             }
             Some(agg) => {
-                let mut groups: HashMap<GroupKey, Vec<AggState>> = HashMap::new();
+                // Rows come sorted by (series, ts), so runs of rows fall into
+                // the same group: compare with the previous group's key in
+                // place and only clone tags and hash on a change.
+                let mut keys: Vec<GroupKey> = Vec::new();
+                let mut states: Vec<Vec<AggState>> = Vec::new();
+                let mut index: HashMap<GroupKey, usize> = HashMap::new();
+                let mut current: Option<usize> = None;
                 for r in &rows {
                     let bucket = if agg.bucket_nanos > 0 { r.ts.div_euclid(agg.bucket_nanos) * agg.bucket_nanos } else { 0 };
-                    let key = (bucket, agg.group_tags.iter().map(|&i| r.tags[i].clone()).collect());
-                    if groups.len() >= GROUPS_MAX && !groups.contains_key(&key) {
-                        return Err(ModelError::ResourceExhausted(format!("more than {GROUPS_MAX} groups")));
+                    let same = current.is_some_and(|g| {
+                        let (b, tags) = &keys[g];
+                        *b == bucket && agg.group_tags.iter().zip(tags).all(|(&i, v)| r.tags[i] == *v)
+                    });
+                    if !same {
+                        let key: GroupKey = (bucket, agg.group_tags.iter().map(|&i| r.tags[i].clone()).collect());
+                        let g = match index.get(&key) {
+                            Some(&g) => g,
+                            None => {
+                                if keys.len() >= GROUPS_MAX {
+                                    return Err(ModelError::ResourceExhausted(format!("more than {GROUPS_MAX} groups")));
+                                }
+                                index.insert(key.clone(), keys.len());
+                                keys.push(key);
+                                states.push(vec![AggState::default(); agg.fields.len()]);
+                                keys.len() - 1
+                            }
+                        };
+                        current = Some(g);
                     }
-                    let states = groups.entry(key).or_insert_with(|| vec![AggState::default(); agg.fields.len()]);
-                    for (s, &f) in states.iter_mut().zip(&agg.fields) {
+                    let g = current.expect("set above");
+                    for (s, &f) in states[g].iter_mut().zip(&agg.fields) {
                         s.add(&r.fields[f], r.ts);
                     }
                 }
+                let groups: HashMap<GroupKey, Vec<AggState>> = keys.into_iter().zip(states).collect();
                 Ok(PartialResult::Groups(groups))
             }
         }
