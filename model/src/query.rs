@@ -46,6 +46,9 @@ pub struct QueryPlan {
     /// Sorted series ids the criteria restrict the query to, when they pin
     /// every entity tag (see [`pinned_series`]); sources skip other series.
     pub series: Option<Vec<SeriesId>>,
+    /// See [`QueryPlan::pushdown_safe`]; decided once at compile time
+    /// because sources ask for every row.
+    pushdown: bool,
 }
 
 /// Most series a query's criteria may pin for series-level pruning; beyond
@@ -95,6 +98,20 @@ pub fn pinned_series(schema: &MeasureSchema, predicate: &Predicate) -> Option<Ve
     ids.sort_unstable();
     ids.dedup();
     Some(ids)
+}
+
+/// True if every version of a point has the same values for these tags:
+/// entity tags always, any tag when the measure's tags follow its entity.
+fn shared_by_versions(schema: &MeasureSchema, tags: &[usize]) -> bool {
+    schema.proto.tags_follow_entity || tags.iter().all(|t| schema.entity.contains(t))
+}
+
+fn pushdown_safe(schema: &MeasureSchema, predicate: &Predicate) -> bool {
+    let mut used = Vec::new();
+    predicate.tags_used(&mut used);
+    let mut fields = Vec::new();
+    predicate.fields_used(&mut fields);
+    fields.is_empty() && shared_by_versions(schema, &used)
 }
 
 /// Group-by plus aggregation of one or more fields (one function).
@@ -174,7 +191,8 @@ impl QueryPlan {
         }
         let descending = req.order_by.as_ref().is_some_and(|o| Sort::try_from(o.sort) == Ok(Sort::Desc));
         let series = pinned_series(&schema, &predicate);
-        Ok(QueryPlan { schema, begin, end, predicate, tags, fields, aggregation, top, descending, offset: req.offset, limit, series })
+        let pushdown = pushdown_safe(&schema, &predicate);
+        Ok(QueryPlan { schema, begin, end, predicate, tags, fields, aggregation, top, descending, offset: req.offset, limit, series, pushdown })
     }
 
     /// Rows a single shard must keep for the final answer: enough to serve
@@ -187,20 +205,12 @@ impl QueryPlan {
         }
     }
 
-    /// True if the row is in range and matches the criteria.
-    pub fn matches(&self, p: &Point) -> bool {
-        p.ts >= self.begin && p.ts < self.end && self.predicate.eval(&p.tags, &p.fields)
-    }
-
-    /// True if the criteria read only entity tags. Only then may sources
-    /// filter before deduplication: versions of one (series, ts) share their
-    /// entity tags, but other tags may differ between an old and a new version.
+    /// True if the criteria read only entity tags (or the measure's tags
+    /// follow its entity) and no fields. Only then may sources filter before
+    /// deduplication: versions of one (series, ts) share their entity tags,
+    /// but other tags and fields may differ between an old and a new version.
     pub fn pushdown_safe(&self) -> bool {
-        let mut used = Vec::new();
-        self.predicate.tags_used(&mut used);
-        let mut fields = Vec::new();
-        self.predicate.fields_used(&mut fields);
-        fields.is_empty() && (self.schema.proto.tags_follow_entity || used.iter().all(|t| self.schema.entity.contains(t)))
+        self.pushdown
     }
 
     /// A tag-only predicate sources may use to skip whole blocks before
@@ -211,8 +221,7 @@ impl QueryPlan {
         let p = self.predicate.tag_conjuncts();
         let mut used = Vec::new();
         p.tags_used(&mut used);
-        let safe = self.schema.proto.tags_follow_entity || used.iter().all(|t| self.schema.entity.contains(t));
-        (!used.is_empty() && safe).then_some((p, used))
+        (!used.is_empty() && shared_by_versions(&self.schema, &used)).then_some((p, used))
     }
 
     /// The filter a source (memtable, part) applies before deduplication.
