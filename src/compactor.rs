@@ -47,7 +47,7 @@ pub(crate) async fn run(a: CompactorArgs) -> anyhow::Result<()> {
     let compactor = Compactor::new(cfg, store);
     loop {
         let registry = SchemaRegistry::new(Arc::new(EmbeddedStore::open(&a.meta_dir)?));
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis() as i64;
+        let now = canopy_model::now_nanos() / 1_000_000;
         for g in registry.list_groups().await? {
             let spec = GroupSpec::compile(&g)?;
             for shard in 0..spec.shard_num {

@@ -71,7 +71,7 @@ pub struct ShardReport {
 
 /// Wall-clock Unix milliseconds.
 pub(crate) fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+    canopy_model::now_nanos() / 1_000_000
 }
 
 /// The compactor.
@@ -185,7 +185,7 @@ impl Compactor {
             })
             .await?;
         let (Some(_), Some((seg, inputs, id))) = (claimed, picked) else { return Ok(None) };
-        let out_path = paths::part(group, shard, seg, id, nonce());
+        let out_path = paths::part(group, shard, seg, id, paths::nonce());
         if self.cfg.crash_before_commit {
             merge_parts(&self.store, &inputs, &out_path, self.cfg.chunk_bytes).await?;
             return Err(CompactError::Crashed);
@@ -247,9 +247,4 @@ fn release(c: &mut CatalogState, seg: i64, holder: &str) -> Result<bool> {
     let before = c.claims.len();
     c.claims.retain(|cl| !(cl.segment_start == seg && cl.holder == holder));
     Ok(c.claims.len() != before)
-}
-
-fn nonce() -> u32 {
-    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-    t.subsec_nanos() ^ std::process::id().rotate_left(16) ^ 0x5bd1_e995
 }

@@ -10,7 +10,6 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use canopy_storage::part::{MeasureRows, encode_part};
@@ -27,11 +26,6 @@ const COMMIT_ATTEMPTS_MAX: usize = 16;
 /// collection leaves unreferenced objects younger than its orphan age (far
 /// longer) alone, so a commit within this window never names a deleted part.
 pub(crate) const UPLOAD_COMMIT_WINDOW: std::time::Duration = std::time::Duration::from_secs(300);
-
-fn nonce() -> u32 {
-    let t = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
-    (t.subsec_nanos() ^ std::process::id().rotate_left(16)) ^ (t.as_secs() as u32)
-}
 
 /// Groups a frozen memtable's rows into one part input per time segment.
 fn split_segments(m: &Memtable, segment_nanos: i64) -> BTreeMap<i64, Vec<MeasureRows>> {
@@ -121,7 +115,7 @@ impl Shard {
         .map_err(|e| IngestError::Wal(std::io::Error::other(e)))??;
         let mut metas = Vec::with_capacity(encoded.len());
         for (id, (seg, enc)) in (base.next_part_id..).zip(encoded) {
-            let path = paths::part(&self.group, self.id, seg, id, nonce());
+            let path = paths::part(&self.group, self.id, seg, id, paths::nonce());
             let opts = PutOptions { mode: PutMode::Create, ..Default::default() };
             self.store
                 .put_opts(&path.as_str().into(), PutPayload::from(Bytes::clone(&enc.bytes)), opts)

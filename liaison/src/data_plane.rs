@@ -57,7 +57,7 @@ impl DataPlane for LocalDataPlane {
 
     async fn compact(&self, groups: &[GroupSpec]) -> Result<ShardReport, ApiError> {
         let mut total = ShardReport::default();
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
+        let now = canopy_model::now_nanos() / 1_000_000;
         for g in groups {
             for shard in 0..g.shard_num {
                 let r = self.compactor.run_shard(g, shard, now).await.map_err(|e| ApiError::new(crate::Code::Internal, e.to_string()))?;

@@ -1,11 +1,11 @@
 //! The gateway's operations, shared by the HTTP and gRPC front ends.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use canopy_api::v1::{Group, Measure, PointError, QueryRequest, QueryResponse, Status, WriteRequest, WriteResponse};
 use canopy_meta::{MetaError, SchemaRegistry};
-use canopy_model::{QueryPlan, finish, merge_partials, validate_batch};
+use canopy_model::{QueryPlan, finish, merge_partials, now_nanos, validate_batch};
 use futures::future::try_join_all;
 
 use crate::data_plane::DataPlane;
@@ -27,10 +27,6 @@ pub struct Gateway {
     pub query_timeout: Duration,
     /// Schema on the fly for agent protocols.
     pub(crate) agents: Arc<crate::agents::AutoSchema>,
-}
-
-fn now_nanos() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or(0)
 }
 
 impl Gateway {

@@ -6,7 +6,6 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use canopy_api::Timestamp;
 use canopy_api::v1::{Group, Measure, Metadata};
@@ -28,8 +27,7 @@ fn measure_key(group: &str, name: &str) -> String {
 }
 
 fn now() -> Timestamp {
-    let d = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
-    Timestamp { seconds: d.as_secs() as i64, nanos: d.subsec_nanos() as i32 }
+    canopy_model::nanos_to_timestamp(canopy_model::now_nanos())
 }
 
 fn decode<M: Message + Default>(key: &str, b: &[u8]) -> Result<M> {

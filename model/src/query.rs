@@ -192,7 +192,21 @@ impl QueryPlan {
         let descending = req.order_by.as_ref().is_some_and(|o| Sort::try_from(o.sort) == Ok(Sort::Desc));
         let series = pinned_series(&schema, &predicate);
         let pushdown = pushdown_safe(&schema, &predicate);
-        Ok(QueryPlan { schema, begin, end, predicate, tags, fields, aggregation, top, descending, offset: req.offset, limit, series, pushdown })
+        Ok(QueryPlan {
+            schema,
+            begin,
+            end,
+            predicate,
+            tags,
+            fields,
+            aggregation,
+            top,
+            descending,
+            offset: req.offset,
+            limit,
+            series,
+            pushdown,
+        })
     }
 
     /// Rows a single shard must keep for the final answer: enough to serve

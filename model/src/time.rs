@@ -8,6 +8,12 @@ use crate::{ModelError, Result};
 
 const NANOS_PER_SEC: i64 = 1_000_000_000;
 
+/// The wall clock, in nanoseconds since the Unix epoch (0 if the clock is
+/// before 1970).
+pub fn now_nanos() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or(0)
+}
+
 /// Converts a protobuf timestamp to nanoseconds, rejecting out-of-range values.
 pub fn timestamp_to_nanos(ts: &Timestamp, field: &str) -> Result<i64> {
     if !(0..NANOS_PER_SEC as i32).contains(&ts.nanos) {

@@ -36,6 +36,13 @@ pub fn part(group: &str, shard: u32, segment_start_nanos: i64, part_id: u64, non
     format!("parts/{group}/{shard:04}/{secs}/{part_id:016x}-{nonce:08x}.arrow")
 }
 
+/// A nonce for a part key: distinct across processes and retries, so an
+/// upload never lands on an object another (crashed) upload left behind.
+pub fn nonce() -> u32 {
+    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    t.subsec_nanos() ^ std::process::id().rotate_left(16) ^ (t.as_secs() as u32)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -359,7 +359,7 @@ impl AutoSchema {
             return Ok(out);
         }
         let schema = self.ensure(group, &measure, &tags, &fields).await?;
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or(0);
+        let now = canopy_model::now_nanos();
         let points = self.build_points(group, &measure, &schema, kept, now, &mut out);
         if points.is_empty() {
             return Ok(out);

@@ -64,7 +64,7 @@ async fn write(gw: &Gateway, db: Option<&String>, precision: Option<&String>, he
     let text = std::str::from_utf8(&body).map_err(|e| ApiError::invalid("body", format!("not UTF-8: {e}")))?;
     let lines = parse(text).map_err(|e| ApiError::invalid("body", e))?;
     let group = db.filter(|d| !d.is_empty()).map(|d| sanitize(d)).unwrap_or_else(|| agents.cfg.influx_group.clone());
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or(0);
+    let now = canopy_model::now_nanos();
     let mut by_measure: BTreeMap<String, Vec<AgentRow>> = BTreeMap::new();
     for (i, l) in lines.into_iter().enumerate() {
         let ts = match l.timestamp {
