@@ -28,7 +28,7 @@ pub(crate) const HTTP_REQUESTS_MAX: usize = 64;
 
 /// The HTTP routes.
 pub(crate) fn router(gw: Gateway) -> Router {
-    Router::new()
+    let app = Router::new()
         .route("/api/healthz", get(|| async { Json(serde_json::json!({ "status": "SERVING" })) }))
         .route("/api/v1/group/schema", post(create_group))
         .route("/api/v1/group/schema/lists", get(list_groups))
@@ -41,30 +41,31 @@ pub(crate) fn router(gw: Gateway) -> Router {
         .route("/api/v1/admin/flush", post(flush))
         .route("/api/v1/admin/compact", post(compact))
         .merge(crate::agents::routes())
-        .fallback(|| async { ApiError::new(crate::Code::NotFound, "no such route") })
-        .layer(DefaultBodyLimit::max(BODY_BYTES_MAX))
+        .fallback(|| async { ApiError::new(crate::Code::NotFound, "no such route") });
+    limited(app, gw)
+}
+
+/// Applies the limits every HTTP port has — body size, and requests in
+/// progress (a semaphore per port) — and the gateway state.
+fn limited(app: Router<Gateway>, gw: Gateway) -> Router {
+    app.layer(DefaultBodyLimit::max(BODY_BYTES_MAX))
         .layer(axum::middleware::from_fn_with_state(Arc::new(Semaphore::new(HTTP_REQUESTS_MAX)), limit_requests))
         .with_state(gw)
 }
 
 /// The dedicated InfluxDB port.
 pub(crate) fn influx_router(gw: Gateway) -> Router {
-    crate::agents::influx_routes()
-        .fallback(|| async {
-            ApiError::new(crate::Code::NotFound, "no such route; this port serves InfluxDB writes (/write, /api/v2/write)")
-        })
-        .layer(DefaultBodyLimit::max(BODY_BYTES_MAX))
-        .layer(axum::middleware::from_fn_with_state(Arc::new(Semaphore::new(HTTP_REQUESTS_MAX)), limit_requests))
-        .with_state(gw)
+    let app = crate::agents::influx_routes().fallback(|| async {
+        ApiError::new(crate::Code::NotFound, "no such route; this port serves InfluxDB writes (/write, /api/v2/write)")
+    });
+    limited(app, gw)
 }
 
 /// The dedicated OTLP/HTTP port: only `/v1/metrics`.
 pub(crate) fn otlp_router(gw: Gateway) -> Router {
-    crate::agents::otlp_http_routes()
-        .fallback(|| async { ApiError::new(crate::Code::NotFound, "no such route; OTLP/HTTP serves POST /v1/metrics") })
-        .layer(DefaultBodyLimit::max(BODY_BYTES_MAX))
-        .layer(axum::middleware::from_fn_with_state(Arc::new(Semaphore::new(HTTP_REQUESTS_MAX)), limit_requests))
-        .with_state(gw)
+    let app = crate::agents::otlp_http_routes()
+        .fallback(|| async { ApiError::new(crate::Code::NotFound, "no such route; OTLP/HTTP serves POST /v1/metrics") });
+    limited(app, gw)
 }
 
 async fn limit_requests(State(permits): State<Arc<Semaphore>>, req: axum::extract::Request, next: axum::middleware::Next) -> Response {

@@ -53,24 +53,23 @@ async fn serve_http(listener: tokio::net::TcpListener, app: axum::Router, mut st
     }
 }
 
+/// Binds an optional extra port.
+async fn bind_optional(addr: Option<SocketAddr>) -> std::io::Result<Option<tokio::net::TcpListener>> {
+    match addr {
+        Some(a) => Ok(Some(tokio::net::TcpListener::bind(a).await?)),
+        None => Ok(None),
+    }
+}
+
 /// Binds every listener (so a port conflict fails at start-up) and serves
 /// until `shutdown` resolves.
 pub async fn start_liaison(cfg: &LiaisonConfig, gw: Gateway, shutdown: tokio::sync::watch::Receiver<bool>) -> std::io::Result<Bound> {
     let http_listener = tokio::net::TcpListener::bind(cfg.http_addr).await?;
     let grpc_listener = tokio::net::TcpListener::bind(cfg.grpc_addr).await?;
     let (http_addr, grpc_addr) = (http_listener.local_addr()?, grpc_listener.local_addr()?);
-    let otlp_grpc_listener = match cfg.otlp_grpc_addr {
-        Some(a) => Some(tokio::net::TcpListener::bind(a).await?),
-        None => None,
-    };
-    let otlp_http_listener = match cfg.otlp_http_addr {
-        Some(a) => Some(tokio::net::TcpListener::bind(a).await?),
-        None => None,
-    };
-    let influx_listener = match cfg.influx_addr {
-        Some(a) => Some(tokio::net::TcpListener::bind(a).await?),
-        None => None,
-    };
+    let otlp_grpc_listener = bind_optional(cfg.otlp_grpc_addr).await?;
+    let otlp_http_listener = bind_optional(cfg.otlp_http_addr).await?;
+    let influx_listener = bind_optional(cfg.influx_addr).await?;
     let mut tasks = Vec::new();
     let mut bound = Bound { http: http_addr, grpc: grpc_addr, otlp_grpc: None, otlp_http: None, influx: None, tasks: Vec::new() };
     if let Some(l) = influx_listener {

@@ -49,7 +49,9 @@ pub struct AggState {
     pub first: Option<(i64, FieldVal)>,
 }
 
-/// True if `(ts, v)` should replace `cur` — the same choice [`pick`] makes.
+/// True if `(ts, v)` should replace `cur`: the later (or earlier) timestamp
+/// wins; equal timestamps keep the larger value, so the outcome does not
+/// depend on the order values arrive or partial states merge in.
 fn beats(cur: &Option<(i64, FieldVal)>, ts: i64, v: &FieldVal, later: bool) -> bool {
     match cur {
         None => true,
@@ -58,20 +60,6 @@ fn beats(cur: &Option<(i64, FieldVal)>, ts: i64, v: &FieldVal, later: bool) -> b
             let by_value = v.as_f64().unwrap_or(f64::MIN).total_cmp(&old.as_f64().unwrap_or(f64::MIN));
             by_time.then(by_value).is_gt()
         }
-    }
-}
-
-/// Picks between two timed values: the later (or earlier) one; equal
-/// timestamps keep the larger value, so the choice is the same in any order.
-fn pick(a: Option<(i64, FieldVal)>, b: Option<(i64, FieldVal)>, later: bool) -> Option<(i64, FieldVal)> {
-    match (a, b) {
-        (Some(x), Some(y)) => {
-            let by_time = if later { x.0.cmp(&y.0) } else { y.0.cmp(&x.0) };
-            let by_value = x.1.as_f64().unwrap_or(f64::MIN).total_cmp(&y.1.as_f64().unwrap_or(f64::MIN));
-            if by_time.then(by_value).is_ge() { Some(x) } else { Some(y) }
-        }
-        (x, None) => x,
-        (None, y) => y,
     }
 }
 
@@ -115,8 +103,16 @@ impl AggState {
         self.max = min_opt(self.max, o.max, f64::max);
         self.min_int = min_opt(self.min_int, o.min_int, i64::min);
         self.max_int = min_opt(self.max_int, o.max_int, i64::max);
-        self.last = pick(self.last.take(), o.last.clone(), true);
-        self.first = pick(self.first.take(), o.first.clone(), false);
+        if let Some((t, v)) = &o.last
+            && beats(&self.last, *t, v, true)
+        {
+            self.last = Some((*t, v.clone()));
+        }
+        if let Some((t, v)) = &o.first
+            && beats(&self.first, *t, v, false)
+        {
+            self.first = Some((*t, v.clone()));
+        }
     }
 
     /// The final value. Integer-only input keeps integer results for sum, min
