@@ -9,6 +9,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/canopy/v1/model.proto",
         "proto/canopy/v1/schema.proto",
         "proto/canopy/v1/measure.proto",
+        "proto/canopy/cluster/v1/cluster.proto",
         "proto/prometheus/remote.proto",
     ];
     println!("cargo:rerun-if-changed=build.rs");
@@ -20,6 +21,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let descriptor_bytes = prost::Message::encode_to_vec(&fds);
     std::fs::write(out.join("canopy_descriptor.bin"), &descriptor_bytes)?;
     tonic_prost_build::configure().compile_well_known_types(true).extern_path(".google.protobuf", "::pbjson_types").compile_fds(fds)?;
-    pbjson_build::Builder::new().register_descriptors(&descriptor_bytes)?.build(&[".canopy"])?;
+    pbjson_build::Builder::new().register_descriptors(&descriptor_bytes)?.build(&[".canopy.v1"])?;
     Ok(())
 }

@@ -10,6 +10,11 @@ pub mod v1 {
     include!(concat!(env!("OUT_DIR"), "/canopy.v1.serde.rs"));
 }
 
+/// `canopy.cluster.v1`: internal services between cluster roles.
+pub mod cluster {
+    include!(concat!(env!("OUT_DIR"), "/canopy.cluster.v1.rs"));
+}
+
 /// Prometheus remote write 1.0 and remote read messages.
 pub mod prometheus {
     include!(concat!(env!("OUT_DIR"), "/prometheus.rs"));

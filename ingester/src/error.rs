@@ -13,6 +13,10 @@ pub enum IngestError {
     Wal(#[from] std::io::Error),
     #[error(transparent)]
     Storage(#[from] StorageError),
+    /// This ingester does not own the shard (any more): the caller should
+    /// look up the current owner and retry there.
+    #[error("not the owner: {0}")]
+    NotOwner(String),
     /// The ingester is shutting down.
     #[error("shutting down")]
     Closed,

@@ -82,7 +82,7 @@ impl Shard {
                 )));
             }
             let committed = self.commit(base, new_parts.clone(), memtable.max_seq).await?;
-            let watermark = committed.wal_watermark;
+            let watermark = committed.watermark(&self.wal_id);
             {
                 let mut st = self.state.lock().expect("shard lock");
                 st.catalog = Arc::new(committed);
@@ -128,11 +128,12 @@ impl Shard {
 
     /// Commits new parts and the watermark, rebasing on a concurrent commit
     /// (e.g. a compactor) and stopping if the shard was taken over.
-    async fn commit(&self, mut base: Arc<CatalogState>, new_parts: Vec<PartMeta>, max_seq: u64) -> Result<CatalogState> {
+    pub(crate) async fn commit(&self, mut base: Arc<CatalogState>, new_parts: Vec<PartMeta>, max_seq: u64) -> Result<CatalogState> {
         for _ in 0..COMMIT_ATTEMPTS_MAX {
             let mut next = (*base).clone();
             next.epoch = self.epoch;
-            next.wal_watermark = next.wal_watermark.max(max_seq);
+            let mark = next.watermarks.entry(self.wal_id.to_string()).or_default();
+            *mark = (*mark).max(max_seq);
             next.next_part_id = next.next_part_id.max(new_parts.iter().map(|p| p.id + 1).max().unwrap_or(0));
             next.parts.extend(new_parts.iter().cloned());
             match self.catalogs.commit(&base, next).await {

@@ -11,8 +11,8 @@ use canopy_model::{ColumnLayout, MeasureSchema, Point};
 use canopy_storage::CatalogStore;
 use object_store::ObjectStore;
 
-use crate::Result;
 use crate::shard::{MemoryBudget, Shard, ShardEnv, ShardSnapshot};
+use crate::{IngestError, Result};
 
 /// Ingester settings.
 #[derive(Debug, Clone)]
@@ -30,8 +30,10 @@ pub struct IngesterConfig {
     pub wal_segment_bytes: u64,
     /// Write batches queued per shard before writers wait.
     pub write_queue_depth: usize,
-    /// Ownership epoch this process writes with.
-    pub epoch: u64,
+    /// Standalone: a write to any shard opens it with this ownership epoch,
+    /// and every shard with a WAL on disk is recovered at start. Cluster
+    /// mode (`None`): only shards handed over by [`Ingester::acquire`] take writes.
+    pub implicit_epoch: Option<u64>,
 }
 
 impl IngesterConfig {
@@ -44,7 +46,7 @@ impl IngesterConfig {
             memtable_bytes_max: 2 << 30,
             wal_segment_bytes: 64 << 20,
             write_queue_depth: 1024,
-            epoch: 1,
+            implicit_epoch: Some(1),
         }
     }
 }
@@ -56,53 +58,154 @@ pub struct Ingester {
     catalogs: CatalogStore,
     store: Arc<dyn ObjectStore>,
     budget: Arc<MemoryBudget>,
+    /// Names this ingester's WALs in catalog watermarks; kept in the data
+    /// directory so it survives restarts.
+    wal_id: Arc<str>,
     shards: tokio::sync::Mutex<HashMap<(String, u32), Arc<Shard>>>,
 }
 
+/// Reads the WAL id from the data directory, creating it on first start.
+fn load_wal_id(data_dir: &std::path::Path) -> Result<String> {
+    let path = data_dir.join("wal_id");
+    match std::fs::read_to_string(&path) {
+        Ok(s) if !s.trim().is_empty() => return Ok(s.trim().to_string()),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e.into()),
+    }
+    std::fs::create_dir_all(data_dir)?;
+    let id = format!("{:016x}{:08x}", canopy_model::now_nanos(), canopy_storage::paths::nonce());
+    let tmp = data_dir.join("wal_id.tmp");
+    {
+        let mut f = std::fs::File::create(&tmp)?;
+        std::io::Write::write_all(&mut f, id.as_bytes())?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, &path)?;
+    std::fs::File::open(data_dir)?.sync_all()?;
+    Ok(id)
+}
+
 impl Ingester {
-    /// Opens the ingester and recovers every shard that has a WAL on disk.
+    /// Opens the ingester. Standalone (`implicit_epoch`) recovers every
+    /// shard that has a WAL on disk; in cluster mode a shard's WAL is
+    /// replayed when the shard is acquired.
     pub async fn open(cfg: IngesterConfig, store: Arc<dyn ObjectStore>) -> Result<Arc<Ingester>> {
         let budget = Arc::new(MemoryBudget { used: AtomicUsize::new(0), max: cfg.memtable_bytes_max });
+        let wal_id: Arc<str> = load_wal_id(&cfg.data_dir)?.into();
         let ing = Arc::new(Ingester {
             catalogs: CatalogStore::new(store.clone()),
             store,
             budget,
+            wal_id,
             shards: tokio::sync::Mutex::new(HashMap::new()),
             cfg,
         });
-        let wal_root = ing.cfg.data_dir.join("wal");
-        std::fs::create_dir_all(&wal_root)?;
-        for group in std::fs::read_dir(&wal_root)? {
+        std::fs::create_dir_all(ing.cfg.data_dir.join("wal"))?;
+        if let Some(epoch) = ing.cfg.implicit_epoch {
+            for (group, id) in ing.shards_on_disk()? {
+                ing.acquire(&group, id, epoch).await?;
+            }
+        }
+        Ok(ing)
+    }
+
+    /// This ingester's WAL id, as catalog watermarks name it.
+    pub fn wal_id(&self) -> &str {
+        &self.wal_id
+    }
+
+    /// The (group, shard) pairs that have a WAL directory here: shards this
+    /// ingester owned before and may still hold unflushed points of.
+    pub fn shards_on_disk(&self) -> Result<Vec<(String, u32)>> {
+        let mut out = Vec::new();
+        for group in std::fs::read_dir(self.cfg.data_dir.join("wal"))? {
             let group = group?;
             let Some(gname) = group.file_name().to_str().map(str::to_string) else {
                 continue;
             };
             for shard in std::fs::read_dir(group.path())? {
                 if let Some(id) = shard?.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) {
-                    ing.shard(&gname, id).await?;
+                    out.push((gname.clone(), id));
                 }
             }
         }
-        Ok(ing)
+        out.sort();
+        Ok(out)
     }
 
-    async fn shard(&self, group: &str, id: u32) -> Result<Arc<Shard>> {
+    fn wal_dir(&self, group: &str, id: u32) -> PathBuf {
+        self.cfg.data_dir.join("wal").join(group).join(format!("{id:04}"))
+    }
+
+    /// Takes ownership of a shard under `epoch`: replays its WAL (points
+    /// this ingester acknowledged before a crash), then publishes a catalog
+    /// version carrying the epoch so the previous owner can no longer
+    /// commit. Fails with `Fenced` if the catalog already has a newer epoch.
+    pub async fn acquire(&self, group: &str, id: u32, epoch: u64) -> Result<()> {
         let mut shards = self.shards.lock().await;
         if let Some(s) = shards.get(&(group.to_string(), id)) {
-            return Ok(s.clone());
+            if s.epoch >= epoch {
+                return Ok(());
+            }
+            // Re-acquired under a newer epoch (e.g. after an etcd hiccup):
+            // hand the old incarnation's points to the catalog first.
+            s.close().await?;
+            shards.remove(&(group.to_string(), id));
         }
-        let dir = self.cfg.data_dir.join("wal").join(group).join(format!("{id:04}"));
         let env = ShardEnv {
-            epoch: self.cfg.epoch,
+            wal_id: self.wal_id.clone(),
             wal_segment_bytes: self.cfg.wal_segment_bytes,
             queue_depth: self.cfg.write_queue_depth,
             catalogs: self.catalogs.clone(),
             store: self.store.clone(),
             budget: self.budget.clone(),
         };
-        let s = Shard::open(group, id, dir, env).await?;
-        shards.insert((group.to_string(), id), s.clone());
-        Ok(s)
+        let s = Shard::open(group, id, epoch, self.wal_dir(group, id), env).await?;
+        s.fence().await?;
+        shards.insert((group.to_string(), id), s);
+        tracing::info!(group, shard = id, epoch, "acquired shard");
+        Ok(())
+    }
+
+    /// Gives up a shard: stops taking writes for it (waiting for those in
+    /// flight), flushes every acknowledged point into the catalog, then
+    /// forgets it and removes its WAL. Until this returns, the next owner
+    /// must not take over. A no-op for a shard not held here.
+    pub async fn release(&self, group: &str, id: u32) -> Result<()> {
+        let Some(s) = self.shards.lock().await.get(&(group.to_string(), id)).cloned() else {
+            return Ok(());
+        };
+        s.close().await?;
+        self.shards.lock().await.remove(&(group.to_string(), id));
+        drop(s);
+        // Everything is in the catalog now; a later acquire numbers its WAL
+        // after the catalog's watermark, so the old records are not needed.
+        if let Err(e) = std::fs::remove_dir_all(self.wal_dir(group, id)) {
+            tracing::warn!(group, shard = id, error = %e, "could not remove the WAL of a released shard");
+        }
+        tracing::info!(group, shard = id, "released shard");
+        Ok(())
+    }
+
+    /// The shards held now, with their epochs.
+    pub async fn owned(&self) -> Vec<(String, u32, u64)> {
+        let mut v: Vec<_> = self.shards.lock().await.values().map(|s| (s.group.clone(), s.id, s.epoch)).collect();
+        v.sort();
+        v
+    }
+
+    async fn shard(&self, group: &str, id: u32) -> Result<Arc<Shard>> {
+        if let Some(s) = self.shards.lock().await.get(&(group.to_string(), id)) {
+            return Ok(s.clone());
+        }
+        match self.cfg.implicit_epoch {
+            Some(epoch) => {
+                self.acquire(group, id, epoch).await?;
+                self.shards.lock().await.get(&(group.to_string(), id)).cloned().ok_or(IngestError::Closed)
+            }
+            None => Err(IngestError::NotOwner(format!("shard {group}/{id} is not owned by this ingester"))),
+        }
     }
 
     /// Durably writes validated points (of any shards of one measure). Returns

@@ -55,7 +55,8 @@ pub(crate) struct ShardState {
 /// What every shard of an ingester shares.
 #[derive(Debug, Clone)]
 pub(crate) struct ShardEnv {
-    pub(crate) epoch: u64,
+    /// Names this ingester's WALs in catalog watermarks.
+    pub(crate) wal_id: Arc<str>,
     pub(crate) wal_segment_bytes: u64,
     pub(crate) queue_depth: usize,
     pub(crate) catalogs: CatalogStore,
@@ -69,7 +70,11 @@ pub(crate) struct Shard {
     pub(crate) group: String,
     pub(crate) id: u32,
     pub(crate) epoch: u64,
+    pub(crate) wal_id: Arc<str>,
     pub(crate) wal: Arc<Mutex<Wal>>,
+    /// Open while this ingester owns the shard. Writes hold a read guard
+    /// until acknowledged, so closing (the write guard) waits for them.
+    gate: tokio::sync::RwLock<bool>,
     pub(crate) state: Mutex<ShardState>,
     pub(crate) flush_lock: tokio::sync::Mutex<()>,
     pub(crate) catalogs: CatalogStore,
@@ -84,7 +89,7 @@ pub(crate) struct Shard {
 pub struct ShardSnapshot {
     pub catalog: Arc<CatalogState>,
     /// Matching memtable points (already in the query's layout) with their
-    /// WAL sequence numbers; all above `catalog.wal_watermark`.
+    /// WAL sequence numbers; all above the catalog's watermark of this WAL.
     pub rows: Vec<(u64, Point)>,
 }
 
@@ -121,13 +126,13 @@ fn collect(
 impl Shard {
     /// Opens a shard: loads its catalog, recovers its WAL above the catalog's
     /// watermark into a memtable, and starts its writer task.
-    pub(crate) async fn open(group: &str, id: u32, wal_dir: std::path::PathBuf, env: ShardEnv) -> Result<Arc<Shard>> {
-        let ShardEnv { epoch, wal_segment_bytes: segment_bytes_max, queue_depth, catalogs, store, budget } = env;
+    pub(crate) async fn open(group: &str, id: u32, epoch: u64, wal_dir: std::path::PathBuf, env: ShardEnv) -> Result<Arc<Shard>> {
+        let ShardEnv { wal_id, wal_segment_bytes: segment_bytes_max, queue_depth, catalogs, store, budget } = env;
         let catalog = catalogs.load_latest(group, id).await?;
         if catalog.epoch > epoch {
             return Err(canopy_storage::StorageError::Fenced { group: group.into(), shard: id, current: catalog.epoch, mine: epoch }.into());
         }
-        let watermark = catalog.wal_watermark;
+        let watermark = catalog.watermark(&wal_id);
         let (wal, recovered) = tokio::task::spawn_blocking(move || Wal::open(&wal_dir, watermark, segment_bytes_max))
             .await
             .map_err(|e| IngestError::Wal(std::io::Error::other(e)))??;
@@ -148,7 +153,9 @@ impl Shard {
             group: group.into(),
             id,
             epoch,
+            wal_id,
             wal: Arc::new(Mutex::new(wal)),
+            gate: tokio::sync::RwLock::new(true),
             state: Mutex::new(ShardState { active, frozen: Vec::new(), catalog: Arc::new(catalog), segment_nanos }),
             flush_lock: tokio::sync::Mutex::new(()),
             catalogs,
@@ -163,6 +170,10 @@ impl Shard {
     /// Durably writes points of one measure; returns their WAL sequence
     /// number once fsync'd and visible to queries.
     pub(crate) async fn write(&self, schema: &MeasureSchema, points: Vec<Point>) -> Result<u64> {
+        let open = self.gate.read().await;
+        if !*open {
+            return Err(IngestError::NotOwner(format!("shard {}/{} was released", self.group, self.id)));
+        }
         if self.budget.used.load(Ordering::Relaxed) >= self.budget.max {
             return Err(IngestError::Overloaded(format!(
                 "memtables hold {} bytes, the limit is {}; flushes are behind",
@@ -200,11 +211,32 @@ impl Shard {
         let _serial = self.flush_lock.lock().await;
         let latest = self.catalogs.load_latest(&self.group, self.id).await?;
         let mut st = self.state.lock().expect("shard lock");
-        if latest.version > st.catalog.version && latest.wal_watermark == st.catalog.wal_watermark {
+        if latest.version > st.catalog.version && latest.watermark(&self.wal_id) == st.catalog.watermark(&self.wal_id) {
             st.catalog = Arc::new(latest);
             return Ok(true);
         }
         Ok(false)
+    }
+
+    /// Stops accepting writes (waiting for those in flight to be
+    /// acknowledged), then flushes everything: after this the catalog holds
+    /// every point the shard ever acknowledged.
+    pub(crate) async fn close(&self) -> Result<()> {
+        *self.gate.write().await = false;
+        self.flush().await?;
+        Ok(())
+    }
+
+    /// Publishes a catalog version under this shard's epoch (if the latest
+    /// carries an older one), so a previous owner can no longer commit.
+    pub(crate) async fn fence(&self) -> Result<()> {
+        let _serial = self.flush_lock.lock().await;
+        let base = self.state.lock().expect("shard lock").catalog.clone();
+        if base.epoch < self.epoch {
+            let committed = self.commit(base, Vec::new(), 0).await?;
+            self.state.lock().expect("shard lock").catalog = Arc::new(committed);
+        }
+        Ok(())
     }
 
     /// The catalog version and the matching memtable points above its watermark.
@@ -224,7 +256,7 @@ impl Shard {
         for m in &frozen {
             collect(m, measure, target, needed, keep, &mut rows);
         }
-        debug_assert!(rows.iter().all(|(s, _)| *s > catalog.wal_watermark), "snapshot holds only unflushed points");
+        debug_assert!(rows.iter().all(|(s, _)| *s > catalog.watermark(&self.wal_id)), "snapshot holds only unflushed points");
         ShardSnapshot { catalog, rows }
     }
 }

@@ -49,7 +49,7 @@ async fn wal_only_points_survive_and_flush_by_segment_after_recovery() {
     assert_eq!(ing.flush_all().await.unwrap(), 3, "one part per one-hour segment");
 
     let cat = CatalogStore::new(store.clone()).load_latest("g", 0).await.unwrap();
-    assert_eq!(cat.wal_watermark, 2, "both WAL records are covered");
+    assert_eq!(cat.watermark(ing.wal_id()), 2, "both WAL records are covered");
     for p in &cat.parts {
         assert_eq!(p.segment_end - p.segment_start, HOUR);
         assert!(p.min_ts >= p.segment_start && p.max_ts < p.segment_end);

@@ -127,6 +127,7 @@ impl From<IngestError> for ApiError {
         match e {
             IngestError::Overloaded(m) => ApiError::new(Code::ResourceExhausted, m),
             IngestError::Closed => ApiError::new(Code::Unavailable, "shutting down"),
+            IngestError::NotOwner(m) => ApiError::new(Code::Unavailable, m),
             IngestError::Storage(s) => s.into(),
             IngestError::Wal(e) => ApiError::new(Code::Internal, format!("WAL: {e}")),
         }

@@ -18,6 +18,7 @@ mod series;
 pub mod testing;
 mod time;
 mod value;
+pub mod wire;
 
 pub use aggregate::{AggFunction, AggState};
 pub use criteria::{CRITERIA_DEPTH_MAX, Predicate};

@@ -99,8 +99,12 @@ pub struct CatalogState {
     pub version: u64,
     /// Ownership epoch of the writer of this version.
     pub epoch: u64,
-    /// Every WAL record with a sequence number <= this is in `parts`.
-    pub wal_watermark: u64,
+    /// Per WAL (keyed by the writer's WAL id): every record of that WAL
+    /// with a sequence number <= the watermark is in `parts`. A shard that
+    /// changed owners holds one entry per owner, since each ingester numbers
+    /// its own WAL.
+    #[serde(default)]
+    pub watermarks: BTreeMap<String, u64>,
     pub next_part_id: u64,
     /// Live parts, in commit order (later parts win ties on dedup).
     pub parts: Vec<PartMeta>,
@@ -138,12 +142,17 @@ impl CatalogState {
             shard,
             version: 0,
             epoch: 0,
-            wal_watermark: 0,
+            watermarks: BTreeMap::new(),
             next_part_id: 1,
             parts: Vec::new(),
             claims: Vec::new(),
             pending_deletes: Vec::new(),
         }
+    }
+
+    /// The watermark of one WAL: records at or below it are in `parts`.
+    pub fn watermark(&self, wal_id: &str) -> u64 {
+        self.watermarks.get(wal_id).copied().unwrap_or(0)
     }
 
     fn encode(&self) -> Vec<u8> {
@@ -256,7 +265,7 @@ impl CatalogStore {
         if prev.epoch > next.epoch {
             return Err(StorageError::Fenced { group: prev.group.clone(), shard: prev.shard, current: prev.epoch, mine: next.epoch });
         }
-        debug_assert!(next.wal_watermark >= prev.wal_watermark, "the watermark never moves back");
+        debug_assert!(prev.watermarks.iter().all(|(w, m)| next.watermark(w) >= *m), "watermarks never move back");
         next.version = prev.version + 1;
         let path = paths::catalog_version(&next.group, next.shard, next.version);
         let opts = PutOptions { mode: PutMode::Create, ..Default::default() };
@@ -292,12 +301,12 @@ mod tests {
         let v0 = cs.load_latest("g", 0).await.unwrap();
         assert_eq!(v0.version, 0);
         let mut next = v0.clone();
-        next.wal_watermark = 7;
+        next.watermarks.insert("w".into(), 7);
         let v1 = cs.commit(&v0, next).await.unwrap();
         assert_eq!(v1.version, 1);
         let v2 = cs.commit(&v1, v1.clone()).await.unwrap();
         assert_eq!(cs.load_latest("g", 0).await.unwrap(), v2);
-        assert_eq!(cs.load_version("g", 0, 1).await.unwrap().wal_watermark, 7);
+        assert_eq!(cs.load_version("g", 0, 1).await.unwrap().watermark("w"), 7);
     }
 
     #[tokio::test]
