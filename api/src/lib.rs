@@ -12,7 +12,10 @@ pub mod v1 {
 
 /// `canopy.cluster.v1`: internal services between cluster roles.
 pub mod cluster {
-    include!(concat!(env!("OUT_DIR"), "/canopy.cluster.v1.rs"));
+    /// Version 1 of the internal services.
+    pub mod v1 {
+        include!(concat!(env!("OUT_DIR"), "/canopy.cluster.v1.rs"));
+    }
 }
 
 /// Prometheus remote write 1.0 and remote read messages.
