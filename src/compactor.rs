@@ -1,35 +1,39 @@
 //! `canopy compactor`: compaction rounds as a process of their own, next to
-//! a standalone server or (with etcd metadata, later) a cluster. Claims in
-//! the catalog keep several compactors off the same segment.
+//! a standalone server (reading its embedded metadata) or in a cluster
+//! (reading schemas from etcd). Claims in the catalog keep several
+//! compactors off the same segment.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use canopy_compactor::{Compactor, CompactorConfig};
-use canopy_meta::{EmbeddedStore, SchemaRegistry};
+use canopy_compactor::Compactor;
+use canopy_meta::{EmbeddedStore, MetadataStore, SchemaRegistry};
 use canopy_model::GroupSpec;
 
-use crate::standalone::ObjectStoreArgs;
+use crate::args::{GcArgs, ObjectStoreArgs};
 
 /// Options of `canopy compactor`.
 #[derive(Debug, clap::Args)]
+#[group(id = "metadata", required = true, args = ["meta_dir", "etcd_endpoints"])]
 pub(crate) struct CompactorArgs {
-    /// Directory of the embedded metadata (`<standalone data-dir>/meta`);
-    /// re-read every round so new groups are picked up.
+    /// Directory of a standalone server's embedded metadata
+    /// (`<standalone data-dir>/meta`); re-read every round.
     #[arg(long, env = "CANOPY_META_DIR")]
-    meta_dir: PathBuf,
+    meta_dir: Option<PathBuf>,
+    /// etcd endpoints of a cluster, comma-separated (instead of `--meta-dir`).
+    #[arg(long, env = "CANOPY_ETCD_ENDPOINTS", value_delimiter = ',')]
+    etcd_endpoints: Vec<String>,
     #[command(flatten)]
     store: ObjectStoreArgs,
     /// Seconds between rounds.
     #[arg(long, env = "CANOPY_COMPACTION_INTERVAL_SECS", default_value_t = 60)]
     interval_secs: u64,
-    /// Removed parts stay readable this long; must exceed the servers' query timeout.
-    #[arg(long, env = "CANOPY_GC_GRACE_SECS", default_value_t = 600)]
-    gc_grace_secs: u64,
-    /// Unreferenced objects younger than this are never collected as orphans.
-    #[arg(long, env = "CANOPY_ORPHAN_MIN_AGE_SECS", default_value_t = 7200)]
-    orphan_min_age_secs: u64,
+    #[command(flatten)]
+    gc: GcArgs,
+    /// The servers' query timeout, which the GC grace period must exceed.
+    #[arg(long, env = "CANOPY_QUERY_TIMEOUT_SECS", default_value_t = 60)]
+    query_timeout_secs: u64,
     /// Run one round and exit.
     #[arg(long)]
     once: bool,
@@ -38,15 +42,23 @@ pub(crate) struct CompactorArgs {
 /// Runs compaction rounds until SIGINT/SIGTERM (or once).
 pub(crate) async fn run(a: CompactorArgs) -> anyhow::Result<()> {
     let store = a.store.open(None)?;
-    let cfg = CompactorConfig {
-        gc_grace: Duration::from_secs(a.gc_grace_secs),
-        orphan_min_age: Duration::from_secs(a.orphan_min_age_secs),
-        ..CompactorConfig::default()
-    };
+    let cfg = a.gc.compactor_config(a.query_timeout_secs)?;
     tracing::info!(holder = %cfg.holder, "canopy compactor started");
     let compactor = Compactor::new(cfg, store);
+    let etcd: Option<Arc<dyn MetadataStore>> = if a.etcd_endpoints.is_empty() {
+        None
+    } else {
+        Some(Arc::new(canopy_cluster::EtcdStore::new(canopy_cluster::connect(&a.etcd_endpoints).await?)))
+    };
     loop {
-        let registry = SchemaRegistry::new(Arc::new(EmbeddedStore::open(&a.meta_dir)?));
+        // The embedded store is re-opened each round: the server owning it
+        // rewrites its file, and this process must see new groups.
+        let meta: Arc<dyn MetadataStore> = match (&etcd, &a.meta_dir) {
+            (Some(e), _) => e.clone(),
+            (None, Some(dir)) => Arc::new(EmbeddedStore::open(dir)?),
+            (None, None) => anyhow::bail!("--meta-dir or --etcd-endpoints is required"),
+        };
+        let registry = SchemaRegistry::new(meta);
         let now = canopy_model::now_nanos() / 1_000_000;
         for g in registry.list_groups().await? {
             let spec = GroupSpec::compile(&g)?;

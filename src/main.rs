@@ -1,7 +1,14 @@
 //! `canopy`: one binary for every role. `canopy standalone` runs liaison,
-//! ingester and querier in one process on local defaults.
+//! ingester and querier in one process on local defaults; `canopy liaison`,
+//! `canopy ingester`, `canopy querier` and `canopy compactor` run them as a
+//! cluster on etcd and an object store.
 
+mod args;
 mod compactor;
+mod ingester_role;
+mod liaison_role;
+mod node;
+mod querier_role;
 mod standalone;
 
 /// mimalloc instead of glibc malloc: ingest allocates many small strings
@@ -27,6 +34,12 @@ enum Command {
     Standalone(Box<standalone::StandaloneArgs>),
     /// Run compaction, retention and garbage collection as a separate process.
     Compactor(compactor::CompactorArgs),
+    /// Cluster gateway: schemas in etcd, writes routed to shard owners, queries fanned out.
+    Liaison(Box<liaison_role::LiaisonArgs>),
+    /// Cluster ingester: owns shards, WAL + memtables, flushes parts.
+    Ingester(Box<ingester_role::IngesterArgs>),
+    /// Cluster querier: runs shard fragments of queries over object storage.
+    Querier(Box<querier_role::QuerierArgs>),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -41,5 +54,8 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Standalone(args) => rt.block_on(standalone::run(*args)),
         Command::Compactor(args) => rt.block_on(compactor::run(args)),
+        Command::Liaison(args) => rt.block_on(liaison_role::run(*args)),
+        Command::Ingester(args) => rt.block_on(ingester_role::run(*args)),
+        Command::Querier(args) => rt.block_on(querier_role::run(*args)),
     }
 }

@@ -5,51 +5,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use canopy_compactor::{Compactor, CompactorConfig};
+use canopy_compactor::Compactor;
 use canopy_ingester::{Ingester, IngesterConfig};
-use canopy_liaison::{AgentConfig, Gateway, LiaisonConfig, LocalDataPlane, start_liaison};
+use canopy_liaison::{Gateway, LocalDataPlane, start_liaison};
 use canopy_meta::{EmbeddedStore, SchemaRegistry};
 use canopy_querier::{Querier, QuerierConfig};
-use canopy_storage::{ObjectStoreConfig, open_object_store};
 
-/// Where parts and catalogs live; shared by every role.
-#[derive(Debug, clap::Args)]
-pub(crate) struct ObjectStoreArgs {
-    /// Object store for parts and catalogs: a directory, `file:///dir` or
-    /// `s3://bucket[/prefix]`. Default (standalone): `<data-dir>/objects`.
-    #[arg(long, env = "CANOPY_OBJECT_STORE")]
-    object_store: Option<String>,
-    /// S3 endpoint for S3-compatible servers (MinIO, s3s-fs).
-    #[arg(long, env = "CANOPY_S3_ENDPOINT")]
-    s3_endpoint: Option<String>,
-    /// S3 region (default: AWS_REGION or us-east-1).
-    #[arg(long, env = "CANOPY_S3_REGION")]
-    s3_region: Option<String>,
-    /// S3 access key (default: AWS_ACCESS_KEY_ID).
-    #[arg(long, env = "CANOPY_S3_ACCESS_KEY_ID")]
-    s3_access_key_id: Option<String>,
-    /// S3 secret key (default: AWS_SECRET_ACCESS_KEY).
-    #[arg(long, env = "CANOPY_S3_SECRET_ACCESS_KEY")]
-    s3_secret_access_key: Option<String>,
-}
-
-impl ObjectStoreArgs {
-    /// Opens the store; `default_url` applies when `--object-store` is absent.
-    pub(crate) fn open(&self, default_url: Option<String>) -> anyhow::Result<Arc<dyn object_store::ObjectStore>> {
-        let url = self.url(default_url)?;
-        Ok(open_object_store(&ObjectStoreConfig {
-            url,
-            s3_endpoint: self.s3_endpoint.clone(),
-            s3_region: self.s3_region.clone(),
-            s3_access_key_id: self.s3_access_key_id.clone(),
-            s3_secret_access_key: self.s3_secret_access_key.clone(),
-        })?)
-    }
-
-    fn url(&self, default_url: Option<String>) -> anyhow::Result<String> {
-        self.object_store.clone().or(default_url).ok_or_else(|| anyhow::anyhow!("--object-store is required"))
-    }
-}
+use crate::args::{AgentArgs, GcArgs, ObjectStoreArgs};
 
 /// Options of `canopy standalone`; each also reads a `CANOPY_*` variable.
 #[derive(Debug, clap::Args)]
@@ -65,36 +27,8 @@ pub(crate) struct StandaloneArgs {
     /// HTTP listen address.
     #[arg(long, env = "CANOPY_HTTP_ADDR", default_value = "0.0.0.0:17913")]
     http_addr: SocketAddr,
-    /// OTLP/gRPC listen address (agents' default port 4317), or "off".
-    #[arg(long, env = "CANOPY_OTLP_GRPC_ADDR", default_value = "0.0.0.0:4317")]
-    otlp_grpc_addr: String,
-    /// OTLP/HTTP listen address (agents' default port 4318), or "off".
-    #[arg(long, env = "CANOPY_OTLP_HTTP_ADDR", default_value = "0.0.0.0:4318")]
-    otlp_http_addr: String,
-    /// InfluxDB write listen address (clients' default port 8086), or "off".
-    #[arg(long, env = "CANOPY_INFLUX_ADDR", default_value = "0.0.0.0:8086")]
-    influx_addr: String,
-    /// Group for Prometheus remote write / read.
-    #[arg(long, env = "CANOPY_PROMETHEUS_GROUP", default_value = "prometheus")]
-    prometheus_group: String,
-    /// Group for OTLP metrics.
-    #[arg(long, env = "CANOPY_OTLP_GROUP", default_value = "otlp")]
-    otlp_group: String,
-    /// Group for line protocol writes without a database / bucket.
-    #[arg(long, env = "CANOPY_INFLUX_GROUP", default_value = "influx")]
-    influx_group: String,
-    /// Most series per measure created by agents; new series beyond it are rejected.
-    #[arg(long, env = "CANOPY_AGENT_SERIES_MAX", default_value_t = 100_000)]
-    agent_series_max: usize,
-    /// Most labels per series from agents.
-    #[arg(long, env = "CANOPY_AGENT_LABELS_MAX", default_value_t = 64)]
-    agent_labels_max: usize,
-    /// Longest label (name + value, bytes) from agents.
-    #[arg(long, env = "CANOPY_AGENT_LABEL_BYTES_MAX", default_value_t = 2048)]
-    agent_label_bytes_max: usize,
-    /// Largest agent request body once decompressed.
-    #[arg(long, env = "CANOPY_AGENT_BODY_BYTES_MAX", default_value_t = 64 << 20)]
-    agent_body_bytes_max: usize,
+    #[command(flatten)]
+    agents: AgentArgs,
     /// Flush a shard's memtable at this many bytes.
     #[arg(long, env = "CANOPY_FLUSH_BYTES", default_value_t = 64 << 20)]
     flush_bytes: usize,
@@ -110,27 +44,13 @@ pub(crate) struct StandaloneArgs {
     /// A query running longer than this fails with DEADLINE_EXCEEDED.
     #[arg(long, env = "CANOPY_QUERY_TIMEOUT_SECS", default_value_t = 60)]
     query_timeout_secs: u64,
-    /// Removed parts stay readable this long before deletion; must exceed the query timeout.
-    #[arg(long, env = "CANOPY_GC_GRACE_SECS", default_value_t = 600)]
-    gc_grace_secs: u64,
-    /// Unreferenced objects younger than this are never collected as orphans.
-    #[arg(long, env = "CANOPY_ORPHAN_MIN_AGE_SECS", default_value_t = 7200)]
-    orphan_min_age_secs: u64,
+    #[command(flatten)]
+    gc: GcArgs,
 }
 
 /// Runs until SIGINT or SIGTERM, then stops serving and flushes.
 pub(crate) async fn run(a: StandaloneArgs) -> anyhow::Result<()> {
-    anyhow::ensure!(
-        a.gc_grace_secs > a.query_timeout_secs,
-        "--gc-grace-secs ({}) must exceed --query-timeout-secs ({}): a running query may still read removed parts",
-        a.gc_grace_secs,
-        a.query_timeout_secs
-    );
-    anyhow::ensure!(
-        a.orphan_min_age_secs > canopy_ingester::UPLOAD_COMMIT_WINDOW_SECS,
-        "--orphan-min-age-secs must exceed the flush upload-to-commit window ({} s)",
-        canopy_ingester::UPLOAD_COMMIT_WINDOW_SECS
-    );
+    let ccfg = a.gc.compactor_config(a.query_timeout_secs)?;
     std::fs::create_dir_all(&a.data_dir)?;
     let default_url = Some(a.data_dir.join("objects").to_string_lossy().into_owned());
     let url = a.store.url(default_url.clone())?;
@@ -143,23 +63,9 @@ pub(crate) async fn run(a: StandaloneArgs) -> anyhow::Result<()> {
     let ingester = Ingester::open(icfg, store.clone()).await?;
     let flusher = ingester.spawn_flusher();
     let querier = Arc::new(Querier::new(QuerierConfig::default(), store.clone()));
-    let ccfg = CompactorConfig {
-        gc_grace: Duration::from_secs(a.gc_grace_secs),
-        orphan_min_age: Duration::from_secs(a.orphan_min_age_secs),
-        ..CompactorConfig::default()
-    };
     let compactor = Arc::new(Compactor::new(ccfg, store));
     let data = Arc::new(LocalDataPlane { ingester: ingester.clone(), querier, compactor });
-    let agents = AgentConfig {
-        prometheus_group: a.prometheus_group.clone(),
-        otlp_group: a.otlp_group.clone(),
-        influx_group: a.influx_group.clone(),
-        series_per_measure_max: a.agent_series_max,
-        labels_per_series_max: a.agent_labels_max,
-        label_bytes_max: a.agent_label_bytes_max,
-        body_bytes_max: a.agent_body_bytes_max,
-        ..AgentConfig::default()
-    };
+    let agents = a.agents.config();
     let mut gw = Gateway::new(registry, data).with_agent_config(agents);
     gw.query_timeout = Duration::from_secs(a.query_timeout_secs);
     let compaction = (a.compaction_interval_secs > 0).then(|| {
@@ -180,25 +86,12 @@ pub(crate) async fn run(a: StandaloneArgs) -> anyhow::Result<()> {
     });
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let optional = |s: &str| -> anyhow::Result<Option<SocketAddr>> { if s == "off" { Ok(None) } else { Ok(Some(s.parse()?)) } };
-    let cfg = LiaisonConfig {
-        grpc_addr: a.grpc_addr,
-        http_addr: a.http_addr,
-        otlp_grpc_addr: optional(&a.otlp_grpc_addr)?,
-        otlp_http_addr: optional(&a.otlp_http_addr)?,
-        influx_addr: optional(&a.influx_addr)?,
-    };
+    let cfg = a.agents.liaison_config(a.grpc_addr, a.http_addr)?;
     let bound = start_liaison(&cfg, gw, stop_rx).await?;
     let (http, grpc) = (bound.http, bound.grpc);
     let show = |a: Option<SocketAddr>| a.map_or("off".to_string(), |a| a.to_string());
     tracing::info!(%http, %grpc, otlp_grpc = %show(bound.otlp_grpc), otlp_http = %show(bound.otlp_http), object_store = %url, data_dir = %a.data_dir.display(), "canopy standalone ready");
-    // One machine-readable line on stdout for scripts and tests.
-    println!(
-        "READY http={http} grpc={grpc} otlp_grpc={} otlp_http={} influx={}",
-        show(bound.otlp_grpc),
-        show(bound.otlp_http),
-        show(bound.influx)
-    );
+    crate::args::announce_liaison(&bound, "");
     let tasks = bound.tasks;
 
     shutdown_signal().await;

@@ -69,6 +69,17 @@ pub struct ShardReport {
     pub versions_deleted: usize,
 }
 
+impl ShardReport {
+    /// Adds another shard's report to this one.
+    pub fn add(&mut self, r: &ShardReport) {
+        self.merges += r.merges;
+        self.parts_merged += r.parts_merged;
+        self.parts_expired += r.parts_expired;
+        self.objects_deleted += r.objects_deleted;
+        self.versions_deleted += r.versions_deleted;
+    }
+}
+
 /// Wall-clock Unix milliseconds.
 pub(crate) fn now_ms() -> i64 {
     canopy_model::now_nanos() / 1_000_000
@@ -86,6 +97,18 @@ impl Compactor {
     /// A compactor over `store`.
     pub fn new(cfg: CompactorConfig, store: Arc<dyn ObjectStore>) -> Compactor {
         Compactor { catalogs: CatalogStore::new(store.clone()), store, cfg }
+    }
+
+    /// Runs one round over every shard of `groups`; returns the summed report.
+    pub async fn run_groups(&self, groups: &[canopy_model::GroupSpec]) -> Result<ShardReport> {
+        let mut total = ShardReport::default();
+        let now = now_ms();
+        for g in groups {
+            for shard in 0..g.shard_num {
+                total.add(&self.run_shard(g, shard, now).await?);
+            }
+        }
+        Ok(total)
     }
 
     /// One round over a shard at time `now_ms` (Unix ms; a parameter so tests

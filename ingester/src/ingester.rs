@@ -12,6 +12,7 @@ use canopy_storage::CatalogStore;
 use object_store::ObjectStore;
 
 use crate::shard::{MemoryBudget, Shard, ShardEnv, ShardSnapshot};
+use crate::wal::WalBatch;
 use crate::{IngestError, Result};
 
 /// Ingester settings.
@@ -188,6 +189,19 @@ impl Ingester {
         Ok(())
     }
 
+    /// Drops a shard that another ingester took over (this one's epoch is
+    /// stale): no flush, since its commits would be fenced anyway. Its WAL
+    /// stays on disk, so the points come back if the shard is dealt here again.
+    pub async fn forget(&self, group: &str, id: u32) {
+        let Some(s) = self.shards.lock().await.remove(&(group.to_string(), id)) else {
+            return;
+        };
+        s.stop_writes().await;
+        let held = s.memtable_bytes();
+        self.budget.used.fetch_sub(held.min(self.budget.used.load(Ordering::Relaxed)), Ordering::Relaxed);
+        tracing::warn!(group, shard = id, epoch = s.epoch, "dropped a shard taken over by another ingester; its WAL is kept");
+    }
+
     /// The shards held now, with their epochs.
     pub async fn owned(&self) -> Vec<(String, u32, u64)> {
         let mut v: Vec<_> = self.shards.lock().await.values().map(|s| (s.group.clone(), s.id, s.epoch)).collect();
@@ -211,14 +225,31 @@ impl Ingester {
     /// Durably writes validated points (of any shards of one measure). Returns
     /// when every point is fsync'd in its shard's WAL and visible to queries.
     pub async fn write(&self, schema: &MeasureSchema, points: Vec<Point>) -> Result<()> {
+        self.write_batch(WalBatch {
+            group: schema.group.name.clone(),
+            measure: schema.name.clone(),
+            revision: schema.revision,
+            segment_nanos: schema.group.segment_nanos,
+            layout: schema.layout.clone(),
+            points,
+        })
+        .await
+    }
+
+    /// Writes a batch as [`Ingester::write`] does; the batch names the
+    /// measure, its layout and revision (the form liaisons send it in).
+    pub async fn write_batch(&self, batch: WalBatch) -> Result<()> {
+        let WalBatch { group, measure, revision, segment_nanos, layout, points } = batch;
         let mut by_shard: HashMap<u32, Vec<Point>> = HashMap::new();
         for p in points {
             by_shard.entry(p.shard).or_default().push(p);
         }
         let mut pending = Vec::with_capacity(by_shard.len());
         for (id, pts) in by_shard {
-            let shard = self.shard(&schema.group.name, id).await?;
-            pending.push(async move { shard.write(schema, pts).await });
+            let shard = self.shard(&group, id).await?;
+            let b =
+                WalBatch { group: group.clone(), measure: measure.clone(), revision, segment_nanos, layout: layout.clone(), points: pts };
+            pending.push(async move { shard.write(b).await });
         }
         for r in futures::future::join_all(pending).await {
             r?;

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use canopy_model::{ColumnLayout, LayoutMapping, MeasureSchema, Point};
+use canopy_model::{ColumnLayout, LayoutMapping, Point};
 use canopy_storage::{CatalogState, CatalogStore};
 use object_store::ObjectStore;
 use tokio::sync::{mpsc, oneshot};
@@ -167,9 +167,9 @@ impl Shard {
         Ok(shard)
     }
 
-    /// Durably writes points of one measure; returns their WAL sequence
-    /// number once fsync'd and visible to queries.
-    pub(crate) async fn write(&self, schema: &MeasureSchema, points: Vec<Point>) -> Result<u64> {
+    /// Durably writes a batch of points of one measure (all of this shard);
+    /// returns its WAL sequence number once fsync'd and visible to queries.
+    pub(crate) async fn write(&self, batch: WalBatch) -> Result<u64> {
         let open = self.gate.read().await;
         if !*open {
             return Err(IngestError::NotOwner(format!("shard {}/{} was released", self.group, self.id)));
@@ -181,15 +181,7 @@ impl Shard {
                 self.budget.max
             )));
         }
-        self.state.lock().expect("shard lock").segment_nanos = schema.group.segment_nanos;
-        let batch = WalBatch {
-            group: self.group.clone(),
-            measure: schema.name.clone(),
-            revision: schema.revision,
-            segment_nanos: schema.group.segment_nanos,
-            layout: schema.layout.clone(),
-            points,
-        };
+        self.state.lock().expect("shard lock").segment_nanos = batch.segment_nanos;
         let payload = encode_batch(&batch);
         let (reply, rx) = oneshot::channel();
         match tokio::time::timeout(ENQUEUE_TIMEOUT, self.tx.send(WriteReq { batch, payload, reply })).await {
@@ -222,9 +214,20 @@ impl Shard {
     /// acknowledged), then flushes everything: after this the catalog holds
     /// every point the shard ever acknowledged.
     pub(crate) async fn close(&self) -> Result<()> {
-        *self.gate.write().await = false;
+        self.stop_writes().await;
         self.flush().await?;
         Ok(())
+    }
+
+    /// Refuses writes from now on, once those in flight are acknowledged.
+    pub(crate) async fn stop_writes(&self) {
+        *self.gate.write().await = false;
+    }
+
+    /// Bytes held by the active and frozen memtables.
+    pub(crate) fn memtable_bytes(&self) -> usize {
+        let st = self.state.lock().expect("shard lock");
+        st.active.bytes + st.frozen.iter().map(|m| m.bytes).sum::<usize>()
     }
 
     /// Publishes a catalog version under this shard's epoch (if the latest

@@ -51,7 +51,10 @@ async fn visible(ing: &Ingester, store: &Arc<dyn ObjectStore>, schema: &MeasureS
         begin: Some(canopy_model::nanos_to_timestamp(now - 3_600_000_000_000)),
         end: Some(canopy_model::nanos_to_timestamp(now + 1)),
     });
-    let req = QueryRequest { groups: vec!["g".into()], name: "m".into(), time_range,
+    let req = QueryRequest {
+        groups: vec!["g".into()],
+        name: "m".into(),
+        time_range,
         field_projection: Some(FieldProjection { names: vec!["v".into()] }),
         ..Default::default()
     };

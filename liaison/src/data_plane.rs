@@ -56,18 +56,7 @@ impl DataPlane for LocalDataPlane {
     }
 
     async fn compact(&self, groups: &[GroupSpec]) -> Result<ShardReport, ApiError> {
-        let mut total = ShardReport::default();
-        let now = canopy_model::now_nanos() / 1_000_000;
-        for g in groups {
-            for shard in 0..g.shard_num {
-                let r = self.compactor.run_shard(g, shard, now).await.map_err(|e| ApiError::new(crate::Code::Internal, e.to_string()))?;
-                total.merges += r.merges;
-                total.parts_merged += r.parts_merged;
-                total.parts_expired += r.parts_expired;
-                total.objects_deleted += r.objects_deleted;
-                total.versions_deleted += r.versions_deleted;
-            }
-        }
+        let total = self.compactor.run_groups(groups).await.map_err(|e| ApiError::new(crate::Code::Internal, e.to_string()))?;
         // Queries should see the compacted catalog now, not at the next refresh.
         self.ingester.refresh_catalogs().await?;
         Ok(total)

@@ -69,6 +69,24 @@ impl ApiError {
     }
 }
 
+impl From<tonic::Status> for ApiError {
+    /// An error a peer role returned over the internal services; transport
+    /// failures (the peer is down) arrive as UNAVAILABLE.
+    fn from(s: tonic::Status) -> ApiError {
+        let code = match s.code() {
+            tonic::Code::InvalidArgument | tonic::Code::OutOfRange => Code::InvalidArgument,
+            tonic::Code::NotFound => Code::NotFound,
+            tonic::Code::AlreadyExists => Code::AlreadyExists,
+            tonic::Code::FailedPrecondition => Code::FailedPrecondition,
+            tonic::Code::ResourceExhausted => Code::ResourceExhausted,
+            tonic::Code::DeadlineExceeded => Code::DeadlineExceeded,
+            tonic::Code::Unavailable | tonic::Code::Cancelled | tonic::Code::Aborted | tonic::Code::Unknown => Code::Unavailable,
+            _ => Code::Internal,
+        };
+        ApiError::new(code, s.message().to_string())
+    }
+}
+
 impl From<ApiError> for tonic::Status {
     fn from(e: ApiError) -> tonic::Status {
         let code = match e.code {

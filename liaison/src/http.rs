@@ -29,7 +29,6 @@ pub(crate) const HTTP_REQUESTS_MAX: usize = 64;
 /// The HTTP routes.
 pub(crate) fn router(gw: Gateway) -> Router {
     let app = Router::new()
-        .route("/api/healthz", get(|| async { Json(serde_json::json!({ "status": "SERVING" })) }))
         .route("/api/v1/group/schema", post(create_group))
         .route("/api/v1/group/schema/lists", get(list_groups))
         .route("/api/v1/group/schema/{group}", get(get_group).put(update_group).delete(delete_group))
@@ -42,7 +41,8 @@ pub(crate) fn router(gw: Gateway) -> Router {
         .route("/api/v1/admin/compact", post(compact))
         .merge(crate::agents::routes())
         .fallback(|| async { ApiError::new(crate::Code::NotFound, "no such route") });
-    limited(app, gw)
+    let ops = crate::metrics::ops_router(gw.metrics.clone());
+    limited(app, gw).merge(ops)
 }
 
 /// Applies the limits every HTTP port has — body size, and requests in

@@ -10,6 +10,7 @@ mod data_plane;
 mod error;
 mod grpc;
 mod http;
+pub mod metrics;
 mod server;
 mod service;
 

@@ -103,9 +103,11 @@ pub async fn start_liaison(cfg: &LiaisonConfig, gw: Gateway, shutdown: tokio::sy
 
     let mut stop = shutdown;
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(grpc_listener);
+    let (_, health) = tonic_health::server::health_reporter();
     let grpc = tokio::spawn(async move {
         let serve = tonic::transport::Server::builder()
             .concurrency_limit_per_connection(GRPC_REQUESTS_PER_CONNECTION_MAX)
+            .add_service(health)
             .add_service(GroupRegistryServiceServer::new(gw.clone()))
             .add_service(MeasureRegistryServiceServer::new(gw.clone()))
             .add_service(MeasureServiceServer::new(gw.clone()).max_decoding_message_size(BODY_BYTES_MAX))

@@ -10,6 +10,8 @@ use futures::future::try_join_all;
 
 use crate::data_plane::DataPlane;
 use crate::error::{ApiError, Code};
+use crate::metrics::RoleMetrics;
+use canopy_model::{MeasureSchema, Point};
 
 /// Most points in one write request; larger batches must be split.
 pub(crate) const WRITE_POINTS_MAX: usize = 100_000;
@@ -27,13 +29,37 @@ pub struct Gateway {
     pub query_timeout: Duration,
     /// Schema on the fly for agent protocols.
     pub(crate) agents: Arc<crate::agents::AutoSchema>,
+    /// Counters served at `/metrics`.
+    pub metrics: Arc<RoleMetrics>,
 }
 
 impl Gateway {
     /// A gateway over a registry and a data plane.
     pub fn new(registry: Arc<SchemaRegistry>, data: Arc<dyn DataPlane>) -> Gateway {
         let agents = Arc::new(crate::agents::AutoSchema::new(registry.clone(), crate::agents::AgentConfig::default()));
-        Gateway { registry, data, query_timeout: QUERY_TIMEOUT_DEFAULT, agents }
+        Gateway { registry, data, query_timeout: QUERY_TIMEOUT_DEFAULT, agents, metrics: RoleMetrics::new("standalone") }
+    }
+
+    /// Sets the metrics this gateway counts into (and serves).
+    pub fn with_metrics(mut self, metrics: Arc<RoleMetrics>) -> Gateway {
+        self.metrics = metrics;
+        self
+    }
+
+    /// Stores validated points, counting them.
+    pub(crate) async fn store(&self, schema: &MeasureSchema, points: Vec<Point>) -> Result<(), ApiError> {
+        let n = points.len() as u64;
+        self.metrics.requests.inc();
+        match self.data.write(schema, points).await {
+            Ok(()) => {
+                self.metrics.points.add(n);
+                Ok(())
+            }
+            Err(e) => {
+                self.metrics.errors.inc();
+                Err(e)
+            }
+        }
     }
 
     /// Sets where agent writes land and their limits.
@@ -76,7 +102,7 @@ impl Gateway {
         let (points, rejected) = validate_batch(&schema, &req.data_points, now_nanos());
         let accepted = points.len() as u32;
         if !points.is_empty()
-            && let Err(e) = self.data.write(&schema, points).await
+            && let Err(e) = self.store(&schema, points).await
         {
             let status = if e.code == Code::ResourceExhausted { Status::ResourceExhausted } else { Status::InternalError };
             return fail(status, e.message);
@@ -96,10 +122,15 @@ impl Gateway {
     /// Runs a query over every shard of the measure's group and merges,
     /// within the query deadline.
     pub async fn query(&self, req: QueryRequest) -> Result<QueryResponse, ApiError> {
-        match tokio::time::timeout(self.query_timeout, self.query_inner(req)).await {
+        self.metrics.queries.inc();
+        let r = match tokio::time::timeout(self.query_timeout, self.query_inner(req)).await {
             Ok(r) => r,
             Err(_) => Err(ApiError::new(Code::DeadlineExceeded, format!("query took longer than {:?}", self.query_timeout))),
+        };
+        if r.is_err() {
+            self.metrics.query_errors.inc();
         }
+        r
     }
 
     async fn query_inner(&self, req: QueryRequest) -> Result<QueryResponse, ApiError> {

@@ -49,6 +49,13 @@ impl SchemaRegistry {
         SchemaRegistry { store, cache: RwLock::new(HashMap::new()) }
     }
 
+    /// Drops every compiled schema, so the next use re-reads the store;
+    /// cluster nodes call it when their watch sees a schema change made
+    /// elsewhere.
+    pub fn forget_all(&self) {
+        self.cache.write().expect("cache lock").clear();
+    }
+
     fn forget_group(&self, group: &str) {
         self.cache.write().expect("cache lock").retain(|(g, _), _| g != group);
     }

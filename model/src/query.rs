@@ -49,6 +49,10 @@ pub struct QueryPlan {
     /// See [`QueryPlan::pushdown_safe`]; decided once at compile time
     /// because sources ask for every row.
     pushdown: bool,
+    /// The request and clock reading this plan was compiled from, so
+    /// another role can compile the identical plan.
+    pub request: QueryRequest,
+    pub now: i64,
 }
 
 /// Most series a query's criteria may pin for series-level pruning; beyond
@@ -206,6 +210,8 @@ impl QueryPlan {
             limit,
             series,
             pushdown,
+            request: req.clone(),
+            now,
         })
     }
 

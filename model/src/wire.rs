@@ -258,7 +258,10 @@ mod tests {
         let PartialResult::Groups(back) = back else { panic!("kind changed") };
         assert_eq!(back.len(), 2);
         let states = &back[&(60, vec![TagVal::Str("a".into())])];
-        assert_eq!((states[0].count, states[0].sum_int, states[0].min_int, states[0].last.clone()), (2, 2, Some(-3), Some((20, FieldVal::Int(-3)))));
+        assert_eq!(
+            (states[0].count, states[0].sum_int, states[0].min_int, states[0].last.clone()),
+            (2, 2, Some(-3), Some((20, FieldVal::Int(-3))))
+        );
         assert_eq!((states[1].sum_float, states[1].max), (1.5, Some(1.5)));
     }
 

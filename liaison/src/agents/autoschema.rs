@@ -365,7 +365,7 @@ impl AutoSchema {
             return Ok(out);
         }
         let n = points.len();
-        gw.data.write(&schema, points).await?;
+        gw.store(&schema, points).await?;
         out.accepted += n;
         Ok(out)
     }

@@ -1,0 +1,236 @@
+//! The liaison's data plane in cluster mode: writes go to the ingester that
+//! owns each shard, queries pin a shard snapshot at its owner and run over
+//! object storage on a querier.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use canopy_api::cluster::v1::ingester_service_client::IngesterServiceClient;
+use canopy_api::cluster::v1::querier_service_client::QuerierServiceClient;
+use canopy_api::cluster::v1::{ExecuteShardRequest, IngestRequest, IngesterFlushRequest, SnapshotRequest};
+use canopy_compactor::{Compactor, ShardReport};
+use canopy_ingester::wal::{WalBatch, encode_batch};
+use canopy_liaison::{ApiError, Code, DataPlane};
+use canopy_model::{GroupSpec, MeasureSchema, PartialResult, Point, QueryPlan};
+use tokio::sync::Semaphore;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::fragment::fragment_of;
+use crate::node::Role;
+use crate::view::ClusterView;
+
+/// Largest internal message (a batch, memtable rows, a partial result).
+pub const INTERNAL_MESSAGE_BYTES_MAX: usize = 256 << 20;
+
+/// Limits of the cluster data plane.
+#[derive(Debug, Clone)]
+pub struct RoutingConfig {
+    /// Internal write requests in flight at once from this liaison.
+    pub writes_in_flight_max: usize,
+    /// How long a write waits for a slot before failing RESOURCE_EXHAUSTED.
+    pub write_slot_wait: Duration,
+    /// How long a write or a shard snapshot keeps retrying while its shard
+    /// has no reachable owner (a handover, an ingester restart).
+    pub retry_budget: Duration,
+}
+
+impl Default for RoutingConfig {
+    fn default() -> Self {
+        RoutingConfig { writes_in_flight_max: 256, write_slot_wait: Duration::from_secs(5), retry_budget: Duration::from_secs(30) }
+    }
+}
+
+/// [`DataPlane`] over the cluster's ingesters and queriers.
+pub struct ClusterDataPlane {
+    view: ClusterView,
+    cfg: RoutingConfig,
+    slots: Arc<Semaphore>,
+    channels: Mutex<HashMap<String, Channel>>,
+    compactor: Arc<Compactor>,
+}
+
+impl ClusterDataPlane {
+    /// A data plane over the watched cluster; `compactor` serves the admin
+    /// compaction endpoint (the object store is shared, claims keep it safe).
+    pub fn new(view: ClusterView, cfg: RoutingConfig, compactor: Arc<Compactor>) -> ClusterDataPlane {
+        ClusterDataPlane {
+            slots: Arc::new(Semaphore::new(cfg.writes_in_flight_max)),
+            view,
+            cfg,
+            channels: Mutex::new(HashMap::new()),
+            compactor,
+        }
+    }
+
+    fn channel(&self, addr: &str) -> Result<Channel, ApiError> {
+        let mut channels = self.channels.lock().expect("channels lock");
+        if let Some(c) = channels.get(addr) {
+            return Ok(c.clone());
+        }
+        let c = Endpoint::from_shared(format!("http://{addr}"))
+            .map_err(|e| ApiError::new(Code::Internal, format!("node address {addr:?}: {e}")))?
+            .connect_timeout(Duration::from_secs(2))
+            .tcp_nodelay(true)
+            .connect_lazy();
+        channels.insert(addr.to_string(), c.clone());
+        Ok(c)
+    }
+
+    fn ingester(&self, addr: &str) -> Result<IngesterServiceClient<Channel>, ApiError> {
+        Ok(IngesterServiceClient::new(self.channel(addr)?)
+            .max_decoding_message_size(INTERNAL_MESSAGE_BYTES_MAX)
+            .max_encoding_message_size(INTERNAL_MESSAGE_BYTES_MAX))
+    }
+
+    /// The gRPC address of the shard's owner, if it has a live one that has
+    /// not released it.
+    fn owner_addr(&self, group: &str, shard: u32) -> Option<String> {
+        let rec = self.view.owner(group, shard)?;
+        if rec.released {
+            return None;
+        }
+        self.view.node(&rec.owner).map(|n| n.grpc_addr)
+    }
+
+    /// Waits until ownership or membership changes, or a short while.
+    async fn wait_for_change(&self, deadline: Instant) {
+        let mut shards = self.view.shards.subscribe();
+        let mut nodes = self.view.nodes.subscribe();
+        let nap = deadline.saturating_duration_since(Instant::now()).min(Duration::from_millis(200));
+        tokio::select! {
+            _ = shards.changed() => {}
+            _ = nodes.changed() => {}
+            _ = tokio::time::sleep(nap) => {}
+        }
+    }
+
+    /// Calls `op` on the shard's owner, retrying while the shard has no
+    /// reachable owner, until the retry budget is spent.
+    async fn at_owner<T, F, Fut>(&self, group: &str, shard: u32, op: F) -> Result<T, ApiError>
+    where
+        F: Fn(IngesterServiceClient<Channel>) -> Fut,
+        Fut: std::future::Future<Output = Result<T, tonic::Status>>,
+    {
+        let deadline = Instant::now() + self.cfg.retry_budget;
+        loop {
+            let last = match self.owner_addr(group, shard) {
+                None => ApiError::new(Code::Unavailable, format!("shard {group}/{shard} has no owner right now")),
+                Some(addr) => match op(self.ingester(&addr)?).await {
+                    Ok(v) => return Ok(v),
+                    Err(status) => {
+                        let e = ApiError::from(status);
+                        if e.code != Code::Unavailable {
+                            return Err(e);
+                        }
+                        e
+                    }
+                },
+            };
+            if Instant::now() >= deadline {
+                return Err(ApiError::new(Code::Unavailable, format!("shard {group}/{shard}: {}", last.message)));
+            }
+            self.wait_for_change(deadline).await;
+        }
+    }
+
+    async fn write_shard(&self, schema: &MeasureSchema, shard: u32, points: Vec<Point>) -> Result<(), ApiError> {
+        let batch = encode_batch(&WalBatch {
+            group: schema.group.name.clone(),
+            measure: schema.name.clone(),
+            revision: schema.revision,
+            segment_nanos: schema.group.segment_nanos,
+            layout: schema.layout.clone(),
+            points,
+        });
+        let _slot = tokio::time::timeout(self.cfg.write_slot_wait, self.slots.clone().acquire_owned())
+            .await
+            .map_err(|_| ApiError::new(Code::ResourceExhausted, "too many writes in flight at this liaison; retry later"))?
+            .map_err(|_| ApiError::new(Code::Unavailable, "shutting down"))?;
+        // A retry after a lost reply may store the batch twice; queries
+        // deduplicate by (series, timestamp, version), so it is returned once.
+        self.at_owner(&schema.group.name, shard, |mut c| {
+            let batch = batch.clone();
+            async move { c.ingest(IngestRequest { batch }).await.map(drop) }
+        })
+        .await
+    }
+
+    fn queriers(&self) -> Vec<String> {
+        let mut q: Vec<String> = self.view.nodes().into_iter().filter(|n| n.has(Role::Querier)).map(|n| n.grpc_addr).collect();
+        q.sort();
+        q
+    }
+}
+
+#[async_trait]
+impl DataPlane for ClusterDataPlane {
+    async fn write(&self, schema: &MeasureSchema, points: Vec<Point>) -> Result<(), ApiError> {
+        let mut by_shard: BTreeMap<u32, Vec<Point>> = BTreeMap::new();
+        for p in points {
+            by_shard.entry(p.shard).or_default().push(p);
+        }
+        futures::future::try_join_all(by_shard.into_iter().map(|(shard, pts)| self.write_shard(schema, shard, pts))).await?;
+        Ok(())
+    }
+
+    async fn query_shard(&self, plan: &QueryPlan, shard: u32) -> Result<PartialResult, ApiError> {
+        let fragment = fragment_of(plan);
+        let group = &plan.schema.group.name;
+        // Pin the shard: the owner's catalog version and its points above
+        // that version's watermark, taken atomically.
+        let snap = self
+            .at_owner(group, shard, |mut c| {
+                let req = SnapshotRequest { fragment: Some(fragment.clone()), shard };
+                async move { c.snapshot(req).await.map(|r| r.into_inner()) }
+            })
+            .await?;
+        let queriers = self.queriers();
+        if queriers.is_empty() {
+            return Err(ApiError::new(Code::Unavailable, "no querier is registered"));
+        }
+        // The same shard goes to the same querier (its caches stay warm);
+        // the next ones are fallbacks.
+        let mut last = None;
+        for i in 0..queriers.len() {
+            let addr = &queriers[(shard as usize + i) % queriers.len()];
+            let mut client = QuerierServiceClient::new(self.channel(addr)?)
+                .max_decoding_message_size(INTERNAL_MESSAGE_BYTES_MAX)
+                .max_encoding_message_size(INTERNAL_MESSAGE_BYTES_MAX);
+            let req = ExecuteShardRequest {
+                fragment: Some(fragment.clone()),
+                shard,
+                catalog_version: snap.catalog_version,
+                mem_rows: snap.rows.clone(),
+            };
+            match client.execute_shard(req).await {
+                Ok(r) => {
+                    return canopy_model::wire::decode_partial(&r.into_inner().partial)
+                        .ok_or_else(|| ApiError::new(Code::Internal, format!("querier {addr} sent an undecodable partial result")));
+                }
+                Err(status) => {
+                    let e = ApiError::from(status);
+                    if e.code != Code::Unavailable {
+                        return Err(e);
+                    }
+                    last = Some(e);
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| ApiError::new(Code::Unavailable, "no querier answered")))
+    }
+
+    async fn flush(&self) -> Result<usize, ApiError> {
+        let mut parts = 0;
+        for n in self.view.nodes().into_iter().filter(|n| n.has(Role::Ingester)) {
+            let r = self.ingester(&n.grpc_addr)?.flush(IngesterFlushRequest {}).await.map_err(ApiError::from)?;
+            parts += r.into_inner().parts as usize;
+        }
+        Ok(parts)
+    }
+
+    async fn compact(&self, groups: &[GroupSpec]) -> Result<ShardReport, ApiError> {
+        self.compactor.run_groups(groups).await.map_err(|e| ApiError::new(Code::Internal, e.to_string()))
+    }
+}

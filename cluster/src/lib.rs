@@ -1,0 +1,33 @@
+//! Canopy's cluster mode: etcd-backed metadata ([`EtcdStore`]), node
+//! registration and discovery ([`Registration`], [`ClusterView`]), shard
+//! ownership with fenced handovers ([`ShardManager`]), the internal gRPC
+//! services of ingesters and queriers, and the liaison's
+//! [`ClusterDataPlane`] that routes writes and fans queries out over them.
+//!
+//! etcd layout (all under `/canopy/`):
+//! - `nodes/{host:grpc_port}` — [`NodeInfo`] JSON, attached to the node's lease.
+//! - `shards/{group}/{shard:04}` — [`ShardOwner`] JSON: owner, epoch, released.
+//! - `groups/{group}`, `measures/{group}/{measure}` — protobuf schemas.
+
+mod data_plane;
+mod etcd_store;
+mod fragment;
+mod ingester_service;
+mod node;
+mod ownership;
+mod querier_service;
+mod shard_manager;
+mod view;
+mod watched;
+
+pub use canopy_liaison::metrics;
+pub use data_plane::{ClusterDataPlane, INTERNAL_MESSAGE_BYTES_MAX, RoutingConfig};
+pub use etcd_store::EtcdStore;
+pub use fragment::{compile_fragment, fragment_of};
+pub use ingester_service::IngesterRpc;
+pub use node::{NODES_PREFIX, NodeInfo, Registration, Role, parse_labels};
+pub use ownership::{SHARDS_PREFIX, ShardOwner, assign, eligible_ingesters, parse_shard_key, shard_key};
+pub use querier_service::QuerierRpc;
+pub use shard_manager::ShardManager;
+pub use view::{ClusterView, OwnerRecord, connect};
+pub use watched::{Entry, WatchedPrefix};

@@ -1,0 +1,126 @@
+//! What a cluster node knows of the cluster: mirrors of the node
+//! registrations, shard ownership records and schemas, each kept current by
+//! an etcd watch (nothing is polled).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use canopy_api::v1::Group;
+use canopy_meta::SchemaRegistry;
+use etcd_client::{Client, Compare, CompareOp, ConnectOptions, Txn, TxnOp};
+use prost::Message;
+
+use crate::node::{NODES_PREFIX, NodeInfo};
+use crate::ownership::{SHARDS_PREFIX, ShardOwner, parse_shard_key, shard_key};
+use crate::watched::WatchedPrefix;
+
+const GROUPS_PREFIX: &str = "/canopy/groups/";
+const MEASURES_PREFIX: &str = "/canopy/measures/";
+
+/// Connects to etcd (comma-separated endpoints accepted in each item).
+pub async fn connect(endpoints: &[String]) -> Result<Client, etcd_client::Error> {
+    let eps: Vec<String> = endpoints.iter().flat_map(|e| e.split(',')).map(|e| e.trim().to_string()).filter(|e| !e.is_empty()).collect();
+    let opts = ConnectOptions::new()
+        .with_connect_timeout(Duration::from_secs(5))
+        .with_keep_alive(Duration::from_secs(5), Duration::from_secs(5))
+        .with_keep_alive_while_idle(true);
+    Client::connect(eps, Some(opts)).await
+}
+
+/// A shard's record with the etcd revision it was read at (for CAS).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OwnerRecord {
+    pub record: ShardOwner,
+    pub mod_revision: i64,
+}
+
+/// The watched cluster state.
+#[derive(Clone)]
+pub struct ClusterView {
+    pub client: Client,
+    pub nodes: Arc<WatchedPrefix>,
+    pub shards: Arc<WatchedPrefix>,
+    pub groups: Arc<WatchedPrefix>,
+    pub measures: Arc<WatchedPrefix>,
+}
+
+impl ClusterView {
+    /// Starts the watches; returns once each has its first listing.
+    pub async fn start(client: Client) -> Result<ClusterView, etcd_client::Error> {
+        Ok(ClusterView {
+            nodes: WatchedPrefix::start(client.clone(), NODES_PREFIX).await?,
+            shards: WatchedPrefix::start(client.clone(), SHARDS_PREFIX).await?,
+            groups: WatchedPrefix::start(client.clone(), GROUPS_PREFIX).await?,
+            measures: WatchedPrefix::start(client.clone(), MEASURES_PREFIX).await?,
+            client,
+        })
+    }
+
+    /// Registered nodes (undecodable entries are skipped).
+    pub fn nodes(&self) -> Vec<NodeInfo> {
+        self.nodes.snapshot().values().filter_map(|e| serde_json::from_slice(&e.value).ok()).collect()
+    }
+
+    /// One registered node.
+    pub fn node(&self, id: &str) -> Option<NodeInfo> {
+        self.nodes.get(id).and_then(|e| serde_json::from_slice(&e.value).ok())
+    }
+
+    /// Every shard's ownership record.
+    pub fn owners(&self) -> BTreeMap<(String, u32), OwnerRecord> {
+        self.shards
+            .snapshot()
+            .into_iter()
+            .filter_map(|(k, e)| {
+                let key = parse_shard_key(&k)?;
+                let record: ShardOwner = serde_json::from_slice(&e.value).ok()?;
+                Some((key, OwnerRecord { record, mod_revision: e.mod_revision }))
+            })
+            .collect()
+    }
+
+    /// One shard's ownership record.
+    pub fn owner(&self, group: &str, shard: u32) -> Option<ShardOwner> {
+        self.shards.get(&shard_key(group, shard)).and_then(|e| serde_json::from_slice(&e.value).ok())
+    }
+
+    /// Shard counts of every group.
+    pub fn group_shards(&self) -> BTreeMap<String, u32> {
+        self.groups
+            .snapshot()
+            .into_iter()
+            .filter_map(|(name, e)| {
+                let g = Group::decode(e.value.as_slice()).ok()?;
+                Some((name, g.resource_opts?.shard_num))
+            })
+            .collect()
+    }
+
+    /// Writes a shard's record if it is still at `expected` (the mod
+    /// revision read, or `None` for "no record yet"); false if it changed.
+    pub async fn swap_owner(&self, group: &str, shard: u32, expected: Option<i64>, next: &ShardOwner) -> Result<bool, etcd_client::Error> {
+        let key = format!("{SHARDS_PREFIX}{}", shard_key(group, shard));
+        let cmp = match expected {
+            None => Compare::create_revision(key.as_str(), CompareOp::Equal, 0),
+            Some(rev) => Compare::mod_revision(key.as_str(), CompareOp::Equal, rev),
+        };
+        let body = serde_json::to_vec(next).expect("record serializes");
+        let r = self.client.clone().txn(Txn::new().when([cmp]).and_then([TxnOp::put(key, body, None)])).await?;
+        Ok(r.succeeded())
+    }
+
+    /// Keeps `registry`'s compiled schemas fresh: any schema change seen by
+    /// the watch (made through any liaison) drops them.
+    pub fn invalidate_on_schema_change(&self, registry: Arc<SchemaRegistry>) {
+        for w in [self.groups.clone(), self.measures.clone()] {
+            let mut rx = w.subscribe();
+            let registry = registry.clone();
+            tokio::spawn(async move {
+                while rx.changed().await.is_ok() {
+                    registry.forget_all();
+                }
+            });
+        }
+    }
+}

@@ -1,0 +1,159 @@
+//! Option groups shared by several roles: object store, garbage-collection
+//! timing, and the agent protocols of a liaison.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use canopy_compactor::CompactorConfig;
+use canopy_liaison::{AgentConfig, LiaisonConfig};
+use canopy_storage::{ObjectStoreConfig, open_object_store};
+
+/// Where parts and catalogs live; shared by every role.
+#[derive(Debug, clap::Args)]
+pub(crate) struct ObjectStoreArgs {
+    /// Object store for parts and catalogs: a directory, `file:///dir` or
+    /// `s3://bucket[/prefix]`. Default (standalone): `<data-dir>/objects`.
+    #[arg(long, env = "CANOPY_OBJECT_STORE")]
+    object_store: Option<String>,
+    /// S3 endpoint for S3-compatible servers (MinIO, s3s-fs).
+    #[arg(long, env = "CANOPY_S3_ENDPOINT")]
+    s3_endpoint: Option<String>,
+    /// S3 region (default: AWS_REGION or us-east-1).
+    #[arg(long, env = "CANOPY_S3_REGION")]
+    s3_region: Option<String>,
+    /// S3 access key (default: AWS_ACCESS_KEY_ID).
+    #[arg(long, env = "CANOPY_S3_ACCESS_KEY_ID")]
+    s3_access_key_id: Option<String>,
+    /// S3 secret key (default: AWS_SECRET_ACCESS_KEY).
+    #[arg(long, env = "CANOPY_S3_SECRET_ACCESS_KEY")]
+    s3_secret_access_key: Option<String>,
+}
+
+impl ObjectStoreArgs {
+    /// Opens the store; `default_url` applies when `--object-store` is absent.
+    pub(crate) fn open(&self, default_url: Option<String>) -> anyhow::Result<Arc<dyn object_store::ObjectStore>> {
+        let url = self.url(default_url)?;
+        Ok(open_object_store(&ObjectStoreConfig {
+            url,
+            s3_endpoint: self.s3_endpoint.clone(),
+            s3_region: self.s3_region.clone(),
+            s3_access_key_id: self.s3_access_key_id.clone(),
+            s3_secret_access_key: self.s3_secret_access_key.clone(),
+        })?)
+    }
+
+    /// The store URL, or `default_url` when `--object-store` is absent.
+    pub(crate) fn url(&self, default_url: Option<String>) -> anyhow::Result<String> {
+        self.object_store.clone().or(default_url).ok_or_else(|| anyhow::anyhow!("--object-store is required"))
+    }
+}
+
+/// Garbage-collection timing, for every process that runs compaction.
+#[derive(Debug, clap::Args)]
+pub(crate) struct GcArgs {
+    /// Removed parts stay readable this long before deletion; must exceed the query timeout.
+    #[arg(long, env = "CANOPY_GC_GRACE_SECS", default_value_t = 600)]
+    gc_grace_secs: u64,
+    /// Unreferenced objects younger than this are never collected as orphans.
+    #[arg(long, env = "CANOPY_ORPHAN_MIN_AGE_SECS", default_value_t = 7200)]
+    orphan_min_age_secs: u64,
+}
+
+impl GcArgs {
+    /// Compactor settings; fails unless the grace period outlasts any query
+    /// (`query_timeout_secs`) and the orphan age outlasts any flush upload.
+    pub(crate) fn compactor_config(&self, query_timeout_secs: u64) -> anyhow::Result<CompactorConfig> {
+        anyhow::ensure!(
+            self.gc_grace_secs > query_timeout_secs,
+            "--gc-grace-secs ({}) must exceed the query timeout ({query_timeout_secs} s): a running query may still read removed parts",
+            self.gc_grace_secs
+        );
+        anyhow::ensure!(
+            self.orphan_min_age_secs > canopy_ingester::UPLOAD_COMMIT_WINDOW_SECS,
+            "--orphan-min-age-secs must exceed the flush upload-to-commit window ({} s)",
+            canopy_ingester::UPLOAD_COMMIT_WINDOW_SECS
+        );
+        Ok(CompactorConfig {
+            gc_grace: Duration::from_secs(self.gc_grace_secs),
+            orphan_min_age: Duration::from_secs(self.orphan_min_age_secs),
+            ..CompactorConfig::default()
+        })
+    }
+}
+
+/// Agent protocols of a liaison: their extra ports, groups and limits.
+#[derive(Debug, clap::Args)]
+pub(crate) struct AgentArgs {
+    /// OTLP/gRPC listen address (agents' default port 4317), or "off".
+    #[arg(long, env = "CANOPY_OTLP_GRPC_ADDR", default_value = "0.0.0.0:4317")]
+    otlp_grpc_addr: String,
+    /// OTLP/HTTP listen address (agents' default port 4318), or "off".
+    #[arg(long, env = "CANOPY_OTLP_HTTP_ADDR", default_value = "0.0.0.0:4318")]
+    otlp_http_addr: String,
+    /// InfluxDB write listen address (clients' default port 8086), or "off".
+    #[arg(long, env = "CANOPY_INFLUX_ADDR", default_value = "0.0.0.0:8086")]
+    influx_addr: String,
+    /// Group for Prometheus remote write / read.
+    #[arg(long, env = "CANOPY_PROMETHEUS_GROUP", default_value = "prometheus")]
+    prometheus_group: String,
+    /// Group for OTLP metrics.
+    #[arg(long, env = "CANOPY_OTLP_GROUP", default_value = "otlp")]
+    otlp_group: String,
+    /// Group for line protocol writes without a database / bucket.
+    #[arg(long, env = "CANOPY_INFLUX_GROUP", default_value = "influx")]
+    influx_group: String,
+    /// Most series per measure created by agents; new series beyond it are rejected.
+    #[arg(long, env = "CANOPY_AGENT_SERIES_MAX", default_value_t = 100_000)]
+    agent_series_max: usize,
+    /// Most labels per series from agents.
+    #[arg(long, env = "CANOPY_AGENT_LABELS_MAX", default_value_t = 64)]
+    agent_labels_max: usize,
+    /// Longest label (name + value, bytes) from agents.
+    #[arg(long, env = "CANOPY_AGENT_LABEL_BYTES_MAX", default_value_t = 2048)]
+    agent_label_bytes_max: usize,
+    /// Largest agent request body once decompressed.
+    #[arg(long, env = "CANOPY_AGENT_BODY_BYTES_MAX", default_value_t = 64 << 20)]
+    agent_body_bytes_max: usize,
+}
+
+impl AgentArgs {
+    /// The gateway's agent settings.
+    pub(crate) fn config(&self) -> AgentConfig {
+        AgentConfig {
+            prometheus_group: self.prometheus_group.clone(),
+            otlp_group: self.otlp_group.clone(),
+            influx_group: self.influx_group.clone(),
+            series_per_measure_max: self.agent_series_max,
+            labels_per_series_max: self.agent_labels_max,
+            label_bytes_max: self.agent_label_bytes_max,
+            body_bytes_max: self.agent_body_bytes_max,
+            ..AgentConfig::default()
+        }
+    }
+
+    /// The liaison's listen addresses around the given main ports.
+    pub(crate) fn liaison_config(&self, grpc_addr: SocketAddr, http_addr: SocketAddr) -> anyhow::Result<LiaisonConfig> {
+        let optional = |s: &str| -> anyhow::Result<Option<SocketAddr>> { if s == "off" { Ok(None) } else { Ok(Some(s.parse()?)) } };
+        Ok(LiaisonConfig {
+            grpc_addr,
+            http_addr,
+            otlp_grpc_addr: optional(&self.otlp_grpc_addr)?,
+            otlp_http_addr: optional(&self.otlp_http_addr)?,
+            influx_addr: optional(&self.influx_addr)?,
+        })
+    }
+}
+
+/// Prints the liaison's machine-readable ready line (scripts and tests read it).
+pub(crate) fn announce_liaison(bound: &canopy_liaison::Bound, extra: &str) {
+    let show = |a: Option<SocketAddr>| a.map_or("off".to_string(), |a| a.to_string());
+    println!(
+        "READY http={} grpc={} otlp_grpc={} otlp_http={} influx={}{extra}",
+        bound.http,
+        bound.grpc,
+        show(bound.otlp_grpc),
+        show(bound.otlp_http),
+        show(bound.influx)
+    );
+}

@@ -1,0 +1,87 @@
+//! `canopy ingester`: owns the shards dealt to it, takes routed writes into
+//! its WALs and memtables, flushes parts, and serves shard snapshots.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use canopy_api::cluster::v1::ingester_service_server::IngesterServiceServer;
+use canopy_cluster::metrics::RoleMetrics;
+use canopy_cluster::{INTERNAL_MESSAGE_BYTES_MAX, IngesterRpc, Role, ShardManager};
+use canopy_ingester::{Ingester, IngesterConfig};
+
+use crate::args::ObjectStoreArgs;
+use crate::node::{Node, NodeArgs, serve_grpc, serve_ops};
+
+/// Options of `canopy ingester`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct IngesterArgs {
+    #[command(flatten)]
+    node: NodeArgs,
+    #[command(flatten)]
+    store: ObjectStoreArgs,
+    /// Local directory for WALs (NVMe in production) and the WAL id.
+    #[arg(long, env = "CANOPY_DATA_DIR", default_value = "canopy-ingester")]
+    data_dir: PathBuf,
+    /// Flush a shard's memtable at this many bytes.
+    #[arg(long, env = "CANOPY_FLUSH_BYTES", default_value_t = 64 << 20)]
+    flush_bytes: usize,
+    /// Flush a shard's memtable when its oldest point is this many seconds old.
+    #[arg(long, env = "CANOPY_FLUSH_INTERVAL_SECS", default_value_t = 60)]
+    flush_interval_secs: u64,
+    /// Memory all memtables may use before writes are refused.
+    #[arg(long, env = "CANOPY_MEMTABLE_BYTES_MAX", default_value_t = 2 << 30)]
+    memtable_bytes_max: usize,
+    /// Only ingesters with these labels (`k=v,...`) are dealt shards. Every
+    /// ingester must be given the same selector.
+    #[arg(long, env = "CANOPY_INGESTER_SELECTOR", default_value = "")]
+    ingester_selector: String,
+}
+
+/// Runs until SIGINT/SIGTERM, then hands every shard over (flushing it) and exits.
+pub(crate) async fn run(a: IngesterArgs) -> anyhow::Result<()> {
+    let selector = crate::node::selector(&a.ingester_selector)?;
+    let store = a.store.open(None)?;
+    let mut cfg = IngesterConfig::new(a.data_dir.clone());
+    cfg.flush_bytes = a.flush_bytes;
+    cfg.flush_interval = Duration::from_secs(a.flush_interval_secs);
+    cfg.memtable_bytes_max = a.memtable_bytes_max;
+    cfg.implicit_epoch = None;
+    let ingester = Ingester::open(cfg, store).await?;
+    let flusher = ingester.spawn_flusher();
+
+    let mut node = Node::start(&a.node, vec![Role::Ingester]).await?;
+    let (grpc, http) = node.take_listeners();
+    let metrics = RoleMetrics::new("ingester");
+    {
+        let ing = ingester.clone();
+        metrics.gauge("canopy_memtable_bytes", "Bytes held in memtables.", move || ing.memtable_bytes() as f64);
+    }
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let (_, health) = tonic_health::server::health_reporter();
+    let rpc = IngesterRpc { ingester: ingester.clone(), metrics: metrics.clone() };
+    let router = tonic::transport::Server::builder().add_service(health).add_service(
+        IngesterServiceServer::new(rpc)
+            .max_decoding_message_size(INTERNAL_MESSAGE_BYTES_MAX)
+            .max_encoding_message_size(INTERNAL_MESSAGE_BYTES_MAX),
+    );
+    let grpc_task = serve_grpc(grpc, router, stop_rx.clone());
+    let http_task = serve_ops(http, metrics, stop_rx);
+    let registration = node.register().await?;
+    let manager = ShardManager::new(node.view.clone(), ingester.clone(), node.info.id.clone(), selector);
+    let rounds = manager.spawn();
+    node.announce("ingester");
+
+    crate::standalone::shutdown_signal().await;
+    tracing::info!("leaving: handing shards over");
+    if let Err(e) = registration.set_leaving().await {
+        tracing::warn!(error = %e, "could not mark this node leaving; shards move when its lease expires");
+    }
+    manager.leave().await;
+    rounds.abort();
+    flusher.abort();
+    registration.deregister().await;
+    let _ = stop_tx.send(true);
+    let _ = tokio::join!(grpc_task, http_task);
+    tracing::info!("every shard handed over; bye");
+    Ok(())
+}

@@ -1,0 +1,156 @@
+//! What every cluster role shares: etcd endpoints, node identity and
+//! labels, the internal listeners, registration and the ops endpoints.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use canopy_cluster::metrics::{RoleMetrics, ops_router};
+use canopy_cluster::{ClusterView, NodeInfo, Registration, Role, parse_labels};
+
+/// Options of every cluster role.
+#[derive(Debug, clap::Args)]
+pub(crate) struct NodeArgs {
+    /// etcd endpoints, comma-separated (`http://127.0.0.1:2379`).
+    #[arg(long, env = "CANOPY_ETCD_ENDPOINTS", value_delimiter = ',', required = true)]
+    etcd_endpoints: Vec<String>,
+    /// gRPC listen address (public API on a liaison, internal services elsewhere).
+    #[arg(long, env = "CANOPY_GRPC_ADDR", default_value = "0.0.0.0:17912")]
+    pub(crate) grpc_addr: SocketAddr,
+    /// HTTP listen address (`/api/healthz`, `/metrics`; the public API on a liaison).
+    #[arg(long, env = "CANOPY_HTTP_ADDR", default_value = "0.0.0.0:17913")]
+    pub(crate) http_addr: SocketAddr,
+    /// The host other nodes reach this one at; the node id is `host:grpc_port`.
+    /// Setting it implies `--node-host-provider flag`.
+    #[arg(long, env = "CANOPY_NODE_HOST")]
+    node_host: Option<String>,
+    /// How to find the host when `--node-host` is not set: `hostname` or `ip`
+    /// (the address of the interface that routes outwards).
+    #[arg(long, env = "CANOPY_NODE_HOST_PROVIDER", default_value = "hostname")]
+    node_host_provider: String,
+    /// Labels of this node, `k=v,k2=v2` (e.g. `zone=a`); see `--ingester-selector`.
+    #[arg(long, env = "CANOPY_NODE_LABELS", default_value = "")]
+    node_labels: String,
+    /// Seconds without keep-alive after which a crashed node's registration
+    /// (and, for an ingester, its shards) is given up.
+    #[arg(long, env = "CANOPY_LEASE_TTL_SECS", default_value_t = 10)]
+    lease_ttl_secs: u64,
+}
+
+/// A started node: its view of the cluster and bound listeners.
+pub(crate) struct Node {
+    pub(crate) view: ClusterView,
+    pub(crate) info: NodeInfo,
+    listeners: Option<(tokio::net::TcpListener, tokio::net::TcpListener)>,
+    bound: (SocketAddr, SocketAddr),
+    ttl: Duration,
+}
+
+fn host(a: &NodeArgs) -> anyhow::Result<String> {
+    if let Some(h) = &a.node_host {
+        return Ok(h.clone());
+    }
+    match a.node_host_provider.as_str() {
+        "hostname" => {
+            let h = std::fs::read_to_string("/proc/sys/kernel/hostname").or_else(|_| std::env::var("HOSTNAME"))?;
+            Ok(h.trim().to_string())
+        }
+        "ip" => {
+            // Connecting a UDP socket sends nothing; it only picks the route.
+            let s = std::net::UdpSocket::bind("0.0.0.0:0")?;
+            s.connect("10.255.255.255:1")?;
+            Ok(s.local_addr()?.ip().to_string())
+        }
+        "flag" => anyhow::bail!("--node-host-provider flag needs --node-host"),
+        other => anyhow::bail!("--node-host-provider {other:?}: expected hostname, ip or flag"),
+    }
+}
+
+impl Node {
+    /// Connects to etcd, starts the watches and binds the listeners.
+    pub(crate) async fn start(a: &NodeArgs, roles: Vec<Role>) -> anyhow::Result<Node> {
+        let labels = parse_labels(&a.node_labels).map_err(|e| anyhow::anyhow!("--node-labels: {e}"))?;
+        let host = host(a)?;
+        let client = canopy_cluster::connect(&a.etcd_endpoints).await?;
+        let view = ClusterView::start(client).await?;
+        let grpc = tokio::net::TcpListener::bind(a.grpc_addr).await?;
+        let http = tokio::net::TcpListener::bind(a.http_addr).await?;
+        let (gport, hport) = (grpc.local_addr()?.port(), http.local_addr()?.port());
+        let info = NodeInfo {
+            id: format!("{host}:{gport}"),
+            roles,
+            grpc_addr: format!("{host}:{gport}"),
+            http_addr: format!("{host}:{hport}"),
+            labels,
+            started_at_ms: canopy_model::now_nanos() / 1_000_000,
+            leaving: false,
+        };
+        let bound = (grpc.local_addr()?, http.local_addr()?);
+        Ok(Node { view, info, listeners: Some((grpc, http)), bound, ttl: Duration::from_secs(a.lease_ttl_secs.max(2)) })
+    }
+
+    /// The bound gRPC address.
+    pub(crate) fn bound_grpc(&self) -> SocketAddr {
+        self.bound.0
+    }
+
+    /// The bound HTTP address.
+    pub(crate) fn bound_http(&self) -> SocketAddr {
+        self.bound.1
+    }
+
+    /// The bound (gRPC, HTTP) listeners; once.
+    pub(crate) fn take_listeners(&mut self) -> (tokio::net::TcpListener, tokio::net::TcpListener) {
+        self.listeners.take().expect("listeners are taken once")
+    }
+
+    /// Registers the node (once it serves).
+    pub(crate) async fn register(&self) -> anyhow::Result<Registration> {
+        Ok(Registration::register(self.view.client.clone(), self.info.clone(), self.ttl).await?)
+    }
+
+    /// Prints the machine-readable ready line.
+    pub(crate) fn announce(&self, role: &str) {
+        tracing::info!(node = %self.info.id, role, "ready");
+        println!("READY http={} grpc={} node={}", self.bound.1, self.bound.0, self.info.id);
+    }
+}
+
+/// Serves `/api/healthz` and `/metrics` until `stop`.
+pub(crate) fn serve_ops(
+    listener: tokio::net::TcpListener,
+    metrics: Arc<RoleMetrics>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let serve = axum::serve(listener, ops_router(metrics)).with_graceful_shutdown(async move {
+            let _ = stop.wait_for(|s| *s).await;
+        });
+        if let Err(e) = serve.await {
+            tracing::error!(error = %e, "HTTP server failed");
+        }
+    })
+}
+
+/// Serves a gRPC router (plus the health service) until `stop`.
+pub(crate) fn serve_grpc(
+    listener: tokio::net::TcpListener,
+    router: tonic::transport::server::Router,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    tokio::spawn(async move {
+        let serve = router.serve_with_incoming_shutdown(incoming, async move {
+            let _ = stop.wait_for(|s| *s).await;
+        });
+        if let Err(e) = serve.await {
+            tracing::error!(error = %e, "gRPC server failed");
+        }
+    })
+}
+
+/// The ingester selector flag's parsed form.
+pub(crate) fn selector(s: &str) -> anyhow::Result<BTreeMap<String, String>> {
+    parse_labels(s).map_err(|e| anyhow::anyhow!("--ingester-selector: {e}"))
+}
