@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
-# Runs Canopy's whole test suite on a fresh machine: installs what the tests
-# need when it is missing (cargo-nextest, the s3s-fs S3 server), then runs
-# unit and integration tests against local disk and a real S3 server.
+# Runs Canopy's whole test suite on a fresh machine: installs what the build
+# and the tests need when it is missing (protoc, cargo-nextest, the s3s-fs S3
+# server, etcd, Prometheus, the OpenTelemetry SDK), then runs unit and
+# integration tests against local disk, a real S3 server and a real etcd.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/lib.sh
 
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/canopy-target}"
-export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
-export PATH="$HOME/.cargo/bin:$PATH"
+ensure_build_deps
 
 if ! command -v cargo-nextest >/dev/null 2>&1; then
   echo "installing cargo-nextest" >&2
@@ -20,10 +20,11 @@ fi
 
 # Real agents the ingest tests run against (Debian packages).
 if ! command -v prometheus >/dev/null 2>&1 || ! command -v prometheus-node-exporter >/dev/null 2>&1; then
-  echo "installing prometheus and prometheus-node-exporter" >&2
-  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends prometheus prometheus-node-exporter >/dev/null
+  apt_install prometheus prometheus-node-exporter
+fi
+# etcd for the cluster tests, and etcdctl to read its layout as operators do.
+if ! command -v etcd >/dev/null 2>&1 || ! command -v etcdctl >/dev/null 2>&1; then
+  apt_install etcd-server etcd-client
 fi
 
 # The OpenTelemetry Python SDK for the OTLP tests, in a venv of its own.

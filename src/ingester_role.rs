@@ -76,7 +76,15 @@ pub(crate) async fn run(a: IngesterArgs) -> anyhow::Result<()> {
     if let Err(e) = registration.set_leaving().await {
         tracing::warn!(error = %e, "could not mark this node leaving; shards move when its lease expires");
     }
-    manager.leave().await;
+    // A flush that cannot finish (object store down) keeps the node here;
+    // a second signal exits anyway: the WAL keeps the points, and they are
+    // replayed and flushed when this node is dealt the shards again.
+    tokio::select! {
+        _ = manager.leave() => {}
+        _ = crate::standalone::shutdown_signal() => {
+            tracing::warn!("second signal: exiting with shards not handed over; their WAL is kept for replay");
+        }
+    }
     rounds.abort();
     flusher.abort();
     registration.deregister().await;

@@ -9,62 +9,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use canopy_api::v1::measure_service_client::MeasureServiceClient;
-use canopy_api::v1::query_request::Aggregation;
 use canopy_api::v1::*;
 use common::*;
 use tokio_stream::StreamExt;
-
-/// Every stored point of the measure, keyed by (host, ts), with how many
-/// times the raw query returned it.
-async fn stored(http: &Http, begin: i64) -> HashMap<(String, i64), (usize, f64)> {
-    let mut out: HashMap<(String, i64), (usize, f64)> = HashMap::new();
-    // Page per host so no single response hits the row limit.
-    for h in 0..25 {
-        let host = format!("host-{h:03}");
-        let q = QueryRequest {
-            groups: vec![GROUP.into()],
-            name: MEASURE.into(),
-            time_range: time_range(begin, now_nanos() + HOUR),
-            criteria: Some(cond("host", BinaryOp::Eq, tag_str(&host))),
-            tag_projection: Some(projection("default", &["host"])),
-            field_projection: Some(FieldProjection { names: vec!["usage".into()] }),
-            limit: 100_000,
-            ..Default::default()
-        };
-        for dp in http.query(&q).await.data_points {
-            let e = out.entry((tag_of(&dp, "host"), nanos_of(&dp))).or_insert((0, 0.0));
-            e.0 += 1;
-            e.1 = field_of(&dp, "usage");
-        }
-    }
-    out
-}
-
-async fn total_count(http: &Http, begin: i64) -> usize {
-    let q = QueryRequest {
-        groups: vec![GROUP.into()],
-        name: MEASURE.into(),
-        time_range: time_range(begin, now_nanos() + HOUR),
-        agg: Some(Aggregation { function: AggregationFunction::Count as i32, field_name: "usage".into(), field_names: vec![] }),
-        ..Default::default()
-    };
-    let r = http.query(&q).await;
-    r.data_points.first().map_or(0, |d| field_of(d, "usage") as usize)
-}
-
-fn assert_exactly_once(got: &HashMap<(String, i64), (usize, f64)>, acked: &[Sample], sent: &HashMap<(String, i64), f64>) {
-    for s in acked {
-        match got.get(&(s.host.clone(), s.ts)) {
-            Some((1, v)) => assert_eq!(*v, s.usage, "acknowledged point {}@{} has the wrong value", s.host, s.ts),
-            Some((n, _)) => panic!("acknowledged point {}@{} returned {n} times", s.host, s.ts),
-            None => panic!("acknowledged point {}@{} lost", s.host, s.ts),
-        }
-    }
-    for (k, (n, v)) in got {
-        assert_eq!(*n, 1, "{k:?} returned {n} times");
-        assert_eq!(sent.get(k), Some(v), "{k:?} was never written with this value");
-    }
-}
 
 async fn kill_during_streaming_writes(backend: Backend) {
     // Small memtables so flushes (and WAL truncation) happen while writing.

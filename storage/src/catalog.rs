@@ -115,6 +115,11 @@ pub struct CatalogState {
     /// read them (see the GC grace period).
     #[serde(default)]
     pub pending_deletes: Vec<PendingDelete>,
+    /// Unique per commit attempt, so a writer whose create-if-absent put
+    /// succeeded but whose reply was lost (and was retried into a 412)
+    /// recognises the version as its own.
+    #[serde(default)]
+    pub commit_id: String,
 }
 
 /// A compactor's claim on one time segment of a shard.
@@ -147,6 +152,7 @@ impl CatalogState {
             parts: Vec::new(),
             claims: Vec::new(),
             pending_deletes: Vec::new(),
+            commit_id: String::new(),
         }
     }
 
@@ -267,12 +273,19 @@ impl CatalogStore {
         }
         debug_assert!(prev.watermarks.iter().all(|(w, m)| next.watermark(w) >= *m), "watermarks never move back");
         next.version = prev.version + 1;
+        next.commit_id = format!("{:016x}{:08x}", canopy_model::now_nanos(), paths::nonce());
         let path = paths::catalog_version(&next.group, next.shard, next.version);
         let opts = PutOptions { mode: PutMode::Create, ..Default::default() };
         match self.store.put_opts(&path, PutPayload::from(Bytes::from(next.encode())), opts).await {
             Ok(_) => {}
             Err(object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. }) => {
-                return Err(StorageError::CatalogConflict { group: next.group.clone(), shard: next.shard, version: next.version });
+                // The client may have retried a put that had succeeded: then
+                // the version there is this very commit.
+                if self.load_version(&next.group, next.shard, next.version).await.is_ok_and(|v| v.commit_id == next.commit_id) {
+                    tracing::info!(group = %next.group, shard = next.shard, version = next.version, "commit was retried after it succeeded");
+                } else {
+                    return Err(StorageError::CatalogConflict { group: next.group.clone(), shard: next.shard, version: next.version });
+                }
             }
             Err(e) => return Err(e.into()),
         }

@@ -38,6 +38,13 @@ impl Http {
         (status, r.json().await.unwrap_or(Value::Null))
     }
 
+    /// GETs a text body (e.g. `/metrics`).
+    pub async fn get_text(&self, path: &str) -> (u16, String) {
+        let r = self.c.get(format!("{}{path}", self.base)).send().await.unwrap();
+        let status = r.status().as_u16();
+        (status, r.text().await.unwrap_or_default())
+    }
+
     /// Writes a batch; panics unless every point was accepted.
     pub async fn write_ok(&self, req: &WriteRequest) {
         let (status, body) = self.post("/api/v1/measure/write", req).await;

@@ -5,9 +5,11 @@
 #![allow(dead_code, unreachable_pub, unused_imports)]
 
 pub mod client;
+pub mod cluster;
 pub mod process;
 pub mod workload;
 
 pub use client::*;
+pub use cluster::*;
 pub use process::*;
 pub use workload::*;

@@ -1,0 +1,324 @@
+//! Cluster mode with real processes: etcd, an S3 server (s3s-fs), one
+//! `canopy liaison`, two `canopy ingester`s and one `canopy querier`.
+//!
+//! 1. The cluster answers a set of queries exactly as standalone does on the
+//!    same data (spread over shards owned by both ingesters; flushed,
+//!    unflushed and overwritten points mixed), and `etcdctl get --prefix`
+//!    shows nodes and shard owners in the documented layout.
+//! 2. A graceful stop of an ingester under write load moves its shards;
+//!    every write keeps succeeding and every point is returned exactly once.
+//! 3. `kill -9` of an ingester under write load, then a restart: every
+//!    acknowledged point is returned exactly once.
+
+mod common;
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use canopy_api::v1::query_request::{Aggregation, GroupBy, OrderBy, Top};
+use canopy_api::v1::*;
+use common::*;
+
+const STEP: i64 = 30_000_000_000;
+
+fn queries(begin: i64, end: i64) -> Vec<(&'static str, QueryRequest)> {
+    let base =
+        || QueryRequest { groups: vec![GROUP.into()], name: MEASURE.into(), time_range: time_range(begin, end), ..Default::default() };
+    let group_by = |tags: &[&str], field: &str, bucket_millis: i64| {
+        Some(GroupBy { tag_projection: Some(projection("default", tags)), field_name: field.into(), bucket_millis })
+    };
+    let agg = |f: AggregationFunction, field: &str| Some(Aggregation { function: f as i32, field_name: field.into(), field_names: vec![] });
+    vec![
+        (
+            "raw, every column",
+            QueryRequest {
+                tag_projection: Some(TagProjection {
+                    tag_families: vec![
+                        tag_projection::TagFamily { name: "default".into(), tags: vec!["host".into(), "region".into()] },
+                        tag_projection::TagFamily { name: "extra".into(), tags: vec!["zone".into()] },
+                    ],
+                }),
+                field_projection: Some(FieldProjection { names: vec!["usage".into(), "count".into()] }),
+                limit: 100_000,
+                ..base()
+            },
+        ),
+        (
+            "raw, filtered, newest first, paged",
+            QueryRequest {
+                criteria: Some(cond("host", BinaryOp::In, tag_strs(&["host-001", "host-002", "host-013"]))),
+                tag_projection: Some(projection("default", &["host"])),
+                field_projection: Some(FieldProjection { names: vec!["usage".into()] }),
+                order_by: Some(OrderBy { sort: Sort::Desc as i32 }),
+                offset: 10,
+                limit: 50,
+                ..base()
+            },
+        ),
+        (
+            "sum per region where host != host-003",
+            QueryRequest {
+                criteria: Some(cond("host", BinaryOp::Ne, tag_str("host-003"))),
+                group_by: group_by(&["region"], "usage", 0),
+                agg: agg(AggregationFunction::Sum, "usage"),
+                ..base()
+            },
+        ),
+        (
+            "mean per region per hour",
+            QueryRequest { group_by: group_by(&["region"], "usage", 3_600_000), agg: agg(AggregationFunction::Mean, "usage"), ..base() },
+        ),
+        (
+            "top 5 hosts by max count",
+            QueryRequest {
+                group_by: group_by(&["host"], "count", 0),
+                agg: agg(AggregationFunction::Max, "count"),
+                top: Some(Top { number: 5, field_name: "count".into(), field_value_sort: Sort::Desc as i32 }),
+                ..base()
+            },
+        ),
+        ("count of everything", QueryRequest { agg: agg(AggregationFunction::Count, "usage"), ..base() }),
+        (
+            "last usage per host",
+            QueryRequest { group_by: group_by(&["host"], "usage", 0), agg: agg(AggregationFunction::Last, "usage"), ..base() },
+        ),
+    ]
+}
+
+/// Writes the same data through `http`: a flushed base, then overwrites at
+/// a higher version and new points left in memtables.
+async fn load(http: &Http, start: i64) -> usize {
+    let base = samples(25, 200, start, STEP, 21);
+    for (i, chunk) in base.chunks(500).enumerate() {
+        http.write_ok(&write_request(chunk, i as u64)).await;
+    }
+    assert!(http.flush().await > 0);
+    let mut later: Vec<Sample> =
+        base.iter().step_by(5).map(|s| Sample { version: 1, usage: s.usage + 500.0, count: s.count + 3, ..s.clone() }).collect();
+    later.extend(samples(25, 20, start + 200 * STEP, STEP, 22));
+    for (i, chunk) in later.chunks(500).enumerate() {
+        http.write_ok(&write_request(chunk, 100 + i as u64)).await;
+    }
+    base.len() + 25 * 20
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_answers_like_standalone() {
+    let cluster = Cluster::start(2, &[]);
+    let standalone = Canopy::start(Backend::Local, &[]);
+    let (ch, sh) = (Http::new(cluster.liaison.http), Http::new(standalone.http));
+    create_schema(&ch).await;
+    create_schema(&sh).await;
+    let start = (now_nanos() / HOUR - 2) * HOUR + 987_654_321;
+    let n = load(&ch, start).await;
+    assert_eq!(load(&sh, start).await, n);
+
+    let end = now_nanos() + HOUR;
+    for (what, q) in queries(start - 1, end) {
+        let (got, want) = (ch.query(&q).await, sh.query(&q).await);
+        assert!(!want.data_points.is_empty(), "{what}: standalone returned nothing");
+        assert_eq!(got, want, "{what}: the cluster differs from standalone\n{}", cluster.logs());
+    }
+    let count = &ch.query(&queries(start - 1, end).pop().unwrap().1).await;
+    assert!(!count.data_points.is_empty());
+
+    // Shards are spread over both ingesters, and etcd shows the layout.
+    let listing = cluster.etcd.etcdctl_get_prefix("/canopy/");
+    let lines: Vec<&str> = listing.lines().collect();
+    for node in [&cluster.liaison, &cluster.querier].into_iter().chain(&cluster.ingesters) {
+        let key = format!("/canopy/nodes/{}", node.id());
+        let at = lines.iter().position(|l| *l == key).unwrap_or_else(|| panic!("{key} missing from etcd:\n{listing}"));
+        let info: serde_json::Value = serde_json::from_str(lines[at + 1]).unwrap();
+        assert_eq!(info["grpc_addr"], node.id());
+        assert!(info["roles"].as_array().is_some_and(|r| !r.is_empty()), "{info}");
+    }
+    let mut owners = BTreeSet::new();
+    for shard in 0..3 {
+        let key = format!("/canopy/shards/{GROUP}/{shard:04}");
+        let at = lines.iter().position(|l| *l == key).unwrap_or_else(|| panic!("{key} missing from etcd:\n{listing}"));
+        let rec: serde_json::Value = serde_json::from_str(lines[at + 1]).unwrap();
+        assert!(rec["epoch"].as_u64().is_some_and(|e| e >= 1), "{rec}");
+        assert_eq!(rec["released"], false);
+        owners.insert(rec["owner"].as_str().unwrap().to_string());
+    }
+    let ingesters: BTreeSet<String> = cluster.ingesters.iter().map(|i| i.id()).collect();
+    assert_eq!(owners, ingesters, "three shards dealt over both ingesters");
+
+    let (status, metrics) = Http::new(cluster.ingesters[0].http).get_text("/metrics").await;
+    assert_eq!(status, 200);
+    assert!(metrics.contains("canopy_points_written_total{role=\"ingester\"}"), "{metrics}");
+    assert_eq!(Http::new(cluster.querier.http).get("/api/healthz").await.0, 200);
+}
+
+/// Writes `all` in batches of 50 through the liaison, one request at a time
+/// from each of two tasks; returns the acknowledged points and how many
+/// requests failed.
+fn spawn_writer(
+    http: SocketAddrOf,
+    all: Vec<Sample>,
+    acked: Arc<Mutex<Vec<Sample>>>,
+    failed: Arc<Mutex<Vec<String>>>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let http = Http::new(http);
+        for (i, chunk) in all.chunks(50).enumerate() {
+            let (status, body) = http.post("/api/v1/measure/write", &write_request(chunk, i as u64)).await;
+            if status == 200 && body["accepted"] == chunk.len() {
+                acked.lock().unwrap().extend(chunk.iter().cloned());
+            } else {
+                failed.lock().unwrap().push(format!("{status}: {body}"));
+            }
+        }
+    })
+}
+
+type SocketAddrOf = std::net::SocketAddr;
+
+async fn wait_for_acks(acked: &Mutex<Vec<Sample>>, n: usize) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while acked.lock().unwrap().len() < n {
+        assert!(tokio::time::Instant::now() < deadline, "writes stalled at {} acknowledged points", acked.lock().unwrap().len());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn owners(cluster: &Cluster) -> Vec<String> {
+    let listing = cluster.etcd.etcdctl_get_prefix("/canopy/shards/");
+    listing
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["owner"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_graceful_ingester_stop_under_load_loses_nothing() {
+    let mut cluster = Cluster::start(2, &["--flush-bytes", "100000", "--flush-interval-secs", "1"]);
+    let http = Http::new(cluster.liaison.http);
+    create_schema(&http).await;
+    let start = now_nanos() - 2 * HOUR;
+    let all = samples(25, 400, start, 1_000_000_000, 31);
+    let sent: HashMap<(String, i64), f64> = all.iter().map(|s| ((s.host.clone(), s.ts), s.usage)).collect();
+    let (acked, failed) = (Arc::new(Mutex::new(Vec::new())), Arc::new(Mutex::new(Vec::new())));
+    let writer = spawn_writer(cluster.liaison.http, all.clone(), acked.clone(), failed.clone());
+
+    wait_for_acks(&acked, 3_000).await;
+    let leaving = cluster.ingesters[1].id();
+    cluster.ingesters[1].stop();
+    writer.await.unwrap();
+    assert!(failed.lock().unwrap().is_empty(), "writes failed during the handover: {:?}\n{}", failed.lock().unwrap(), cluster.logs());
+    assert_eq!(acked.lock().unwrap().len(), all.len());
+    let now_owners = owners(&cluster).await;
+    assert_eq!(now_owners.len(), 3);
+    assert!(now_owners.iter().all(|o| *o == cluster.ingesters[0].id()), "{leaving} still owns shards: {now_owners:?}");
+
+    let got = stored(&http, start - 1).await;
+    assert_exactly_once(&got, &all, &sent);
+    assert_eq!(total_count(&http, start - 1).await, all.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_ingester_returns_every_acknowledged_point_once() {
+    let mut cluster = Cluster::start(2, &["--flush-bytes", "100000", "--flush-interval-secs", "1"]);
+    let http = Http::new(cluster.liaison.http);
+    create_schema(&http).await;
+    let start = now_nanos() - 2 * HOUR;
+    let all = samples(25, 400, start, 1_000_000_000, 41);
+    let sent: HashMap<(String, i64), f64> = all.iter().map(|s| ((s.host.clone(), s.ts), s.usage)).collect();
+    let (acked, failed) = (Arc::new(Mutex::new(Vec::new())), Arc::new(Mutex::new(Vec::new())));
+    let writer = spawn_writer(cluster.liaison.http, all.clone(), acked.clone(), failed.clone());
+
+    wait_for_acks(&acked, 3_000).await;
+    cluster.ingesters[0].kill9();
+    // Past the lease (3 s): the survivor takes the shards over, then the
+    // restarted node is dealt them back and replays its WAL.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    cluster.ingesters[0].restart();
+    writer.await.unwrap();
+    let acked = acked.lock().unwrap().clone();
+    assert!(acked.len() > 3_000, "{} acknowledged", acked.len());
+
+    // Wait for the ownership to settle back to both ingesters.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let o: BTreeSet<String> = owners(&cluster).await.into_iter().collect();
+        if o.len() == 2 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "shards never moved back: {o:?}\n{}", cluster.logs());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let got = stored(&http, start - 1).await;
+    assert_exactly_once(&got, &acked, &sent);
+    assert_eq!(total_count(&http, start - 1).await, got.len());
+    let log = cluster.ingesters[0].log_text();
+    assert!(log.contains("replayed WAL"), "the restarted ingester replayed nothing:\n{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_ingester_is_fenced_and_loses_nothing() {
+    // SIGSTOP stands in for a partition or a long pause: the lease expires,
+    // the other ingester takes the shards under a newer epoch, and when the
+    // paused one wakes up it must not publish anything under its old epoch.
+    let cluster = Cluster::start(2, &["--flush-bytes", "100000", "--flush-interval-secs", "1"]);
+    let http = Http::new(cluster.liaison.http);
+    create_schema(&http).await;
+    let start = now_nanos() - 2 * HOUR;
+    let all = samples(25, 300, start, 1_000_000_000, 51);
+    let sent: HashMap<(String, i64), f64> = all.iter().map(|s| ((s.host.clone(), s.ts), s.usage)).collect();
+    let (acked, failed) = (Arc::new(Mutex::new(Vec::new())), Arc::new(Mutex::new(Vec::new())));
+    let writer = spawn_writer(cluster.liaison.http, all.clone(), acked.clone(), failed.clone());
+
+    wait_for_acks(&acked, 2_000).await;
+    let paused = cluster.ingesters[0].id();
+    cluster.ingesters[0].signal("STOP");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while owners(&cluster).await.contains(&paused) {
+        assert!(tokio::time::Instant::now() < deadline, "the paused ingester's shards never moved\n{}", cluster.logs());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    cluster.ingesters[0].signal("CONT");
+    writer.await.unwrap();
+    let acked = acked.lock().unwrap().clone();
+
+    // It comes back, is dealt its shards again and replays what it had.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !owners(&cluster).await.contains(&paused) {
+        assert!(tokio::time::Instant::now() < deadline, "the paused ingester never got shards back\n{}", cluster.logs());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let got = stored(&http, start - 1).await;
+    assert_exactly_once(&got, &acked, &sent);
+    let log = cluster.ingesters[0].log_text();
+    assert!(
+        log.contains("fenced:") || log.contains("taken over by another ingester"),
+        "the stale owner neither hit the fence nor noticed the take-over:\n{log}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cluster_keeps_serving_while_etcd_is_down() {
+    let mut cluster = Cluster::start(2, &[]);
+    let http = Http::new(cluster.liaison.http);
+    create_schema(&http).await;
+    let start = now_nanos() - HOUR;
+    let batches: Vec<Vec<Sample>> = (0..3).map(|i| samples(25, 40, start + i * 40 * STEP, STEP, 60 + i as u64)).collect();
+    http.write_ok(&write_request(&batches[0], 0)).await;
+    let owners_before = owners(&cluster).await;
+
+    // With etcd gone, the liaison routes with the ownership table it has.
+    cluster.etcd.kill();
+    http.write_ok(&write_request(&batches[1], 1)).await;
+    assert_eq!(total_count(&http, start - 1).await, 2_000);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    // etcd comes back (leases are renewed on restart): nothing moves, nothing is lost.
+    cluster.etcd.restart();
+    http.write_ok(&write_request(&batches[2], 2)).await;
+    let all: Vec<Sample> = batches.concat();
+    let sent: HashMap<(String, i64), f64> = all.iter().map(|s| ((s.host.clone(), s.ts), s.usage)).collect();
+    assert_exactly_once(&stored(&http, start - 1).await, &all, &sent);
+    assert_eq!(owners(&cluster).await, owners_before, "ownership changed across the etcd restart\n{}", cluster.logs());
+}

@@ -1,0 +1,235 @@
+//! A Canopy cluster of separate processes for tests: a real etcd, a real S3
+//! server (s3s-fs), and `canopy liaison` / `ingester` / `querier` processes
+//! on fixed loopback ports (so a restarted node keeps its identity).
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::process::{S3_BUCKET, S3_KEY, S3_SECRET, S3Server, free_port};
+
+/// A single-member etcd on loopback.
+pub struct EtcdServer {
+    child: Option<Child>,
+    pub port: u16,
+    peer: u16,
+    dir: tempfile::TempDir,
+}
+
+impl EtcdServer {
+    /// Starts etcd; fails the test if it is not installed (the test command
+    /// installs Debian's etcd-server).
+    pub fn start() -> EtcdServer {
+        let mut e = EtcdServer { child: None, port: free_port(), peer: free_port(), dir: tempfile::tempdir().unwrap() };
+        e.spawn();
+        e
+    }
+
+    fn spawn(&mut self) {
+        let client = format!("http://127.0.0.1:{}", self.port);
+        let peer_url = format!("http://127.0.0.1:{}", self.peer);
+        let bin = std::env::var("ETCD").unwrap_or_else(|_| "etcd".into());
+        let child = Command::new(&bin)
+            .args(["--name", "canopy-test", "--data-dir"])
+            .arg(self.dir.path().join("etcd"))
+            .args(["--listen-client-urls", &client, "--advertise-client-urls", &client])
+            .args(["--listen-peer-urls", &peer_url, "--initial-advertise-peer-urls", &peer_url])
+            .args(["--initial-cluster", &format!("canopy-test={peer_url}")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {bin} (install: apt-get install etcd-server): {e}"));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "etcd did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.child = Some(child);
+    }
+
+    /// Kills etcd (the data directory stays).
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts etcd again on the same data and ports.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "kill first");
+        self.spawn();
+    }
+
+    /// The client endpoint.
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// `etcdctl get --prefix <prefix>` as operators would run it.
+    pub fn etcdctl_get_prefix(&self, prefix: &str) -> String {
+        let out = Command::new(std::env::var("ETCDCTL").unwrap_or_else(|_| "etcdctl".into()))
+            .env("ETCDCTL_API", "3")
+            .args(["--endpoints", &self.endpoint(), "get", "--prefix", prefix])
+            .output()
+            .expect("run etcdctl (install: apt-get install etcd-client)");
+        assert!(out.status.success(), "etcdctl failed: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+impl Drop for EtcdServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// One `canopy <role>` process with fixed ports.
+pub struct RoleProcess {
+    child: Option<Child>,
+    role: &'static str,
+    args: Vec<String>,
+    pub grpc: SocketAddr,
+    pub http: SocketAddr,
+    pub log: PathBuf,
+}
+
+impl RoleProcess {
+    fn start(role: &'static str, args: Vec<String>, log: PathBuf) -> RoleProcess {
+        let grpc: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let mut p = RoleProcess { child: None, role, args, grpc, http, log };
+        p.spawn();
+        p
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_canopy"))
+            .arg(self.role)
+            .args(["--grpc-addr", &self.grpc.to_string(), "--http-addr", &self.http.to_string(), "--node-host", "127.0.0.1"])
+            .args(&self.args)
+            .env("CANOPY_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .expect("start canopy");
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        loop {
+            match lines.next() {
+                Some(Ok(l)) if l.starts_with("READY ") => break,
+                Some(Ok(_)) => continue,
+                _ => panic!("canopy {} exited before READY; log:\n{}", self.role, self.log_text()),
+            }
+        }
+        std::thread::spawn(move || for _ in lines {});
+        self.child = Some(child);
+    }
+
+    /// The node id (`host:grpc_port`).
+    pub fn id(&self) -> String {
+        self.grpc.to_string()
+    }
+
+    /// The process log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Sends a signal by name (`STOP`, `CONT`, ...) without waiting.
+    pub fn signal(&self, sig: &str) {
+        let pid = self.child.as_ref().expect("running").id();
+        let ok = Command::new("kill").args([&format!("-{sig}"), &pid.to_string()]).status().unwrap().success();
+        assert!(ok, "kill -{sig} {pid} failed");
+    }
+
+    /// SIGKILL, as in a crash.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+    }
+
+    /// SIGTERM and wait for a clean exit.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
+            let status = c.wait().unwrap();
+            assert!(status.success(), "canopy {} exited with {status}; log:\n{}", self.role, self.log_text());
+        }
+    }
+
+    /// Starts again with the same ports, data and options.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "stop or kill first");
+        self.spawn();
+    }
+}
+
+impl Drop for RoleProcess {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// etcd + S3 + 1 liaison + N ingesters + 1 querier.
+pub struct Cluster {
+    pub liaison: RoleProcess,
+    pub ingesters: Vec<RoleProcess>,
+    pub querier: RoleProcess,
+    pub etcd: EtcdServer,
+    pub s3: S3Server,
+    pub dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    /// Starts every process; `ingester_extra` goes to each ingester.
+    pub fn start(ingesters: usize, ingester_extra: &[&str]) -> Cluster {
+        let dir = tempfile::tempdir().unwrap();
+        let etcd = EtcdServer::start();
+        let s3 = S3Server::start();
+        let common: Vec<String> = vec![
+            "--etcd-endpoints".into(),
+            etcd.endpoint(),
+            "--lease-ttl-secs".into(),
+            "3".into(),
+            "--object-store".into(),
+            format!("s3://{S3_BUCKET}"),
+            "--s3-endpoint".into(),
+            format!("http://127.0.0.1:{}", s3.port),
+            "--s3-access-key-id".into(),
+            S3_KEY.into(),
+            "--s3-secret-access-key".into(),
+            S3_SECRET.into(),
+        ];
+        let ingesters = (0..ingesters)
+            .map(|i| {
+                let mut args = common.clone();
+                args.push("--data-dir".into());
+                args.push(dir.path().join(format!("ingester-{i}")).to_string_lossy().into_owned());
+                args.extend(ingester_extra.iter().map(|s| s.to_string()));
+                RoleProcess::start("ingester", args, dir.path().join(format!("ingester-{i}.log")))
+            })
+            .collect();
+        let querier = RoleProcess::start("querier", common.clone(), dir.path().join("querier.log"));
+        let mut largs = common;
+        largs.extend(["--otlp-grpc-addr", "off", "--otlp-http-addr", "off", "--influx-addr", "off"].map(String::from));
+        let liaison = RoleProcess::start("liaison", largs, dir.path().join("liaison.log"));
+        Cluster { liaison, ingesters, querier, etcd, s3, dir }
+    }
+
+    /// Every process's log, for failure messages.
+    pub fn logs(&self) -> String {
+        let mut out = String::new();
+        for p in std::iter::once(&self.liaison).chain(&self.ingesters).chain(std::iter::once(&self.querier)) {
+            out.push_str(&format!("==== {} {}\n{}\n", p.role, p.id(), p.log_text()));
+        }
+        out
+    }
+}
