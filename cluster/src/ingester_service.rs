@@ -42,6 +42,7 @@ impl IngesterService for IngesterRpc {
     }
 
     async fn snapshot(&self, req: Request<SnapshotRequest>) -> Result<Response<SnapshotResponse>, Status> {
+        self.metrics.queries.inc();
         let req = req.into_inner();
         let plan = compile_fragment(req.fragment.as_ref().ok_or_else(|| Status::invalid_argument("fragment: required"))?)?;
         let schema = &plan.schema;

@@ -54,7 +54,7 @@ impl QuerierRpc {
 #[tonic::async_trait]
 impl QuerierService for QuerierRpc {
     async fn execute_shard(&self, req: Request<ExecuteShardRequest>) -> Result<Response<ExecuteShardResponse>, Status> {
-        self.metrics.requests.inc();
+        self.metrics.queries.inc();
         let req = req.into_inner();
         let run = async {
             let plan = compile_fragment(req.fragment.as_ref().ok_or_else(|| ApiError::invalid("fragment", "required"))?)?;
@@ -66,7 +66,7 @@ impl QuerierService for QuerierRpc {
         match run.await {
             Ok(partial) => Ok(Response::new(ExecuteShardResponse { partial })),
             Err(e) => {
-                self.metrics.errors.inc();
+                self.metrics.query_errors.inc();
                 Err(e.into())
             }
         }
