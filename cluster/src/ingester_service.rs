@@ -9,7 +9,6 @@ use canopy_api::cluster::v1::{
     IngestRequest, IngestResponse, IngesterFlushRequest, IngesterFlushResponse, SnapshotRequest, SnapshotResponse,
 };
 use canopy_ingester::Ingester;
-use canopy_ingester::wal::decode_batch;
 use canopy_liaison::ApiError;
 use tonic::{Request, Response, Status};
 
@@ -26,13 +25,11 @@ pub struct IngesterRpc {
 #[tonic::async_trait]
 impl IngesterService for IngesterRpc {
     async fn ingest(&self, req: Request<IngestRequest>) -> Result<Response<IngestResponse>, Status> {
-        let batch = decode_batch(&req.into_inner().batch).ok_or_else(|| Status::invalid_argument("batch: not a valid WAL batch"))?;
-        let points = batch.points.len() as u32;
         self.metrics.requests.inc();
-        match self.ingester.write_batch(batch).await {
-            Ok(()) => {
+        match self.ingester.write_encoded(req.into_inner().batch).await {
+            Ok(points) => {
                 self.metrics.points.add(points as u64);
-                Ok(Response::new(IngestResponse { points }))
+                Ok(Response::new(IngestResponse { points: points as u32 }))
             }
             Err(e) => {
                 self.metrics.errors.inc();

@@ -13,6 +13,9 @@ pub enum IngestError {
     Wal(#[from] std::io::Error),
     #[error(transparent)]
     Storage(#[from] StorageError),
+    /// A request this ingester cannot decode.
+    #[error("invalid request: {0}")]
+    Invalid(String),
     /// This ingester does not own the shard (any more): the caller should
     /// look up the current owner and retry there.
     #[error("not the owner: {0}")]

@@ -249,12 +249,28 @@ impl Ingester {
             let shard = self.shard(&group, id).await?;
             let b =
                 WalBatch { group: group.clone(), measure: measure.clone(), revision, segment_nanos, layout: layout.clone(), points: pts };
-            pending.push(async move { shard.write(b).await });
+            pending.push(async move { shard.write(b, None).await });
         }
         for r in futures::future::join_all(pending).await {
             r?;
         }
         Ok(())
+    }
+
+    /// Writes a WAL-encoded batch as liaisons send it; returns its point
+    /// count. A batch of one shard goes to the WAL as received, without
+    /// being encoded again.
+    pub async fn write_encoded(&self, payload: Vec<u8>) -> Result<usize> {
+        let batch = crate::wal::decode_batch(&payload)
+            .ok_or_else(|| IngestError::Invalid("batch: not a valid WAL batch".into()))?;
+        let n = batch.points.len();
+        match batch.points.first().map(|p| p.shard) {
+            Some(id) if batch.points.iter().all(|p| p.shard == id) => {
+                self.shard(&batch.group, id).await?.write(batch, Some(payload)).await?;
+            }
+            _ => self.write_batch(batch).await?,
+        }
+        Ok(n)
     }
 
     /// A consistent view of one shard for a query (see [`ShardSnapshot`]):

@@ -169,7 +169,8 @@ impl Shard {
 
     /// Durably writes a batch of points of one measure (all of this shard);
     /// returns its WAL sequence number once fsync'd and visible to queries.
-    pub(crate) async fn write(&self, batch: WalBatch) -> Result<u64> {
+    /// `encoded` is the batch's WAL encoding when the caller already has it.
+    pub(crate) async fn write(&self, batch: WalBatch, encoded: Option<Vec<u8>>) -> Result<u64> {
         let open = self.gate.read().await;
         if !*open {
             return Err(IngestError::NotOwner(format!("shard {}/{} was released", self.group, self.id)));
@@ -182,7 +183,7 @@ impl Shard {
             )));
         }
         self.state.lock().expect("shard lock").segment_nanos = batch.segment_nanos;
-        let payload = encode_batch(&batch);
+        let payload = encoded.unwrap_or_else(|| encode_batch(&batch));
         let (reply, rx) = oneshot::channel();
         match tokio::time::timeout(ENQUEUE_TIMEOUT, self.tx.send(WriteReq { batch, payload, reply })).await {
             Ok(Ok(())) => {}

@@ -146,6 +146,7 @@ impl From<IngestError> for ApiError {
             IngestError::Overloaded(m) => ApiError::new(Code::ResourceExhausted, m),
             IngestError::Closed => ApiError::new(Code::Unavailable, "shutting down"),
             IngestError::NotOwner(m) => ApiError::new(Code::Unavailable, m),
+            IngestError::Invalid(m) => ApiError::new(Code::InvalidArgument, m),
             IngestError::Storage(s) => s.into(),
             IngestError::Wal(e) => ApiError::new(Code::Internal, format!("WAL: {e}")),
         }
