@@ -11,19 +11,23 @@ use canopy_compactor::Compactor;
 use canopy_meta::{EmbeddedStore, MetadataStore, SchemaRegistry};
 use canopy_model::GroupSpec;
 
+use canopy_cluster::Role;
+use canopy_cluster::metrics::RoleMetrics;
+
 use crate::args::{GcArgs, ObjectStoreArgs};
+use crate::node::{Node, NodeArgs, serve_grpc, serve_ops};
 
 /// Options of `canopy compactor`.
 #[derive(Debug, clap::Args)]
-#[group(id = "metadata", required = true, args = ["meta_dir", "etcd_endpoints"])]
 pub(crate) struct CompactorArgs {
     /// Directory of a standalone server's embedded metadata
-    /// (`<standalone data-dir>/meta`); re-read every round.
-    #[arg(long, env = "CANOPY_META_DIR")]
+    /// (`<standalone data-dir>/meta`); re-read every round. Without it the
+    /// compactor joins a cluster: `--etcd-endpoints` and the node options
+    /// apply, it registers as a `compactor` node and serves health and metrics.
+    #[arg(long, env = "CANOPY_META_DIR", conflicts_with = "etcd_endpoints")]
     meta_dir: Option<PathBuf>,
-    /// etcd endpoints of a cluster, comma-separated (instead of `--meta-dir`).
-    #[arg(long, env = "CANOPY_ETCD_ENDPOINTS", value_delimiter = ',')]
-    etcd_endpoints: Vec<String>,
+    #[command(flatten)]
+    node: NodeArgs,
     #[command(flatten)]
     store: ObjectStoreArgs,
     /// Seconds between rounds.
@@ -45,18 +49,29 @@ pub(crate) async fn run(a: CompactorArgs) -> anyhow::Result<()> {
     let cfg = a.gc.compactor_config(a.query_timeout_secs)?;
     tracing::info!(holder = %cfg.holder, "canopy compactor started");
     let compactor = Compactor::new(cfg, store);
-    let etcd: Option<Arc<dyn MetadataStore>> = if a.etcd_endpoints.is_empty() {
-        None
-    } else {
-        Some(Arc::new(canopy_cluster::EtcdStore::new(canopy_cluster::connect(&a.etcd_endpoints).await?)))
-    };
+    // In a cluster: schemas from etcd, and a node registration with health
+    // and metrics like every other role.
+    let mut etcd: Option<Arc<dyn MetadataStore>> = None;
+    let mut serving = None;
+    if a.meta_dir.is_none() {
+        let mut node = Node::start(&a.node, vec![Role::Compactor]).await?;
+        let (grpc, http) = node.take_listeners();
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let (_, health) = tonic_health::server::health_reporter();
+        let grpc_task = serve_grpc(grpc, tonic::transport::Server::builder().add_service(health), stop_rx.clone());
+        let http_task = serve_ops(http, RoleMetrics::new("compactor"), stop_rx);
+        let registration = node.register().await?;
+        node.announce("compactor");
+        etcd = Some(Arc::new(canopy_cluster::EtcdStore::new(node.view.client.clone())));
+        serving = Some((registration, stop_tx, grpc_task, http_task));
+    }
     loop {
         // The embedded store is re-opened each round: the server owning it
         // rewrites its file, and this process must see new groups.
         let meta: Arc<dyn MetadataStore> = match (&etcd, &a.meta_dir) {
             (Some(e), _) => e.clone(),
             (None, Some(dir)) => Arc::new(EmbeddedStore::open(dir)?),
-            (None, None) => anyhow::bail!("--meta-dir or --etcd-endpoints is required"),
+            (None, None) => unreachable!("a compactor without --meta-dir joins the cluster"),
         };
         let registry = SchemaRegistry::new(meta);
         let now = canopy_model::now_nanos() / 1_000_000;
@@ -71,11 +86,17 @@ pub(crate) async fn run(a: CompactorArgs) -> anyhow::Result<()> {
             }
         }
         if a.once {
-            return Ok(());
+            break;
         }
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(a.interval_secs)) => {}
-            _ = crate::standalone::shutdown_signal() => return Ok(()),
+            _ = crate::standalone::shutdown_signal() => break,
         }
     }
+    if let Some((registration, stop_tx, grpc_task, http_task)) = serving {
+        registration.deregister().await;
+        let _ = stop_tx.send(true);
+        let _ = tokio::join!(grpc_task, http_task);
+    }
+    Ok(())
 }

@@ -33,7 +33,7 @@ enum Command {
     /// local-directory object store unless `--object-store` says otherwise.
     Standalone(Box<standalone::StandaloneArgs>),
     /// Run compaction, retention and garbage collection as a separate process.
-    Compactor(compactor::CompactorArgs),
+    Compactor(Box<compactor::CompactorArgs>),
     /// Cluster gateway: schemas in etcd, writes routed to shard owners, queries fanned out.
     Liaison(Box<liaison_role::LiaisonArgs>),
     /// Cluster ingester: owns shards, WAL + memtables, flushes parts.
@@ -53,7 +53,7 @@ fn main() -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     match cli.command {
         Command::Standalone(args) => rt.block_on(standalone::run(*args)),
-        Command::Compactor(args) => rt.block_on(compactor::run(args)),
+        Command::Compactor(args) => rt.block_on(compactor::run(*args)),
         Command::Liaison(args) => rt.block_on(liaison_role::run(*args)),
         Command::Ingester(args) => rt.block_on(ingester_role::run(*args)),
         Command::Querier(args) => rt.block_on(querier_role::run(*args)),

@@ -13,8 +13,8 @@ use canopy_cluster::{ClusterView, NodeInfo, Registration, Role, parse_labels};
 #[derive(Debug, clap::Args)]
 pub(crate) struct NodeArgs {
     /// etcd endpoints, comma-separated (`http://127.0.0.1:2379`).
-    #[arg(long, env = "CANOPY_ETCD_ENDPOINTS", value_delimiter = ',', required = true)]
-    etcd_endpoints: Vec<String>,
+    #[arg(long, env = "CANOPY_ETCD_ENDPOINTS", value_delimiter = ',')]
+    pub(crate) etcd_endpoints: Vec<String>,
     /// gRPC listen address (public API on a liaison, internal services elsewhere).
     #[arg(long, env = "CANOPY_GRPC_ADDR", default_value = "0.0.0.0:17912")]
     pub(crate) grpc_addr: SocketAddr,
@@ -70,6 +70,7 @@ fn host(a: &NodeArgs) -> anyhow::Result<String> {
 impl Node {
     /// Connects to etcd, starts the watches and binds the listeners.
     pub(crate) async fn start(a: &NodeArgs, roles: Vec<Role>) -> anyhow::Result<Node> {
+        anyhow::ensure!(!a.etcd_endpoints.is_empty(), "--etcd-endpoints is required");
         let labels = parse_labels(&a.node_labels).map_err(|e| anyhow::anyhow!("--node-labels: {e}"))?;
         let host = host(a)?;
         let client = canopy_cluster::connect(&a.etcd_endpoints).await?;

@@ -89,11 +89,16 @@ fn queries(begin: i64, end: i64) -> Vec<(&'static str, QueryRequest)> {
 /// Writes the same data through `http`: a flushed base, then overwrites at
 /// a higher version and new points left in memtables.
 async fn load(http: &Http, start: i64) -> usize {
+    // Four flushes of interleaved points: four parts per shard and segment,
+    // enough for the compactor to merge.
     let base = samples(25, 200, start, STEP, 21);
-    for (i, chunk) in base.chunks(500).enumerate() {
-        http.write_ok(&write_request(chunk, i as u64)).await;
+    for round in 0..4 {
+        let part: Vec<Sample> = base.iter().skip(round).step_by(4).cloned().collect();
+        for (i, chunk) in part.chunks(500).enumerate() {
+            http.write_ok(&write_request(chunk, i as u64)).await;
+        }
+        assert!(http.flush().await > 0);
     }
-    assert!(http.flush().await > 0);
     let mut later: Vec<Sample> =
         base.iter().step_by(5).map(|s| Sample { version: 1, usage: s.usage + 500.0, count: s.count + 3, ..s.clone() }).collect();
     later.extend(samples(25, 20, start + 200 * STEP, STEP, 22));
@@ -120,8 +125,23 @@ async fn a_cluster_answers_like_standalone() {
         assert!(!want.data_points.is_empty(), "{what}: standalone returned nothing");
         assert_eq!(got, want, "{what}: the cluster differs from standalone\n{}", cluster.logs());
     }
-    let count = &ch.query(&queries(start - 1, end).pop().unwrap().1).await;
-    assert!(!count.data_points.is_empty());
+
+    // A compactor process on the cluster (schemas from etcd) merges parts;
+    // answers stay the same.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_canopy"))
+        .args(["compactor", "--once", "--etcd-endpoints", &cluster.etcd.endpoint(), "--node-host", "127.0.0.1"])
+        .args(["--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
+        .args(cluster.store_args())
+        .env("CANOPY_LOG", "info")
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "compactor failed:\n{log}");
+    assert!(log.contains("compacted"), "the compactor merged nothing:\n{log}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("READY"), "the compactor did not join the cluster");
+    for (what, q) in queries(start - 1, end) {
+        assert_eq!(ch.query(&q).await, sh.query(&q).await, "{what}: the cluster differs from standalone after compaction");
+    }
 
     // Shards are spread over both ingesters, and etcd shows the layout.
     let listing = cluster.etcd.etcdctl_get_prefix("/canopy/");

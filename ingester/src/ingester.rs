@@ -261,8 +261,7 @@ impl Ingester {
     /// count. A batch of one shard goes to the WAL as received, without
     /// being encoded again.
     pub async fn write_encoded(&self, payload: Vec<u8>) -> Result<usize> {
-        let batch = crate::wal::decode_batch(&payload)
-            .ok_or_else(|| IngestError::Invalid("batch: not a valid WAL batch".into()))?;
+        let batch = crate::wal::decode_batch(&payload).ok_or_else(|| IngestError::Invalid("batch: not a valid WAL batch".into()))?;
         let n = batch.points.len();
         match batch.points.first().map(|p| p.shard) {
             Some(id) if batch.points.iter().all(|p| p.shard == id) => {

@@ -180,6 +180,7 @@ impl Drop for RoleProcess {
 
 /// etcd + S3 + 1 liaison + N ingesters + 1 querier.
 pub struct Cluster {
+    store_args: Vec<String>,
     pub liaison: RoleProcess,
     pub ingesters: Vec<RoleProcess>,
     pub querier: RoleProcess,
@@ -194,11 +195,7 @@ impl Cluster {
         let dir = tempfile::tempdir().unwrap();
         let etcd = EtcdServer::start();
         let s3 = S3Server::start();
-        let common: Vec<String> = vec![
-            "--etcd-endpoints".into(),
-            etcd.endpoint(),
-            "--lease-ttl-secs".into(),
-            "3".into(),
+        let store_args: Vec<String> = vec![
             "--object-store".into(),
             format!("s3://{S3_BUCKET}"),
             "--s3-endpoint".into(),
@@ -208,6 +205,8 @@ impl Cluster {
             "--s3-secret-access-key".into(),
             S3_SECRET.into(),
         ];
+        let mut common: Vec<String> = vec!["--etcd-endpoints".into(), etcd.endpoint(), "--lease-ttl-secs".into(), "3".into()];
+        common.extend(store_args.iter().cloned());
         let ingesters = (0..ingesters)
             .map(|i| {
                 let mut args = common.clone();
@@ -221,7 +220,12 @@ impl Cluster {
         let mut largs = common;
         largs.extend(["--otlp-grpc-addr", "off", "--otlp-http-addr", "off", "--influx-addr", "off"].map(String::from));
         let liaison = RoleProcess::start("liaison", largs, dir.path().join("liaison.log"));
-        Cluster { liaison, ingesters, querier, etcd, s3, dir }
+        Cluster { store_args, liaison, ingesters, querier, etcd, s3, dir }
+    }
+
+    /// The object-store options every process of this cluster uses.
+    pub fn store_args(&self) -> &[String] {
+        &self.store_args
     }
 
     /// Every process's log, for failure messages.
