@@ -370,6 +370,91 @@ mod tests {
         assert_eq!(listed, vec![4, 5]);
     }
 
+    /// A store whose next create-if-absent put is applied but answered with
+    /// a precondition failure, as when an S3 client retries a put whose
+    /// first attempt succeeded.
+    #[derive(Debug)]
+    struct LostReply {
+        inner: InMemory,
+        armed: std::sync::atomic::AtomicBool,
+    }
+
+    impl std::fmt::Display for LostReply {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("LostReply")
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl ObjectStore for LostReply {
+        async fn put_opts(
+            &self,
+            p: &object_store::path::Path,
+            b: PutPayload,
+            o: PutOptions,
+        ) -> object_store::Result<object_store::PutResult> {
+            let create = matches!(o.mode, PutMode::Create);
+            let r = self.inner.put_opts(p, b, o).await?;
+            if create && self.armed.swap(false, std::sync::atomic::Ordering::SeqCst) {
+                return Err(object_store::Error::Precondition { path: p.to_string(), source: "retried put".into() });
+            }
+            Ok(r)
+        }
+        async fn put_multipart_opts(
+            &self,
+            p: &object_store::path::Path,
+            o: object_store::PutMultipartOptions,
+        ) -> object_store::Result<Box<dyn object_store::MultipartUpload>> {
+            self.inner.put_multipart_opts(p, o).await
+        }
+        async fn get_opts(
+            &self,
+            p: &object_store::path::Path,
+            o: object_store::GetOptions,
+        ) -> object_store::Result<object_store::GetResult> {
+            self.inner.get_opts(p, o).await
+        }
+        fn delete_stream(
+            &self,
+            l: futures::stream::BoxStream<'static, object_store::Result<object_store::path::Path>>,
+        ) -> futures::stream::BoxStream<'static, object_store::Result<object_store::path::Path>> {
+            self.inner.delete_stream(l)
+        }
+        fn list(
+            &self,
+            p: Option<&object_store::path::Path>,
+        ) -> futures::stream::BoxStream<'static, object_store::Result<object_store::ObjectMeta>> {
+            self.inner.list(p)
+        }
+        async fn list_with_delimiter(&self, p: Option<&object_store::path::Path>) -> object_store::Result<object_store::ListResult> {
+            self.inner.list_with_delimiter(p).await
+        }
+        async fn copy_opts(
+            &self,
+            f: &object_store::path::Path,
+            t: &object_store::path::Path,
+            o: object_store::CopyOptions,
+        ) -> object_store::Result<()> {
+            self.inner.copy_opts(f, t, o).await
+        }
+    }
+
+    #[tokio::test]
+    async fn a_commit_whose_reply_was_lost_is_recognised_as_its_own() {
+        let store = Arc::new(LostReply { inner: InMemory::new(), armed: std::sync::atomic::AtomicBool::new(false) });
+        let cs = CatalogStore::new(store.clone());
+        let v1 = cs.commit(&CatalogState::empty("g", 5), CatalogState::empty("g", 5)).await.unwrap();
+        store.armed.store(true, std::sync::atomic::Ordering::SeqCst);
+        let mut next = v1.clone();
+        next.watermarks.insert("w".into(), 9);
+        let v2 = cs.commit(&v1, next).await.expect("the version written is this commit");
+        assert_eq!(v2.version, 2);
+        assert_eq!(cs.load_latest("g", 5).await.unwrap(), v2);
+        // Someone else's version at the same number is still a conflict.
+        store.armed.store(true, std::sync::atomic::Ordering::SeqCst);
+        assert!(matches!(cs.commit(&v1, v1.clone()).await, Err(StorageError::CatalogConflict { version: 2, .. })));
+    }
+
     #[test]
     fn corruption_is_detected() {
         let mut b = CatalogState::empty("g", 0).encode();
