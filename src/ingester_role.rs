@@ -2,6 +2,7 @@
 //! its WALs and memtables, flushes parts, and serves shard snapshots.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use canopy_api::cluster::v1::ingester_service_server::IngesterServiceServer;
@@ -66,16 +67,13 @@ pub(crate) async fn run(a: IngesterArgs) -> anyhow::Result<()> {
     );
     let grpc_task = serve_grpc(grpc, router, stop_rx.clone());
     let http_task = serve_ops(http, metrics, stop_rx);
-    let registration = node.register().await?;
-    let manager = ShardManager::new(node.view.clone(), ingester.clone(), node.info.id.clone(), selector);
+    let registration = Arc::new(node.register().await?);
+    let manager = ShardManager::new(node.view.clone(), ingester.clone(), registration.clone(), selector).await;
     let rounds = manager.spawn();
     node.announce("ingester");
 
     crate::standalone::shutdown_signal().await;
     tracing::info!("leaving: handing shards over");
-    if let Err(e) = registration.set_leaving().await {
-        tracing::warn!(error = %e, "could not mark this node leaving; shards move when its lease expires");
-    }
     // A flush that cannot finish (object store down) keeps the node here;
     // a second signal exits anyway: the WAL keeps the points, and they are
     // replayed and flushed when this node is dealt the shards again.

@@ -86,6 +86,7 @@ impl Node {
             labels,
             started_at_ms: canopy_model::now_nanos() / 1_000_000,
             leaving: false,
+            recovering: vec![],
         };
         let bound = (grpc.local_addr()?, http.local_addr()?);
         Ok(Node { view, info, listeners: Some((grpc, http)), bound, ttl: Duration::from_secs(a.lease_ttl_secs.max(2)) })

@@ -342,3 +342,45 @@ async fn the_cluster_keeps_serving_while_etcd_is_down() {
     assert_exactly_once(&stored(&http, start - 1).await, &all, &sent);
     assert_eq!(owners(&cluster).await, owners_before, "ownership changed across the etcd restart\n{}", cluster.logs());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crashed_ingester_that_returns_to_a_changed_cluster_recovers_its_wal() {
+    // The first ingester crashes with unflushed points and comes back with
+    // labels the ingester selector no longer matches, so it is dealt no
+    // shard: its owners must lend the shards back for one flush.
+    let extra = ["--flush-bytes", "100000", "--flush-interval-secs", "1", "--ingester-selector", "tier=hot", "--node-labels", "tier=hot"];
+    let mut cluster = Cluster::start(2, &extra);
+    let http = Http::new(cluster.liaison.http);
+    create_schema(&http).await;
+    let start = now_nanos() - 2 * HOUR;
+    let all = samples(25, 300, start, 1_000_000_000, 71);
+    let sent: HashMap<(String, i64), f64> = all.iter().map(|s| ((s.host.clone(), s.ts), s.usage)).collect();
+    let (acked, failed) = (Arc::new(Mutex::new(Vec::new())), Arc::new(Mutex::new(Vec::new())));
+    let writer = spawn_writer(cluster.liaison.http, all.clone(), acked.clone(), failed.clone());
+
+    wait_for_acks(&acked, 2_000).await;
+    cluster.ingesters[0].kill9();
+    let wal = cluster.dir.path().join("ingester-0/wal/g");
+    let stranded = std::fs::read_dir(&wal).map(|d| d.count()).unwrap_or(0);
+    assert!(stranded > 0, "the crashed ingester left no WAL behind");
+    cluster.ingesters[0].set_option("--node-labels", "tier=cold");
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    cluster.ingesters[0].restart();
+    writer.await.unwrap();
+    let acked = acked.lock().unwrap().clone();
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while std::fs::read_dir(&wal).map(|d| d.count()).unwrap_or(0) > 0 {
+        assert!(tokio::time::Instant::now() < deadline, "the returning ingester never flushed its WAL\n{}", cluster.logs());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let survivor = cluster.ingesters[1].id();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while owners(&cluster).await.iter().any(|o| *o != survivor) {
+        assert!(tokio::time::Instant::now() < deadline, "shards did not settle on the hot ingester\n{}", cluster.logs());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let got = stored(&http, start - 1).await;
+    assert_exactly_once(&got, &acked, &sent);
+    assert!(cluster.ingesters[0].log_text().contains("replayed WAL"), "nothing was replayed:\n{}", cluster.ingesters[0].log_text());
+}

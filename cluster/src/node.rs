@@ -41,6 +41,12 @@ pub struct NodeInfo {
     /// still alive (others wait for its releases) but gets no new shards.
     #[serde(default)]
     pub leaving: bool,
+    /// Shards (`{group}/{shard:04}`) whose WAL this ingester still holds on
+    /// disk but does not own, e.g. after it crashed and the cluster changed
+    /// meanwhile. Their owners lend them back for one flush (see the shard
+    /// manager), so no acknowledged point stays stranded.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recovering: Vec<String>,
 }
 
 impl NodeInfo {
@@ -101,8 +107,26 @@ impl Registration {
 
     /// Marks the node as leaving (see [`NodeInfo::leaving`]).
     pub async fn set_leaving(&self) -> Result<(), etcd_client::Error> {
+        self.update(|i| i.leaving = true).await
+    }
+
+    /// Publishes the shards this node is recovering (see [`NodeInfo::recovering`]);
+    /// a no-op when unchanged.
+    pub async fn set_recovering(&self, shards: Vec<String>) -> Result<(), etcd_client::Error> {
+        if self.info.lock().await.recovering == shards {
+            return Ok(());
+        }
+        self.update(move |i| i.recovering = shards).await
+    }
+
+    /// The node's published record.
+    pub async fn info(&self) -> NodeInfo {
+        self.info.lock().await.clone()
+    }
+
+    async fn update(&self, change: impl FnOnce(&mut NodeInfo)) -> Result<(), etcd_client::Error> {
         let mut info = self.info.lock().await;
-        info.leaving = true;
+        change(&mut info);
         let body = serde_json::to_vec(&*info).expect("node info serializes");
         let lease = self.lease.load(std::sync::atomic::Ordering::Relaxed);
         self.client.clone().put(key(&info.id), body, Some(PutOptions::new().with_lease(lease))).await?;
@@ -110,7 +134,7 @@ impl Registration {
     }
 
     /// Removes the registration now (revoking the lease deletes the key).
-    pub async fn deregister(self) {
+    pub async fn deregister(&self) {
         self.keeper.abort();
         let lease = self.lease.load(std::sync::atomic::Ordering::Relaxed);
         let id = self.info.lock().await.id.clone();

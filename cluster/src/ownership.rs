@@ -80,6 +80,7 @@ mod tests {
             labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
             started_at_ms: 0,
             leaving,
+            recovering: vec![],
         }
     }
 

@@ -10,21 +10,28 @@
 //!   writes, flush every acknowledged point), then mark the record released.
 //! - Held, but the record names someone else or a newer epoch: I was taken
 //!   over (lease lost) — drop it without flushing; its WAL stays on disk.
+//! - Recovery: a shard whose WAL is on disk here but which is not held here
+//!   (a crash, then the cluster changed) is published in this node's
+//!   `recovering` list. Its owner releases it even though it is dealt to
+//!   it, this node takes it (replaying and flushing its WAL) and releases it,
+//!   and the owner takes it back. Nothing acknowledged stays stranded.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use canopy_ingester::Ingester;
 
-use crate::ownership::{ShardOwner, assign, eligible_ingesters};
+use crate::node::{Registration, Role};
+use crate::ownership::{ShardOwner, assign, eligible_ingesters, parse_shard_key, shard_key};
 use crate::view::{ClusterView, OwnerRecord};
 
 /// Keeps an ingester's shards in line with the assignment.
 pub struct ShardManager {
     view: ClusterView,
     ingester: Arc<Ingester>,
+    registration: Arc<Registration>,
     me: String,
     selector: BTreeMap<String, String>,
     leaving: AtomicBool,
@@ -35,11 +42,27 @@ pub struct ShardManager {
 /// How soon to retry a round that could not finish (an error, or a handover
 /// waiting on another node); otherwise rounds run on watch events.
 const RETRY: Duration = Duration::from_secs(1);
+/// How long a leaving ingester waits to flush shards it is recovering.
+const RECOVERY_ON_LEAVE: Duration = Duration::from_secs(30);
 
 impl ShardManager {
-    /// A manager for ingester `me` (its node id).
-    pub fn new(view: ClusterView, ingester: Arc<Ingester>, me: String, selector: BTreeMap<String, String>) -> Arc<ShardManager> {
-        Arc::new(ShardManager { view, ingester, me, selector, leaving: AtomicBool::new(false), round: tokio::sync::Mutex::new(()) })
+    /// A manager for the ingester registered as `registration`.
+    pub async fn new(
+        view: ClusterView,
+        ingester: Arc<Ingester>,
+        registration: Arc<Registration>,
+        selector: BTreeMap<String, String>,
+    ) -> Arc<ShardManager> {
+        let me = registration.info().await.id;
+        Arc::new(ShardManager {
+            view,
+            ingester,
+            registration,
+            me,
+            selector,
+            leaving: AtomicBool::new(false),
+            round: tokio::sync::Mutex::new(()),
+        })
     }
 
     /// Runs rounds on every change of nodes, groups or ownership records.
@@ -65,13 +88,19 @@ impl ShardManager {
         })
     }
 
-    /// Hands every shard over: stops taking new ones and releases each held
-    /// one (flushing it) until none is left.
+    /// Hands every shard over: marks the node leaving, stops taking dealt
+    /// shards and releases each held one (flushing it) until none is left.
+    /// Shards it is recovering get up to `RECOVERY_ON_LEAVE` to be flushed.
     pub async fn leave(&self) {
         self.leaving.store(true, Ordering::Relaxed);
+        if let Err(e) = self.registration.set_leaving().await {
+            tracing::warn!(error = %e, "could not mark this node leaving; its shards move when its lease expires");
+        }
+        let started = tokio::time::Instant::now();
         loop {
             self.reconcile().await;
-            if self.ingester.owned().await.is_empty() {
+            let recovering = !self.ingester.shards_on_disk().unwrap_or_default().is_empty();
+            if self.ingester.owned().await.is_empty() && (!recovering || started.elapsed() > RECOVERY_ON_LEAVE) {
                 return;
             }
             tokio::time::sleep(RETRY).await;
@@ -89,10 +118,17 @@ impl ShardManager {
         let dealt = assign(&self.view.group_shards(), &eligible);
         let owners = self.view.owners();
         let live: Vec<String> = nodes.iter().map(|n| n.id.clone()).collect();
-        let mine = |key: &(String, u32)| dealt.get(key) == Some(&self.me);
+        // Shards other live ingesters hold unflushed WAL of: lend them.
+        let lent: BTreeSet<(String, u32)> = nodes
+            .iter()
+            .filter(|n| n.id != self.me && n.has(Role::Ingester))
+            .flat_map(|n| n.recovering.iter().filter_map(|k| parse_shard_key(k)))
+            .collect();
+        let mine = |key: &(String, u32)| dealt.get(key) == Some(&self.me) && !lent.contains(key);
         let mut settled = true;
 
-        // 1. Held shards: drop the ones taken over, release the ones dealt elsewhere.
+        // 1. Held shards: drop the ones taken over, release the ones dealt
+        // elsewhere or lent to a recovering node.
         for (group, shard, epoch) in self.ingester.owned().await {
             let key = (group.clone(), shard);
             // The mirror may lag this node's own claim (older epoch): only a
@@ -110,15 +146,24 @@ impl ShardManager {
             }
         }
         let held: Vec<(String, u32)> = self.ingester.owned().await.into_iter().map(|(g, s, _)| (g, s)).collect();
+        let on_disk = self.ingester.shards_on_disk().unwrap_or_default();
+        let free = |rec: Option<&OwnerRecord>| {
+            rec.is_none_or(|r| r.record.released || r.record.owner == self.me || !live.contains(&r.record.owner))
+        };
 
-        // 2. Shards dealt here: take the free ones.
-        for (key, owner) in &dealt {
-            if *owner != self.me || held.contains(key) {
-                continue;
-            }
+        // 2. Shards to take: those dealt here, and those whose WAL this node
+        // still holds (to replay and flush them; the next round releases
+        // them again if they are dealt elsewhere).
+        let wanted: BTreeSet<&(String, u32)> = dealt
+            .iter()
+            .filter(|(k, o)| **o == self.me && !lent.contains(*k))
+            .map(|(k, _)| k)
+            .chain(on_disk.iter())
+            .filter(|k| !held.contains(*k))
+            .collect();
+        for key in wanted {
             let rec = owners.get(key);
-            let free = rec.is_none_or(|r| r.record.released || r.record.owner == self.me || !live.contains(&r.record.owner));
-            if !free {
+            if !free(rec) {
                 // The owner is alive and still flushing; its release wakes us.
                 settled = false;
                 continue;
@@ -126,27 +171,35 @@ impl ShardManager {
             settled &= self.take(&key.0, key.1, rec).await;
         }
 
-        // 3. Records still naming this node for shards it no longer holds
-        // and was not dealt: mark them released so the new owner may take
-        // over — unless this node's WAL may still hold points of the shard
-        // (a restart after a crash): then take it once more to flush them;
-        // the next round releases it.
-        let on_disk = self.ingester.shards_on_disk().unwrap_or_default();
+        // 3. Records still naming this node for shards it neither holds nor
+        // wants: mark them released so the next owner may take over.
         for (key, rec) in &owners {
-            if rec.record.owner != self.me || rec.record.released || held.contains(key) || mine(key) {
+            if rec.record.owner != self.me || rec.record.released || held.contains(key) || mine(key) || on_disk.contains(key) {
                 continue;
             }
             settled = false;
-            if on_disk.contains(key) {
-                self.take(&key.0, key.1, Some(rec)).await;
-                continue;
-            }
             let released = ShardOwner { released: true, ..rec.record.clone() };
             match self.view.swap_owner(&key.0, key.1, Some(rec.mod_revision), &released).await {
                 Ok(true) => tracing::info!(group = %key.0, shard = key.1, epoch = rec.record.epoch, "handed shard over"),
                 Ok(false) => {}
                 Err(e) => tracing::warn!(group = %key.0, shard = key.1, error = %e, "could not mark shard released; will retry"),
             }
+        }
+
+        // Publish what this node is recovering: WAL on disk, shard not held.
+        let held: Vec<(String, u32)> = self.ingester.owned().await.into_iter().map(|(g, s, _)| (g, s)).collect();
+        let recovering: Vec<String> = self
+            .ingester
+            .shards_on_disk()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|k| !held.contains(k))
+            .map(|(g, s)| shard_key(&g, s))
+            .collect();
+        settled &= recovering.is_empty();
+        if let Err(e) = self.registration.set_recovering(recovering).await {
+            tracing::warn!(error = %e, "could not publish the shards this node is recovering; will retry");
+            settled = false;
         }
         settled
     }

@@ -162,6 +162,13 @@ impl RoleProcess {
         }
     }
 
+    /// Replaces the value after `flag` in this process's options (for the
+    /// next restart).
+    pub fn set_option(&mut self, flag: &str, value: &str) {
+        let i = self.args.iter().position(|a| a == flag).unwrap_or_else(|| panic!("{flag} not set"));
+        self.args[i + 1] = value.to_string();
+    }
+
     /// Starts again with the same ports, data and options.
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "stop or kill first");
