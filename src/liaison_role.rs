@@ -6,10 +6,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use canopy_cluster::metrics::RoleMetrics;
-use canopy_cluster::{ClusterDataPlane, EtcdStore, Role, RoutingConfig};
+use canopy_cluster::{CatalogCache, ClusterDataPlane, EtcdStore, Role, RoutingConfig};
 use canopy_compactor::Compactor;
 use canopy_liaison::{Gateway, start_liaison};
 use canopy_meta::SchemaRegistry;
+use canopy_storage::CatalogStore;
 
 use crate::args::{AgentArgs, GcArgs, ObjectStoreArgs};
 use crate::node::{Node, NodeArgs};
@@ -51,7 +52,8 @@ pub(crate) async fn run(a: LiaisonArgs) -> anyhow::Result<()> {
         retry_budget: Duration::from_secs(a.write_retry_secs),
         ..RoutingConfig::default()
     };
-    let data = Arc::new(ClusterDataPlane::new(node.view.clone(), routing, Arc::new(Compactor::new(ccfg, store))));
+    let catalogs = CatalogCache::new(CatalogStore::new(store.clone()));
+    let data = Arc::new(ClusterDataPlane::new(node.view.clone(), routing, Arc::new(Compactor::new(ccfg, store)), catalogs));
     let metrics = RoleMetrics::new("liaison");
     let mut gw = Gateway::new(registry, data).with_agent_config(a.agents.config()).with_metrics(metrics);
     gw.query_timeout = Duration::from_secs(a.query_timeout_secs);

@@ -146,7 +146,7 @@ async fn a_cluster_answers_like_standalone() {
     // Shards are spread over both ingesters, and etcd shows the layout.
     let listing = cluster.etcd.etcdctl_get_prefix("/canopy/");
     let lines: Vec<&str> = listing.lines().collect();
-    for node in [&cluster.liaison, &cluster.querier].into_iter().chain(&cluster.ingesters) {
+    for node in std::iter::once(&cluster.liaison).chain(&cluster.queriers).chain(&cluster.ingesters) {
         let key = format!("/canopy/nodes/{}", node.id());
         let at = lines.iter().position(|l| *l == key).unwrap_or_else(|| panic!("{key} missing from etcd:\n{listing}"));
         let info: serde_json::Value = serde_json::from_str(lines[at + 1]).unwrap();
@@ -168,7 +168,48 @@ async fn a_cluster_answers_like_standalone() {
     let (status, metrics) = Http::new(cluster.ingesters[0].http).get_text("/metrics").await;
     assert_eq!(status, 200);
     assert!(metrics.contains("canopy_points_written_total{role=\"ingester\"}"), "{metrics}");
-    assert_eq!(Http::new(cluster.querier.http).get("/api/healthz").await.0, 200);
+    assert_eq!(Http::new(cluster.queriers[0].http).get("/api/healthz").await.0, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_queriers_share_a_shard_by_time_segment_and_answer_like_standalone() {
+    let cluster = Cluster::start_with(2, 2, &[]);
+    let standalone = Canopy::start(Backend::Local, &[]);
+    let (ch, sh) = (Http::new(cluster.liaison.http), Http::new(standalone.http));
+    create_schema(&ch).await;
+    create_schema(&sh).await;
+    let start = (now_nanos() / HOUR - 2) * HOUR + 987_654_321;
+    assert_eq!(load(&ch, start).await, load(&sh, start).await);
+    let qs = queries(start - 1, now_nanos() + HOUR);
+    for (what, q) in &qs {
+        same_up_to_float_rounding(ch.query(q).await, sh.query(q).await, what);
+    }
+    // Every shard spans three one-hour segments, so each query ran as more
+    // than one fragment per shard.
+    let mut fragments = 0.0;
+    for q in &cluster.queriers {
+        let (_, text) = Http::new(q.http).get_text("/metrics").await;
+        let line = text.lines().find(|l| l.starts_with("canopy_queries_total")).expect("queries counter");
+        fragments += line.rsplit(' ').next().unwrap().parse::<f64>().unwrap();
+    }
+    assert!(fragments > (qs.len() * 3) as f64, "{fragments} fragments for {} queries over 3 shards: nothing was split", qs.len());
+}
+
+/// Equal answers, except that float sums may differ in the last bits: a
+/// split shard adds its floats in another order.
+fn same_up_to_float_rounding(mut got: QueryResponse, mut want: QueryResponse, what: &str) {
+    assert_eq!(got.data_points.len(), want.data_points.len(), "{what}: row counts differ");
+    for (g, w) in got.data_points.iter_mut().zip(want.data_points.iter_mut()) {
+        for (gf, wf) in g.fields.iter_mut().zip(w.fields.iter_mut()) {
+            if let (Some(field_value::Value::Float(a)), Some(field_value::Value::Float(b))) =
+                (gf.value.as_ref().and_then(|v| v.value.clone()), wf.value.as_ref().and_then(|v| v.value.clone()))
+            {
+                assert_close(a.value, b.value, &format!("{what}: field {}", gf.name));
+                gf.value = wf.value.clone();
+            }
+        }
+    }
+    assert_eq!(got, want, "{what}: the cluster differs from standalone");
 }
 
 /// Writes `all` in batches of 50 through the liaison, one request at a time

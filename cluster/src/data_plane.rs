@@ -14,9 +14,11 @@ use canopy_compactor::{Compactor, ShardReport};
 use canopy_ingester::wal::{WalBatch, encode_batch};
 use canopy_liaison::{ApiError, Code, DataPlane};
 use canopy_model::{GroupSpec, MeasureSchema, PartialResult, Point, QueryPlan};
+use canopy_storage::PartMeta;
 use tokio::sync::Semaphore;
 use tonic::transport::{Channel, Endpoint};
 
+use crate::catalog_cache::CatalogCache;
 use crate::fragment::fragment_of;
 use crate::node::Role;
 use crate::view::ClusterView;
@@ -49,19 +51,90 @@ pub struct ClusterDataPlane {
     slots: Arc<Semaphore>,
     channels: Mutex<HashMap<String, Channel>>,
     compactor: Arc<Compactor>,
+    catalogs: CatalogCache,
+}
+
+/// One querier's share of a shard: parts (empty: all) and memtable rows.
+struct Fragment {
+    part_paths: Vec<String>,
+    rows: Vec<u8>,
 }
 
 impl ClusterDataPlane {
     /// A data plane over the watched cluster; `compactor` serves the admin
-    /// compaction endpoint (the object store is shared, claims keep it safe).
-    pub fn new(view: ClusterView, cfg: RoutingConfig, compactor: Arc<Compactor>) -> ClusterDataPlane {
+    /// compaction endpoint (the object store is shared, claims keep it
+    /// safe) and `catalogs` reads pinned versions to split shards by time.
+    pub fn new(view: ClusterView, cfg: RoutingConfig, compactor: Arc<Compactor>, catalogs: CatalogCache) -> ClusterDataPlane {
         ClusterDataPlane {
             slots: Arc::new(Semaphore::new(cfg.writes_in_flight_max)),
             view,
             cfg,
             channels: Mutex::new(HashMap::new()),
             compactor,
+            catalogs,
         }
+    }
+
+    /// Splits a pinned shard into up to `ways` fragments by time segment, so
+    /// several queriers share its parts. Points with the same (series,
+    /// timestamp) share a segment, so each fragment deduplicates on its own.
+    /// One fragment (all parts) when there is nothing to split.
+    async fn split(&self, plan: &QueryPlan, shard: u32, version: u64, rows: Vec<u8>, ways: usize) -> Result<Vec<Fragment>, ApiError> {
+        let whole = |rows| Ok(vec![Fragment { part_paths: Vec::new(), rows }]);
+        if ways < 2 || version == 0 {
+            return whole(rows);
+        }
+        let catalog = self.catalogs.get(&plan.schema.group.name, shard, version).await?;
+        let parts: Vec<&PartMeta> = catalog.parts.iter().filter(|p| p.max_ts >= plan.begin && p.min_ts < plan.end).collect();
+        let mut windows: Vec<(i64, i64)> = parts.iter().map(|p| (p.segment_start, p.segment_end)).collect();
+        windows.sort_unstable();
+        windows.dedup();
+        // Windows must be disjoint (they are unless the segment interval changed).
+        if windows.len() < 2 || windows.windows(2).any(|w| w[0].1 > w[1].0) {
+            return whole(rows);
+        }
+        let per = windows.len().div_ceil(ways);
+        let chunks: Vec<(i64, i64)> = windows.chunks(per).map(|c| (c[0].0, c[c.len() - 1].1)).collect();
+        let decoded = canopy_model::wire::decode_rows(&rows).ok_or_else(|| ApiError::new(Code::Internal, "undecodable snapshot rows"))?;
+        let mut split_rows: Vec<Vec<(u64, Point)>> = vec![Vec::new(); chunks.len()];
+        for r in decoded {
+            // Rows outside every window collide with no part: any fragment will do.
+            let i = chunks.iter().position(|(b, e)| r.1.ts >= *b && r.1.ts < *e).unwrap_or(chunks.len() - 1);
+            split_rows[i].push(r);
+        }
+        Ok(chunks
+            .iter()
+            .zip(split_rows)
+            .map(|((b, e), rows)| Fragment {
+                part_paths: parts.iter().filter(|p| p.segment_start >= *b && p.segment_end <= *e).map(|p| p.path.clone()).collect(),
+                rows: canopy_model::wire::encode_rows(&rows),
+            })
+            .collect())
+    }
+
+    /// Runs one fragment on a querier (the `first`-th, then the others as fallbacks).
+    async fn execute(&self, queriers: &[String], first: usize, req: ExecuteShardRequest) -> Result<PartialResult, ApiError> {
+        let mut last = None;
+        for i in 0..queriers.len() {
+            let addr = &queriers[(first + i) % queriers.len()];
+            let mut client = QuerierServiceClient::new(self.channel(addr)?)
+                .max_decoding_message_size(INTERNAL_MESSAGE_BYTES_MAX)
+                .max_encoding_message_size(INTERNAL_MESSAGE_BYTES_MAX);
+            match client.execute_shard(req.clone()).await {
+                Ok(r) => {
+                    return canopy_model::wire::decode_partial(&r.into_inner().partial)
+                        .ok_or_else(|| ApiError::new(Code::Internal, format!("querier {addr} sent an undecodable partial result")));
+                }
+                Err(status) => {
+                    let e = ApiError::from(status);
+                    if e.code != Code::Unavailable {
+                        return Err(e);
+                    }
+                    last = Some(e);
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| ApiError::new(Code::Unavailable, "no querier answered")))
     }
 
     fn channel(&self, addr: &str) -> Result<Channel, ApiError> {
@@ -190,35 +263,24 @@ impl DataPlane for ClusterDataPlane {
         if queriers.is_empty() {
             return Err(ApiError::new(Code::Unavailable, "no querier is registered"));
         }
-        // The same shard goes to the same querier (its caches stay warm);
-        // the next ones are fallbacks.
-        let mut last = None;
-        for i in 0..queriers.len() {
-            let addr = &queriers[(shard as usize + i) % queriers.len()];
-            let mut client = QuerierServiceClient::new(self.channel(addr)?)
-                .max_decoding_message_size(INTERNAL_MESSAGE_BYTES_MAX)
-                .max_encoding_message_size(INTERNAL_MESSAGE_BYTES_MAX);
+        // Shard s starts at querier s mod n (its caches stay warm); a split
+        // shard's fragments go to the next ones.
+        let fragments = self.split(plan, shard, snap.catalog_version, snap.rows, queriers.len()).await?;
+        let runs = fragments.into_iter().enumerate().map(|(i, f)| {
             let req = ExecuteShardRequest {
                 fragment: Some(fragment.clone()),
                 shard,
                 catalog_version: snap.catalog_version,
-                mem_rows: snap.rows.clone(),
+                mem_rows: f.rows,
+                part_paths: f.part_paths,
             };
-            match client.execute_shard(req).await {
-                Ok(r) => {
-                    return canopy_model::wire::decode_partial(&r.into_inner().partial)
-                        .ok_or_else(|| ApiError::new(Code::Internal, format!("querier {addr} sent an undecodable partial result")));
-                }
-                Err(status) => {
-                    let e = ApiError::from(status);
-                    if e.code != Code::Unavailable {
-                        return Err(e);
-                    }
-                    last = Some(e);
-                }
-            }
+            self.execute(&queriers, shard as usize + i, req)
+        });
+        let partials = futures::future::try_join_all(runs).await?;
+        if partials.len() == 1 {
+            return Ok(partials.into_iter().next().expect("one partial"));
         }
-        Err(last.unwrap_or_else(|| ApiError::new(Code::Unavailable, "no querier answered")))
+        Ok(canopy_model::merge_partials(plan, partials)?)
     }
 
     async fn flush(&self) -> Result<usize, ApiError> {

@@ -9,6 +9,7 @@
 //! - `shards/{group}/{shard:04}` — [`ShardOwner`] JSON: owner, epoch, released.
 //! - `groups/{group}`, `measures/{group}/{measure}` — protobuf schemas.
 
+mod catalog_cache;
 mod data_plane;
 mod etcd_store;
 mod fragment;
@@ -21,6 +22,7 @@ mod view;
 mod watched;
 
 pub use canopy_liaison::metrics;
+pub use catalog_cache::CatalogCache;
 pub use data_plane::{ClusterDataPlane, INTERNAL_MESSAGE_BYTES_MAX, RoutingConfig};
 pub use etcd_store::EtcdStore;
 pub use fragment::{compile_fragment, fragment_of};

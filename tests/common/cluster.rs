@@ -190,15 +190,20 @@ pub struct Cluster {
     store_args: Vec<String>,
     pub liaison: RoleProcess,
     pub ingesters: Vec<RoleProcess>,
-    pub querier: RoleProcess,
+    pub queriers: Vec<RoleProcess>,
     pub etcd: EtcdServer,
     pub s3: S3Server,
     pub dir: tempfile::TempDir,
 }
 
 impl Cluster {
-    /// Starts every process; `ingester_extra` goes to each ingester.
+    /// Starts every process (one querier); `ingester_extra` goes to each ingester.
     pub fn start(ingesters: usize, ingester_extra: &[&str]) -> Cluster {
+        Cluster::start_with(ingesters, 1, ingester_extra)
+    }
+
+    /// Starts every process with `queriers` queriers.
+    pub fn start_with(ingesters: usize, queriers: usize, ingester_extra: &[&str]) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
         let etcd = EtcdServer::start();
         let s3 = S3Server::start();
@@ -223,11 +228,12 @@ impl Cluster {
                 RoleProcess::start("ingester", args, dir.path().join(format!("ingester-{i}.log")))
             })
             .collect();
-        let querier = RoleProcess::start("querier", common.clone(), dir.path().join("querier.log"));
+        let queriers =
+            (0..queriers).map(|i| RoleProcess::start("querier", common.clone(), dir.path().join(format!("querier-{i}.log")))).collect();
         let mut largs = common;
         largs.extend(["--otlp-grpc-addr", "off", "--otlp-http-addr", "off", "--influx-addr", "off"].map(String::from));
         let liaison = RoleProcess::start("liaison", largs, dir.path().join("liaison.log"));
-        Cluster { store_args, liaison, ingesters, querier, etcd, s3, dir }
+        Cluster { store_args, liaison, ingesters, queriers, etcd, s3, dir }
     }
 
     /// The object-store options every process of this cluster uses.
@@ -238,7 +244,7 @@ impl Cluster {
     /// Every process's log, for failure messages.
     pub fn logs(&self) -> String {
         let mut out = String::new();
-        for p in std::iter::once(&self.liaison).chain(&self.ingesters).chain(std::iter::once(&self.querier)) {
+        for p in std::iter::once(&self.liaison).chain(&self.ingesters).chain(&self.queriers) {
             out.push_str(&format!("==== {} {}\n{}\n", p.role, p.id(), p.log_text()));
         }
         out
