@@ -14,13 +14,13 @@ use canopy_compactor::{Compactor, ShardReport};
 use canopy_ingester::wal::{WalBatch, encode_batch};
 use canopy_liaison::{ApiError, Code, DataPlane};
 use canopy_model::{GroupSpec, MeasureSchema, PartialResult, Point, QueryPlan};
-use canopy_storage::PartMeta;
 use tokio::sync::Semaphore;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::catalog_cache::CatalogCache;
 use crate::fragment::fragment_of;
 use crate::node::Role;
+use crate::split::{Fragment, split_by_segment};
 use crate::view::ClusterView;
 
 /// Largest internal message (a batch, memtable rows, a partial result).
@@ -54,12 +54,6 @@ pub struct ClusterDataPlane {
     catalogs: CatalogCache,
 }
 
-/// One querier's share of a shard: parts (empty: all) and memtable rows.
-struct Fragment {
-    part_paths: Vec<String>,
-    rows: Vec<u8>,
-}
-
 impl ClusterDataPlane {
     /// A data plane over the watched cluster; `compactor` serves the admin
     /// compaction endpoint (the object store is shared, claims keep it
@@ -75,41 +69,13 @@ impl ClusterDataPlane {
         }
     }
 
-    /// Splits a pinned shard into up to `ways` fragments by time segment, so
-    /// several queriers share its parts. Points with the same (series,
-    /// timestamp) share a segment, so each fragment deduplicates on its own.
-    /// One fragment (all parts) when there is nothing to split.
+    /// The fragments of a pinned shard for `ways` queriers (see [`split_by_segment`]).
     async fn split(&self, plan: &QueryPlan, shard: u32, version: u64, rows: Vec<u8>, ways: usize) -> Result<Vec<Fragment>, ApiError> {
-        let whole = |rows| Ok(vec![Fragment { part_paths: Vec::new(), rows }]);
         if ways < 2 || version == 0 {
-            return whole(rows);
+            return Ok(vec![Fragment { part_paths: Vec::new(), rows }]);
         }
         let catalog = self.catalogs.get(&plan.schema.group.name, shard, version).await?;
-        let parts: Vec<&PartMeta> = catalog.parts.iter().filter(|p| p.max_ts >= plan.begin && p.min_ts < plan.end).collect();
-        let mut windows: Vec<(i64, i64)> = parts.iter().map(|p| (p.segment_start, p.segment_end)).collect();
-        windows.sort_unstable();
-        windows.dedup();
-        // Windows must be disjoint (they are unless the segment interval changed).
-        if windows.len() < 2 || windows.windows(2).any(|w| w[0].1 > w[1].0) {
-            return whole(rows);
-        }
-        let per = windows.len().div_ceil(ways);
-        let chunks: Vec<(i64, i64)> = windows.chunks(per).map(|c| (c[0].0, c[c.len() - 1].1)).collect();
-        let decoded = canopy_model::wire::decode_rows(&rows).ok_or_else(|| ApiError::new(Code::Internal, "undecodable snapshot rows"))?;
-        let mut split_rows: Vec<Vec<(u64, Point)>> = vec![Vec::new(); chunks.len()];
-        for r in decoded {
-            // Rows outside every window collide with no part: any fragment will do.
-            let i = chunks.iter().position(|(b, e)| r.1.ts >= *b && r.1.ts < *e).unwrap_or(chunks.len() - 1);
-            split_rows[i].push(r);
-        }
-        Ok(chunks
-            .iter()
-            .zip(split_rows)
-            .map(|((b, e), rows)| Fragment {
-                part_paths: parts.iter().filter(|p| p.segment_start >= *b && p.segment_end <= *e).map(|p| p.path.clone()).collect(),
-                rows: canopy_model::wire::encode_rows(&rows),
-            })
-            .collect())
+        split_by_segment(plan, &catalog, rows, ways)
     }
 
     /// Runs one fragment on a querier (the `first`-th, then the others as fallbacks).

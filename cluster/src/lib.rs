@@ -18,6 +18,7 @@ mod node;
 mod ownership;
 mod querier_service;
 mod shard_manager;
+mod split;
 mod view;
 mod watched;
 
