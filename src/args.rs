@@ -49,6 +49,29 @@ impl ObjectStoreArgs {
     }
 }
 
+/// Memtable flushing and limits, for every process that runs an ingester.
+#[derive(Debug, clap::Args)]
+pub(crate) struct FlushArgs {
+    /// Flush a shard's memtable at this many bytes.
+    #[arg(long, env = "CANOPY_FLUSH_BYTES", default_value_t = 64 << 20)]
+    flush_bytes: usize,
+    /// Flush a shard's memtable when its oldest point is this many seconds old.
+    #[arg(long, env = "CANOPY_FLUSH_INTERVAL_SECS", default_value_t = 60)]
+    flush_interval_secs: u64,
+    /// Memory all memtables may use before writes are refused.
+    #[arg(long, env = "CANOPY_MEMTABLE_BYTES_MAX", default_value_t = 2 << 30)]
+    memtable_bytes_max: usize,
+}
+
+impl FlushArgs {
+    /// Sets these options on an ingester configuration.
+    pub(crate) fn apply(&self, cfg: &mut canopy_ingester::IngesterConfig) {
+        cfg.flush_bytes = self.flush_bytes;
+        cfg.flush_interval = Duration::from_secs(self.flush_interval_secs);
+        cfg.memtable_bytes_max = self.memtable_bytes_max;
+    }
+}
+
 /// Garbage-collection timing, for every process that runs compaction.
 #[derive(Debug, clap::Args)]
 pub(crate) struct GcArgs {

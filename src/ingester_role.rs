@@ -3,14 +3,13 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use canopy_api::cluster::v1::ingester_service_server::IngesterServiceServer;
 use canopy_cluster::metrics::RoleMetrics;
 use canopy_cluster::{INTERNAL_MESSAGE_BYTES_MAX, IngesterRpc, Role, ShardManager};
 use canopy_ingester::{Ingester, IngesterConfig};
 
-use crate::args::ObjectStoreArgs;
+use crate::args::{FlushArgs, ObjectStoreArgs};
 use crate::node::{Node, NodeArgs, serve_grpc, serve_ops};
 
 /// Options of `canopy ingester`.
@@ -23,15 +22,8 @@ pub(crate) struct IngesterArgs {
     /// Local directory for WALs (NVMe in production) and the WAL id.
     #[arg(long, env = "CANOPY_DATA_DIR", default_value = "canopy-ingester")]
     data_dir: PathBuf,
-    /// Flush a shard's memtable at this many bytes.
-    #[arg(long, env = "CANOPY_FLUSH_BYTES", default_value_t = 64 << 20)]
-    flush_bytes: usize,
-    /// Flush a shard's memtable when its oldest point is this many seconds old.
-    #[arg(long, env = "CANOPY_FLUSH_INTERVAL_SECS", default_value_t = 60)]
-    flush_interval_secs: u64,
-    /// Memory all memtables may use before writes are refused.
-    #[arg(long, env = "CANOPY_MEMTABLE_BYTES_MAX", default_value_t = 2 << 30)]
-    memtable_bytes_max: usize,
+    #[command(flatten)]
+    flush: FlushArgs,
     /// Only ingesters with these labels (`k=v,...`) are dealt shards. Every
     /// ingester must be given the same selector.
     #[arg(long, env = "CANOPY_INGESTER_SELECTOR", default_value = "")]
@@ -43,9 +35,7 @@ pub(crate) async fn run(a: IngesterArgs) -> anyhow::Result<()> {
     let selector = crate::node::selector(&a.ingester_selector)?;
     let store = a.store.open(None)?;
     let mut cfg = IngesterConfig::new(a.data_dir.clone());
-    cfg.flush_bytes = a.flush_bytes;
-    cfg.flush_interval = Duration::from_secs(a.flush_interval_secs);
-    cfg.memtable_bytes_max = a.memtable_bytes_max;
+    a.flush.apply(&mut cfg);
     cfg.implicit_epoch = None;
     let ingester = Ingester::open(cfg, store).await?;
     let flusher = ingester.spawn_flusher();

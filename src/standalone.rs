@@ -11,7 +11,7 @@ use canopy_liaison::{Gateway, LocalDataPlane, start_liaison};
 use canopy_meta::{EmbeddedStore, SchemaRegistry};
 use canopy_querier::{Querier, QuerierConfig};
 
-use crate::args::{AgentArgs, GcArgs, ObjectStoreArgs};
+use crate::args::{AgentArgs, FlushArgs, GcArgs, ObjectStoreArgs};
 
 /// Options of `canopy standalone`; each also reads a `CANOPY_*` variable.
 #[derive(Debug, clap::Args)]
@@ -29,15 +29,8 @@ pub(crate) struct StandaloneArgs {
     http_addr: SocketAddr,
     #[command(flatten)]
     agents: AgentArgs,
-    /// Flush a shard's memtable at this many bytes.
-    #[arg(long, env = "CANOPY_FLUSH_BYTES", default_value_t = 64 << 20)]
-    flush_bytes: usize,
-    /// Flush a shard's memtable when its oldest point is this many seconds old.
-    #[arg(long, env = "CANOPY_FLUSH_INTERVAL_SECS", default_value_t = 60)]
-    flush_interval_secs: u64,
-    /// Memory all memtables may use before writes are refused.
-    #[arg(long, env = "CANOPY_MEMTABLE_BYTES_MAX", default_value_t = 2 << 30)]
-    memtable_bytes_max: usize,
+    #[command(flatten)]
+    flush: FlushArgs,
     /// Seconds between compaction rounds (retention, merges, GC); 0 disables them.
     #[arg(long, env = "CANOPY_COMPACTION_INTERVAL_SECS", default_value_t = 60)]
     compaction_interval_secs: u64,
@@ -57,9 +50,7 @@ pub(crate) async fn run(a: StandaloneArgs) -> anyhow::Result<()> {
     let store = a.store.open(default_url)?;
     let registry = Arc::new(SchemaRegistry::new(Arc::new(EmbeddedStore::open(&a.data_dir.join("meta"))?)));
     let mut icfg = IngesterConfig::new(a.data_dir.clone());
-    icfg.flush_bytes = a.flush_bytes;
-    icfg.flush_interval = Duration::from_secs(a.flush_interval_secs);
-    icfg.memtable_bytes_max = a.memtable_bytes_max;
+    a.flush.apply(&mut icfg);
     let ingester = Ingester::open(icfg, store.clone()).await?;
     let flusher = ingester.spawn_flusher();
     let querier = Arc::new(Querier::new(QuerierConfig::default(), store.clone()));

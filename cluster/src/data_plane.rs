@@ -175,14 +175,7 @@ impl ClusterDataPlane {
     }
 
     async fn write_shard(&self, schema: &MeasureSchema, shard: u32, points: Vec<Point>) -> Result<(), ApiError> {
-        let batch = encode_batch(&WalBatch {
-            group: schema.group.name.clone(),
-            measure: schema.name.clone(),
-            revision: schema.revision,
-            segment_nanos: schema.group.segment_nanos,
-            layout: schema.layout.clone(),
-            points,
-        });
+        let batch = encode_batch(&WalBatch::for_schema(schema, points));
         let _slot = tokio::time::timeout(self.cfg.write_slot_wait, self.slots.clone().acquire_owned())
             .await
             .map_err(|_| ApiError::new(Code::ResourceExhausted, "too many writes in flight at this liaison; retry later"))?

@@ -225,15 +225,7 @@ impl Ingester {
     /// Durably writes validated points (of any shards of one measure). Returns
     /// when every point is fsync'd in its shard's WAL and visible to queries.
     pub async fn write(&self, schema: &MeasureSchema, points: Vec<Point>) -> Result<()> {
-        self.write_batch(WalBatch {
-            group: schema.group.name.clone(),
-            measure: schema.name.clone(),
-            revision: schema.revision,
-            segment_nanos: schema.group.segment_nanos,
-            layout: schema.layout.clone(),
-            points,
-        })
-        .await
+        self.write_batch(WalBatch::for_schema(schema, points)).await
     }
 
     /// Writes a batch as [`Ingester::write`] does; the batch names the

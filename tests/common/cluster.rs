@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::process::{S3_BUCKET, S3_KEY, S3_SECRET, S3Server, free_port};
+use super::process::{S3_BUCKET, S3_KEY, S3_SECRET, S3Server, free_port, kill9_child, stop_child};
 
 /// A single-member etcd on loopback.
 pub struct EtcdServer {
@@ -147,17 +147,12 @@ impl RoleProcess {
 
     /// SIGKILL, as in a crash.
     pub fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            c.kill().unwrap();
-            c.wait().unwrap();
-        }
+        kill9_child(&mut self.child);
     }
 
     /// SIGTERM and wait for a clean exit.
     pub fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
-            let status = c.wait().unwrap();
+        if let Some(status) = stop_child(&mut self.child) {
             assert!(status.success(), "canopy {} exited with {status}; log:\n{}", self.role, self.log_text());
         }
     }

@@ -199,17 +199,12 @@ impl Canopy {
 
     /// Sends SIGKILL: no flush, no cleanup, as in a crash.
     pub fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            c.kill().unwrap();
-            c.wait().unwrap();
-        }
+        kill9_child(&mut self.child);
     }
 
     /// Sends SIGTERM and waits for a clean exit (which flushes).
     pub fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
-            let status = c.wait().unwrap();
+        if let Some(status) = stop_child(&mut self.child) {
             assert!(status.success(), "canopy exited with {status}; log:\n{}", self.log());
         }
     }
@@ -240,6 +235,21 @@ impl Canopy {
     pub fn data_files(&self, sub: &str) -> Vec<PathBuf> {
         Canopy::files_under(&self.data_dir.join(sub))
     }
+}
+
+/// SIGKILL to a child process, then reap it.
+pub fn kill9_child(child: &mut Option<Child>) {
+    if let Some(mut c) = child.take() {
+        c.kill().unwrap();
+        c.wait().unwrap();
+    }
+}
+
+/// SIGTERM to a child process; waits and returns its exit status.
+pub fn stop_child(child: &mut Option<Child>) -> Option<std::process::ExitStatus> {
+    let mut c = child.take()?;
+    let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
+    Some(c.wait().unwrap())
 }
 
 fn walk(p: &Path, out: &mut Vec<PathBuf>) {

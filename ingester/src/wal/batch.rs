@@ -22,6 +22,20 @@ pub struct WalBatch {
     pub points: Vec<Point>,
 }
 
+impl WalBatch {
+    /// A batch of validated points of one measure, named and laid out by its schema.
+    pub fn for_schema(schema: &canopy_model::MeasureSchema, points: Vec<Point>) -> WalBatch {
+        WalBatch {
+            group: schema.group.name.clone(),
+            measure: schema.name.clone(),
+            revision: schema.revision,
+            segment_nanos: schema.group.segment_nanos,
+            layout: schema.layout.clone(),
+            points,
+        }
+    }
+}
+
 /// Encodes a batch as a WAL payload.
 pub fn encode_batch(b: &WalBatch) -> Vec<u8> {
     let mut out = Vec::with_capacity(64 + b.points.len() * 64);
