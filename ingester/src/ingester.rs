@@ -63,6 +63,8 @@ pub struct Ingester {
     /// directory so it survives restarts.
     wal_id: Arc<str>,
     shards: tokio::sync::Mutex<HashMap<(String, u32), Arc<Shard>>>,
+    /// Held while a shard is acquired or released.
+    changing: tokio::sync::Mutex<()>,
 }
 
 /// Reads the WAL id from the data directory, creating it on first start.
@@ -100,6 +102,7 @@ impl Ingester {
             budget,
             wal_id,
             shards: tokio::sync::Mutex::new(HashMap::new()),
+            changing: tokio::sync::Mutex::new(()),
             cfg,
         });
         std::fs::create_dir_all(ing.cfg.data_dir.join("wal"))?;
@@ -144,15 +147,18 @@ impl Ingester {
     /// version carrying the epoch so the previous owner can no longer
     /// commit. Fails with `Fenced` if the catalog already has a newer epoch.
     pub async fn acquire(&self, group: &str, id: u32, epoch: u64) -> Result<()> {
-        let mut shards = self.shards.lock().await;
-        if let Some(s) = shards.get(&(group.to_string(), id)) {
+        // Opening replays the WAL and reads the catalog: serialize changes
+        // of ownership, but keep the map free for writes to other shards.
+        let _changing = self.changing.lock().await;
+        let current = self.shards.lock().await.get(&(group.to_string(), id)).cloned();
+        if let Some(s) = current {
             if s.epoch >= epoch {
                 return Ok(());
             }
             // Re-acquired under a newer epoch (e.g. after an etcd hiccup):
             // hand the old incarnation's points to the catalog first.
             s.close().await?;
-            shards.remove(&(group.to_string(), id));
+            self.shards.lock().await.remove(&(group.to_string(), id));
         }
         let env = ShardEnv {
             wal_id: self.wal_id.clone(),
@@ -164,7 +170,7 @@ impl Ingester {
         };
         let s = Shard::open(group, id, epoch, self.wal_dir(group, id), env).await?;
         s.fence().await?;
-        shards.insert((group.to_string(), id), s);
+        self.shards.lock().await.insert((group.to_string(), id), s);
         tracing::info!(group, shard = id, epoch, "acquired shard");
         Ok(())
     }
@@ -174,6 +180,7 @@ impl Ingester {
     /// forgets it and removes its WAL. Until this returns, the next owner
     /// must not take over. A no-op for a shard not held here.
     pub async fn release(&self, group: &str, id: u32) -> Result<()> {
+        let _changing = self.changing.lock().await;
         let Some(s) = self.shards.lock().await.get(&(group.to_string(), id)).cloned() else {
             return Ok(());
         };
@@ -193,6 +200,7 @@ impl Ingester {
     /// stale): no flush, since its commits would be fenced anyway. Its WAL
     /// stays on disk, so the points come back if the shard is dealt here again.
     pub async fn forget(&self, group: &str, id: u32) {
+        let _changing = self.changing.lock().await;
         let Some(s) = self.shards.lock().await.remove(&(group.to_string(), id)) else {
             return;
         };
