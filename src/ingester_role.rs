@@ -46,6 +46,8 @@ pub(crate) async fn run(a: IngesterArgs) -> anyhow::Result<()> {
     {
         let ing = ingester.clone();
         metrics.gauge("canopy_memtable_bytes", "Bytes held in memtables.", move || ing.memtable_bytes() as f64);
+        let ing = ingester.clone();
+        metrics.gauge("canopy_owned_shards", "Shards this ingester owns.", move || ing.owned_count() as f64);
     }
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let (_, health) = tonic_health::server::health_reporter();

@@ -168,6 +168,13 @@ async fn a_cluster_answers_like_standalone() {
     let (status, metrics) = Http::new(cluster.ingesters[0].http).get_text("/metrics").await;
     assert_eq!(status, 200);
     assert!(metrics.contains("canopy_points_written_total{role=\"ingester\"}"), "{metrics}");
+    let owned: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("canopy_owned_shards{role=\"ingester\"} "))
+        .expect("owned shards gauge")
+        .parse()
+        .unwrap();
+    assert!((1.0..=2.0).contains(&owned), "an ingester of two owns one or two of three shards: {owned}");
     assert_eq!(Http::new(cluster.queriers[0].http).get("/api/healthz").await.0, 200);
 }
 

@@ -65,6 +65,8 @@ pub struct Ingester {
     shards: tokio::sync::Mutex<HashMap<(String, u32), Arc<Shard>>>,
     /// Held while a shard is acquired or released.
     changing: tokio::sync::Mutex<()>,
+    /// Number of shards in `shards`, readable without the lock (metrics).
+    held: AtomicUsize,
 }
 
 /// Reads the WAL id from the data directory, creating it on first start.
@@ -103,6 +105,7 @@ impl Ingester {
             wal_id,
             shards: tokio::sync::Mutex::new(HashMap::new()),
             changing: tokio::sync::Mutex::new(()),
+            held: AtomicUsize::new(0),
             cfg,
         });
         std::fs::create_dir_all(ing.cfg.data_dir.join("wal"))?;
@@ -158,7 +161,9 @@ impl Ingester {
             // Re-acquired under a newer epoch (e.g. after an etcd hiccup):
             // hand the old incarnation's points to the catalog first.
             s.close().await?;
-            self.shards.lock().await.remove(&(group.to_string(), id));
+            let mut shards = self.shards.lock().await;
+            shards.remove(&(group.to_string(), id));
+            self.held.store(shards.len(), Ordering::Relaxed);
         }
         let env = ShardEnv {
             wal_id: self.wal_id.clone(),
@@ -170,7 +175,10 @@ impl Ingester {
         };
         let s = Shard::open(group, id, epoch, self.wal_dir(group, id), env).await?;
         s.fence().await?;
-        self.shards.lock().await.insert((group.to_string(), id), s);
+        let mut shards = self.shards.lock().await;
+        shards.insert((group.to_string(), id), s);
+        self.held.store(shards.len(), Ordering::Relaxed);
+        drop(shards);
         tracing::info!(group, shard = id, epoch, "acquired shard");
         Ok(())
     }
@@ -185,7 +193,11 @@ impl Ingester {
             return Ok(());
         };
         s.close().await?;
-        self.shards.lock().await.remove(&(group.to_string(), id));
+        {
+            let mut shards = self.shards.lock().await;
+            shards.remove(&(group.to_string(), id));
+            self.held.store(shards.len(), Ordering::Relaxed);
+        }
         drop(s);
         // Everything is in the catalog now; a later acquire numbers its WAL
         // after the catalog's watermark, so the old records are not needed.
@@ -201,13 +213,24 @@ impl Ingester {
     /// stays on disk, so the points come back if the shard is dealt here again.
     pub async fn forget(&self, group: &str, id: u32) {
         let _changing = self.changing.lock().await;
-        let Some(s) = self.shards.lock().await.remove(&(group.to_string(), id)) else {
+        let removed = {
+            let mut shards = self.shards.lock().await;
+            let s = shards.remove(&(group.to_string(), id));
+            self.held.store(shards.len(), Ordering::Relaxed);
+            s
+        };
+        let Some(s) = removed else {
             return;
         };
         s.stop_writes().await;
         let held = s.memtable_bytes();
         self.budget.used.fetch_sub(held.min(self.budget.used.load(Ordering::Relaxed)), Ordering::Relaxed);
         tracing::warn!(group, shard = id, epoch = s.epoch, "dropped a shard taken over by another ingester; its WAL is kept");
+    }
+
+    /// How many shards are held now.
+    pub fn owned_count(&self) -> usize {
+        self.held.load(Ordering::Relaxed)
     }
 
     /// The shards held now, with their epochs.
