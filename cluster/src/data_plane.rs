@@ -23,6 +23,9 @@ use crate::node::Role;
 use crate::split::{Fragment, split_by_segment};
 use crate::view::ClusterView;
 
+/// Channels to other nodes kept before those of departed nodes are dropped.
+const CHANNELS_MAX: usize = 256;
+
 /// Largest internal message (a batch, memtable rows, a partial result).
 pub const INTERNAL_MESSAGE_BYTES_MAX: usize = 256 << 20;
 
@@ -107,6 +110,12 @@ impl ClusterDataPlane {
         let mut channels = self.channels.lock().expect("channels lock");
         if let Some(c) = channels.get(addr) {
             return Ok(c.clone());
+        }
+        if channels.len() >= CHANNELS_MAX {
+            // Nodes come and go (new addresses after restarts): keep only
+            // the channels of registered nodes.
+            let live: Vec<String> = self.view.nodes().into_iter().map(|n| n.grpc_addr).collect();
+            channels.retain(|a, _| live.contains(a));
         }
         let c = Endpoint::from_shared(format!("http://{addr}"))
             .map_err(|e| ApiError::new(Code::Internal, format!("node address {addr:?}: {e}")))?
