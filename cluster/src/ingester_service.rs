@@ -42,13 +42,7 @@ impl IngesterService for IngesterRpc {
         self.metrics.queries.inc();
         let req = req.into_inner();
         let plan = compile_fragment(req.fragment.as_ref().ok_or_else(|| Status::invalid_argument("fragment: required"))?)?;
-        let schema = &plan.schema;
-        let (tags, fields) = plan.needed_columns();
-        let snap = self
-            .ingester
-            .snapshot(&schema.group.name, req.shard, &schema.name, &schema.layout, Some((&tags, &fields)), &|p| plan.source_filter(p))
-            .await
-            .map_err(ApiError::from)?;
+        let snap = self.ingester.snapshot_for(&plan, req.shard).await.map_err(ApiError::from)?;
         Ok(Response::new(SnapshotResponse {
             catalog_version: snap.catalog.version,
             epoch: snap.catalog.epoch,

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use canopy_model::{ColumnLayout, MeasureSchema, Point};
+use canopy_model::{ColumnLayout, MeasureSchema, Point, QueryPlan};
 use canopy_storage::CatalogStore;
 use object_store::ObjectStore;
 
@@ -308,6 +308,14 @@ impl Ingester {
         keep: &(dyn Fn(&Point) -> bool + Sync),
     ) -> Result<ShardSnapshot> {
         Ok(self.shard(group, shard).await?.snapshot(measure, target, needed, keep))
+    }
+
+    /// The snapshot a query needs of one shard: the plan's measure, only the
+    /// points its sources may keep, only the columns it reads.
+    pub async fn snapshot_for(&self, plan: &QueryPlan, shard: u32) -> Result<ShardSnapshot> {
+        let schema = &plan.schema;
+        let (tags, fields) = plan.needed_columns();
+        self.snapshot(&schema.group.name, shard, &schema.name, &schema.layout, Some((&tags, &fields)), &|p| plan.source_filter(p)).await
     }
 
     /// Flushes every shard; returns the number of parts committed.

@@ -42,12 +42,7 @@ impl DataPlane for LocalDataPlane {
     }
 
     async fn query_shard(&self, plan: &QueryPlan, shard: u32) -> Result<PartialResult, ApiError> {
-        let schema = &plan.schema;
-        let (tags, fields) = plan.needed_columns();
-        let snap = self
-            .ingester
-            .snapshot(&schema.group.name, shard, &schema.name, &schema.layout, Some((&tags, &fields)), &|p| plan.source_filter(p))
-            .await?;
+        let snap = self.ingester.snapshot_for(plan, shard).await?;
         Ok(self.querier.execute_shard(plan, &snap.catalog, snap.rows).await?)
     }
 
