@@ -15,7 +15,7 @@ use canopy_cluster::Role;
 use canopy_cluster::metrics::RoleMetrics;
 
 use crate::args::{GcArgs, ObjectStoreArgs};
-use crate::node::{Node, NodeArgs, serve_grpc, serve_ops};
+use crate::node::{Node, NodeArgs};
 
 /// Options of `canopy compactor`.
 #[derive(Debug, clap::Args)]
@@ -55,15 +55,8 @@ pub(crate) async fn run(a: CompactorArgs) -> anyhow::Result<()> {
     let mut serving = None;
     if a.meta_dir.is_none() {
         let mut node = Node::start(&a.node, vec![Role::Compactor]).await?;
-        let (grpc, http) = node.take_listeners();
-        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let (_, health) = tonic_health::server::health_reporter();
-        let grpc_task = serve_grpc(grpc, tonic::transport::Server::builder().add_service(health), stop_rx.clone());
-        let http_task = serve_ops(http, RoleMetrics::new("compactor"), stop_rx);
-        let registration = node.register().await?;
-        node.announce("compactor");
+        serving = Some(node.serve("compactor", None, RoleMetrics::new("compactor")).await?);
         etcd = Some(Arc::new(canopy_cluster::EtcdStore::new(node.view.client.clone())));
-        serving = Some((registration, stop_tx, grpc_task, http_task));
     }
     loop {
         // The embedded store is re-opened each round: the server owning it
@@ -93,10 +86,8 @@ pub(crate) async fn run(a: CompactorArgs) -> anyhow::Result<()> {
             _ = crate::standalone::shutdown_signal() => break,
         }
     }
-    if let Some((registration, stop_tx, grpc_task, http_task)) = serving {
-        registration.deregister().await;
-        let _ = stop_tx.send(true);
-        let _ = tokio::join!(grpc_task, http_task);
+    if let Some(s) = serving {
+        s.stop().await;
     }
     Ok(())
 }

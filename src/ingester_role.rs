@@ -2,7 +2,6 @@
 //! its WALs and memtables, flushes parts, and serves shard snapshots.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use canopy_api::cluster::v1::ingester_service_server::IngesterServiceServer;
 use canopy_cluster::metrics::RoleMetrics;
@@ -10,7 +9,7 @@ use canopy_cluster::{INTERNAL_MESSAGE_BYTES_MAX, IngesterRpc, Role, ShardManager
 use canopy_ingester::{Ingester, IngesterConfig};
 
 use crate::args::{FlushArgs, ObjectStoreArgs};
-use crate::node::{Node, NodeArgs, serve_grpc, serve_ops};
+use crate::node::{Node, NodeArgs};
 
 /// Options of `canopy ingester`.
 #[derive(Debug, clap::Args)]
@@ -41,7 +40,6 @@ pub(crate) async fn run(a: IngesterArgs) -> anyhow::Result<()> {
     let flusher = ingester.spawn_flusher();
 
     let mut node = Node::start(&a.node, vec![Role::Ingester]).await?;
-    let (grpc, http) = node.take_listeners();
     let metrics = RoleMetrics::new("ingester");
     {
         let ing = ingester.clone();
@@ -49,20 +47,15 @@ pub(crate) async fn run(a: IngesterArgs) -> anyhow::Result<()> {
         let ing = ingester.clone();
         metrics.gauge("canopy_owned_shards", "Shards this ingester owns.", move || ing.owned_count() as f64);
     }
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let (_, health) = tonic_health::server::health_reporter();
     let rpc = IngesterRpc { ingester: ingester.clone(), metrics: metrics.clone() };
-    let router = tonic::transport::Server::builder().add_service(health).add_service(
+    let router = tonic::transport::Server::builder().add_service(
         IngesterServiceServer::new(rpc)
             .max_decoding_message_size(INTERNAL_MESSAGE_BYTES_MAX)
             .max_encoding_message_size(INTERNAL_MESSAGE_BYTES_MAX),
     );
-    let grpc_task = serve_grpc(grpc, router, stop_rx.clone());
-    let http_task = serve_ops(http, metrics, stop_rx);
-    let registration = Arc::new(node.register().await?);
-    let manager = ShardManager::new(node.view.clone(), ingester.clone(), registration.clone(), selector).await;
+    let serving = node.serve("ingester", Some(router), metrics).await?;
+    let manager = ShardManager::new(node.view.clone(), ingester.clone(), serving.registration.clone(), selector).await;
     let rounds = manager.spawn();
-    node.announce("ingester");
 
     crate::standalone::shutdown_signal().await;
     tracing::info!("leaving: handing shards over");
@@ -77,9 +70,7 @@ pub(crate) async fn run(a: IngesterArgs) -> anyhow::Result<()> {
     }
     rounds.abort();
     flusher.abort();
-    registration.deregister().await;
-    let _ = stop_tx.send(true);
-    let _ = tokio::join!(grpc_task, http_task);
+    serving.stop().await;
     tracing::info!("every shard handed over; bye");
     Ok(())
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use canopy_cluster::metrics::RoleMetrics;
 use canopy_cluster::{CatalogCache, ClusterDataPlane, EtcdStore, Role, RoutingConfig};
 use canopy_compactor::Compactor;
-use canopy_liaison::{Gateway, start_liaison};
+use canopy_liaison::{Gateway, serve_liaison};
 use canopy_meta::SchemaRegistry;
 use canopy_storage::CatalogStore;
 
@@ -43,8 +43,6 @@ pub(crate) async fn run(a: LiaisonArgs) -> anyhow::Result<()> {
     let ccfg = a.gc.compactor_config(a.query_timeout_secs)?;
     let store = a.store.open(None)?;
     let mut node = Node::start(&a.node, vec![Role::Liaison]).await?;
-    // The liaison binds its own listeners with the extra agent ports.
-    drop(node.take_listeners());
     let registry = Arc::new(SchemaRegistry::new(Arc::new(EtcdStore::new(node.view.client.clone()))));
     node.view.invalidate_on_schema_change(registry.clone());
     let routing = RoutingConfig {
@@ -59,7 +57,8 @@ pub(crate) async fn run(a: LiaisonArgs) -> anyhow::Result<()> {
     gw.query_timeout = Duration::from_secs(a.query_timeout_secs);
     let cfg = a.agents.liaison_config(node.bound_grpc(), node.bound_http())?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let bound = start_liaison(&cfg, gw, stop_rx).await?;
+    let (grpc, http) = node.take_listeners();
+    let bound = serve_liaison(grpc, http, &cfg, gw, stop_rx).await?;
     let registration = node.register().await?;
     tracing::info!(node = %node.info.id, http = %bound.http, grpc = %bound.grpc, "canopy liaison ready");
     crate::args::announce_liaison(&bound, &format!(" node={}", node.info.id));

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use canopy_cluster::metrics::{RoleMetrics, ops_router};
 use canopy_cluster::{ClusterView, NodeInfo, Registration, Role, parse_labels};
+use canopy_liaison::{serve_grpc, serve_http};
 
 /// Options of every cluster role.
 #[derive(Debug, clap::Args)]
@@ -112,6 +113,28 @@ impl Node {
         Ok(Registration::register(self.view.client.clone(), self.info.clone(), self.ttl).await?)
     }
 
+    /// Serves the role's gRPC services (`router`; none for a compactor) with
+    /// the gRPC health service, and `/api/healthz` + `/metrics` over HTTP, on
+    /// the bound listeners; then registers the node and announces it.
+    pub(crate) async fn serve(
+        &mut self,
+        role: &str,
+        router: Option<tonic::transport::server::Router>,
+        metrics: Arc<RoleMetrics>,
+    ) -> anyhow::Result<Serving> {
+        let (grpc, http) = self.take_listeners();
+        let (stop, stop_rx) = tokio::sync::watch::channel(false);
+        let (_, health) = tonic_health::server::health_reporter();
+        let router = match router {
+            Some(r) => r.add_service(health),
+            None => tonic::transport::Server::builder().add_service(health),
+        };
+        let tasks = vec![serve_grpc(grpc, router, stop_rx.clone()), serve_http(http, ops_router(metrics), stop_rx)];
+        let registration = Arc::new(self.register().await?);
+        self.announce(role);
+        Ok(Serving { registration, stop, tasks })
+    }
+
     /// Prints the machine-readable ready line.
     pub(crate) fn announce(&self, role: &str) {
         tracing::info!(node = %self.info.id, role, "ready");
@@ -119,37 +142,22 @@ impl Node {
     }
 }
 
-/// Serves `/api/healthz` and `/metrics` until `stop`.
-pub(crate) fn serve_ops(
-    listener: tokio::net::TcpListener,
-    metrics: Arc<RoleMetrics>,
-    mut stop: tokio::sync::watch::Receiver<bool>,
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let serve = axum::serve(listener, ops_router(metrics)).with_graceful_shutdown(async move {
-            let _ = stop.wait_for(|s| *s).await;
-        });
-        if let Err(e) = serve.await {
-            tracing::error!(error = %e, "HTTP server failed");
-        }
-    })
+/// A node serving and registered; [`Serving::stop`] undoes both.
+pub(crate) struct Serving {
+    pub(crate) registration: Arc<Registration>,
+    stop: tokio::sync::watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
-/// Serves a gRPC router (plus the health service) until `stop`.
-pub(crate) fn serve_grpc(
-    listener: tokio::net::TcpListener,
-    router: tonic::transport::server::Router,
-    mut stop: tokio::sync::watch::Receiver<bool>,
-) -> tokio::task::JoinHandle<()> {
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-    tokio::spawn(async move {
-        let serve = router.serve_with_incoming_shutdown(incoming, async move {
-            let _ = stop.wait_for(|s| *s).await;
-        });
-        if let Err(e) = serve.await {
-            tracing::error!(error = %e, "gRPC server failed");
+impl Serving {
+    /// Deregisters, then stops serving.
+    pub(crate) async fn stop(self) {
+        self.registration.deregister().await;
+        let _ = self.stop.send(true);
+        for t in self.tasks {
+            let _ = t.await;
         }
-    })
+    }
 }
 
 /// The ingester selector flag's parsed form.

@@ -9,7 +9,7 @@ use canopy_querier::{Querier, QuerierConfig};
 use canopy_storage::CatalogStore;
 
 use crate::args::ObjectStoreArgs;
-use crate::node::{Node, NodeArgs, serve_grpc, serve_ops};
+use crate::node::{Node, NodeArgs};
 
 /// Options of `canopy querier`.
 #[derive(Debug, clap::Args)]
@@ -24,24 +24,16 @@ pub(crate) struct QuerierArgs {
 pub(crate) async fn run(a: QuerierArgs) -> anyhow::Result<()> {
     let store = a.store.open(None)?;
     let mut node = Node::start(&a.node, vec![Role::Querier]).await?;
-    let (grpc, http) = node.take_listeners();
     let metrics = RoleMetrics::new("querier");
     let querier = Arc::new(Querier::new(QuerierConfig::default(), store.clone()));
     let rpc = QuerierRpc::new(querier, CatalogStore::new(store), metrics.clone());
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let (_, health) = tonic_health::server::health_reporter();
-    let router = tonic::transport::Server::builder().add_service(health).add_service(
+    let router = tonic::transport::Server::builder().add_service(
         QuerierServiceServer::new(rpc)
             .max_decoding_message_size(INTERNAL_MESSAGE_BYTES_MAX)
             .max_encoding_message_size(INTERNAL_MESSAGE_BYTES_MAX),
     );
-    let grpc_task = serve_grpc(grpc, router, stop_rx.clone());
-    let http_task = serve_ops(http, metrics, stop_rx);
-    let registration = node.register().await?;
-    node.announce("querier");
+    let serving = node.serve("querier", Some(router), metrics).await?;
     crate::standalone::shutdown_signal().await;
-    registration.deregister().await;
-    let _ = stop_tx.send(true);
-    let _ = tokio::join!(grpc_task, http_task);
+    serving.stop().await;
     Ok(())
 }

@@ -17,5 +17,5 @@ mod service;
 pub use agents::AgentConfig;
 pub use data_plane::{DataPlane, LocalDataPlane};
 pub use error::{ApiError, Code};
-pub use server::{Bound, LiaisonConfig, start_liaison};
+pub use server::{Bound, LiaisonConfig, serve_grpc, serve_http, serve_liaison, start_liaison};
 pub use service::{Gateway, QUERY_TIMEOUT_DEFAULT};

@@ -44,13 +44,33 @@ pub struct Bound {
     pub tasks: Vec<JoinHandle<()>>,
 }
 
-async fn serve_http(listener: tokio::net::TcpListener, app: axum::Router, mut stop: tokio::sync::watch::Receiver<bool>) {
-    let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
-        let _ = stop.wait_for(|s| *s).await;
-    });
-    if let Err(e) = serve.await {
-        tracing::error!(error = %e, "HTTP server failed");
-    }
+/// Serves an HTTP router on a bound listener until `stop` turns true.
+pub fn serve_http(listener: tokio::net::TcpListener, app: axum::Router, mut stop: tokio::sync::watch::Receiver<bool>) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
+            let _ = stop.wait_for(|s| *s).await;
+        });
+        if let Err(e) = serve.await {
+            tracing::error!(error = %e, "HTTP server failed");
+        }
+    })
+}
+
+/// Serves a gRPC router on a bound listener until `stop` turns true.
+pub fn serve_grpc(
+    listener: tokio::net::TcpListener,
+    router: tonic::transport::server::Router,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> JoinHandle<()> {
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    tokio::spawn(async move {
+        let serve = router.serve_with_incoming_shutdown(incoming, async move {
+            let _ = stop.wait_for(|s| *s).await;
+        });
+        if let Err(e) = serve.await {
+            tracing::error!(error = %e, "gRPC server failed");
+        }
+    })
 }
 
 /// Binds an optional extra port.
@@ -64,8 +84,20 @@ async fn bind_optional(addr: Option<SocketAddr>) -> std::io::Result<Option<tokio
 /// Binds every listener (so a port conflict fails at start-up) and serves
 /// until `shutdown` resolves.
 pub async fn start_liaison(cfg: &LiaisonConfig, gw: Gateway, shutdown: tokio::sync::watch::Receiver<bool>) -> std::io::Result<Bound> {
-    let http_listener = tokio::net::TcpListener::bind(cfg.http_addr).await?;
-    let grpc_listener = tokio::net::TcpListener::bind(cfg.grpc_addr).await?;
+    let http = tokio::net::TcpListener::bind(cfg.http_addr).await?;
+    let grpc = tokio::net::TcpListener::bind(cfg.grpc_addr).await?;
+    serve_liaison(grpc, http, cfg, gw, shutdown).await
+}
+
+/// Serves the liaison on already bound main listeners (their addresses in
+/// `cfg` are ignored), binding the optional agent ports.
+pub async fn serve_liaison(
+    grpc_listener: tokio::net::TcpListener,
+    http_listener: tokio::net::TcpListener,
+    cfg: &LiaisonConfig,
+    gw: Gateway,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+) -> std::io::Result<Bound> {
     let (http_addr, grpc_addr) = (http_listener.local_addr()?, grpc_listener.local_addr()?);
     let otlp_grpc_listener = bind_optional(cfg.otlp_grpc_addr).await?;
     let otlp_http_listener = bind_optional(cfg.otlp_http_addr).await?;
@@ -74,53 +106,30 @@ pub async fn start_liaison(cfg: &LiaisonConfig, gw: Gateway, shutdown: tokio::sy
     let mut bound = Bound { http: http_addr, grpc: grpc_addr, otlp_grpc: None, otlp_http: None, influx: None, tasks: Vec::new() };
     if let Some(l) = influx_listener {
         bound.influx = Some(l.local_addr()?);
-        tasks.push(tokio::spawn(serve_http(l, crate::http::influx_router(gw.clone()), shutdown.clone())));
+        tasks.push(serve_http(l, crate::http::influx_router(gw.clone()), shutdown.clone()));
     }
     if let Some(l) = otlp_http_listener {
         bound.otlp_http = Some(l.local_addr()?);
-        let app = crate::http::otlp_router(gw.clone());
-        tasks.push(tokio::spawn(serve_http(l, app, shutdown.clone())));
+        tasks.push(serve_http(l, crate::http::otlp_router(gw.clone()), shutdown.clone()));
     }
     if let Some(l) = otlp_grpc_listener {
         bound.otlp_grpc = Some(l.local_addr()?);
-        let mut stop = shutdown.clone();
         let svc = MetricsServiceServer::new(OtlpService(gw.clone())).max_decoding_message_size(BODY_BYTES_MAX);
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(l);
-        tasks.push(tokio::spawn(async move {
-            let serve = tonic::transport::Server::builder()
-                .concurrency_limit_per_connection(GRPC_REQUESTS_PER_CONNECTION_MAX)
-                .add_service(svc)
-                .serve_with_incoming_shutdown(incoming, async move {
-                    let _ = stop.wait_for(|s| *s).await;
-                });
-            if let Err(e) = serve.await {
-                tracing::error!(error = %e, "OTLP gRPC server failed");
-            }
-        }));
+        let router =
+            tonic::transport::Server::builder().concurrency_limit_per_connection(GRPC_REQUESTS_PER_CONNECTION_MAX).add_service(svc);
+        tasks.push(serve_grpc(l, router, shutdown.clone()));
     }
-
-    tasks.push(tokio::spawn(serve_http(http_listener, router(gw.clone()), shutdown.clone())));
-
-    let mut stop = shutdown;
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(grpc_listener);
+    tasks.push(serve_http(http_listener, router(gw.clone()), shutdown.clone()));
     let (_, health) = tonic_health::server::health_reporter();
-    let grpc = tokio::spawn(async move {
-        let serve = tonic::transport::Server::builder()
-            .concurrency_limit_per_connection(GRPC_REQUESTS_PER_CONNECTION_MAX)
-            .add_service(health)
-            .add_service(GroupRegistryServiceServer::new(gw.clone()))
-            .add_service(MeasureRegistryServiceServer::new(gw.clone()))
-            .add_service(MeasureServiceServer::new(gw.clone()).max_decoding_message_size(BODY_BYTES_MAX))
-            .add_service(MetricsServiceServer::new(OtlpService(gw.clone())).max_decoding_message_size(BODY_BYTES_MAX))
-            .add_service(AdminServiceServer::new(gw))
-            .serve_with_incoming_shutdown(incoming, async move {
-                let _ = stop.wait_for(|s| *s).await;
-            });
-        if let Err(e) = serve.await {
-            tracing::error!(error = %e, "gRPC server failed");
-        }
-    });
-    tasks.push(grpc);
+    let grpc = tonic::transport::Server::builder()
+        .concurrency_limit_per_connection(GRPC_REQUESTS_PER_CONNECTION_MAX)
+        .add_service(health)
+        .add_service(GroupRegistryServiceServer::new(gw.clone()))
+        .add_service(MeasureRegistryServiceServer::new(gw.clone()))
+        .add_service(MeasureServiceServer::new(gw.clone()).max_decoding_message_size(BODY_BYTES_MAX))
+        .add_service(MetricsServiceServer::new(OtlpService(gw.clone())).max_decoding_message_size(BODY_BYTES_MAX))
+        .add_service(AdminServiceServer::new(gw));
+    tasks.push(serve_grpc(grpc_listener, grpc, shutdown));
     bound.tasks = tasks;
     Ok(bound)
 }
