@@ -219,11 +219,10 @@ fn same_up_to_float_rounding(mut got: QueryResponse, mut want: QueryResponse, wh
     assert_eq!(got, want, "{what}: the cluster differs from standalone");
 }
 
-/// Writes `all` in batches of 50 through the liaison, one request at a time
-/// from each of two tasks; returns the acknowledged points and how many
-/// requests failed.
+/// Writes `all` in batches of 50 through the liaison, one request at a
+/// time, recording the acknowledged points and the failed requests.
 fn spawn_writer(
-    http: SocketAddrOf,
+    http: std::net::SocketAddr,
     all: Vec<Sample>,
     acked: Arc<Mutex<Vec<Sample>>>,
     failed: Arc<Mutex<Vec<String>>>,
@@ -241,8 +240,6 @@ fn spawn_writer(
     })
 }
 
-type SocketAddrOf = std::net::SocketAddr;
-
 async fn wait_for_acks(acked: &Mutex<Vec<Sample>>, n: usize) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     while acked.lock().unwrap().len() < n {
@@ -251,7 +248,18 @@ async fn wait_for_acks(acked: &Mutex<Vec<Sample>>, n: usize) {
     }
 }
 
-async fn owners(cluster: &Cluster) -> Vec<String> {
+/// Polls `cond` every 200 ms until it holds; fails with `what` and the
+/// cluster's logs after `secs`.
+async fn eventually(cluster: &Cluster, secs: u64, what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    while !cond() {
+        assert!(tokio::time::Instant::now() < deadline, "{what}\n{}", cluster.logs());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The owner of every shard record, as `etcdctl` shows them.
+fn owners(cluster: &Cluster) -> Vec<String> {
     let listing = cluster.etcd.etcdctl_get_prefix("/canopy/shards/");
     listing
         .lines()
@@ -277,7 +285,7 @@ async fn a_graceful_ingester_stop_under_load_loses_nothing() {
     writer.await.unwrap();
     assert!(failed.lock().unwrap().is_empty(), "writes failed during the handover: {:?}\n{}", failed.lock().unwrap(), cluster.logs());
     assert_eq!(acked.lock().unwrap().len(), all.len());
-    let now_owners = owners(&cluster).await;
+    let now_owners = owners(&cluster);
     assert_eq!(now_owners.len(), 3);
     assert!(now_owners.iter().all(|o| *o == cluster.ingesters[0].id()), "{leaving} still owns shards: {now_owners:?}");
 
@@ -308,15 +316,7 @@ async fn a_killed_ingester_returns_every_acknowledged_point_once() {
     assert!(acked.len() > 3_000, "{} acknowledged", acked.len());
 
     // Wait for the ownership to settle back to both ingesters.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let o: BTreeSet<String> = owners(&cluster).await.into_iter().collect();
-        if o.len() == 2 {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "shards never moved back: {o:?}\n{}", cluster.logs());
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    eventually(&cluster, 30, "shards never moved back", || owners(&cluster).into_iter().collect::<BTreeSet<_>>().len() == 2).await;
     let got = stored(&http, start - 1).await;
     assert_exactly_once(&got, &acked, &sent);
     assert_eq!(total_count(&http, start - 1).await, got.len());
@@ -341,22 +341,14 @@ async fn a_paused_ingester_is_fenced_and_loses_nothing() {
     wait_for_acks(&acked, 2_000).await;
     let paused = cluster.ingesters[0].id();
     cluster.ingesters[0].signal("STOP");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while owners(&cluster).await.contains(&paused) {
-        assert!(tokio::time::Instant::now() < deadline, "the paused ingester's shards never moved\n{}", cluster.logs());
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    eventually(&cluster, 30, "the paused ingester's shards never moved", || !owners(&cluster).contains(&paused)).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     cluster.ingesters[0].signal("CONT");
     writer.await.unwrap();
     let acked = acked.lock().unwrap().clone();
 
     // It comes back, is dealt its shards again and replays what it had.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while !owners(&cluster).await.contains(&paused) {
-        assert!(tokio::time::Instant::now() < deadline, "the paused ingester never got shards back\n{}", cluster.logs());
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    eventually(&cluster, 30, "the paused ingester never got shards back", || owners(&cluster).contains(&paused)).await;
     let got = stored(&http, start - 1).await;
     assert_exactly_once(&got, &acked, &sent);
     let log = cluster.ingesters[0].log_text();
@@ -374,7 +366,7 @@ async fn the_cluster_keeps_serving_while_etcd_is_down() {
     let start = now_nanos() - HOUR;
     let batches: Vec<Vec<Sample>> = (0..3).map(|i| samples(25, 40, start + i * 40 * STEP, STEP, 60 + i as u64)).collect();
     http.write_ok(&write_request(&batches[0], 0)).await;
-    let owners_before = owners(&cluster).await;
+    let owners_before = owners(&cluster);
 
     // With etcd gone, the liaison routes with the ownership table it has.
     cluster.etcd.kill();
@@ -388,7 +380,7 @@ async fn the_cluster_keeps_serving_while_etcd_is_down() {
     let all: Vec<Sample> = batches.concat();
     let sent: HashMap<(String, i64), f64> = all.iter().map(|s| ((s.host.clone(), s.ts), s.usage)).collect();
     assert_exactly_once(&stored(&http, start - 1).await, &all, &sent);
-    assert_eq!(owners(&cluster).await, owners_before, "ownership changed across the etcd restart\n{}", cluster.logs());
+    assert_eq!(owners(&cluster), owners_before, "ownership changed across the etcd restart\n{}", cluster.logs());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -417,17 +409,12 @@ async fn a_crashed_ingester_that_returns_to_a_changed_cluster_recovers_its_wal()
     writer.await.unwrap();
     let acked = acked.lock().unwrap().clone();
 
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while std::fs::read_dir(&wal).map(|d| d.count()).unwrap_or(0) > 0 {
-        assert!(tokio::time::Instant::now() < deadline, "the returning ingester never flushed its WAL\n{}", cluster.logs());
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    eventually(&cluster, 60, "the returning ingester never flushed its WAL", || {
+        std::fs::read_dir(&wal).map(|d| d.count()).unwrap_or(0) == 0
+    })
+    .await;
     let survivor = cluster.ingesters[1].id();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while owners(&cluster).await.iter().any(|o| *o != survivor) {
-        assert!(tokio::time::Instant::now() < deadline, "shards did not settle on the hot ingester\n{}", cluster.logs());
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    eventually(&cluster, 30, "shards did not settle on the hot ingester", || owners(&cluster).iter().all(|o| *o == survivor)).await;
     let got = stored(&http, start - 1).await;
     assert_exactly_once(&got, &acked, &sent);
     assert!(cluster.ingesters[0].log_text().contains("replayed WAL"), "nothing was replayed:\n{}", cluster.ingesters[0].log_text());
