@@ -11,6 +11,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use canopy_api::Timestamp;
 use canopy_api::v1::measure_service_client::MeasureServiceClient;
 use canopy_api::v1::*;
+use canopy_bench::tsbs::{FIELDS, TAGS};
 use clap::Parser;
 use tokio_stream::StreamExt;
 
@@ -40,21 +41,6 @@ struct Args {
     #[arg(long, default_value_t = 1)]
     seed: u64,
 }
-
-const FIELDS: [&str; 10] = [
-    "usage_user",
-    "usage_system",
-    "usage_idle",
-    "usage_nice",
-    "usage_iowait",
-    "usage_irq",
-    "usage_softirq",
-    "usage_steal",
-    "usage_guest",
-    "usage_guest_nice",
-];
-const TAGS: [&str; 10] =
-    ["hostname", "region", "datacenter", "rack", "os", "arch", "team", "service", "service_version", "service_environment"];
 
 fn s(v: String) -> TagValue {
     TagValue { value: Some(tag_value::Value::Str(Str { value: v })) }

@@ -9,6 +9,7 @@
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use canopy_api::prometheus as pb;
+use canopy_bench::tsbs::FIELDS;
 use clap::Parser;
 use prost::Message;
 
@@ -27,19 +28,6 @@ struct Args {
     #[arg(long, default_value_t = 4)]
     senders: usize,
 }
-
-const FIELDS: [&str; 10] = [
-    "usage_user",
-    "usage_system",
-    "usage_idle",
-    "usage_nice",
-    "usage_iowait",
-    "usage_irq",
-    "usage_softirq",
-    "usage_steal",
-    "usage_guest",
-    "usage_guest_nice",
-];
 
 fn label(n: &str, v: String) -> pb::Label {
     pb::Label { name: n.into(), value: v }

@@ -11,7 +11,7 @@ use canopy_api::v1;
 use indicatif::{ProgressBar, ProgressStyle};
 use prost::Message;
 
-use crate::tsbs::{FIELDS, Host, Row, TAGS};
+use canopy_bench::tsbs::{FIELDS, Host, Row, TAGS};
 
 /// How rows travel to a peer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -199,7 +199,7 @@ pub(crate) async fn load(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tsbs::{hosts, rows};
+    use canopy_bench::tsbs::{hosts, rows};
 
     #[test]
     fn line_protocol_carries_every_tag_and_field() {

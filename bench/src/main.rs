@@ -11,11 +11,11 @@ mod peers;
 mod queries;
 mod report;
 mod run;
-mod tsbs;
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use canopy_bench::tsbs;
 use clap::Parser;
 
 use crate::load::Protocol;

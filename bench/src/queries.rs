@@ -12,7 +12,7 @@ use canopy_api::v1::query_request::{Aggregation, GroupBy, OrderBy};
 use canopy_api::v1::*;
 use serde_json::Value;
 
-use crate::tsbs::{FIELDS, Rng};
+use canopy_bench::tsbs::{FIELDS, Rng};
 
 /// A normalized answer.
 pub(crate) type Answer = BTreeMap<(String, i64), f64>;
@@ -84,13 +84,43 @@ fn host_regex(hosts: &[String]) -> String {
     hosts.join("|")
 }
 
+/// The max of each of `fields` per `bucket` over `hosts`, in `[w, w + span)`:
+/// one Canopy request, one MetricsQL range query per field.
+fn max_per_bucket(name: &'static str, hosts: &[String], w: i64, span: i64, bucket: i64, fields: &[&'static str]) -> QueryCase {
+    let mut q = base(w, w + span);
+    q.criteria = Some(host_in(hosts));
+    q.group_by = group_by(&[], bucket);
+    q.agg = agg(AggregationFunction::Max, fields);
+    let matcher = match hosts {
+        [one] => format!("=\"{one}\""),
+        _ => format!("=~\"{}\"", host_regex(hosts)),
+    };
+    let range = if bucket == HOUR { "1h" } else { "1m" };
+    QueryCase {
+        name,
+        canopy: q,
+        vm: fields
+            .iter()
+            .map(|&f| PromQuery::Range {
+                query: format!("max(max_over_time(cpu_{f}{{hostname{matcher}}}[{range}]))"),
+                start_ms: w + bucket - 1,
+                end_ms: w + span - 1,
+                step_ms: bucket,
+                bucket_ms: bucket,
+                key_field: f,
+            })
+            .collect(),
+        by_host: false,
+    }
+}
+
 /// The seven query types over data in `[start_ms, end_ms)` of `scale` hosts.
 pub(crate) fn cases(scale: usize, start_ms: i64, end_ms: i64, seed: u64) -> Vec<QueryCase> {
     let mut r = Rng::new(seed ^ 0x0051_EE71);
     let pick_hosts = |n: usize, r: &mut Rng| -> Vec<String> {
         let mut v: Vec<String> = Vec::new();
         while v.len() < n.min(scale) {
-            let h = format!("host_{}", r.next() % scale.max(1) as u64);
+            let h = format!("host_{}", r.next_u64() % scale.max(1) as u64);
             if !v.contains(&h) {
                 v.push(h);
             }
@@ -101,76 +131,21 @@ pub(crate) fn cases(scale: usize, start_ms: i64, end_ms: i64, seed: u64) -> Vec<
     let window = |len: i64, align: i64, r: &mut Rng| -> i64 {
         let span = (end_ms - start_ms - len).max(align);
         let first = (start_ms + align - 1) / align * align;
-        first + (r.next() % (span / align).max(1) as u64) as i64 * align
+        first + (r.next_u64() % (span / align).max(1) as u64) as i64 * align
     };
     let mut out = Vec::new();
 
     let h1 = pick_hosts(1, &mut r);
     let w = window(HOUR, MIN, &mut r);
-    let mut q = base(w, w + HOUR);
-    q.criteria = Some(host_in(&h1));
-    q.group_by = group_by(&[], MIN);
-    q.agg = agg(AggregationFunction::Max, &["usage_user"]);
-    out.push(QueryCase {
-        name: "single-groupby-1-1-1",
-        canopy: q,
-        vm: vec![PromQuery::Range {
-            query: format!("max(max_over_time(cpu_usage_user{{hostname=\"{}\"}}[1m]))", h1[0]),
-            start_ms: w + MIN - 1,
-            end_ms: w + HOUR - 1,
-            step_ms: MIN,
-            bucket_ms: MIN,
-            key_field: "usage_user",
-        }],
-        by_host: false,
-    });
+    out.push(max_per_bucket("single-groupby-1-1-1", &h1, w, HOUR, MIN, &FIELDS[..1]));
 
     let h8 = pick_hosts(8, &mut r);
     let w = window(HOUR, MIN, &mut r);
-    let five = &FIELDS[..5];
-    let mut q = base(w, w + HOUR);
-    q.criteria = Some(host_in(&h8));
-    q.group_by = group_by(&[], MIN);
-    q.agg = agg(AggregationFunction::Max, five);
-    out.push(QueryCase {
-        name: "single-groupby-5-8-1",
-        canopy: q,
-        vm: five
-            .iter()
-            .map(|f| PromQuery::Range {
-                query: format!("max(max_over_time(cpu_{f}{{hostname=~\"{}\"}}[1m]))", host_regex(&h8)),
-                start_ms: w + MIN - 1,
-                end_ms: w + HOUR - 1,
-                step_ms: MIN,
-                bucket_ms: MIN,
-                key_field: f,
-            })
-            .collect(),
-        by_host: false,
-    });
+    out.push(max_per_bucket("single-groupby-5-8-1", &h8, w, HOUR, MIN, &FIELDS[..5]));
 
     let h8 = pick_hosts(8, &mut r);
     let w = window(8 * HOUR, HOUR, &mut r);
-    let mut q = base(w, w + 8 * HOUR);
-    q.criteria = Some(host_in(&h8));
-    q.group_by = group_by(&[], HOUR);
-    q.agg = agg(AggregationFunction::Max, &FIELDS);
-    out.push(QueryCase {
-        name: "cpu-max-all-8",
-        canopy: q,
-        vm: FIELDS
-            .iter()
-            .map(|f| PromQuery::Range {
-                query: format!("max(max_over_time(cpu_{f}{{hostname=~\"{}\"}}[1h]))", host_regex(&h8)),
-                start_ms: w + HOUR - 1,
-                end_ms: w + 8 * HOUR - 1,
-                step_ms: HOUR,
-                bucket_ms: HOUR,
-                key_field: f,
-            })
-            .collect(),
-        by_host: false,
-    });
+    out.push(max_per_bucket("cpu-max-all-8", &h8, w, 8 * HOUR, HOUR, &FIELDS));
 
     let w = window(12 * HOUR, HOUR, &mut r);
     let mut q = base(w, w + 12 * HOUR);

@@ -5,7 +5,7 @@
 //! exactly and answers can be compared for equality.
 
 /// The ten fields of a cpu row.
-pub(crate) const FIELDS: [&str; 10] = [
+pub const FIELDS: [&str; 10] = [
     "usage_user",
     "usage_system",
     "usage_idle",
@@ -19,7 +19,7 @@ pub(crate) const FIELDS: [&str; 10] = [
 ];
 
 /// The ten tags of a host, in TSBS order.
-pub(crate) const TAGS: [&str; 10] =
+pub const TAGS: [&str; 10] =
     ["hostname", "region", "datacenter", "rack", "os", "arch", "team", "service", "service_version", "service_environment"];
 
 const REGIONS: [&str; 9] =
@@ -30,35 +30,35 @@ const TEAM: [&str; 4] = ["SF", "NYC", "LON", "CHI"];
 const ENV: [&str; 3] = ["production", "staging", "test"];
 
 /// Seconds between two rows of a host.
-pub(crate) const INTERVAL_SECS: i64 = 10;
+pub const INTERVAL_SECS: i64 = 10;
 
 /// A small, fast, seeded PRNG (xorshift64*).
 #[derive(Debug, Clone)]
-pub(crate) struct Rng(u64);
+pub struct Rng(u64);
 
 impl Rng {
-    pub(crate) fn new(seed: u64) -> Rng {
+    pub fn new(seed: u64) -> Rng {
         Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
     }
-    pub(crate) fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
         self.0 ^= self.0 >> 27;
         self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
     }
     fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
+        self.next_u64() % n
     }
 }
 
 /// A host: its tag values, in `TAGS` order.
 #[derive(Debug, Clone)]
-pub(crate) struct Host {
-    pub(crate) tags: [String; 10],
+pub struct Host {
+    pub tags: [String; 10],
 }
 
 /// The hosts of a scale, deterministic in the seed.
-pub(crate) fn hosts(scale: usize, seed: u64) -> Vec<Host> {
+pub fn hosts(scale: usize, seed: u64) -> Vec<Host> {
     let mut r = Rng::new(seed);
     (0..scale)
         .map(|i| {
@@ -84,14 +84,14 @@ pub(crate) fn hosts(scale: usize, seed: u64) -> Vec<Host> {
 
 /// One row: host index, timestamp in seconds, ten field values.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) struct Row {
-    pub(crate) host: usize,
-    pub(crate) ts_secs: i64,
-    pub(crate) values: [f64; 10],
+pub struct Row {
+    pub host: usize,
+    pub ts_secs: i64,
+    pub values: [f64; 10],
 }
 
 /// Every row of the run in time order (all hosts at t, then t + 10 s, ...).
-pub(crate) fn rows(scale: usize, start_secs: i64, steps: usize, seed: u64) -> Vec<Row> {
+pub fn rows(scale: usize, start_secs: i64, steps: usize, seed: u64) -> Vec<Row> {
     let mut r = Rng::new(seed ^ 0xC0FF_EE00);
     let mut state: Vec<[f64; 10]> = (0..scale).map(|_| std::array::from_fn(|_| (r.below(10_001) as f64) / 100.0)).collect();
     let mut out = Vec::with_capacity(scale * steps);
