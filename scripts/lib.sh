@@ -13,9 +13,31 @@ apt_install() {
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "$@" >/dev/null
 }
 
-# The etcd client crate compiles etcd's protobufs at build time with protoc.
+# protoc_ready — true when protoc can compile what the build compiles: the etcd
+# client's build script runs protoc on files that import protobuf's well-known
+# types, so a protoc binary without its include files (Debian splits them into
+# libprotobuf-dev) is not enough.
+protoc_ready() {
+  local protoc="${PROTOC:-protoc}" dir ok=1
+  command -v "$protoc" >/dev/null 2>&1 || return 1
+  dir="$(mktemp -d)"
+  printf 'syntax = "proto3";\nimport "google/protobuf/descriptor.proto";\nmessage Check { google.protobuf.FileDescriptorProto f = 1; }\n' >"$dir/check.proto"
+  if "$protoc" -I "$dir" ${PROTOC_INCLUDE:+-I "$PROTOC_INCLUDE"} --descriptor_set_out="$dir/out" "$dir/check.proto" >/dev/null 2>&1; then
+    ok=0
+  fi
+  rm -rf "$dir"
+  return "$ok"
+}
+
+# ensure_build_deps — installs protoc and protobuf's include files when the
+# build could not compile the etcd client's protobufs with what is here.
 ensure_build_deps() {
-  if ! command -v protoc >/dev/null 2>&1 && [ -z "${PROTOC:-}" ]; then
-    apt_install protobuf-compiler
+  if ! protoc_ready; then
+    apt_install protobuf-compiler libprotobuf-dev
+  fi
+  if ! protoc_ready; then
+    echo "protoc cannot compile a file importing google/protobuf/descriptor.proto;" \
+         "install protobuf-compiler and libprotobuf-dev (or set PROTOC / PROTOC_INCLUDE)" >&2
+    exit 1
   fi
 }
