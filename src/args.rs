@@ -138,6 +138,13 @@ pub(crate) struct AgentArgs {
     /// Largest agent request body once decompressed.
     #[arg(long, env = "CANOPY_AGENT_BODY_BYTES_MAX", default_value_t = 64 << 20)]
     agent_body_bytes_max: usize,
+    /// Most samples (points) in one agent request.
+    #[arg(long, env = "CANOPY_AGENT_SAMPLES_MAX", default_value_t = 200_000)]
+    agent_samples_max: usize,
+    /// Most bytes one agent request may expand to once each sample carries
+    /// its series' labels; checked before expanding.
+    #[arg(long, env = "CANOPY_AGENT_EXPANDED_BYTES_MAX", default_value_t = 128 << 20)]
+    agent_expanded_bytes_max: usize,
 }
 
 impl AgentArgs {
@@ -151,6 +158,8 @@ impl AgentArgs {
             labels_per_series_max: self.agent_labels_max,
             label_bytes_max: self.agent_label_bytes_max,
             body_bytes_max: self.agent_body_bytes_max,
+            samples_per_request_max: self.agent_samples_max,
+            expanded_bytes_max: self.agent_expanded_bytes_max,
             ..AgentConfig::default()
         }
     }

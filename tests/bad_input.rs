@@ -87,6 +87,7 @@ async fn bad_input(backend: Backend) {
         agg: Some(Aggregation { function: AggregationFunction::Count as i32, field_name: "count".into(), field_names: vec![] }),
         ..Default::default()
     };
+    let q_again = q.clone();
     let got = http.query(&q).await;
     let total: f64 = got.data_points.iter().map(|d| field_of(d, "count")).sum();
     assert_eq!(total as usize, good.len() + more.len());
@@ -129,6 +130,38 @@ async fn bad_input(backend: Backend) {
         .await;
     assert_eq!(s, 400);
     assert!(err_text(&b).contains("entity.tag_names[0]"), "{b}");
+
+    // A TTL or segment width that would wrap around (200000 days of
+    // nanoseconds overflows an i64) is refused on create and on update; the
+    // group keeps its TTL and its data.
+    let group = |name: &str, seg: serde_json::Value, ttl: serde_json::Value| {
+        serde_json::json!({"group": {"metadata": {"name": name}, "catalog": "CATALOG_MEASURE",
+            "resourceOpts": {"shardNum": 3, "segmentInterval": seg, "ttl": ttl}}})
+    };
+    let (hour, week) = (serde_json::json!({"unit": "UNIT_HOUR", "num": 1}), serde_json::json!({"unit": "UNIT_DAY", "num": 7}));
+    let forever = serde_json::json!({"unit": "UNIT_DAY", "num": 200000});
+    let (s, b) = http.post("/api/v1/group/schema", &group("long", hour.clone(), forever.clone())).await;
+    assert_eq!(s, 400, "{b}");
+    assert!(err_text(&b).contains("resource_opts.ttl.num") && err_text(&b).contains("100 years"), "{b}");
+    let (s, b) = http
+        .post("/api/v1/group/schema", &group("wide", serde_json::json!({"unit": "UNIT_HOUR", "num": 4000000000u32}), week.clone()))
+        .await;
+    assert_eq!(s, 400, "{b}");
+    assert!(err_text(&b).contains("resource_opts.segment_interval.num"), "{b}");
+    let (s, b) = http.put(&format!("/api/v1/group/schema/{GROUP}"), &group(GROUP, hour.clone(), forever)).await;
+    assert_eq!(s, 400, "{b}");
+    assert!(err_text(&b).contains("resource_opts.ttl.num"), "{b}");
+    let (_, g) = http.get(&format!("/api/v1/group/schema/{GROUP}")).await;
+    assert_eq!(g["group"]["resourceOpts"]["ttl"]["num"], 7, "{g}");
+    let got = http.query(&q_again).await;
+    assert_eq!(got.data_points.iter().map(|d| field_of(d, "count")).sum::<f64>() as usize, good.len() + more.len());
+
+    // Names that would resolve to another path are refused, naming the field.
+    for name in [".", "..", ".hidden"] {
+        let (s, b) = http.post("/api/v1/group/schema", &group(name, hour.clone(), week.clone())).await;
+        assert_eq!(s, 400, "{name}: {b}");
+        assert!(err_text(&b).contains("group.metadata.name"), "{name}: {b}");
+    }
 }
 
 #[tokio::test]

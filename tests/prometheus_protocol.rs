@@ -124,3 +124,44 @@ async fn malformed_remote_write_and_read_are_400s() {
     assert_eq!(r.status(), 400);
     assert!(r.text().await.unwrap().contains("regex"));
 }
+
+/// One series with about 2 KB of labels and a million samples is 14 MB on
+/// the wire; expanded sample by sample it would need gigabytes. It is
+/// refused before expanding, naming the limit, and a request just inside the
+/// limits is stored whole — all in well under 1 GiB.
+#[tokio::test]
+async fn a_small_body_that_would_expand_to_gigabytes_is_refused_before_expanding() {
+    let c = Canopy::start(Backend::Local, &[]);
+    let http = Http::new(c.http);
+    let labels: Vec<(String, String)> = (0..16).map(|i| (format!("label_{i:02}"), format!("{i:02}").repeat(60))).collect();
+    let label_refs: Vec<(&str, &str)> = labels.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let now_ms = now_nanos() / 1_000_000;
+    let samples = |n: i64| (0..n).map(|i| (now_ms - 3_600_000 + i, i as f64)).collect::<Vec<_>>();
+
+    let huge = pb::WriteRequest { timeseries: vec![series("wide", &label_refs, &samples(1_000_000))], metadata: vec![] };
+    let r = post_snappy(&c, "/api/v1/write", huge.encode_to_vec()).await;
+    let status = r.status().as_u16();
+    let body = r.text().await.unwrap();
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("agent-samples-max") || body.contains("agent-expanded-bytes-max"), "{body}");
+
+    // Inside the limits (20,000 samples of the same series): stored whole.
+    let fits = pb::WriteRequest { timeseries: vec![series("wide", &label_refs, &samples(20_000))], metadata: vec![] };
+    let r = post_snappy(&c, "/api/v1/write", fits.encode_to_vec()).await;
+    assert_eq!(r.status(), 204, "{}", r.text().await.unwrap());
+    let q = canopy_api::v1::QueryRequest {
+        groups: vec!["prometheus".into()],
+        name: "wide".into(),
+        time_range: time_range(now_nanos() - 2 * HOUR, now_nanos() + HOUR),
+        agg: Some(canopy_api::v1::query_request::Aggregation {
+            function: canopy_api::v1::AggregationFunction::Count as i32,
+            field_name: "value".into(),
+            field_names: vec![],
+        }),
+        ..Default::default()
+    };
+    let counted = http.query(&q).await.data_points.first().map_or(0.0, |d| field_of(d, "value"));
+    assert_eq!(counted as usize, 20_000);
+    let peak = c.peak_rss_bytes();
+    assert!(peak < 1 << 30, "peak RSS {peak} bytes");
+}

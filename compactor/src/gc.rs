@@ -57,12 +57,18 @@ impl Compactor {
         // Read the catalog after listing: everything committed before the
         // listing is referenced by this (or a later) version.
         let catalog = self.catalogs.load_latest(group, shard).await?;
-        let referenced: HashSet<&str> =
-            catalog.parts.iter().map(|p| p.path.as_str()).chain(catalog.pending_deletes.iter().map(|d| d.path.as_str())).collect();
+        // Compare keys as the store spells them: a listing returns encoded
+        // `Path`s, the catalog holds the strings the writer built them from.
+        let referenced: HashSet<Path> = catalog
+            .parts
+            .iter()
+            .map(|p| Path::from(p.path.as_str()))
+            .chain(catalog.pending_deletes.iter().map(|d| Path::from(d.path.as_str())))
+            .collect();
         let mut deleted = 0;
         for m in listed {
             let old_enough = m.last_modified.timestamp_millis() + min_age <= now_ms;
-            if old_enough && !referenced.contains(m.location.as_ref()) {
+            if old_enough && !referenced.contains(&m.location) {
                 match self.store.delete(&m.location).await {
                     Ok(()) | Err(object_store::Error::NotFound { .. }) => deleted += 1,
                     Err(e) => return Err(e.into()),

@@ -121,7 +121,7 @@ impl Shard {
                 .put_opts(&path.as_str().into(), PutPayload::from(Bytes::clone(&enc.bytes)), opts)
                 .await
                 .map_err(StorageError::from)?;
-            metas.push(PartMeta::new(id, path, seg, seg + segment_nanos, m.max_seq, 0, enc.summary));
+            metas.push(PartMeta::new(id, path, seg, seg.saturating_add(segment_nanos), m.max_seq, 0, enc.summary));
         }
         Ok(metas)
     }

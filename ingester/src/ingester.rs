@@ -70,6 +70,9 @@ pub struct Ingester {
 }
 
 /// Reads the WAL id from the data directory, creating it on first start.
+/// A data directory that already has WALs but no id comes from a build
+/// before WAL ids: its catalogs (format 1) count its records under
+/// [`canopy_storage::LEGACY_WAL_ID`], so it keeps that id.
 fn load_wal_id(data_dir: &std::path::Path) -> Result<String> {
     let path = data_dir.join("wal_id");
     match std::fs::read_to_string(&path) {
@@ -79,7 +82,12 @@ fn load_wal_id(data_dir: &std::path::Path) -> Result<String> {
         Err(e) => return Err(e.into()),
     }
     std::fs::create_dir_all(data_dir)?;
-    let id = format!("{:016x}{:08x}", canopy_model::now_nanos(), canopy_storage::paths::nonce());
+    let has_wals = std::fs::read_dir(data_dir.join("wal")).is_ok_and(|mut d| d.next().is_some());
+    let id = if has_wals {
+        canopy_storage::LEGACY_WAL_ID.to_string()
+    } else {
+        format!("{:016x}{:08x}", canopy_model::now_nanos(), canopy_storage::paths::nonce())
+    };
     let tmp = data_dir.join("wal_id.tmp");
     {
         let mut f = std::fs::File::create(&tmp)?;
@@ -150,6 +158,8 @@ impl Ingester {
     /// version carrying the epoch so the previous owner can no longer
     /// commit. Fails with `Fenced` if the catalog already has a newer epoch.
     pub async fn acquire(&self, group: &str, id: u32, epoch: u64) -> Result<()> {
+        // The name becomes a directory: never let it resolve elsewhere.
+        canopy_model::check_name(group, "group").map_err(|e| IngestError::Invalid(e.to_string()))?;
         // Opening replays the WAL and reads the catalog: serialize changes
         // of ownership, but keep the map free for writes to other shards.
         let _changing = self.changing.lock().await;
@@ -284,7 +294,7 @@ impl Ingester {
     /// count. A batch of one shard goes to the WAL as received, without
     /// being encoded again.
     pub async fn write_encoded(&self, payload: Vec<u8>) -> Result<usize> {
-        let batch = crate::wal::decode_batch(&payload).ok_or_else(|| IngestError::Invalid("batch: not a valid WAL batch".into()))?;
+        let batch = crate::wal::decode_batch(&payload).map_err(|e| IngestError::Invalid(format!("batch: {e}")))?;
         let n = batch.points.len();
         match batch.points.first().map(|p| p.shard) {
             Some(id) if batch.points.iter().all(|p| p.shard == id) => {

@@ -17,7 +17,7 @@ use object_store::ObjectStore;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::memtable::Memtable;
-use crate::wal::{Wal, WalBatch, decode_batch, encode_batch};
+use crate::wal::{PAYLOAD_BYTES_MAX, Wal, WalBatch, decode_batch, split_to_fit};
 use crate::{IngestError, Result};
 
 /// Most bytes of WAL payload written under one fsync.
@@ -140,7 +140,7 @@ impl Shard {
         let mut segment_nanos = DEFAULT_SEGMENT_NANOS;
         for (seq, payload) in recovered.records {
             let b = decode_batch(&payload)
-                .ok_or_else(|| IngestError::Wal(std::io::Error::other(format!("undecodable WAL record {seq} in {group}/{id}"))))?;
+                .map_err(|e| IngestError::Wal(std::io::Error::other(format!("WAL record {seq} of {group}/{id}: {e}"))))?;
             segment_nanos = b.segment_nanos;
             active.insert(&b.measure, b.revision, &b.layout, seq, b.points);
         }
@@ -183,16 +183,26 @@ impl Shard {
             )));
         }
         self.state.lock().expect("shard lock").segment_nanos = batch.segment_nanos;
-        let payload = encoded.unwrap_or_else(|| encode_batch(&batch));
-        let (reply, rx) = oneshot::channel();
-        match tokio::time::timeout(ENQUEUE_TIMEOUT, self.tx.send(WriteReq { batch, payload, reply })).await {
-            Ok(Ok(())) => {}
-            Ok(Err(_)) => return Err(IngestError::Closed),
-            Err(_) => {
-                return Err(IngestError::Overloaded(format!("write queue of shard {}/{} is full", self.group, self.id)));
+        // Every record must fit what recovery accepts: an oversized batch
+        // becomes several records, acknowledged together.
+        let pieces = split_to_fit(batch, encoded, PAYLOAD_BYTES_MAX).map_err(IngestError::Invalid)?;
+        let mut replies = Vec::with_capacity(pieces.len());
+        for (batch, payload) in pieces {
+            let (reply, rx) = oneshot::channel();
+            match tokio::time::timeout(ENQUEUE_TIMEOUT, self.tx.send(WriteReq { batch, payload, reply })).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return Err(IngestError::Closed),
+                Err(_) => {
+                    return Err(IngestError::Overloaded(format!("write queue of shard {}/{} is full", self.group, self.id)));
+                }
             }
+            replies.push(rx);
         }
-        rx.await.map_err(|_| IngestError::Closed)?
+        let mut seq = 0;
+        for rx in replies {
+            seq = rx.await.map_err(|_| IngestError::Closed)??;
+        }
+        Ok(seq)
     }
 
     /// Adopts a newer catalog version committed by someone else (a compactor)

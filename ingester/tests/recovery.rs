@@ -64,3 +64,41 @@ async fn wal_only_points_survive_and_flush_by_segment_after_recovery() {
     assert_eq!(ing.memtable_bytes(), 0);
     assert_eq!(ing.flush_all().await.unwrap(), 0);
 }
+
+#[tokio::test]
+async fn a_batch_larger_than_a_wal_record_is_split_and_fully_replayed() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn object_store::ObjectStore> = Arc::new(object_store::memory::InMemory::new());
+    let schema = schema();
+    let now = canopy_model::now_nanos();
+    // 4,200 points with (almost) 64 KiB entity values: about 275 MB once
+    // encoded, over the 256 MiB a WAL record may hold.
+    let value_bytes = canopy_model::VALUE_BYTES_MAX - 64;
+    let n = 4_200;
+    let dps: Vec<DataPointValue> = (0..n)
+        .map(|i| {
+            let mut s = format!("{i:08}");
+            s.push_str(&"x".repeat(value_bytes - s.len()));
+            DataPointValue {
+                timestamp: Some(canopy_model::nanos_to_timestamp(now - HOUR + i)),
+                tag_families: vec![TagFamilyForWrite { tags: vec![TagVal::Str(s).to_proto()] }],
+                fields: vec![FieldVal::Int(i).to_proto()],
+                version: 0,
+            }
+        })
+        .collect();
+    let (points, rejected) = validate_batch(&schema, &dps, now);
+    assert!(rejected.is_empty(), "{:?}", rejected.first());
+    drop(dps);
+    {
+        let ing = Ingester::open(IngesterConfig::new(dir.path().to_path_buf()), store.clone()).await.unwrap();
+        ing.write(&schema, points).await.unwrap();
+        // Dropped without a flush: only the WAL holds the points.
+    }
+    let ing = Ingester::open(IngesterConfig::new(dir.path().to_path_buf()), store).await.unwrap();
+    let snap = ing.snapshot("g", 0, "m", &schema.layout, None, &|_| true).await.unwrap();
+    assert_eq!(snap.rows.len(), n as usize, "every acknowledged point is replayed");
+    let mut values: Vec<i64> = snap.rows.iter().map(|(_, p)| p.fields[0].as_f64().unwrap() as i64).collect();
+    values.sort_unstable();
+    assert_eq!(values, (0..n).collect::<Vec<_>>());
+}

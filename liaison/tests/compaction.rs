@@ -17,7 +17,7 @@ use canopy_model::{GroupSpec, QueryPlan, testing};
 use canopy_querier::{Querier, QuerierConfig};
 use canopy_storage::CatalogStore;
 use futures::TryStreamExt;
-use object_store::ObjectStore;
+use object_store::{ObjectStore, ObjectStoreExt};
 
 const HOUR: i64 = 3_600_000_000_000;
 
@@ -153,8 +153,7 @@ async fn parts_per_segment(store: &Arc<dyn ObjectStore>, shards: u32) -> Vec<usi
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn randomized_writes_flushes_compactions_and_queries_match_the_oracle() {
-    let seed = now_nanos() as u64 | 1;
-    println!("seed {seed}");
+    let seed = seed();
     let policy = PolicyConfig { fanout: 2, tier_base_bytes: 1 << 10, parts_max: 2, inputs_max: 4 };
     let ccfg = CompactorConfig {
         policy: policy.clone(),
@@ -336,4 +335,58 @@ async fn a_compactor_killed_mid_merge_leaves_nothing_visible_and_the_next_run_co
     assert_eq!(part_paths(&e.store).await, live, "exactly the catalog's parts remain");
     e.ingester.refresh_catalogs().await.unwrap();
     assert_eq!(query_all(&e.gw, base).await, oracle);
+}
+
+/// A seed for a randomized test: `CANOPY_TEST_SEED` replays a run, else the clock.
+fn seed() -> u64 {
+    let seed = std::env::var("CANOPY_TEST_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(now_nanos() as u64 | 1);
+    println!("seed {seed} (CANOPY_TEST_SEED={seed} replays this run)");
+    seed
+}
+
+/// Group names drawn from every character a name may hold (dots included,
+/// and the names that are dots only): a name is either refused naming the
+/// field, or its parts outlive GC while the newest catalog references them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gc_never_deletes_a_part_the_newest_catalog_references_whatever_the_group_name() {
+    let mut rng = Rng(seed());
+    let ccfg = CompactorConfig { gc_grace: Duration::ZERO, orphan_min_age: Duration::ZERO, ..CompactorConfig::default() };
+    let e = env(ccfg.clone(), 1).await;
+    let compactor = Compactor::new(ccfg, e.store.clone());
+    const ALPHABET: &[u8] = b"abcXYZ019_.:-";
+    let mut names: Vec<String> = [".", "..", "...", ".a", "a.", "a..b", "x:y-z_0.9"].iter().map(|s| s.to_string()).collect();
+    for _ in 0..12 {
+        let len = 1 + rng.next(10) as usize;
+        names.push((0..len).map(|_| ALPHABET[rng.next(ALPHABET.len() as u64) as usize] as char).collect());
+    }
+    let now = now_nanos();
+    let mut accepted = Vec::new();
+    for name in names {
+        if let Err(err) = e.gw.create_group(Some(testing::group(&name, 1, 1, 1))).await {
+            assert!(name.starts_with('.'), "{name:?} is a valid name but was refused: {err:?}");
+            assert!(err.message.contains("group.metadata.name"), "{name:?}: {err:?}");
+            continue;
+        }
+        accepted.push(name.clone());
+        let m = testing::measure(&name, "m", &[("s", TagType::Int), ("z", TagType::String)], &[("v", FieldType::Int)], &["s"]);
+        e.gw.create_measure(Some(m)).await.unwrap();
+        let r =
+            e.gw.write(WriteRequest {
+                metadata: Some(Metadata { group: name.clone(), name: "m".into(), mod_revision: 0 }),
+                data_points: (0..5).map(|i| dp(i, now - HOUR + i, 0, i)).collect(),
+                message_id: 0,
+            })
+            .await;
+        assert_eq!(r.status(), Status::Succeed, "{name:?}: {r:?}");
+        e.ingester.flush_all().await.unwrap();
+        let spec = GroupSpec::compile(&e.gw.registry.get_group(&name).await.unwrap()).unwrap();
+        compactor.run_shard(&spec, 0, now / 1_000_000 + 1000).await.unwrap();
+        let catalog = CatalogStore::new(e.store.clone()).load_latest(&name, 0).await.unwrap();
+        assert!(!catalog.parts.is_empty(), "{name:?}");
+        for p in &catalog.parts {
+            let path = object_store::path::Path::from(p.path.as_str());
+            assert!(e.store.head(&path).await.is_ok(), "{name:?}: GC deleted {} which the newest catalog references", p.path);
+        }
+    }
+    assert!(accepted.iter().all(|n| !n.starts_with('.')), "names starting with a dot were accepted: {accepted:?}");
 }

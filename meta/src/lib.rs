@@ -8,7 +8,7 @@ mod error;
 mod kv;
 mod registry;
 
-pub use embedded::EmbeddedStore;
+pub use embedded::{EmbeddedStore, MetaFileError};
 pub use error::{MetaError, Result};
 pub use kv::{KeyValue, MetadataStore, PutCondition};
 pub use registry::SchemaRegistry;

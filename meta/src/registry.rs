@@ -56,6 +56,12 @@ impl SchemaRegistry {
         self.cache.write().expect("cache lock").clear();
     }
 
+    /// Drops one measure's cached schema, so the next lookup reads the store
+    /// (another process may have changed it).
+    pub fn forget_measure(&self, group: &str, name: &str) {
+        self.cache.write().expect("cache lock").remove(&(group.to_string(), name.to_string()));
+    }
+
     fn forget_group(&self, group: &str) {
         self.cache.write().expect("cache lock").retain(|(g, _), _| g != group);
     }
@@ -127,11 +133,25 @@ impl SchemaRegistry {
     }
 
     /// Updates a measure; only additions of tags and fields are allowed.
-    pub async fn update_measure(&self, mut m: Measure) -> Result<i64> {
+    pub async fn update_measure(&self, m: Measure) -> Result<i64> {
+        self.update_measure_at(m, None).await
+    }
+
+    /// Updates a measure only if it is still at `read_revision` (the
+    /// `mod_revision` it was read at); otherwise fails with `Conflict`, so a
+    /// read-modify-write never overwrites a concurrent change.
+    pub async fn extend_measure(&self, m: Measure, read_revision: i64) -> Result<i64> {
+        self.update_measure_at(m, Some(read_revision)).await
+    }
+
+    async fn update_measure_at(&self, mut m: Measure, read_revision: Option<i64>) -> Result<i64> {
         check_measure(&m)?;
         let md = m.metadata.clone().expect("checked");
         let key = measure_key(&md.group, &md.name);
         let cur = self.store.get(&key).await?.ok_or_else(|| MetaError::NotFound(format!("measure {}/{}", md.group, md.name)))?;
+        if read_revision.is_some_and(|r| r != cur.mod_revision) {
+            return Err(MetaError::Conflict(key));
+        }
         let old: Measure = decode(&key, &cur.value)?;
         check_measure_update(&old, &m)?;
         m.updated_at = Some(now());

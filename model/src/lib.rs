@@ -27,9 +27,9 @@ pub use layout::{ColumnLayout, LayoutMapping};
 pub use point::{Point, PointRejection, VALUE_BYTES_MAX, validate_batch};
 pub use query::{Aggregation, GROUPS_MAX, LIMIT_DEFAULT, LIMIT_MAX, PINNED_SERIES_MAX, QueryPlan, Top, pinned_series};
 pub use result::{GroupKey, PartialResult, finish, merge_partials};
-pub use schema::{GroupSpec, MeasureSchema, SHARD_NUM_MAX, check_group, check_measure, check_measure_update};
+pub use schema::{GroupSpec, MeasureSchema, SHARD_NUM_MAX, check_group, check_measure, check_measure_update, check_name};
 pub use series::{SeriesId, series_id, shard_of};
-pub use time::{interval_nanos, nanos_to_timestamp, now_nanos, timestamp_to_nanos};
+pub use time::{INTERVAL_NANOS_MAX, interval_nanos, nanos_to_timestamp, now_nanos, timestamp_to_nanos};
 pub use value::{FieldVal, TagVal};
 
 /// Varint, zigzag and length-prefixed byte helpers shared by the WAL and the

@@ -72,8 +72,16 @@ impl MeasureSchema {
     }
 }
 
-fn check_name(name: &str, field: &str) -> Result<()> {
-    let ok = !name.is_empty() && name.len() <= 255 && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':'));
+/// The one validator for names that become object keys, etcd keys or
+/// directory names (groups, measures, tag families, tags, fields): 1..=255
+/// characters of `[A-Za-z0-9_.:-]`, not starting with '.'. A leading dot
+/// would allow "." and "..", which object stores percent-encode and file
+/// systems resolve to another directory.
+pub fn check_name(name: &str, field: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 255
+        && !name.starts_with('.')
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':'));
     if ok {
         Ok(())
     } else {
@@ -178,4 +186,20 @@ pub fn check_measure_update(old: &Measure, new: &Measure) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_that_would_escape_a_path_are_refused() {
+        for bad in [".", "..", ".hidden", "", "a/b", "a b", "é", &"x".repeat(256)] {
+            let err = check_name(bad, "group.metadata.name").unwrap_err().to_string();
+            assert!(err.contains("group.metadata.name"), "{bad:?}: {err}");
+        }
+        for good in ["a", "a.b", "a..", "node_cpu:rate-5m", "_.", &"x".repeat(255)] {
+            check_name(good, "n").unwrap();
+        }
+    }
 }

@@ -8,8 +8,7 @@
 //! and probe forward with HEAD until a version is missing; parts are never
 //! discovered by listing.
 //!
-//! On-disk form: `b"CNCT"`, format version (u32 LE), CRC32 of the body
-//! (u32 LE), then the JSON body.
+//! On-disk form and its versions: [`crate::catalog_format`].
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -21,8 +20,6 @@ use serde::{Deserialize, Serialize};
 use crate::paths;
 use crate::{Result, StorageError};
 
-const MAGIC: &[u8; 4] = b"CNCT";
-const FORMAT_VERSION: u32 = 1;
 /// Most versions probed forward from the hint before giving up; bounds the
 /// loop if the hint is far behind (it is rewritten on every commit).
 const PROBE_MAX: u64 = 100_000;
@@ -90,8 +87,9 @@ impl PartMeta {
     }
 }
 
-/// One version of a shard's catalog.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// One version of a shard's catalog (in memory; stored as
+/// [`crate::catalog_format`] describes).
+#[derive(Debug, Clone, PartialEq)]
 pub struct CatalogState {
     pub group: String,
     pub shard: u32,
@@ -103,22 +101,18 @@ pub struct CatalogState {
     /// with a sequence number <= the watermark is in `parts`. A shard that
     /// changed owners holds one entry per owner, since each ingester numbers
     /// its own WAL.
-    #[serde(default)]
     pub watermarks: BTreeMap<String, u64>,
     pub next_part_id: u64,
     /// Live parts, in commit order (later parts win ties on dedup).
     pub parts: Vec<PartMeta>,
     /// Segments a compactor is working on, so others leave them alone.
-    #[serde(default)]
     pub claims: Vec<CompactionClaim>,
     /// Objects no longer referenced, to be deleted once no query can still
     /// read them (see the GC grace period).
-    #[serde(default)]
     pub pending_deletes: Vec<PendingDelete>,
     /// Unique per commit attempt, so a writer whose create-if-absent put
     /// succeeded but whose reply was lost (and was retried into a 412)
     /// recognises the version as its own.
-    #[serde(default)]
     pub commit_id: String,
 }
 
@@ -162,29 +156,11 @@ impl CatalogState {
     }
 
     fn encode(&self) -> Vec<u8> {
-        let body = serde_json::to_vec(self).expect("catalog state serializes");
-        let mut out = Vec::with_capacity(body.len() + 12);
-        out.extend_from_slice(MAGIC);
-        out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
-        out.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
-        out.extend_from_slice(&body);
-        out
+        crate::catalog_format::encode(self)
     }
 
     fn decode(path: &str, b: &[u8]) -> Result<CatalogState> {
-        let corrupt = |reason: &str| StorageError::Corrupt { path: path.into(), reason: reason.into() };
-        if b.len() < 12 || &b[..4] != MAGIC {
-            return Err(corrupt("bad magic"));
-        }
-        let version = u32::from_le_bytes(b[4..8].try_into().expect("4 bytes"));
-        if version != FORMAT_VERSION {
-            return Err(corrupt(&format!("unsupported catalog format {version}")));
-        }
-        let crc = u32::from_le_bytes(b[8..12].try_into().expect("4 bytes"));
-        if crc32fast::hash(&b[12..]) != crc {
-            return Err(corrupt("checksum mismatch"));
-        }
-        serde_json::from_slice(&b[12..]).map_err(|e| corrupt(&e.to_string()))
+        crate::catalog_format::decode(b).map_err(|e| StorageError::Corrupt { path: path.into(), reason: e.to_string() })
     }
 }
 

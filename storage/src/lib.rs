@@ -4,6 +4,7 @@
 //! make parts visible ([`catalog`]).
 
 pub mod catalog;
+pub mod catalog_format;
 mod error;
 pub mod part;
 pub mod paths;
@@ -11,6 +12,7 @@ mod series_filter;
 mod store;
 
 pub use catalog::{CatalogState, CatalogStore, CompactionClaim, MeasureStats, PartMeta, PendingDelete};
+pub use catalog_format::{CATALOG_FORMAT, CatalogFormatError, LEGACY_WAL_ID};
 pub use error::{Result, StorageError};
 pub use series_filter::{FILTER_SERIES_MAX, SeriesFilter};
 pub use store::{ObjectStoreConfig, open_object_store};

@@ -27,6 +27,14 @@ impl Http {
         (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
     }
 
+    /// PUTs a JSON value; returns the status and the JSON body.
+    pub async fn put(&self, path: &str, body: &Value) -> (u16, Value) {
+        let r = self.c.put(format!("{}{path}", self.base)).body(body.to_string()).send().await.unwrap();
+        let status = r.status().as_u16();
+        let text = r.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+
     /// POSTs a serializable body as JSON.
     pub async fn post<T: serde::Serialize>(&self, path: &str, body: &T) -> (u16, Value) {
         self.post_raw(path, serde_json::to_string(body).unwrap()).await

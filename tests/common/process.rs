@@ -209,6 +209,14 @@ impl Canopy {
         }
     }
 
+    /// The process's peak resident memory so far (Linux `VmHWM`), in bytes.
+    pub fn peak_rss_bytes(&self) -> u64 {
+        let pid = self.child.as_ref().expect("running").id();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let kb = status.lines().find_map(|l| l.strip_prefix("VmHWM:")).expect("VmHWM in /proc status");
+        kb.trim().trim_end_matches("kB").trim().parse::<u64>().unwrap() * 1024
+    }
+
     /// Starts the process again on the same data directory and backend.
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "stop or kill first");

@@ -1,13 +1,37 @@
 //! The payload of a WAL record: points of one measure, with the column
 //! layout and schema revision they were validated against, so replay after
 //! a schema change maps them by name like any other stored data.
+//!
+//! On disk (format byte 1, the only version so far): `[1]`, group, measure
+//! (length-prefixed UTF-8), revision and segment width (zigzag varints), the
+//! layout (tags: family, name, type; fields: name, type), then the points
+//! (series id u64 LE, shard, ts, version, tags, fields). A new layout gets a
+//! new format byte and its own decoder here; old ones stay readable.
 
 use std::sync::Arc;
 
 use canopy_model::codec::{put_bytes, put_varint, take_bytes, take_len, take_varint, unzigzag, zigzag};
 use canopy_model::{ColumnLayout, FieldVal, Point, TagVal};
 
-const BATCH_FORMAT: u8 = 1;
+/// The format byte written today.
+const BATCH_FORMAT_V1: u8 = 1;
+
+/// Why a WAL payload is not a batch.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BatchDecodeError {
+    #[error("empty WAL payload")]
+    Empty,
+    #[error("unknown WAL batch format {0} (this build reads format 1)")]
+    UnknownFormat(u8),
+    #[error("WAL batch cut short in {0}")]
+    Truncated(&'static str),
+    #[error("WAL batch: {0} is not UTF-8")]
+    NotUtf8(&'static str),
+    #[error("WAL batch: segment width {0}ns is out of range")]
+    SegmentWidth(i64),
+    #[error("WAL batch: {0} bytes left after the last point")]
+    TrailingBytes(usize),
+}
 
 /// One WAL record's content.
 #[derive(Debug, Clone, PartialEq)]
@@ -39,7 +63,7 @@ impl WalBatch {
 /// Encodes a batch as a WAL payload.
 pub fn encode_batch(b: &WalBatch) -> Vec<u8> {
     let mut out = Vec::with_capacity(64 + b.points.len() * 64);
-    out.push(BATCH_FORMAT);
+    out.push(BATCH_FORMAT_V1);
     put_bytes(&mut out, b.group.as_bytes());
     put_bytes(&mut out, b.measure.as_bytes());
     put_varint(&mut out, zigzag(b.revision));
@@ -68,46 +92,98 @@ pub fn encode_batch(b: &WalBatch) -> Vec<u8> {
     out
 }
 
-fn string(buf: &mut &[u8]) -> Option<String> {
-    String::from_utf8(take_bytes(buf)?.to_vec()).ok()
+/// A batch cut into pieces whose encodings each fit in `max_bytes`, with
+/// those encodings (`encoded` is the whole batch's, when the caller has it).
+/// Fails only when a single point is larger than `max_bytes`.
+pub fn split_to_fit(batch: WalBatch, encoded: Option<Vec<u8>>, max_bytes: usize) -> Result<Vec<(WalBatch, Vec<u8>)>, String> {
+    let payload = encoded.unwrap_or_else(|| encode_batch(&batch));
+    if payload.len() <= max_bytes {
+        return Ok(vec![(batch, payload)]);
+    }
+    if batch.points.len() <= 1 {
+        return Err(format!("a point of {} bytes once encoded is over the WAL record limit of {max_bytes} bytes", payload.len()));
+    }
+    drop(payload);
+    // Halve until each piece fits: only oversized batches pay the re-encoding.
+    let mut first = batch;
+    let second_points = first.points.split_off(first.points.len() / 2);
+    let second = WalBatch { points: second_points, ..first.clone_header() };
+    let mut out = split_to_fit(first, None, max_bytes)?;
+    out.extend(split_to_fit(second, None, max_bytes)?);
+    Ok(out)
 }
 
-/// Decodes a WAL payload; `None` if it is not a valid batch.
-pub fn decode_batch(mut buf: &[u8]) -> Option<WalBatch> {
-    let b = &mut buf;
-    let (&format, rest) = b.split_first()?;
-    *b = rest;
-    if format != BATCH_FORMAT {
-        return None;
+impl WalBatch {
+    /// The batch's names, revision and layout, with no points.
+    fn clone_header(&self) -> WalBatch {
+        WalBatch {
+            group: self.group.clone(),
+            measure: self.measure.clone(),
+            revision: self.revision,
+            segment_nanos: self.segment_nanos,
+            layout: self.layout.clone(),
+            points: Vec::new(),
+        }
     }
-    let group = string(b)?;
-    let measure = string(b)?;
-    let revision = unzigzag(take_varint(b)?);
-    let segment_nanos = unzigzag(take_varint(b)?);
-    if segment_nanos <= 0 {
-        return None;
+}
+
+fn string(buf: &mut &[u8], what: &'static str) -> Result<String, BatchDecodeError> {
+    let bytes = take_bytes(buf).ok_or(BatchDecodeError::Truncated(what))?;
+    String::from_utf8(bytes.to_vec()).map_err(|_| BatchDecodeError::NotUtf8(what))
+}
+
+fn varint(buf: &mut &[u8], what: &'static str) -> Result<u64, BatchDecodeError> {
+    take_varint(buf).ok_or(BatchDecodeError::Truncated(what))
+}
+
+fn len(buf: &mut &[u8], what: &'static str) -> Result<usize, BatchDecodeError> {
+    take_len(buf).ok_or(BatchDecodeError::Truncated(what))
+}
+
+/// Decodes a WAL payload of any known format.
+pub fn decode_batch(buf: &[u8]) -> Result<WalBatch, BatchDecodeError> {
+    let (&format, rest) = buf.split_first().ok_or(BatchDecodeError::Empty)?;
+    match format {
+        BATCH_FORMAT_V1 => decode_v1(rest),
+        other => Err(BatchDecodeError::UnknownFormat(other)),
+    }
+}
+
+fn decode_v1(mut buf: &[u8]) -> Result<WalBatch, BatchDecodeError> {
+    use BatchDecodeError::Truncated;
+    let b = &mut buf;
+    let group = string(b, "group")?;
+    let measure = string(b, "measure")?;
+    let revision = unzigzag(varint(b, "revision")?);
+    let segment_nanos = unzigzag(varint(b, "segment width")?);
+    if !(1..=canopy_model::INTERVAL_NANOS_MAX).contains(&segment_nanos) {
+        return Err(BatchDecodeError::SegmentWidth(segment_nanos));
     }
     let mut layout = ColumnLayout::default();
-    for _ in 0..take_len(b)? {
-        layout.tags.push((string(b)?, string(b)?, take_varint(b)? as i32));
+    for _ in 0..len(b, "layout")? {
+        layout.tags.push((string(b, "tag family")?, string(b, "tag name")?, varint(b, "tag type")? as i32));
     }
-    for _ in 0..take_len(b)? {
-        layout.fields.push((string(b)?, take_varint(b)? as i32));
+    for _ in 0..len(b, "layout")? {
+        layout.fields.push((string(b, "field name")?, varint(b, "field type")? as i32));
     }
-    let n = take_len(b)?;
+    let n = len(b, "point count")?;
     let mut points = Vec::with_capacity(n);
     for _ in 0..n {
-        let (sid, rest) = b.split_at_checked(8)?;
+        let (sid, rest) = b.split_at_checked(8).ok_or(Truncated("series id"))?;
         *b = rest;
-        let series = u64::from_le_bytes(sid.try_into().ok()?);
-        let shard = take_varint(b)? as u32;
-        let ts = unzigzag(take_varint(b)?);
-        let version = unzigzag(take_varint(b)?);
-        let tags = (0..layout.tags.len()).map(|_| TagVal::decode(b)).collect::<Option<Vec<_>>>()?;
-        let fields = (0..layout.fields.len()).map(|_| FieldVal::decode(b)).collect::<Option<Vec<_>>>()?;
+        let series = u64::from_le_bytes(sid.try_into().expect("8 bytes"));
+        let shard = varint(b, "shard")? as u32;
+        let ts = unzigzag(varint(b, "timestamp")?);
+        let version = unzigzag(varint(b, "version")?);
+        let tags = (0..layout.tags.len()).map(|_| TagVal::decode(b).ok_or(Truncated("tag value"))).collect::<Result<Vec<_>, _>>()?;
+        let fields =
+            (0..layout.fields.len()).map(|_| FieldVal::decode(b).ok_or(Truncated("field value"))).collect::<Result<Vec<_>, _>>()?;
         points.push(Point { series, shard, ts, version, tags, fields });
     }
-    b.is_empty().then_some(WalBatch { group, measure, revision, segment_nanos, layout: Arc::new(layout), points })
+    if !b.is_empty() {
+        return Err(BatchDecodeError::TrailingBytes(b.len()));
+    }
+    Ok(WalBatch { group, measure, revision, segment_nanos, layout: Arc::new(layout), points })
 }
 
 #[cfg(test)]
@@ -132,8 +208,43 @@ mod tests {
             }],
         };
         let mut enc = encode_batch(&b);
-        assert_eq!(decode_batch(&enc).unwrap(), b);
+        assert_eq!(decode_batch(&enc), Ok(b));
         enc.push(0);
-        assert!(decode_batch(&enc).is_none());
+        assert_eq!(decode_batch(&enc), Err(BatchDecodeError::TrailingBytes(1)));
+        assert_eq!(decode_batch(&enc[..enc.len() - 3]), Err(BatchDecodeError::Truncated("field value")));
+        assert_eq!(decode_batch(&[9]), Err(BatchDecodeError::UnknownFormat(9)));
+    }
+
+    #[test]
+    fn oversized_batches_split_into_pieces_that_fit_and_keep_every_point_in_order() {
+        let points: Vec<Point> = (0..100)
+            .map(|i| Point {
+                series: i,
+                shard: 0,
+                ts: i as i64,
+                version: 0,
+                tags: vec![TagVal::Str("x".repeat(i as usize * 10))],
+                fields: vec![],
+            })
+            .collect();
+        let b = WalBatch {
+            group: "g".into(),
+            measure: "m".into(),
+            revision: 1,
+            segment_nanos: 1,
+            layout: Arc::new(ColumnLayout { tags: vec![("d".into(), "t".into(), 1)], fields: vec![] }),
+            points: points.clone(),
+        };
+        let whole = encode_batch(&b).len();
+        let pieces = split_to_fit(b.clone(), None, whole / 5).unwrap();
+        assert!(pieces.len() >= 5);
+        for (piece, enc) in &pieces {
+            assert!(enc.len() <= whole / 5);
+            assert_eq!(decode_batch(enc).as_ref(), Ok(piece));
+        }
+        let back: Vec<Point> = pieces.into_iter().flat_map(|(p, _)| p.points).collect();
+        assert_eq!(back, points);
+        assert_eq!(split_to_fit(b.clone(), None, whole).unwrap().len(), 1);
+        assert!(split_to_fit(b, None, 100).unwrap_err().contains("over the WAL record limit"));
     }
 }

@@ -6,8 +6,12 @@ use std::path::{Path, PathBuf};
 
 const MAGIC: &[u8; 8] = b"CNPYWAL1";
 const HEADER: usize = 16; // len + crc + seq
-/// Largest record accepted; a bigger length on disk can only be corruption.
+/// Largest record (seq + payload); a bigger length on disk can only be
+/// corruption, so appends refuse anything bigger than recovery accepts.
 const RECORD_BYTES_MAX: usize = 256 * 1024 * 1024;
+/// Largest payload [`Wal::append`] accepts: a record is the sequence number
+/// (8 bytes) plus the payload. Writers split batches to stay below it.
+pub const PAYLOAD_BYTES_MAX: usize = RECORD_BYTES_MAX - 8;
 
 #[derive(Debug)]
 struct Segment {
@@ -27,10 +31,18 @@ pub struct Wal {
     active_bytes: u64,
     next_seq: u64,
     segment_bytes_max: u64,
-    /// Set after a failed write or fsync: the file may hold a partial record
-    /// and the page cache can no longer be trusted, so nothing more is
-    /// appended until recovery (a restart) truncates the torn tail.
+    /// Set after a failed write or fsync: the page cache can no longer be
+    /// trusted, so nothing more is appended until a restart recovers.
     failed: Option<String>,
+    /// Set when a failed append could not cut the file back to its last
+    /// acknowledged record: the segment then ends in a partial record, which
+    /// recovery accepts only at the end of the newest segment, so it must
+    /// never be closed behind a new one.
+    torn: bool,
+    /// Test hook: the next write stores only this many bytes, then fails as
+    /// a full disk does.
+    #[cfg(test)]
+    fail_write_after: Option<usize>,
 }
 
 /// What recovery found: the records to replay, in order.
@@ -101,6 +113,9 @@ impl Wal {
             next_seq,
             segment_bytes_max,
             failed: None,
+            torn: false,
+            #[cfg(test)]
+            fail_write_after: None,
         };
         Ok((wal, Recovered { records, truncated_bytes }))
     }
@@ -115,22 +130,48 @@ impl Wal {
     }
 
     /// Appends payloads as consecutive records and fsyncs once for all of
-    /// them (group commit). Returns the sequence number of each.
+    /// them (group commit). Returns the sequence number of each. A payload
+    /// over [`PAYLOAD_BYTES_MAX`] is refused whole (nothing is written).
     pub fn append(&mut self, payloads: &[Vec<u8>]) -> io::Result<Vec<u64>> {
         if let Some(why) = &self.failed {
             return Err(io::Error::other(format!("WAL disabled after an earlier failure ({why}); restart to recover")));
         }
+        if let Some(p) = payloads.iter().find(|p| p.len() > PAYLOAD_BYTES_MAX) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("WAL record of {} bytes is over the limit of {PAYLOAD_BYTES_MAX}", p.len()),
+            ));
+        }
+        if self.active_bytes >= self.segment_bytes_max {
+            self.rotate()?;
+        }
+        let (good_len, next_seq) = (self.active_bytes, self.next_seq);
         let r = self.append_inner(payloads);
         if let Err(e) = &r {
             self.failed = Some(e.to_string());
+            self.next_seq = next_seq;
+            // Cut a partial record off so the segment ends on a record
+            // boundary; if even that fails, the segment stays the newest.
+            let cut =
+                self.file.set_len(good_len).and_then(|()| self.file.seek(SeekFrom::Start(good_len))).and_then(|_| self.file.sync_all());
+            if let Err(cut_err) = cut {
+                tracing::error!(path = %self.active.path.display(), error = %cut_err, "could not truncate a failed WAL append");
+                self.torn = true;
+            }
         }
         r
     }
 
-    fn append_inner(&mut self, payloads: &[Vec<u8>]) -> io::Result<Vec<u64>> {
-        if self.active_bytes >= self.segment_bytes_max {
-            self.rotate()?;
+    fn write_buf(&mut self, buf: &[u8]) -> io::Result<()> {
+        #[cfg(test)]
+        if let Some(n) = self.fail_write_after.take() {
+            self.file.write_all(&buf[..n.min(buf.len())])?;
+            return Err(io::Error::new(io::ErrorKind::StorageFull, "injected: no space left on device"));
         }
+        self.file.write_all(buf)
+    }
+
+    fn append_inner(&mut self, payloads: &[Vec<u8>]) -> io::Result<Vec<u64>> {
         let total: usize = payloads.iter().map(|p| p.len() + HEADER).sum();
         let mut buf = Vec::with_capacity(total);
         let mut seqs = Vec::with_capacity(payloads.len());
@@ -147,7 +188,7 @@ impl Wal {
             buf.extend_from_slice(p);
             seqs.push(seq);
         }
-        self.file.write_all(&buf)?;
+        self.write_buf(&buf)?;
         self.file.sync_data()?;
         self.active_bytes += buf.len() as u64;
         if let Some(&last) = seqs.last() {
@@ -158,9 +199,17 @@ impl Wal {
 
     /// Closes the active segment and starts a new one, so the closed one can
     /// be deleted once a flush covers it. A no-op on an empty segment.
+    /// Refused when a failed append left a partial record that could not
+    /// be cut off: recovery tolerates one only at the very end of the log.
     pub fn rotate(&mut self) -> io::Result<()> {
         if self.active.last_seq < self.active.first_seq {
             return Ok(());
+        }
+        if self.torn {
+            return Err(io::Error::other(format!(
+                "WAL segment {} ends in a partial record after a failed append; restart to recover",
+                self.active.path.display()
+            )));
         }
         let (seg, file) = Self::create_segment(&self.dir, self.next_seq)?;
         let old = std::mem::replace(&mut self.active, seg);
@@ -289,6 +338,34 @@ mod tests {
         std::fs::write(&old, b).unwrap();
         let err = Wal::open(dir.path(), 0, 1 << 20).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+    }
+
+    #[test]
+    fn a_failed_append_leaves_a_log_that_recovers_after_rotation() {
+        // Disk full mid-append, then the flush rotates the log and fails
+        // too: the restart must find every acknowledged record.
+        let dir = tempfile::tempdir().unwrap();
+        let (mut wal, _) = Wal::open(dir.path(), 0, 1 << 20).unwrap();
+        wal.append(&payloads(2, 1)).unwrap();
+        wal.fail_write_after = Some(HEADER + 3);
+        let err = wal.append(&payloads(3, 2)).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::StorageFull);
+        assert!(wal.append(&payloads(1, 3)).is_err(), "a failed log refuses appends until restart");
+        wal.rotate().unwrap();
+        drop(wal);
+        let (mut wal, rec) = Wal::open(dir.path(), 0, 1 << 20).unwrap();
+        assert_eq!(rec.records.iter().map(|r| r.0).collect::<Vec<_>>(), vec![1, 2]);
+        assert_eq!(rec.truncated_bytes, 0, "the partial record was cut at the failure");
+        assert_eq!(wal.append(&payloads(1, 4)).unwrap(), vec![3]);
+    }
+
+    #[test]
+    fn a_payload_over_the_limit_is_refused_without_failing_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut wal, _) = Wal::open(dir.path(), 0, 1 << 20).unwrap();
+        let err = wal.append(&[vec![0; PAYLOAD_BYTES_MAX + 1]]).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+        assert_eq!(wal.append(&payloads(1, 1)).unwrap(), vec![1]);
     }
 
     #[test]

@@ -23,6 +23,9 @@ use crate::service::Gateway;
 pub(crate) const SERIES_TAG: &str = "__series__";
 /// The tag family of agent measures.
 pub(crate) const LABELS_FAMILY: &str = "labels";
+/// Rounds of read / create-or-widen / re-read before a write gives up on a
+/// schema that concurrent writers keep changing.
+const ENSURE_ATTEMPTS: usize = 8;
 
 /// Where agent writes land and the limits they obey.
 #[derive(Debug, Clone)]
@@ -39,6 +42,11 @@ pub struct AgentConfig {
     pub label_bytes_max: usize,
     /// Largest request body after decompression.
     pub body_bytes_max: usize,
+    /// Most samples (points) one request may carry.
+    pub samples_per_request_max: usize,
+    /// Most bytes one request may expand to once every sample carries its
+    /// series' labels (counted before expanding; see [`ExpansionBudget`]).
+    pub expanded_bytes_max: usize,
 }
 
 impl Default for AgentConfig {
@@ -54,16 +62,73 @@ impl Default for AgentConfig {
             labels_per_series_max: 64,
             label_bytes_max: 2048,
             body_bytes_max: 64 << 20,
+            samples_per_request_max: 200_000,
+            expanded_bytes_max: 128 << 20,
         }
     }
 }
 
-/// One point from an agent: labels (any order), fields, time in nanoseconds.
+/// A series' labels (any order), shared by all the samples of the series
+/// in a request: decoders allocate them once per series, not per sample.
+pub(crate) type Labels = Arc<Vec<(String, String)>>;
+
+/// One point from an agent: its series' labels, fields, time in nanoseconds.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct AgentRow {
-    pub(crate) labels: Vec<(String, String)>,
+    pub(crate) labels: Labels,
     pub(crate) fields: Vec<(String, FieldVal)>,
     pub(crate) ts: i64,
+}
+
+/// Bytes a stored agent point costs beyond its labels (timestamps, ids, vectors).
+const POINT_OVERHEAD_BYTES: usize = 96;
+
+/// What a request will expand to, counted while decoding and before any
+/// sample is expanded into a point: a small body can name one series with
+/// kilobytes of labels and a million samples, and every point carries its
+/// labels twice (the series key and one tag per label).
+#[derive(Debug)]
+pub(crate) struct ExpansionBudget {
+    samples: usize,
+    bytes: usize,
+    samples_max: usize,
+    bytes_max: usize,
+}
+
+impl ExpansionBudget {
+    /// An empty budget under the configured limits.
+    pub(crate) fn new(cfg: &AgentConfig) -> ExpansionBudget {
+        ExpansionBudget { samples: 0, bytes: 0, samples_max: cfg.samples_per_request_max, bytes_max: cfg.expanded_bytes_max }
+    }
+
+    /// Counts `samples` points of a series whose labels take `label_bytes`;
+    /// fails (400 naming the limit) once the request is over a limit.
+    pub(crate) fn charge(&mut self, samples: usize, label_bytes: usize) -> Result<(), ApiError> {
+        self.samples = self.samples.saturating_add(samples);
+        let per_point = label_bytes.saturating_mul(2).saturating_add(POINT_OVERHEAD_BYTES);
+        self.bytes = self.bytes.saturating_add(samples.saturating_mul(per_point));
+        if self.samples > self.samples_max {
+            return Err(ApiError::invalid(
+                "body",
+                format!("more than {} samples in one request (limit agent-samples-max); send smaller batches", self.samples_max),
+            ));
+        }
+        if self.bytes > self.bytes_max {
+            return Err(ApiError::invalid(
+                "body",
+                format!(
+                    "the request expands to more than {} bytes of points (limit agent-expanded-bytes-max); send smaller batches or fewer labels",
+                    self.bytes_max
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Bytes of a label set's names and values.
+pub(crate) fn label_bytes<'a>(labels: impl IntoIterator<Item = (&'a str, &'a str)>) -> usize {
+    labels.into_iter().map(|(k, v)| k.len() + v.len()).sum()
 }
 
 /// What a write did.
@@ -201,8 +266,71 @@ impl AutoSchema {
             return Ok(s);
         }
         let _serial = self.changes.lock().await;
+        // Another gateway (or process) may create or widen the same measure
+        // at the same time: every step tolerates losing that race, and the
+        // loop ends only when the stored schema covers this request.
+        for _ in 0..ENSURE_ATTEMPTS {
+            self.ensure_group(group).await?;
+            let spec = |name: &str| TagSpec { name: name.into(), r#type: TagType::String as i32 };
+            match self.registry.get_measure(group, measure).await {
+                Err(MetaError::NotFound(_)) => {
+                    let m = Measure {
+                        metadata: Some(Metadata { group: group.into(), name: measure.into(), mod_revision: 0 }),
+                        tag_families: vec![TagFamilySpec {
+                            name: LABELS_FAMILY.into(),
+                            tags: std::iter::once(SERIES_TAG).chain(tags.iter().map(String::as_str)).map(spec).collect(),
+                        }],
+                        fields: fields.iter().map(|(n, t)| FieldSpec { name: n.clone(), field_type: *t as i32 }).collect(),
+                        entity: Some(Entity { tag_names: vec![SERIES_TAG.into()] }),
+                        interval: String::new(),
+                        updated_at: None,
+                        // The entity is the full label set: labels never differ between versions.
+                        tags_follow_entity: true,
+                    };
+                    match self.registry.create_measure(m).await {
+                        Ok(_) | Err(MetaError::AlreadyExists(_)) => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                Ok(mut m) => {
+                    // What is missing is judged on the measure as just read,
+                    // not on a cached schema.
+                    let have = canopy_model::ColumnLayout::of(&m);
+                    let read_revision = m.metadata.as_ref().map_or(0, |md| md.mod_revision);
+                    let mut changed = false;
+                    for t in tags.iter().filter(|t| have.tag_index(t).is_none()) {
+                        m.tag_families[0].tags.push(spec(t));
+                        changed = true;
+                    }
+                    for (f, ty) in fields.iter().filter(|(f, _)| have.field_index(f).is_none()) {
+                        m.fields.push(FieldSpec { name: f.clone(), field_type: *ty as i32 });
+                        changed = true;
+                    }
+                    if changed {
+                        match self.registry.extend_measure(m, read_revision).await {
+                            Ok(_) | Err(MetaError::Conflict(_)) => {}
+                            Err(e) => return Err(e.into()),
+                        }
+                    }
+                }
+                Err(e) => return Err(e.into()),
+            }
+            self.registry.forget_measure(group, measure);
+            let s = self.registry.measure_schema(group, measure).await?;
+            if Self::covers(&s, tags, fields) {
+                return Ok(s);
+            }
+        }
+        Err(ApiError::new(
+            Code::Unavailable,
+            format!("the schema of {group}/{measure} kept changing under concurrent writers; retry the request"),
+        ))
+    }
+
+    /// Creates the agents' group if it does not exist yet (losing that race is fine).
+    async fn ensure_group(&self, group: &str) -> Result<(), ApiError> {
         match self.registry.get_group(group).await {
-            Ok(_) => {}
+            Ok(_) => Ok(()),
             Err(MetaError::NotFound(_)) => {
                 let g = Group {
                     metadata: Some(Metadata { name: group.into(), ..Default::default() }),
@@ -215,93 +343,98 @@ impl AutoSchema {
                     updated_at: None,
                 };
                 match self.registry.create_group(g).await {
-                    Ok(()) | Err(MetaError::AlreadyExists(_)) => {}
-                    Err(e) => return Err(e.into()),
+                    Ok(()) | Err(MetaError::AlreadyExists(_)) => Ok(()),
+                    Err(e) => Err(e.into()),
                 }
             }
-            Err(e) => return Err(e.into()),
+            Err(e) => Err(e.into()),
         }
-        let spec = |name: &str| TagSpec { name: name.into(), r#type: TagType::String as i32 };
-        match self.registry.get_measure(group, measure).await {
-            Err(MetaError::NotFound(_)) => {
-                let m = Measure {
-                    metadata: Some(Metadata { group: group.into(), name: measure.into(), mod_revision: 0 }),
-                    tag_families: vec![TagFamilySpec {
-                        name: LABELS_FAMILY.into(),
-                        tags: std::iter::once(SERIES_TAG).chain(tags.iter().map(String::as_str)).map(spec).collect(),
-                    }],
-                    fields: fields.iter().map(|(n, t)| FieldSpec { name: n.clone(), field_type: *t as i32 }).collect(),
-                    entity: Some(Entity { tag_names: vec![SERIES_TAG.into()] }),
-                    interval: String::new(),
-                    updated_at: None,
-                    // The entity is the full label set: labels never differ between versions.
-                    tags_follow_entity: true,
-                };
-                match self.registry.create_measure(m).await {
-                    Ok(_) | Err(MetaError::AlreadyExists(_)) => {}
-                    Err(e) => return Err(e.into()),
-                }
-            }
-            Ok(mut m) => {
-                let have = self.registry.measure_schema(group, measure).await?;
-                let mut changed = false;
-                for t in tags.iter().filter(|t| have.layout.tag_index(t).is_none()) {
-                    m.tag_families[0].tags.push(spec(t));
-                    changed = true;
-                }
-                for (f, ty) in fields.iter().filter(|(f, _)| have.layout.field_index(f).is_none()) {
-                    m.fields.push(FieldSpec { name: f.clone(), field_type: *ty as i32 });
-                    changed = true;
-                }
-                if changed {
-                    self.registry.update_measure(m).await?;
-                }
-            }
-            Err(e) => return Err(e.into()),
+    }
+
+    /// Checks and renames one label set, once for all its samples.
+    fn prepare(&self, measure: &str, labels: &[(String, String)]) -> Result<PreparedLabels, String> {
+        if labels.len() > self.cfg.labels_per_series_max {
+            return Err(format!("{measure}: {} labels, the limit is {}", labels.len(), self.cfg.labels_per_series_max));
         }
-        Ok(self.registry.measure_schema(group, measure).await?)
+        let mut out = Vec::with_capacity(labels.len());
+        for (k, v) in labels {
+            if k.len() + v.len() > self.cfg.label_bytes_max {
+                return Err(format!("{measure}: label {k:?} longer than {} bytes", self.cfg.label_bytes_max));
+            }
+            let k = sanitize(k);
+            if k == SERIES_TAG {
+                return Err(format!("{measure}: label name {SERIES_TAG} is reserved"));
+            }
+            out.push((k, v.clone()));
+        }
+        let key = series_key(&out);
+        let id = series_id(measure, [&TagVal::Str(key.clone())]);
+        Ok(PreparedLabels { labels: out, key, id })
+    }
+
+    /// The tag values of a label set in the schema's layout (the entity
+    /// first), built once per series; the reason if the series is over the
+    /// series limit or a label is missing from the schema.
+    fn series_tags(&self, group: &str, measure: &str, schema: &MeasureSchema, p: &PreparedLabels) -> Result<Vec<TagVal>, String> {
+        let layout = &schema.layout;
+        {
+            let mut series = self.series.lock().expect("series lock");
+            let seen = series.entry((group.to_string(), measure.to_string())).or_default();
+            if !seen.contains(&p.id) {
+                if seen.len() >= self.cfg.series_per_measure_max {
+                    return Err(format!("{measure}: more than {} series (limit)", self.cfg.series_per_measure_max));
+                }
+                seen.insert(p.id);
+            }
+        }
+        let mut tags = vec![TagVal::Null; layout.tags.len()];
+        tags[schema.entity[0]] = TagVal::Str(p.key.clone());
+        for (k, v) in &p.labels {
+            // `ensure` returned a schema covering every label; should that
+            // ever not hold, reject the point, never panic.
+            let i = layout.tag_index(k).ok_or_else(|| format!("{measure}: label {k:?} is not in the schema"))?;
+            tags[i] = TagVal::Str(v.clone());
+        }
+        Ok(tags)
     }
 
     /// Turns rows into points in the schema's layout — validated here, so
     /// they go straight to the data plane: the series limit, field types and
-    /// the group's TTL are checked; label strings are moved, not copied.
+    /// the group's TTL are checked.
     fn build_points(
         &self,
         group: &str,
         measure: &str,
         schema: &MeasureSchema,
-        rows: Vec<AgentRow>,
+        rows: Vec<(Arc<PreparedLabels>, AgentRow)>,
         now: i64,
         out: &mut Outcome,
     ) -> Vec<Point> {
         let layout = &schema.layout;
         let oldest = now.saturating_sub(schema.group.ttl_nanos);
         let mut points = Vec::with_capacity(rows.len());
-        let mut series = self.series.lock().expect("series lock");
-        let seen = series.entry((group.to_string(), measure.to_string())).or_default();
-        'points: for r in rows {
+        let mut templates: HashMap<usize, Result<Vec<TagVal>, String>> = HashMap::new();
+        'points: for (prepared, r) in rows {
             if r.ts < oldest {
                 out.reject(format!("{measure}: timestamp {} is outside the group's TTL", r.ts));
                 continue;
             }
-            let key = TagVal::Str(series_key(&r.labels));
-            let id = series_id(measure, [&key]);
-            if !seen.contains(&id) {
-                if seen.len() >= self.cfg.series_per_measure_max {
-                    out.reject(format!("{measure}: more than {} series (limit)", self.cfg.series_per_measure_max));
+            let tags = match templates
+                .entry(Arc::as_ptr(&prepared) as usize)
+                .or_insert_with(|| self.series_tags(group, measure, schema, &prepared))
+            {
+                Ok(t) => t.clone(),
+                Err(why) => {
+                    out.reject(why.clone());
                     continue;
                 }
-                seen.insert(id);
-            }
-            let mut tags = vec![TagVal::Null; layout.tags.len()];
-            tags[schema.entity[0]] = key;
-            for (k, v) in r.labels {
-                let i = layout.tag_index(&k).expect("ensured");
-                tags[i] = TagVal::Str(v);
-            }
+            };
             let mut fields = vec![FieldVal::Null; layout.fields.len()];
             for (k, v) in r.fields {
-                let i = layout.field_index(&k).expect("ensured");
+                let Some(i) = layout.field_index(&k) else {
+                    out.reject(format!("{measure}: field {k:?} is not in the schema"));
+                    continue 'points;
+                };
                 let want = layout.field_type(i);
                 fields[i] = match (want, v) {
                     (FieldType::Float, FieldVal::Int(n)) => FieldVal::Float(n as f64),
@@ -312,7 +445,14 @@ impl AutoSchema {
                     }
                 };
             }
-            points.push(Point { series: id, shard: shard_of(id, schema.group.shard_num), ts: r.ts, version: 0, tags, fields });
+            points.push(Point {
+                series: prepared.id,
+                shard: shard_of(prepared.id, schema.group.shard_num),
+                ts: r.ts,
+                version: 0,
+                tags,
+                fields,
+            });
         }
         points
     }
@@ -324,22 +464,28 @@ impl AutoSchema {
         let mut kept = Vec::with_capacity(rows.len());
         let mut tags = BTreeSet::new();
         let mut fields: BTreeMap<String, FieldType> = BTreeMap::new();
-        'rows: for mut r in rows {
-            if r.labels.len() > self.cfg.labels_per_series_max {
-                out.reject(format!("{measure}: {} labels, the limit is {}", r.labels.len(), self.cfg.labels_per_series_max));
-                continue;
-            }
-            for (k, v) in &mut r.labels {
-                if k.len() + v.len() > self.cfg.label_bytes_max {
-                    out.reject(format!("{measure}: label {k:?} longer than {} bytes", self.cfg.label_bytes_max));
-                    continue 'rows;
+        // Keyed by the shared allocation: each label set is checked once.
+        // The map holds the `Labels` so no address is reused meanwhile.
+        let mut prepared: HashMap<usize, (Labels, Result<Arc<PreparedLabels>, String>)> = HashMap::new();
+        for mut r in rows {
+            let (_, p) = prepared.entry(Arc::as_ptr(&r.labels) as usize).or_insert_with(|| {
+                let p = self.prepare(&measure, &r.labels).map(Arc::new);
+                if let Ok(p) = &p {
+                    for (k, _) in &p.labels {
+                        if !tags.contains(k) {
+                            tags.insert(k.clone());
+                        }
+                    }
                 }
-                *k = sanitize(k);
-                if k == SERIES_TAG {
-                    out.reject(format!("{measure}: label name {SERIES_TAG} is reserved"));
-                    continue 'rows;
+                (r.labels.clone(), p)
+            });
+            let p = match p {
+                Ok(p) => p.clone(),
+                Err(why) => {
+                    out.reject(why.clone());
+                    continue;
                 }
-            }
+            };
             for (k, v) in &mut r.fields {
                 *k = sanitize(k);
                 if let Some(t) = field_type(v)
@@ -348,13 +494,9 @@ impl AutoSchema {
                     fields.insert(k.clone(), t);
                 }
             }
-            for (k, _) in &r.labels {
-                if !tags.contains(k) {
-                    tags.insert(k.clone());
-                }
-            }
-            kept.push(r);
+            kept.push((p, r));
         }
+        drop(prepared);
         if kept.is_empty() {
             return Ok(out);
         }
@@ -371,9 +513,75 @@ impl AutoSchema {
     }
 }
 
+/// A label set as checked and renamed once for all its samples.
+#[derive(Debug)]
+struct PreparedLabels {
+    labels: Vec<(String, String)>,
+    /// The series key (the entity tag's value) and its id.
+    key: String,
+    id: u64,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Two gateways (as two liaisons) over one metadata store and one data plane.
+    async fn two_gateways(dir: &std::path::Path) -> (Gateway, Gateway) {
+        use canopy_meta::EmbeddedStore;
+        let store: Arc<dyn object_store::ObjectStore> = Arc::new(object_store::memory::InMemory::new());
+        let meta = Arc::new(EmbeddedStore::open(&dir.join("meta")).unwrap());
+        let ingester =
+            canopy_ingester::Ingester::open(canopy_ingester::IngesterConfig::new(dir.to_path_buf()), store.clone()).await.unwrap();
+        let data = Arc::new(crate::LocalDataPlane {
+            ingester,
+            querier: Arc::new(canopy_querier::Querier::new(Default::default(), store.clone())),
+            compactor: Arc::new(canopy_compactor::Compactor::new(Default::default(), store)),
+        });
+        let a = Gateway::new(Arc::new(SchemaRegistry::new(meta.clone())), data.clone());
+        let b = Gateway::new(Arc::new(SchemaRegistry::new(meta)), data);
+        (a, b)
+    }
+
+    fn row(labels: &[(&str, &str)]) -> Vec<AgentRow> {
+        let labels = Arc::new(labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect());
+        vec![AgentRow { labels, fields: vec![("value".into(), FieldVal::Float(1.0))], ts: canopy_model::now_nanos() }]
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_first_writes_of_a_new_metric_through_two_gateways_both_land() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = two_gateways(dir.path()).await;
+        for round in 0..20 {
+            let metric = format!("m{round}");
+            // Disjoint labels: whichever gateway creates the measure, the
+            // other one must widen it, not assume its own labels are there.
+            // On two worker threads, so the two gateways really race.
+            let write = |gw: &Gateway, labels: &'static [(&'static str, &'static str)]| {
+                let (gw, metric) = (gw.clone(), metric.clone());
+                tokio::spawn(async move { gw.agents.write(&gw, "prometheus", &metric, row(labels)).await })
+            };
+            let (ta, tb) = (write(&a, &[("from_a", "1"), ("both", "x")]), write(&b, &[("from_b", "2"), ("both", "y")]));
+            let (ra, rb) = (ta.await.expect("gateway a panicked").unwrap(), tb.await.expect("gateway b panicked").unwrap());
+            assert_eq!(
+                (ra.accepted, ra.rejected, rb.accepted, rb.rejected),
+                (1, 0, 1, 0),
+                "round {round}: {:?} {:?}",
+                ra.reasons,
+                rb.reasons
+            );
+            let m = a.registry.get_measure("prometheus", &metric).await.unwrap();
+            let layout = canopy_model::ColumnLayout::of(&m);
+            for t in ["from_a", "from_b", "both"] {
+                assert!(layout.tag_index(t).is_some(), "round {round}: tag {t} missing from {m:?}");
+            }
+        }
+        // Both gateways still serve agent writes afterwards (no poisoned lock).
+        for gw in [&a, &b] {
+            let r = gw.agents.write(gw, "prometheus", "after", row(&[("k", "v")])).await.unwrap();
+            assert_eq!(r.accepted, 1);
+        }
+    }
 
     #[test]
     fn names_are_mangled_and_series_keys_are_canonical() {

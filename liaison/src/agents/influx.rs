@@ -10,7 +10,7 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 
-use super::autoschema::{AgentRow, sanitize, write_all};
+use super::autoschema::{AgentRow, ExpansionBudget, label_bytes, sanitize, write_all};
 use super::body::decode_body;
 use super::line_protocol::{parse, precision_nanos};
 use crate::error::ApiError;
@@ -66,12 +66,14 @@ async fn write(gw: &Gateway, db: Option<&String>, precision: Option<&String>, he
     let group = db.filter(|d| !d.is_empty()).map(|d| sanitize(d)).unwrap_or_else(|| agents.cfg.influx_group.clone());
     let now = canopy_model::now_nanos();
     let mut by_measure: BTreeMap<String, Vec<AgentRow>> = BTreeMap::new();
+    let mut budget = ExpansionBudget::new(&agents.cfg);
     for (i, l) in lines.into_iter().enumerate() {
+        budget.charge(1, label_bytes(l.tags.iter().map(|(k, v)| (k.as_str(), v.as_str()))))?;
         let ts = match l.timestamp {
             None => now,
             Some(t) => t.checked_mul(unit).ok_or_else(|| ApiError::invalid("body", format!("line {}: timestamp out of range", i + 1)))?,
         };
-        by_measure.entry(l.measurement).or_default().push(AgentRow { labels: l.tags, fields: l.fields, ts });
+        by_measure.entry(l.measurement).or_default().push(AgentRow { labels: std::sync::Arc::new(l.tags), fields: l.fields, ts });
     }
     write_all(gw, &group, by_measure).await?.into_result().map(|_| ())
 }

@@ -22,6 +22,7 @@
 //!   mangled to `[a-zA-Z0-9_]` (a leading digit gets `key_`).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -36,7 +37,7 @@ use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 use opentelemetry_proto::tonic::metrics::v1::{AggregationTemporality, metric, number_data_point};
 use prost::Message;
 
-use super::autoschema::{AgentRow, write_all};
+use super::autoschema::{AgentRow, ExpansionBudget, label_bytes, write_all};
 use super::body::decode_body;
 use crate::error::ApiError;
 use crate::service::Gateway;
@@ -179,11 +180,19 @@ fn add_attrs(labels: &mut BTreeMap<String, String>, attrs: &[KeyValue]) {
     }
 }
 
-/// Rows per measure, built from an export request.
-#[derive(Default)]
-struct Rows(BTreeMap<String, Vec<AgentRow>>);
+/// Rows per measure, built from an export request under the request's
+/// expansion budget: the first row over it stops the conversion.
+struct Rows {
+    rows: BTreeMap<String, Vec<AgentRow>>,
+    budget: ExpansionBudget,
+    over: Option<ApiError>,
+}
 
 impl Rows {
+    fn new(cfg: &super::AgentConfig) -> Rows {
+        Rows { rows: BTreeMap::new(), budget: ExpansionBudget::new(cfg), over: None }
+    }
+
     fn push(
         &mut self,
         measure: String,
@@ -192,10 +201,20 @@ impl Rows {
         fields: Vec<(String, FieldVal)>,
         ts: u64,
     ) {
+        if self.over.is_some() {
+            return;
+        }
+        // Charged before the labels are copied for this row.
+        let bytes = label_bytes(labels.iter().map(|(k, v)| (k.as_str(), v.as_str())).chain(extra.iter().map(|(k, v)| (*k, v.as_str()))));
+        if let Err(e) = self.budget.charge(1, bytes) {
+            self.over = Some(e);
+            self.rows.clear();
+            return;
+        }
         let mut l: Vec<(String, String)> = labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         l.extend(extra.iter().map(|(k, v)| (k.to_string(), v.clone())));
         let ts = i64::try_from(ts).unwrap_or(i64::MAX);
-        self.0.entry(measure).or_default().push(AgentRow { labels: l, fields, ts });
+        self.rows.entry(measure).or_default().push(AgentRow { labels: Arc::new(l), fields, ts });
     }
 
     fn value(&mut self, measure: String, labels: &BTreeMap<String, String>, extra: &[(&str, String)], v: f64, ts: u64) {
@@ -349,10 +368,13 @@ fn convert_metric(m: opentelemetry_proto::tonic::metrics::v1::Metric, scoped: &B
 
 /// Converts and writes one export request; partial success is reported, not an error.
 pub(crate) async fn export(gw: &Gateway, req: ExportMetricsServiceRequest) -> Result<ExportMetricsServiceResponse, ApiError> {
-    let mut rows = Rows::default();
+    let mut rows = Rows::new(&gw.agents.cfg);
     convert(req, &mut rows);
+    if let Some(e) = rows.over {
+        return Err(e);
+    }
     let group = gw.agents.cfg.otlp_group.clone();
-    let outcome = write_all(gw, &group, rows.0).await?;
+    let outcome = write_all(gw, &group, rows.rows).await?;
     let partial_success = (outcome.rejected > 0)
         .then(|| ExportMetricsPartialSuccess { rejected_data_points: outcome.rejected as i64, error_message: outcome.reasons.join("; ") });
     Ok(ExportMetricsServiceResponse { partial_success })

@@ -8,6 +8,7 @@
 //! with Prometheus' semantics (a missing label equals "").
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -20,7 +21,7 @@ use canopy_model::{FieldVal, LIMIT_MAX, nanos_to_timestamp};
 use prost::Message;
 use regex::Regex;
 
-use super::autoschema::{AgentRow, LABELS_FAMILY, Outcome, SERIES_TAG, sanitize, write_all};
+use super::autoschema::{AgentRow, ExpansionBudget, LABELS_FAMILY, Outcome, SERIES_TAG, label_bytes, sanitize, write_all};
 use super::body::decode_snappy;
 use crate::error::{ApiError, Code};
 use crate::service::Gateway;
@@ -40,7 +41,9 @@ async fn write(gw: &Gateway, body: &Bytes) -> Result<(), ApiError> {
     let req = pb::WriteRequest::decode(raw.as_slice()).map_err(|e| ApiError::invalid("body", format!("bad WriteRequest protobuf: {e}")))?;
     let mut by_metric: BTreeMap<String, Vec<AgentRow>> = BTreeMap::new();
     let mut outcome = Outcome::default();
+    let mut budget = ExpansionBudget::new(&gw.agents.cfg);
     for ts in req.timeseries {
+        budget.charge(ts.samples.len(), label_bytes(ts.labels.iter().map(|l| (l.name.as_str(), l.value.as_str()))))?;
         let mut name = None;
         let mut labels = Vec::with_capacity(ts.labels.len());
         for l in ts.labels {
@@ -54,14 +57,12 @@ async fn write(gw: &Gateway, body: &Bytes) -> Result<(), ApiError> {
             outcome.merge(Outcome { rejected: ts.samples.len(), reasons: vec!["a series without __name__".into()], ..Default::default() });
             continue;
         };
+        // One allocation of the labels per series, shared by its samples.
+        let labels = Arc::new(labels);
         let rows = by_metric.entry(name).or_default();
-        let last = ts.samples.len().saturating_sub(1);
-        let mut labels = Some(labels);
-        for (i, s) in ts.samples.into_iter().enumerate() {
+        for s in ts.samples {
             let Some(t) = s.timestamp.checked_mul(1_000_000) else { continue };
-            // The last sample takes the labels; earlier ones copy them.
-            let l = if i == last { labels.take().unwrap_or_default() } else { labels.clone().unwrap_or_default() };
-            rows.push(AgentRow { labels: l, fields: vec![(VALUE_FIELD.into(), FieldVal::Float(s.value))], ts: t });
+            rows.push(AgentRow { labels: labels.clone(), fields: vec![(VALUE_FIELD.into(), FieldVal::Float(s.value))], ts: t });
         }
     }
     let group = gw.agents.cfg.prometheus_group.clone();

@@ -26,10 +26,13 @@ pub use writer::{EncodedPart, MeasureRows, PartSummary, PartWriter, encode_part}
 
 /// Footer metadata key holding [`PartFooter`] as JSON.
 pub(crate) const FOOTER_KEY: &str = "canopy.part";
-/// Current part format version; readers reject versions they do not know.
-pub(crate) const FORMAT_VERSION: u32 = 1;
+/// The part format this build writes (the footer's `format`); readers
+/// reject versions they do not know. Format 1 is the only one so far: a
+/// change to the footer, the Arrow schema or the column codecs is format 2,
+/// with the reader for 1 kept and a golden file for each in `tests/fixtures`.
+pub const PART_FORMAT: u32 = 1;
 
-/// What the footer says about the part.
+/// What the footer says about the part: the on-disk type of format 1.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct PartFooter {
     pub(crate) format: u32,

@@ -16,7 +16,7 @@ use canopy_model::{ColumnLayout, FieldVal, LayoutMapping, Point, TagVal};
 use object_store::{ObjectStore, ObjectStoreExt};
 
 use super::codec::{decode_field_column, decode_ints, decode_tag_runs, decode_timestamps};
-use super::{BatchInfo, FOOTER_KEY, FORMAT_VERSION, PartFooter};
+use super::{BatchInfo, FOOTER_KEY, PART_FORMAT, PartFooter};
 use crate::catalog::PartMeta;
 use crate::{Result, StorageError};
 
@@ -65,7 +65,7 @@ impl PartIndex {
             .and_then(|kvs| kvs.iter().find(|kv| kv.key() == Some(FOOTER_KEY)).and_then(|kv| kv.value()))
             .ok_or_else(|| corrupt(format!("footer without {FOOTER_KEY}")))?;
         let footer: PartFooter = serde_json::from_str(json).map_err(|e| corrupt(format!("{FOOTER_KEY}: {e}")))?;
-        if footer.format != FORMAT_VERSION {
+        if footer.format != PART_FORMAT {
             return Err(corrupt(format!("unsupported part format {}", footer.format)));
         }
         if footer.batches.len() != blocks.len() {

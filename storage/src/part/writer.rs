@@ -15,7 +15,7 @@ use canopy_model::codec::put_bytes;
 use canopy_model::{ColumnLayout, FieldVal, Point};
 
 use super::codec::{encode_field_column, encode_ints, encode_tag_runs, encode_timestamps};
-use super::{BatchInfo, FOOTER_KEY, FORMAT_VERSION, PartFooter, arrow_schema};
+use super::{BatchInfo, FOOTER_KEY, PART_FORMAT, PartFooter, arrow_schema};
 use crate::catalog::MeasureStats;
 use crate::{FILTER_SERIES_MAX, Result, SeriesFilter};
 
@@ -127,7 +127,7 @@ impl PartWriter {
             sink,
             written: ready.len() as u64,
             ready,
-            footer: PartFooter { format: FORMAT_VERSION, measures: BTreeMap::new(), batches: Vec::new() },
+            footer: PartFooter { format: PART_FORMAT, measures: BTreeMap::new(), batches: Vec::new() },
             stats: BTreeMap::new(),
             pending_measure: String::new(),
             pending: Vec::new(),

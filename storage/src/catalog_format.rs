@@ -1,0 +1,189 @@
+//! The catalog's on-disk versions and their conversion into the in-memory
+//! [`CatalogState`].
+//!
+//! Every version shares the frame `b"CNCT"`, format version (u32 LE), CRC32
+//! of the body (u32 LE), then a JSON body whose shape the version fixes:
+//!
+//! * **1** — written by the first builds. Its body carried one
+//!   `wal_watermark` per shard (one writer per shard, before WAL ids); later
+//!   builds kept the number 1 but wrote per-WAL `watermarks` and a
+//!   `commit_id`. Both shapes decode: a single `wal_watermark` becomes the
+//!   watermark of [`LEGACY_WAL_ID`], the WAL id an ingester data directory
+//!   from those builds adopts.
+//! * **2** — today's: every field required (`watermarks` per WAL id,
+//!   `commit_id`, `claims`, `pending_deletes`).
+//!
+//! The entries (`PartMeta`, `CompactionClaim`, `PendingDelete`) have kept
+//! their shape since version 1 and are shared by both; changing one means a
+//! version 3 with its own copies, and a decoder here for every older version.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::catalog::{CatalogState, CompactionClaim, PartMeta, PendingDelete};
+
+const MAGIC: &[u8; 4] = b"CNCT";
+/// The format this build writes.
+pub const CATALOG_FORMAT: u32 = 2;
+/// Whose WAL a format-1 `wal_watermark` counts: the WAL of an ingester
+/// from before WAL ids (standalone), which keeps this id after an upgrade.
+pub const LEGACY_WAL_ID: &str = "legacy";
+
+/// Why bytes are not a catalog version this build can read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CatalogFormatError {
+    #[error("not a catalog version (bad magic or shorter than its header)")]
+    BadMagic,
+    #[error("unsupported catalog format {0} (this build reads 1 and 2)")]
+    UnsupportedVersion(u32),
+    #[error("checksum mismatch")]
+    Checksum,
+    #[error("catalog format {version}: {error}")]
+    Body { version: u32, error: String },
+    #[error("catalog format 1 without wal_watermark or watermarks")]
+    NoWatermark,
+}
+
+/// Format 1, in both shapes it was written in.
+#[derive(Deserialize)]
+struct CatalogV1 {
+    group: String,
+    shard: u32,
+    version: u64,
+    epoch: u64,
+    #[serde(default)]
+    wal_watermark: Option<u64>,
+    #[serde(default)]
+    watermarks: Option<BTreeMap<String, u64>>,
+    next_part_id: u64,
+    parts: Vec<PartMeta>,
+    #[serde(default)]
+    claims: Vec<CompactionClaim>,
+    #[serde(default)]
+    pending_deletes: Vec<PendingDelete>,
+    #[serde(default)]
+    commit_id: String,
+}
+
+/// Format 2.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CatalogV2 {
+    group: String,
+    shard: u32,
+    version: u64,
+    epoch: u64,
+    watermarks: BTreeMap<String, u64>,
+    next_part_id: u64,
+    parts: Vec<PartMeta>,
+    claims: Vec<CompactionClaim>,
+    pending_deletes: Vec<PendingDelete>,
+    commit_id: String,
+}
+
+impl From<CatalogV2> for CatalogState {
+    fn from(c: CatalogV2) -> CatalogState {
+        let CatalogV2 { group, shard, version, epoch, watermarks, next_part_id, parts, claims, pending_deletes, commit_id } = c;
+        CatalogState { group, shard, version, epoch, watermarks, next_part_id, parts, claims, pending_deletes, commit_id }
+    }
+}
+
+impl TryFrom<CatalogV1> for CatalogState {
+    type Error = CatalogFormatError;
+
+    fn try_from(c: CatalogV1) -> Result<CatalogState, CatalogFormatError> {
+        let watermarks = match (c.watermarks, c.wal_watermark) {
+            (Some(w), _) => w,
+            (None, Some(w)) => BTreeMap::from([(LEGACY_WAL_ID.to_string(), w)]),
+            (None, None) => return Err(CatalogFormatError::NoWatermark),
+        };
+        Ok(CatalogState {
+            group: c.group,
+            shard: c.shard,
+            version: c.version,
+            epoch: c.epoch,
+            watermarks,
+            next_part_id: c.next_part_id,
+            parts: c.parts,
+            claims: c.claims,
+            pending_deletes: c.pending_deletes,
+            commit_id: c.commit_id,
+        })
+    }
+}
+
+/// Encodes a catalog version in today's format.
+pub(crate) fn encode(c: &CatalogState) -> Vec<u8> {
+    let v2 = CatalogV2 {
+        group: c.group.clone(),
+        shard: c.shard,
+        version: c.version,
+        epoch: c.epoch,
+        watermarks: c.watermarks.clone(),
+        next_part_id: c.next_part_id,
+        parts: c.parts.clone(),
+        claims: c.claims.clone(),
+        pending_deletes: c.pending_deletes.clone(),
+        commit_id: c.commit_id.clone(),
+    };
+    let body = serde_json::to_vec(&v2).expect("catalog state serializes");
+    let mut out = Vec::with_capacity(body.len() + 12);
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&CATALOG_FORMAT.to_le_bytes());
+    out.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
+    out.extend_from_slice(&body);
+    out
+}
+
+/// Decodes a catalog version of any format this build knows.
+pub(crate) fn decode(b: &[u8]) -> Result<CatalogState, CatalogFormatError> {
+    if b.len() < 12 || &b[..4] != MAGIC {
+        return Err(CatalogFormatError::BadMagic);
+    }
+    let version = u32::from_le_bytes(b[4..8].try_into().expect("4 bytes"));
+    let crc = u32::from_le_bytes(b[8..12].try_into().expect("4 bytes"));
+    let body = &b[12..];
+    if !matches!(version, 1 | 2) {
+        return Err(CatalogFormatError::UnsupportedVersion(version));
+    }
+    if crc32fast::hash(body) != crc {
+        return Err(CatalogFormatError::Checksum);
+    }
+    let bad_body = |e: serde_json::Error| CatalogFormatError::Body { version, error: e.to_string() };
+    match version {
+        1 => serde_json::from_slice::<CatalogV1>(body).map_err(bad_body)?.try_into(),
+        _ => Ok(serde_json::from_slice::<CatalogV2>(body).map_err(bad_body)?.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn today_round_trips_and_damage_is_named() {
+        let mut c = CatalogState::empty("g", 2);
+        c.watermarks.insert("w".into(), 9);
+        let b = encode(&c);
+        assert_eq!(decode(&b), Ok(c));
+        let mut flipped = b.clone();
+        let n = flipped.len();
+        flipped[n - 2] ^= 1;
+        assert_eq!(decode(&flipped), Err(CatalogFormatError::Checksum));
+        let mut future = b.clone();
+        future[4] = 3;
+        assert_eq!(decode(&future), Err(CatalogFormatError::UnsupportedVersion(3)));
+        assert_eq!(decode(b"CNC"), Err(CatalogFormatError::BadMagic));
+    }
+
+    #[test]
+    fn a_format_1_body_without_any_watermark_is_refused() {
+        let body = br#"{"group":"g","shard":0,"version":1,"epoch":1,"next_part_id":1,"parts":[]}"#;
+        let mut b = MAGIC.to_vec();
+        b.extend_from_slice(&1u32.to_le_bytes());
+        b.extend_from_slice(&crc32fast::hash(body).to_le_bytes());
+        b.extend_from_slice(body);
+        assert_eq!(decode(&b), Err(CatalogFormatError::NoWatermark));
+    }
+}

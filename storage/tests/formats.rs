@@ -1,0 +1,143 @@
+//! Golden fixtures: one file per on-disk version of the catalog and the part
+//! format, checked in and decoded by today's code. A format change that
+//! forgets its version bump (or drops a reader for an old version) fails
+//! here. `CANOPY_WRITE_FIXTURES=1 cargo test -p canopy-storage --test formats
+//! -- --ignored` writes the current version's files; older ones never change.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use canopy_model::{ColumnLayout, FieldVal, Point, TagVal};
+use canopy_storage::part::{MeasureRows, Scan, encode_part, read_index, scan_part};
+use canopy_storage::{CatalogState, CatalogStore, CompactionClaim, PartMeta, PendingDelete, paths};
+use object_store::memory::InMemory;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+
+const PART_PATH: &str = "parts/g/0000/1699999200/0000000000000001-00000001.arrow";
+const SEGMENT: i64 = 1_699_999_200_000_000_000;
+const HOUR: i64 = 3_600_000_000_000;
+
+fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+}
+
+fn layout() -> ColumnLayout {
+    ColumnLayout { tags: vec![("d".into(), "host".into(), 1)], fields: vec![("v".into(), 4), ("n".into(), 2)] }
+}
+
+/// The points every part fixture holds: 3 series x 4 points.
+fn points() -> Vec<Point> {
+    let mut out = Vec::new();
+    for s in 0..3u64 {
+        for i in 0..4i64 {
+            out.push(Point {
+                series: 100 + s,
+                shard: 0,
+                ts: SEGMENT + i * 1_000_000_000,
+                version: i,
+                tags: vec![TagVal::Str(format!("host-{s}"))],
+                fields: vec![FieldVal::Float(s as f64 + i as f64 / 4.0), if i % 2 == 0 { FieldVal::Int(i) } else { FieldVal::Null }],
+            });
+        }
+    }
+    out
+}
+
+fn catalog(part: PartMeta) -> CatalogState {
+    let mut c = CatalogState::empty("g", 0);
+    c.epoch = 3;
+    c.watermarks = BTreeMap::from([("wal-a".to_string(), 7)]);
+    c.next_part_id = 2;
+    c.parts = vec![part];
+    c.claims = vec![CompactionClaim { segment_start: SEGMENT, holder: "compactor-1".into(), expires_at_ms: 1_700_000_100_000 }];
+    c.pending_deletes = vec![PendingDelete { path: "parts/g/0000/1699999200/old.arrow".into(), removed_at_ms: 1_700_000_000_000 }];
+    c
+}
+
+#[tokio::test]
+#[ignore = "writes the current version's fixtures"]
+async fn write_current_fixtures() {
+    if std::env::var_os("CANOPY_WRITE_FIXTURES").is_none() {
+        return;
+    }
+    let part = encode_part(&[MeasureRows { name: "cpu".into(), layout: Arc::new(layout()), rows: points() }]).unwrap();
+    std::fs::write(fixture(&format!("part-v{}.arrow", canopy_storage::part::PART_FORMAT)), &part.bytes).unwrap();
+    let meta = PartMeta::new(1, PART_PATH.into(), SEGMENT, SEGMENT + HOUR, 7, 0, part.summary);
+    let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    let cs = CatalogStore::new(store.clone());
+    let v1 = cs.commit(&CatalogState::empty("g", 0), catalog(meta)).await.unwrap();
+    let bytes = store.get(&paths::catalog_version("g", 0, v1.version)).await.unwrap().bytes().await.unwrap();
+    std::fs::write(fixture(&format!("catalog-v{}.cat", u32::from_le_bytes(bytes[4..8].try_into().unwrap()))), &bytes).unwrap();
+}
+
+/// Loads a catalog fixture the way readers do: from the store.
+async fn load_catalog(file: &str) -> (Arc<dyn ObjectStore>, CatalogState) {
+    let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    let bytes = std::fs::read(fixture(file)).unwrap();
+    store.put(&paths::catalog_version("g", 0, 1), PutPayload::from(bytes)).await.unwrap();
+    store.put(&PART_PATH.into(), PutPayload::from(std::fs::read(fixture("part-v1.arrow")).unwrap())).await.unwrap();
+    let c = CatalogStore::new(store.clone()).load_version("g", 0, 1).await.unwrap_or_else(|e| panic!("{file}: {e}"));
+    (store, c)
+}
+
+/// What every catalog fixture says, whatever its version.
+fn assert_catalog(c: &CatalogState, file: &str) {
+    assert_eq!((c.group.as_str(), c.shard, c.version, c.epoch, c.next_part_id), ("g", 0, 1, 3, 2), "{file}");
+    assert_eq!(c.parts.len(), 1, "{file}");
+    let p = &c.parts[0];
+    assert_eq!(
+        (p.id, p.path.as_str(), p.segment_start, p.segment_end, p.rows, p.max_wal_seq),
+        (1, PART_PATH, SEGMENT, SEGMENT + HOUR, 12, 7)
+    );
+    assert_eq!(p.measures["cpu"].series, 3, "{file}");
+    assert_eq!(c.claims[0].holder, "compactor-1", "{file}");
+    assert_eq!(c.pending_deletes[0].removed_at_ms, 1_700_000_000_000, "{file}");
+}
+
+#[tokio::test]
+async fn catalog_v1_with_per_wal_watermarks_decodes() {
+    let (_, c) = load_catalog("catalog-v1.cat").await;
+    assert_catalog(&c, "catalog-v1.cat");
+    assert_eq!(c.watermark("wal-a"), 7);
+}
+
+#[tokio::test]
+async fn catalog_v1_with_one_watermark_decodes_onto_the_legacy_wal() {
+    let (_, c) = load_catalog("catalog-v1-single-watermark.cat").await;
+    assert_catalog(&c, "catalog-v1-single-watermark.cat");
+    assert_eq!(c.watermarks, BTreeMap::from([(canopy_storage::LEGACY_WAL_ID.to_string(), 7)]));
+}
+
+#[tokio::test]
+async fn catalog_v2_decodes() {
+    let (_, c) = load_catalog("catalog-v2.cat").await;
+    assert_catalog(&c, "catalog-v2.cat");
+    assert_eq!(c.watermark("wal-a"), 7);
+    assert!(!c.commit_id.is_empty());
+}
+
+#[tokio::test]
+async fn the_part_fixture_decodes_to_its_points() {
+    let (store, c) = load_catalog("catalog-v1.cat").await;
+    let meta = &c.parts[0];
+    let index = read_index(store.as_ref(), meta).await.unwrap();
+    let target = layout();
+    let scan = Scan {
+        measure: "cpu",
+        target: &target,
+        begin: i64::MIN,
+        end: i64::MAX,
+        series: None,
+        keep: &|_| true,
+        needed: None,
+        block_filter: None,
+    };
+    let mut got = scan_part(store.as_ref(), meta, &index, &scan).await.unwrap();
+    got.sort_by_key(|p| (p.series, p.ts));
+    let want = points();
+    assert_eq!(got.len(), want.len());
+    for (g, w) in got.iter().zip(&want) {
+        assert_eq!((g.series, g.ts, g.version, &g.tags, &g.fields), (w.series, w.ts, w.version, &w.tags, &w.fields));
+    }
+}
