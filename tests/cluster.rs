@@ -87,15 +87,18 @@ fn queries(begin: i64, end: i64) -> Vec<(&'static str, QueryRequest)> {
 }
 
 /// Writes the same data through `http`: a flushed base, then overwrites at
-/// a higher version and new points left in memtables.
-async fn load(http: &Http, start: i64) -> usize {
+/// a higher version and new points left in memtables. Returns the oracle:
+/// what the database must answer, worked out from what was written.
+async fn load(http: &Http, start: i64) -> Oracle {
     // Four flushes of interleaved points: four parts per shard and segment,
     // enough for the compactor to merge.
     let base = samples(25, 200, start, STEP, 21);
+    let mut oracle = Oracle::default();
     for round in 0..4 {
         let part: Vec<Sample> = base.iter().skip(round).step_by(4).cloned().collect();
         for (i, chunk) in part.chunks(500).enumerate() {
             http.write_ok(&write_request(chunk, i as u64)).await;
+            chunk.iter().for_each(|s| oracle.add(s));
         }
         assert!(http.flush().await > 0);
     }
@@ -104,8 +107,20 @@ async fn load(http: &Http, start: i64) -> usize {
     later.extend(samples(25, 20, start + 200 * STEP, STEP, 22));
     for (i, chunk) in later.chunks(500).enumerate() {
         http.write_ok(&write_request(chunk, 100 + i as u64)).await;
+        chunk.iter().for_each(|s| oracle.add(s));
     }
-    base.len() + 25 * 20
+    oracle
+}
+
+/// Brute force, independent of any query code path shared with standalone:
+/// every point the oracle holds, once, with its newest value, and nothing else.
+async fn assert_matches_oracle(http: &Http, oracle: &Oracle, begin: i64) {
+    let got = stored(http, begin).await;
+    assert_eq!(got.len(), oracle.rows.len(), "stored points");
+    for (key, want) in &oracle.rows {
+        assert_eq!(got.get(key), Some(&(1, want.usage)), "{key:?}");
+    }
+    assert_eq!(total_count(http, begin).await, oracle.rows.len());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -116,8 +131,9 @@ async fn a_cluster_answers_like_standalone() {
     create_schema(&ch).await;
     create_schema(&sh).await;
     let start = (now_nanos() / HOUR - 2) * HOUR + 987_654_321;
-    let n = load(&ch, start).await;
-    assert_eq!(load(&sh, start).await, n);
+    let oracle = load(&ch, start).await;
+    load(&sh, start).await;
+    assert_matches_oracle(&ch, &oracle, start - 1).await;
 
     let end = now_nanos() + HOUR;
     for (what, q) in queries(start - 1, end) {
@@ -186,7 +202,9 @@ async fn two_queriers_share_a_shard_by_time_segment_and_answer_like_standalone()
     create_schema(&ch).await;
     create_schema(&sh).await;
     let start = (now_nanos() / HOUR - 2) * HOUR + 987_654_321;
-    assert_eq!(load(&ch, start).await, load(&sh, start).await);
+    let oracle = load(&ch, start).await;
+    load(&sh, start).await;
+    assert_matches_oracle(&ch, &oracle, start - 1).await;
     let qs = queries(start - 1, now_nanos() + HOUR);
     for (what, q) in &qs {
         same_up_to_float_rounding(ch.query(q).await, sh.query(q).await, what);
@@ -306,10 +324,11 @@ async fn a_killed_ingester_returns_every_acknowledged_point_once() {
     let writer = spawn_writer(cluster.liaison.http, all.clone(), acked.clone(), failed.clone());
 
     wait_for_acks(&acked, 3_000).await;
+    let killed = cluster.ingesters[0].id();
     cluster.ingesters[0].kill9();
-    // Past the lease (3 s): the survivor takes the shards over, then the
-    // restarted node is dealt them back and replays its WAL.
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    // Once the lease (3 s) runs out the survivor takes the shards over; then
+    // the restarted node is dealt them back and replays its WAL.
+    eventually(&cluster, 60, "the survivor never took the killed ingester's shards", || !owners(&cluster).contains(&killed)).await;
     cluster.ingesters[0].restart();
     writer.await.unwrap();
     let acked = acked.lock().unwrap().clone();
@@ -340,6 +359,9 @@ async fn a_paused_ingester_is_fenced_and_loses_nothing() {
 
     wait_for_acks(&acked, 2_000).await;
     let paused = cluster.ingesters[0].id();
+    // `owners` lists shard records in key order: index = shard.
+    let owned_before = owners(&cluster);
+    assert!(owned_before.contains(&paused), "the paused ingester owned no shard: {owned_before:?}");
     cluster.ingesters[0].signal("STOP");
     eventually(&cluster, 30, "the paused ingester's shards never moved", || !owners(&cluster).contains(&paused)).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -356,6 +378,23 @@ async fn a_paused_ingester_is_fenced_and_loses_nothing() {
         log.contains("fenced:") || log.contains("taken over by another ingester"),
         "the stale owner neither hit the fence nor noticed the take-over:\n{log}"
     );
+    // Which of the two it met first depends on timing; what must hold either
+    // way: no catalog version was published under an epoch older than the
+    // one before it (the woken owner committed nothing with its old epoch).
+    let bucket = object_store::local::LocalFileSystem::new_with_prefix(cluster.s3.bucket_dir()).unwrap();
+    let catalogs = canopy_storage::CatalogStore::new(Arc::new(bucket));
+    for shard in 0..3 {
+        let mut versions = catalogs.list_versions(GROUP, shard).await.unwrap();
+        versions.sort_unstable();
+        let mut epochs = Vec::new();
+        for v in versions {
+            epochs.push(catalogs.load_version(GROUP, shard, v).await.unwrap().epoch);
+        }
+        assert!(epochs.windows(2).all(|w| w[0] <= w[1]), "shard {shard}: a version went back to an older epoch: {epochs:?}");
+        if owned_before[shard as usize] == paused {
+            assert!(epochs.last().is_some_and(|&e| e >= 2), "shard {shard} never left the paused ingester: {epochs:?}");
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -404,7 +443,8 @@ async fn a_crashed_ingester_that_returns_to_a_changed_cluster_recovers_its_wal()
     let stranded = std::fs::read_dir(&wal).map(|d| d.count()).unwrap_or(0);
     assert!(stranded > 0, "the crashed ingester left no WAL behind");
     cluster.ingesters[0].set_option("--node-labels", "tier=cold");
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    let (crashed, survivor) = (cluster.ingesters[0].id(), cluster.ingesters[1].id());
+    eventually(&cluster, 60, "the survivor never took the crashed ingester's shards", || !owners(&cluster).contains(&crashed)).await;
     cluster.ingesters[0].restart();
     writer.await.unwrap();
     let acked = acked.lock().unwrap().clone();
@@ -413,7 +453,6 @@ async fn a_crashed_ingester_that_returns_to_a_changed_cluster_recovers_its_wal()
         std::fs::read_dir(&wal).map(|d| d.count()).unwrap_or(0) == 0
     })
     .await;
-    let survivor = cluster.ingesters[1].id();
     eventually(&cluster, 30, "shards did not settle on the hot ingester", || owners(&cluster).iter().all(|o| *o == survivor)).await;
     let got = stored(&http, start - 1).await;
     assert_exactly_once(&got, &acked, &sent);

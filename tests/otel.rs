@@ -51,6 +51,12 @@ fn field_raw(dp: &DataPoint, name: &str) -> field_value::Value {
     dp.fields.iter().find(|f| f.name == name).unwrap().value.clone().unwrap().value.unwrap()
 }
 
+/// The only point of a query's answer.
+fn single(mut pts: Vec<DataPoint>, what: &str) -> DataPoint {
+    assert_eq!(pts.len(), 1, "{what}: {pts:?}");
+    pts.remove(0)
+}
+
 async fn check(http: &Http, mode: &str, sent: &[Value]) {
     let job = format!("canopy-test-{mode}");
     let mut checked = 0;
@@ -128,6 +134,10 @@ async fn check(http: &Http, mode: &str, sent: &[Value]) {
                     field_raw(&p, "positive_offset"),
                     field_value::Value::Int(Int { value: e["positive_offset"].as_i64().unwrap() })
                 );
+                assert_eq!(
+                    field_raw(&p, "negative_offset"),
+                    field_value::Value::Int(Int { value: e["negative_offset"].as_i64().unwrap() })
+                );
                 assert_eq!(field_raw(&p, "positive_counts"), field_value::Value::Str(Str { value: csv(&e["positive_counts"]) }));
                 assert_eq!(field_raw(&p, "negative_counts"), field_value::Value::Str(Str { value: csv(&e["negative_counts"]) }));
                 for k in ["sum", "min", "max"] {
@@ -180,18 +190,19 @@ async fn otlp_json_and_malformed_payloads() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
-    let p = points(&http, "json_gauge_ratio", &[("job", "json-svc".into()), ("k", "3".into())], &["value"]).await;
-    assert_eq!((p.len(), field_of(&p[0], "value"), nanos_of(&p[0])), (1, 0.25, t));
-    let p = points(&http, "json_count_total", &[("job", "json-svc".into())], &["value"]).await;
-    assert_eq!(field_of(&p[0], "value"), 42.0);
-    let p = points(&http, "json_delta_total", &[("otel_temporality", "delta".into()), ("otel_monotonic", "true".into())], &["value"]).await;
-    assert_eq!(field_of(&p[0], "value"), 1.5, "delta sums keep their temporality");
+    let p = single(points(&http, "json_gauge_ratio", &[("job", "json-svc".into()), ("k", "3".into())], &["value"]).await, "json gauge");
+    assert_eq!((field_of(&p, "value"), nanos_of(&p)), (0.25, t));
+    let p = single(points(&http, "json_count_total", &[("job", "json-svc".into())], &["value"]).await, "json counter");
+    assert_eq!(field_of(&p, "value"), 42.0);
+    let delta = [("otel_temporality", "delta".into()), ("otel_monotonic", "true".into())];
+    let p = single(points(&http, "json_delta_total", &delta, &["value"]).await, "json delta sum");
+    assert_eq!(field_of(&p, "value"), 1.5, "delta sums keep their temporality");
     for (q, v) in [("0.5", 0.2), ("0.99", 0.9)] {
-        let p = points(&http, "json_rpc_seconds", &[("quantile", q.into())], &["value"]).await;
-        assert_eq!(field_of(&p[0], "value"), v, "summary quantile {q}");
+        let p = single(points(&http, "json_rpc_seconds", &[("quantile", q.into())], &["value"]).await, "json summary quantile");
+        assert_eq!(field_of(&p, "value"), v, "summary quantile {q}");
     }
-    assert_eq!(field_of(&points(&http, "json_rpc_seconds_count", &[], &["value"]).await[0], "value"), 10.0);
-    assert_eq!(field_of(&points(&http, "json_rpc_seconds_sum", &[], &["value"]).await[0], "value"), 2.5);
+    assert_eq!(field_of(&single(points(&http, "json_rpc_seconds_count", &[], &["value"]).await, "json summary count"), "value"), 10.0);
+    assert_eq!(field_of(&single(points(&http, "json_rpc_seconds_sum", &[], &["value"]).await, "json summary sum"), "value"), 2.5);
 
     // Malformed: truncated protobuf, bad JSON, bad gzip — 400 with a message, no panic.
     for (ct, enc, body, want) in [

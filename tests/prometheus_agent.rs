@@ -79,20 +79,21 @@ async fn prometheus_reads_back_what_it_wrote_through_canopy() {
             c.http
         ),
     );
-    // Let it scrape and ship for a while.
+    // Compare an 8 s window that starts once Prometheus serves, and wait
+    // (to a deadline) until it has shipped everything up to the window's end.
     api(a_port, "/api/v1/query", &[("query", "up".into())]).await;
-    tokio::time::sleep(Duration::from_secs(12)).await;
-    let now = now_nanos() as f64 / 1e9;
-    let end = (now - 3.0).floor();
-    let start = end - 8.0;
-    // Wait until everything up to `end` has been sent.
-    for _ in 0..100 {
+    let ready = now_nanos() as f64 / 1e9;
+    let start = ready.floor() + 2.0;
+    let end = start + 8.0;
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    loop {
         let sent =
             api(a_port, "/api/v1/query", &[("query", "min(prometheus_remote_storage_queue_highest_sent_timestamp_seconds)".into())]).await;
         let t: f64 = sent["result"][0]["value"][1].as_str().unwrap_or("0").parse().unwrap_or(0.0);
         if t >= end + 1.0 {
             break;
         }
+        assert!(std::time::Instant::now() < deadline, "Prometheus never shipped samples up to {end} (highest sent: {t})");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let _b = prometheus(

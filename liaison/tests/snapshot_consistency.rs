@@ -7,7 +7,7 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use canopy_api::v1::*;
 use canopy_compactor::{Compactor, CompactorConfig};
@@ -17,13 +17,7 @@ use canopy_meta::{EmbeddedStore, SchemaRegistry};
 use canopy_model::testing;
 use canopy_querier::{Querier, QuerierConfig};
 
-fn now() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as i64
-}
-
-fn ts(n: i64) -> canopy_api::Timestamp {
-    canopy_api::Timestamp { seconds: n.div_euclid(1_000_000_000), nanos: n.rem_euclid(1_000_000_000) as i32 }
-}
+use canopy_model::{nanos_to_timestamp as ts, now_nanos as now};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn queries_during_writes_and_flushes_see_consistent_snapshots() {
@@ -93,8 +87,11 @@ async fn queries_during_writes_and_flushes_see_consistent_snapshots() {
         }));
     }
     let mut checked = 0;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(8);
-    while tokio::time::Instant::now() < deadline {
+    // Check for at least 8 s, and on until compactions have committed
+    // beside the flushes and queries (a loaded machine may need longer).
+    let (min_end, deadline) = (tokio::time::Instant::now() + Duration::from_secs(8), tokio::time::Instant::now() + Duration::from_secs(90));
+    while tokio::time::Instant::now() < min_end || merges.load(Ordering::Relaxed) == 0 || checked <= 10 {
+        assert!(tokio::time::Instant::now() < deadline, "after 90 s: {checked} queries, {} merges", merges.load(Ordering::Relaxed));
         let before: Vec<i64> = acked.iter().map(|a| a.load(Ordering::SeqCst)).collect();
         for s in 0..SERIES {
             let q = QueryRequest {

@@ -173,9 +173,19 @@ mod tests {
         ] {
             assert_eq!(a.finish(f), whole.finish(f), "{f:?}");
         }
-        assert_eq!(whole.finish(AggFunction::Mean), FieldVal::Float(8.25));
-        assert_eq!(whole.finish(AggFunction::Last), FieldVal::Float(15.0));
-        assert_eq!(whole.finish(AggFunction::First), FieldVal::Float(1.5));
+        // And both equal what the values say, worked out by hand: 1.5 x (1..=10).
+        let want = [
+            (AggFunction::Sum, FieldVal::Float(82.5)),
+            (AggFunction::Mean, FieldVal::Float(8.25)),
+            (AggFunction::Min, FieldVal::Float(1.5)),
+            (AggFunction::Max, FieldVal::Float(15.0)),
+            (AggFunction::Count, FieldVal::Int(10)),
+            (AggFunction::Last, FieldVal::Float(15.0)),
+            (AggFunction::First, FieldVal::Float(1.5)),
+        ];
+        for (f, v) in want {
+            assert_eq!(whole.finish(f), v, "{f:?}");
+        }
     }
 
     #[test]

@@ -271,7 +271,11 @@ mod tests {
         let PartialResult::Raw(back) = decode_partial(&encode_partial(&PartialResult::Raw(rows.clone()))).unwrap() else {
             panic!("kind changed")
         };
-        assert_eq!(back.iter().map(|p| p.ts).collect::<Vec<_>>(), rows.iter().map(|p| p.ts).collect::<Vec<_>>());
+        assert_eq!(back.len(), rows.len());
+        for (b, r) in back.iter().zip(&rows) {
+            assert_eq!((b.series, b.shard, b.ts, b.version, &b.tags), (r.series, r.shard, r.ts, r.version, &r.tags));
+            assert!(same_bits(&b.fields, &r.fields), "{:?} != {:?}", b.fields, r.fields);
+        }
         assert!(decode_partial(&[9, 0]).is_none());
     }
 }

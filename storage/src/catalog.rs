@@ -424,11 +424,13 @@ mod tests {
         let mut next = v1.clone();
         next.watermarks.insert("w".into(), 9);
         let v2 = cs.commit(&v1, next).await.expect("the version written is this commit");
+        assert!(!store.armed.load(std::sync::atomic::Ordering::SeqCst), "the put whose reply was lost happened");
         assert_eq!(v2.version, 2);
         assert_eq!(cs.load_latest("g", 5).await.unwrap(), v2);
-        // Someone else's version at the same number is still a conflict.
-        store.armed.store(true, std::sync::atomic::Ordering::SeqCst);
+        // Someone else's version at the same number (another commit id) is
+        // still a conflict, and stays as it was.
         assert!(matches!(cs.commit(&v1, v1.clone()).await, Err(StorageError::CatalogConflict { version: 2, .. })));
+        assert_eq!(cs.load_latest("g", 5).await.unwrap(), v2);
     }
 
     #[test]

@@ -61,9 +61,16 @@ impl Http {
 
     /// Runs a query; panics on an error status.
     pub async fn query(&self, req: &QueryRequest) -> QueryResponse {
+        self.try_query(req).await.unwrap_or_else(|e| panic!("query failed: {e}"))
+    }
+
+    /// Runs a query; an error status comes back as its body.
+    pub async fn try_query(&self, req: &QueryRequest) -> Result<QueryResponse, Value> {
         let (status, body) = self.post("/api/v1/measure/data", req).await;
-        assert_eq!(status, 200, "query failed: {body}");
-        serde_json::from_value(body).unwrap()
+        if status != 200 {
+            return Err(body);
+        }
+        Ok(serde_json::from_value(body).unwrap())
     }
 
     /// Forces a flush of every memtable; returns the parts written.

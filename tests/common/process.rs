@@ -15,8 +15,21 @@ pub enum Backend {
     S3,
 }
 
-/// A free loopback port (bound, then released for the child to take).
+/// A free loopback port for a child process to bind. It is checked free,
+/// then released, so something else could take it before the child binds:
+/// to make that unlikely, ports come from below Linux's ephemeral range
+/// (32768 and up, where the kernel picks ports for outgoing connections),
+/// from a block of 32 that belongs to this test process (by pid), in turn.
 pub fn free_port() -> u16 {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let block = (std::process::id() % 380) as u16;
+    for _ in 0..64 {
+        let port = 20_000 + block * 32 + NEXT.fetch_add(1, Ordering::Relaxed) % 32;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
@@ -56,6 +69,11 @@ impl S3Server {
             .unwrap_or_else(|e| panic!("cannot start {bin} (install: cargo install s3s-fs@0.14.1 --features binary --locked): {e}"));
         wait_for_port(port, "s3s-fs");
         S3Server { child, port, _dir: dir }
+    }
+
+    /// The folder holding the bucket's objects, one file per key.
+    pub fn bucket_dir(&self) -> PathBuf {
+        self._dir.path().join(S3_BUCKET)
     }
 }
 

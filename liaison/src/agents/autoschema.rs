@@ -526,23 +526,6 @@ struct PreparedLabels {
 mod tests {
     use super::*;
 
-    /// Two gateways (as two liaisons) over one metadata store and one data plane.
-    async fn two_gateways(dir: &std::path::Path) -> (Gateway, Gateway) {
-        use canopy_meta::EmbeddedStore;
-        let store: Arc<dyn object_store::ObjectStore> = Arc::new(object_store::memory::InMemory::new());
-        let meta = Arc::new(EmbeddedStore::open(&dir.join("meta")).unwrap());
-        let ingester =
-            canopy_ingester::Ingester::open(canopy_ingester::IngesterConfig::new(dir.to_path_buf()), store.clone()).await.unwrap();
-        let data = Arc::new(crate::LocalDataPlane {
-            ingester,
-            querier: Arc::new(canopy_querier::Querier::new(Default::default(), store.clone())),
-            compactor: Arc::new(canopy_compactor::Compactor::new(Default::default(), store)),
-        });
-        let a = Gateway::new(Arc::new(SchemaRegistry::new(meta.clone())), data.clone());
-        let b = Gateway::new(Arc::new(SchemaRegistry::new(meta)), data);
-        (a, b)
-    }
-
     fn row(labels: &[(&str, &str)]) -> Vec<AgentRow> {
         let labels = Arc::new(labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect());
         vec![AgentRow { labels, fields: vec![("value".into(), FieldVal::Float(1.0))], ts: canopy_model::now_nanos() }]
@@ -551,7 +534,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn concurrent_first_writes_of_a_new_metric_through_two_gateways_both_land() {
         let dir = tempfile::tempdir().unwrap();
-        let (a, b) = two_gateways(dir.path()).await;
+        let (a, b) = crate::agents::test_support::two_gateways(dir.path()).await;
         for round in 0..20 {
             let metric = format!("m{round}");
             // Disjoint labels: whichever gateway creates the measure, the

@@ -9,6 +9,9 @@ mod line_protocol;
 mod otlp;
 mod prometheus;
 
+#[cfg(test)]
+pub(crate) mod test_support;
+
 pub use autoschema::AgentConfig;
 pub(crate) use autoschema::AutoSchema;
 pub(crate) use otlp::OtlpService;

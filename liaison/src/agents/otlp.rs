@@ -418,6 +418,91 @@ impl MetricsService for OtlpService {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use opentelemetry_proto::tonic::metrics::v1::{
+        ExponentialHistogram, ExponentialHistogramDataPoint, Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics,
+        exponential_histogram_data_point::Buckets,
+    };
+
+    fn request(metrics: Vec<Metric>) -> ExportMetricsServiceRequest {
+        ExportMetricsServiceRequest {
+            resource_metrics: vec![ResourceMetrics {
+                scope_metrics: vec![ScopeMetrics { metrics, ..Default::default() }],
+                ..Default::default()
+            }],
+        }
+    }
+
+    fn gauge(name: &str, points: Vec<(u64, f64, u32)>) -> Metric {
+        Metric {
+            name: name.into(),
+            data: Some(metric::Data::Gauge(Gauge {
+                data_points: points
+                    .into_iter()
+                    .map(|(t, v, flags)| NumberDataPoint {
+                        time_unix_nano: t,
+                        value: Some(number_data_point::Value::AsDouble(v)),
+                        flags,
+                        ..Default::default()
+                    })
+                    .collect(),
+            })),
+            ..Default::default()
+        }
+    }
+
+    fn converted(req: ExportMetricsServiceRequest) -> BTreeMap<String, Vec<AgentRow>> {
+        let mut rows = Rows::new(&crate::agents::AgentConfig::default());
+        convert(req, &mut rows);
+        assert!(rows.over.is_none());
+        rows.rows
+    }
+
+    #[test]
+    fn points_flagged_no_recorded_value_are_skipped() {
+        let rows = converted(request(vec![gauge("g", vec![(1, 1.0, 0), (2, 2.0, NO_RECORDED_VALUE), (3, 3.0, 0)])]));
+        let ts: Vec<i64> = rows["g"].iter().map(|r| r.ts).collect();
+        assert_eq!(ts, vec![1, 3]);
+    }
+
+    #[test]
+    fn exponential_histograms_keep_negative_buckets() {
+        let p = ExponentialHistogramDataPoint {
+            time_unix_nano: 5,
+            count: 9,
+            scale: 2,
+            zero_count: 1,
+            positive: Some(Buckets { offset: 3, bucket_counts: vec![1, 2] }),
+            negative: Some(Buckets { offset: -4, bucket_counts: vec![3, 0, 2] }),
+            ..Default::default()
+        };
+        let m = Metric {
+            name: "lat".into(),
+            data: Some(metric::Data::ExponentialHistogram(ExponentialHistogram { data_points: vec![p], aggregation_temporality: 2 })),
+            ..Default::default()
+        };
+        let rows = converted(request(vec![m]));
+        let fields: BTreeMap<&str, &FieldVal> = rows["lat"][0].fields.iter().map(|(k, v)| (k.as_str(), v)).collect();
+        assert_eq!(fields["negative_offset"], &FieldVal::Int(-4));
+        assert_eq!(fields["negative_counts"], &FieldVal::Str("3,0,2".into()));
+        assert_eq!(fields["positive_offset"], &FieldVal::Int(3));
+        assert_eq!(fields["positive_counts"], &FieldVal::Str("1,2".into()));
+    }
+
+    #[tokio::test]
+    async fn rejected_points_come_back_as_partial_success() {
+        let dir = tempfile::tempdir().unwrap();
+        let (gw, _) = crate::agents::test_support::two_gateways(dir.path()).await;
+        let now = canopy_model::now_nanos() as u64;
+        let ancient = now - 400 * 86_400 * 1_000_000_000;
+        let resp = export(&gw, request(vec![gauge("mixed", vec![(now - 1_000, 1.0, 0), (ancient, 2.0, 0), (now - 2_000, 3.0, 0)])]))
+            .await
+            .unwrap();
+        let partial = resp.partial_success.expect("a rejection is reported");
+        assert_eq!(partial.rejected_data_points, 1);
+        assert!(partial.error_message.contains("TTL"), "{}", partial.error_message);
+        let fine = export(&gw, request(vec![gauge("mixed", vec![(now - 3_000, 4.0, 0)])])).await.unwrap();
+        assert!(fine.partial_success.is_none());
+    }
 
     #[test]
     fn names_follow_the_prometheus_conversion() {
