@@ -7,8 +7,6 @@ mod common;
 
 use std::io::Write;
 
-use canopy_api::v1::query_request::Aggregation;
-use canopy_api::v1::*;
 use common::*;
 
 async fn post(c: &Canopy, body: Vec<u8>, gzip: bool) -> (u16, String) {
@@ -18,17 +16,6 @@ async fn post(c: &Canopy, body: Vec<u8>, gzip: bool) -> (u16, String) {
     }
     let r = req.body(body).send().await.unwrap();
     (r.status().as_u16(), r.text().await.unwrap())
-}
-
-async fn count(http: &Http) -> usize {
-    let q = QueryRequest {
-        groups: vec!["lim".into()],
-        name: "m".into(),
-        time_range: time_range(now_nanos() - HOUR, now_nanos() + HOUR),
-        agg: Some(Aggregation { function: AggregationFunction::Count as i32, field_name: "v".into(), field_names: vec![] }),
-        ..Default::default()
-    };
-    http.query(&q).await.data_points.first().map_or(0, |d| field_of(d, "v") as usize)
 }
 
 #[tokio::test]
@@ -49,7 +36,7 @@ async fn over_a_limit_is_a_4xx_and_nothing_accepted_is_lost() {
     let (s, b) = post(&c, format!("m,h=d v=4 {t}\nm,h=a v=5 {}", t + 1).into_bytes(), false).await;
     assert_eq!(s, 400);
     assert!(b.contains("more than 3 series") && b.contains("1 accepted"), "{b}");
-    assert_eq!(count(&http).await, 4);
+    assert_eq!(count_of(&http, "lim", "m", "v", now_nanos() - HOUR).await, 4);
 
     let (s, b) = post(&c, format!("m,a=1,b=2,c=3,d=4,e=5 v=1 {t}").into_bytes(), false).await;
     assert_eq!(s, 400);
@@ -64,5 +51,5 @@ async fn over_a_limit_is_a_4xx_and_nothing_accepted_is_lost() {
     let (s, b) = post(&c, enc.finish().unwrap(), true).await;
     assert_eq!(s, 400);
     assert!(b.contains("decompressed"), "{b}");
-    assert_eq!(count(&http).await, 4, "nothing accepted before was lost");
+    assert_eq!(count_of(&http, "lim", "m", "v", now_nanos() - HOUR).await, 4, "nothing accepted before was lost");
 }

@@ -192,6 +192,44 @@ async fn a_cluster_answers_like_standalone() {
         .unwrap();
     assert!((1.0..=2.0).contains(&owned), "an ingester of two owns one or two of three shards: {owned}");
     assert_eq!(Http::new(cluster.queriers[0].http).get("/api/healthz").await.0, 200);
+
+    // Schema changes in cluster mode: a tag added through the liaison (the
+    // schema lives in etcd) is written and read back by the other roles;
+    // old points read it as null; an incompatible change is refused.
+    let (_, b) = ch.get(&format!("/api/v1/measure/schema/{GROUP}/{MEASURE}")).await;
+    let mut m = b["measure"].clone();
+    m["tagFamilies"][0]["tags"].as_array_mut().unwrap().push(serde_json::json!({"name": "rack", "type": "TAG_TYPE_STRING"}));
+    let (s, b) = ch.put(&format!("/api/v1/measure/schema/{GROUP}/{MEASURE}"), &serde_json::json!({"measure": m})).await;
+    assert_eq!(s, 200, "{b}");
+    let mut dropped = m.clone();
+    dropped["fields"].as_array_mut().unwrap().retain(|f| f["name"] != "count");
+    let (s, b) = ch.put(&format!("/api/v1/measure/schema/{GROUP}/{MEASURE}"), &serde_json::json!({"measure": dropped})).await;
+    assert_eq!(s, 400, "{b}");
+    assert!(b["message"].as_str().is_some_and(|m| m.contains("\"count\" cannot be removed")), "{b}");
+    let racked = Sample { host: "host-900".into(), region: "eu".into(), zone: "z1".into(), ts: start + 7, version: 0, usage: 4.5, count: 1 };
+    let mut req = write_request(std::slice::from_ref(&racked), 900);
+    req.data_points[0].tag_families[0].tags.push(tag_str("r7"));
+    ch.write_ok(&req).await;
+    let q = QueryRequest {
+        groups: vec![GROUP.into()],
+        name: MEASURE.into(),
+        time_range: time_range(start - 1, end),
+        criteria: Some(cond("host", BinaryOp::In, tag_strs(&["host-900", "host-001"]))),
+        tag_projection: Some(projection("default", &["host", "rack"])),
+        field_projection: Some(FieldProjection { names: vec!["usage".into()] }),
+        limit: 100_000,
+        ..Default::default()
+    };
+    let got = ch.query(&q).await.data_points;
+    let new: Vec<&DataPoint> = got.iter().filter(|d| tag_of(d, "host") == "host-900").collect();
+    assert_eq!(new.len(), 1, "{got:?}");
+    assert_eq!((tag_of(new[0], "rack"), field_of(new[0], "usage")), ("r7".to_string(), 4.5));
+    let old: Vec<&DataPoint> = got.iter().filter(|d| tag_of(d, "host") == "host-001").collect();
+    assert!(!old.is_empty());
+    for d in old {
+        let rack = d.tag_families[0].tags.iter().find(|t| t.key == "rack").and_then(|t| t.value.as_ref()).and_then(|v| v.value.as_ref());
+        assert!(matches!(rack, Some(tag_value::Value::Null(_))), "an old point reads the new tag as null: {d:?}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -286,18 +324,40 @@ fn owners(cluster: &Cluster) -> Vec<String> {
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_graceful_ingester_stop_under_load_loses_nothing() {
-    let mut cluster = Cluster::start(2, &["--flush-bytes", "100000", "--flush-interval-secs", "1"]);
+/// A cluster under write load: `all` is being written through the liaison
+/// in batches of 50 by `writer`, which records what was acknowledged and
+/// which requests failed.
+struct UnderLoad {
+    cluster: Cluster,
+    http: Http,
+    start: i64,
+    all: Vec<Sample>,
+    sent: HashMap<(String, i64), f64>,
+    acked: Arc<Mutex<Vec<Sample>>>,
+    failed: Arc<Mutex<Vec<String>>>,
+    writer: tokio::task::JoinHandle<()>,
+}
+
+/// Starts two ingesters (with `ingester_extra`) and the writer of 25 hosts x
+/// `per_host` points; returns once `acks` points are acknowledged.
+async fn under_load(ingester_extra: &[&str], per_host: usize, seed: u64, acks: usize) -> UnderLoad {
+    let mut extra = vec!["--flush-bytes", "100000", "--flush-interval-secs", "1"];
+    extra.extend_from_slice(ingester_extra);
+    let cluster = Cluster::start(2, &extra);
     let http = Http::new(cluster.liaison.http);
     create_schema(&http).await;
     let start = now_nanos() - 2 * HOUR;
-    let all = samples(25, 400, start, 1_000_000_000, 31);
+    let all = samples(25, per_host, start, 1_000_000_000, seed);
     let sent: HashMap<(String, i64), f64> = all.iter().map(|s| ((s.host.clone(), s.ts), s.usage)).collect();
     let (acked, failed) = (Arc::new(Mutex::new(Vec::new())), Arc::new(Mutex::new(Vec::new())));
     let writer = spawn_writer(cluster.liaison.http, all.clone(), acked.clone(), failed.clone());
+    wait_for_acks(&acked, acks).await;
+    UnderLoad { cluster, http, start, all, sent, acked, failed, writer }
+}
 
-    wait_for_acks(&acked, 3_000).await;
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_graceful_ingester_stop_under_load_loses_nothing() {
+    let UnderLoad { mut cluster, http, start, all, sent, acked, failed, writer } = under_load(&[], 400, 31, 3_000).await;
     let leaving = cluster.ingesters[1].id();
     cluster.ingesters[1].stop();
     writer.await.unwrap();
@@ -314,16 +374,7 @@ async fn a_graceful_ingester_stop_under_load_loses_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_ingester_returns_every_acknowledged_point_once() {
-    let mut cluster = Cluster::start(2, &["--flush-bytes", "100000", "--flush-interval-secs", "1"]);
-    let http = Http::new(cluster.liaison.http);
-    create_schema(&http).await;
-    let start = now_nanos() - 2 * HOUR;
-    let all = samples(25, 400, start, 1_000_000_000, 41);
-    let sent: HashMap<(String, i64), f64> = all.iter().map(|s| ((s.host.clone(), s.ts), s.usage)).collect();
-    let (acked, failed) = (Arc::new(Mutex::new(Vec::new())), Arc::new(Mutex::new(Vec::new())));
-    let writer = spawn_writer(cluster.liaison.http, all.clone(), acked.clone(), failed.clone());
-
-    wait_for_acks(&acked, 3_000).await;
+    let UnderLoad { mut cluster, http, start, sent, acked, writer, .. } = under_load(&[], 400, 41, 3_000).await;
     let killed = cluster.ingesters[0].id();
     cluster.ingesters[0].kill9();
     // Once the lease (3 s) runs out the survivor takes the shards over; then
@@ -348,16 +399,7 @@ async fn a_paused_ingester_is_fenced_and_loses_nothing() {
     // SIGSTOP stands in for a partition or a long pause: the lease expires,
     // the other ingester takes the shards under a newer epoch, and when the
     // paused one wakes up it must not publish anything under its old epoch.
-    let cluster = Cluster::start(2, &["--flush-bytes", "100000", "--flush-interval-secs", "1"]);
-    let http = Http::new(cluster.liaison.http);
-    create_schema(&http).await;
-    let start = now_nanos() - 2 * HOUR;
-    let all = samples(25, 300, start, 1_000_000_000, 51);
-    let sent: HashMap<(String, i64), f64> = all.iter().map(|s| ((s.host.clone(), s.ts), s.usage)).collect();
-    let (acked, failed) = (Arc::new(Mutex::new(Vec::new())), Arc::new(Mutex::new(Vec::new())));
-    let writer = spawn_writer(cluster.liaison.http, all.clone(), acked.clone(), failed.clone());
-
-    wait_for_acks(&acked, 2_000).await;
+    let UnderLoad { cluster, http, start, sent, acked, writer, .. } = under_load(&[], 300, 51, 2_000).await;
     let paused = cluster.ingesters[0].id();
     // `owners` lists shard records in key order: index = shard.
     let owned_before = owners(&cluster);
@@ -427,17 +469,8 @@ async fn a_crashed_ingester_that_returns_to_a_changed_cluster_recovers_its_wal()
     // The first ingester crashes with unflushed points and comes back with
     // labels the ingester selector no longer matches, so it is dealt no
     // shard: its owners must lend the shards back for one flush.
-    let extra = ["--flush-bytes", "100000", "--flush-interval-secs", "1", "--ingester-selector", "tier=hot", "--node-labels", "tier=hot"];
-    let mut cluster = Cluster::start(2, &extra);
-    let http = Http::new(cluster.liaison.http);
-    create_schema(&http).await;
-    let start = now_nanos() - 2 * HOUR;
-    let all = samples(25, 300, start, 1_000_000_000, 71);
-    let sent: HashMap<(String, i64), f64> = all.iter().map(|s| ((s.host.clone(), s.ts), s.usage)).collect();
-    let (acked, failed) = (Arc::new(Mutex::new(Vec::new())), Arc::new(Mutex::new(Vec::new())));
-    let writer = spawn_writer(cluster.liaison.http, all.clone(), acked.clone(), failed.clone());
-
-    wait_for_acks(&acked, 2_000).await;
+    let hot = ["--ingester-selector", "tier=hot", "--node-labels", "tier=hot"];
+    let UnderLoad { mut cluster, http, start, sent, acked, writer, .. } = under_load(&hot, 300, 71, 2_000).await;
     cluster.ingesters[0].kill9();
     let wal = cluster.dir.path().join("ingester-0/wal/g");
     let stranded = std::fs::read_dir(&wal).map(|d| d.count()).unwrap_or(0);

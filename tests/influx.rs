@@ -32,10 +32,6 @@ async fn raw(http: &Http, group: &str, measure: &str, tags: &[&str], fields: &[&
     http.query(&q).await.data_points
 }
 
-fn field(dp: &DataPoint, name: &str) -> field_value::Value {
-    dp.fields.iter().find(|f| f.name == name).unwrap().value.clone().unwrap().value.unwrap()
-}
-
 async fn post(c: &Canopy, path: &str, body: Vec<u8>, gzip: bool) -> (u16, String) {
     let mut req = reqwest::Client::new().post(format!("http://{}{path}", c.http));
     let body = if gzip {
@@ -91,10 +87,10 @@ async fn line_protocol_round_trips_in_every_precision() {
         assert_eq!(nanos_of(dp), *ts);
         assert_eq!(tag_of(dp, "host"), l.host);
         assert_eq!(tag_of(dp, "region"), "eu");
-        assert_eq!(field(dp, "usage"), field_value::Value::Float(Float { value: l.usage }));
-        assert_eq!(field(dp, "count"), field_value::Value::Int(Int { value: l.count }));
-        assert_eq!(field(dp, "state"), field_value::Value::Str(Str { value: l.state.into() }));
-        assert_eq!(field(dp, "up"), field_value::Value::Bool(Bool { value: l.up }));
+        assert_eq!(field_value_of(dp, "usage"), field_value::Value::Float(Float { value: l.usage }));
+        assert_eq!(field_value_of(dp, "count"), field_value::Value::Int(Int { value: l.count }));
+        assert_eq!(field_value_of(dp, "state"), field_value::Value::Str(Str { value: l.state.into() }));
+        assert_eq!(field_value_of(dp, "up"), field_value::Value::Bool(Bool { value: l.up }));
     }
     let mem = raw(&http, "telegraf", "mem", &["host"], &["free"], base - 1).await;
     assert_eq!(mem.iter().map(|d| field_of(d, "free") as i64).collect::<Vec<_>>(), vec![0, 100, 200, 300]);
@@ -117,7 +113,7 @@ async fn line_protocol_round_trips_in_every_precision() {
     assert_eq!(s, 204, "{b}");
     let all = raw(&http, "telegraf", "cpu", &["host", "zone"], &["temp"], base - 1).await;
     assert_eq!(all.len(), 5);
-    assert_eq!(all.iter().filter(|d| matches!(field(d, "temp"), field_value::Value::Null(_))).count(), 4);
+    assert_eq!(all.iter().filter(|d| matches!(field_value_of(d, "temp"), field_value::Value::Null(_))).count(), 4);
 }
 
 #[tokio::test]

@@ -47,10 +47,6 @@ async fn points(http: &Http, measure: &str, labels: &[(&str, String)], fields: &
     http.query(&q).await.data_points
 }
 
-fn field_raw(dp: &DataPoint, name: &str) -> field_value::Value {
-    dp.fields.iter().find(|f| f.name == name).unwrap().value.clone().unwrap().value.unwrap()
-}
-
 /// The only point of a query's answer.
 fn single(mut pts: Vec<DataPoint>, what: &str) -> DataPoint {
     assert_eq!(pts.len(), 1, "{what}: {pts:?}");
@@ -127,19 +123,19 @@ async fn check(http: &Http, mode: &str, sent: &[Value]) {
                 ];
                 let p = one(points(http, "test_size_bytes", &labels, &names).await, "exponential histogram");
                 let csv = |v: &Value| v.as_array().unwrap().iter().map(|c| c.to_string()).collect::<Vec<_>>().join(",");
-                assert_eq!(field_raw(&p, "count"), field_value::Value::Int(Int { value: e["count"].as_i64().unwrap() }));
-                assert_eq!(field_raw(&p, "zero_count"), field_value::Value::Int(Int { value: e["zero_count"].as_i64().unwrap() }));
-                assert_eq!(field_raw(&p, "scale"), field_value::Value::Int(Int { value: e["scale"].as_i64().unwrap() }));
+                assert_eq!(field_value_of(&p, "count"), field_value::Value::Int(Int { value: e["count"].as_i64().unwrap() }));
+                assert_eq!(field_value_of(&p, "zero_count"), field_value::Value::Int(Int { value: e["zero_count"].as_i64().unwrap() }));
+                assert_eq!(field_value_of(&p, "scale"), field_value::Value::Int(Int { value: e["scale"].as_i64().unwrap() }));
                 assert_eq!(
-                    field_raw(&p, "positive_offset"),
+                    field_value_of(&p, "positive_offset"),
                     field_value::Value::Int(Int { value: e["positive_offset"].as_i64().unwrap() })
                 );
                 assert_eq!(
-                    field_raw(&p, "negative_offset"),
+                    field_value_of(&p, "negative_offset"),
                     field_value::Value::Int(Int { value: e["negative_offset"].as_i64().unwrap() })
                 );
-                assert_eq!(field_raw(&p, "positive_counts"), field_value::Value::Str(Str { value: csv(&e["positive_counts"]) }));
-                assert_eq!(field_raw(&p, "negative_counts"), field_value::Value::Str(Str { value: csv(&e["negative_counts"]) }));
+                assert_eq!(field_value_of(&p, "positive_counts"), field_value::Value::Str(Str { value: csv(&e["positive_counts"]) }));
+                assert_eq!(field_value_of(&p, "negative_counts"), field_value::Value::Str(Str { value: csv(&e["negative_counts"]) }));
                 for k in ["sum", "min", "max"] {
                     assert_eq!(field_of(&p, k), e[k].as_f64().unwrap(), "exponential histogram {k}");
                 }

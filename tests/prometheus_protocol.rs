@@ -84,6 +84,11 @@ async fn remote_write_then_remote_read_is_exact() {
     let (start, end) = (t0 - 1, t0 + 10_000);
     let got = read(&c, start, end, vec![m(Eq, "__name__", "up"), m(Eq, "job", "node")]).await;
     assert_eq!(bits(&got), bits(&[sorted(up_a.clone()), sorted(up_b.clone())]), "stale markers keep their bits");
+    // The same once the agent measures are in parts (one part holds both
+    // metrics of a shard), not only in memtables.
+    assert!(Http::new(c.http).flush().await > 0);
+    let got = read(&c, start, end, vec![m(Eq, "__name__", "up"), m(Eq, "job", "node")]).await;
+    assert_eq!(bits(&got), bits(&[sorted(up_a.clone()), sorted(up_b.clone())]), "after a flush");
     let got = read(&c, start, end, vec![m(Eq, "__name__", "up"), m(Re, "instance", "(a|c):.*")]).await;
     assert_eq!(bits(&got), bits(&[sorted(up_a.clone()), sorted(extra.clone())]));
     let got = read(&c, start, end, vec![m(Eq, "__name__", "up"), m(Neq, "job", "node")]).await;

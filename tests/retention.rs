@@ -8,23 +8,10 @@ mod common;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use canopy_api::v1::query_request::Aggregation;
-use canopy_api::v1::*;
 use common::*;
 
 fn part_files(c: &Canopy) -> Vec<PathBuf> {
     Canopy::files_under(&c.objects_dir().join("parts")).into_iter().filter(|p| p.extension().is_some_and(|e| e == "arrow")).collect()
-}
-
-async fn count(http: &Http, begin: i64) -> usize {
-    let q = QueryRequest {
-        groups: vec![GROUP.into()],
-        name: MEASURE.into(),
-        time_range: time_range(begin, now_nanos() + HOUR),
-        agg: Some(Aggregation { function: AggregationFunction::Count as i32, field_name: "count".into(), field_names: vec![] }),
-        ..Default::default()
-    };
-    http.query(&q).await.data_points.first().map_or(0, |d| field_of(d, "count") as usize)
 }
 
 async fn retention(backend: Backend) {
@@ -37,7 +24,7 @@ async fn retention(backend: Backend) {
     http.write_ok(&write_request(&old, 1)).await;
     http.write_ok(&write_request(&new, 2)).await;
     http.flush().await;
-    assert_eq!(count(&http, now - 6 * HOUR).await, old.len() + new.len());
+    assert_eq!(total_count(&http, now - 6 * HOUR).await, old.len() + new.len());
     let files_before = part_files(&c);
 
     // Shrink the TTL to 2 hours: the old points are now expired.
@@ -51,7 +38,7 @@ async fn retention(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    assert_eq!(count(&http, now - 6 * HOUR).await, new.len(), "expired points are hidden before any deletion");
+    assert_eq!(total_count(&http, now - 6 * HOUR).await, new.len(), "expired points are hidden before any deletion");
 
     let (s, r) = http.post_raw("/api/v1/admin/compact", String::new()).await;
     assert_eq!(s, 200, "{r}");
@@ -65,7 +52,7 @@ async fn retention(backend: Backend) {
     assert!(r["objectsDeleted"].as_u64().unwrap() as usize >= expired, "{r}");
     let files_after = part_files(&c);
     assert_eq!(files_after.len(), files_before.len() - expired, "{files_before:?} -> {files_after:?}");
-    assert_eq!(count(&http, now - 6 * HOUR).await, new.len(), "newer data stays");
+    assert_eq!(total_count(&http, now - 6 * HOUR).await, new.len(), "newer data stays");
 }
 
 #[tokio::test]

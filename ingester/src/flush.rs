@@ -81,6 +81,9 @@ impl Shard {
                     self.group, self.id
                 )));
             }
+            if self.crash_before_commit {
+                return Err(IngestError::Closed);
+            }
             let committed = self.commit(base, new_parts.clone(), memtable.max_seq).await?;
             let watermark = committed.watermark(&self.wal_id);
             {

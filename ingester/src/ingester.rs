@@ -35,6 +35,10 @@ pub struct IngesterConfig {
     /// and every shard with a WAL on disk is recovered at start. Cluster
     /// mode (`None`): only shards handed over by [`Ingester::acquire`] take writes.
     pub implicit_epoch: Option<u64>,
+    /// Fault injection for tests: a flush stops right after uploading its
+    /// parts, before the catalog commit — what a crash there leaves behind.
+    #[doc(hidden)]
+    pub crash_before_commit: bool,
 }
 
 impl IngesterConfig {
@@ -48,6 +52,7 @@ impl IngesterConfig {
             wal_segment_bytes: 64 << 20,
             write_queue_depth: 1024,
             implicit_epoch: Some(1),
+            crash_before_commit: false,
         }
     }
 }
@@ -182,6 +187,7 @@ impl Ingester {
             catalogs: self.catalogs.clone(),
             store: self.store.clone(),
             budget: self.budget.clone(),
+            crash_before_commit: self.cfg.crash_before_commit,
         };
         let s = Shard::open(group, id, epoch, self.wal_dir(group, id), env).await?;
         s.fence().await?;

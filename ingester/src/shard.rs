@@ -62,6 +62,8 @@ pub(crate) struct ShardEnv {
     pub(crate) catalogs: CatalogStore,
     pub(crate) store: Arc<dyn ObjectStore>,
     pub(crate) budget: Arc<MemoryBudget>,
+    /// See `IngesterConfig::crash_before_commit`.
+    pub(crate) crash_before_commit: bool,
 }
 
 /// A shard.
@@ -80,6 +82,7 @@ pub(crate) struct Shard {
     pub(crate) catalogs: CatalogStore,
     pub(crate) store: Arc<dyn ObjectStore>,
     pub(crate) budget: Arc<MemoryBudget>,
+    pub(crate) crash_before_commit: bool,
     tx: mpsc::Sender<WriteReq>,
 }
 
@@ -127,7 +130,7 @@ impl Shard {
     /// Opens a shard: loads its catalog, recovers its WAL above the catalog's
     /// watermark into a memtable, and starts its writer task.
     pub(crate) async fn open(group: &str, id: u32, epoch: u64, wal_dir: std::path::PathBuf, env: ShardEnv) -> Result<Arc<Shard>> {
-        let ShardEnv { wal_id, wal_segment_bytes: segment_bytes_max, queue_depth, catalogs, store, budget } = env;
+        let ShardEnv { wal_id, wal_segment_bytes: segment_bytes_max, queue_depth, catalogs, store, budget, crash_before_commit } = env;
         let catalog = catalogs.load_latest(group, id).await?;
         if catalog.epoch > epoch {
             return Err(canopy_storage::StorageError::Fenced { group: group.into(), shard: id, current: catalog.epoch, mine: epoch }.into());
@@ -161,6 +164,7 @@ impl Shard {
             catalogs,
             store,
             budget,
+            crash_before_commit,
             tx,
         });
         tokio::spawn(run_writer(Arc::downgrade(&shard), rx));

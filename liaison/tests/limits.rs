@@ -1,8 +1,9 @@
 //! Limits answer with their documented status: the query deadline
 //! (DEADLINE_EXCEEDED), `limit` defaults to 100 and offset + limit may not
 //! pass 100,000 (INVALID_ARGUMENT), at most 100,000 points per write
-//! (INVALID_ARGUMENT), and a full memtable budget refuses writes
-//! (RESOURCE_EXHAUSTED, HTTP 429) until a flush frees it.
+//! (INVALID_ARGUMENT), a full memtable budget refuses writes
+//! (RESOURCE_EXHAUSTED, HTTP 429) until a flush frees it, and a shard with
+//! more rows than a query may hold is RESOURCE_EXHAUSTED.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -72,9 +73,18 @@ async fn gateway(dir: &tempfile::TempDir, cfg: IngesterConfig) -> (Gateway, Arc<
 }
 
 async fn gateway_on(dir: &tempfile::TempDir, cfg: IngesterConfig, store: Arc<dyn ObjectStore>) -> (Gateway, Arc<Ingester>) {
+    gateway_with(dir, cfg, store, QuerierConfig::default()).await
+}
+
+async fn gateway_with(
+    dir: &tempfile::TempDir,
+    cfg: IngesterConfig,
+    store: Arc<dyn ObjectStore>,
+    qcfg: QuerierConfig,
+) -> (Gateway, Arc<Ingester>) {
     let registry = Arc::new(SchemaRegistry::new(Arc::new(EmbeddedStore::open(&dir.path().join("meta")).unwrap())));
     let ingester = Ingester::open(cfg, store.clone()).await.unwrap();
-    let querier = Arc::new(Querier::new(QuerierConfig::default(), store.clone()));
+    let querier = Arc::new(Querier::new(qcfg, store.clone()));
     let compactor = Arc::new(Compactor::new(CompactorConfig::default(), store));
     let gw = Gateway::new(registry, Arc::new(LocalDataPlane { ingester: ingester.clone(), querier, compactor }));
     gw.create_group(Some(testing::group("g", 1, 1, 1))).await.unwrap();
@@ -169,4 +179,20 @@ async fn a_full_memtable_budget_refuses_writes_until_a_flush() {
     ingester.flush_all().await.unwrap();
     let r = gw.write(write_req(points(200, start + written))).await;
     assert_eq!(r.status(), Status::Succeed, "{r:?}");
+}
+
+#[tokio::test]
+async fn a_shard_with_more_rows_than_a_query_may_hold_is_resource_exhausted() {
+    let dir = tempfile::tempdir().unwrap();
+    let qcfg = QuerierConfig { rows_max: 300, ..QuerierConfig::default() };
+    let (gw, ingester) = gateway_with(&dir, IngesterConfig::new(dir.path().to_path_buf()), Arc::new(InMemory::new()), qcfg).await;
+    let start = now_nanos() - HOUR / 2;
+    assert_eq!(gw.write(write_req(points(250, start))).await.status(), Status::Succeed);
+    ingester.flush_all().await.unwrap();
+    assert_eq!(gw.query(query(start - 1, 0, 1000)).await.unwrap().data_points.len(), 250);
+    assert_eq!(gw.write(write_req(points(250, start + 250))).await.status(), Status::Succeed);
+    ingester.flush_all().await.unwrap();
+    let err = gw.query(query(start - 1, 0, 1000)).await.unwrap_err();
+    assert_eq!(err.code, Code::ResourceExhausted, "{err:?}");
+    assert!(err.message.contains("300"), "{err:?}");
 }

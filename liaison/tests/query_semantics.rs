@@ -228,3 +228,154 @@ async fn a_flush_racing_a_compactor_commit_rebases_and_a_restart_keeps_the_water
     assert_eq!(ingester.memtable_bytes(), 0, "everything was covered by the watermark");
     assert_eq!(rows(&gw, "m", base - 1, None).await, want);
 }
+
+/// `v` of every returned point in answer order (`None` for null).
+fn values(resp: &QueryResponse) -> Vec<Option<i64>> {
+    resp.data_points
+        .iter()
+        .map(|d| match d.fields[0].value.as_ref().and_then(|v| v.value.as_ref()) {
+            Some(field_value::Value::Int(i)) => Some(i.value),
+            Some(field_value::Value::Null(_)) | None => None,
+            v => panic!("{v:?}"),
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn top_n_ranks_nulls_last_applies_offset_after_the_top_and_buckets_can_run_newest_first() {
+    use canopy_api::v1::query_request::{Aggregation, GroupBy, OrderBy, Top};
+    let e = env().await;
+    let base = canopy_model::now_nanos() - HOUR;
+    let vs = [Some(5), None, Some(3), Some(9), None, Some(1), Some(7)];
+    let pts = vs
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            let mut p = dp(i as i64, base + i as i64 * 60_000_000_000, 0, "z", 0);
+            p.fields[0] = FieldValue { value: v.map(|v| field_value::Value::Int(Int { value: v })) };
+            p
+        })
+        .collect();
+    write(&e.gw, "m", pts).await;
+    let q = |top: Option<Top>, offset: u32, limit: u32| QueryRequest {
+        groups: vec!["g".into()],
+        name: "m".into(),
+        time_range: Some(TimeRange { begin: Some(ts(base - 1)), end: Some(ts(base + HOUR)) }),
+        field_projection: Some(FieldProjection { names: vec!["v".into()] }),
+        top,
+        offset,
+        limit,
+        ..Default::default()
+    };
+    let top = |n: i32, sort: Sort| Some(Top { number: n, field_name: "v".into(), field_value_sort: sort as i32 });
+    for placement in ["memtable", "parts"] {
+        if placement == "parts" {
+            e.ingester.flush_all().await.unwrap();
+        }
+        let got = |r: QueryRequest| {
+            let gw = e.gw.clone();
+            async move { values(&gw.query(r).await.unwrap()) }
+        };
+        assert_eq!(got(q(top(7, Sort::Desc), 0, 100)).await, [Some(9), Some(7), Some(5), Some(3), Some(1), None, None], "{placement}");
+        assert_eq!(got(q(top(7, Sort::Asc), 0, 100)).await, [Some(1), Some(3), Some(5), Some(7), Some(9), None, None], "{placement}");
+        // Offset and limit page through the top N, not through all rows.
+        assert_eq!(got(q(top(4, Sort::Desc), 1, 2)).await, [Some(7), Some(5)], "{placement}");
+        assert_eq!(got(q(top(4, Sort::Desc), 3, 10)).await, [Some(3)], "{placement}");
+
+        // Aggregated: the max per series, nulls (series without a value) last.
+        let mut agg = q(top(10, Sort::Desc), 0, 100);
+        agg.group_by = Some(GroupBy {
+            tag_projection: Some(TagProjection {
+                tag_families: vec![tag_projection::TagFamily { name: "d".into(), tags: vec!["s".into()] }],
+            }),
+            field_name: "v".into(),
+            bucket_millis: 0,
+        });
+        agg.agg = Some(Aggregation { function: AggregationFunction::Max as i32, field_name: "v".into(), field_names: vec![] });
+        assert_eq!(values(&e.gw.query(agg.clone()).await.unwrap()), [Some(9), Some(7), Some(5), Some(3), Some(1), None, None]);
+
+        // One-minute buckets, newest first: one point per minute.
+        agg.top = None;
+        agg.group_by.as_mut().unwrap().tag_projection = None;
+        agg.group_by.as_mut().unwrap().bucket_millis = 60_000;
+        agg.agg.as_mut().unwrap().function = AggregationFunction::Count as i32;
+        agg.order_by = Some(OrderBy { sort: Sort::Desc as i32 });
+        let resp = e.gw.query(agg).await.unwrap();
+        let stamps: Vec<i64> = resp.data_points.iter().map(|d| d.timestamp.as_ref().unwrap().seconds).collect();
+        let mut want: Vec<i64> = (0..7).map(|i| (base + i * 60_000_000_000) / 60_000_000_000 * 60).collect();
+        want.reverse();
+        assert_eq!(stamps, want, "{placement}: buckets newest first");
+        let counts: Vec<Option<i64>> = vs.iter().rev().map(|v| Some(v.is_some() as i64)).collect();
+        assert_eq!(values(&resp), counts, "{placement}: newest minute first; nulls are not counted");
+    }
+}
+
+/// Object keys under `parts/`.
+async fn part_objects(store: &Arc<dyn ObjectStore>) -> std::collections::BTreeSet<String> {
+    use futures::TryStreamExt;
+    store.list(Some(&"parts".into())).map_ok(|m| m.location.to_string()).try_collect().await.unwrap()
+}
+
+#[tokio::test]
+async fn a_crash_between_a_flushs_upload_and_its_commit_loses_nothing_and_duplicates_nothing() {
+    let e = env().await;
+    let base = canopy_model::now_nanos() - HOUR;
+    let mut want: Vec<(i64, i64, String, i64)> = (0..6).map(|i| (i % 2, base + i, "z".to_string(), i)).collect();
+    want.sort();
+    write(&e.gw, "m", (0..6).map(|i| dp(i % 2, base + i, 0, "z", i)).collect()).await;
+    let Env { gw, ingester, store, dir } = e;
+    drop((gw, ingester));
+
+    // A process that dies right after uploading its flush's parts.
+    let registry = Arc::new(SchemaRegistry::new(Arc::new(EmbeddedStore::open(&dir.path().join("meta")).unwrap())));
+    let cfg = IngesterConfig { crash_before_commit: true, ..IngesterConfig::new(dir.path().to_path_buf()) };
+    let crashing = Ingester::open(cfg, store.clone()).await.unwrap();
+    assert!(crashing.flush_all().await.is_err());
+    drop((crashing, registry));
+    let orphans = part_objects(&store).await;
+    assert!(!orphans.is_empty(), "the crashed flush uploaded its parts");
+    assert!(CatalogStore::new(store.clone()).load_latest("g", 0).await.unwrap().parts.is_empty(), "but committed nothing");
+
+    // Restarted: the WAL brings every point back, the orphans stay invisible.
+    let (gw, ingester) = gateway(&dir, store.clone()).await;
+    assert_eq!(rows(&gw, "m", base - 1, None).await, want);
+    ingester.flush_all().await.unwrap();
+    assert_eq!(rows(&gw, "m", base - 1, None).await, want, "after the flush the orphans must not double the points");
+    // GC deletes exactly the orphans; the answer stays.
+    let gc = Compactor::new(
+        CompactorConfig { gc_grace: std::time::Duration::ZERO, orphan_min_age: std::time::Duration::ZERO, ..CompactorConfig::default() },
+        store.clone(),
+    );
+    let spec = GroupSpec::compile(&gw.registry.get_group("g").await.unwrap()).unwrap();
+    gc.run_shard(&spec, 0, canopy_model::now_nanos() / 1_000_000 + 1).await.unwrap();
+    let left = part_objects(&store).await;
+    assert!(left.is_disjoint(&orphans), "orphans left: {:?}", left.intersection(&orphans).collect::<Vec<_>>());
+    let committed: std::collections::BTreeSet<String> =
+        CatalogStore::new(store.clone()).load_latest("g", 0).await.unwrap().parts.iter().map(|p| p.path.clone()).collect();
+    assert_eq!(left, committed);
+    assert_eq!(rows(&gw, "m", base - 1, None).await, want);
+}
+
+#[tokio::test]
+async fn a_corrupt_catalog_version_is_an_error_that_names_it_never_an_empty_shard() {
+    use object_store::ObjectStoreExt;
+    let e = env().await;
+    let base = canopy_model::now_nanos() - HOUR;
+    write(&e.gw, "m", vec![dp(1, base, 0, "z", 1)]).await;
+    e.ingester.flush_all().await.unwrap();
+    let cs = CatalogStore::new(e.store.clone());
+    let latest = cs.load_latest("g", 0).await.unwrap();
+    let key = canopy_storage::paths::catalog_version("g", 0, latest.version);
+    let mut bytes = e.store.get(&key).await.unwrap().bytes().await.unwrap().to_vec();
+    let n = bytes.len();
+    bytes[n - 2] ^= 0x20;
+    e.store.put(&key, bytes.into()).await.unwrap();
+
+    // Loading fails naming the object; so does an ingester taking the shard.
+    let err = cs.load_latest("g", 0).await.unwrap_err().to_string();
+    assert!(err.contains(key.as_ref()) && err.contains("checksum"), "{err}");
+    let Env { gw, ingester, store, dir } = e;
+    drop((gw, ingester));
+    let err = Ingester::open(IngesterConfig::new(dir.path().to_path_buf()), store).await.unwrap_err().to_string();
+    assert!(err.contains(key.as_ref()), "the ingester must refuse to start on a corrupt catalog, naming it: {err}");
+}

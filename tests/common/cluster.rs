@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::process::{S3_BUCKET, S3_KEY, S3_SECRET, S3Server, free_port, kill9_child, stop_child};
+use super::process::{S3_BUCKET, S3_KEY, S3_SECRET, S3Server, free_port, kill9_child, stop_child, wait_ready};
 
 /// A single-member etcd on loopback.
 pub struct EtcdServer {
@@ -116,15 +116,7 @@ impl RoleProcess {
             .stderr(log)
             .spawn()
             .expect("start canopy");
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        loop {
-            match lines.next() {
-                Some(Ok(l)) if l.starts_with("READY ") => break,
-                Some(Ok(_)) => continue,
-                _ => panic!("canopy {} exited before READY; log:\n{}", self.role, self.log_text()),
-            }
-        }
-        std::thread::spawn(move || for _ in lines {});
+        wait_ready(&mut child, self.role, || self.log_text());
         self.child = Some(child);
     }
 

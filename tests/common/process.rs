@@ -163,15 +163,7 @@ impl Canopy {
             .stderr(log)
             .spawn()
             .expect("start canopy");
-        let stdout = child.stdout.take().unwrap();
-        let mut lines = BufReader::new(stdout).lines();
-        let ready = loop {
-            match lines.next() {
-                Some(Ok(l)) if l.starts_with("READY ") => break l,
-                Some(Ok(_)) => continue,
-                _ => panic!("canopy exited before READY; log:\n{}", self.log()),
-            }
-        };
+        let ready = wait_ready(&mut child, "standalone", || self.log());
         for kv in ready.split_whitespace().skip(1) {
             let (k, v) = kv.split_once('=').unwrap();
             match k {
@@ -183,8 +175,6 @@ impl Canopy {
                 _ => {}
             }
         }
-        // Keep draining stdout so the child never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
         self.child = Some(child);
     }
 
@@ -261,6 +251,22 @@ impl Canopy {
     pub fn data_files(&self, sub: &str) -> Vec<PathBuf> {
         Canopy::files_under(&self.data_dir.join(sub))
     }
+}
+
+/// Reads a Canopy child's stdout up to its `READY ...` line and returns
+/// it; keeps draining stdout afterwards so the child never blocks on a full
+/// pipe. Panics with the log (`log()`) if the child exits first.
+pub fn wait_ready(child: &mut Child, what: &str, log: impl Fn() -> String) -> String {
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout piped")).lines();
+    let ready = loop {
+        match lines.next() {
+            Some(Ok(l)) if l.starts_with("READY ") => break l,
+            Some(Ok(_)) => continue,
+            _ => panic!("canopy {what} exited before READY; log:\n{}", log()),
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    ready
 }
 
 /// SIGKILL to a child process, then reap it.

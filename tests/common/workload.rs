@@ -214,16 +214,36 @@ pub async fn stored(http: &Http, begin: i64) -> HashMap<(String, i64), (usize, f
     out
 }
 
+/// Points of the test measure from `begin` to an hour from now.
 pub async fn total_count(http: &Http, begin: i64) -> usize {
+    count_of(http, GROUP, MEASURE, "usage", begin).await
+}
+
+/// Non-null values of `field` in `group`/`measure` from `begin` to an hour
+/// from now, counted by the server (a COUNT aggregation).
+pub async fn count_of(http: &Http, group: &str, measure: &str, field: &str, begin: i64) -> usize {
     let q = QueryRequest {
-        groups: vec![GROUP.into()],
-        name: MEASURE.into(),
+        groups: vec![group.into()],
+        name: measure.into(),
         time_range: time_range(begin, now_nanos() + HOUR),
-        agg: Some(Aggregation { function: AggregationFunction::Count as i32, field_name: "usage".into(), field_names: vec![] }),
+        agg: Some(Aggregation { function: AggregationFunction::Count as i32, field_name: field.into(), field_names: vec![] }),
         ..Default::default()
     };
     let r = http.query(&q).await;
-    r.data_points.first().map_or(0, |d| field_of(d, "usage") as usize)
+    r.data_points.first().map_or(0, |d| field_of(d, field) as usize)
+}
+
+/// A returned field's value as sent over the wire (panics if absent).
+pub fn field_value_of(dp: &DataPoint, name: &str) -> field_value::Value {
+    dp.fields
+        .iter()
+        .find(|f| f.name == name)
+        .unwrap_or_else(|| panic!("field {name} missing in {dp:?}"))
+        .value
+        .clone()
+        .unwrap()
+        .value
+        .unwrap()
 }
 
 pub fn assert_exactly_once(got: &HashMap<(String, i64), (usize, f64)>, acked: &[Sample], sent: &HashMap<(String, i64), f64>) {
