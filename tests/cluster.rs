@@ -206,7 +206,8 @@ async fn a_cluster_answers_like_standalone() {
     let (s, b) = ch.put(&format!("/api/v1/measure/schema/{GROUP}/{MEASURE}"), &serde_json::json!({"measure": dropped})).await;
     assert_eq!(s, 400, "{b}");
     assert!(b["message"].as_str().is_some_and(|m| m.contains("\"count\" cannot be removed")), "{b}");
-    let racked = Sample { host: "host-900".into(), region: "eu".into(), zone: "z1".into(), ts: start + 7, version: 0, usage: 4.5, count: 1 };
+    let racked =
+        Sample { host: "host-900".into(), region: "eu".into(), zone: "z1".into(), ts: start + 7, version: 0, usage: 4.5, count: 1 };
     let mut req = write_request(std::slice::from_ref(&racked), 900);
     req.data_points[0].tag_families[0].tags.push(tag_str("r7"));
     ch.write_ok(&req).await;

@@ -41,3 +41,29 @@ impl CatalogCache {
         Ok(c)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use object_store::{ObjectStore, ObjectStoreExt};
+
+    #[tokio::test]
+    async fn a_corrupt_version_is_an_error_naming_it_and_is_not_cached() {
+        let store: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());
+        let catalogs = CatalogStore::new(store.clone());
+        let v1 = catalogs.commit(&CatalogState::empty("g", 0), CatalogState::empty("g", 0)).await.unwrap();
+        let key = canopy_storage::paths::catalog_version("g", 0, v1.version);
+        let good = store.get(&key).await.unwrap().bytes().await.unwrap();
+        let mut bad = good.to_vec();
+        bad[12] ^= 0xff;
+        store.put(&key, bad.into()).await.unwrap();
+
+        let cache = CatalogCache::new(catalogs);
+        let err = cache.get("g", 0, v1.version).await.unwrap_err();
+        assert!(err.message.contains(key.as_ref()), "{err:?}");
+        // Repaired (say, restored from a backup), the version loads: the
+        // failure was not remembered.
+        store.put(&key, good.into()).await.unwrap();
+        assert_eq!(*cache.get("g", 0, v1.version).await.unwrap(), v1);
+    }
+}

@@ -10,14 +10,15 @@ use std::time::Duration;
 
 use canopy_api::v1::*;
 use canopy_compactor::{CompactError, Compactor, CompactorConfig, PolicyConfig};
-use canopy_ingester::{Ingester, IngesterConfig};
-use canopy_liaison::{Gateway, LocalDataPlane};
-use canopy_meta::{EmbeddedStore, SchemaRegistry};
+use canopy_ingester::Ingester;
+use canopy_liaison::Gateway;
 use canopy_model::{GroupSpec, QueryPlan, testing};
-use canopy_querier::{Querier, QuerierConfig};
+use canopy_querier::Querier;
 use canopy_storage::CatalogStore;
 use futures::TryStreamExt;
 use object_store::{ObjectStore, ObjectStoreExt};
+
+mod support;
 
 const HOUR: i64 = 3_600_000_000_000;
 
@@ -34,12 +35,7 @@ struct Env {
 async fn env(ccfg: CompactorConfig, shards: u32) -> Env {
     let dir = tempfile::tempdir().unwrap();
     let store: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());
-    let registry = Arc::new(SchemaRegistry::new(Arc::new(EmbeddedStore::open(&dir.path().join("meta")).unwrap())));
-    let ingester = Ingester::open(IngesterConfig::new(dir.path().to_path_buf()), store.clone()).await.unwrap();
-    let querier = Arc::new(Querier::new(QuerierConfig::default(), store.clone()));
-    let compactor = Arc::new(Compactor::new(ccfg, store.clone()));
-    let data = Arc::new(LocalDataPlane { ingester: ingester.clone(), querier: querier.clone(), compactor });
-    let mut gw = Gateway::new(registry, data);
+    let support::Stack { mut gw, ingester, querier, store } = support::stack(dir.path(), store, |s| s.compactor = ccfg).await;
     gw.query_timeout = Duration::from_secs(1);
     gw.create_group(Some(testing::group("g", shards, 1, 1))).await.unwrap();
     let m = testing::measure("g", "m", &[("s", TagType::Int), ("z", TagType::String)], &[("v", FieldType::Int)], &["s"]);
@@ -147,7 +143,7 @@ async fn parts_per_segment(store: &Arc<dyn ObjectStore>, shards: u32) -> Vec<usi
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn randomized_writes_flushes_compactions_and_queries_match_the_oracle() {
-    let seed = seed();
+    let seed = support::seed();
     let policy = PolicyConfig { fanout: 2, tier_base_bytes: 1 << 10, parts_max: 2, inputs_max: 4 };
     let ccfg = CompactorConfig {
         policy: policy.clone(),
@@ -337,27 +333,24 @@ async fn a_compactor_killed_mid_merge_leaves_nothing_visible_and_the_next_run_co
     assert_eq!(query_all(&e.gw, base).await, oracle);
 }
 
-/// A seed for a randomized test: `CANOPY_TEST_SEED` replays a run, else the clock.
-fn seed() -> u64 {
-    let seed = std::env::var("CANOPY_TEST_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(now_nanos() as u64 | 1);
-    println!("seed {seed} (CANOPY_TEST_SEED={seed} replays this run)");
-    seed
-}
-
 /// Group names drawn from every character a name may hold (dots included,
 /// and the names that are dots only): a name is either refused naming the
 /// field, or its parts outlive GC while the newest catalog references them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gc_never_deletes_a_part_the_newest_catalog_references_whatever_the_group_name() {
-    let mut rng = Rng(seed());
+    let mut rng = Rng(support::seed());
     let ccfg = CompactorConfig { gc_grace: Duration::ZERO, orphan_min_age: Duration::ZERO, ..CompactorConfig::default() };
     let e = env(ccfg.clone(), 1).await;
     let compactor = Compactor::new(ccfg, e.store.clone());
     const ALPHABET: &[u8] = b"abcXYZ019_.:-";
     let mut names: Vec<String> = [".", "..", "...", ".a", "a.", "a..b", "x:y-z_0.9"].iter().map(|s| s.to_string()).collect();
-    for _ in 0..12 {
+    while names.len() < 19 {
         let len = 1 + rng.next(10) as usize;
-        names.push((0..len).map(|_| ALPHABET[rng.next(ALPHABET.len() as u64) as usize] as char).collect());
+        let name: String = (0..len).map(|_| ALPHABET[rng.next(ALPHABET.len() as u64) as usize] as char).collect();
+        // Each name once, and not the fixture's own group.
+        if name != "g" && !names.contains(&name) {
+            names.push(name);
+        }
     }
     let now = now_nanos();
     let mut accepted = Vec::new();

@@ -18,12 +18,11 @@ use object_store::{
 };
 
 use canopy_api::v1::*;
-use canopy_compactor::{Compactor, CompactorConfig};
-use canopy_ingester::{Ingester, IngesterConfig};
-use canopy_liaison::{Code, Gateway, LocalDataPlane};
-use canopy_meta::{EmbeddedStore, SchemaRegistry};
+use canopy_ingester::Ingester;
+use canopy_liaison::{Code, Gateway};
 use canopy_model::{LIMIT_DEFAULT, LIMIT_MAX, nanos_to_timestamp as ts, now_nanos, testing};
-use canopy_querier::{Querier, QuerierConfig};
+
+mod support;
 
 const HOUR: i64 = 3_600_000_000_000;
 
@@ -68,25 +67,16 @@ impl ObjectStore for SlowStore {
     }
 }
 
-async fn gateway(dir: &tempfile::TempDir, cfg: IngesterConfig) -> (Gateway, Arc<Ingester>) {
-    gateway_on(dir, cfg, Arc::new(InMemory::new())).await
+async fn gateway(dir: &tempfile::TempDir, tune: impl FnOnce(&mut support::Settings)) -> (Gateway, Arc<Ingester>) {
+    gateway_on(dir, Arc::new(InMemory::new()), tune).await
 }
 
-async fn gateway_on(dir: &tempfile::TempDir, cfg: IngesterConfig, store: Arc<dyn ObjectStore>) -> (Gateway, Arc<Ingester>) {
-    gateway_with(dir, cfg, store, QuerierConfig::default()).await
-}
-
-async fn gateway_with(
+async fn gateway_on(
     dir: &tempfile::TempDir,
-    cfg: IngesterConfig,
     store: Arc<dyn ObjectStore>,
-    qcfg: QuerierConfig,
+    tune: impl FnOnce(&mut support::Settings),
 ) -> (Gateway, Arc<Ingester>) {
-    let registry = Arc::new(SchemaRegistry::new(Arc::new(EmbeddedStore::open(&dir.path().join("meta")).unwrap())));
-    let ingester = Ingester::open(cfg, store.clone()).await.unwrap();
-    let querier = Arc::new(Querier::new(qcfg, store.clone()));
-    let compactor = Arc::new(Compactor::new(CompactorConfig::default(), store));
-    let gw = Gateway::new(registry, Arc::new(LocalDataPlane { ingester: ingester.clone(), querier, compactor }));
+    let support::Stack { gw, ingester, .. } = support::stack(dir.path(), store, tune).await;
     gw.create_group(Some(testing::group("g", 1, 1, 1))).await.unwrap();
     gw.create_measure(Some(testing::measure("g", "m", &[("s", TagType::Int)], &[("v", FieldType::Int)], &["s"]))).await.unwrap();
     (gw, ingester)
@@ -123,7 +113,7 @@ fn query(begin: i64, offset: u32, limit: u32) -> QueryRequest {
 async fn query_limits_and_the_deadline_answer_with_their_status() {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(SlowStore::default());
-    let (mut gw, ingester) = gateway_on(&dir, IngesterConfig::new(dir.path().to_path_buf()), store.clone()).await;
+    let (mut gw, ingester) = gateway_on(&dir, store.clone(), |_| {}).await;
     let start = now_nanos() - HOUR / 2;
     assert_eq!(gw.write(write_req(points(500, start))).await.status(), Status::Succeed);
     ingester.flush_all().await.unwrap();
@@ -147,7 +137,7 @@ async fn query_limits_and_the_deadline_answer_with_their_status() {
 #[tokio::test]
 async fn too_many_points_in_one_write_are_refused_whole() {
     let dir = tempfile::tempdir().unwrap();
-    let (gw, ingester) = gateway(&dir, IngesterConfig::new(dir.path().to_path_buf())).await;
+    let (gw, ingester) = gateway(&dir, |_| {}).await;
     let r = gw.write(write_req(points(100_001, now_nanos() - HOUR / 2))).await;
     assert_eq!(r.status(), Status::InvalidArgument, "{r:?}");
     assert!(r.message.contains("data_points") && r.message.contains("100000"), "{r:?}");
@@ -159,8 +149,7 @@ async fn too_many_points_in_one_write_are_refused_whole() {
 #[tokio::test]
 async fn a_full_memtable_budget_refuses_writes_until_a_flush() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = IngesterConfig { memtable_bytes_max: 64 << 10, ..IngesterConfig::new(dir.path().to_path_buf()) };
-    let (gw, ingester) = gateway(&dir, cfg).await;
+    let (gw, ingester) = gateway(&dir, |s| s.ingester.memtable_bytes_max = 64 << 10).await;
     let start = now_nanos() - HOUR / 2;
     // Fill the budget; the write that finds it full is refused as overloaded.
     let mut written = 0;
@@ -184,8 +173,7 @@ async fn a_full_memtable_budget_refuses_writes_until_a_flush() {
 #[tokio::test]
 async fn a_shard_with_more_rows_than_a_query_may_hold_is_resource_exhausted() {
     let dir = tempfile::tempdir().unwrap();
-    let qcfg = QuerierConfig { rows_max: 300, ..QuerierConfig::default() };
-    let (gw, ingester) = gateway_with(&dir, IngesterConfig::new(dir.path().to_path_buf()), Arc::new(InMemory::new()), qcfg).await;
+    let (gw, ingester) = gateway(&dir, |s| s.querier.rows_max = 300).await;
     let start = now_nanos() - HOUR / 2;
     assert_eq!(gw.write(write_req(points(250, start))).await.status(), Status::Succeed);
     ingester.flush_all().await.unwrap();

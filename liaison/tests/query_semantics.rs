@@ -12,12 +12,12 @@ use std::sync::Arc;
 use canopy_api::v1::*;
 use canopy_compactor::{Compactor, CompactorConfig, PolicyConfig};
 use canopy_ingester::{Ingester, IngesterConfig};
-use canopy_liaison::{Gateway, LocalDataPlane};
-use canopy_meta::{EmbeddedStore, SchemaRegistry};
+use canopy_liaison::Gateway;
 use canopy_model::{GroupSpec, testing};
-use canopy_querier::{Querier, QuerierConfig};
 use canopy_storage::CatalogStore;
 use object_store::ObjectStore;
+
+mod support;
 
 const HOUR: i64 = 3_600_000_000_000;
 
@@ -44,11 +44,8 @@ async fn env() -> Env {
 
 /// A gateway over the data directory and store (a fresh process on restart).
 async fn gateway(dir: &tempfile::TempDir, store: Arc<dyn ObjectStore>) -> (Gateway, Arc<Ingester>) {
-    let registry = Arc::new(SchemaRegistry::new(Arc::new(EmbeddedStore::open(&dir.path().join("meta")).unwrap())));
-    let ingester = Ingester::open(IngesterConfig::new(dir.path().to_path_buf()), store.clone()).await.unwrap();
-    let querier = Arc::new(Querier::new(QuerierConfig::default(), store.clone()));
-    let compactor = Arc::new(Compactor::new(CompactorConfig::default(), store));
-    (Gateway::new(registry, Arc::new(LocalDataPlane { ingester: ingester.clone(), querier, compactor })), ingester)
+    let s = support::stack(dir.path(), store, |_| {}).await;
+    (s.gw, s.ingester)
 }
 
 fn dp(s: i64, t: i64, version: i64, z: &str, v: i64) -> DataPointValue {
@@ -327,11 +324,9 @@ async fn a_crash_between_a_flushs_upload_and_its_commit_loses_nothing_and_duplic
     drop((gw, ingester));
 
     // A process that dies right after uploading its flush's parts.
-    let registry = Arc::new(SchemaRegistry::new(Arc::new(EmbeddedStore::open(&dir.path().join("meta")).unwrap())));
-    let cfg = IngesterConfig { crash_before_commit: true, ..IngesterConfig::new(dir.path().to_path_buf()) };
-    let crashing = Ingester::open(cfg, store.clone()).await.unwrap();
-    assert!(crashing.flush_all().await.is_err());
-    drop((crashing, registry));
+    let crashing = support::stack(dir.path(), store.clone(), |s| s.ingester.crash_before_commit = true).await;
+    assert!(crashing.ingester.flush_all().await.is_err());
+    drop(crashing);
     let orphans = part_objects(&store).await;
     assert!(!orphans.is_empty(), "the crashed flush uploaded its parts");
     assert!(CatalogStore::new(store.clone()).load_latest("g", 0).await.unwrap().parts.is_empty(), "but committed nothing");

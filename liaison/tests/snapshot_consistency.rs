@@ -10,25 +10,17 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::Duration;
 
 use canopy_api::v1::*;
-use canopy_compactor::{Compactor, CompactorConfig};
-use canopy_ingester::{Ingester, IngesterConfig};
-use canopy_liaison::{DataPlane, Gateway, LocalDataPlane};
-use canopy_meta::{EmbeddedStore, SchemaRegistry};
 use canopy_model::testing;
-use canopy_querier::{Querier, QuerierConfig};
 
 use canopy_model::{nanos_to_timestamp as ts, now_nanos as now};
+
+mod support;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn queries_during_writes_and_flushes_see_consistent_snapshots() {
     let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn object_store::ObjectStore> = Arc::new(object_store::memory::InMemory::new());
-    let registry = Arc::new(SchemaRegistry::new(Arc::new(EmbeddedStore::open(&dir.path().join("meta")).unwrap())));
-    let ingester = Ingester::open(IngesterConfig::new(dir.path().to_path_buf()), store.clone()).await.unwrap();
-    let compactor = Arc::new(Compactor::new(CompactorConfig::default(), store.clone()));
-    let data: Arc<dyn DataPlane> =
-        Arc::new(LocalDataPlane { ingester, querier: Arc::new(Querier::new(QuerierConfig::default(), store)), compactor });
-    let gw = Gateway::new(registry, data.clone());
+    let gw = support::stack(dir.path(), Arc::new(object_store::memory::InMemory::new()), |_| {}).await.gw;
+    let data = gw.data.clone();
     gw.create_group(Some(testing::group("g", 2, 1, 1))).await.unwrap();
     gw.create_measure(Some(testing::measure("g", "m", &[("s", TagType::Int)], &[("v", FieldType::Int)], &["s"]))).await.unwrap();
 

@@ -209,3 +209,40 @@ fn families(plan: &QueryPlan, tags: impl Iterator<Item = (usize, TagVal)>) -> Ve
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    use canopy_api::v1::query_request::{Aggregation, GroupBy};
+    use canopy_api::v1::{AggregationFunction, FieldType, QueryRequest, TagType, TimeRange};
+
+    #[test]
+    fn merging_past_the_group_limit_is_resource_exhausted() {
+        let schema = Arc::new(crate::testing::compile(
+            &crate::testing::group("g", 1, 1, 1),
+            &crate::testing::measure("g", "m", &[("s", TagType::Int)], &[("v", FieldType::Int)], &["s"]),
+        ));
+        let now = crate::now_nanos();
+        let req = QueryRequest {
+            groups: vec!["g".into()],
+            name: "m".into(),
+            time_range: Some(TimeRange { begin: Some(crate::nanos_to_timestamp(now - 1_000)), end: Some(crate::nanos_to_timestamp(now)) }),
+            group_by: Some(GroupBy { tag_projection: None, field_name: "v".into(), bucket_millis: 1 }),
+            agg: Some(Aggregation { function: AggregationFunction::Count as i32, field_name: "v".into(), field_names: vec![] }),
+            ..Default::default()
+        };
+        let plan = QueryPlan::compile(schema, &req, now).unwrap();
+        // Two shards' partials of one-millisecond buckets: each within the
+        // limit, together one group over it.
+        let half = GROUPS_MAX as i64 / 2;
+        let partial = |from: i64, n: i64| {
+            PartialResult::Groups((from..from + n).map(|b| ((b * 1_000_000, Vec::new()), vec![AggState::default()])).collect())
+        };
+        let fits = merge_partials(&plan, vec![partial(0, half), partial(half, half)]).unwrap();
+        assert!(matches!(&fits, PartialResult::Groups(g) if g.len() == GROUPS_MAX));
+        let err = merge_partials(&plan, vec![partial(0, half), partial(half, half + 1)]).unwrap_err();
+        assert!(matches!(&err, ModelError::ResourceExhausted(m) if m.contains(&GROUPS_MAX.to_string())), "{err:?}");
+    }
+}
