@@ -39,6 +39,10 @@ pub struct IngesterConfig {
     /// parts, before the catalog commit — what a crash there leaves behind.
     #[doc(hidden)]
     pub crash_before_commit: bool,
+    /// Fault injection for tests: the WAL writer waits this long after
+    /// taking each batch, as behind a stalled disk (zero: no wait).
+    #[doc(hidden)]
+    pub stall_appends: Duration,
 }
 
 impl IngesterConfig {
@@ -53,6 +57,7 @@ impl IngesterConfig {
             write_queue_depth: 1024,
             implicit_epoch: Some(1),
             crash_before_commit: false,
+            stall_appends: Duration::ZERO,
         }
     }
 }
@@ -188,6 +193,7 @@ impl Ingester {
             store: self.store.clone(),
             budget: self.budget.clone(),
             crash_before_commit: self.cfg.crash_before_commit,
+            stall_appends: self.cfg.stall_appends,
         };
         let s = Shard::open(group, id, epoch, self.wal_dir(group, id), env).await?;
         s.fence().await?;

@@ -64,6 +64,8 @@ pub(crate) struct ShardEnv {
     pub(crate) budget: Arc<MemoryBudget>,
     /// See `IngesterConfig::crash_before_commit`.
     pub(crate) crash_before_commit: bool,
+    /// See `IngesterConfig::stall_appends`.
+    pub(crate) stall_appends: Duration,
 }
 
 /// A shard.
@@ -130,7 +132,16 @@ impl Shard {
     /// Opens a shard: loads its catalog, recovers its WAL above the catalog's
     /// watermark into a memtable, and starts its writer task.
     pub(crate) async fn open(group: &str, id: u32, epoch: u64, wal_dir: std::path::PathBuf, env: ShardEnv) -> Result<Arc<Shard>> {
-        let ShardEnv { wal_id, wal_segment_bytes: segment_bytes_max, queue_depth, catalogs, store, budget, crash_before_commit } = env;
+        let ShardEnv {
+            wal_id,
+            wal_segment_bytes: segment_bytes_max,
+            queue_depth,
+            catalogs,
+            store,
+            budget,
+            crash_before_commit,
+            stall_appends,
+        } = env;
         let catalog = catalogs.load_latest(group, id).await?;
         if catalog.epoch > epoch {
             return Err(canopy_storage::StorageError::Fenced { group: group.into(), shard: id, current: catalog.epoch, mine: epoch }.into());
@@ -167,7 +178,7 @@ impl Shard {
             crash_before_commit,
             tx,
         });
-        tokio::spawn(run_writer(Arc::downgrade(&shard), rx));
+        tokio::spawn(run_writer(Arc::downgrade(&shard), rx, stall_appends));
         Ok(shard)
     }
 
@@ -279,8 +290,11 @@ impl Shard {
     }
 }
 
-async fn run_writer(shard: std::sync::Weak<Shard>, mut rx: mpsc::Receiver<WriteReq>) {
+async fn run_writer(shard: std::sync::Weak<Shard>, mut rx: mpsc::Receiver<WriteReq>, stall: Duration) {
     while let Some(first) = rx.recv().await {
+        if !stall.is_zero() {
+            tokio::time::sleep(stall).await;
+        }
         let mut reqs = vec![first];
         let mut bytes = reqs[0].payload.len();
         while bytes < GROUP_COMMIT_BYTES_MAX {

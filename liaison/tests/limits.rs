@@ -2,8 +2,9 @@
 //! (DEADLINE_EXCEEDED), `limit` defaults to 100 and offset + limit may not
 //! pass 100,000 (INVALID_ARGUMENT), at most 100,000 points per write
 //! (INVALID_ARGUMENT), a full memtable budget refuses writes
-//! (RESOURCE_EXHAUSTED, HTTP 429) until a flush frees it, and a shard with
-//! more rows than a query may hold is RESOURCE_EXHAUSTED.
+//! (RESOURCE_EXHAUSTED, HTTP 429) until a flush frees it, so does a full
+//! shard write queue, and a shard with more rows than a query may hold is
+//! RESOURCE_EXHAUSTED.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -183,4 +184,32 @@ async fn a_shard_with_more_rows_than_a_query_may_hold_is_resource_exhausted() {
     let err = gw.query(query(start - 1, 0, 1000)).await.unwrap_err();
     assert_eq!(err.code, Code::ResourceExhausted, "{err:?}");
     assert!(err.message.contains("300"), "{err:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_write_queue_refuses_writes_instead_of_queueing_without_bound() {
+    // The WAL writer stalls 10 s on each batch (a stuck disk); the queue
+    // holds one batch. Of three writes, one is in the writer, one in the
+    // queue, and the third gives up after the 5 s enqueue wait.
+    let dir = tempfile::tempdir().unwrap();
+    let (gw, _ingester) = gateway(&dir, |s| {
+        s.ingester.write_queue_depth = 1;
+        s.ingester.stall_appends = Duration::from_secs(10);
+    })
+    .await;
+    let start = now_nanos() - HOUR / 2;
+    let writes: Vec<_> = (0..3)
+        .map(|i| {
+            let gw = gw.clone();
+            tokio::spawn(async move { gw.write(write_req(points(10, start + i * 100))).await })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for w in writes {
+        statuses.push(w.await.unwrap());
+    }
+    let full: Vec<&WriteResponse> = statuses.iter().filter(|r| r.status() == Status::ResourceExhausted).collect();
+    assert_eq!(full.len(), 1, "{statuses:?}");
+    assert!(full[0].message.contains("write queue") && full[0].message.contains("full"), "{:?}", full[0]);
+    assert_eq!(statuses.iter().filter(|r| r.status() == Status::Succeed).count(), 2, "{statuses:?}");
 }
