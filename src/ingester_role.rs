@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use canopy_api::cluster::v1::ingester_service_server::IngesterServiceServer;
 use canopy_cluster::metrics::RoleMetrics;
-use canopy_cluster::{INTERNAL_MESSAGE_BYTES_MAX, IngesterRpc, Role, ShardManager};
+use canopy_cluster::{INTERNAL_MESSAGE_BYTES_MAX, IngesterRpc, Pacing, Role, ShardManager};
 use canopy_ingester::{Ingester, IngesterConfig};
 
 use crate::args::{FlushArgs, ObjectStoreArgs};
@@ -27,6 +27,13 @@ pub(crate) struct IngesterArgs {
     /// ingester must be given the same selector.
     #[arg(long, env = "CANOPY_INGESTER_SELECTOR", default_value = "")]
     ingester_selector: String,
+    /// Shard handovers this ingester starts while earlier ones are still in
+    /// flight (released, not yet taken); a leaving ingester is not held back.
+    #[arg(long, env = "CANOPY_MAX_HANDOFFS_PER_INGESTER", default_value_t = 2)]
+    max_handoffs_per_ingester: usize,
+    /// Shard handovers in flight across the cluster before ingesters wait.
+    #[arg(long, env = "CANOPY_MAX_HANDOFFS", default_value_t = 16)]
+    max_handoffs: usize,
 }
 
 /// Runs until SIGINT/SIGTERM, then hands every shard over (flushing it) and exits.
@@ -54,7 +61,8 @@ pub(crate) async fn run(a: IngesterArgs) -> anyhow::Result<()> {
             .max_encoding_message_size(INTERNAL_MESSAGE_BYTES_MAX),
     );
     let serving = node.serve("ingester", Some(router), metrics).await?;
-    let manager = ShardManager::new(node.view.clone(), ingester.clone(), serving.registration.clone(), selector).await;
+    let pacing = Pacing { per_ingester: a.max_handoffs_per_ingester.max(1), cluster: a.max_handoffs.max(1) };
+    let manager = ShardManager::new(node.view.clone(), ingester.clone(), serving.registration.clone(), selector, pacing).await;
     let rounds = manager.spawn();
 
     crate::standalone::shutdown_signal().await;

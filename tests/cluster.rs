@@ -492,3 +492,66 @@ async fn a_crashed_ingester_that_returns_to_a_changed_cluster_recovers_its_wal()
     assert_exactly_once(&got, &acked, &sent);
     assert!(cluster.ingesters[0].log_text().contains("replayed WAL"), "nothing was replayed:\n{}", cluster.ingesters[0].log_text());
 }
+
+/// Shards per owner in `owners` (key order = shard order).
+fn load_of(owners: &[String], node: &str) -> usize {
+    owners.iter().filter(|o| *o == node).count()
+}
+
+/// Records all present, none in a handover, and loads within one of each other.
+fn settled(cluster: &Cluster, shards: usize, ingesters: &[String]) -> bool {
+    let listing = cluster.etcd.etcdctl_get_prefix("/canopy/shards/");
+    let recs: Vec<serde_json::Value> = listing.lines().filter(|l| l.starts_with('{')).map(|l| serde_json::from_str(l).unwrap()).collect();
+    if recs.len() != shards || recs.iter().any(|r| r["released"] == true) {
+        return false;
+    }
+    let o = owners(cluster);
+    let loads: Vec<usize> = ingesters.iter().map(|i| load_of(&o, i)).collect();
+    o.iter().all(|x| ingesters.contains(x)) && loads.iter().max().unwrap() - loads.iter().min().unwrap() <= 1
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_joining_ingester_takes_its_fair_share_and_a_leaver_moves_only_its_own() {
+    const SHARDS: usize = 12;
+    let mut cluster = Cluster::start(3, &["--flush-bytes", "100000", "--flush-interval-secs", "1"]);
+    let http = Http::new(cluster.liaison.http);
+    create_schema_with_shards(&http, SHARDS as u32).await;
+    let three: Vec<String> = cluster.ingesters.iter().map(|i| i.id()).collect();
+    eventually(&cluster, 60, "12 shards never settled over 3 ingesters", || settled(&cluster, SHARDS, &three)).await;
+
+    let start = now_nanos() - 2 * HOUR;
+    let all = samples(25, 1_000, start, 1_000_000_000, 81);
+    let sent: HashMap<(String, i64), f64> = all.iter().map(|s| ((s.host.clone(), s.ts), s.usage)).collect();
+    let (acked, failed) = (Arc::new(Mutex::new(Vec::new())), Arc::new(Mutex::new(Vec::new())));
+    let writer = spawn_writer(cluster.liaison.http, all.clone(), acked.clone(), failed.clone());
+    wait_for_acks(&acked, 2_000).await;
+
+    // 3 -> 4: only the shards the newcomer takes move.
+    let before = owners(&cluster);
+    let newcomer = cluster.add_ingester().id();
+    let four: Vec<String> = cluster.ingesters.iter().map(|i| i.id()).collect();
+    eventually(&cluster, 90, "the shards never settled over 4 ingesters", || settled(&cluster, SHARDS, &four)).await;
+    let after = owners(&cluster);
+    let moved: Vec<usize> = (0..SHARDS).filter(|&k| before[k] != after[k]).collect();
+    assert!(moved.len() <= SHARDS.div_ceil(4) + 1, "{} shards moved on a join: {before:?} -> {after:?}", moved.len());
+    assert!(moved.iter().all(|&k| after[k] == newcomer), "a join moved shards between old ingesters: {before:?} -> {after:?}");
+    assert_eq!(load_of(&after, &newcomer), SHARDS / 4);
+    assert!(acked.lock().unwrap().len() < all.len(), "the writes should still be running across the join");
+
+    // 4 -> 3 (SIGTERM): only the leaver's shards move.
+    let leaver = cluster.ingesters[1].id();
+    cluster.ingesters[1].stop();
+    let rest: Vec<String> = four.iter().filter(|i| **i != leaver).cloned().collect();
+    eventually(&cluster, 90, "the shards never settled over 3 ingesters", || settled(&cluster, SHARDS, &rest)).await;
+    let last = owners(&cluster);
+    for k in 0..SHARDS {
+        if after[k] != leaver {
+            assert_eq!(after[k], last[k], "shard {k} moved though its owner stayed: {after:?} -> {last:?}");
+        }
+    }
+
+    writer.await.unwrap();
+    assert!(failed.lock().unwrap().is_empty(), "writes failed: {:?}\n{}", failed.lock().unwrap(), cluster.logs());
+    assert_eq!(acked.lock().unwrap().len(), all.len());
+    assert_exactly_once(&stored(&http, start - 1).await, &all, &sent);
+}

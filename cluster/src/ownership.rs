@@ -1,11 +1,9 @@
 //! Shard ownership: which ingester owns each (group, shard), under which
 //! epoch, recorded at `/canopy/shards/{group}/{shard:04}`.
 //!
-//! Assignment is a pure function of the live ingesters and the groups, so
-//! every ingester computes the same answer from the same watched state:
-//! shards sorted by (group, shard id) dealt round-robin over the eligible
-//! ingesters sorted by id. Records change only by compare-and-swap on their
-//! etcd revision; taking a shard always bumps the epoch.
+//! Which ingester a shard is dealt to is [`crate::placement`]'s pure
+//! function of the watched state. Records change only by compare-and-swap
+//! on their etcd revision; taking a shard always bumps the epoch.
 
 use std::collections::BTreeMap;
 
@@ -50,21 +48,10 @@ pub fn eligible_ingesters(nodes: &[NodeInfo], selector: &BTreeMap<String, String
     ids
 }
 
-/// Deals every shard of every group (name → shard count) round-robin over
-/// `ingesters` (sorted); empty if there are none.
-pub fn assign(groups: &BTreeMap<String, u32>, ingesters: &[String]) -> BTreeMap<(String, u32), String> {
-    let mut out = BTreeMap::new();
-    if ingesters.is_empty() {
-        return out;
-    }
-    let mut i = 0;
-    for (g, &n) in groups {
-        for s in 0..n {
-            out.insert((g.clone(), s), ingesters[i % ingesters.len()].clone());
-            i += 1;
-        }
-    }
-    out
+/// The live owner of every shard whose record names one: not released,
+/// and registered now. The placement keeps shards with these owners.
+pub fn current_owners(records: &BTreeMap<(String, u32), ShardOwner>, live: &[String]) -> BTreeMap<(String, u32), String> {
+    records.iter().filter(|(_, r)| !r.released && live.contains(&r.owner)).map(|(k, r)| (k.clone(), r.owner.clone())).collect()
 }
 
 #[cfg(test)]
@@ -85,12 +72,13 @@ mod tests {
     }
 
     #[test]
-    fn shards_are_dealt_round_robin_in_group_then_shard_order() {
-        let groups: BTreeMap<String, u32> = [("b".to_string(), 2), ("a".to_string(), 3)].into();
-        let a = assign(&groups, &["n1".into(), "n2".into()]);
-        let got: Vec<(&str, u32, &str)> = a.iter().map(|((g, s), n)| (g.as_str(), *s, n.as_str())).collect();
-        assert_eq!(got, vec![("a", 0, "n1"), ("a", 1, "n2"), ("a", 2, "n1"), ("b", 0, "n2"), ("b", 1, "n1")]);
-        assert!(assign(&groups, &[]).is_empty());
+    fn released_records_and_departed_owners_leave_a_shard_unowned() {
+        let rec = |owner: &str, released: bool| ShardOwner { owner: owner.into(), epoch: 3, released };
+        let records: BTreeMap<(String, u32), ShardOwner> =
+            [(("g".to_string(), 0), rec("a", false)), (("g".to_string(), 1), rec("a", true)), (("g".to_string(), 2), rec("gone", false))]
+                .into();
+        let current = current_owners(&records, &["a".to_string()]);
+        assert_eq!(current, [(("g".to_string(), 0), "a".to_string())].into());
     }
 
     #[test]

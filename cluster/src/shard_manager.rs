@@ -8,6 +8,10 @@
 //!   version under the new epoch, which fences the previous owner).
 //! - Held, dealt elsewhere (or I am leaving): `Ingester::release` (stop
 //!   writes, flush every acknowledged point), then mark the record released.
+//!   Paced: a node starts a handover only while fewer than
+//!   [`Pacing::per_ingester`] of its own and [`Pacing::cluster`] in all are
+//!   in flight (released, not yet taken), so a join moves shards a few at a
+//!   time while writes continue. A leaving node is not paced: it drains.
 //! - Held, but the record names someone else or a newer epoch: I was taken
 //!   over (lease lost) — drop it without flushing; its WAL stays on disk.
 //! - Recovery: a shard whose WAL is on disk here but which is not held here
@@ -24,8 +28,27 @@ use std::time::Duration;
 use canopy_ingester::Ingester;
 
 use crate::node::{Registration, Role};
-use crate::ownership::{ShardOwner, assign, eligible_ingesters, parse_shard_key, shard_key};
+use crate::ownership::{ShardOwner, current_owners, eligible_ingesters, parse_shard_key, shard_key};
+use crate::placement::assign;
 use crate::view::{ClusterView, OwnerRecord};
+
+/// How many handovers may be in flight at once (released by their owner,
+/// not yet taken by the next). Each node decides on its own view, so the
+/// cluster-wide bound can be passed by the number of nodes deciding at the
+/// same moment; it still turns a join into a trickle instead of a storm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pacing {
+    /// Handovers one ingester has in flight.
+    pub per_ingester: usize,
+    /// Handovers in flight across the cluster.
+    pub cluster: usize,
+}
+
+impl Default for Pacing {
+    fn default() -> Self {
+        Pacing { per_ingester: 2, cluster: 16 }
+    }
+}
 
 /// Keeps an ingester's shards in line with the assignment.
 pub struct ShardManager {
@@ -34,6 +57,7 @@ pub struct ShardManager {
     registration: Arc<Registration>,
     me: String,
     selector: BTreeMap<String, String>,
+    pacing: Pacing,
     leaving: AtomicBool,
     /// Serializes reconcile rounds (the loop and `leave`).
     round: tokio::sync::Mutex<()>,
@@ -52,6 +76,7 @@ impl ShardManager {
         ingester: Arc<Ingester>,
         registration: Arc<Registration>,
         selector: BTreeMap<String, String>,
+        pacing: Pacing,
     ) -> Arc<ShardManager> {
         let me = registration.info().await.id;
         Arc::new(ShardManager {
@@ -60,6 +85,7 @@ impl ShardManager {
             registration,
             me,
             selector,
+            pacing,
             leaving: AtomicBool::new(false),
             round: tokio::sync::Mutex::new(()),
         })
@@ -115,9 +141,13 @@ impl ShardManager {
         if self.leaving.load(Ordering::Relaxed) {
             eligible.retain(|n| *n != self.me);
         }
-        let dealt = assign(&self.view.group_shards(), &eligible);
         let owners = self.view.owners();
         let live: Vec<String> = nodes.iter().map(|n| n.id.clone()).collect();
+        let records: BTreeMap<(String, u32), ShardOwner> = owners.iter().map(|(k, r)| (k.clone(), r.record.clone())).collect();
+        let dealt = assign(&self.view.group_shards(), &eligible, &current_owners(&records, &live));
+        let leaving = self.leaving.load(Ordering::Relaxed);
+        let mut in_flight = owners.values().filter(|r| r.record.released).count();
+        let mut in_flight_mine = owners.values().filter(|r| r.record.released && r.record.owner == self.me).count();
         // Shards other live ingesters hold unflushed WAL of: lend them.
         let lent: BTreeSet<(String, u32)> = nodes
             .iter()
@@ -141,9 +171,17 @@ impl ShardManager {
                 continue;
             }
             settled = false;
+            // Lending to a recovering node and leaving are never held back.
+            let paced = !leaving && !lent.contains(&key);
+            if paced && (in_flight_mine >= self.pacing.per_ingester || in_flight >= self.pacing.cluster) {
+                continue;
+            }
             if let Err(e) = self.ingester.release(&group, shard).await {
                 tracing::warn!(group, shard, error = %e, "release failed; will retry");
+                continue;
             }
+            in_flight += 1;
+            in_flight_mine += 1;
         }
         let held: Vec<(String, u32)> = self.ingester.owned().await.into_iter().map(|(g, s, _)| (g, s)).collect();
         let on_disk = self.ingester.shards_on_disk().unwrap_or_default();

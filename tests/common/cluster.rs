@@ -172,9 +172,19 @@ impl Drop for RoleProcess {
     }
 }
 
+/// Ingester number `i`, with its own data directory and log under `dir`.
+fn start_ingester(dir: &tempfile::TempDir, args: &[String], i: usize) -> RoleProcess {
+    let mut args = args.to_vec();
+    args.push("--data-dir".into());
+    args.push(dir.path().join(format!("ingester-{i}")).to_string_lossy().into_owned());
+    RoleProcess::start("ingester", args, dir.path().join(format!("ingester-{i}.log")))
+}
+
 /// etcd + S3 + 1 liaison + N ingesters + 1 querier.
 pub struct Cluster {
     store_args: Vec<String>,
+    /// Arguments every ingester of this cluster was started with.
+    ingester_args: Vec<String>,
     pub liaison: RoleProcess,
     pub ingesters: Vec<RoleProcess>,
     pub queriers: Vec<RoleProcess>,
@@ -206,21 +216,22 @@ impl Cluster {
         ];
         let mut common: Vec<String> = vec!["--etcd-endpoints".into(), etcd.endpoint(), "--lease-ttl-secs".into(), "3".into()];
         common.extend(store_args.iter().cloned());
-        let ingesters = (0..ingesters)
-            .map(|i| {
-                let mut args = common.clone();
-                args.push("--data-dir".into());
-                args.push(dir.path().join(format!("ingester-{i}")).to_string_lossy().into_owned());
-                args.extend(ingester_extra.iter().map(|s| s.to_string()));
-                RoleProcess::start("ingester", args, dir.path().join(format!("ingester-{i}.log")))
-            })
-            .collect();
+        let mut ingester_args = common.clone();
+        ingester_args.extend(ingester_extra.iter().map(|s| s.to_string()));
+        let ingesters = (0..ingesters).map(|i| start_ingester(&dir, &ingester_args, i)).collect();
         let queriers =
             (0..queriers).map(|i| RoleProcess::start("querier", common.clone(), dir.path().join(format!("querier-{i}.log")))).collect();
         let mut largs = common;
         largs.extend(["--otlp-grpc-addr", "off", "--otlp-http-addr", "off", "--influx-addr", "off"].map(String::from));
         let liaison = RoleProcess::start("liaison", largs, dir.path().join("liaison.log"));
-        Cluster { store_args, liaison, ingesters, queriers, etcd, s3, dir }
+        Cluster { store_args, ingester_args, liaison, ingesters, queriers, etcd, s3, dir }
+    }
+
+    /// Starts one more ingester with the same options as the others.
+    pub fn add_ingester(&mut self) -> &RoleProcess {
+        let i = self.ingesters.len();
+        self.ingesters.push(start_ingester(&self.dir, &self.ingester_args, i));
+        &self.ingesters[i]
     }
 
     /// The object-store options every process of this cluster uses.

@@ -40,10 +40,15 @@ fn str_tag(s: &str) -> TagValue {
 
 /// Creates group `g` (3 shards, 1-hour segments, 7-day TTL) and measure `cpu`.
 pub async fn create_schema(http: &Http) {
+    create_schema_with_shards(http, 3).await
+}
+
+/// [`create_schema`] with a group of `shards` shards.
+pub async fn create_schema_with_shards(http: &Http, shards: u32) {
     let group = serde_json::json!({"group": {
         "metadata": {"name": GROUP},
         "catalog": "CATALOG_MEASURE",
-        "resourceOpts": {"shardNum": 3, "segmentInterval": {"unit": "UNIT_HOUR", "num": 1}, "ttl": {"unit": "UNIT_DAY", "num": 7}}
+        "resourceOpts": {"shardNum": shards, "segmentInterval": {"unit": "UNIT_HOUR", "num": 1}, "ttl": {"unit": "UNIT_DAY", "num": 7}}
     }});
     let (s, b) = http.post("/api/v1/group/schema", &group).await;
     assert_eq!(s, 200, "{b}");
