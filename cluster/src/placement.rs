@@ -16,12 +16,15 @@
 //! So a join moves only the shards the newcomer takes (its fair share), a
 //! leave moves only the leaver's shards, and every ingester ends with
 //! `base` or `base + 1` shards. Applying the result and computing again
-//! gives the same result (a fixed point), and a shard in the middle of a
-//! handover (released, not yet taken) is placed where the first computation
-//! sent it. The rendezvous score (xxh3 of shard and node) breaks every tie,
+//! gives the same result (a fixed point), and during a single join or leave
+//! a shard in the middle of a handover (released, not yet taken) is placed
+//! where the first computation sent it. (With several changes at once the
+//! target can shift while shards are in flight; only ingesters above `base`
+//! ever give shards up, so this costs no extra moves and ends when the views
+//! agree.) The rendezvous score (xxh3 of shard and node) breaks every tie,
 //! so the outcome does not depend on the order nodes joined in.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// A shard: (group, shard id).
 pub type ShardId = (String, u32);
@@ -93,6 +96,40 @@ pub fn assign(groups: &BTreeMap<String, u32>, ingesters: &[String], current: &BT
         for shard in shards {
             out.insert(shard, ingesters[i].clone());
         }
+    }
+    out
+}
+
+/// The handovers that may start now: the moves still pending (current
+/// owner differs from `dealt`), in key order, skipping an owner that has
+/// `per_owner` handovers in flight and stopping at `total` in flight
+/// overall. `in_flight` counts released, not yet taken records per owner.
+/// Every node computes the same set from the same view, so the bounds hold
+/// across the cluster without coordination.
+pub fn handovers_to_start(
+    current: &BTreeMap<ShardId, String>,
+    dealt: &BTreeMap<ShardId, String>,
+    in_flight: &BTreeMap<String, usize>,
+    per_owner: usize,
+    total: usize,
+) -> BTreeSet<ShardId> {
+    let mut per: BTreeMap<&str, usize> = in_flight.iter().map(|(o, n)| (o.as_str(), *n)).collect();
+    let mut busy: usize = in_flight.values().sum();
+    let mut out = BTreeSet::new();
+    for (shard, owner) in current {
+        if busy >= total {
+            break;
+        }
+        if dealt.get(shard).is_none_or(|target| target == owner) {
+            continue;
+        }
+        let n = per.entry(owner.as_str()).or_default();
+        if *n >= per_owner {
+            continue;
+        }
+        *n += 1;
+        busy += 1;
+        out.insert(shard.clone());
     }
     out
 }
@@ -173,6 +210,31 @@ mod tests {
                 assert_eq!(assign(&g, &nodes(4), &now), target, "after {owner} took {shard:?}");
             }
         }
+    }
+
+    #[test]
+    fn handovers_start_a_few_at_a_time_and_the_same_on_every_node() {
+        let g = groups(40);
+        let five = nodes(5);
+        let start = assign(&g, &five, &BTreeMap::new());
+        // Five more ingesters: about half the shards must move.
+        let ten = nodes(10);
+        let target = assign(&g, &ten, &start);
+        let pending = start.iter().filter(|(k, o)| target[*k] != **o).count();
+        assert!(pending >= 15, "{pending}");
+        let none = BTreeMap::new();
+        let first = handovers_to_start(&start, &target, &none, 2, 6);
+        assert_eq!(first.len(), 6, "the cluster-wide bound");
+        let mut per: BTreeMap<&String, usize> = BTreeMap::new();
+        first.iter().for_each(|k| *per.entry(&start[k]).or_default() += 1);
+        assert!(per.values().all(|&n| n <= 2), "{per:?}");
+        // Two handovers already in flight from node 0: it starts none more,
+        // and the total counts them.
+        let busy: BTreeMap<String, usize> = [(five[0].clone(), 2)].into();
+        let next = handovers_to_start(&start, &target, &busy, 2, 6);
+        assert_eq!(next.len(), 4);
+        assert!(next.iter().all(|k| start[k] != five[0]));
+        assert!(handovers_to_start(&target, &target, &none, 2, 6).is_empty(), "nothing pending, nothing starts");
     }
 
     #[test]

@@ -8,17 +8,21 @@
 //!   version under the new epoch, which fences the previous owner).
 //! - Held, dealt elsewhere (or I am leaving): `Ingester::release` (stop
 //!   writes, flush every acknowledged point), then mark the record released.
-//!   Paced: a node starts a handover only while fewer than
-//!   [`Pacing::per_ingester`] of its own and [`Pacing::cluster`] in all are
-//!   in flight (released, not yet taken), so a join moves shards a few at a
-//!   time while writes continue. A leaving node is not paced: it drains.
+//!   Paced: every node computes the same set of handovers that may start
+//!   ([`crate::placement::handovers_to_start`]: pending moves in key order,
+//!   at most [`Pacing::per_ingester`] per owner and [`Pacing::cluster`] in
+//!   all, counting those in flight — released, not yet taken), so a join
+//!   moves shards a few at a time while writes continue. A leaving node, a
+//!   lent shard and a deleted group's shard are not paced.
 //! - Held, but the record names someone else or a newer epoch: I was taken
 //!   over (lease lost) — drop it without flushing; its WAL stays on disk.
 //! - Recovery: a shard whose WAL is on disk here but which is not held here
 //!   (a crash, then the cluster changed) is published in this node's
 //!   `recovering` list. Its owner releases it even though it is dealt to
-//!   it, this node takes it (replaying and flushing its WAL) and releases it,
-//!   and the owner takes it back. Nothing acknowledged stays stranded.
+//!   it, and this node takes it (replaying and flushing its WAL). From then
+//!   on this node is its current owner: the placement keeps it here if the
+//!   balance allows, else it is released and moves on like any other shard.
+//!   Nothing acknowledged stays stranded.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -29,13 +33,13 @@ use canopy_ingester::Ingester;
 
 use crate::node::{Registration, Role};
 use crate::ownership::{ShardOwner, current_owners, eligible_ingesters, parse_shard_key, shard_key};
-use crate::placement::assign;
+use crate::placement::{assign, handovers_to_start};
 use crate::view::{ClusterView, OwnerRecord};
 
 /// How many handovers may be in flight at once (released by their owner,
-/// not yet taken by the next). Each node decides on its own view, so the
-/// cluster-wide bound can be passed by the number of nodes deciding at the
-/// same moment; it still turns a join into a trickle instead of a storm.
+/// not yet taken by the next). Every node picks the same handovers from the
+/// same view, so the bounds hold cluster-wide; while views lag, a node may
+/// start one that another has not yet seen finish.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Pacing {
     /// Handovers one ingester has in flight.
@@ -144,10 +148,18 @@ impl ShardManager {
         let owners = self.view.owners();
         let live: Vec<String> = nodes.iter().map(|n| n.id.clone()).collect();
         let records: BTreeMap<(String, u32), ShardOwner> = owners.iter().map(|(k, r)| (k.clone(), r.record.clone())).collect();
-        let dealt = assign(&self.view.group_shards(), &eligible, &current_owners(&records, &live));
+        let current = current_owners(&records, &live);
+        let dealt = assign(&self.view.group_shards(), &eligible, &current);
         let leaving = self.leaving.load(Ordering::Relaxed);
-        let mut in_flight = owners.values().filter(|r| r.record.released).count();
-        let mut in_flight_mine = owners.values().filter(|r| r.record.released && r.record.owner == self.me).count();
+        // Handovers in flight: released records of shards that still exist
+        // (a deleted group's records are never taken and must not count).
+        let mut in_flight: BTreeMap<String, usize> = BTreeMap::new();
+        for (key, r) in &owners {
+            if r.record.released && dealt.contains_key(key) {
+                *in_flight.entry(r.record.owner.clone()).or_default() += 1;
+            }
+        }
+        let may_start = handovers_to_start(&current, &dealt, &in_flight, self.pacing.per_ingester, self.pacing.cluster);
         // Shards other live ingesters hold unflushed WAL of: lend them.
         let lent: BTreeSet<(String, u32)> = nodes
             .iter()
@@ -171,17 +183,15 @@ impl ShardManager {
                 continue;
             }
             settled = false;
-            // Lending to a recovering node and leaving are never held back.
-            let paced = !leaving && !lent.contains(&key);
-            if paced && (in_flight_mine >= self.pacing.per_ingester || in_flight >= self.pacing.cluster) {
+            // Leaving, lending to a recovering node and letting go of a
+            // deleted group's shard are never held back.
+            let paced = !leaving && !lent.contains(&key) && dealt.contains_key(&key);
+            if paced && !may_start.contains(&key) {
                 continue;
             }
             if let Err(e) = self.ingester.release(&group, shard).await {
                 tracing::warn!(group, shard, error = %e, "release failed; will retry");
-                continue;
             }
-            in_flight += 1;
-            in_flight_mine += 1;
         }
         let held: Vec<(String, u32)> = self.ingester.owned().await.into_iter().map(|(g, s, _)| (g, s)).collect();
         let on_disk = self.ingester.shards_on_disk().unwrap_or_default();
