@@ -50,8 +50,11 @@ pub fn eligible_ingesters(nodes: &[NodeInfo], selector: &BTreeMap<String, String
 
 /// The live owner of every shard whose record names one: not released,
 /// and registered now. The placement keeps shards with these owners.
-pub fn current_owners(records: &BTreeMap<(String, u32), ShardOwner>, live: &[String]) -> BTreeMap<(String, u32), String> {
-    records.iter().filter(|(_, r)| !r.released && live.contains(&r.owner)).map(|(k, r)| (k.clone(), r.owner.clone())).collect()
+pub fn current_owners<'a>(
+    records: impl IntoIterator<Item = (&'a (String, u32), &'a ShardOwner)>,
+    live: &[String],
+) -> BTreeMap<(String, u32), String> {
+    records.into_iter().filter(|(_, r)| !r.released && live.contains(&r.owner)).map(|(k, r)| (k.clone(), r.owner.clone())).collect()
 }
 
 #[cfg(test)]

@@ -147,8 +147,7 @@ impl ShardManager {
         }
         let owners = self.view.owners();
         let live: Vec<String> = nodes.iter().map(|n| n.id.clone()).collect();
-        let records: BTreeMap<(String, u32), ShardOwner> = owners.iter().map(|(k, r)| (k.clone(), r.record.clone())).collect();
-        let current = current_owners(&records, &live);
+        let current = current_owners(owners.iter().map(|(k, r)| (k, &r.record)), &live);
         let dealt = assign(&self.view.group_shards(), &eligible, &current);
         let leaving = self.leaving.load(Ordering::Relaxed);
         // Handovers in flight: released records of shards that still exist

@@ -10,7 +10,7 @@
 //! `_`, and a leading `.` gets a `_` in front.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use canopy_api::v1::*;
 use canopy_meta::{MetaError, SchemaRegistry};
@@ -188,8 +188,7 @@ pub(crate) async fn write_all(
 
 /// Mangles a name into one Canopy accepts.
 pub(crate) fn sanitize(name: &str) -> String {
-    let valid = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | ':' | '-');
-    if !name.is_empty() && !name.starts_with('.') && name.len() <= 255 && name.chars().all(valid) {
+    if canopy_model::check_name(name, "name").is_ok() {
         return name.to_string();
     }
     let mut s: String =
@@ -369,7 +368,7 @@ impl AutoSchema {
         }
         let key = series_key(&out);
         let id = series_id(measure, [&TagVal::Str(key.clone())]);
-        Ok(PreparedLabels { labels: out, key, id })
+        Ok(PreparedLabels { labels: out, key, id, tags: OnceLock::new() })
     }
 
     /// The tag values of a label set in the schema's layout (the entity
@@ -413,16 +412,12 @@ impl AutoSchema {
         let layout = &schema.layout;
         let oldest = now.saturating_sub(schema.group.ttl_nanos);
         let mut points = Vec::with_capacity(rows.len());
-        let mut templates: HashMap<usize, Result<Vec<TagVal>, String>> = HashMap::new();
         'points: for (prepared, r) in rows {
             if r.ts < oldest {
                 out.reject(format!("{measure}: timestamp {} is outside the group's TTL", r.ts));
                 continue;
             }
-            let tags = match templates
-                .entry(Arc::as_ptr(&prepared) as usize)
-                .or_insert_with(|| self.series_tags(group, measure, schema, &prepared))
-            {
+            let tags = match prepared.tags.get_or_init(|| self.series_tags(group, measure, schema, &prepared)) {
                 Ok(t) => t.clone(),
                 Err(why) => {
                     out.reject(why.clone());
@@ -520,6 +515,9 @@ struct PreparedLabels {
     /// The series key (the entity tag's value) and its id.
     key: String,
     id: u64,
+    /// The tag values in the schema's layout (or why the series is
+    /// refused), worked out on the first of its points that is stored.
+    tags: OnceLock<Result<Vec<TagVal>, String>>,
 }
 
 #[cfg(test)]
