@@ -3,6 +3,7 @@
 
 use canopy_api::v1::AggregationFunction;
 
+use crate::exact_sum::ExactSum;
 use crate::value::FieldVal;
 
 /// A supported aggregation function.
@@ -34,12 +35,13 @@ impl AggFunction {
 }
 
 /// Partial aggregate of one group over the non-null numeric values seen.
-/// Integer fields are summed exactly in `i128`; float fields in `f64`.
+/// Integer fields are summed exactly in `i128`, float fields exactly in an
+/// [`ExactSum`]: the answer does not depend on the order values arrive in.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct AggState {
     pub count: u64,
     pub sum_int: i128,
-    pub sum_float: f64,
+    pub sum_float: ExactSum,
     pub min: Option<f64>,
     pub max: Option<f64>,
     pub min_int: Option<i64>,
@@ -86,7 +88,7 @@ impl AggState {
             }
             FieldVal::Float(f) => {
                 self.count += 1;
-                self.sum_float += f;
+                self.sum_float.add(*f);
                 self.min = Some(self.min.map_or(*f, |m| m.min(*f)));
                 self.max = Some(self.max.map_or(*f, |m| m.max(*f)));
             }
@@ -98,7 +100,7 @@ impl AggState {
     pub fn merge(&mut self, o: &AggState) {
         self.count += o.count;
         self.sum_int += o.sum_int;
-        self.sum_float += o.sum_float;
+        self.sum_float.merge(&o.sum_float);
         self.min = min_opt(self.min, o.min, f64::min);
         self.max = min_opt(self.max, o.max, f64::max);
         self.min_int = min_opt(self.min_int, o.min_int, i64::min);
@@ -126,8 +128,8 @@ impl AggState {
             AggFunction::First => self.first.as_ref().map(|(_, v)| v.clone()).unwrap_or_default(),
             _ if self.count == 0 => FieldVal::Null,
             AggFunction::Sum if !any_float => FieldVal::Int(self.sum_int.clamp(i64::MIN as i128, i64::MAX as i128) as i64),
-            AggFunction::Sum => FieldVal::Float(self.sum_float + self.sum_int as f64),
-            AggFunction::Mean => FieldVal::Float((self.sum_float + self.sum_int as f64) / self.count as f64),
+            AggFunction::Sum => FieldVal::Float(self.exact_total()),
+            AggFunction::Mean => FieldVal::Float(self.exact_total() / self.count as f64),
             AggFunction::Min if !any_float => FieldVal::Int(self.min_int.expect("count > 0")),
             AggFunction::Max if !any_float => FieldVal::Int(self.max_int.expect("count > 0")),
             AggFunction::Min => {
@@ -137,6 +139,18 @@ impl AggState {
                 FieldVal::Float(min_opt(self.max, self.max_int.filter(|_| any_int).map(|i| i as f64), f64::max).expect("some"))
             }
         }
+    }
+}
+
+impl AggState {
+    /// Float and integer sums together, rounded once.
+    fn exact_total(&self) -> f64 {
+        if self.sum_int == 0 {
+            return self.sum_float.value();
+        }
+        let mut s = self.sum_float.clone();
+        s.add_int(self.sum_int);
+        s.value()
     }
 }
 

@@ -8,6 +8,7 @@
 mod aggregate;
 mod criteria;
 mod error;
+mod exact_sum;
 mod layout;
 mod point;
 mod query;
@@ -23,6 +24,7 @@ pub mod wire;
 pub use aggregate::{AggFunction, AggState};
 pub use criteria::{CRITERIA_DEPTH_MAX, Predicate};
 pub use error::{ModelError, Result};
+pub use exact_sum::ExactSum;
 pub use layout::{ColumnLayout, LayoutMapping};
 pub use point::{Point, PointRejection, VALUE_BYTES_MAX, validate_batch};
 pub use query::{Aggregation, GROUPS_MAX, LIMIT_DEFAULT, LIMIT_MAX, PINNED_SERIES_MAX, QueryPlan, Top, pinned_series};

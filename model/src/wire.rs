@@ -6,13 +6,15 @@
 use std::collections::HashMap;
 
 use crate::aggregate::AggState;
+use crate::exact_sum::ExactSum;
 use crate::point::Point;
 use crate::result::{GroupKey, PartialResult};
 use crate::value::{FieldVal, TagVal, put_varint, take_len, take_varint, unzigzag, zigzag};
 
 const ROWS_FORMAT: u8 = 1;
 const PARTIAL_RAW: u8 = 1;
-const PARTIAL_GROUPS: u8 = 2;
+/// Kind 2 carried float sums as one f64; 3 carries them exact.
+const PARTIAL_GROUPS: u8 = 3;
 
 fn put_point(out: &mut Vec<u8>, p: &Point) {
     out.extend_from_slice(&p.series.to_le_bytes());
@@ -134,7 +136,7 @@ fn take_opt_valued(b: &mut &[u8]) -> Option<Option<(i64, FieldVal)>> {
 fn put_state(out: &mut Vec<u8>, s: &AggState) {
     put_varint(out, s.count);
     out.extend_from_slice(&s.sum_int.to_le_bytes());
-    out.extend_from_slice(&s.sum_float.to_bits().to_le_bytes());
+    s.sum_float.encode(out);
     put_opt_f64(out, s.min);
     put_opt_f64(out, s.max);
     put_opt_i64(out, s.min_int);
@@ -148,7 +150,7 @@ fn take_state(b: &mut &[u8]) -> Option<AggState> {
     let (sum, rest) = b.split_first_chunk::<16>()?;
     *b = rest;
     let sum_int = i128::from_le_bytes(*sum);
-    let sum_float = f64::from_bits(take_u64(b)?);
+    let sum_float = ExactSum::decode(b)?;
     Some(AggState {
         count,
         sum_int,
@@ -262,7 +264,7 @@ mod tests {
             (states[0].count, states[0].sum_int, states[0].min_int, states[0].last.clone()),
             (2, 2, Some(-3), Some((20, FieldVal::Int(-3))))
         );
-        assert_eq!((states[1].sum_float, states[1].max), (1.5, Some(1.5)));
+        assert_eq!((states[1].sum_float.value(), states[1].max), (1.5, Some(1.5)));
     }
 
     #[test]
