@@ -158,6 +158,7 @@ impl From<QueryError> for ApiError {
         match e {
             QueryError::Model(m) => m.into(),
             QueryError::Storage(s) => s.into(),
+            QueryError::Cancelled => ApiError::new(Code::DeadlineExceeded, "the query was cancelled before it finished"),
         }
     }
 }

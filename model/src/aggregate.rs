@@ -96,6 +96,53 @@ impl AggState {
         }
     }
 
+    /// Folds non-null floats at strictly increasing timestamps: the same
+    /// state as adding them one at a time, in one pass over plain slices.
+    pub fn add_floats(&mut self, ts: &[i64], vals: &[f64]) {
+        debug_assert_eq!(ts.len(), vals.len());
+        let (Some(&first), Some(&last)) = (vals.first(), vals.last()) else { return };
+        self.count += vals.len() as u64;
+        let (mut lo, mut hi) = (self.min.unwrap_or(first), self.max.unwrap_or(first));
+        for &v in vals {
+            self.sum_float.add(v);
+            lo = lo.min(v);
+            hi = hi.max(v);
+        }
+        (self.min, self.max) = (Some(lo), Some(hi));
+        self.ends(ts, FieldVal::Float(first), FieldVal::Float(last));
+    }
+
+    /// Folds non-null integers at strictly increasing timestamps, like
+    /// [`AggState::add_floats`].
+    pub fn add_ints(&mut self, ts: &[i64], vals: &[i64]) {
+        debug_assert_eq!(ts.len(), vals.len());
+        let (Some(&first), Some(&last)) = (vals.first(), vals.last()) else { return };
+        self.count += vals.len() as u64;
+        let (mut lo, mut hi) = (self.min_int.unwrap_or(first), self.max_int.unwrap_or(first));
+        let mut sum = 0i128;
+        for &v in vals {
+            sum += v as i128;
+            lo = lo.min(v);
+            hi = hi.max(v);
+        }
+        self.sum_int += sum;
+        (self.min_int, self.max_int) = (Some(lo), Some(hi));
+        self.ends(ts, FieldVal::Int(first), FieldVal::Int(last));
+    }
+
+    /// Offers a run's first and last values (at its first and last
+    /// timestamps) to `first` and `last`: within a run of increasing
+    /// timestamps no other value can win.
+    fn ends(&mut self, ts: &[i64], first: FieldVal, last: FieldVal) {
+        let (t0, t1) = (ts[0], ts[ts.len() - 1]);
+        if beats(&self.last, t1, &last, true) {
+            self.last = Some((t1, last));
+        }
+        if beats(&self.first, t0, &first, false) {
+            self.first = Some((t0, first));
+        }
+    }
+
     /// Merges another partial state of the same group.
     pub fn merge(&mut self, o: &AggState) {
         self.count += o.count;
@@ -200,6 +247,26 @@ mod tests {
         for (f, v) in want {
             assert_eq!(whole.finish(f), v, "{f:?}");
         }
+    }
+
+    #[test]
+    fn slices_fold_like_single_values() {
+        let ts: Vec<i64> = (0..50).map(|i| i * 10).collect();
+        let floats: Vec<f64> = (0..50).map(|i| ((i * 37) % 11) as f64 * 0.3 - 1.0).collect();
+        let ints: Vec<i64> = (0..50).map(|i| (i * 37) % 11 - 5).collect();
+        let (mut one, mut run) = (AggState::default(), AggState::default());
+        one.add(&FieldVal::Float(9.0), 5);
+        run.add(&FieldVal::Float(9.0), 5);
+        ts.iter().zip(&floats).for_each(|(&t, &v)| one.add(&FieldVal::Float(v), t));
+        run.add_floats(&ts[..20], &floats[..20]);
+        run.add_floats(&ts[20..], &floats[20..]);
+        assert_eq!(one, run);
+        let (mut one, mut run) = (AggState::default(), AggState::default());
+        ts.iter().zip(&ints).for_each(|(&t, &v)| one.add(&FieldVal::Int(v), t));
+        run.add_ints(&ts[30..], &ints[30..]);
+        run.add_ints(&ts[..30], &ints[..30]);
+        run.add_ints(&[], &[]);
+        assert_eq!(one, run);
     }
 
     #[test]

@@ -10,7 +10,6 @@ use crate::aggregate::AggFunction;
 use crate::criteria::Predicate;
 use crate::layout::ColumnLayout;
 use crate::point::Point;
-use crate::result::PartialResult;
 use crate::schema::MeasureSchema;
 use crate::series::{SeriesId, series_id};
 use crate::time::timestamp_to_nanos;
@@ -284,11 +283,6 @@ impl QueryPlan {
     /// False if the criteria rule this series out.
     pub fn series_allowed(&self, series: SeriesId) -> bool {
         self.series.as_ref().is_none_or(|s| s.binary_search(&series).is_ok())
-    }
-
-    /// Reduces the deduplicated, matching rows of one shard.
-    pub fn reduce(&self, rows: Vec<Point>) -> Result<PartialResult> {
-        PartialResult::from_rows(self, rows)
     }
 }
 

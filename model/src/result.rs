@@ -26,54 +26,12 @@ pub enum PartialResult {
 }
 
 impl PartialResult {
-    /// Reduces the deduplicated matching rows of one shard.
-    pub fn from_rows(plan: &QueryPlan, rows: Vec<Point>) -> Result<PartialResult> {
-        match &plan.aggregation {
-            None => {
-                let mut rows = rows;
-                sort_raw(plan, &mut rows);
-                rows.truncate(plan.keep());
-                Ok(PartialResult::Raw(rows))
-            }
-            Some(agg) => {
-                // Rows come sorted by (series, ts), so runs of rows fall into
-                // the same group: compare with the previous group's key in
-                // place and only clone tags and hash on a change.
-                let mut keys: Vec<GroupKey> = Vec::new();
-                let mut states: Vec<Vec<AggState>> = Vec::new();
-                let mut index: HashMap<GroupKey, usize> = HashMap::new();
-                let mut current: Option<usize> = None;
-                for r in &rows {
-                    let bucket = if agg.bucket_nanos > 0 { r.ts.div_euclid(agg.bucket_nanos) * agg.bucket_nanos } else { 0 };
-                    let same = current.is_some_and(|g| {
-                        let (b, tags) = &keys[g];
-                        *b == bucket && agg.group_tags.iter().zip(tags).all(|(&i, v)| r.tags[i] == *v)
-                    });
-                    if !same {
-                        let key: GroupKey = (bucket, agg.group_tags.iter().map(|&i| r.tags[i].clone()).collect());
-                        let g = match index.get(&key) {
-                            Some(&g) => g,
-                            None => {
-                                if keys.len() >= GROUPS_MAX {
-                                    return Err(ModelError::ResourceExhausted(format!("more than {GROUPS_MAX} groups")));
-                                }
-                                index.insert(key.clone(), keys.len());
-                                keys.push(key);
-                                states.push(vec![AggState::default(); agg.fields.len()]);
-                                keys.len() - 1
-                            }
-                        };
-                        current = Some(g);
-                    }
-                    let g = current.expect("set above");
-                    for (s, &f) in states[g].iter_mut().zip(&agg.fields) {
-                        s.add(&r.fields[f], r.ts);
-                    }
-                }
-                let groups: HashMap<GroupKey, Vec<AggState>> = keys.into_iter().zip(states).collect();
-                Ok(PartialResult::Groups(groups))
-            }
-        }
+    /// One shard's matching raw points, ordered and cut to what the merge
+    /// can use (`plan.keep()`).
+    pub fn raw(plan: &QueryPlan, mut rows: Vec<Point>) -> PartialResult {
+        sort_raw(plan, &mut rows);
+        rows.truncate(plan.keep());
+        PartialResult::Raw(rows)
     }
 }
 

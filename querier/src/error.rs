@@ -10,6 +10,9 @@ pub enum QueryError {
     Model(#[from] ModelError),
     #[error(transparent)]
     Storage(#[from] StorageError),
+    /// The caller went away (deadline passed) while a scan ran.
+    #[error("the query was cancelled")]
+    Cancelled,
 }
 
 /// Result with [`QueryError`].

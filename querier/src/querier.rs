@@ -1,23 +1,31 @@
-//! Executing a query over one shard's snapshot.
+//! Executing a query over one shard's snapshot: the parts of a pinned
+//! catalog version (footers cached, only the needed record batches fetched)
+//! plus the ingester's rows above that version's watermark. Fetching is
+//! async I/O; decoding and reducing run on the [`CpuPool`].
 
 use std::sync::Arc;
 
-use canopy_model::{ModelError, PartialResult, Point, QueryPlan};
-use canopy_storage::part::{BlockFilter, Scan, read_index, scan_part};
+use arrow_array::RecordBatch;
+use canopy_model::{LayoutMapping, ModelError, PartialResult, Point, QueryPlan, TagVal};
+use canopy_storage::part::{
+    BlockFilter, DecodedBlock, PartIndex, Scan, decode_blocks, fetch_batches, read_index, scan_mapping, select_batches,
+};
 use canopy_storage::{CatalogState, PartMeta};
 use futures::{StreamExt, TryStreamExt};
 use object_store::ObjectStore;
 
 use crate::Result;
-use crate::dedup::dedup_rows;
 use crate::index_cache::IndexCache;
+use crate::leaf::execute_leaf;
+use crate::merge::{MEMTABLE_RANK, memtable_blocks};
+use crate::pool::CpuPool;
 
 /// Querier settings.
 #[derive(Debug, Clone)]
 pub struct QuerierConfig {
     /// Budget of the part-footer cache.
     pub index_cache_bytes: usize,
-    /// Most rows one shard may gather for a query before it fails with
+    /// Most rows one shard may decode for a query before it fails with
     /// RESOURCE_EXHAUSTED instead of running out of memory.
     pub rows_max: usize,
     /// Parts read concurrently per shard.
@@ -36,6 +44,7 @@ pub struct Querier {
     cfg: QuerierConfig,
     store: Arc<dyn ObjectStore>,
     indexes: IndexCache,
+    pool: CpuPool,
 }
 
 /// True if the part may hold rows for the plan: measure present, time
@@ -50,79 +59,136 @@ fn overlaps(p: &PartMeta, plan: &QueryPlan) -> bool {
     })
 }
 
+/// The record batches of one part a query needs, fetched, not yet decoded.
+struct Fetched {
+    /// Position in the catalog: later parts win ties between equal versions.
+    rank: u64,
+    path: String,
+    mapping: LayoutMapping,
+    batches: Vec<RecordBatch>,
+}
+
+/// Builds the part [`Scan`] of a plan and hands it to `f`: the columns the
+/// query reads, and the tag conjuncts that may skip whole blocks before
+/// deduplication because every version of a point shares those tags.
+fn with_scan<R>(plan: &QueryPlan, f: impl FnOnce(&Scan<'_>) -> R) -> R {
+    let (tags_needed, fields_needed) = plan.needed_columns();
+    let block = plan.block_predicate();
+    let tag_filter = |tags: &[TagVal]| block.as_ref().is_none_or(|(p, _)| p.eval(tags, &[]));
+    let block_filter: Option<BlockFilter<'_>> = block.as_ref().map(|(_, used)| (used.as_slice(), &tag_filter as _));
+    let all = |_: &Point| true;
+    f(&Scan {
+        block_filter,
+        needed: Some((&tags_needed, &fields_needed)),
+        measure: &plan.schema.name,
+        target: &plan.schema.layout,
+        begin: plan.begin,
+        end: plan.end,
+        series: plan.series.as_deref(),
+        keep: &all,
+    })
+}
+
 impl Querier {
-    /// A querier reading parts from `store`.
+    /// A querier reading parts from `store`, scanning on a pool as wide as the machine.
     pub fn new(cfg: QuerierConfig, store: Arc<dyn ObjectStore>) -> Querier {
-        Querier { indexes: IndexCache::new(cfg.index_cache_bytes), cfg, store }
+        Querier { indexes: IndexCache::new(cfg.index_cache_bytes), cfg, store, pool: CpuPool::per_core() }
     }
 
-    /// Reads the matching rows of the parts of a pinned catalog version,
-    /// each tagged with its part's position (later parts win ties).
-    pub async fn scan_parts(&self, catalog: &CatalogState, plan: &QueryPlan) -> Result<Vec<(u64, Point)>> {
-        let futs: Vec<_> = catalog
-            .parts
-            .iter()
-            .enumerate()
-            .filter(|(_, p)| overlaps(p, plan))
-            .map(|(rank, meta)| self.scan_one(rank as u64, meta.clone(), plan))
-            .collect();
-        let results: Vec<Vec<(u64, Point)>> = futures::stream::iter(futs).buffered(self.cfg.part_concurrency).try_collect().await?;
-        let total: usize = results.iter().map(Vec::len).sum();
-        if total > self.cfg.rows_max {
-            return Err(ModelError::ResourceExhausted(format!(
-                "the query touches {total} rows in one shard, the limit is {}; narrow the time range or criteria",
-                self.cfg.rows_max
-            ))
-            .into());
+    async fn index(&self, meta: &PartMeta) -> Result<Arc<PartIndex>> {
+        if let Some(i) = self.indexes.get(&meta.path) {
+            return Ok(i);
         }
-        Ok(results.into_iter().flatten().collect())
+        let i = Arc::new(read_index(self.store.as_ref(), meta).await?);
+        self.indexes.insert(&meta.path, i.clone());
+        Ok(i)
     }
 
-    async fn scan_one(&self, rank: u64, meta: PartMeta, plan: &QueryPlan) -> Result<Vec<(u64, Point)>> {
-        let idx = match self.indexes.get(&meta.path) {
-            Some(i) => i,
-            None => {
-                let i = Arc::new(read_index(self.store.as_ref(), &meta).await?);
-                self.indexes.insert(&meta.path, i.clone());
-                i
+    /// Fetches the batches of one part that may hold rows for the plan.
+    async fn fetch(&self, rank: u64, meta: &PartMeta, plan: &QueryPlan) -> Result<Option<Fetched>> {
+        let idx = self.index(meta).await?;
+        let Some((mapping, which)) = with_scan(plan, |scan| Some((scan_mapping(&idx, scan)?, select_batches(&idx, scan)))) else {
+            return Ok(None);
+        };
+        if which.is_empty() {
+            return Ok(None);
+        }
+        let batches = fetch_batches(self.store.as_ref(), meta, &idx, &which).await?;
+        Ok(Some(Fetched { rank, path: meta.path.clone(), mapping, batches }))
+    }
+
+    async fn fetch_all(&self, catalog: &CatalogState, plan: &QueryPlan) -> Result<Vec<Fetched>> {
+        // A loop, not an iterator chain: closures over borrowed parts trip
+        // the higher-ranked lifetime check of `async_trait` callers.
+        let mut futs = Vec::new();
+        for (rank, meta) in catalog.parts.iter().enumerate() {
+            if overlaps(meta, plan) {
+                futs.push(self.fetch(rank as u64, meta, plan));
             }
-        };
-        let safe = plan.pushdown_safe();
-        let keep = move |p: &Point| !safe || plan.predicate.eval(&p.tags, &p.fields);
-        let (tags_needed, fields_needed) = plan.needed_columns();
-        // Tag conjuncts that hold for every version of a point alike may skip
-        // whole blocks before deduplication.
-        let block = plan.block_predicate();
-        let tag_filter = |tags: &[canopy_model::TagVal]| block.as_ref().is_none_or(|(p, _)| p.eval(tags, &[]));
-        let block_filter: Option<BlockFilter<'_>> = block.as_ref().map(|(_, used)| (used.as_slice(), &tag_filter as _));
-        let scan = Scan {
-            block_filter,
-            needed: Some((&tags_needed, &fields_needed)),
-            measure: &plan.schema.name,
-            target: &plan.schema.layout,
-            begin: plan.begin,
-            end: plan.end,
-            series: plan.series.as_deref(),
-            keep: &keep,
-        };
-        let rows = scan_part(self.store.as_ref(), &meta, &idx, &scan).await?;
-        Ok(rows.into_iter().map(|p| (rank, p)).collect())
+        }
+        let fetched: Vec<Option<Fetched>> = futures::stream::iter(futs).buffered(self.cfg.part_concurrency).try_collect().await?;
+        Ok(fetched.into_iter().flatten().collect())
+    }
+
+    /// Reads the rows of the parts of a pinned catalog version that pass the
+    /// plan's source filter, each with its part's position (later parts win
+    /// ties) — not deduplicated. For inspection and tests.
+    pub async fn scan_parts(&self, catalog: &CatalogState, plan: &QueryPlan) -> Result<Vec<(u64, Point)>> {
+        let mut out = Vec::new();
+        for f in self.fetch_all(catalog, plan).await? {
+            decode(&f, plan, &mut |b| out.extend((0..b.len()).map(|i| (f.rank, b.point(i))).filter(|(_, p)| plan.source_filter(p))))?;
+        }
+        Ok(out)
     }
 
     /// Executes a query over one shard: parts of `catalog` plus `mem_rows`
-    /// (the ingester's matching points above the catalog's watermark).
+    /// (the ingester's matching points above the catalog's watermark, with
+    /// their WAL sequence numbers).
     pub async fn execute_shard(&self, plan: &QueryPlan, catalog: &CatalogState, mem_rows: Vec<(u64, Point)>) -> Result<PartialResult> {
-        let mut rows = self.scan_parts(catalog, plan).await?;
-        // Memtable points are newer than every part: rank them above all.
-        let base = catalog.parts.len() as u64;
-        rows.extend(mem_rows.into_iter().map(|(seq, p)| (base + seq, p)));
-        if rows.len() > self.cfg.rows_max {
-            return Err(ModelError::ResourceExhausted(format!("more than {} rows in one shard", self.cfg.rows_max)).into());
-        }
-        let mut rows = dedup_rows(rows);
-        if !plan.pushdown_safe() {
-            rows.retain(|p| plan.predicate.eval(&p.tags, &p.fields));
-        }
-        Ok(plan.reduce(rows)?)
+        let fetched = self.fetch_all(catalog, plan).await?;
+        let plan = Arc::new(plan.clone());
+        let rows_max = self.cfg.rows_max;
+        self.pool
+            .run(move |cancel| {
+                let mut blocks: Vec<(u64, DecodedBlock)> = Vec::new();
+                let mut rows = 0usize;
+                let over = |rows: usize| {
+                    ModelError::ResourceExhausted(format!(
+                        "the query touches more than {rows} rows in one shard, the limit is {rows_max}; narrow the time range or criteria"
+                    ))
+                };
+                for f in &fetched {
+                    decode(f, &plan, &mut |b| {
+                        rows += b.len();
+                        blocks.push((f.rank, b));
+                    })?;
+                    if rows > rows_max {
+                        return Err(over(rows).into());
+                    }
+                    if cancel.load(std::sync::atomic::Ordering::Relaxed) {
+                        return Err(crate::QueryError::Cancelled);
+                    }
+                }
+                drop(fetched);
+                for b in memtable_blocks(mem_rows) {
+                    rows += b.len();
+                    blocks.push((MEMTABLE_RANK, b));
+                }
+                if rows > rows_max {
+                    return Err(over(rows).into());
+                }
+                execute_leaf(&plan, blocks, cancel)
+            })
+            .await
     }
+}
+
+/// Decodes a fetched part's blocks for the plan.
+fn decode(f: &Fetched, plan: &QueryPlan, out: &mut dyn FnMut(DecodedBlock)) -> Result<()> {
+    with_scan(plan, |scan| {
+        for batch in &f.batches {
+            decode_blocks(&f.path, batch, &f.mapping, scan, out)?;
+        }
+        Ok(())
+    })
 }

@@ -7,6 +7,8 @@
 use canopy_model::codec::{put_bytes, put_varint, take_bytes, take_len, take_varint, unzigzag, zigzag};
 use canopy_model::{FieldVal, TagVal};
 
+use super::block::{FieldColumn, TagColumn};
+
 /// Encodes sorted timestamps: first value, first delta, then delta-of-deltas.
 pub(crate) fn encode_timestamps(ts: &[i64], out: &mut Vec<u8>) {
     let mut prev = 0i64;
@@ -95,8 +97,20 @@ pub(crate) fn encode_tag_runs(vals: &[&TagVal], out: &mut Vec<u8>) {
     encode_runs(vals, out, TagVal::encode);
 }
 
-pub(crate) fn decode_tag_runs(buf: &mut &[u8], n: usize) -> Option<Vec<TagVal>> {
-    decode_runs(buf, n, TagVal::decode)
+/// Decodes `n` tag values written by [`encode_tag_runs`] as runs, without
+/// repeating a value per row.
+pub(crate) fn decode_tag_column(buf: &mut &[u8], n: usize) -> Option<TagColumn> {
+    let mut runs: Vec<(u32, TagVal)> = Vec::new();
+    let mut at = 0usize;
+    while at < n {
+        let run = take_varint(buf)? as usize;
+        if run == 0 || run > n - at {
+            return None;
+        }
+        at += run;
+        runs.push((at as u32, TagVal::decode(buf)?));
+    }
+    Some(TagColumn { runs })
 }
 
 const FIELDS_NULL: u8 = 0;
@@ -212,6 +226,53 @@ pub(crate) fn decode_field_column(buf: &mut &[u8], n: usize) -> Option<Vec<Field
     }
 }
 
+/// Decodes `n` values of a column written by [`encode_field_column`] into
+/// typed vectors, the form queries aggregate over.
+pub(crate) fn decode_field_typed(buf: &mut &[u8], n: usize) -> Option<FieldColumn> {
+    let (&kind, rest) = buf.split_first()?;
+    match kind {
+        FIELDS_NULL => {
+            *buf = rest;
+            Some(FieldColumn::Null)
+        }
+        FIELDS_INT | FIELDS_FLOAT_AS_INT | FIELDS_FLOAT_XOR | FIELDS_FLOAT_DECIMAL => {
+            *buf = rest;
+            let present = take_presence(buf, n)?;
+            let k = present.iter().filter(|&&p| p).count();
+            let all = k == n;
+            // Null rows hold 0 in the dense vector; the mask says which.
+            fn spread<T: Copy + Default>(vals: Vec<T>, present: &[bool]) -> Vec<T> {
+                let mut it = vals.into_iter();
+                present.iter().map(|&p| if p { it.next().unwrap_or_default() } else { T::default() }).collect()
+            }
+            let mask = (!all).then(|| present.clone());
+            match kind {
+                FIELDS_INT => {
+                    let v = decode_ints(buf, k)?;
+                    Some(FieldColumn::Int { vals: if all { v } else { spread(v, &present) }, present: mask })
+                }
+                _ => {
+                    let v: Vec<f64> = match kind {
+                        FIELDS_FLOAT_AS_INT => decode_ints(buf, k)?.into_iter().map(|i| i as f64).collect(),
+                        FIELDS_FLOAT_DECIMAL => {
+                            let (&places, rest) = buf.split_first()?;
+                            *buf = rest;
+                            if places as u32 > DECIMAL_PLACES_MAX {
+                                return None;
+                            }
+                            let scale = 10f64.powi(places as i32);
+                            decode_ints(buf, k)?.into_iter().map(|m| m as f64 / scale).collect()
+                        }
+                        _ => decode_float_xor(buf, k)?,
+                    };
+                    Some(FieldColumn::Float { vals: if all { v } else { spread(v, &present) }, present: mask })
+                }
+            }
+        }
+        _ => decode_field_column(buf, n).map(FieldColumn::from_values),
+    }
+}
+
 /// Presence: a 0 byte when all values are present, else 1 and a bitmap.
 fn put_presence(present: &[bool], out: &mut Vec<u8>) {
     if present.iter().all(|&p| p) {
@@ -318,6 +379,11 @@ mod tests {
             let mut rest = buf.as_slice();
             let back = decode_field_column(&mut rest, col.len()).unwrap();
             assert!(rest.is_empty());
+            let mut rest = buf.as_slice();
+            let typed = decode_field_typed(&mut rest, col.len()).unwrap();
+            assert!(rest.is_empty());
+            let typed: Vec<FieldVal> = (0..col.len()).map(|i| typed.get(i)).collect();
+            assert_eq!(format!("{typed:?}"), format!("{back:?}"), "typed and per-row decoding agree");
             for (a, b) in col.iter().zip(&back) {
                 match (a, b) {
                     (FieldVal::Float(x), FieldVal::Float(y)) => {
@@ -352,7 +418,7 @@ mod tests {
         let mut buf = Vec::new();
         encode_tag_runs(&vals, &mut buf);
         assert!(buf.len() < 12);
-        assert_eq!(decode_tag_runs(&mut buf.as_slice(), 500).unwrap(), vec![v; 500]);
-        assert!(decode_tag_runs(&mut buf.as_slice(), 499).is_none(), "a run longer than the block is corrupt");
+        assert_eq!(decode_tag_column(&mut buf.as_slice(), 500).unwrap(), TagColumn::constant(v, 500));
+        assert!(decode_tag_column(&mut buf.as_slice(), 499).is_none(), "a run longer than the block is corrupt");
     }
 }

@@ -12,6 +12,7 @@
 //!
 //! The object is a plain Arrow IPC file: `pyarrow.ipc.open_file` reads it.
 
+mod block;
 mod codec;
 mod reader;
 mod writer;
@@ -21,7 +22,10 @@ use std::collections::BTreeMap;
 use canopy_model::ColumnLayout;
 use serde::{Deserialize, Serialize};
 
-pub use reader::{BlockFilter, PartIndex, Scan, read_blocks, read_index, scan_part};
+pub use block::{DecodedBlock, FieldColumn, TagColumn};
+pub use reader::{
+    BlockFilter, PartIndex, Scan, decode_blocks, fetch_batches, read_blocks, read_index, scan_mapping, scan_part, select_batches,
+};
 pub use writer::{EncodedPart, MeasureRows, PartSummary, PartWriter, encode_part};
 
 /// Footer metadata key holding [`PartFooter`] as JSON.

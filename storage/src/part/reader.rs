@@ -12,10 +12,11 @@ use arrow_ipc::reader::FileDecoder;
 use arrow_ipc::{Block, MetadataVersion};
 use arrow_schema::SchemaRef;
 use canopy_model::codec::take_bytes;
-use canopy_model::{ColumnLayout, FieldVal, LayoutMapping, Point, TagVal};
+use canopy_model::{ColumnLayout, LayoutMapping, Point, TagVal};
 use object_store::{ObjectStore, ObjectStoreExt};
 
-use super::codec::{decode_field_column, decode_ints, decode_tag_runs, decode_timestamps};
+use super::block::{DecodedBlock, FieldColumn, TagColumn};
+use super::codec::{decode_field_typed, decode_ints, decode_tag_column, decode_timestamps};
 use super::{BatchInfo, FOOTER_KEY, PART_FORMAT, PartFooter};
 use crate::catalog::PartMeta;
 use crate::{Result, StorageError};
@@ -111,34 +112,50 @@ impl Scan<'_> {
     }
 }
 
-/// Reads the points a [`Scan`] asks for.
-pub async fn scan_part(store: &dyn ObjectStore, meta: &PartMeta, index: &PartIndex, scan: &Scan<'_>) -> Result<Vec<Point>> {
-    let Some(stored) = index.footer.measures.get(scan.measure) else {
-        return Ok(Vec::new());
-    };
-    let mut mapping = LayoutMapping::new(stored, scan.target);
-    if let Some((tags, fields)) = scan.needed {
-        mapping.restrict(tags, fields);
-    }
-    let wanted: Vec<usize> = (0..index.blocks.len())
+/// The record batches of a part that may hold points a [`Scan`] wants
+/// (measure, time range and series range per the footer), in file order.
+pub fn select_batches(index: &PartIndex, scan: &Scan<'_>) -> Vec<usize> {
+    (0..index.blocks.len())
         .filter(|&i| {
             let b: &BatchInfo = &index.footer.batches[i];
             b.measure == scan.measure && b.max_ts >= scan.begin && b.min_ts < scan.end && scan.series_in(b.first_series, b.last_series)
         })
-        .collect();
+        .collect()
+}
+
+/// How a part's stored columns of the scanned measure map onto the scan's
+/// target layout (restricted to the needed columns); `None` if the part
+/// does not hold the measure.
+pub fn scan_mapping(index: &PartIndex, scan: &Scan<'_>) -> Option<LayoutMapping> {
+    let stored = index.footer.measures.get(scan.measure)?;
+    let mut mapping = LayoutMapping::new(stored, scan.target);
+    if let Some((tags, fields)) = scan.needed {
+        mapping.restrict(tags, fields);
+    }
+    Some(mapping)
+}
+
+/// Reads the points a [`Scan`] asks for.
+pub async fn scan_part(store: &dyn ObjectStore, meta: &PartMeta, index: &PartIndex, scan: &Scan<'_>) -> Result<Vec<Point>> {
+    let Some(mapping) = scan_mapping(index, scan) else {
+        return Ok(Vec::new());
+    };
+    let wanted = select_batches(index, scan);
     if wanted.is_empty() {
         return Ok(Vec::new());
     }
     let mut out = Vec::new();
     for batch in fetch_batches(store, meta, index, &wanted).await? {
-        decode_batch(&meta.path, &batch, &mapping, scan, &mut |_, rows| out.extend(rows))?;
+        decode_blocks(&meta.path, &batch, &mapping, scan, &mut |b| {
+            out.extend((0..b.len()).map(|i| b.point(i)).filter(|p| (scan.keep)(p)));
+        })?;
     }
     Ok(out)
 }
 
 /// Fetches record batches by index with one coalesced range request and
 /// verifies their checksums.
-async fn fetch_batches(store: &dyn ObjectStore, meta: &PartMeta, index: &PartIndex, which: &[usize]) -> Result<Vec<RecordBatch>> {
+pub async fn fetch_batches(store: &dyn ObjectStore, meta: &PartMeta, index: &PartIndex, which: &[usize]) -> Result<Vec<RecordBatch>> {
     let ranges: Vec<Range<u64>> = which
         .iter()
         .map(|&i| {
@@ -181,21 +198,22 @@ pub async fn read_blocks(
     let scan = Scan { measure, target, begin: i64::MIN, end: i64::MAX, series: None, keep: &all, needed: None, block_filter: None };
     let mut out = Vec::new();
     for b in fetch_batches(store, meta, index, &[batch]).await? {
-        decode_batch(&meta.path, &b, &mapping, &scan, &mut |series, rows| out.push((series, rows)))?;
+        decode_blocks(&meta.path, &b, &mapping, &scan, &mut |b| out.push((b.series, (0..b.len()).map(|i| b.point(i)).collect())))?;
     }
     Ok(out)
 }
 
-/// Decodes the blocks of a batch that overlap the scan, handing each
-/// block's kept points (in time order) to `out`.
-fn decode_batch(
+/// Decodes the blocks of a batch that overlap the scan into typed columns
+/// of the target layout (columns the mapping leaves out read as null),
+/// trimmed to the scan's time range, handing each to `out`.
+pub fn decode_blocks(
     path: &str,
     batch: &RecordBatch,
     mapping: &LayoutMapping,
     scan: &Scan<'_>,
-    out: &mut dyn FnMut(u64, Vec<Point>),
+    out: &mut dyn FnMut(DecodedBlock),
 ) -> Result<()> {
-    let (begin, end, keep) = (scan.begin, scan.end, scan.keep);
+    let (begin, end) = (scan.begin, scan.end);
     let tag_used: Vec<bool> =
         (0..=mapping.tags.iter().flatten().max().map_or(0, |m| m + 1)).map(|i| mapping.tags.contains(&Some(i))).collect();
     let field_used: Vec<bool> =
@@ -214,21 +232,19 @@ fn decode_batch(
         let n = count.value(row) as usize;
         // Columns are length-prefixed, so unused ones are skipped undecoded.
         let mut tags_buf = tag_col.value(row);
-        let mut stored_tags: Vec<Vec<TagVal>> = Vec::new();
+        let mut stored_tags: Vec<Option<TagColumn>> = Vec::new();
         while !tags_buf.is_empty() {
             let mut col = take_bytes(&mut tags_buf).ok_or_else(|| corrupt("tags"))?;
             let used = tag_used.get(stored_tags.len()).copied().unwrap_or(false);
-            stored_tags.push(if used { decode_tag_runs(&mut col, n).ok_or_else(|| corrupt("tags"))? } else { Vec::new() });
+            stored_tags.push(if used { Some(decode_tag_column(&mut col, n).ok_or_else(|| corrupt("tags"))?) } else { None });
         }
-        if let Some((cols, filter)) = scan.block_filter {
-            let column = |t: usize| mapping.tags.get(t).copied().flatten().and_then(|s| stored_tags.get(s));
-            let constant = cols.iter().all(|&t| column(t).is_none_or(|c| c.iter().all(|v| *v == c[0])));
-            if constant {
-                let first: Vec<TagVal> =
-                    (0..mapping.tags.len()).map(|t| column(t).and_then(|c| c.first()).cloned().unwrap_or_default()).collect();
-                if !filter(&first) {
-                    continue;
-                }
+        let column = |t: usize| mapping.tags.get(t).copied().flatten().and_then(|s| stored_tags.get(s)).and_then(Option::as_ref);
+        if let Some((cols, filter)) = scan.block_filter
+            && cols.iter().all(|&t| column(t).is_none_or(|c| c.single().is_some()))
+        {
+            let first: Vec<TagVal> = (0..mapping.tags.len()).map(|t| column(t).map(|c| c.get(0).clone()).unwrap_or_default()).collect();
+            if !filter(&first) {
+                continue;
             }
         }
         let ts = decode_timestamps(ts_col.value(row), n).ok_or_else(|| corrupt("timestamps"))?;
@@ -239,33 +255,31 @@ fn decode_batch(
         }
         let versions = decode_ints(&mut ver_col.value(row), n).ok_or_else(|| corrupt("versions"))?;
         let mut fields_buf = field_col.value(row);
-        let mut stored_fields: Vec<Vec<FieldVal>> = Vec::new();
+        let mut stored_fields: Vec<Option<FieldColumn>> = Vec::new();
         while !fields_buf.is_empty() {
             let mut col = take_bytes(&mut fields_buf).ok_or_else(|| corrupt("fields"))?;
             let used = field_used.get(stored_fields.len()).copied().unwrap_or(false);
-            stored_fields.push(if used { decode_field_column(&mut col, n).ok_or_else(|| corrupt("fields"))? } else { Vec::new() });
+            stored_fields.push(if used { Some(decode_field_typed(&mut col, n).ok_or_else(|| corrupt("fields"))?) } else { None });
         }
-        let mut rows = Vec::with_capacity(hi - lo);
-        for i in lo..hi {
-            let p = Point {
-                series: series.value(row),
-                shard: 0,
-                ts: ts[i],
-                version: versions[i],
-                tags: mapping.tags.iter().map(|s| s.and_then(|s| stored_tags.get(s)).map(|c| c[i].clone()).unwrap_or_default()).collect(),
-                fields: mapping
-                    .fields
-                    .iter()
-                    .map(|s| s.and_then(|s| stored_fields.get(s)).map(|c| c[i].clone()).unwrap_or_default())
-                    .collect(),
-            };
-            if keep(&p) {
-                rows.push(p);
-            }
-        }
-        if !rows.is_empty() {
-            out(series.value(row), rows);
-        }
+        let mut block = DecodedBlock {
+            series: series.value(row),
+            ts,
+            versions,
+            tags: mapping
+                .tags
+                .iter()
+                .map(|s| {
+                    s.and_then(|s| stored_tags.get_mut(s)).and_then(Option::take).unwrap_or_else(|| TagColumn::constant(TagVal::Null, n))
+                })
+                .collect(),
+            fields: mapping
+                .fields
+                .iter()
+                .map(|s| s.and_then(|s| stored_fields.get_mut(s)).and_then(Option::take).unwrap_or(FieldColumn::Null))
+                .collect(),
+        };
+        block.slice(lo, hi);
+        out(block);
     }
     Ok(())
 }
@@ -274,6 +288,7 @@ fn decode_batch(
 mod tests {
     use super::*;
     use crate::part::{MeasureRows, encode_part};
+    use canopy_model::FieldVal;
 
     fn scan<'a>(
         measure: &'a str,

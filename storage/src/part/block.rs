@@ -1,0 +1,232 @@
+//! A block decoded into typed columns: the points of one series as
+//! vectors (timestamps, versions, one vector per field) and tag runs, in a
+//! query's target layout. Queries aggregate straight over these slices;
+//! nothing is materialised per point unless raw points are asked for.
+
+use canopy_model::{FieldVal, Point, TagVal};
+
+/// A tag column as runs of equal values (tags are mostly constant in a block).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TagColumn {
+    /// `(end, value)`: rows `[previous end, end)` hold `value`; ends increase.
+    pub runs: Vec<(u32, TagVal)>,
+}
+
+impl TagColumn {
+    /// A column of `n` copies of `v`.
+    pub fn constant(v: TagVal, n: usize) -> TagColumn {
+        TagColumn { runs: vec![(n as u32, v)] }
+    }
+
+    /// Runs from per-row values.
+    pub fn from_values<'a>(vals: impl Iterator<Item = &'a TagVal>) -> TagColumn {
+        let mut runs: Vec<(u32, TagVal)> = Vec::new();
+        for (i, v) in vals.enumerate() {
+            match runs.last_mut() {
+                Some((end, last)) if last == v => *end = i as u32 + 1,
+                _ => runs.push((i as u32 + 1, v.clone())),
+            }
+        }
+        TagColumn { runs }
+    }
+
+    /// The value when every row holds the same one.
+    pub fn single(&self) -> Option<&TagVal> {
+        match self.runs.as_slice() {
+            [(_, v)] => Some(v),
+            _ => None,
+        }
+    }
+
+    /// The value at row `i`.
+    pub fn get(&self, i: usize) -> &TagVal {
+        let r = self.runs.partition_point(|(end, _)| *end as usize <= i);
+        &self.runs[r.min(self.runs.len() - 1)].1
+    }
+
+    /// Keeps rows `[lo, hi)`.
+    fn slice(&mut self, lo: usize, hi: usize) {
+        let mut out = Vec::new();
+        let mut start = 0usize;
+        for (end, v) in self.runs.drain(..) {
+            let (a, b) = (start.max(lo), (end as usize).min(hi));
+            if a < b {
+                out.push(((b - lo) as u32, v));
+            }
+            start = end as usize;
+        }
+        self.runs = out;
+    }
+}
+
+/// A field column, typed so aggregation runs over plain slices.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FieldColumn {
+    /// Every row null (or the column is not stored, or not read).
+    Null,
+    /// Floats; `present` is `None` when no row is null (null rows hold 0).
+    Float { vals: Vec<f64>, present: Option<Vec<bool>> },
+    /// Integers, likewise.
+    Int { vals: Vec<i64>, present: Option<Vec<bool>> },
+    /// Anything else, row by row.
+    Values(Vec<FieldVal>),
+}
+
+impl FieldColumn {
+    /// Builds the tightest column for per-row values.
+    pub fn from_values(vals: Vec<FieldVal>) -> FieldColumn {
+        let present: Vec<bool> = vals.iter().map(|v| !matches!(v, FieldVal::Null)).collect();
+        if !present.iter().any(|&p| p) {
+            return FieldColumn::Null;
+        }
+        let mask = (!present.iter().all(|&p| p)).then_some(present);
+        if vals.iter().all(|v| matches!(v, FieldVal::Float(_) | FieldVal::Null)) {
+            let vals = vals.iter().map(|v| if let FieldVal::Float(f) = v { *f } else { 0.0 }).collect();
+            return FieldColumn::Float { vals, present: mask };
+        }
+        if vals.iter().all(|v| matches!(v, FieldVal::Int(_) | FieldVal::Null)) {
+            let vals = vals.iter().map(|v| if let FieldVal::Int(i) = v { *i } else { 0 }).collect();
+            return FieldColumn::Int { vals, present: mask };
+        }
+        FieldColumn::Values(vals)
+    }
+
+    /// The value at row `i`.
+    pub fn get(&self, i: usize) -> FieldVal {
+        let here = |p: &Option<Vec<bool>>| p.as_ref().is_none_or(|p| p[i]);
+        match self {
+            FieldColumn::Null => FieldVal::Null,
+            FieldColumn::Float { vals, present } if here(present) => FieldVal::Float(vals[i]),
+            FieldColumn::Int { vals, present } if here(present) => FieldVal::Int(vals[i]),
+            FieldColumn::Values(v) => v[i].clone(),
+            _ => FieldVal::Null,
+        }
+    }
+
+    fn slice(&mut self, lo: usize, hi: usize) {
+        fn cut<T>(v: &mut Vec<T>, lo: usize, hi: usize) {
+            v.truncate(hi);
+            v.drain(..lo);
+        }
+        match self {
+            FieldColumn::Null => {}
+            FieldColumn::Float { vals, present } => {
+                cut(vals, lo, hi);
+                present.iter_mut().for_each(|p| cut(p, lo, hi));
+            }
+            FieldColumn::Int { vals, present } => {
+                cut(vals, lo, hi);
+                present.iter_mut().for_each(|p| cut(p, lo, hi));
+            }
+            FieldColumn::Values(v) => cut(v, lo, hi),
+        }
+    }
+}
+
+/// The points of one series of one source, sorted by timestamp without
+/// repeats, in a target layout (unread columns are null).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DecodedBlock {
+    pub series: u64,
+    pub ts: Vec<i64>,
+    pub versions: Vec<i64>,
+    pub tags: Vec<TagColumn>,
+    pub fields: Vec<FieldColumn>,
+}
+
+impl DecodedBlock {
+    /// Number of points.
+    pub fn len(&self) -> usize {
+        self.ts.len()
+    }
+
+    /// True if the block holds no point.
+    pub fn is_empty(&self) -> bool {
+        self.ts.is_empty()
+    }
+
+    /// Keeps only rows `[lo, hi)`.
+    pub fn slice(&mut self, lo: usize, hi: usize) {
+        if lo == 0 && hi == self.len() {
+            return;
+        }
+        self.ts.truncate(hi);
+        self.ts.drain(..lo);
+        self.versions.truncate(hi);
+        self.versions.drain(..lo);
+        self.tags.iter_mut().for_each(|t| t.slice(lo, hi));
+        self.fields.iter_mut().for_each(|f| f.slice(lo, hi));
+    }
+
+    /// Builds a block from points of one series sorted by unique timestamps.
+    pub fn from_points(points: &[Point]) -> DecodedBlock {
+        let (tags, fields) = points.first().map_or((0, 0), |p| (p.tags.len(), p.fields.len()));
+        DecodedBlock {
+            series: points.first().map_or(0, |p| p.series),
+            ts: points.iter().map(|p| p.ts).collect(),
+            versions: points.iter().map(|p| p.version).collect(),
+            tags: (0..tags).map(|t| TagColumn::from_values(points.iter().map(|p| &p.tags[t]))).collect(),
+            fields: (0..fields).map(|f| FieldColumn::from_values(points.iter().map(|p| p.fields[f].clone()).collect())).collect(),
+        }
+    }
+
+    /// Row `i` as a point.
+    pub fn point(&self, i: usize) -> Point {
+        Point {
+            series: self.series,
+            shard: 0,
+            ts: self.ts[i],
+            version: self.versions[i],
+            tags: self.tags.iter().map(|t| t.get(i).clone()).collect(),
+            fields: self.fields.iter().map(|f| f.get(i)).collect(),
+        }
+    }
+
+    /// The rows picked by `(block, row)` from several blocks of one series,
+    /// in that order, as one block.
+    pub fn gather(blocks: &[DecodedBlock], picks: &[(usize, usize)]) -> DecodedBlock {
+        let tags = blocks[0].tags.len();
+        let fields = blocks[0].fields.len();
+        DecodedBlock {
+            series: blocks[0].series,
+            ts: picks.iter().map(|&(b, r)| blocks[b].ts[r]).collect(),
+            versions: picks.iter().map(|&(b, r)| blocks[b].versions[r]).collect(),
+            tags: (0..tags).map(|t| TagColumn::from_values(picks.iter().map(|&(b, r)| blocks[b].tags[t].get(r)))).collect(),
+            fields: (0..fields)
+                .map(|f| FieldColumn::from_values(picks.iter().map(|&(b, r)| blocks[b].fields[f].get(r)).collect()))
+                .collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pt(ts: i64, host: &str, v: FieldVal) -> Point {
+        Point { series: 7, shard: 0, ts, version: ts * 2, tags: vec![TagVal::Str(host.into())], fields: vec![v] }
+    }
+
+    #[test]
+    fn points_round_trip_through_columns_and_slices() {
+        let pts = vec![
+            pt(1, "a", FieldVal::Float(0.5)),
+            pt(2, "a", FieldVal::Null),
+            pt(3, "b", FieldVal::Float(-1.0)),
+            pt(4, "b", FieldVal::Float(2.0)),
+        ];
+        let b = DecodedBlock::from_points(&pts);
+        assert!(matches!(&b.fields[0], FieldColumn::Float { present: Some(_), .. }));
+        assert_eq!(b.tags[0].runs.len(), 2);
+        assert_eq!((0..4).map(|i| b.point(i)).collect::<Vec<_>>(), pts);
+        let mut s = b.clone();
+        s.slice(1, 3);
+        assert_eq!((0..2).map(|i| s.point(i)).collect::<Vec<_>>(), pts[1..3].to_vec());
+        let g = DecodedBlock::gather(&[b.clone(), s], &[(0, 0), (1, 1), (0, 3)]);
+        assert_eq!((0..3).map(|i| g.point(i)).collect::<Vec<_>>(), vec![pts[0].clone(), pts[2].clone(), pts[3].clone()]);
+        let ints = FieldColumn::from_values(vec![FieldVal::Int(1), FieldVal::Int(2)]);
+        assert_eq!(ints, FieldColumn::Int { vals: vec![1, 2], present: None });
+        let mixed = FieldColumn::from_values(vec![FieldVal::Int(1), FieldVal::Str("x".into())]);
+        assert!(matches!(mixed, FieldColumn::Values(_)));
+    }
+}
