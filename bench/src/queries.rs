@@ -114,7 +114,76 @@ fn max_per_bucket(name: &'static str, hosts: &[String], w: i64, span: i64, bucke
     }
 }
 
-/// The seven query types over data in `[start_ms, end_ms)` of `scale` hosts.
+/// The mean of each of `fields` per host per hour over `[w, w + 12 h)`.
+fn mean_per_host_hour(name: &'static str, w: i64, fields: &[&'static str]) -> QueryCase {
+    let mut q = base(w, w + 12 * HOUR);
+    q.group_by = group_by(&["hostname"], HOUR);
+    q.agg = agg(AggregationFunction::Mean, fields);
+    QueryCase {
+        name,
+        canopy: q,
+        vm: fields
+            .iter()
+            .map(|&f| PromQuery::Range {
+                query: format!("avg_over_time(cpu_{f}[1h])"),
+                start_ms: w + HOUR - 1,
+                end_ms: w + 12 * HOUR - 1,
+                step_ms: HOUR,
+                bucket_ms: HOUR,
+                key_field: f,
+            })
+            .collect(),
+        by_host: true,
+    }
+}
+
+/// The readings with usage_user > 90 over `[w, w + 12 h)`, of `hosts`
+/// (or of every host when empty).
+fn high_cpu(name: &'static str, hosts: &[String], w: i64) -> QueryCase {
+    let above = Criteria {
+        exp: Some(criteria::Exp::Condition(Condition {
+            name: "usage_user".into(),
+            op: BinaryOp::Gt as i32,
+            value: None,
+            field_value: Some(FieldValue { value: Some(field_value::Value::Float(Float { value: 90.0 })) }),
+        })),
+    };
+    let mut q = base(w, w + 12 * HOUR);
+    q.criteria = Some(match hosts {
+        [] => above,
+        _ => Criteria {
+            exp: Some(criteria::Exp::Le(Box::new(LogicalExpression {
+                op: logical_expression::LogicalOp::And as i32,
+                left: Some(Box::new(host_in(hosts))),
+                right: Some(Box::new(above)),
+            }))),
+        },
+    });
+    q.field_projection = Some(FieldProjection { names: vec!["usage_user".into()] });
+    let matcher = match hosts {
+        [] => String::new(),
+        _ => format!("{{hostname=~\"{}\"}}", host_regex(hosts)),
+    };
+    if hosts.is_empty() {
+        q.tag_projection =
+            Some(TagProjection { tag_families: vec![tag_projection::TagFamily { name: "labels".into(), tags: vec!["hostname".into()] }] });
+    }
+    QueryCase {
+        name,
+        canopy: q,
+        vm: vec![PromQuery::Range {
+            query: format!("cpu_usage_user{matcher} > 90"),
+            start_ms: w,
+            end_ms: w + 12 * HOUR - 10_000,
+            step_ms: 10_000,
+            bucket_ms: 0,
+            key_field: "usage_user",
+        }],
+        by_host: hosts.is_empty(),
+    }
+}
+
+/// The fifteen TSBS devops query types over data in `[start_ms, end_ms)` of `scale` hosts.
 pub(crate) fn cases(scale: usize, start_ms: i64, end_ms: i64, seed: u64) -> Vec<QueryCase> {
     let mut r = Rng::new(seed ^ 0x0051_EE71);
     let pick_hosts = |n: usize, r: &mut Rng| -> Vec<String> {
@@ -148,54 +217,11 @@ pub(crate) fn cases(scale: usize, start_ms: i64, end_ms: i64, seed: u64) -> Vec<
     out.push(max_per_bucket("cpu-max-all-8", &h8, w, 8 * HOUR, HOUR, &FIELDS));
 
     let w = window(12 * HOUR, HOUR, &mut r);
-    let mut q = base(w, w + 12 * HOUR);
-    q.group_by = group_by(&["hostname"], HOUR);
-    q.agg = agg(AggregationFunction::Mean, &["usage_user"]);
-    out.push(QueryCase {
-        name: "double-groupby-1",
-        canopy: q,
-        vm: vec![PromQuery::Range {
-            query: "avg_over_time(cpu_usage_user[1h])".into(),
-            start_ms: w + HOUR - 1,
-            end_ms: w + 12 * HOUR - 1,
-            step_ms: HOUR,
-            bucket_ms: HOUR,
-            key_field: "usage_user",
-        }],
-        by_host: true,
-    });
+    out.push(mean_per_host_hour("double-groupby-1", w, &FIELDS[..1]));
 
     let h1 = pick_hosts(1, &mut r);
     let w = window(12 * HOUR, 10_000, &mut r);
-    let mut q = base(w, w + 12 * HOUR);
-    q.criteria = Some(Criteria {
-        exp: Some(criteria::Exp::Le(Box::new(LogicalExpression {
-            op: logical_expression::LogicalOp::And as i32,
-            left: Some(Box::new(host_in(&h1))),
-            right: Some(Box::new(Criteria {
-                exp: Some(criteria::Exp::Condition(Condition {
-                    name: "usage_user".into(),
-                    op: BinaryOp::Gt as i32,
-                    value: None,
-                    field_value: Some(FieldValue { value: Some(field_value::Value::Float(Float { value: 90.0 })) }),
-                })),
-            })),
-        }))),
-    });
-    q.field_projection = Some(FieldProjection { names: vec!["usage_user".into()] });
-    out.push(QueryCase {
-        name: "high-cpu-1",
-        canopy: q,
-        vm: vec![PromQuery::Range {
-            query: format!("cpu_usage_user{{hostname=\"{}\"}} > 90", h1[0]),
-            start_ms: w,
-            end_ms: w + 12 * HOUR - 10_000,
-            step_ms: 10_000,
-            bucket_ms: 0,
-            key_field: "usage_user",
-        }],
-        by_host: false,
-    });
+    out.push(high_cpu("high-cpu-1", &h1, w));
 
     let mut q = base(start_ms, end_ms);
     q.group_by = group_by(&["hostname"], 0);
@@ -229,6 +255,30 @@ pub(crate) fn cases(scale: usize, start_ms: i64, end_ms: i64, seed: u64) -> Vec<
         }],
         by_host: false,
     });
+
+    // The other eight TSBS devops types, drawn after the first seven so
+    // those keep their hosts and windows for a given seed.
+    let h1 = pick_hosts(1, &mut r);
+    let w = window(8 * HOUR, HOUR, &mut r);
+    out.push(max_per_bucket("cpu-max-all-1", &h1, w, 8 * HOUR, HOUR, &FIELDS));
+    let h1 = pick_hosts(1, &mut r);
+    let w = window(12 * HOUR, MIN, &mut r);
+    out.push(max_per_bucket("single-groupby-1-1-12", &h1, w, 12 * HOUR, MIN, &FIELDS[..1]));
+    let h8 = pick_hosts(8, &mut r);
+    let w = window(HOUR, MIN, &mut r);
+    out.push(max_per_bucket("single-groupby-1-8-1", &h8, w, HOUR, MIN, &FIELDS[..1]));
+    let h1 = pick_hosts(1, &mut r);
+    let w = window(HOUR, MIN, &mut r);
+    out.push(max_per_bucket("single-groupby-5-1-1", &h1, w, HOUR, MIN, &FIELDS[..5]));
+    let h1 = pick_hosts(1, &mut r);
+    let w = window(12 * HOUR, MIN, &mut r);
+    out.push(max_per_bucket("single-groupby-5-1-12", &h1, w, 12 * HOUR, MIN, &FIELDS[..5]));
+    let w = window(12 * HOUR, HOUR, &mut r);
+    out.push(mean_per_host_hour("double-groupby-5", w, &FIELDS[..5]));
+    let w = window(12 * HOUR, HOUR, &mut r);
+    out.push(mean_per_host_hour("double-groupby-all", w, &FIELDS));
+    let w = window(12 * HOUR, 10_000, &mut r);
+    out.push(high_cpu("high-cpu-all", &[], w));
     out
 }
 

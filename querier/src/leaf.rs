@@ -69,7 +69,7 @@ impl<'a> RowFilter<'a> {
     fn select(&self, b: &DecodedBlock) -> Vec<Range<usize>> {
         let n = b.len();
         if matches!(self.predicate, Predicate::True) {
-            return vec![0..n];
+            return std::iter::once(0..n).collect();
         }
         // A scratch row holding only the columns the criteria read.
         let mut tags = vec![TagVal::Null; self.tag_count];
@@ -83,7 +83,7 @@ impl<'a> RowFilter<'a> {
         }
         if varying.is_empty() && self.fields.is_empty() {
             // Constant over the block: decided once.
-            return if self.predicate.eval(&tags, &fields) { vec![0..n] } else { Vec::new() };
+            return if self.predicate.eval(&tags, &fields) { std::iter::once(0..n).collect() } else { Vec::new() };
         }
         let mut out: Vec<Range<usize>> = Vec::new();
         for i in 0..n {

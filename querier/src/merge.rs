@@ -72,7 +72,7 @@ fn merge(mut cluster: Vec<(u64, DecodedBlock)>) -> DecodedBlock {
 /// Turns memtable rows (with WAL sequence numbers) into one block per
 /// series: per (series, ts) the highest version, then the latest write.
 pub(crate) fn memtable_blocks(mut rows: Vec<(u64, Point)>) -> Vec<DecodedBlock> {
-    rows.sort_unstable_by(|(sa, a), (sb, b)| (a.series, a.ts, a.version, *sa).cmp(&(b.series, b.ts, b.version, *sb)));
+    rows.sort_unstable_by_key(|(seq, p)| (p.series, p.ts, p.version, *seq));
     // Keep the last of each (series, ts): the winner in that order.
     let mut kept: Vec<Point> = Vec::with_capacity(rows.len());
     for (_, p) in rows {
