@@ -108,10 +108,10 @@ pub async fn merge_parts(store: &Arc<dyn ObjectStore>, inputs: &[PartMeta], out_
     measures.sort();
     measures.dedup();
 
-    let mut writer = PartWriter::new()?;
+    let targets: Vec<Arc<ColumnLayout>> = measures.iter().map(|m| target_layout(&cursors, m)).collect();
+    let mut writer = PartWriter::new(targets.iter().map(|t| t.fields.len()).max().unwrap_or(0))?;
     let mut upload = Upload::Buffer(Vec::new());
-    for measure in &measures {
-        let target = target_layout(&cursors, measure);
+    for (measure, target) in measures.iter().zip(targets) {
         for c in cursors.iter_mut() {
             c.batches = c.index.batches_of(measure).into();
             c.blocks.clear();

@@ -96,15 +96,19 @@ impl AggState {
         }
     }
 
-    /// Folds non-null floats at strictly increasing timestamps: the same
-    /// state as adding them one at a time, in one pass over plain slices.
-    pub fn add_floats(&mut self, ts: &[i64], vals: &[f64]) {
+    /// Folds non-null floats at strictly increasing timestamps, in one pass
+    /// over plain slices, for function `f`: the same state as adding them one
+    /// at a time, except that the (costly) exact sum is kept only for sum
+    /// and mean — a state is only ever finished with its query's function.
+    pub fn add_floats(&mut self, f: AggFunction, ts: &[i64], vals: &[f64]) {
         debug_assert_eq!(ts.len(), vals.len());
         let (Some(&first), Some(&last)) = (vals.first(), vals.last()) else { return };
         self.count += vals.len() as u64;
+        if matches!(f, AggFunction::Sum | AggFunction::Mean) {
+            vals.iter().for_each(|&v| self.sum_float.add(v));
+        }
         let (mut lo, mut hi) = (self.min.unwrap_or(first), self.max.unwrap_or(first));
         for &v in vals {
-            self.sum_float.add(v);
             lo = lo.min(v);
             hi = hi.max(v);
         }
@@ -258,9 +262,13 @@ mod tests {
         one.add(&FieldVal::Float(9.0), 5);
         run.add(&FieldVal::Float(9.0), 5);
         ts.iter().zip(&floats).for_each(|(&t, &v)| one.add(&FieldVal::Float(v), t));
-        run.add_floats(&ts[..20], &floats[..20]);
-        run.add_floats(&ts[20..], &floats[20..]);
+        run.add_floats(AggFunction::Sum, &ts[..20], &floats[..20]);
+        run.add_floats(AggFunction::Mean, &ts[20..], &floats[20..]);
         assert_eq!(one, run);
+        let mut max_only = AggState::default();
+        max_only.add(&FieldVal::Float(9.0), 5);
+        max_only.add_floats(AggFunction::Max, &ts, &floats);
+        assert_eq!(max_only.finish(AggFunction::Max), one.finish(AggFunction::Max));
         let (mut one, mut run) = (AggState::default(), AggState::default());
         ts.iter().zip(&ints).for_each(|(&t, &v)| one.add(&FieldVal::Int(v), t));
         run.add_ints(&ts[30..], &ints[30..]);

@@ -58,9 +58,9 @@ pub struct QueryPlan {
 /// this the query just scans.
 pub const PINNED_SERIES_MAX: usize = 256;
 
-/// The series ids a predicate allows, if AND-ed `EQ` / `IN` conditions pin
-/// every entity tag to a few values. `None` means "any series".
-pub fn pinned_series(schema: &MeasureSchema, predicate: &Predicate) -> Option<Vec<SeriesId>> {
+/// Per tag, the values AND-ed `EQ` / `IN` conditions restrict it to
+/// (`None`: unrestricted). OR and negative conditions narrow nothing.
+fn conjunct_values(predicate: &Predicate, tags: usize) -> Vec<Option<Vec<TagVal>>> {
     fn walk(p: &Predicate, cands: &mut Vec<Option<Vec<TagVal>>>) {
         match p {
             Predicate::And(a, b) => {
@@ -83,12 +83,18 @@ pub fn pinned_series(schema: &MeasureSchema, predicate: &Predicate) -> Option<Ve
                     }
                 });
             }
-            // OR and negative conditions do not narrow the series set.
             _ => {}
         }
     }
-    let mut cands = vec![None; schema.layout.tags.len()];
+    let mut cands = vec![None; tags];
     walk(predicate, &mut cands);
+    cands
+}
+
+/// The series ids a predicate allows, if AND-ed `EQ` / `IN` conditions pin
+/// every entity tag to a few values. `None` means "any series".
+pub fn pinned_series(schema: &MeasureSchema, predicate: &Predicate) -> Option<Vec<SeriesId>> {
+    let cands = conjunct_values(predicate, schema.layout.tags.len());
     let mut combos: Vec<Vec<TagVal>> = vec![Vec::new()];
     for &e in &schema.entity {
         let vals = cands[e].as_ref()?;
@@ -241,6 +247,18 @@ impl QueryPlan {
         let mut used = Vec::new();
         p.tags_used(&mut used);
         (!used.is_empty() && shared_by_versions(&self.schema, &used)).then_some((p, used))
+    }
+
+    /// The AND-ed `EQ` / `IN` conditions on tags that every version of a
+    /// point shares, as (tag, allowed values): what a part's series index
+    /// may resolve to series before deduplication. Empty if none apply.
+    pub fn index_conditions(&self) -> Vec<(usize, Vec<TagVal>)> {
+        conjunct_values(&self.predicate, self.schema.layout.tags.len())
+            .into_iter()
+            .enumerate()
+            .filter_map(|(t, v)| v.map(|v| (t, v)))
+            .filter(|(t, _)| shared_by_versions(&self.schema, &[*t]))
+            .collect()
     }
 
     /// The filter a source (memtable, part) applies before deduplication.

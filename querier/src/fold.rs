@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::ops::Range;
 
-use canopy_model::{AggState, Aggregation, FieldVal, GROUPS_MAX, GroupKey, ModelError, TagVal};
+use canopy_model::{AggFunction, AggState, Aggregation, FieldVal, GROUPS_MAX, GroupKey, ModelError, TagVal};
 use canopy_storage::part::{DecodedBlock, FieldColumn};
 
 use crate::Result;
@@ -46,7 +46,7 @@ impl<'a> Groups<'a> {
                     };
                     let slot = self.slot(bucket, id)?;
                     for (state, &f) in self.states[slot].iter_mut().zip(&self.agg.fields) {
-                        fold(state, &b.ts[i..j], &b.fields[f], i..j);
+                        fold(state, self.agg.function, &b.ts[i..j], &b.fields[f], i..j);
                     }
                     i = j;
                 }
@@ -112,10 +112,10 @@ fn runs_of_group(b: &DecodedBlock, group_tags: &[usize], r: Range<usize>) -> Vec
 }
 
 /// Folds rows `rows` of a column (their timestamps `ts`) into `state`.
-fn fold(state: &mut AggState, ts: &[i64], col: &FieldColumn, rows: Range<usize>) {
+fn fold(state: &mut AggState, function: AggFunction, ts: &[i64], col: &FieldColumn, rows: Range<usize>) {
     match col {
         FieldColumn::Null => {}
-        FieldColumn::Float { vals, present: None } => state.add_floats(ts, &vals[rows]),
+        FieldColumn::Float { vals, present: None } => state.add_floats(function, ts, &vals[rows]),
         FieldColumn::Int { vals, present: None } => state.add_ints(ts, &vals[rows]),
         FieldColumn::Float { vals, present: Some(p) } => {
             for (k, i) in rows.enumerate() {

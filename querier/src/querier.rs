@@ -65,13 +65,15 @@ struct Fetched {
     rank: u64,
     path: String,
     mapping: LayoutMapping,
+    /// The series to read (from the criteria and the part's series index).
+    series: Option<Vec<u64>>,
     batches: Vec<RecordBatch>,
 }
 
 /// Builds the part [`Scan`] of a plan and hands it to `f`: the columns the
 /// query reads, and the tag conjuncts that may skip whole blocks before
 /// deduplication because every version of a point shares those tags.
-fn with_scan<R>(plan: &QueryPlan, f: impl FnOnce(&Scan<'_>) -> R) -> R {
+fn with_scan<R>(plan: &QueryPlan, series: Option<&[u64]>, f: impl FnOnce(&Scan<'_>) -> R) -> R {
     let (tags_needed, fields_needed) = plan.needed_columns();
     let block = plan.block_predicate();
     let tag_filter = |tags: &[TagVal]| block.as_ref().is_none_or(|(p, _)| p.eval(tags, &[]));
@@ -84,7 +86,7 @@ fn with_scan<R>(plan: &QueryPlan, f: impl FnOnce(&Scan<'_>) -> R) -> R {
         target: &plan.schema.layout,
         begin: plan.begin,
         end: plan.end,
-        series: plan.series.as_deref(),
+        series,
         keep: &all,
     })
 }
@@ -104,17 +106,27 @@ impl Querier {
         Ok(i)
     }
 
-    /// Fetches the batches of one part that may hold rows for the plan.
+    /// Fetches the columns and batches of one part that may hold rows for
+    /// the plan: its series index turns tag criteria into series, which
+    /// pick the batches; only the fields the query reads are downloaded.
     async fn fetch(&self, rank: u64, meta: &PartMeta, plan: &QueryPlan) -> Result<Option<Fetched>> {
         let idx = self.index(meta).await?;
-        let Some((mapping, which)) = with_scan(plan, |scan| Some((scan_mapping(&idx, scan)?, select_batches(&idx, scan)))) else {
+        let series = series_to_read(&idx, plan);
+        if series.as_ref().is_some_and(Vec::is_empty) {
+            return Ok(None);
+        }
+        let Some((mapping, which)) =
+            with_scan(plan, series.as_deref(), |scan| Some((scan_mapping(&idx, scan)?, select_batches(&idx, scan))))
+        else {
             return Ok(None);
         };
         if which.is_empty() {
             return Ok(None);
         }
-        let batches = fetch_batches(self.store.as_ref(), meta, &idx, &which).await?;
-        Ok(Some(Fetched { rank, path: meta.path.clone(), mapping, batches }))
+        let mut fields: Vec<usize> = mapping.fields.iter().flatten().copied().collect();
+        fields.sort_unstable();
+        let batches = fetch_batches(self.store.as_ref(), meta, &idx, &which, Some(&fields)).await?;
+        Ok(Some(Fetched { rank, path: meta.path.clone(), mapping, series, batches }))
     }
 
     async fn fetch_all(&self, catalog: &CatalogState, plan: &QueryPlan) -> Result<Vec<Fetched>> {
@@ -183,9 +195,22 @@ impl Querier {
     }
 }
 
+/// The series of a part a query must read: those its criteria pin, narrowed
+/// by the part's series index; `None` when neither restricts them.
+fn series_to_read(idx: &PartIndex, plan: &QueryPlan) -> Option<Vec<u64>> {
+    let conds = plan.index_conditions();
+    let named: Vec<(&str, &[TagVal])> = conds.iter().map(|(t, v)| (plan.schema.layout.tags[*t].1.as_str(), v.as_slice())).collect();
+    let indexed = if named.is_empty() { None } else { idx.series_matching(&plan.schema.name, &named) };
+    match (indexed, &plan.series) {
+        (Some(a), Some(b)) => Some(a.into_iter().filter(|id| b.binary_search(id).is_ok()).collect()),
+        (Some(a), None) => Some(a),
+        (None, b) => b.clone(),
+    }
+}
+
 /// Decodes a fetched part's blocks for the plan.
 fn decode(f: &Fetched, plan: &QueryPlan, out: &mut dyn FnMut(DecodedBlock)) -> Result<()> {
-    with_scan(plan, |scan| {
+    with_scan(plan, f.series.as_deref(), |scan| {
         for batch in &f.batches {
             decode_blocks(&f.path, batch, &f.mapping, scan, out)?;
         }

@@ -117,11 +117,17 @@ async fn catalog_v2_decodes() {
     assert!(!c.commit_id.is_empty());
 }
 
-#[tokio::test]
-async fn the_part_fixture_decodes_to_its_points() {
-    let (store, c) = load_catalog("catalog-v1.cat").await;
-    let meta = &c.parts[0];
-    let index = read_index(store.as_ref(), meta).await.unwrap();
+/// Decodes a part fixture through the store, as queries read it.
+async fn assert_part_fixture(file: &str) {
+    let (_, c) = load_catalog("catalog-v1.cat").await;
+    let bytes = std::fs::read(fixture(file)).unwrap();
+    let trailer: [u8; 10] = bytes[bytes.len() - 10..].try_into().unwrap();
+    let mut meta = c.parts[0].clone();
+    meta.bytes = bytes.len() as u64;
+    meta.footer_bytes = arrow_ipc::reader::read_footer_length(trailer).unwrap() as u64 + 10;
+    let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    store.put(&PART_PATH.into(), PutPayload::from(bytes)).await.unwrap();
+    let index = read_index(store.as_ref(), &meta).await.unwrap();
     let target = layout();
     let scan = Scan {
         measure: "cpu",
@@ -133,11 +139,33 @@ async fn the_part_fixture_decodes_to_its_points() {
         needed: None,
         block_filter: None,
     };
-    let mut got = scan_part(store.as_ref(), meta, &index, &scan).await.unwrap();
+    let mut got = scan_part(store.as_ref(), &meta, &index, &scan).await.unwrap();
     got.sort_by_key(|p| (p.series, p.ts));
     let want = points();
-    assert_eq!(got.len(), want.len());
+    assert_eq!(got.len(), want.len(), "{file}");
     for (g, w) in got.iter().zip(&want) {
-        assert_eq!((g.series, g.ts, g.version, &g.tags, &g.fields), (w.series, w.ts, w.version, &w.tags, &w.fields));
+        assert_eq!((g.series, g.ts, g.version, &g.tags, &g.fields), (w.series, w.ts, w.version, &w.tags, &w.fields), "{file}");
     }
+}
+
+#[tokio::test]
+async fn the_part_v1_fixture_decodes_to_its_points() {
+    assert_part_fixture("part-v1.arrow").await;
+}
+
+#[tokio::test]
+async fn the_part_v2_fixture_decodes_to_its_points_and_indexes_its_series() {
+    assert_part_fixture("part-v2.arrow").await;
+    let bytes = std::fs::read(fixture("part-v2.arrow")).unwrap();
+    let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    store.put(&PART_PATH.into(), PutPayload::from(bytes.clone())).await.unwrap();
+    let trailer: [u8; 10] = bytes[bytes.len() - 10..].try_into().unwrap();
+    let (_, c) = load_catalog("catalog-v1.cat").await;
+    let mut meta = c.parts[0].clone();
+    meta.bytes = bytes.len() as u64;
+    meta.footer_bytes = arrow_ipc::reader::read_footer_length(trailer).unwrap() as u64 + 10;
+    let index = read_index(store.as_ref(), &meta).await.unwrap();
+    assert_eq!(index.format(), 2);
+    let host1 = [TagVal::Str("host-1".into())];
+    assert_eq!(index.series_matching("cpu", &[("host", &host1)]), Some(vec![101]));
 }

@@ -30,9 +30,11 @@ pub(crate) fn encode_timestamps(ts: &[i64], out: &mut Vec<u8>) {
 pub(crate) fn decode_timestamps(mut buf: &[u8], n: usize) -> Option<Vec<i64>> {
     let mut out = Vec::with_capacity(n);
     let (mut prev, mut prev_delta) = (0i64, 0i64);
-    for i in 0..n {
-        let v = unzigzag(take_varint(&mut buf)?);
-        let t = if i == 0 {
+    let mut first = true;
+    take_varints(&mut buf, n, |z| {
+        let v = unzigzag(z);
+        let t = if first {
+            first = false;
             v
         } else {
             prev_delta = prev_delta.wrapping_add(v);
@@ -40,8 +42,46 @@ pub(crate) fn decode_timestamps(mut buf: &[u8], n: usize) -> Option<Vec<i64>> {
         };
         out.push(t);
         prev = t;
-    }
+    })?;
     Some(out)
+}
+
+/// Reads `n` varints, handing each to `f`. Columns are mostly one-byte
+/// varints (regular timestamps, equal versions, small deltas): a run of
+/// those is decoded without continuation checks.
+#[inline]
+fn take_varints(buf: &mut &[u8], n: usize, mut f: impl FnMut(u64)) -> Option<()> {
+    let bytes = *buf;
+    if bytes.len() >= n && bytes[..n].iter().all(|&b| b < 0x80) {
+        bytes[..n].iter().for_each(|&b| f(b as u64));
+        *buf = &bytes[n..];
+        return Some(());
+    }
+    let mut i = 0;
+    for _ in 0..n {
+        let b0 = *bytes.get(i)?;
+        i += 1;
+        if b0 < 0x80 {
+            f(b0 as u64);
+            continue;
+        }
+        let (mut v, mut shift) = ((b0 & 0x7f) as u64, 7);
+        loop {
+            let b = *bytes.get(i)?;
+            i += 1;
+            v |= ((b & 0x7f) as u64) << shift;
+            if b < 0x80 {
+                break;
+            }
+            shift += 7;
+            if shift > 63 {
+                return None;
+            }
+        }
+        f(v);
+    }
+    *buf = &bytes[i..];
+    Some(())
 }
 
 /// Encodes integers as zigzag deltas; a constant column costs one byte a value
@@ -57,10 +97,10 @@ pub(crate) fn encode_ints(vals: &[i64], out: &mut Vec<u8>) {
 pub(crate) fn decode_ints(buf: &mut &[u8], n: usize) -> Option<Vec<i64>> {
     let mut out = Vec::with_capacity(n);
     let mut prev = 0i64;
-    for _ in 0..n {
-        prev = prev.wrapping_add(unzigzag(take_varint(buf)?));
+    take_varints(buf, n, |z| {
+        prev = prev.wrapping_add(unzigzag(z));
         out.push(prev);
-    }
+    })?;
     Some(out)
 }
 
@@ -358,6 +398,11 @@ mod tests {
         let mut buf = Vec::new();
         encode_timestamps(&odd, &mut buf);
         assert_eq!(decode_timestamps(&buf, odd.len()).unwrap(), odd);
+        assert!(decode_timestamps(&buf[..buf.len() - 1], odd.len()).is_none(), "a cut varint is corrupt");
+        let mut ints = Vec::new();
+        encode_ints(&[0, 0, 300, -70_000, i64::MIN, 5], &mut ints);
+        assert_eq!(decode_ints(&mut ints.as_slice(), 6).unwrap(), vec![0, 0, 300, -70_000, i64::MIN, 5]);
+        assert!(decode_ints(&mut [0xffu8; 11].as_slice(), 1).is_none(), "a varint longer than 10 bytes is corrupt");
     }
 
     #[test]

@@ -5,10 +5,16 @@
 //! sorted by timestamp, with columns pre-encoded by [`codec`]
 //! (delta-of-delta timestamps, delta ints, XOR floats, run-length tags).
 //! Record batches hold blocks of a single measure, sorted by series id.
+//! Format 2 gives every field its own Arrow column (`f0`, `f1`, ...), so
+//! each field of a batch is its own zstd buffer at its own byte range.
+//!
 //! The footer's custom metadata `canopy.part` (JSON) holds the format
-//! version, the column layout each measure was written with, and per batch
-//! its time range, series range and CRC32 — so a reader fetches the footer
-//! with one range read, then only the batches it needs.
+//! version, the column layout each measure was written with, per batch its
+//! time range, series range, and the byte range and CRC32 of its metadata
+//! and of each column, and per measure a series index (tag value → series
+//! ids). A reader fetches the footer with one range read, resolves tag
+//! criteria to series through the index, then fetches only the columns it
+//! needs of the batches that hold those series.
 //!
 //! The object is a plain Arrow IPC file: `pyarrow.ipc.open_file` reads it.
 
@@ -31,10 +37,17 @@ pub use writer::{EncodedPart, MeasureRows, PartSummary, PartWriter, encode_part}
 /// Footer metadata key holding [`PartFooter`] as JSON.
 pub(crate) const FOOTER_KEY: &str = "canopy.part";
 /// The part format this build writes (the footer's `format`); readers
-/// reject versions they do not know. Format 1 is the only one so far: a
-/// change to the footer, the Arrow schema or the column codecs is format 2,
-/// with the reader for 1 kept and a golden file for each in `tests/fixtures`.
-pub const PART_FORMAT: u32 = 1;
+/// reject versions they do not know. Format 1 stored all fields of a block
+/// in one `fields` column and had no series index; format 2 (this build)
+/// has a column per field, column ranges and the index. A change to the
+/// footer, the Arrow schema or the column codecs is a new format, with the
+/// readers for the old ones kept and a golden file for each in `tests/fixtures`.
+pub const PART_FORMAT: u32 = 2;
+/// Formats this build reads.
+pub(crate) const PART_FORMATS_READ: [u32; 2] = [1, 2];
+/// Most series of one measure in a part that get a series index; a part
+/// with more is scanned without one (its footer stays small).
+pub const SERIES_INDEX_MAX: usize = 16_384;
 
 /// What the footer says about the part: the on-disk type of format 1.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -42,6 +55,11 @@ pub(crate) struct PartFooter {
     pub(crate) format: u32,
     pub(crate) measures: BTreeMap<String, ColumnLayout>,
     pub(crate) batches: Vec<BatchInfo>,
+    /// Per measure, per stored tag name: encoded tag value (hex) → sorted
+    /// series ids holding it. Absent for format 1 and for measures with
+    /// more than [`SERIES_INDEX_MAX`] series.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub(crate) index: BTreeMap<String, BTreeMap<String, BTreeMap<String, Vec<u64>>>>,
 }
 
 /// Statistics and checksum of one record batch.
@@ -55,20 +73,36 @@ pub(crate) struct BatchInfo {
     pub(crate) points: u64,
     /// CRC32 of the batch's IPC message (metadata + body) as stored.
     pub(crate) crc32: u32,
+    /// Format 2: length and CRC32 of the message's metadata (the start of
+    /// the batch), then per Arrow column its byte range in the body and CRC32.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) meta: Option<(u64, u32)>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) columns: Vec<ColumnRange>,
 }
 
-/// Arrow schema shared by every part.
-pub(crate) fn arrow_schema() -> arrow_schema::Schema {
+/// A column's buffers in a batch body: offset, length, CRC32.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub(crate) struct ColumnRange(pub(crate) u64, pub(crate) u64, pub(crate) u32);
+
+/// Columns before the field columns, in order; readers of any format find
+/// them by name.
+pub(crate) const FIXED_COLUMNS: [&str; 8] = ["measure", "series_id", "count", "min_ts", "max_ts", "ts", "version", "tags"];
+
+/// Name of the Arrow column holding stored field `i` (format 2).
+pub(crate) fn field_column(i: usize) -> String {
+    format!("f{i}")
+}
+
+/// Arrow schema of a format-2 part whose widest measure has `fields` fields.
+pub(crate) fn arrow_schema(fields: usize) -> arrow_schema::Schema {
     use arrow_schema::{DataType, Field};
-    arrow_schema::Schema::new(vec![
-        Field::new("measure", DataType::Utf8, false),
-        Field::new("series_id", DataType::UInt64, false),
-        Field::new("count", DataType::UInt32, false),
-        Field::new("min_ts", DataType::Int64, false),
-        Field::new("max_ts", DataType::Int64, false),
-        Field::new("ts", DataType::Binary, false),
-        Field::new("version", DataType::Binary, false),
-        Field::new("tags", DataType::Binary, false),
-        Field::new("fields", DataType::Binary, false),
-    ])
+    let fixed = [DataType::Utf8, DataType::UInt64, DataType::UInt32, DataType::Int64, DataType::Int64];
+    let mut cols: Vec<Field> = FIXED_COLUMNS
+        .iter()
+        .zip(fixed.into_iter().chain(std::iter::repeat(DataType::Binary)))
+        .map(|(n, t)| Field::new(*n, t, false))
+        .collect();
+    cols.extend((0..fields).map(|i| Field::new(field_column(i), DataType::Binary, false)));
+    arrow_schema::Schema::new(cols)
 }

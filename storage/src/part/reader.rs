@@ -17,7 +17,8 @@ use object_store::{ObjectStore, ObjectStoreExt};
 
 use super::block::{DecodedBlock, FieldColumn, TagColumn};
 use super::codec::{decode_field_typed, decode_ints, decode_tag_column, decode_timestamps};
-use super::{BatchInfo, FOOTER_KEY, PART_FORMAT, PartFooter};
+use super::writer::tag_key;
+use super::{BatchInfo, ColumnRange, FIXED_COLUMNS, FOOTER_KEY, PART_FORMATS_READ, PartFooter, field_column};
 use crate::catalog::PartMeta;
 use crate::{Result, StorageError};
 
@@ -39,6 +40,36 @@ impl PartIndex {
     /// The measures in the part with the layouts they were written with.
     pub fn measures(&self) -> impl Iterator<Item = (&String, &ColumnLayout)> {
         self.footer.measures.iter()
+    }
+
+    /// The part's format version.
+    pub fn format(&self) -> u32 {
+        self.footer.format
+    }
+
+    /// The series of `measure` that hold, for every `(tag, values)` given,
+    /// one of the values — sorted — from the part's series index. `None`
+    /// when the part has no index for the measure (format 1, too many
+    /// series): then any series may match.
+    pub fn series_matching(&self, measure: &str, conditions: &[(&str, &[TagVal])]) -> Option<Vec<u64>> {
+        let index = self.footer.index.get(measure)?;
+        let mut out: Option<Vec<u64>> = None;
+        for (tag, values) in conditions {
+            // A tag the part never stored reads as null everywhere.
+            let postings = index.get(*tag);
+            let mut ids: Vec<u64> =
+                values.iter().flat_map(|v| postings.and_then(|p| p.get(&tag_key(v))).into_iter().flatten().copied()).collect();
+            if postings.is_none() && values.contains(&TagVal::Null) {
+                continue;
+            }
+            ids.sort_unstable();
+            ids.dedup();
+            out = Some(match out {
+                None => ids,
+                Some(cur) => cur.into_iter().filter(|id| ids.binary_search(id).is_ok()).collect(),
+            });
+        }
+        out
     }
 
     /// The record batches holding `measure`, in series order.
@@ -66,11 +97,14 @@ impl PartIndex {
             .and_then(|kvs| kvs.iter().find(|kv| kv.key() == Some(FOOTER_KEY)).and_then(|kv| kv.value()))
             .ok_or_else(|| corrupt(format!("footer without {FOOTER_KEY}")))?;
         let footer: PartFooter = serde_json::from_str(json).map_err(|e| corrupt(format!("{FOOTER_KEY}: {e}")))?;
-        if footer.format != PART_FORMAT {
+        if !PART_FORMATS_READ.contains(&footer.format) {
             return Err(corrupt(format!("unsupported part format {}", footer.format)));
         }
         if footer.batches.len() != blocks.len() {
             return Err(corrupt(format!("{} batch stats for {} batches", footer.batches.len(), blocks.len())));
+        }
+        if footer.format >= 2 && footer.batches.iter().any(|b| b.meta.is_none() || b.columns.len() != schema.fields().len()) {
+            return Err(corrupt("a batch without its column ranges".into()));
         }
         Ok(PartIndex { schema, version: fb.version(), blocks, footer })
     }
@@ -108,7 +142,17 @@ pub type BlockFilter<'a> = (&'a [usize], &'a (dyn Fn(&[TagVal]) -> bool + Sync))
 
 impl Scan<'_> {
     fn series_in(&self, first: u64, last: u64) -> bool {
-        self.series.is_none_or(|s| s.iter().any(|id| (first..=last).contains(id)))
+        self.series.is_none_or(|s| {
+            let i = s.partition_point(|&id| id < first);
+            i < s.len() && s[i] <= last
+        })
+    }
+
+    /// The stored fields the scan reads, per the mapping.
+    fn stored_fields(mapping: &LayoutMapping) -> Vec<usize> {
+        let mut f: Vec<usize> = mapping.fields.iter().flatten().copied().collect();
+        f.sort_unstable();
+        f
     }
 }
 
@@ -145,7 +189,7 @@ pub async fn scan_part(store: &dyn ObjectStore, meta: &PartMeta, index: &PartInd
         return Ok(Vec::new());
     }
     let mut out = Vec::new();
-    for batch in fetch_batches(store, meta, index, &wanted).await? {
+    for batch in fetch_batches(store, meta, index, &wanted, Some(&Scan::stored_fields(&mapping))).await? {
         decode_blocks(&meta.path, &batch, &mapping, scan, &mut |b| {
             out.extend((0..b.len()).map(|i| b.point(i)).filter(|p| (scan.keep)(p)));
         })?;
@@ -153,30 +197,124 @@ pub async fn scan_part(store: &dyn ObjectStore, meta: &PartMeta, index: &PartInd
     Ok(out)
 }
 
-/// Fetches record batches by index with one coalesced range request and
-/// verifies their checksums.
-pub async fn fetch_batches(store: &dyn ObjectStore, meta: &PartMeta, index: &PartIndex, which: &[usize]) -> Result<Vec<RecordBatch>> {
-    let ranges: Vec<Range<u64>> = which
-        .iter()
-        .map(|&i| {
-            let b = &index.blocks[i];
-            let start = b.offset() as u64;
-            start..start + b.metaDataLength() as u64 + b.bodyLength() as u64
-        })
-        .collect();
-    let datas = store.get_ranges(&meta.path.as_str().into(), &ranges).await?;
-    let decoder = FileDecoder::new(index.schema.clone(), index.version);
+/// Ranges closer than this are fetched as one: a request costs more than
+/// this many bytes of transfer.
+const COALESCE_GAP: u64 = 32 << 10;
+
+/// Fetches record batches by index and verifies their checksums. With
+/// `fields` (stored field indices) and a format-2 part, only each batch's
+/// metadata, its fixed columns and those fields' columns are fetched and
+/// decoded; the rest of the batch is never downloaded. Nearby ranges are
+/// coalesced, each remaining range is one request.
+pub async fn fetch_batches(
+    store: &dyn ObjectStore,
+    meta: &PartMeta,
+    index: &PartIndex,
+    which: &[usize],
+    fields: Option<&[usize]>,
+) -> Result<Vec<RecordBatch>> {
+    let corrupt = |reason: String| StorageError::Corrupt { path: meta.path.clone(), reason };
+    // Per batch: the Arrow columns to decode (None: all) and the byte ranges to fetch.
+    let columns: Option<Vec<usize>> = match fields {
+        Some(f) if index.footer.format >= 2 => Some((0..FIXED_COLUMNS.len()).chain(f.iter().map(|&i| FIXED_COLUMNS.len() + i)).collect()),
+        _ => None,
+    };
+    let wanted = ranges_to_fetch(index, which, columns.as_deref()).map_err(corrupt)?;
+    let fetched = fetch_coalesced(store, &meta.path, &wanted).await?;
+    let mut decoder = FileDecoder::new(index.schema.clone(), index.version);
+    if let Some(cols) = &columns {
+        let present: Vec<usize> = cols.iter().copied().filter(|&c| c < index.schema.fields().len()).collect();
+        decoder = decoder.with_projection(present);
+    }
     let mut out = Vec::with_capacity(which.len());
-    for (&i, data) in which.iter().zip(datas) {
-        if crc32fast::hash(&data) != index.footer.batches[i].crc32 {
-            return Err(StorageError::Corrupt { path: meta.path.clone(), reason: format!("batch {i} checksum mismatch") });
-        }
-        let batch = decoder
-            .read_record_batch(&index.blocks[i], &Buffer::from(data))?
-            .ok_or_else(|| StorageError::Corrupt { path: meta.path.clone(), reason: format!("batch {i} missing") })?;
+    for &i in which {
+        let b = &index.blocks[i];
+        let info = &index.footer.batches[i];
+        let start = b.offset() as u64;
+        let total = b.metaDataLength() as u64 + b.bodyLength() as u64;
+        let data = match (&columns, info.meta) {
+            (Some(cols), Some((meta_len, meta_crc))) => {
+                // A full-size message with only the fetched ranges filled in:
+                // the decoder skips the others without reading them.
+                let mut msg = vec![0u8; total as usize];
+                let head = fetched.slice(start..start + meta_len);
+                if crc32fast::hash(&head) != meta_crc {
+                    return Err(corrupt(format!("batch {i} metadata checksum mismatch")));
+                }
+                msg[..meta_len as usize].copy_from_slice(&head);
+                for &c in cols {
+                    let ColumnRange(off, len, crc) = info.columns[c];
+                    let bytes = fetched.slice(start + meta_len + off..start + meta_len + off + len);
+                    if crc32fast::hash(&bytes) != crc {
+                        return Err(corrupt(format!("batch {i} column {c} checksum mismatch")));
+                    }
+                    msg[(meta_len + off) as usize..(meta_len + off + len) as usize].copy_from_slice(&bytes);
+                }
+                Buffer::from(msg)
+            }
+            _ => {
+                let data = fetched.slice(start..start + total);
+                if crc32fast::hash(&data) != info.crc32 {
+                    return Err(corrupt(format!("batch {i} checksum mismatch")));
+                }
+                Buffer::from(data)
+            }
+        };
+        let batch = decoder.read_record_batch(b, &data)?.ok_or_else(|| corrupt(format!("batch {i} missing")))?;
         out.push(batch);
     }
     Ok(out)
+}
+
+/// The byte ranges of a part holding batches `which`: whole messages, or
+/// with `columns` (format 2) each message's metadata and those columns.
+fn ranges_to_fetch(index: &PartIndex, which: &[usize], columns: Option<&[usize]>) -> std::result::Result<Vec<Range<u64>>, String> {
+    let mut wanted = Vec::new();
+    for &i in which {
+        let b = &index.blocks[i];
+        let start = b.offset() as u64;
+        let info = &index.footer.batches[i];
+        match (columns, info.meta) {
+            (Some(cols), Some((meta_len, _))) => {
+                wanted.push(start..start + meta_len);
+                for &c in cols {
+                    let ColumnRange(off, len, _) = *info.columns.get(c).ok_or_else(|| format!("batch {i} has no column {c}"))?;
+                    wanted.push(start + meta_len + off..start + meta_len + off + len);
+                }
+            }
+            _ => wanted.push(start..start + b.metaDataLength() as u64 + b.bodyLength() as u64),
+        }
+    }
+    Ok(wanted)
+}
+
+/// Bytes fetched from one object, by offset.
+struct Fetched(Vec<(u64, bytes::Bytes)>);
+
+impl Fetched {
+    /// The bytes at `r`, which lies inside one fetched range.
+    fn slice(&self, r: Range<u64>) -> bytes::Bytes {
+        let i = self.0.partition_point(|(start, _)| *start <= r.start) - 1;
+        let (start, data) = &self.0[i];
+        data.slice((r.start - start) as usize..(r.end - start) as usize)
+    }
+}
+
+/// Fetches `ranges` of an object, merging those less than [`COALESCE_GAP`]
+/// apart, one request per merged range, concurrently.
+async fn fetch_coalesced(store: &dyn ObjectStore, path: &str, ranges: &[Range<u64>]) -> Result<Fetched> {
+    let mut sorted: Vec<Range<u64>> = ranges.iter().filter(|r| r.start < r.end).cloned().collect();
+    sorted.sort_by_key(|r| r.start);
+    let mut merged: Vec<Range<u64>> = Vec::new();
+    for r in sorted {
+        match merged.last_mut() {
+            Some(m) if r.start <= m.end + COALESCE_GAP => m.end = m.end.max(r.end),
+            _ => merged.push(r),
+        }
+    }
+    let location: object_store::path::Path = path.into();
+    let datas = futures::future::try_join_all(merged.iter().map(|r| store.get_range(&location, r.clone()))).await?;
+    Ok(Fetched(merged.iter().map(|r| r.start).zip(datas).collect()))
 }
 
 /// Reads one record batch as blocks: (series id, its points sorted by time),
@@ -197,7 +335,7 @@ pub async fn read_blocks(
     let all = |_: &Point| true;
     let scan = Scan { measure, target, begin: i64::MIN, end: i64::MAX, series: None, keep: &all, needed: None, block_filter: None };
     let mut out = Vec::new();
-    for b in fetch_batches(store, meta, index, &[batch]).await? {
+    for b in fetch_batches(store, meta, index, &[batch], None).await? {
         decode_blocks(&meta.path, &b, &mapping, &scan, &mut |b| out.push((b.series, (0..b.len()).map(|i| b.point(i)).collect())))?;
     }
     Ok(out)
@@ -219,12 +357,19 @@ pub fn decode_blocks(
     let field_used: Vec<bool> =
         (0..=mapping.fields.iter().flatten().max().map_or(0, |m| m + 1)).map(|i| mapping.fields.contains(&Some(i))).collect();
     let corrupt = |what: &str| StorageError::Corrupt { path: path.into(), reason: format!("undecodable {what}") };
-    let series = batch.column(1).as_primitive::<UInt64Type>();
-    let count = batch.column(2).as_primitive::<UInt32Type>();
-    let min_ts = batch.column(3).as_primitive::<Int64Type>();
-    let max_ts = batch.column(4).as_primitive::<Int64Type>();
-    let (ts_col, ver_col) = (batch.column(5).as_binary::<i32>(), batch.column(6).as_binary::<i32>());
-    let (tag_col, field_col) = (batch.column(7).as_binary::<i32>(), batch.column(8).as_binary::<i32>());
+    let column = |name: &str| batch.column_by_name(name).ok_or_else(|| corrupt(&format!("column {name} (absent)")));
+    let series = column("series_id")?.as_primitive::<UInt64Type>();
+    let count = column("count")?.as_primitive::<UInt32Type>();
+    let min_ts = column("min_ts")?.as_primitive::<Int64Type>();
+    let max_ts = column("max_ts")?.as_primitive::<Int64Type>();
+    let (ts_col, ver_col, tag_col) =
+        (column("ts")?.as_binary::<i32>(), column("version")?.as_binary::<i32>(), column("tags")?.as_binary::<i32>());
+    // Format 1 keeps every field of a block in one length-prefixed column;
+    // format 2 one column per stored field (those not read are not decoded).
+    let all_fields = batch.column_by_name("fields").map(|c| c.as_binary::<i32>());
+    let field_cols: Vec<Option<&arrow_array::BinaryArray>> = (0..field_used.len())
+        .map(|i| if field_used[i] { batch.column_by_name(&field_column(i)).map(|c| c.as_binary::<i32>()) } else { None })
+        .collect();
     for row in 0..batch.num_rows() {
         if max_ts.value(row) < begin || min_ts.value(row) >= end || !scan.series_in(series.value(row), series.value(row)) {
             continue;
@@ -254,12 +399,26 @@ pub fn decode_blocks(
             continue;
         }
         let versions = decode_ints(&mut ver_col.value(row), n).ok_or_else(|| corrupt("versions"))?;
-        let mut fields_buf = field_col.value(row);
         let mut stored_fields: Vec<Option<FieldColumn>> = Vec::new();
-        while !fields_buf.is_empty() {
-            let mut col = take_bytes(&mut fields_buf).ok_or_else(|| corrupt("fields"))?;
-            let used = field_used.get(stored_fields.len()).copied().unwrap_or(false);
-            stored_fields.push(if used { Some(decode_field_typed(&mut col, n).ok_or_else(|| corrupt("fields"))?) } else { None });
+        match all_fields {
+            Some(all) => {
+                let mut fields_buf = all.value(row);
+                while !fields_buf.is_empty() {
+                    let mut col = take_bytes(&mut fields_buf).ok_or_else(|| corrupt("fields"))?;
+                    let used = field_used.get(stored_fields.len()).copied().unwrap_or(false);
+                    stored_fields.push(if used { Some(decode_field_typed(&mut col, n).ok_or_else(|| corrupt("fields"))?) } else { None });
+                }
+            }
+            None => {
+                for col in &field_cols {
+                    // An empty value: the block's measure has fewer fields.
+                    let decoded = match col.map(|c| c.value(row)) {
+                        Some(mut bytes) if !bytes.is_empty() => Some(decode_field_typed(&mut bytes, n).ok_or_else(|| corrupt("fields"))?),
+                        _ => None,
+                    };
+                    stored_fields.push(decoded);
+                }
+            }
         }
         let mut block = DecodedBlock {
             series: series.value(row),
@@ -371,6 +530,71 @@ mod tests {
         let zone_is_z0 = |tags: &[TagVal]| tags[1] == TagVal::Str("z0".into());
         scan.block_filter = Some((&[1], &zone_is_z0));
         assert_eq!(scan_part(store.as_ref(), &meta, &idx, &scan).await.unwrap().len(), 20);
+    }
+
+    #[tokio::test]
+    async fn one_field_of_ten_is_fetched_and_decoded_alone() {
+        let l = Arc::new(layout(&["host", "zone"], &["a", "b", "c", "d", "e", "f", "g", "h", "i", "j"]));
+        let mut x = 7u64;
+        let mut pts = Vec::new();
+        for s in 0..20u64 {
+            for i in 0..2000i64 {
+                let fields = (0..10)
+                    .map(|_| {
+                        x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                        FieldVal::Float((x >> 40) as f64 / 100.0)
+                    })
+                    .collect();
+                pts.push(Point {
+                    series: s,
+                    shard: 0,
+                    ts: 1_000 + i * 10,
+                    version: 0,
+                    tags: vec![TagVal::Str(format!("h{s}")), TagVal::Null],
+                    fields,
+                });
+            }
+        }
+        let (store, meta) = put(&[MeasureRows { name: "cpu".into(), layout: l.clone(), rows: pts.clone() }]).await;
+        let idx = read_index(store.as_ref(), &meta).await.unwrap();
+        let all_batches: Vec<usize> = (0..idx.blocks.len()).collect();
+        let one_field: Vec<usize> = (0..FIXED_COLUMNS.len()).chain([FIXED_COLUMNS.len() + 3]).collect();
+        let bytes = |r: Vec<Range<u64>>| r.iter().map(|r| r.end - r.start).sum::<u64>();
+        let fetched = bytes(ranges_to_fetch(&idx, &all_batches, Some(&one_field)).unwrap());
+        assert!(fetched * 100 <= meta.bytes * 20, "one field of ten reads {fetched} of {} bytes", meta.bytes);
+        let mut needed_fields = vec![false; 10];
+        needed_fields[3] = true;
+        let needed_tags = vec![true, false];
+        let mut sc = scan("cpu", &l, 0, i64::MAX, None, &|_| true);
+        sc.needed = Some((&needed_tags, &needed_fields));
+        let got = scan_part(store.as_ref(), &meta, &idx, &sc).await.unwrap();
+        assert_eq!(got.len(), pts.len());
+        for (g, w) in got.iter().zip(&pts) {
+            assert_eq!((g.ts, &g.tags[0], &g.fields[3]), (w.ts, &w.tags[0], &w.fields[3]));
+            assert_eq!(g.fields[2], FieldVal::Null, "fields not asked for are not decoded");
+        }
+    }
+
+    #[test]
+    fn the_series_index_resolves_tag_values_to_series() {
+        let l = Arc::new(layout(&["host", "zone"], &["v"]));
+        let mut a = rows(1, 10, "h1");
+        a.extend(rows(2, 10, "h2"));
+        a.extend(rows(3, 10, "h1"));
+        let enc = encode_part(&[MeasureRows { name: "cpu".into(), layout: l, rows: a }]).unwrap();
+        let idx = PartIndex::parse("p", &enc.bytes).unwrap();
+        let host = |h: &str| TagVal::Str(h.into());
+        assert_eq!(idx.series_matching("cpu", &[("host", &[host("h1")])]), Some(vec![1, 3]));
+        assert_eq!(idx.series_matching("cpu", &[("host", &[host("h1"), host("h2")])]), Some(vec![1, 2, 3]));
+        assert_eq!(
+            idx.series_matching("cpu", &[("host", &[host("h2")]), ("zone", &[host("z0")])]),
+            Some(vec![2]),
+            "zone varies within blocks: every series holds z0"
+        );
+        assert_eq!(idx.series_matching("cpu", &[("host", &[host("h9")])]), Some(vec![]));
+        assert_eq!(idx.series_matching("cpu", &[("rack", &[TagVal::Null])]), None, "a tag never stored reads as null everywhere");
+        assert_eq!(idx.series_matching("cpu", &[("rack", &[host("r1")])]), Some(vec![]));
+        assert_eq!(idx.series_matching("mem", &[("host", &[host("h1")])]), None, "no index for a measure the part lacks");
     }
 
     #[tokio::test]

@@ -12,10 +12,10 @@ use arrow_ipc::CompressionType;
 use arrow_ipc::writer::{FileWriter, IpcWriteOptions};
 use bytes::Bytes;
 use canopy_model::codec::put_bytes;
-use canopy_model::{ColumnLayout, FieldVal, Point};
+use canopy_model::{ColumnLayout, FieldVal, Point, TagVal};
 
 use super::codec::{encode_field_column, encode_ints, encode_tag_runs, encode_timestamps};
-use super::{BatchInfo, FOOTER_KEY, PART_FORMAT, PartFooter, arrow_schema};
+use super::{BatchInfo, ColumnRange, FIXED_COLUMNS, FOOTER_KEY, PART_FORMAT, PartFooter, SERIES_INDEX_MAX, arrow_schema};
 use crate::catalog::MeasureStats;
 use crate::{FILTER_SERIES_MAX, Result, SeriesFilter};
 
@@ -55,7 +55,7 @@ pub struct PartSummary {
 
 /// Encodes measures (each sorted and deduplicated) into one part in memory.
 pub fn encode_part(measures: &[MeasureRows]) -> Result<EncodedPart> {
-    let mut w = PartWriter::new()?;
+    let mut w = PartWriter::new(measures.iter().map(|m| m.layout.fields.len()).max().unwrap_or(0))?;
     let mut bytes = Vec::new();
     for m in measures {
         debug_assert!(m.rows.windows(2).all(|w| (w[0].series, w[0].ts) < (w[1].series, w[1].ts)), "rows sorted and unique");
@@ -95,6 +95,9 @@ struct StatsAcc {
     stats: MeasureStats,
     /// Series ids while few enough for a filter; `None` once too many.
     series: Option<Vec<u64>>,
+    /// Per stored tag: value → series ids (ascending, as blocks arrive in
+    /// series order); `None` once the measure has too many series.
+    index: Option<Vec<BTreeMap<TagVal, Vec<u64>>>>,
 }
 
 /// Writes a part block by block. Blocks must come grouped by measure, and
@@ -114,9 +117,9 @@ pub struct PartWriter {
 }
 
 impl PartWriter {
-    /// Starts a part.
-    pub fn new() -> Result<PartWriter> {
-        let schema = Arc::new(arrow_schema());
+    /// Starts a part whose widest measure has `field_columns` fields.
+    pub fn new(field_columns: usize) -> Result<PartWriter> {
+        let schema = Arc::new(arrow_schema(field_columns));
         let opts = IpcWriteOptions::default().try_with_compression(Some(CompressionType::ZSTD))?;
         let sink = Sink::default();
         let w = FileWriter::try_new_with_options(sink.clone(), &schema, opts)?;
@@ -127,7 +130,7 @@ impl PartWriter {
             sink,
             written: ready.len() as u64,
             ready,
-            footer: PartFooter { format: PART_FORMAT, measures: BTreeMap::new(), batches: Vec::new() },
+            footer: PartFooter { format: PART_FORMAT, measures: BTreeMap::new(), batches: Vec::new(), index: BTreeMap::new() },
             stats: BTreeMap::new(),
             pending_measure: String::new(),
             pending: Vec::new(),
@@ -141,6 +144,12 @@ impl PartWriter {
             return Ok(());
         }
         debug_assert!(rows.windows(2).all(|w| w[0].ts < w[1].ts && w[0].series == w[1].series), "one series, sorted");
+        if layout.fields.len() + FIXED_COLUMNS.len() > self.schema.fields().len() {
+            return Err(crate::StorageError::Corrupt {
+                path: measure.into(),
+                reason: format!("{} fields, but the part was started for fewer", layout.fields.len()),
+            });
+        }
         let full = self.pending_points + rows.len() > BATCH_POINTS_MAX || self.pending.len() >= BATCH_BLOCKS_MAX;
         if !self.pending.is_empty() && (self.pending_measure != measure || full) {
             self.write_pending()?;
@@ -161,6 +170,7 @@ impl PartWriter {
         let acc = self.stats.entry(measure.to_string()).or_insert_with(|| StatsAcc {
             stats: MeasureStats { min_ts: i64::MAX, max_ts: i64::MIN, ..Default::default() },
             series: Some(Vec::new()),
+            index: Some(Vec::new()),
         });
         let s = &mut acc.stats;
         s.rows += rows.len() as u64;
@@ -180,6 +190,20 @@ impl PartWriter {
                 acc.series = None;
             }
         }
+        if s.series as usize > SERIES_INDEX_MAX {
+            acc.index = None;
+        }
+        if let Some(index) = acc.index.as_mut() {
+            index.resize_with(rows[0].tags.len().max(index.len()), BTreeMap::new);
+            for (t, values) in index.iter_mut().enumerate() {
+                for run in rows.chunk_by(|a, b| a.tags[t] == b.tags[t]) {
+                    let ids = values.entry(run[0].tags[t].clone()).or_default();
+                    if ids.last() != Some(&rows[0].series) {
+                        ids.push(rows[0].series);
+                    }
+                }
+            }
+        }
     }
 
     fn write_pending(&mut self) -> Result<()> {
@@ -187,6 +211,7 @@ impl PartWriter {
         let batch = encode_batch(&self.schema, &self.pending_measure, &blocks)?;
         self.w.write(&batch)?;
         let data = self.sink.drain();
+        let (meta, columns) = column_ranges(&data, &self.schema)?;
         self.footer.batches.push(BatchInfo {
             measure: self.pending_measure.clone(),
             min_ts: blocks.iter().map(|b| b[0].ts).min().expect("non-empty"),
@@ -195,6 +220,8 @@ impl PartWriter {
             last_series: blocks[blocks.len() - 1][0].series,
             points: self.pending_points as u64,
             crc32: crc32fast::hash(&data),
+            meta: Some(meta),
+            columns,
         });
         self.written += data.len() as u64;
         self.ready.extend_from_slice(&data);
@@ -221,6 +248,16 @@ impl PartWriter {
     pub fn finish(mut self) -> Result<(Vec<u8>, PartSummary)> {
         if !self.pending.is_empty() {
             self.write_pending()?;
+        }
+        for (name, acc) in &self.stats {
+            let (Some(index), Some(layout)) = (&acc.index, self.footer.measures.get(name)) else { continue };
+            let by_tag = layout
+                .tags
+                .iter()
+                .zip(index)
+                .map(|((_, tag, _), values)| (tag.clone(), values.iter().map(|(v, ids)| (tag_key(v), ids.clone())).collect()))
+                .collect();
+            self.footer.index.insert(name.clone(), by_tag);
         }
         self.w.write_metadata(FOOTER_KEY, serde_json::to_string(&self.footer).expect("footer serializes"));
         self.w.finish()?;
@@ -253,6 +290,40 @@ impl PartWriter {
     }
 }
 
+/// The key of a tag value in the series index: its encoding, in hex.
+pub(crate) fn tag_key(v: &TagVal) -> String {
+    let mut buf = Vec::new();
+    v.encode(&mut buf);
+    buf.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Where a written batch message keeps its metadata and each column: the
+/// message is `0xFFFFFFFF`, the metadata length, the `Message` flatbuffer
+/// (padded), then the body; the flatbuffer lists every buffer's range in
+/// the body, columns in schema order (validity, [offsets,] values).
+fn column_ranges(data: &[u8], schema: &arrow_schema::Schema) -> Result<((u64, u32), Vec<ColumnRange>)> {
+    let bad = |reason: String| crate::StorageError::Corrupt { path: "(part being written)".into(), reason };
+    let fb_len = u32::from_le_bytes(data[4..8].try_into().expect("4 bytes")) as usize;
+    let meta_len = 8 + fb_len;
+    let msg = arrow_ipc::root_as_message(&data[8..meta_len]).map_err(|e| bad(format!("batch message: {e}")))?;
+    let rb = msg.header_as_record_batch().ok_or_else(|| bad("batch message without a record batch".into()))?;
+    let buffers: Vec<(u64, u64)> =
+        rb.buffers().map(|b| b.iter().map(|b| (b.offset() as u64, b.length() as u64)).collect()).unwrap_or_default();
+    let body = &data[meta_len..];
+    let mut columns = Vec::with_capacity(schema.fields().len());
+    let mut next = 0;
+    for f in schema.fields() {
+        let n = if matches!(f.data_type(), arrow_schema::DataType::Utf8 | arrow_schema::DataType::Binary) { 3 } else { 2 };
+        let bufs = buffers.get(next..next + n).ok_or_else(|| bad("fewer buffers than columns need".into()))?;
+        next += n;
+        let start = bufs.iter().map(|b| b.0).min().expect("n > 0");
+        let end = bufs.iter().map(|b| b.0 + b.1).max().expect("n > 0");
+        let range = body.get(start as usize..end as usize).ok_or_else(|| bad("a buffer past the body".into()))?;
+        columns.push(ColumnRange(start, end - start, crc32fast::hash(range)));
+    }
+    Ok(((meta_len as u64, crc32fast::hash(&data[..meta_len])), columns))
+}
+
 fn encode_batch(schema: &Arc<arrow_schema::Schema>, measure: &str, blocks: &[Vec<Point>]) -> Result<RecordBatch> {
     let n = blocks.len();
     let mut measure_col = StringBuilder::with_capacity(n, n * measure.len());
@@ -260,8 +331,8 @@ fn encode_batch(schema: &Arc<arrow_schema::Schema>, measure: &str, blocks: &[Vec
     let mut count = UInt32Builder::with_capacity(n);
     let mut min_ts = Int64Builder::with_capacity(n);
     let mut max_ts = Int64Builder::with_capacity(n);
-    let (mut ts_col, mut ver_col, mut tag_col, mut field_col) =
-        (BinaryBuilder::new(), BinaryBuilder::new(), BinaryBuilder::new(), BinaryBuilder::new());
+    let (mut ts_col, mut ver_col, mut tag_col) = (BinaryBuilder::new(), BinaryBuilder::new(), BinaryBuilder::new());
+    let mut field_cols: Vec<BinaryBuilder> = (FIXED_COLUMNS.len()..schema.fields().len()).map(|_| BinaryBuilder::new()).collect();
     let mut buf = Vec::new();
     let mut col = Vec::new();
     for b in blocks {
@@ -287,15 +358,15 @@ fn encode_batch(schema: &Arc<arrow_schema::Schema>, measure: &str, blocks: &[Vec
         }
         tag_col.append_value(&buf);
 
-        buf.clear();
-        for f in 0..b[0].fields.len() {
-            col.clear();
-            encode_field_column(&b.iter().map(|p| &p.fields[f]).collect::<Vec<_>>(), &mut col);
-            put_bytes(&mut buf, &col);
+        for (f, out) in field_cols.iter_mut().enumerate() {
+            buf.clear();
+            if f < b[0].fields.len() {
+                encode_field_column(&b.iter().map(|p| &p.fields[f]).collect::<Vec<_>>(), &mut buf);
+            }
+            out.append_value(&buf);
         }
-        field_col.append_value(&buf);
     }
-    let cols: Vec<ArrayRef> = vec![
+    let mut cols: Vec<ArrayRef> = vec![
         Arc::new(measure_col.finish()),
         Arc::new(series.finish()),
         Arc::new(count.finish()),
@@ -304,7 +375,7 @@ fn encode_batch(schema: &Arc<arrow_schema::Schema>, measure: &str, blocks: &[Vec
         Arc::new(ts_col.finish()),
         Arc::new(ver_col.finish()),
         Arc::new(tag_col.finish()),
-        Arc::new(field_col.finish()),
     ];
+    cols.extend(field_cols.iter_mut().map(|c| Arc::new(c.finish()) as ArrayRef));
     Ok(RecordBatch::try_new(schema.clone(), cols)?)
 }
