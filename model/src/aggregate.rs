@@ -105,7 +105,7 @@ impl AggState {
         let (Some(&first), Some(&last)) = (vals.first(), vals.last()) else { return };
         self.count += vals.len() as u64;
         if matches!(f, AggFunction::Sum | AggFunction::Mean) {
-            vals.iter().for_each(|&v| self.sum_float.add(v));
+            self.sum_float.add_all(vals);
         }
         let (mut lo, mut hi) = (self.min.unwrap_or(first), self.max.unwrap_or(first));
         for &v in vals {

@@ -54,6 +54,46 @@ impl ExactSum {
         }
     }
 
+    /// Adds many doubles exactly: the window is widened once for the
+    /// slice, then each value is three word additions.
+    pub fn add_all(&mut self, vals: &[f64]) {
+        for chunk in vals.chunks(1 << 20) {
+            let (mut lo, mut hi) = (u32::MAX, 0u32);
+            let mut special = false;
+            for &v in chunk {
+                let exp = ((v.to_bits() >> 52) & 0x7ff) as u32;
+                special |= exp == 0x7ff;
+                let idx = exp.max(1).saturating_sub(1) / DIGIT_BITS;
+                lo = lo.min(idx);
+                hi = hi.max(idx);
+            }
+            if special || chunk.is_empty() {
+                chunk.iter().for_each(|&v| self.add(v));
+                continue;
+            }
+            if self.adds as usize + chunk.len() >= ADDS_BEFORE_CARRY as usize {
+                self.carry();
+            }
+            self.cover(lo, hi + 3);
+            let base = self.lo;
+            let digits = &mut self.digits;
+            for &v in chunk {
+                let bits = v.to_bits();
+                let exp = ((bits >> 52) & 0x7ff) as u32;
+                let frac = bits & ((1 << 52) - 1);
+                let m = if exp == 0 { frac } else { frac | 1 << 52 };
+                let p = exp.max(1) - 1;
+                let x = (m as u128) << (p % DIGIT_BITS);
+                let at = (p / DIGIT_BITS - base) as usize;
+                let sign = if bits >> 63 == 1 { -1 } else { 1 };
+                digits[at] += sign * (x as u64 & DIGIT_MASK) as i64;
+                digits[at + 1] += sign * ((x >> 32) as u64 & DIGIT_MASK) as i64;
+                digits[at + 2] += sign * (x >> 64) as i64;
+            }
+            self.adds += chunk.len() as u32;
+        }
+    }
+
     /// Adds an integer exactly.
     pub fn add_int(&mut self, v: i128) {
         let mag = v.unsigned_abs();
@@ -323,6 +363,11 @@ mod tests {
             let want = sum(&vals);
             vals.shuffle(&mut rng);
             assert_eq!(sum(&vals).to_bits(), want.to_bits(), "seed {seed}");
+            let mut all = ExactSum::default();
+            all.add(1.5);
+            all.add_all(&vals);
+            all.add(-1.5);
+            assert_eq!(all.value().to_bits(), want.to_bits(), "seed {seed}: add_all");
             let cut = rng.random_range(0..=vals.len());
             let (mut a, mut b) = (ExactSum::default(), ExactSum::default());
             vals[..cut].iter().for_each(|&v| a.add(v));

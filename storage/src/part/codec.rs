@@ -47,25 +47,39 @@ pub(crate) fn decode_timestamps(mut buf: &[u8], n: usize) -> Option<Vec<i64>> {
 }
 
 /// Reads `n` varints, handing each to `f`. Columns are mostly one-byte
-/// varints (regular timestamps, equal versions, small deltas): a run of
-/// those is decoded without continuation checks.
+/// varints (regular timestamps, equal versions) or two-byte ones (small
+/// deltas): eight one-byte varints are taken at once when a word shows no
+/// continuation bit, and two-byte ones without the general loop.
 #[inline]
 fn take_varints(buf: &mut &[u8], n: usize, mut f: impl FnMut(u64)) -> Option<()> {
     let bytes = *buf;
-    if bytes.len() >= n && bytes[..n].iter().all(|&b| b < 0x80) {
-        bytes[..n].iter().for_each(|&b| f(b as u64));
-        *buf = &bytes[n..];
-        return Some(());
-    }
     let mut i = 0;
-    for _ in 0..n {
+    let mut left = n;
+    while left > 0 {
+        if left >= 8 && i + 8 <= bytes.len() {
+            let word = u64::from_le_bytes(bytes[i..i + 8].try_into().expect("8 bytes"));
+            if word & 0x8080_8080_8080_8080 == 0 {
+                bytes[i..i + 8].iter().for_each(|&b| f(b as u64));
+                i += 8;
+                left -= 8;
+                continue;
+            }
+        }
         let b0 = *bytes.get(i)?;
         i += 1;
+        left -= 1;
         if b0 < 0x80 {
             f(b0 as u64);
             continue;
         }
-        let (mut v, mut shift) = ((b0 & 0x7f) as u64, 7);
+        let b1 = *bytes.get(i)?;
+        i += 1;
+        let mut v = (b0 & 0x7f) as u64 | ((b1 & 0x7f) as u64) << 7;
+        if b1 < 0x80 {
+            f(v);
+            continue;
+        }
+        let mut shift = 14;
         loop {
             let b = *bytes.get(i)?;
             i += 1;
