@@ -31,16 +31,21 @@ pub(crate) struct ObjectStoreArgs {
 }
 
 impl ObjectStoreArgs {
-    /// Opens the store; `default_url` applies when `--object-store` is absent.
-    pub(crate) fn open(&self, default_url: Option<String>) -> anyhow::Result<Arc<dyn object_store::ObjectStore>> {
+    /// Opens the store, counting its requests and bytes (for `/metrics`);
+    /// `default_url` applies when `--object-store` is absent.
+    pub(crate) fn open(
+        &self,
+        default_url: Option<String>,
+    ) -> anyhow::Result<(Arc<dyn object_store::ObjectStore>, Arc<canopy_storage::StoreCounters>)> {
         let url = self.url(default_url)?;
-        Ok(open_object_store(&ObjectStoreConfig {
+        let store = open_object_store(&ObjectStoreConfig {
             url,
             s3_endpoint: self.s3_endpoint.clone(),
             s3_region: self.s3_region.clone(),
             s3_access_key_id: self.s3_access_key_id.clone(),
             s3_secret_access_key: self.s3_secret_access_key.clone(),
-        })?)
+        })?;
+        Ok(canopy_storage::CountingStore::wrap(store))
     }
 
     /// The store URL, or `default_url` when `--object-store` is absent.

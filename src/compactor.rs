@@ -45,7 +45,7 @@ pub(crate) struct CompactorArgs {
 
 /// Runs compaction rounds until SIGINT/SIGTERM (or once).
 pub(crate) async fn run(a: CompactorArgs) -> anyhow::Result<()> {
-    let store = a.store.open(None)?;
+    let (store, store_counters) = a.store.open(None)?;
     let cfg = a.gc.compactor_config(a.query_timeout_secs)?;
     tracing::info!(holder = %cfg.holder, "canopy compactor started");
     let compactor = Compactor::new(cfg, store);
@@ -55,7 +55,9 @@ pub(crate) async fn run(a: CompactorArgs) -> anyhow::Result<()> {
     let mut serving = None;
     if a.meta_dir.is_none() {
         let mut node = Node::start(&a.node, vec![Role::Compactor]).await?;
-        serving = Some(node.serve("compactor", None, RoleMetrics::new("compactor")).await?);
+        let metrics = RoleMetrics::new("compactor");
+        metrics.count_store(store_counters);
+        serving = Some(node.serve("compactor", None, metrics).await?);
         etcd = Some(Arc::new(canopy_cluster::EtcdStore::new(node.view.client.clone())));
     }
     loop {

@@ -39,7 +39,7 @@ pub(crate) struct IngesterArgs {
 /// Runs until SIGINT/SIGTERM, then hands every shard over (flushing it) and exits.
 pub(crate) async fn run(a: IngesterArgs) -> anyhow::Result<()> {
     let selector = crate::node::selector(&a.ingester_selector)?;
-    let store = a.store.open(None)?;
+    let (store, store_counters) = a.store.open(None)?;
     let mut cfg = IngesterConfig::new(a.data_dir.clone());
     a.flush.apply(&mut cfg);
     cfg.implicit_epoch = None;
@@ -48,6 +48,7 @@ pub(crate) async fn run(a: IngesterArgs) -> anyhow::Result<()> {
 
     let mut node = Node::start(&a.node, vec![Role::Ingester]).await?;
     let metrics = RoleMetrics::new("ingester");
+    metrics.count_store(store_counters);
     {
         let ing = ingester.clone();
         metrics.gauge("canopy_memtable_bytes", "Bytes held in memtables.", move || ing.memtable_bytes() as f64);

@@ -41,7 +41,7 @@ pub(crate) struct LiaisonArgs {
 /// Runs until SIGINT/SIGTERM.
 pub(crate) async fn run(a: LiaisonArgs) -> anyhow::Result<()> {
     let ccfg = a.gc.compactor_config(a.query_timeout_secs)?;
-    let store = a.store.open(None)?;
+    let (store, store_counters) = a.store.open(None)?;
     let mut node = Node::start(&a.node, vec![Role::Liaison]).await?;
     let registry = Arc::new(SchemaRegistry::new(Arc::new(EtcdStore::new(node.view.client.clone()))));
     node.view.invalidate_on_schema_change(registry.clone());
@@ -53,6 +53,7 @@ pub(crate) async fn run(a: LiaisonArgs) -> anyhow::Result<()> {
     let catalogs = CatalogCache::new(CatalogStore::new(store.clone()));
     let data = Arc::new(ClusterDataPlane::new(node.view.clone(), routing, Arc::new(Compactor::new(ccfg, store)), catalogs));
     let metrics = RoleMetrics::new("liaison");
+    metrics.count_store(store_counters);
     let mut gw = Gateway::new(registry, data).with_agent_config(a.agents.config()).with_metrics(metrics);
     gw.query_timeout = Duration::from_secs(a.query_timeout_secs);
     let cfg = a.agents.liaison_config(node.bound_grpc(), node.bound_http())?;

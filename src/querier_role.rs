@@ -22,9 +22,10 @@ pub(crate) struct QuerierArgs {
 
 /// Runs until SIGINT/SIGTERM.
 pub(crate) async fn run(a: QuerierArgs) -> anyhow::Result<()> {
-    let store = a.store.open(None)?;
+    let (store, store_counters) = a.store.open(None)?;
     let mut node = Node::start(&a.node, vec![Role::Querier]).await?;
     let metrics = RoleMetrics::new("querier");
+    metrics.count_store(store_counters);
     let querier = Arc::new(Querier::new(QuerierConfig::default(), store.clone()));
     let rpc = QuerierRpc::new(querier, CatalogStore::new(store), metrics.clone());
     let router = tonic::transport::Server::builder().add_service(

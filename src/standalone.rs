@@ -47,7 +47,7 @@ pub(crate) async fn run(a: StandaloneArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&a.data_dir)?;
     let default_url = Some(a.data_dir.join("objects").to_string_lossy().into_owned());
     let url = a.store.url(default_url.clone())?;
-    let store = a.store.open(default_url)?;
+    let (store, store_counters) = a.store.open(default_url)?;
     let registry = Arc::new(SchemaRegistry::new(Arc::new(EmbeddedStore::open(&a.data_dir.join("meta"))?)));
     let mut icfg = IngesterConfig::new(a.data_dir.clone());
     a.flush.apply(&mut icfg);
@@ -58,6 +58,7 @@ pub(crate) async fn run(a: StandaloneArgs) -> anyhow::Result<()> {
     let data = Arc::new(LocalDataPlane { ingester: ingester.clone(), querier, compactor });
     let agents = a.agents.config();
     let mut gw = Gateway::new(registry, data).with_agent_config(agents);
+    gw.metrics.count_store(store_counters);
     gw.query_timeout = Duration::from_secs(a.query_timeout_secs);
     let compaction = (a.compaction_interval_secs > 0).then(|| {
         let gw = gw.clone();

@@ -48,6 +48,8 @@ pub struct RoleMetrics {
     pub query_errors: Counter,
     started_at: f64,
     gauges: Mutex<Vec<(String, String, Gauge)>>,
+    /// The object store's request and byte counters, when this role has one.
+    store: Mutex<Option<Arc<canopy_storage::StoreCounters>>>,
 }
 
 impl std::fmt::Debug for RoleMetrics {
@@ -68,7 +70,14 @@ impl RoleMetrics {
             query_errors: Counter::default(),
             started_at: canopy_model::now_nanos() as f64 / 1e9,
             gauges: Mutex::new(Vec::new()),
+            store: Mutex::new(None),
         })
+    }
+
+    /// Serves the object store's counters as `canopy_object_store_requests_total`
+    /// and `canopy_object_store_bytes_total`, labelled by operation.
+    pub fn count_store(&self, counters: Arc<canopy_storage::StoreCounters>) {
+        *self.store.lock().expect("store lock") = Some(counters);
     }
 
     /// Registers a gauge read at every scrape.
@@ -92,6 +101,18 @@ impl RoleMetrics {
         metric("canopy_query_errors_total", "counter", "Queries that failed.", self.query_errors.get() as f64);
         for (name, help, read) in self.gauges.lock().expect("gauges lock").iter() {
             metric(name, "gauge", help, read());
+        }
+        if let Some(c) = self.store.lock().expect("store lock").as_ref() {
+            let snap = c.snapshot();
+            for (name, help, bytes) in [
+                ("canopy_object_store_requests_total", "Object store requests, by operation.", false),
+                ("canopy_object_store_bytes_total", "Object store bytes transferred, by operation.", true),
+            ] {
+                let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+                for (op, requests, b) in &snap {
+                    let _ = writeln!(out, "{name}{{role=\"{role}\",op=\"{op}\"}} {}", if bytes { *b } else { *requests });
+                }
+            }
         }
         out
     }
@@ -122,5 +143,12 @@ mod tests {
         let text = m.render();
         assert!(text.contains("canopy_points_written_total{role=\"ingester\"} 42\n"), "{text}");
         assert!(text.contains("# TYPE canopy_memtable_bytes gauge\ncanopy_memtable_bytes{role=\"ingester\"} 7\n"), "{text}");
+        let (store, counters) = canopy_storage::CountingStore::wrap(std::sync::Arc::new(object_store::memory::InMemory::new()));
+        m.count_store(counters);
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        rt.block_on(object_store::ObjectStoreExt::put(store.as_ref(), &"x".into(), vec![1u8; 5].into())).unwrap();
+        let text = m.render();
+        assert!(text.contains("canopy_object_store_requests_total{role=\"ingester\",op=\"put\"} 1\n"), "{text}");
+        assert!(text.contains("canopy_object_store_bytes_total{role=\"ingester\",op=\"put\"} 5\n"), "{text}");
     }
 }

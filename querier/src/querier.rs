@@ -10,7 +10,7 @@ use canopy_model::{LayoutMapping, ModelError, PartialResult, Point, QueryPlan, T
 use canopy_storage::part::{
     BlockFilter, DecodedBlock, PartIndex, Scan, decode_blocks, fetch_batches, read_index, scan_mapping, select_batches,
 };
-use canopy_storage::{CatalogState, PartMeta};
+use canopy_storage::{CatalogState, PartMeta, tag_value_hash};
 use futures::{StreamExt, TryStreamExt};
 use object_store::ObjectStore;
 
@@ -47,15 +47,20 @@ pub struct Querier {
     pool: CpuPool,
 }
 
-/// True if the part may hold rows for the plan: measure present, time
-/// ranges overlap, and (when the query pins series) the series filter allows one.
-fn overlaps(p: &PartMeta, plan: &QueryPlan) -> bool {
+/// True if the catalog entry says the part may hold rows for the plan:
+/// measure present, time ranges overlap, the series filter allows a pinned
+/// series, and every tag filter allows one of the values the criteria ask
+/// for (`conds`, tags shared by all versions: see [`QueryPlan::index_conditions`]).
+fn overlaps(p: &PartMeta, plan: &QueryPlan, conds: &[(usize, Vec<TagVal>)]) -> bool {
     p.measures.get(&plan.schema.name).is_some_and(|m| {
         let series_ok = match (&plan.series, &m.series_filter) {
             (Some(ids), Some(f)) => ids.iter().any(|&id| f.may_contain(id)),
             _ => true,
         };
-        m.max_ts >= plan.begin && m.min_ts < plan.end && series_ok
+        let tags_ok = conds.iter().all(|(t, values)| {
+            m.tag_filters.get(&plan.schema.layout.tags[*t].1).is_none_or(|f| values.iter().any(|v| f.may_contain(tag_value_hash(v))))
+        });
+        m.max_ts >= plan.begin && m.min_ts < plan.end && series_ok && tags_ok
     })
 }
 
@@ -132,9 +137,10 @@ impl Querier {
     async fn fetch_all(&self, catalog: &CatalogState, plan: &QueryPlan) -> Result<Vec<Fetched>> {
         // A loop, not an iterator chain: closures over borrowed parts trip
         // the higher-ranked lifetime check of `async_trait` callers.
+        let conds = plan.index_conditions();
         let mut futs = Vec::new();
         for (rank, meta) in catalog.parts.iter().enumerate() {
-            if overlaps(meta, plan) {
+            if overlaps(meta, plan, &conds) {
                 futs.push(self.fetch(rank as u64, meta, plan));
             }
         }

@@ -36,6 +36,12 @@ pub struct MeasureStats {
     /// Bloom filter of the series ids, for parts with few series.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub series_filter: Option<crate::SeriesFilter>,
+    /// Per tag with at most `FILTER_SERIES_MAX` distinct values in the
+    /// part, a Bloom filter of their [`crate::tag_value_hash`]es: criteria on
+    /// such a tag skip the part from the catalog alone. Older catalog
+    /// entries lack it (no pruning then).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tag_filters: BTreeMap<String, crate::SeriesFilter>,
 }
 
 /// A part as the catalog knows it.

@@ -5,6 +5,7 @@
 
 pub mod catalog;
 pub mod catalog_format;
+mod counting;
 mod error;
 pub mod part;
 pub mod paths;
@@ -13,6 +14,7 @@ mod store;
 
 pub use catalog::{CatalogState, CatalogStore, CompactionClaim, MeasureStats, PartMeta, PendingDelete};
 pub use catalog_format::{CATALOG_FORMAT, CatalogFormatError, LEGACY_WAL_ID};
+pub use counting::{CountingStore, STORE_OPS, StoreCounters};
 pub use error::{Result, StorageError};
-pub use series_filter::{FILTER_SERIES_MAX, SeriesFilter};
+pub use series_filter::{FILTER_SERIES_MAX, SeriesFilter, tag_value_hash};
 pub use store::{ObjectStoreConfig, open_object_store};

@@ -11,6 +11,13 @@ const PROBES: u64 = 6;
 /// Parts with more series than this get no filter (it would bloat the catalog).
 pub const FILTER_SERIES_MAX: usize = 1024;
 
+/// The hash a tag value is kept under in a part's tag filters.
+pub fn tag_value_hash(v: &canopy_model::TagVal) -> u64 {
+    let mut buf = Vec::with_capacity(32);
+    v.encode(&mut buf);
+    xxhash_rust::xxh3::xxh3_64(&buf)
+}
+
 /// A Bloom filter of series ids.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SeriesFilter {

@@ -17,7 +17,7 @@ use canopy_model::{ColumnLayout, FieldVal, Point, TagVal};
 use super::codec::{encode_field_column, encode_ints, encode_tag_runs, encode_timestamps};
 use super::{BatchInfo, ColumnRange, FIXED_COLUMNS, FOOTER_KEY, PART_FORMAT, PartFooter, SERIES_INDEX_MAX, arrow_schema};
 use crate::catalog::MeasureStats;
-use crate::{FILTER_SERIES_MAX, Result, SeriesFilter};
+use crate::{FILTER_SERIES_MAX, Result, SeriesFilter, tag_value_hash};
 
 /// Most points in one record batch: the unit a reader fetches and decodes.
 const BATCH_POINTS_MAX: usize = 64 * 1024;
@@ -267,11 +267,22 @@ impl PartWriter {
         self.written += tail.len() as u64;
         let mut out = std::mem::take(&mut self.ready);
         out.extend_from_slice(&tail);
+        let layouts = &self.footer.measures;
         let measures: BTreeMap<String, MeasureStats> = self
             .stats
             .into_iter()
             .map(|(name, acc)| {
                 let mut s = acc.stats;
+                if let (Some(index), Some(layout)) = (&acc.index, layouts.get(&name)) {
+                    s.tag_filters = layout
+                        .tags
+                        .iter()
+                        .zip(index)
+                        .filter_map(|((_, tag, _), values)| {
+                            SeriesFilter::build(&values.keys().map(tag_value_hash).collect::<Vec<_>>()).map(|f| (tag.clone(), f))
+                        })
+                        .collect();
+                }
                 s.series_filter = acc
                     .series
                     .and_then(|ids| SeriesFilter::build(&ids.into_iter().collect::<HashSet<_>>().into_iter().collect::<Vec<_>>()));

@@ -1,0 +1,92 @@
+//! What a query costs in object-store requests and bytes, against a real S3
+//! server (s3s-fs), read from the process' own counters at `/metrics`: a
+//! query whose criteria match no part fetches nothing (the catalog rules the
+//! parts out), and a query of one field of ten downloads a small fraction
+//! of the parts it scans.
+
+mod common;
+
+use canopy_api::v1::query_request::{Aggregation, GroupBy};
+use canopy_api::v1::*;
+use common::*;
+
+const HOSTS: usize = 50;
+const POINTS: usize = 2160;
+const FIELDS: usize = 10;
+
+/// `(requests, bytes)` of object-store GETs so far.
+async fn gets(http: &Http) -> (u64, u64) {
+    let (_, text) = http.get_text("/metrics").await;
+    let read = |name: &str| -> u64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}{{role=\"standalone\",op=\"get\"}} ")))
+            .unwrap_or_else(|| panic!("{name} missing from /metrics:\n{text}"))
+            .parse()
+            .unwrap()
+    };
+    (read("canopy_object_store_requests_total"), read("canopy_object_store_bytes_total"))
+}
+
+fn max_of(field: &str, criteria: Option<Criteria>, begin: i64) -> QueryRequest {
+    QueryRequest {
+        groups: vec!["bench".into()],
+        name: "cpu".into(),
+        time_range: time_range(begin, now_nanos() + HOUR),
+        criteria,
+        group_by: Some(GroupBy { tag_projection: None, field_name: String::new(), bucket_millis: 0 }),
+        agg: Some(Aggregation { function: AggregationFunction::Max as i32, field_name: field.into(), field_names: vec![] }),
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn queries_fetch_only_the_parts_and_columns_their_criteria_and_fields_need() {
+    let c = Canopy::start(Backend::S3, &[]);
+    let http = Http::new(c.http);
+    let base = (now_nanos() / 1_000_000_000 - 7 * 3600) * 1_000_000_000;
+    // TSBS-shaped: every host reports ten two-decimal random walks every 10 s
+    // (six hours), so the bytes are those of real-looking gauges.
+    let mut rng = 0x9E37_79B9_7F4A_7C15u64;
+    let mut max_f3 = f64::MIN;
+    for h in 0..HOSTS {
+        let mut vals = [50.0f64; FIELDS];
+        let mut body = String::new();
+        for i in 0..POINTS {
+            for v in vals.iter_mut() {
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                *v = ((*v + (rng % 2001) as f64 / 100.0 - 10.0).clamp(0.0, 100.0) * 100.0).round() / 100.0;
+            }
+            max_f3 = max_f3.max(vals[3]);
+            let fields: Vec<String> = vals.iter().enumerate().map(|(f, v)| format!("f{f}={v}")).collect();
+            body.push_str(&format!("cpu,hostname=host_{h},region=r{} {} {}\n", h % 3, fields.join(","), base + i as i64 * 10_000_000_000));
+        }
+        let r = reqwest::Client::new().post(format!("http://{}/write?db=bench", c.http)).body(body).send().await.unwrap();
+        assert_eq!(r.status().as_u16(), 204, "{}", r.text().await.unwrap());
+    }
+    assert!(http.flush().await > 0);
+
+    // Cold: no footer is cached, yet criteria matching no part cost no GET.
+    let before = gets(&http).await;
+    let none = max_of("f3", Some(cond("hostname", BinaryOp::Eq, tag_str("host_999"))), base);
+    assert!(http.query(&none).await.data_points.is_empty());
+    assert_eq!(gets(&http).await, before, "a query no part can answer fetched something");
+
+    // One field of ten, every host: warm (footers cached), each part scanned.
+    let q = max_of("f3", None, base);
+    let got = http.query(&q).await;
+    assert_eq!(field_of(&got.data_points[0], "f3"), max_f3);
+    let before = gets(&http).await;
+    assert_eq!(field_of(&http.query(&q).await.data_points[0], "f3"), max_f3);
+    let after = gets(&http).await;
+    let part_bytes: u64 = Canopy::files_under(&c.objects_dir())
+        .iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "arrow"))
+        .map(|p| std::fs::metadata(p).unwrap().len())
+        .sum();
+    let (requests, bytes) = (after.0 - before.0, after.1 - before.1);
+    println!("one field of {FIELDS}: {requests} GETs, {bytes} of {part_bytes} part bytes");
+    assert!(requests > 0, "the query read no part");
+    assert!(bytes * 5 <= part_bytes, "one field of ten read {bytes} of {part_bytes} bytes (more than 20%)");
+}
