@@ -50,6 +50,13 @@ struct Args {
     /// Where results/<time>/results.{md,json} go.
     #[arg(long, default_value = "results")]
     out: PathBuf,
+    /// Instead of the comparison: load Canopy alone (line protocol), then
+    /// repeat this query type for `--profile-secs`, printing Canopy's pid so
+    /// a profiler can attach (`perf record -g -p PID`).
+    #[arg(long)]
+    profile: Option<String>,
+    #[arg(long, default_value_t = 20)]
+    profile_secs: u64,
 }
 
 #[tokio::main]
@@ -63,6 +70,22 @@ async fn main() -> anyhow::Result<()> {
     let samples = (rows.len() * tsbs::FIELDS.len()) as u64;
     eprintln!("TSBS devops cpu-only: {} hosts x {} h = {} rows, {} samples", a.scale, a.hours, rows.len(), samples);
     let work = std::env::temp_dir().join(format!("canopy-bench-{}", std::process::id()));
+    if let Some(name) = &a.profile {
+        let dir = work.join("canopy-profile");
+        std::fs::create_dir_all(&dir)?;
+        let peer = Peer::canopy(&a.canopy_bin, &dir)?;
+        load::load(&peer.base, peer.grpc.as_deref(), Protocol::Influx, hosts.clone(), rows.clone(), a.batch, a.concurrency).await?;
+        peer.settle().await?;
+        let end = (start + steps as i64 * tsbs::INTERVAL_SECS) * 1000;
+        let cases = queries::cases(a.scale, start * 1000, end, a.seed);
+        let case = cases.iter().find(|c| c.name == name).ok_or_else(|| anyhow::anyhow!("no query type {name}"))?;
+        eprintln!("canopy pid {}: running {name} for {} s", peer.pid(), a.profile_secs);
+        let n = run::repeat_canopy(&peer.base, case, std::time::Duration::from_secs(a.profile_secs)).await?;
+        eprintln!("{n} runs");
+        drop(peer);
+        let _ = std::fs::remove_dir_all(&work);
+        return Ok(());
+    }
     let mut figs = Vec::new();
     let mut latencies = Vec::new();
     let mut mismatches = Vec::new();

@@ -18,6 +18,13 @@ pub(crate) struct Peer {
     pub(crate) data_dir: PathBuf,
 }
 
+impl Peer {
+    /// The peer's process id.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
 impl Drop for Peer {
     fn drop(&mut self) {
         let _ = self.child.kill();

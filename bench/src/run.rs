@@ -79,6 +79,19 @@ fn urlencode(s: &str) -> String {
         .collect()
 }
 
+/// Repeats a query type on Canopy alone for `for_how_long` (for profiling);
+/// returns how many runs finished.
+pub(crate) async fn repeat_canopy(base: &str, case: &QueryCase, for_how_long: std::time::Duration) -> anyhow::Result<usize> {
+    let client = reqwest::Client::new();
+    let t0 = Instant::now();
+    let mut n = 0;
+    while t0.elapsed() < for_how_long {
+        canopy(&client, base, case).await?;
+        n += 1;
+    }
+    Ok(n)
+}
+
 /// Runs one query type on both peers and compares the answers.
 pub(crate) async fn run_case(canopy_base: &str, vm_base: &str, case: &QueryCase, repeats: usize) -> anyhow::Result<CaseResult> {
     let client = reqwest::Client::new();

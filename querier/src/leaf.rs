@@ -14,12 +14,10 @@ use crate::merge::dedup_series;
 use crate::{QueryError, Result};
 
 /// Reduces one shard's blocks, each with its source rank (later parts rank
-/// higher, the memtable highest).
+/// higher, the memtable highest), deduplicating series whose sources overlap.
 pub(crate) fn execute_leaf(plan: &QueryPlan, mut blocks: Vec<(u64, DecodedBlock)>, cancel: &AtomicBool) -> Result<PartialResult> {
     blocks.sort_by_key(|(rank, b)| (b.series, *rank));
-    let filter = RowFilter::new(plan);
-    let mut groups = plan.aggregation.as_ref().map(Groups::new);
-    let mut raw: Vec<Point> = Vec::new();
+    let mut leaf = Leaf::new(plan, usize::MAX);
     let mut it = blocks.into_iter().peekable();
     while let Some(first) = it.next() {
         if cancel.load(Ordering::Relaxed) {
@@ -31,17 +29,55 @@ pub(crate) fn execute_leaf(plan: &QueryPlan, mut blocks: Vec<(u64, DecodedBlock)
             same.push(next);
         }
         for block in dedup_series(same) {
-            let sel = filter.select(&block);
-            match groups.as_mut() {
-                Some(g) => g.add(&block, &sel)?,
-                None => raw.extend(sel.into_iter().flatten().map(|i| block.point(i))),
-            }
+            leaf.add(&block)?;
         }
     }
-    Ok(match groups {
-        Some(g) => PartialResult::Groups(g.finish()),
-        None => PartialResult::raw(plan, raw),
-    })
+    Ok(leaf.finish())
+}
+
+/// The reduction of one shard, block by block: each block added must share
+/// no (series, timestamp) with another (deduplicated, or from sources whose
+/// time ranges do not overlap), so blocks can be folded as they are decoded.
+pub(crate) struct Leaf<'a> {
+    plan: &'a QueryPlan,
+    filter: RowFilter<'a>,
+    groups: Option<Groups<'a>>,
+    raw: Vec<Point>,
+    /// Most raw rows held before the query fails RESOURCE_EXHAUSTED.
+    raw_max: usize,
+}
+
+impl<'a> Leaf<'a> {
+    pub(crate) fn new(plan: &'a QueryPlan, raw_max: usize) -> Leaf<'a> {
+        Leaf { plan, filter: RowFilter::new(plan), groups: plan.aggregation.as_ref().map(Groups::new), raw: Vec::new(), raw_max }
+    }
+
+    /// Filters a block and folds (or keeps) its matching rows.
+    pub(crate) fn add(&mut self, block: &DecodedBlock) -> Result<()> {
+        let sel = self.filter.select(block);
+        match self.groups.as_mut() {
+            Some(g) => g.add(block, &sel)?,
+            None => {
+                self.raw.extend(sel.into_iter().flatten().map(|i| block.point(i)));
+                if self.raw.len() > self.raw_max {
+                    return Err(canopy_model::ModelError::ResourceExhausted(format!(
+                        "the query matches more than {} rows in one shard; narrow the time range or criteria",
+                        self.raw_max
+                    ))
+                    .into());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The shard's partial result.
+    pub(crate) fn finish(self) -> PartialResult {
+        match self.groups {
+            Some(g) => PartialResult::Groups(g.finish()),
+            None => PartialResult::raw(self.plan, self.raw),
+        }
+    }
 }
 
 /// The criteria as row ranges of a deduplicated block.

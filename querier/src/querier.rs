@@ -16,7 +16,7 @@ use object_store::ObjectStore;
 
 use crate::Result;
 use crate::index_cache::IndexCache;
-use crate::leaf::execute_leaf;
+use crate::leaf::{Leaf, execute_leaf};
 use crate::merge::{MEMTABLE_RANK, memtable_blocks};
 use crate::pool::CpuPool;
 
@@ -72,13 +72,15 @@ struct Fetched {
     mapping: LayoutMapping,
     /// The series to read (from the criteria and the part's series index).
     series: Option<Vec<u64>>,
+    /// The measure's time range in the part, per the catalog.
+    span: (i64, i64),
     batches: Vec<RecordBatch>,
 }
 
 /// Builds the part [`Scan`] of a plan and hands it to `f`: the columns the
 /// query reads, and the tag conjuncts that may skip whole blocks before
 /// deduplication because every version of a point shares those tags.
-fn with_scan<R>(plan: &QueryPlan, series: Option<&[u64]>, f: impl FnOnce(&Scan<'_>) -> R) -> R {
+fn with_scan<R>(plan: &QueryPlan, series: Option<&[u64]>, versions: bool, f: impl FnOnce(&Scan<'_>) -> R) -> R {
     let (tags_needed, fields_needed) = plan.needed_columns();
     let block = plan.block_predicate();
     let tag_filter = |tags: &[TagVal]| block.as_ref().is_none_or(|(p, _)| p.eval(tags, &[]));
@@ -93,6 +95,7 @@ fn with_scan<R>(plan: &QueryPlan, series: Option<&[u64]>, f: impl FnOnce(&Scan<'
         end: plan.end,
         series,
         keep: &all,
+        versions,
     })
 }
 
@@ -121,7 +124,7 @@ impl Querier {
             return Ok(None);
         }
         let Some((mapping, which)) =
-            with_scan(plan, series.as_deref(), |scan| Some((scan_mapping(&idx, scan)?, select_batches(&idx, scan))))
+            with_scan(plan, series.as_deref(), true, |scan| Some((scan_mapping(&idx, scan)?, select_batches(&idx, scan))))
         else {
             return Ok(None);
         };
@@ -131,7 +134,8 @@ impl Querier {
         let mut fields: Vec<usize> = mapping.fields.iter().flatten().copied().collect();
         fields.sort_unstable();
         let batches = fetch_batches(self.store.as_ref(), meta, &idx, &which, Some(&fields)).await?;
-        Ok(Some(Fetched { rank, path: meta.path.clone(), mapping, series, batches }))
+        let span = meta.measures.get(&plan.schema.name).map_or((i64::MIN, i64::MAX), |m| (m.min_ts, m.max_ts));
+        Ok(Some(Fetched { rank, path: meta.path.clone(), mapping, series, span, batches }))
     }
 
     async fn fetch_all(&self, catalog: &CatalogState, plan: &QueryPlan) -> Result<Vec<Fetched>> {
@@ -154,7 +158,7 @@ impl Querier {
     pub async fn scan_parts(&self, catalog: &CatalogState, plan: &QueryPlan) -> Result<Vec<(u64, Point)>> {
         let mut out = Vec::new();
         for f in self.fetch_all(catalog, plan).await? {
-            decode(&f, plan, &mut |b| out.extend((0..b.len()).map(|i| (f.rank, b.point(i))).filter(|(_, p)| plan.source_filter(p))))?;
+            decode(&f, plan, true, &mut |b| out.extend((0..b.len()).map(|i| (f.rank, b.point(i))).filter(|(_, p)| plan.source_filter(p))))?;
         }
         Ok(out)
     }
@@ -164,24 +168,53 @@ impl Querier {
     /// their WAL sequence numbers).
     pub async fn execute_shard(&self, plan: &QueryPlan, catalog: &CatalogState, mem_rows: Vec<(u64, Point)>) -> Result<PartialResult> {
         let fetched = self.fetch_all(catalog, plan).await?;
+        let overlap = sources_overlap(&fetched, &mem_rows);
+        let versions = plan.aggregation.is_none() || overlap;
         let plan = Arc::new(plan.clone());
         let rows_max = self.cfg.rows_max;
         self.pool
             .run(move |cancel| {
-                let mut blocks: Vec<(u64, DecodedBlock)> = Vec::new();
-                let mut rows = 0usize;
-                let over = |rows: usize| {
+                let over = |rows: usize| -> crate::QueryError {
                     ModelError::ResourceExhausted(format!(
                         "the query touches more than {rows} rows in one shard, the limit is {rows_max}; narrow the time range or criteria"
                     ))
+                    .into()
                 };
+                if !overlap {
+                    // No two sources share a (series, timestamp): fold each
+                    // block as it is decoded, holding one block at a time.
+                    let mut leaf = Leaf::new(&plan, rows_max);
+                    let mut failed = None;
+                    for f in &fetched {
+                        decode(f, &plan, versions, &mut |b| {
+                            if failed.is_none()
+                                && let Err(e) = leaf.add(&b)
+                            {
+                                failed = Some(e);
+                            }
+                        })?;
+                        if let Some(e) = failed.take() {
+                            return Err(e);
+                        }
+                        if cancel.load(std::sync::atomic::Ordering::Relaxed) {
+                            return Err(crate::QueryError::Cancelled);
+                        }
+                    }
+                    drop(fetched);
+                    for b in memtable_blocks(mem_rows) {
+                        leaf.add(&b)?;
+                    }
+                    return Ok(leaf.finish());
+                }
+                let mut blocks: Vec<(u64, DecodedBlock)> = Vec::new();
+                let mut rows = 0usize;
                 for f in &fetched {
-                    decode(f, &plan, &mut |b| {
+                    decode(f, &plan, versions, &mut |b| {
                         rows += b.len();
                         blocks.push((f.rank, b));
                     })?;
                     if rows > rows_max {
-                        return Err(over(rows).into());
+                        return Err(over(rows));
                     }
                     if cancel.load(std::sync::atomic::Ordering::Relaxed) {
                         return Err(crate::QueryError::Cancelled);
@@ -193,7 +226,7 @@ impl Querier {
                     blocks.push((MEMTABLE_RANK, b));
                 }
                 if rows > rows_max {
-                    return Err(over(rows).into());
+                    return Err(over(rows));
                 }
                 execute_leaf(&plan, blocks, cancel)
             })
@@ -214,9 +247,20 @@ fn series_to_read(idx: &PartIndex, plan: &QueryPlan) -> Option<Vec<u64>> {
     }
 }
 
+/// True if two sources' time ranges overlap, so a series may have two
+/// versions of one timestamp and blocks need their versions to be merged.
+fn sources_overlap(fetched: &[Fetched], mem_rows: &[(u64, Point)]) -> bool {
+    let mut spans: Vec<(i64, i64)> = fetched.iter().map(|f| f.span).collect();
+    if let (Some(lo), Some(hi)) = (mem_rows.iter().map(|(_, p)| p.ts).min(), mem_rows.iter().map(|(_, p)| p.ts).max()) {
+        spans.push((lo, hi));
+    }
+    spans.sort_unstable();
+    spans.windows(2).any(|w| w[1].0 <= w[0].1)
+}
+
 /// Decodes a fetched part's blocks for the plan.
-fn decode(f: &Fetched, plan: &QueryPlan, out: &mut dyn FnMut(DecodedBlock)) -> Result<()> {
-    with_scan(plan, f.series.as_deref(), |scan| {
+fn decode(f: &Fetched, plan: &QueryPlan, versions: bool, out: &mut dyn FnMut(DecodedBlock)) -> Result<()> {
+    with_scan(plan, f.series.as_deref(), versions, |scan| {
         for batch in &f.batches {
             decode_blocks(&f.path, batch, &f.mapping, scan, out)?;
         }

@@ -63,6 +63,7 @@ fn bench(c: &mut Criterion) {
         keep: &all,
         needed: None,
         block_filter: None,
+        versions: true,
     };
     g.bench_function("decode (samples)", |b| b.iter(|| rt.block_on(scan_part(store.as_ref(), &meta, &index, &scan)).unwrap()));
     g.finish();

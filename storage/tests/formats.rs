@@ -138,6 +138,7 @@ async fn assert_part_fixture(file: &str) {
         keep: &|_| true,
         needed: None,
         block_filter: None,
+        versions: true,
     };
     let mut got = scan_part(store.as_ref(), &meta, &index, &scan).await.unwrap();
     got.sort_by_key(|p| (p.series, p.ts));

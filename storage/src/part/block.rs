@@ -129,6 +129,7 @@ impl FieldColumn {
 pub struct DecodedBlock {
     pub series: u64,
     pub ts: Vec<i64>,
+    /// Empty when the scan did not decode them (see `Scan::versions`).
     pub versions: Vec<i64>,
     pub tags: Vec<TagColumn>,
     pub fields: Vec<FieldColumn>,
@@ -152,8 +153,10 @@ impl DecodedBlock {
         }
         self.ts.truncate(hi);
         self.ts.drain(..lo);
-        self.versions.truncate(hi);
-        self.versions.drain(..lo);
+        if !self.versions.is_empty() {
+            self.versions.truncate(hi);
+            self.versions.drain(..lo);
+        }
         self.tags.iter_mut().for_each(|t| t.slice(lo, hi));
         self.fields.iter_mut().for_each(|f| f.slice(lo, hi));
     }
@@ -176,7 +179,7 @@ impl DecodedBlock {
             series: self.series,
             shard: 0,
             ts: self.ts[i],
-            version: self.versions[i],
+            version: self.versions.get(i).copied().unwrap_or_default(),
             tags: self.tags.iter().map(|t| t.get(i).clone()).collect(),
             fields: self.fields.iter().map(|f| f.get(i)).collect(),
         }

@@ -135,6 +135,9 @@ pub struct Scan<'a> {
     /// a block whose read tags are constant is checked once and skipped
     /// whole when it fails, before its timestamps and fields are decoded.
     pub block_filter: Option<BlockFilter<'a>>,
+    /// Decode versions; without them blocks carry none (a query that
+    /// neither merges overlapping sources nor returns raw points skips them).
+    pub versions: bool,
 }
 
 /// The tags a block filter reads (target layout) and the filter itself.
@@ -234,9 +237,11 @@ pub async fn fetch_batches(
         let total = b.metaDataLength() as u64 + b.bodyLength() as u64;
         let data = match (&columns, info.meta) {
             (Some(cols), Some((meta_len, meta_crc))) => {
-                // A full-size message with only the fetched ranges filled in:
-                // the decoder skips the others without reading them.
-                let mut msg = vec![0u8; total as usize];
+                // The message up to the last column read, with only the
+                // fetched ranges filled in: the decoder skips the others
+                // without reading them.
+                let used = cols.iter().map(|&c| info.columns[c].0 + info.columns[c].1).max().unwrap_or(0);
+                let mut msg = vec![0u8; (meta_len + used).min(total) as usize];
                 let head = fetched.slice(start..start + meta_len);
                 if crc32fast::hash(&head) != meta_crc {
                     return Err(corrupt(format!("batch {i} metadata checksum mismatch")));
@@ -333,7 +338,17 @@ pub async fn read_blocks(
     })?;
     let mapping = LayoutMapping::new(stored, target);
     let all = |_: &Point| true;
-    let scan = Scan { measure, target, begin: i64::MIN, end: i64::MAX, series: None, keep: &all, needed: None, block_filter: None };
+    let scan = Scan {
+        measure,
+        target,
+        begin: i64::MIN,
+        end: i64::MAX,
+        series: None,
+        keep: &all,
+        needed: None,
+        block_filter: None,
+        versions: true,
+    };
     let mut out = Vec::new();
     for b in fetch_batches(store, meta, index, &[batch], None).await? {
         decode_blocks(&meta.path, &b, &mapping, &scan, &mut |b| out.push((b.series, (0..b.len()).map(|i| b.point(i)).collect())))?;
@@ -398,7 +413,7 @@ pub fn decode_blocks(
         if lo >= hi {
             continue;
         }
-        let versions = decode_ints(&mut ver_col.value(row), n).ok_or_else(|| corrupt("versions"))?;
+        let versions = if scan.versions { decode_ints(&mut ver_col.value(row), n).ok_or_else(|| corrupt("versions"))? } else { Vec::new() };
         let mut stored_fields: Vec<Option<FieldColumn>> = Vec::new();
         match all_fields {
             Some(all) => {
@@ -457,7 +472,7 @@ mod tests {
         series: Option<&'a [u64]>,
         keep: &'a (dyn Fn(&Point) -> bool + Sync),
     ) -> Scan<'a> {
-        Scan { measure, target, begin, end, series, keep, needed: None, block_filter: None }
+        Scan { measure, target, begin, end, series, keep, needed: None, block_filter: None, versions: true }
     }
 
     fn layout(tags: &[&str], fields: &[&str]) -> ColumnLayout {
