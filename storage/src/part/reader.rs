@@ -238,22 +238,25 @@ pub async fn fetch_batches(
         let data = match (&columns, info.meta) {
             (Some(cols), Some((meta_len, meta_crc))) => {
                 // The message up to the last column read, with only the
-                // fetched ranges filled in: the decoder skips the others
-                // without reading them.
-                let used = cols.iter().map(|&c| info.columns[c].0 + info.columns[c].1).max().unwrap_or(0);
-                let mut msg = vec![0u8; (meta_len + used).min(total) as usize];
+                // fetched ranges filled in (the gaps zeroed): the decoder
+                // skips the other columns without reading them.
                 let head = fetched.slice(start..start + meta_len);
                 if crc32fast::hash(&head) != meta_crc {
                     return Err(corrupt(format!("batch {i} metadata checksum mismatch")));
                 }
-                msg[..meta_len as usize].copy_from_slice(&head);
-                for &c in cols {
+                let mut order: Vec<usize> = cols.clone();
+                order.sort_by_key(|&c| info.columns[c].0);
+                let used = order.last().map_or(0, |&c| info.columns[c].0 + info.columns[c].1);
+                let mut msg = Vec::with_capacity((meta_len + used).min(total) as usize);
+                msg.extend_from_slice(&head);
+                for c in order {
                     let ColumnRange(off, len, crc) = info.columns[c];
                     let bytes = fetched.slice(start + meta_len + off..start + meta_len + off + len);
                     if crc32fast::hash(&bytes) != crc {
                         return Err(corrupt(format!("batch {i} column {c} checksum mismatch")));
                     }
-                    msg[(meta_len + off) as usize..(meta_len + off + len) as usize].copy_from_slice(&bytes);
+                    msg.resize((meta_len + off) as usize, 0);
+                    msg.extend_from_slice(&bytes);
                 }
                 Buffer::from(msg)
             }
