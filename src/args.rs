@@ -150,6 +150,10 @@ pub(crate) struct AgentArgs {
     /// its series' labels; checked before expanding.
     #[arg(long, env = "CANOPY_AGENT_EXPANDED_BYTES_MAX", default_value_t = 128 << 20)]
     agent_expanded_bytes_max: usize,
+    /// Most samples one Prometheus remote-read request may return; more is
+    /// refused with 429 rather than held in memory.
+    #[arg(long, env = "CANOPY_REMOTE_READ_SAMPLES_MAX", default_value_t = 5_000_000)]
+    remote_read_samples_max: usize,
 }
 
 impl AgentArgs {
@@ -165,6 +169,7 @@ impl AgentArgs {
             body_bytes_max: self.agent_body_bytes_max,
             samples_per_request_max: self.agent_samples_max,
             expanded_bytes_max: self.agent_expanded_bytes_max,
+            read_samples_max: self.remote_read_samples_max,
             ..AgentConfig::default()
         }
     }

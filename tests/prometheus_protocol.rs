@@ -170,3 +170,29 @@ async fn a_small_body_that_would_expand_to_gigabytes_is_refused_before_expanding
     let peak = c.peak_rss_bytes();
     assert!(peak < 1 << 30, "peak RSS {peak} bytes");
 }
+
+#[tokio::test]
+async fn a_remote_read_past_its_sample_budget_is_refused_not_cut() {
+    let c = Canopy::start(Backend::Local, &["--remote-read-samples-max", "5"]);
+    let t0 = now_nanos() / 1_000_000 - 60_000;
+    let up = series("up", &[("instance", "a:9100"), ("job", "node")], &(0..4).map(|i| (t0 + i * 1000, 1.0)).collect::<Vec<_>>());
+    let mem = series("mem", &[("instance", "a:9100"), ("job", "node")], &(0..4).map(|i| (t0 + i * 1000, 2.0)).collect::<Vec<_>>());
+    let req = pb::WriteRequest { timeseries: vec![up, mem], metadata: vec![] };
+    assert_eq!(post_snappy(&c, "/api/v1/write", req.encode_to_vec()).await.status(), 204);
+    // Four samples fit the budget of five...
+    assert_eq!(read(&c, t0 - 1, t0 + 10_000, vec![m(pb::label_matcher::Type::Eq, "__name__", "up")]).await[0].samples.len(), 4);
+    // ...eight do not: 429 naming the limit, not the first five.
+    let all = pb::ReadRequest {
+        queries: vec![pb::Query {
+            start_timestamp_ms: t0 - 1,
+            end_timestamp_ms: t0 + 10_000,
+            matchers: vec![m(pb::label_matcher::Type::Re, "__name__", "up|mem")],
+            hints: None,
+        }],
+        accepted_response_types: vec![],
+    };
+    let r = post_snappy(&c, "/api/v1/read", all.encode_to_vec()).await;
+    assert_eq!(r.status(), 429);
+    let body = r.text().await.unwrap();
+    assert!(body.contains("remote-read-samples-max"), "{body}");
+}

@@ -47,6 +47,8 @@ pub struct AgentConfig {
     /// Most bytes one request may expand to once every sample carries its
     /// series' labels (counted before expanding; see [`ExpansionBudget`]).
     pub expanded_bytes_max: usize,
+    /// Most samples one remote-read request may return.
+    pub read_samples_max: usize,
 }
 
 impl Default for AgentConfig {
@@ -64,6 +66,7 @@ impl Default for AgentConfig {
             body_bytes_max: 64 << 20,
             samples_per_request_max: 200_000,
             expanded_bytes_max: 128 << 20,
+            read_samples_max: 5_000_000,
         }
     }
 }

@@ -81,10 +81,19 @@ pub(crate) async fn remote_read(State(gw): State<Gateway>, body: Bytes) -> Respo
 async fn read(gw: &Gateway, body: &Bytes) -> Result<Vec<u8>, ApiError> {
     let raw = decode_snappy(body, gw.agents.cfg.body_bytes_max)?;
     let req = pb::ReadRequest::decode(raw.as_slice()).map_err(|e| ApiError::invalid("body", format!("bad ReadRequest protobuf: {e}")))?;
-    let mut results = Vec::with_capacity(req.queries.len());
-    for q in &req.queries {
-        results.push(read_query(gw, q).await?);
-    }
+    // One deadline and one sample budget for the whole request, however
+    // many queries and time windows it takes.
+    let mut budget = gw.agents.cfg.read_samples_max;
+    let all = async {
+        let mut results = Vec::with_capacity(req.queries.len());
+        for q in &req.queries {
+            results.push(read_query(gw, q, &mut budget).await?);
+        }
+        Ok::<_, ApiError>(results)
+    };
+    let results = tokio::time::timeout(gw.query_timeout, all)
+        .await
+        .map_err(|_| ApiError::new(Code::DeadlineExceeded, format!("remote read took longer than {:?}", gw.query_timeout)))??;
     let encoded = pb::ReadResponse { results }.encode_to_vec();
     snap::raw::Encoder::new().compress_vec(&encoded).map_err(|e| ApiError::new(Code::Internal, e.to_string()))
 }
@@ -122,7 +131,7 @@ impl Matcher {
     }
 }
 
-async fn read_query(gw: &Gateway, q: &pb::Query) -> Result<pb::QueryResult, ApiError> {
+async fn read_query(gw: &Gateway, q: &pb::Query, budget: &mut usize) -> Result<pb::QueryResult, ApiError> {
     let matchers = q.matchers.iter().map(Matcher::new).collect::<Result<Vec<_>, _>>()?;
     let group = gw.agents.cfg.prometheus_group.clone();
     let names: Vec<String> = match matchers.iter().find(|m| m.name == NAME && m.kind == pb::label_matcher::Type::Eq) {
@@ -141,13 +150,14 @@ async fn read_query(gw: &Gateway, q: &pb::Query) -> Result<pb::QueryResult, ApiE
     let end = q.end_timestamp_ms.saturating_mul(1_000_000).saturating_add(1);
     let mut timeseries = Vec::new();
     for name in names {
-        timeseries.extend(read_metric(gw, &group, &name, &matchers, begin, end).await?);
+        timeseries.extend(read_metric(gw, &group, &name, &matchers, begin, end, budget).await?);
     }
     timeseries.sort_by(|a, b| a.labels.iter().map(|l| (&l.name, &l.value)).cmp(b.labels.iter().map(|l| (&l.name, &l.value))));
     Ok(pb::QueryResult { timeseries })
 }
 
-/// All series of one metric matching the matchers, with samples in range.
+/// All series of one metric matching the matchers, with samples in range,
+/// taking their count from `budget` (samples the request may still return).
 async fn read_metric(
     gw: &Gateway,
     group: &str,
@@ -155,6 +165,7 @@ async fn read_metric(
     matchers: &[Matcher],
     begin: i64,
     end: i64,
+    budget: &mut usize,
 ) -> Result<Vec<pb::TimeSeries>, ApiError> {
     let schema = match gw.registry.measure_schema(group, name).await {
         Ok(s) => s,
@@ -210,10 +221,26 @@ async fn read_metric(
             ..Default::default()
         };
         let resp = gw.query(req).await?;
-        if resp.data_points.len() as u32 >= LIMIT_MAX && width > 1_000_000 {
-            width /= 2;
-            continue;
+        if resp.data_points.len() as u32 >= LIMIT_MAX {
+            if width > 1 {
+                width /= 2;
+                continue;
+            }
+            // Never a silently cut answer.
+            return Err(ApiError::new(
+                Code::ResourceExhausted,
+                format!("{name}: more than {LIMIT_MAX} samples at one instant; narrow the matchers"),
+            ));
         }
+        *budget = budget.checked_sub(resp.data_points.len()).ok_or_else(|| {
+            ApiError::new(
+                Code::ResourceExhausted,
+                format!(
+                    "the read returns more than {} samples (limit remote-read-samples-max); narrow the time range or matchers",
+                    gw.agents.cfg.read_samples_max
+                ),
+            )
+        })?;
         for dp in resp.data_points {
             collect(&mut series, name, dp, matchers);
         }
