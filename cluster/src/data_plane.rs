@@ -248,7 +248,7 @@ impl DataPlane for ClusterDataPlane {
         if partials.len() == 1 {
             return Ok(partials.into_iter().next().expect("one partial"));
         }
-        Ok(canopy_model::merge_partials(plan, partials)?)
+        Ok(canopy_querier::merge_partials(plan, partials)?)
     }
 
     async fn flush(&self) -> Result<usize, ApiError> {

@@ -5,8 +5,7 @@ use std::time::Duration;
 
 use canopy_api::v1::{Group, Measure, PointError, QueryRequest, QueryResponse, Status, WriteRequest, WriteResponse};
 use canopy_meta::{MetaError, SchemaRegistry};
-use canopy_model::{QueryPlan, finish, merge_partials, now_nanos, validate_batch};
-use futures::future::try_join_all;
+use canopy_model::{QueryPlan, now_nanos, validate_batch};
 
 use crate::data_plane::DataPlane;
 use crate::error::{ApiError, Code};
@@ -145,16 +144,11 @@ impl Gateway {
             return Err(ApiError::invalid("name", "the measure name is required"));
         }
         let schema = self.registry.measure_schema(&group, &req.name).await?;
-        let plan = Arc::new(QueryPlan::compile(schema, &req, now_nanos())?);
-        let shards = plan.schema.group.shard_num;
-        let partials = try_join_all((0..shards).map(|s| {
-            let plan = plan.clone();
-            let data = self.data.clone();
-            async move { data.query_shard(&plan, s).await }
-        }))
-        .await?;
-        let merged = merge_partials(&plan, partials)?;
-        Ok(QueryResponse { data_points: finish(&plan, merged) })
+        let plan = QueryPlan::compile(schema, &req, now_nanos())?;
+        // The querier's root runs the query; the data plane only reaches
+        // each shard's leaf (in process, or over gRPC in a cluster).
+        let data_points = canopy_querier::execute_root(&plan, |s| self.data.query_shard(&plan, s)).await?;
+        Ok(QueryResponse { data_points })
     }
 
     /// Creates a group.

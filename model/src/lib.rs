@@ -1,6 +1,6 @@
 //! Canopy's data model, free of I/O: compiled measure schemas, typed values,
 //! series keys and shard routing, point validation, query plans (criteria,
-//! aggregation, top-N, ordering) and the map-reduce merge of partial results.
+//! aggregation, top-N, ordering) and the partial results shards return.
 //!
 //! Every role links this crate; ingester, querier and liaison all evaluate the
 //! same plan, so a query gives the same answer wherever it runs.
@@ -28,7 +28,7 @@ pub use exact_sum::ExactSum;
 pub use layout::{ColumnLayout, LayoutMapping};
 pub use point::{Point, PointRejection, VALUE_BYTES_MAX, validate_batch};
 pub use query::{Aggregation, GROUPS_MAX, LIMIT_DEFAULT, LIMIT_MAX, PINNED_SERIES_MAX, QueryPlan, Top, pinned_series};
-pub use result::{GroupKey, PartialResult, finish, merge_partials};
+pub use result::{GroupKey, PartialResult};
 pub use schema::{GroupSpec, MeasureSchema, SHARD_NUM_MAX, check_group, check_measure, check_measure_update, check_name};
 pub use series::{SeriesId, series_id, shard_of};
 pub use time::{INTERVAL_NANOS_MAX, interval_nanos, nanos_to_timestamp, now_nanos, timestamp_to_nanos};

@@ -75,7 +75,7 @@ impl<'a> Leaf<'a> {
     pub(crate) fn finish(self) -> PartialResult {
         match self.groups {
             Some(g) => PartialResult::Groups(g.finish()),
-            None => PartialResult::raw(self.plan, self.raw),
+            None => crate::root::raw_partial(self.plan, self.raw),
         }
     }
 }

@@ -1,8 +1,12 @@
-//! Canopy's querier: executes a query over one shard's pinned catalog
-//! version (parts read from object storage with range requests) plus the
-//! ingester's points above that version's WAL watermark. Blocks are decoded
-//! into typed columns, deduplicated only where sources overlap, filtered
-//! into row ranges and folded into aggregates without per-point objects.
+//! Canopy's querier: the query path end to end. The root
+//! ([`execute_root`]) fans a plan out to every shard, merges the partial
+//! results and shapes the answer; a leaf ([`Querier::execute_shard`])
+//! executes it over one shard's pinned catalog version (parts read from
+//! object storage with range requests) plus the ingester's points above that
+//! version's WAL watermark: blocks are decoded into typed columns,
+//! deduplicated only where sources overlap, filtered into row ranges and
+//! folded into aggregates without per-point objects. The liaison and the
+//! cluster only carry requests between the two.
 
 mod error;
 mod fold;
@@ -11,7 +15,9 @@ mod leaf;
 mod merge;
 mod pool;
 mod querier;
+mod root;
 
 pub use error::{QueryError, Result};
 pub use pool::CpuPool;
 pub use querier::{Querier, QuerierConfig};
+pub use root::{execute_root, finish, merge_partials, raw_partial};
