@@ -77,6 +77,8 @@ pub struct Ingester {
     changing: tokio::sync::Mutex<()>,
     /// Number of shards in `shards`, readable without the lock (metrics).
     held: AtomicUsize,
+    /// Shard queries answered by last-value caches.
+    last_value_hits: AtomicUsize,
 }
 
 /// Reads the WAL id from the data directory, creating it on first start.
@@ -124,6 +126,7 @@ impl Ingester {
             shards: tokio::sync::Mutex::new(HashMap::new()),
             changing: tokio::sync::Mutex::new(()),
             held: AtomicUsize::new(0),
+            last_value_hits: AtomicUsize::new(0),
             cfg,
         });
         std::fs::create_dir_all(ing.cfg.data_dir.join("wal"))?;
@@ -338,6 +341,22 @@ impl Ingester {
         let schema = &plan.schema;
         let (tags, fields) = plan.needed_columns();
         self.snapshot(&schema.group.name, shard, &schema.name, &schema.layout, Some((&tags, &fields)), &|p| plan.source_filter(p)).await
+    }
+
+    /// One shard's partial result for `plan` from its last-value cache, when
+    /// the plan is a `LAST` the cache can answer completely (see
+    /// `last_values.rs`); `None` means the query must scan.
+    pub async fn last_values(&self, plan: &QueryPlan, shard: u32) -> Result<Option<canopy_model::PartialResult>> {
+        let answer = self.shard(&plan.schema.group.name, shard).await?.last_values(plan);
+        if answer.is_some() {
+            self.last_value_hits.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(answer)
+    }
+
+    /// Shard queries answered by last-value caches so far.
+    pub fn last_value_hits(&self) -> usize {
+        self.last_value_hits.load(Ordering::Relaxed)
     }
 
     /// Flushes every shard; returns the number of parts committed.

@@ -7,6 +7,7 @@
 mod error;
 mod flush;
 mod ingester;
+mod last_values;
 mod memtable;
 mod shard;
 pub mod wal;

@@ -11,11 +11,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use canopy_model::{ColumnLayout, LayoutMapping, Point};
+use canopy_model::{ColumnLayout, LayoutMapping, Point, QueryPlan};
 use canopy_storage::{CatalogState, CatalogStore};
 use object_store::ObjectStore;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::last_values::LastValues;
 use crate::memtable::Memtable;
 use crate::wal::{PAYLOAD_BYTES_MAX, Wal, WalBatch, decode_batch, split_to_fit};
 use crate::{IngestError, Result};
@@ -50,6 +51,8 @@ pub(crate) struct ShardState {
     pub(crate) catalog: Arc<CatalogState>,
     /// Segment width of the group as last seen on a write.
     pub(crate) segment_nanos: i64,
+    /// Each series' latest point, for `LAST` without a scan.
+    pub(crate) last: LastValues,
 }
 
 /// What every shard of an ingester shares.
@@ -151,11 +154,13 @@ impl Shard {
             .await
             .map_err(|e| IngestError::Wal(std::io::Error::other(e)))??;
         let mut active = Memtable::default();
+        let mut last = LastValues::new(&catalog);
         let mut segment_nanos = DEFAULT_SEGMENT_NANOS;
         for (seq, payload) in recovered.records {
             let b = decode_batch(&payload)
                 .map_err(|e| IngestError::Wal(std::io::Error::other(format!("WAL record {seq} of {group}/{id}: {e}"))))?;
             segment_nanos = b.segment_nanos;
+            last.offer(&b.measure, &b.layout, seq, &b.points);
             active.insert(&b.measure, b.revision, &b.layout, seq, b.points);
         }
         if active.bytes > 0 {
@@ -170,7 +175,7 @@ impl Shard {
             wal_id,
             wal: Arc::new(Mutex::new(wal)),
             gate: tokio::sync::RwLock::new(true),
-            state: Mutex::new(ShardState { active, frozen: Vec::new(), catalog: Arc::new(catalog), segment_nanos }),
+            state: Mutex::new(ShardState { active, frozen: Vec::new(), catalog: Arc::new(catalog), segment_nanos, last }),
             flush_lock: tokio::sync::Mutex::new(()),
             catalogs,
             store,
@@ -268,6 +273,11 @@ impl Shard {
         Ok(())
     }
 
+    /// The answer of the last-value cache for `plan`, if it can give one.
+    pub(crate) fn last_values(&self, plan: &QueryPlan) -> Option<canopy_model::PartialResult> {
+        self.state.lock().expect("shard lock").last.answer(plan)
+    }
+
     /// The catalog version and the matching memtable points above its watermark.
     pub(crate) fn snapshot(
         &self,
@@ -320,6 +330,7 @@ async fn run_writer(shard: std::sync::Weak<Shard>, mut rx: mpsc::Receiver<WriteR
                     let mut st = shard.state.lock().expect("shard lock");
                     for (r, seq) in reqs.into_iter().zip(seqs) {
                         let b = r.batch;
+                        st.last.offer(&b.measure, &b.layout, seq, &b.points);
                         added += st.active.insert(&b.measure, b.revision, &b.layout, seq, b.points);
                         replies.push((r.reply, seq));
                     }

@@ -42,6 +42,10 @@ impl DataPlane for LocalDataPlane {
     }
 
     async fn query_shard(&self, plan: &QueryPlan, shard: u32) -> Result<PartialResult, ApiError> {
+        // `LAST` over a window the shard's last-value cache saw whole needs no scan.
+        if let Some(answer) = self.ingester.last_values(plan, shard).await? {
+            return Ok(answer);
+        }
         let snap = self.ingester.snapshot_for(plan, shard).await?;
         Ok(self.querier.execute_shard(plan, &snap.catalog, snap.rows).await?)
     }

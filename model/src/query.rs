@@ -261,6 +261,11 @@ impl QueryPlan {
             .collect()
     }
 
+    /// True if every version of a point has the same values for `tags`.
+    pub fn shares_tags(&self, tags: &[usize]) -> bool {
+        shared_by_versions(&self.schema, tags)
+    }
+
     /// The filter a source (memtable, part) applies before deduplication.
     pub fn source_filter(&self, p: &Point) -> bool {
         p.ts >= self.begin
