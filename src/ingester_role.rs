@@ -55,6 +55,12 @@ pub(crate) async fn run(a: IngesterArgs) -> anyhow::Result<()> {
         let ing = ingester.clone();
         metrics.gauge("canopy_owned_shards", "Shards this ingester owns.", move || ing.owned_count() as f64);
     }
+    {
+        let ing = ingester.clone();
+        metrics.gauge("canopy_last_value_answers", "Shard queries answered by last-value caches, since start.", move || {
+            ing.last_value_hits() as f64
+        });
+    }
     let rpc = IngesterRpc { ingester: ingester.clone(), metrics: metrics.clone() };
     let router = tonic::transport::Server::builder().add_service(
         IngesterServiceServer::new(rpc)

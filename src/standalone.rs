@@ -59,6 +59,12 @@ pub(crate) async fn run(a: StandaloneArgs) -> anyhow::Result<()> {
     let agents = a.agents.config();
     let mut gw = Gateway::new(registry, data).with_agent_config(agents);
     gw.metrics.count_store(store_counters);
+    {
+        let ing = ingester.clone();
+        gw.metrics.gauge("canopy_last_value_answers", "Shard queries answered by last-value caches, since start.", move || {
+            ing.last_value_hits() as f64
+        });
+    }
     gw.query_timeout = Duration::from_secs(a.query_timeout_secs);
     let compaction = (a.compaction_interval_secs > 0).then(|| {
         let gw = gw.clone();

@@ -250,6 +250,15 @@ async fn two_queriers_share_a_shard_by_time_segment_and_answer_like_standalone()
         // split shard adds its floats in does not show.
         assert_eq!(ch.query(q).await, sh.query(q).await, "{what}: the cluster differs from standalone");
     }
+    // "last per host" came from the owners' last-value caches (they saw
+    // every point), over the snapshot call, and still matched standalone.
+    let mut answered = 0.0;
+    for i in &cluster.ingesters {
+        let (_, text) = Http::new(i.http).get_text("/metrics").await;
+        let line = text.lines().find(|l| l.starts_with("canopy_last_value_answers")).expect("last-value answers gauge");
+        answered += line.rsplit(' ').next().unwrap().parse::<f64>().unwrap();
+    }
+    assert!(answered > 0.0, "no shard query was answered by a last-value cache");
     // Every shard spans three one-hour segments, so each query ran as more
     // than one fragment per shard.
     let mut fragments = 0.0;

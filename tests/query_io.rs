@@ -67,11 +67,15 @@ async fn queries_fetch_only_the_parts_and_columns_their_criteria_and_fields_need
     }
     assert!(http.flush().await > 0);
 
-    // Cold: no footer is cached, yet criteria matching no part cost no GET.
+    // Cold: no footer is cached, yet criteria matching no part read nothing
+    // of any part. (The ingester's catalog refresh reads a few bytes of
+    // catalog hint every 5 s in the background; a part's footer alone is
+    // kilobytes.)
     let before = gets(&http).await;
     let none = max_of("f3", Some(cond("hostname", BinaryOp::Eq, tag_str("host_999"))), base);
     assert!(http.query(&none).await.data_points.is_empty());
-    assert_eq!(gets(&http).await, before, "a query no part can answer fetched something");
+    let after = gets(&http).await;
+    assert!(after.1 - before.1 < 64, "a query no part can answer read {} bytes in {} GETs", after.1 - before.1, after.0 - before.0);
 
     // One field of ten, every host: warm (footers cached), each part scanned.
     let q = max_of("f3", None, base);

@@ -223,10 +223,15 @@ impl DataPlane for ClusterDataPlane {
         // that version's watermark, taken atomically.
         let snap = self
             .at_owner(group, shard, |mut c| {
-                let req = SnapshotRequest { fragment: Some(fragment.clone()), shard };
+                let req = SnapshotRequest { fragment: Some(fragment.clone()), shard, accept_last_values: true };
                 async move { c.snapshot(req).await.map(|r| r.into_inner()) }
             })
             .await?;
+        if !snap.last_values.is_empty() {
+            // The owner's last-value cache answered: no parts to read.
+            return canopy_model::wire::decode_partial(&snap.last_values)
+                .ok_or_else(|| ApiError::new(Code::Internal, format!("shard {group}/{shard}: undecodable last-value answer")));
+        }
         let queriers = self.queriers();
         if queriers.is_empty() {
             return Err(ApiError::new(Code::Unavailable, "no querier is registered"));

@@ -42,11 +42,18 @@ impl IngesterService for IngesterRpc {
         self.metrics.queries.inc();
         let req = req.into_inner();
         let plan = compile_fragment(req.fragment.as_ref().ok_or_else(|| Status::invalid_argument("fragment: required"))?)?;
+        if req.accept_last_values
+            && let Some(answer) = self.ingester.last_values(&plan, req.shard).await.map_err(ApiError::from)?
+        {
+            let last_values = canopy_model::wire::encode_partial(&answer);
+            return Ok(Response::new(SnapshotResponse { catalog_version: 0, epoch: 0, rows: Vec::new(), last_values }));
+        }
         let snap = self.ingester.snapshot_for(&plan, req.shard).await.map_err(ApiError::from)?;
         Ok(Response::new(SnapshotResponse {
             catalog_version: snap.catalog.version,
             epoch: snap.catalog.epoch,
             rows: canopy_model::wire::encode_rows(&snap.rows),
+            last_values: Vec::new(),
         }))
     }
 
