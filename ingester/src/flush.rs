@@ -88,7 +88,7 @@ impl Shard {
             let watermark = committed.watermark(&self.wal_id);
             {
                 let mut st = self.state.lock().expect("shard lock");
-                st.catalog = Arc::new(committed);
+                st.adopt_catalog(committed, &self.wal_id);
                 st.frozen.remove(0);
             }
             self.budget.used.fetch_sub(memtable.bytes.min(self.budget.used.load(Ordering::Relaxed)), Ordering::Relaxed);

@@ -44,6 +44,23 @@ impl LastValues {
         LastValues { unseen_max_ts, ..Default::default() }
     }
 
+    /// Accounts for a catalog version replacing `old`: if another WAL's
+    /// watermark moved (another ingester flushed this shard — a previous
+    /// owner racing a handover), its parts hold points this cache never saw,
+    /// so every part's data counts as unseen. Compactions and this shard's
+    /// own flushes move no other watermark and change nothing.
+    pub(crate) fn adopt(&mut self, old: &CatalogState, new: &CatalogState, wal_id: &str) {
+        let foreign = new.watermarks.iter().any(|(w, &mark)| w != wal_id && old.watermarks.get(w).is_none_or(|&o| mark > o));
+        if foreign {
+            for p in &new.parts {
+                for (m, s) in &p.measures {
+                    let t = self.unseen_max_ts.entry(m.clone()).or_insert(i64::MIN);
+                    *t = (*t).max(s.max_ts);
+                }
+            }
+        }
+    }
+
     /// Offers acknowledged points (in WAL order).
     pub(crate) fn offer(&mut self, measure: &str, layout: &Arc<ColumnLayout>, seq: u64, points: &[Point]) {
         if self.overflowed {
@@ -112,5 +129,63 @@ impl LastValues {
             }
         }
         Some(PartialResult::Groups(groups))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use canopy_api::v1::query_request::{Aggregation, GroupBy};
+    use canopy_api::v1::*;
+    use canopy_model::{TagVal, nanos_to_timestamp, testing};
+    use canopy_storage::part::PartSummary;
+    use canopy_storage::{MeasureStats, PartMeta};
+
+    fn plan(begin: i64, end: i64) -> QueryPlan {
+        let schema = Arc::new(testing::compile(
+            &testing::group("g", 1, 1, 1),
+            &testing::measure("g", "m", &[("s", TagType::Int)], &[("v", FieldType::Int)], &["s"]),
+        ));
+        let req = QueryRequest {
+            groups: vec!["g".into()],
+            name: "m".into(),
+            time_range: Some(TimeRange { begin: Some(nanos_to_timestamp(begin)), end: Some(nanos_to_timestamp(end)) }),
+            group_by: Some(GroupBy { tag_projection: None, field_name: String::new(), bucket_millis: 0 }),
+            agg: Some(Aggregation { function: AggregationFunction::Last as i32, field_name: "v".into(), field_names: vec![] }),
+            ..Default::default()
+        };
+        QueryPlan::compile(schema, &req, end).unwrap()
+    }
+
+    fn part(max_ts: i64) -> PartMeta {
+        let stats = MeasureStats { rows: 1, series: 1, min_ts: max_ts, max_ts, ..Default::default() };
+        let summary = PartSummary { rows: 1, min_ts: max_ts, max_ts, measures: [("m".to_string(), stats)].into(), ..Default::default() };
+        PartMeta::new(1, "p".into(), 0, i64::MAX, 1, 0, summary)
+    }
+
+    #[test]
+    fn a_catalog_bringing_another_ingesters_flush_ends_answers_for_windows_it_reaches() {
+        let now = canopy_model::now_nanos();
+        let p = plan(now - 1_000, now + 1_000);
+        let layout = p.schema.layout.clone();
+        let point = Point { series: 7, shard: 0, ts: now, version: 0, tags: vec![TagVal::Int(1)], fields: vec![FieldVal::Int(5)] };
+        let empty = CatalogState::empty("g", 0);
+        let mut cache = LastValues::new(&empty);
+        cache.offer("m", &layout, 1, std::slice::from_ref(&point));
+        assert!(cache.answer(&p).is_some(), "the cache saw every point");
+        // This shard's own flush (only its watermark moves): still complete.
+        let mut own = empty.clone();
+        own.watermarks.insert("mine".into(), 1);
+        own.parts.push(part(now));
+        cache.adopt(&empty, &own, "mine");
+        assert!(cache.answer(&p).is_some());
+        // A previous owner's flush lands (its watermark moves): its parts may
+        // hold points in the window the cache never saw.
+        let mut foreign = own.clone();
+        foreign.watermarks.insert("theirs".into(), 9);
+        foreign.parts.push(part(now + 10));
+        cache.adopt(&own, &foreign, "mine");
+        assert!(cache.answer(&p).is_none());
+        assert!(cache.answer(&plan(now + 11, now + 1_000)).is_some(), "a window after those parts is still answered");
     }
 }

@@ -55,6 +55,16 @@ pub(crate) struct ShardState {
     pub(crate) last: LastValues,
 }
 
+impl ShardState {
+    /// Adopts a newer catalog version (a commit, possibly rebased onto
+    /// someone else's, or a refresh), telling the last-value cache about
+    /// points it never saw that the version may bring.
+    pub(crate) fn adopt_catalog(&mut self, catalog: CatalogState, wal_id: &str) {
+        self.last.adopt(&self.catalog, &catalog, wal_id);
+        self.catalog = Arc::new(catalog);
+    }
+}
+
 /// What every shard of an ingester shares.
 #[derive(Debug, Clone)]
 pub(crate) struct ShardEnv {
@@ -235,7 +245,7 @@ impl Shard {
         let latest = self.catalogs.load_latest(&self.group, self.id).await?;
         let mut st = self.state.lock().expect("shard lock");
         if latest.version > st.catalog.version && latest.watermark(&self.wal_id) == st.catalog.watermark(&self.wal_id) {
-            st.catalog = Arc::new(latest);
+            st.adopt_catalog(latest, &self.wal_id);
             return Ok(true);
         }
         Ok(false)
@@ -268,7 +278,7 @@ impl Shard {
         let base = self.state.lock().expect("shard lock").catalog.clone();
         if base.epoch < self.epoch {
             let committed = self.commit(base, Vec::new(), 0).await?;
-            self.state.lock().expect("shard lock").catalog = Arc::new(committed);
+            self.state.lock().expect("shard lock").adopt_catalog(committed, &self.wal_id);
         }
         Ok(())
     }

@@ -59,7 +59,14 @@ fn beats(cur: &Option<(i64, FieldVal)>, ts: i64, v: &FieldVal, later: bool) -> b
         None => true,
         Some((t, old)) => {
             let by_time = if later { ts.cmp(t) } else { t.cmp(&ts) };
-            let by_value = v.as_f64().unwrap_or(f64::MIN).total_cmp(&old.as_f64().unwrap_or(f64::MIN));
+            // Values that compare equal as numbers (strings, huge ints) fall
+            // back to their encoding: a total order, so no arrival order shows.
+            let by_value = v.as_f64().unwrap_or(f64::MIN).total_cmp(&old.as_f64().unwrap_or(f64::MIN)).then_with(|| {
+                let (mut a, mut b) = (Vec::new(), Vec::new());
+                v.encode(&mut a);
+                old.encode(&mut b);
+                a.cmp(&b)
+            });
             by_time.then(by_value).is_gt()
         }
     }
@@ -275,6 +282,18 @@ mod tests {
         run.add_ints(&ts[..30], &ints[..30]);
         run.add_ints(&[], &[]);
         assert_eq!(one, run);
+    }
+
+    #[test]
+    fn ties_between_non_numeric_values_do_not_depend_on_arrival_order() {
+        let (a, b) = (FieldVal::Str("a".into()), FieldVal::Str("b".into()));
+        let (mut x, mut y) = (AggState::default(), AggState::default());
+        x.add(&a, 5);
+        x.add(&b, 5);
+        y.add(&b, 5);
+        y.add(&a, 5);
+        assert_eq!(x.finish(AggFunction::Last), y.finish(AggFunction::Last));
+        assert_eq!(x.finish(AggFunction::First), y.finish(AggFunction::First));
     }
 
     #[test]

@@ -189,10 +189,17 @@ impl ExactSum {
         c.carry();
         let first = c.digits.iter().position(|&d| d != 0);
         let last = c.digits.iter().rposition(|&d| d != 0);
-        match (first, last) {
+        let (lo, mut digits) = match (first, last) {
             (Some(a), Some(b)) => (c.lo + a as u32, c.digits[a..=b].to_vec()),
-            _ => (0, Vec::new()),
+            _ => return (0, Vec::new()),
+        };
+        // A negative number has two normal forms: `[d, -1]` with d ≥ 2^31
+        // equals `[d - 2^32]`. Keep the shorter, so equal sums encode alike.
+        while digits.len() >= 2 && digits[digits.len() - 1] == -1 && digits[digits.len() - 2] >= 1 << 31 {
+            digits.pop();
+            *digits.last_mut().expect("len >= 1") -= 1 << DIGIT_BITS;
         }
+        (lo, digits)
     }
 
     /// The sum, correctly rounded to the nearest double (ties to even).
@@ -386,6 +393,21 @@ mod tests {
             let want = units.iter().map(|&u| u as i128).sum::<i128>() as f64 / (1u64 << 20) as f64;
             assert_eq!(sum(&vals), want, "seed {seed}");
         }
+    }
+
+    #[test]
+    fn equal_negative_sums_compare_and_encode_alike() {
+        // -1 unit of digit 5, in both normal forms.
+        let short = ExactSum { lo: 5, digits: vec![-1], adds: 1, ..Default::default() };
+        let long = ExactSum { lo: 5, digits: vec![0xFFFF_FFFF, -1], adds: 1, ..Default::default() };
+        assert_eq!(short.value(), long.value());
+        assert!(short.value() < 0.0);
+        assert_eq!(short, long);
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        short.encode(&mut a);
+        long.encode(&mut b);
+        assert_eq!(a, b);
+        assert_eq!(ExactSum::decode(&mut b.as_slice()).unwrap().value(), short.value());
     }
 
     #[test]

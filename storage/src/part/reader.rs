@@ -34,7 +34,17 @@ pub struct PartIndex {
 impl PartIndex {
     /// Bytes this index holds in memory, roughly; for cache budgets.
     pub fn approx_bytes(&self) -> usize {
-        512 + self.blocks.len() * 24 + self.footer.batches.len() * 96 + self.footer.measures.len() * 256
+        let batches: usize = self.footer.batches.iter().map(|b| 96 + b.columns.len() * 24).sum();
+        // The series index dominates for parts with many series: every
+        // posting list and key, plus map overhead.
+        let index: usize = self
+            .footer
+            .index
+            .values()
+            .flat_map(|tags| tags.iter())
+            .map(|(tag, values)| tag.len() + 48 + values.iter().map(|(k, ids)| k.len() + ids.len() * 8 + 64).sum::<usize>())
+            .sum();
+        512 + self.blocks.len() * 24 + batches + self.footer.measures.len() * 256 + index
     }
 
     /// The measures in the part with the layouts they were written with.
