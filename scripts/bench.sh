@@ -9,6 +9,7 @@ cd "$(dirname "$0")/.."
 source scripts/lib.sh
 
 ensure_build_deps
+prune_target_dir
 if ! command -v victoria-metrics >/dev/null 2>&1; then
   apt_install victoria-metrics
 fi

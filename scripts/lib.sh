@@ -4,6 +4,20 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/canopy-target}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 export PATH="$HOME/.cargo/bin:$PATH"
 
+# prune_target_dir — the shared target directory only grows (every build of
+# another checkout or flag set adds artifacts; incremental state most of
+# all): when the disk holding it has less than 10 GiB free, drop the
+# incremental state, which cargo rebuilds on demand, before a build fills it.
+prune_target_dir() {
+  local free_kb
+  mkdir -p "$CARGO_TARGET_DIR"
+  free_kb="$(df -Pk "$CARGO_TARGET_DIR" | awk 'NR == 2 { print $4 }')"
+  if [ -n "$free_kb" ] && [ "$free_kb" -lt $((10 * 1024 * 1024)) ]; then
+    echo "less than 10 GiB free under $CARGO_TARGET_DIR: removing incremental build state" >&2
+    rm -rf "$CARGO_TARGET_DIR"/debug/incremental "$CARGO_TARGET_DIR"/release/incremental
+  fi
+}
+
 # apt_install PKG... — installs Debian packages (with sudo when not root).
 apt_install() {
   local sudo=""

@@ -8,6 +8,7 @@ cd "$(dirname "$0")/.."
 source scripts/lib.sh
 
 ensure_build_deps
+prune_target_dir
 cargo build --release -p canopy
 if [ "$#" -eq 0 ]; then
   set -- standalone

@@ -8,6 +8,7 @@ cd "$(dirname "$0")/.."
 source scripts/lib.sh
 
 ensure_build_deps
+prune_target_dir
 
 if ! command -v cargo-nextest >/dev/null 2>&1; then
   echo "installing cargo-nextest" >&2
