@@ -54,43 +54,39 @@ impl ExactSum {
         }
     }
 
-    /// Adds many doubles exactly: the window is widened once for the
-    /// slice, then each value is three word additions.
+    /// Adds many doubles exactly. Values are first summed per binary
+    /// exponent as signed mantissas (one integer addition each: 1,024
+    /// mantissas below 2^53 cannot overflow an `i64`), then each exponent's
+    /// total goes into the digits once per chunk.
     pub fn add_all(&mut self, vals: &[f64]) {
-        for chunk in vals.chunks(1 << 20) {
-            let (mut lo, mut hi) = (u32::MAX, 0u32);
-            let mut special = false;
-            for &v in chunk {
-                let exp = ((v.to_bits() >> 52) & 0x7ff) as u32;
-                special |= exp == 0x7ff;
-                let idx = exp.max(1).saturating_sub(1) / DIGIT_BITS;
-                lo = lo.min(idx);
-                hi = hi.max(idx);
-            }
-            if special || chunk.is_empty() {
-                chunk.iter().for_each(|&v| self.add(v));
-                continue;
-            }
-            if self.adds as usize + chunk.len() >= ADDS_BEFORE_CARRY as usize {
-                self.carry();
-            }
-            self.cover(lo, hi + 3);
-            let base = self.lo;
-            let digits = &mut self.digits;
+        const CHUNK: usize = 1 << 10;
+        let mut by_exp = [0i64; 2048];
+        for chunk in vals.chunks(CHUNK) {
+            let (mut lo, mut hi) = (usize::MAX, 0usize);
             for &v in chunk {
                 let bits = v.to_bits();
-                let exp = ((bits >> 52) & 0x7ff) as u32;
-                let frac = bits & ((1 << 52) - 1);
+                let exp = ((bits >> 52) & 0x7ff) as usize;
+                if exp == 0x7ff {
+                    self.add(v);
+                    continue;
+                }
+                let frac = (bits & ((1 << 52) - 1)) as i64;
                 let m = if exp == 0 { frac } else { frac | 1 << 52 };
-                let p = exp.max(1) - 1;
-                let x = (m as u128) << (p % DIGIT_BITS);
-                let at = (p / DIGIT_BITS - base) as usize;
-                let sign = if bits >> 63 == 1 { -1 } else { 1 };
-                digits[at] += sign * (x as u64 & DIGIT_MASK) as i64;
-                digits[at + 1] += sign * ((x >> 32) as u64 & DIGIT_MASK) as i64;
-                digits[at + 2] += sign * (x >> 64) as i64;
+                by_exp[exp] += if bits >> 63 == 1 { -m } else { m };
+                lo = lo.min(exp);
+                hi = hi.max(exp);
             }
-            self.adds += chunk.len() as u32;
+            if lo > hi {
+                continue;
+            }
+            for (exp, total) in by_exp[lo..=hi].iter_mut().enumerate() {
+                if *total != 0 {
+                    // Exponent field e holds mantissas at position max(e, 1) - 1.
+                    let p = ((lo + exp).max(1) - 1) as u32;
+                    self.add_at(total.unsigned_abs(), p, *total < 0);
+                    *total = 0;
+                }
+            }
         }
     }
 
