@@ -182,18 +182,7 @@ mod tests {
         let meta = PartMeta::new(0, "out".into(), 0, 1 << 40, 0, 1, summary);
         assert_eq!(meta.rows, 4);
         let idx = read_index(store.as_ref(), &meta).await.unwrap();
-        let all = |_: &Point| true;
-        let scan = Scan {
-            measure: "m",
-            target: &new,
-            begin: i64::MIN,
-            end: i64::MAX,
-            series: None,
-            keep: &all,
-            needed: None,
-            block_filter: None,
-            versions: true,
-        };
+        let scan = Scan::everything("m", &new);
         let got: Vec<(u64, i64, Vec<FieldVal>)> =
             scan_part(store.as_ref(), &meta, &idx, &scan).await.unwrap().into_iter().map(|p| (p.series, p.ts, p.fields)).collect();
         assert_eq!(
@@ -222,18 +211,7 @@ mod tests {
         assert_eq!(store.head(&"out".into()).await.unwrap().size, summary.bytes);
         let meta = PartMeta::new(0, "out".into(), 0, 1 << 40, 0, 1, summary);
         let idx = read_index(store.as_ref(), &meta).await.unwrap();
-        let all = |_: &Point| true;
-        let scan = Scan {
-            measure: "m",
-            target: &l,
-            begin: i64::MIN,
-            end: i64::MAX,
-            series: None,
-            keep: &all,
-            needed: None,
-            block_filter: None,
-            versions: true,
-        };
+        let scan = Scan::everything("m", &l);
         let rows = scan_part(store.as_ref(), &meta, &idx, &scan).await.unwrap();
         assert!(rows.windows(2).all(|w| (w[0].series, w[0].ts) < (w[1].series, w[1].ts)));
     }

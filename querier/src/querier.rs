@@ -85,17 +85,14 @@ fn with_scan<R>(plan: &QueryPlan, series: Option<&[u64]>, versions: bool, f: imp
     let block = plan.block_predicate();
     let tag_filter = |tags: &[TagVal]| block.as_ref().is_none_or(|(p, _)| p.eval(tags, &[]));
     let block_filter: Option<BlockFilter<'_>> = block.as_ref().map(|(_, used)| (used.as_slice(), &tag_filter as _));
-    let all = |_: &Point| true;
     f(&Scan {
         block_filter,
         needed: Some((&tags_needed, &fields_needed)),
-        measure: &plan.schema.name,
-        target: &plan.schema.layout,
         begin: plan.begin,
         end: plan.end,
         series,
-        keep: &all,
         versions,
+        ..Scan::everything(&plan.schema.name, &plan.schema.layout)
     })
 }
 

@@ -53,18 +53,7 @@ fn bench(c: &mut Criterion) {
     rt.block_on(store.put(&"p".into(), enc.bytes.clone().into())).unwrap();
     let meta = PartMeta::new(1, "p".into(), 0, i64::MAX, 0, 0, enc.summary);
     let index = rt.block_on(read_index(store.as_ref(), &meta)).unwrap();
-    let all = |_: &Point| true;
-    let scan = Scan {
-        measure: "cpu",
-        target: &layout,
-        begin: i64::MIN,
-        end: i64::MAX,
-        series: None,
-        keep: &all,
-        needed: None,
-        block_filter: None,
-        versions: true,
-    };
+    let scan = Scan::everything("cpu", &layout);
     g.bench_function("decode (samples)", |b| b.iter(|| rt.block_on(scan_part(store.as_ref(), &meta, &index, &scan)).unwrap()));
     g.finish();
 }

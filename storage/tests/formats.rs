@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use canopy_model::{ColumnLayout, FieldVal, Point, TagVal};
-use canopy_storage::part::{MeasureRows, Scan, encode_part, read_index, scan_part};
+use canopy_storage::part::{MeasureRows, PartIndex, Scan, encode_part, read_index, scan_part};
 use canopy_storage::{CatalogState, CatalogStore, CompactionClaim, PartMeta, PendingDelete, paths};
 use object_store::memory::InMemory;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
@@ -117,8 +117,9 @@ async fn catalog_v2_decodes() {
     assert!(!c.commit_id.is_empty());
 }
 
-/// Decodes a part fixture through the store, as queries read it.
-async fn assert_part_fixture(file: &str) {
+/// A part fixture in a store, with the catalog entry that describes it
+/// (the v1 catalog's, sized to the file).
+async fn part_fixture(file: &str) -> (Arc<dyn ObjectStore>, PartMeta, PartIndex) {
     let (_, c) = load_catalog("catalog-v1.cat").await;
     let bytes = std::fs::read(fixture(file)).unwrap();
     let trailer: [u8; 10] = bytes[bytes.len() - 10..].try_into().unwrap();
@@ -128,18 +129,14 @@ async fn assert_part_fixture(file: &str) {
     let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
     store.put(&PART_PATH.into(), PutPayload::from(bytes)).await.unwrap();
     let index = read_index(store.as_ref(), &meta).await.unwrap();
+    (store, meta, index)
+}
+
+/// Decodes a part fixture through the store, as queries read it.
+async fn assert_part_fixture(file: &str) {
+    let (store, meta, index) = part_fixture(file).await;
     let target = layout();
-    let scan = Scan {
-        measure: "cpu",
-        target: &target,
-        begin: i64::MIN,
-        end: i64::MAX,
-        series: None,
-        keep: &|_| true,
-        needed: None,
-        block_filter: None,
-        versions: true,
-    };
+    let scan = Scan::everything("cpu", &target);
     let mut got = scan_part(store.as_ref(), &meta, &index, &scan).await.unwrap();
     got.sort_by_key(|p| (p.series, p.ts));
     let want = points();
@@ -157,15 +154,7 @@ async fn the_part_v1_fixture_decodes_to_its_points() {
 #[tokio::test]
 async fn the_part_v2_fixture_decodes_to_its_points_and_indexes_its_series() {
     assert_part_fixture("part-v2.arrow").await;
-    let bytes = std::fs::read(fixture("part-v2.arrow")).unwrap();
-    let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
-    store.put(&PART_PATH.into(), PutPayload::from(bytes.clone())).await.unwrap();
-    let trailer: [u8; 10] = bytes[bytes.len() - 10..].try_into().unwrap();
-    let (_, c) = load_catalog("catalog-v1.cat").await;
-    let mut meta = c.parts[0].clone();
-    meta.bytes = bytes.len() as u64;
-    meta.footer_bytes = arrow_ipc::reader::read_footer_length(trailer).unwrap() as u64 + 10;
-    let index = read_index(store.as_ref(), &meta).await.unwrap();
+    let (_, _, index) = part_fixture("part-v2.arrow").await;
     assert_eq!(index.format(), 2);
     let host1 = [TagVal::Str("host-1".into())];
     assert_eq!(index.series_matching("cpu", &[("host", &host1)]), Some(vec![101]));

@@ -153,7 +153,27 @@ pub struct Scan<'a> {
 /// The tags a block filter reads (target layout) and the filter itself.
 pub type BlockFilter<'a> = (&'a [usize], &'a (dyn Fn(&[TagVal]) -> bool + Sync));
 
-impl Scan<'_> {
+/// A [`Scan::keep`] that keeps every point.
+fn keep_all(_: &Point) -> bool {
+    true
+}
+
+impl<'a> Scan<'a> {
+    /// Every point of `measure`, every column, in the `target` layout.
+    pub fn everything(measure: &'a str, target: &'a ColumnLayout) -> Scan<'a> {
+        Scan {
+            measure,
+            target,
+            begin: i64::MIN,
+            end: i64::MAX,
+            series: None,
+            keep: &keep_all,
+            needed: None,
+            block_filter: None,
+            versions: true,
+        }
+    }
+
     fn series_in(&self, first: u64, last: u64) -> bool {
         self.series.is_none_or(|s| {
             let i = s.partition_point(|&id| id < first);
@@ -350,18 +370,7 @@ pub async fn read_blocks(
         reason: format!("batch {batch} names unknown measure {measure}"),
     })?;
     let mapping = LayoutMapping::new(stored, target);
-    let all = |_: &Point| true;
-    let scan = Scan {
-        measure,
-        target,
-        begin: i64::MIN,
-        end: i64::MAX,
-        series: None,
-        keep: &all,
-        needed: None,
-        block_filter: None,
-        versions: true,
-    };
+    let scan = Scan::everything(measure, target);
     let mut out = Vec::new();
     for b in fetch_batches(store, meta, index, &[batch], None).await? {
         decode_blocks(&meta.path, &b, &mapping, &scan, &mut |b| out.push((b.series, (0..b.len()).map(|i| b.point(i)).collect())))?;
@@ -485,7 +494,7 @@ mod tests {
         series: Option<&'a [u64]>,
         keep: &'a (dyn Fn(&Point) -> bool + Sync),
     ) -> Scan<'a> {
-        Scan { measure, target, begin, end, series, keep, needed: None, block_filter: None, versions: true }
+        Scan { begin, end, series, keep, ..Scan::everything(measure, target) }
     }
 
     fn layout(tags: &[&str], fields: &[&str]) -> ColumnLayout {
