@@ -78,6 +78,13 @@ impl LayoutMapping {
         }
     }
 
+    /// The source fields the mapping reads, ascending.
+    pub fn source_fields(&self) -> Vec<usize> {
+        let mut f: Vec<usize> = self.fields.iter().flatten().copied().collect();
+        f.sort_unstable();
+        f
+    }
+
     /// True when the mapping is the identity, so rows can be used as they are.
     pub fn is_identity(&self, from: &ColumnLayout) -> bool {
         self.tags.len() == from.tags.len()

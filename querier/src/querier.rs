@@ -4,9 +4,10 @@
 //! async I/O; decoding and reducing run on the [`CpuPool`].
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use arrow_array::RecordBatch;
-use canopy_model::{LayoutMapping, ModelError, PartialResult, Point, QueryPlan, TagVal};
+use canopy_model::{LayoutMapping, ModelError, PartialResult, Point, Predicate, QueryPlan, TagVal};
 use canopy_storage::part::{
     BlockFilter, DecodedBlock, PartIndex, Scan, decode_blocks, fetch_batches, read_index, scan_mapping, select_batches,
 };
@@ -14,11 +15,11 @@ use canopy_storage::{CatalogState, PartMeta, tag_value_hash};
 use futures::{StreamExt, TryStreamExt};
 use object_store::ObjectStore;
 
-use crate::Result;
 use crate::index_cache::IndexCache;
 use crate::leaf::{Leaf, execute_leaf};
 use crate::merge::{MEMTABLE_RANK, memtable_blocks};
 use crate::pool::CpuPool;
+use crate::{QueryError, Result};
 
 /// Querier settings.
 #[derive(Debug, Clone)]
@@ -47,23 +48,6 @@ pub struct Querier {
     pool: CpuPool,
 }
 
-/// True if the catalog entry says the part may hold rows for the plan:
-/// measure present, time ranges overlap, the series filter allows a pinned
-/// series, and every tag filter allows one of the values the criteria ask
-/// for (`conds`, tags shared by all versions: see [`QueryPlan::index_conditions`]).
-fn overlaps(p: &PartMeta, plan: &QueryPlan, conds: &[(usize, Vec<TagVal>)]) -> bool {
-    p.measures.get(&plan.schema.name).is_some_and(|m| {
-        let series_ok = match (&plan.series, &m.series_filter) {
-            (Some(ids), Some(f)) => ids.iter().any(|&id| f.may_contain(id)),
-            _ => true,
-        };
-        let tags_ok = conds.iter().all(|(t, values)| {
-            m.tag_filters.get(&plan.schema.layout.tags[*t].1).is_none_or(|f| values.iter().any(|v| f.may_contain(tag_value_hash(v))))
-        });
-        m.max_ts >= plan.begin && m.min_ts < plan.end && series_ok && tags_ok
-    })
-}
-
 /// The record batches of one part a query needs, fetched, not yet decoded.
 struct Fetched {
     /// Position in the catalog: later parts win ties between equal versions.
@@ -77,23 +61,109 @@ struct Fetched {
     batches: Vec<RecordBatch>,
 }
 
-/// Builds the part [`Scan`] of a plan and hands it to `f`: the columns the
-/// query reads, and the tag conjuncts that may skip whole blocks before
-/// deduplication because every version of a point shares those tags.
-fn with_scan<R>(plan: &QueryPlan, series: Option<&[u64]>, versions: bool, f: impl FnOnce(&Scan<'_>) -> R) -> R {
-    let (tags_needed, fields_needed) = plan.needed_columns();
-    let block = plan.block_predicate();
-    let tag_filter = |tags: &[TagVal]| block.as_ref().is_none_or(|(p, _)| p.eval(tags, &[]));
-    let block_filter: Option<BlockFilter<'_>> = block.as_ref().map(|(_, used)| (used.as_slice(), &tag_filter as _));
-    f(&Scan {
-        block_filter,
-        needed: Some((&tags_needed, &fields_needed)),
-        begin: plan.begin,
-        end: plan.end,
-        series,
-        versions,
-        ..Scan::everything(&plan.schema.name, &plan.schema.layout)
-    })
+/// What a plan asks of every part of a shard, worked out once per query:
+/// the columns it reads, the tag conjuncts that may skip whole blocks before
+/// deduplication (every version of a point shares those tags), and the
+/// `EQ`/`IN` conditions on such tags that catalog tag filters and series
+/// indexes resolve (see [`QueryPlan::index_conditions`]).
+struct PartQuery {
+    plan: Arc<QueryPlan>,
+    tags_needed: Vec<bool>,
+    fields_needed: Vec<bool>,
+    block: Option<(Predicate, Vec<usize>)>,
+    conds: Vec<(usize, Vec<TagVal>)>,
+}
+
+impl PartQuery {
+    fn new(plan: Arc<QueryPlan>) -> PartQuery {
+        let (tags_needed, fields_needed) = plan.needed_columns();
+        PartQuery { block: plan.block_predicate(), conds: plan.index_conditions(), tags_needed, fields_needed, plan }
+    }
+
+    /// True if the catalog entry says the part may hold rows: measure
+    /// present, time ranges overlap, the series filter allows a pinned
+    /// series, and every tag filter allows one of the values asked for.
+    fn overlaps(&self, p: &PartMeta) -> bool {
+        let plan = &self.plan;
+        p.measures.get(&plan.schema.name).is_some_and(|m| {
+            let series_ok = match (&plan.series, &m.series_filter) {
+                (Some(ids), Some(f)) => ids.iter().any(|&id| f.may_contain(id)),
+                _ => true,
+            };
+            let tags_ok = self.conds.iter().all(|(t, values)| {
+                m.tag_filters.get(&plan.schema.layout.tags[*t].1).is_none_or(|f| values.iter().any(|v| f.may_contain(tag_value_hash(v))))
+            });
+            m.max_ts >= plan.begin && m.min_ts < plan.end && series_ok && tags_ok
+        })
+    }
+
+    /// The series of a part to read: those the criteria pin, narrowed by
+    /// the part's series index; `None` when neither restricts them.
+    fn series_to_read(&self, idx: &PartIndex) -> Option<Vec<u64>> {
+        let plan = &self.plan;
+        let named: Vec<(&str, &[TagVal])> =
+            self.conds.iter().map(|(t, v)| (plan.schema.layout.tags[*t].1.as_str(), v.as_slice())).collect();
+        let indexed = if named.is_empty() { None } else { idx.series_matching(&plan.schema.name, &named) };
+        match (indexed, &plan.series) {
+            (Some(a), Some(b)) => Some(a.into_iter().filter(|id| b.binary_search(id).is_ok()).collect()),
+            (Some(a), None) => Some(a),
+            (None, b) => b.clone(),
+        }
+    }
+
+    /// Hands `f` the part [`Scan`] of the plan for `series`.
+    fn scan<R>(&self, series: Option<&[u64]>, versions: bool, f: impl FnOnce(&Scan<'_>) -> R) -> R {
+        let plan = &self.plan;
+        let tag_filter = |tags: &[TagVal]| self.block.as_ref().is_none_or(|(p, _)| p.eval(tags, &[]));
+        let block_filter: Option<BlockFilter<'_>> = self.block.as_ref().map(|(_, used)| (used.as_slice(), &tag_filter as _));
+        f(&Scan {
+            block_filter,
+            needed: Some((&self.tags_needed, &self.fields_needed)),
+            begin: plan.begin,
+            end: plan.end,
+            series,
+            versions,
+            ..Scan::everything(&plan.schema.name, &plan.schema.layout)
+        })
+    }
+
+    /// Decodes a fetched part's blocks.
+    fn decode(&self, f: &Fetched, versions: bool, out: &mut dyn FnMut(DecodedBlock)) -> Result<()> {
+        self.scan(f.series.as_deref(), versions, |scan| {
+            for batch in &f.batches {
+                decode_blocks(&f.path, batch, &f.mapping, scan, out)?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Decodes every fetched part's blocks into `sink` (with the part's
+    /// rank), stopping at the first error or when the caller is gone.
+    fn decode_all(
+        &self,
+        fetched: &[Fetched],
+        versions: bool,
+        cancel: &AtomicBool,
+        sink: &mut dyn FnMut(u64, DecodedBlock) -> Result<()>,
+    ) -> Result<()> {
+        for f in fetched {
+            let mut failed = None;
+            self.decode(f, versions, &mut |b| {
+                if failed.is_none()
+                    && let Err(e) = sink(f.rank, b)
+                {
+                    failed = Some(e);
+                }
+            })?;
+            if let Some(e) = failed {
+                return Err(e);
+            }
+            if cancel.load(Ordering::Relaxed) {
+                return Err(QueryError::Cancelled);
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Querier {
@@ -114,35 +184,31 @@ impl Querier {
     /// Fetches the columns and batches of one part that may hold rows for
     /// the plan: its series index turns tag criteria into series, which
     /// pick the batches; only the fields the query reads are downloaded.
-    async fn fetch(&self, rank: u64, meta: &PartMeta, plan: &QueryPlan) -> Result<Option<Fetched>> {
+    async fn fetch(&self, rank: u64, meta: &PartMeta, q: &PartQuery) -> Result<Option<Fetched>> {
         let idx = self.index(meta).await?;
-        let series = series_to_read(&idx, plan);
+        let series = q.series_to_read(&idx);
         if series.as_ref().is_some_and(Vec::is_empty) {
             return Ok(None);
         }
-        let Some((mapping, which)) =
-            with_scan(plan, series.as_deref(), true, |scan| Some((scan_mapping(&idx, scan)?, select_batches(&idx, scan))))
+        let Some((mapping, which)) = q.scan(series.as_deref(), true, |scan| Some((scan_mapping(&idx, scan)?, select_batches(&idx, scan))))
         else {
             return Ok(None);
         };
         if which.is_empty() {
             return Ok(None);
         }
-        let mut fields: Vec<usize> = mapping.fields.iter().flatten().copied().collect();
-        fields.sort_unstable();
-        let batches = fetch_batches(self.store.as_ref(), meta, &idx, &which, Some(&fields)).await?;
-        let span = meta.measures.get(&plan.schema.name).map_or((i64::MIN, i64::MAX), |m| (m.min_ts, m.max_ts));
+        let batches = fetch_batches(self.store.as_ref(), meta, &idx, &which, Some(&mapping.source_fields())).await?;
+        let span = meta.measures.get(&q.plan.schema.name).map_or((i64::MIN, i64::MAX), |m| (m.min_ts, m.max_ts));
         Ok(Some(Fetched { rank, path: meta.path.clone(), mapping, series, span, batches }))
     }
 
-    async fn fetch_all(&self, catalog: &CatalogState, plan: &QueryPlan) -> Result<Vec<Fetched>> {
+    async fn fetch_all(&self, catalog: &CatalogState, q: &PartQuery) -> Result<Vec<Fetched>> {
         // A loop, not an iterator chain: closures over borrowed parts trip
         // the higher-ranked lifetime check of `async_trait` callers.
-        let conds = plan.index_conditions();
         let mut futs = Vec::new();
         for (rank, meta) in catalog.parts.iter().enumerate() {
-            if overlaps(meta, plan, &conds) {
-                futs.push(self.fetch(rank as u64, meta, plan));
+            if q.overlaps(meta) {
+                futs.push(self.fetch(rank as u64, meta, q));
             }
         }
         let fetched: Vec<Option<Fetched>> = futures::stream::iter(futs).buffered(self.cfg.part_concurrency).try_collect().await?;
@@ -153,9 +219,10 @@ impl Querier {
     /// plan's source filter, each with its part's position (later parts win
     /// ties) — not deduplicated. For inspection and tests.
     pub async fn scan_parts(&self, catalog: &CatalogState, plan: &QueryPlan) -> Result<Vec<(u64, Point)>> {
+        let q = PartQuery::new(Arc::new(plan.clone()));
         let mut out = Vec::new();
-        for f in self.fetch_all(catalog, plan).await? {
-            decode(&f, plan, true, &mut |b| out.extend((0..b.len()).map(|i| (f.rank, b.point(i))).filter(|(_, p)| plan.source_filter(p))))?;
+        for f in self.fetch_all(catalog, &q).await? {
+            q.decode(&f, true, &mut |b| out.extend((0..b.len()).map(|i| (f.rank, b.point(i))).filter(|(_, p)| plan.source_filter(p))))?;
         }
         Ok(out)
     }
@@ -164,39 +231,19 @@ impl Querier {
     /// (the ingester's matching points above the catalog's watermark, with
     /// their WAL sequence numbers).
     pub async fn execute_shard(&self, plan: &QueryPlan, catalog: &CatalogState, mem_rows: Vec<(u64, Point)>) -> Result<PartialResult> {
-        let fetched = self.fetch_all(catalog, plan).await?;
+        let q = PartQuery::new(Arc::new(plan.clone()));
+        let fetched = self.fetch_all(catalog, &q).await?;
         let overlap = sources_overlap(&fetched, &mem_rows);
         let versions = plan.aggregation.is_none() || overlap;
-        let plan = Arc::new(plan.clone());
         let rows_max = self.cfg.rows_max;
         self.pool
             .run(move |cancel| {
-                let over = |rows: usize| -> crate::QueryError {
-                    ModelError::ResourceExhausted(format!(
-                        "the query touches more than {rows} rows in one shard, the limit is {rows_max}; narrow the time range or criteria"
-                    ))
-                    .into()
-                };
+                let plan = &q.plan;
                 if !overlap {
                     // No two sources share a (series, timestamp): fold each
                     // block as it is decoded, holding one block at a time.
-                    let mut leaf = Leaf::new(&plan, rows_max);
-                    let mut failed = None;
-                    for f in &fetched {
-                        decode(f, &plan, versions, &mut |b| {
-                            if failed.is_none()
-                                && let Err(e) = leaf.add(&b)
-                            {
-                                failed = Some(e);
-                            }
-                        })?;
-                        if let Some(e) = failed.take() {
-                            return Err(e);
-                        }
-                        if cancel.load(std::sync::atomic::Ordering::Relaxed) {
-                            return Err(crate::QueryError::Cancelled);
-                        }
-                    }
+                    let mut leaf = Leaf::new(plan, rows_max);
+                    q.decode_all(&fetched, versions, cancel, &mut |_, b| leaf.add(&b))?;
                     drop(fetched);
                     for b in memtable_blocks(mem_rows) {
                         leaf.add(&b)?;
@@ -205,42 +252,26 @@ impl Querier {
                 }
                 let mut blocks: Vec<(u64, DecodedBlock)> = Vec::new();
                 let mut rows = 0usize;
-                for f in &fetched {
-                    decode(f, &plan, versions, &mut |b| {
-                        rows += b.len();
-                        blocks.push((f.rank, b));
-                    })?;
-                    if rows > rows_max {
-                        return Err(over(rows));
-                    }
-                    if cancel.load(std::sync::atomic::Ordering::Relaxed) {
-                        return Err(crate::QueryError::Cancelled);
-                    }
-                }
-                drop(fetched);
-                for b in memtable_blocks(mem_rows) {
+                let memtable = memtable_blocks(mem_rows).into_iter().map(|b| (MEMTABLE_RANK, b));
+                let mut hold = |rank: u64, b: DecodedBlock| {
                     rows += b.len();
-                    blocks.push((MEMTABLE_RANK, b));
+                    if rows > rows_max {
+                        return Err(ModelError::ResourceExhausted(format!(
+                            "the query touches more than {rows} rows in one shard, the limit is {rows_max}; narrow the time range or criteria"
+                        ))
+                        .into());
+                    }
+                    blocks.push((rank, b));
+                    Ok(())
+                };
+                q.decode_all(&fetched, versions, cancel, &mut hold)?;
+                drop(fetched);
+                for (rank, b) in memtable {
+                    hold(rank, b)?;
                 }
-                if rows > rows_max {
-                    return Err(over(rows));
-                }
-                execute_leaf(&plan, blocks, cancel)
+                execute_leaf(plan, blocks, cancel)
             })
             .await
-    }
-}
-
-/// The series of a part a query must read: those its criteria pin, narrowed
-/// by the part's series index; `None` when neither restricts them.
-fn series_to_read(idx: &PartIndex, plan: &QueryPlan) -> Option<Vec<u64>> {
-    let conds = plan.index_conditions();
-    let named: Vec<(&str, &[TagVal])> = conds.iter().map(|(t, v)| (plan.schema.layout.tags[*t].1.as_str(), v.as_slice())).collect();
-    let indexed = if named.is_empty() { None } else { idx.series_matching(&plan.schema.name, &named) };
-    match (indexed, &plan.series) {
-        (Some(a), Some(b)) => Some(a.into_iter().filter(|id| b.binary_search(id).is_ok()).collect()),
-        (Some(a), None) => Some(a),
-        (None, b) => b.clone(),
     }
 }
 
@@ -253,14 +284,4 @@ fn sources_overlap(fetched: &[Fetched], mem_rows: &[(u64, Point)]) -> bool {
     }
     spans.sort_unstable();
     spans.windows(2).any(|w| w[1].0 <= w[0].1)
-}
-
-/// Decodes a fetched part's blocks for the plan.
-fn decode(f: &Fetched, plan: &QueryPlan, versions: bool, out: &mut dyn FnMut(DecodedBlock)) -> Result<()> {
-    with_scan(plan, f.series.as_deref(), versions, |scan| {
-        for batch in &f.batches {
-            decode_blocks(&f.path, batch, &f.mapping, scan, out)?;
-        }
-        Ok(())
-    })
 }

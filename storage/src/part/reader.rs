@@ -180,13 +180,6 @@ impl<'a> Scan<'a> {
             i < s.len() && s[i] <= last
         })
     }
-
-    /// The stored fields the scan reads, per the mapping.
-    fn stored_fields(mapping: &LayoutMapping) -> Vec<usize> {
-        let mut f: Vec<usize> = mapping.fields.iter().flatten().copied().collect();
-        f.sort_unstable();
-        f
-    }
 }
 
 /// The record batches of a part that may hold points a [`Scan`] wants
@@ -222,7 +215,7 @@ pub async fn scan_part(store: &dyn ObjectStore, meta: &PartMeta, index: &PartInd
         return Ok(Vec::new());
     }
     let mut out = Vec::new();
-    for batch in fetch_batches(store, meta, index, &wanted, Some(&Scan::stored_fields(&mapping))).await? {
+    for batch in fetch_batches(store, meta, index, &wanted, Some(&mapping.source_fields())).await? {
         decode_blocks(&meta.path, &batch, &mapping, scan, &mut |b| {
             out.extend((0..b.len()).map(|i| b.point(i)).filter(|p| (scan.keep)(p)));
         })?;
