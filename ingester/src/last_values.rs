@@ -106,6 +106,8 @@ impl LastValues {
         let Some(series) = self.latest.get(&schema.name) else {
             return Some(PartialResult::Groups(groups));
         };
+        // Points share a few layouts (one per schema revision): map each once.
+        let mut mappings: Vec<(&Arc<ColumnLayout>, LayoutMapping)> = Vec::new();
         for (_, layout, p) in series.values() {
             if p.ts < plan.begin || !plan.series_allowed(p.series) {
                 continue;
@@ -114,7 +116,14 @@ impl LastValues {
                 // The series' last point in the window is an older one.
                 return None;
             }
-            let p = p.remap(&LayoutMapping::new(layout, &schema.layout));
+            let mapping = match mappings.iter().position(|(l, _)| Arc::ptr_eq(l, layout)) {
+                Some(i) => &mappings[i].1,
+                None => {
+                    mappings.push((layout, LayoutMapping::new(layout, &schema.layout)));
+                    &mappings[mappings.len() - 1].1
+                }
+            };
+            let p = p.remap(mapping);
             if !plan.predicate.eval(&p.tags, &p.fields) {
                 continue;
             }
