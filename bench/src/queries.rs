@@ -84,6 +84,22 @@ fn host_regex(hosts: &[String]) -> String {
     hosts.join("|")
 }
 
+/// One MetricsQL range query per field, `query(field)`, evaluated at the
+/// end of each `bucket` of `[w, w + span)`.
+fn range_per_field(fields: &[&'static str], w: i64, span: i64, bucket: i64, query: impl Fn(&str) -> String) -> Vec<PromQuery> {
+    fields
+        .iter()
+        .map(|&f| PromQuery::Range {
+            query: query(f),
+            start_ms: w + bucket - 1,
+            end_ms: w + span - 1,
+            step_ms: bucket,
+            bucket_ms: bucket,
+            key_field: f,
+        })
+        .collect()
+}
+
 /// The max of each of `fields` per `bucket` over `hosts`, in `[w, w + span)`:
 /// one Canopy request, one MetricsQL range query per field.
 fn max_per_bucket(name: &'static str, hosts: &[String], w: i64, span: i64, bucket: i64, fields: &[&'static str]) -> QueryCase {
@@ -99,17 +115,7 @@ fn max_per_bucket(name: &'static str, hosts: &[String], w: i64, span: i64, bucke
     QueryCase {
         name,
         canopy: q,
-        vm: fields
-            .iter()
-            .map(|&f| PromQuery::Range {
-                query: format!("max(max_over_time(cpu_{f}{{hostname{matcher}}}[{range}]))"),
-                start_ms: w + bucket - 1,
-                end_ms: w + span - 1,
-                step_ms: bucket,
-                bucket_ms: bucket,
-                key_field: f,
-            })
-            .collect(),
+        vm: range_per_field(fields, w, span, bucket, |f| format!("max(max_over_time(cpu_{f}{{hostname{matcher}}}[{range}]))")),
         by_host: false,
     }
 }
@@ -119,22 +125,7 @@ fn mean_per_host_hour(name: &'static str, w: i64, fields: &[&'static str]) -> Qu
     let mut q = base(w, w + 12 * HOUR);
     q.group_by = group_by(&["hostname"], HOUR);
     q.agg = agg(AggregationFunction::Mean, fields);
-    QueryCase {
-        name,
-        canopy: q,
-        vm: fields
-            .iter()
-            .map(|&f| PromQuery::Range {
-                query: format!("avg_over_time(cpu_{f}[1h])"),
-                start_ms: w + HOUR - 1,
-                end_ms: w + 12 * HOUR - 1,
-                step_ms: HOUR,
-                bucket_ms: HOUR,
-                key_field: f,
-            })
-            .collect(),
-        by_host: true,
-    }
+    QueryCase { name, canopy: q, vm: range_per_field(fields, w, 12 * HOUR, HOUR, |f| format!("avg_over_time(cpu_{f}[1h])")), by_host: true }
 }
 
 /// The readings with usage_user > 90 over `[w, w + 12 h)`, of `hosts`
@@ -245,14 +236,7 @@ pub(crate) fn cases(scale: usize, start_ms: i64, end_ms: i64, seed: u64) -> Vec<
     out.push(QueryCase {
         name: "groupby-orderby-limit",
         canopy: q,
-        vm: vec![PromQuery::Range {
-            query: "max(max_over_time(cpu_usage_user[1m]))".into(),
-            start_ms: e - 4 * MIN - 1,
-            end_ms: e - 1,
-            step_ms: MIN,
-            bucket_ms: MIN,
-            key_field: "usage_user",
-        }],
+        vm: range_per_field(&["usage_user"], e - 5 * MIN, 5 * MIN, MIN, |f| format!("max(max_over_time(cpu_{f}[1m]))")),
         by_host: false,
     });
 
