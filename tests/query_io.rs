@@ -12,7 +12,6 @@ use common::*;
 
 const HOSTS: usize = 50;
 const POINTS: usize = 2160;
-const FIELDS: usize = 10;
 
 /// `(requests, bytes)` of object-store GETs so far.
 async fn gets(http: &Http) -> (u64, u64) {
@@ -43,25 +42,19 @@ fn max_of(field: &str, criteria: Option<Criteria>, begin: i64) -> QueryRequest {
 async fn queries_fetch_only_the_parts_and_columns_their_criteria_and_fields_need() {
     let c = Canopy::start(Backend::S3, &[]);
     let http = Http::new(c.http);
-    let base = (now_nanos() / 1_000_000_000 - 7 * 3600) * 1_000_000_000;
-    // TSBS-shaped: every host reports ten two-decimal random walks every 10 s
-    // (six hours), so the bytes are those of real-looking gauges.
-    let mut rng = 0x9E37_79B9_7F4A_7C15u64;
-    let mut max_f3 = f64::MIN;
-    for h in 0..HOSTS {
-        let mut vals = [50.0f64; FIELDS];
-        let mut body = String::new();
-        for i in 0..POINTS {
-            for v in vals.iter_mut() {
-                rng ^= rng << 13;
-                rng ^= rng >> 7;
-                rng ^= rng << 17;
-                *v = ((*v + (rng % 2001) as f64 / 100.0 - 10.0).clamp(0.0, 100.0) * 100.0).round() / 100.0;
-            }
-            max_f3 = max_f3.max(vals[3]);
-            let fields: Vec<String> = vals.iter().enumerate().map(|(f, v)| format!("f{f}={v}")).collect();
-            body.push_str(&format!("cpu,hostname=host_{h},region=r{} {} {}\n", h % 3, fields.join(","), base + i as i64 * 10_000_000_000));
-        }
+    let base_secs = now_nanos() / 1_000_000_000 - 7 * 3600;
+    let base = base_secs * 1_000_000_000;
+    // TSBS rows (ten two-decimal random walks per host every 10 s, six
+    // hours), so the bytes are those of real-looking gauges.
+    let rows = canopy_bench::tsbs::rows(HOSTS, base_secs, POINTS, 1);
+    let max_f3 = rows.iter().map(|r| r.values[3]).fold(f64::MIN, f64::max);
+    let mut bodies = vec![String::new(); HOSTS];
+    for r in &rows {
+        let fields: Vec<String> = r.values.iter().enumerate().map(|(f, v)| format!("f{f}={v}")).collect();
+        let line = format!("cpu,hostname=host_{},region=r{} {} {}\n", r.host, r.host % 3, fields.join(","), r.ts_secs * 1_000_000_000);
+        bodies[r.host].push_str(&line);
+    }
+    for body in bodies {
         let r = reqwest::Client::new().post(format!("http://{}/write?db=bench", c.http)).body(body).send().await.unwrap();
         assert_eq!(r.status().as_u16(), 204, "{}", r.text().await.unwrap());
     }
@@ -90,7 +83,7 @@ async fn queries_fetch_only_the_parts_and_columns_their_criteria_and_fields_need
         .map(|p| std::fs::metadata(p).unwrap().len())
         .sum();
     let (requests, bytes) = (after.0 - before.0, after.1 - before.1);
-    println!("one field of {FIELDS}: {requests} GETs, {bytes} of {part_bytes} part bytes");
+    println!("one field of ten: {requests} GETs, {bytes} of {part_bytes} part bytes");
     assert!(requests > 0, "the query read no part");
     assert!(bytes * 5 <= part_bytes, "one field of ten read {bytes} of {part_bytes} bytes (more than 20%)");
 }

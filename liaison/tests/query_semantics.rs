@@ -94,25 +94,34 @@ async fn rows(gw: &Gateway, measure: &str, begin: i64, criteria: Option<Criteria
         .data_points
         .iter()
         .map(|d| {
-            let tags = &d.tag_families[0].tags;
-            let s = match tags[0].value.as_ref().and_then(|v| v.value.as_ref()) {
-                Some(tag_value::Value::Int(i)) => i.value,
-                v => panic!("{v:?}"),
-            };
-            let z = match tags[1].value.as_ref().and_then(|v| v.value.as_ref()) {
+            let s = tag_int(d, 0);
+            let z = match d.tag_families[0].tags[1].value.as_ref().and_then(|v| v.value.as_ref()) {
                 Some(tag_value::Value::Str(x)) => x.value.clone(),
                 v => panic!("{v:?}"),
             };
-            let v = match d.fields[0].value.as_ref().and_then(|v| v.value.as_ref()) {
-                Some(field_value::Value::Int(i)) => i.value,
-                v => panic!("{v:?}"),
-            };
+            let v = field_int(d);
             let t = d.timestamp.as_ref().unwrap();
             (s, t.seconds * 1_000_000_000 + t.nanos as i64, z, v)
         })
         .collect();
     out.sort();
     out
+}
+
+/// Tag `i` of the first family of a returned point, an int.
+fn tag_int(d: &DataPoint, i: usize) -> i64 {
+    match d.tag_families[0].tags[i].value.as_ref().and_then(|v| v.value.as_ref()) {
+        Some(tag_value::Value::Int(x)) => x.value,
+        v => panic!("{v:?}"),
+    }
+}
+
+/// The first field of a returned point, an int.
+fn field_int(d: &DataPoint) -> i64 {
+    match d.fields[0].value.as_ref().and_then(|v| v.value.as_ref()) {
+        Some(field_value::Value::Int(x)) => x.value,
+        v => panic!("{v:?}"),
+    }
 }
 
 fn tag_is(name: &str, z: &str) -> Option<Criteria> {
@@ -393,24 +402,7 @@ async fn last_per_series(gw: &Gateway, begin: i64, end: i64, criteria: Option<Cr
         limit: 1000,
         ..Default::default()
     };
-    let mut out: Vec<(i64, i64)> = gw
-        .query(q)
-        .await
-        .unwrap()
-        .data_points
-        .iter()
-        .map(|d| {
-            let s = match d.tag_families[0].tags[0].value.as_ref().and_then(|v| v.value.as_ref()) {
-                Some(tag_value::Value::Int(i)) => i.value,
-                v => panic!("{v:?}"),
-            };
-            let v = match d.fields[0].value.as_ref().and_then(|v| v.value.as_ref()) {
-                Some(field_value::Value::Int(i)) => i.value,
-                v => panic!("{v:?}"),
-            };
-            (s, v)
-        })
-        .collect();
+    let mut out: Vec<(i64, i64)> = gw.query(q).await.unwrap().data_points.iter().map(|d| (tag_int(d, 0), field_int(d))).collect();
     out.sort();
     out
 }

@@ -1,6 +1,6 @@
 //! Query scan throughput, warm (footers cached, parts in an in-memory
-//! store): a day of TSBS-shaped data — 100 series (10 string tags, 10
-//! two-decimal float fields) at 10 s — in one part, queried as the leaf of
+//! store): a day of the TSBS generator's data — 100 series (10 string tags,
+//! 10 two-decimal float fields) at 10 s — in one part, queried as the leaf of
 //! one shard. Throughput counts the samples of the aggregated field(s).
 
 use std::sync::Arc;
@@ -19,33 +19,29 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const SERIES: usize = 100;
 const POINTS: usize = 8_640;
-const STEP: i64 = 10_000_000_000;
+/// The TSBS generator's interval, in nanoseconds.
+const STEP: i64 = canopy_bench::tsbs::INTERVAL_SECS * 1_000_000_000;
 
+/// The TSBS generator's rows as points of `cpu` (entity `t0`, the host).
 fn rows(start: i64) -> Vec<Point> {
-    let mut x = 0x9E37_79B9_7F4A_7C15u64;
-    let mut rows = Vec::with_capacity(SERIES * POINTS);
-    for s in 0..SERIES {
-        let tags: Vec<TagVal> =
-            (0..10).map(|i| TagVal::Str(if i == 0 { format!("host_{s}") } else { format!("v{i}-{}", s % (i + 2)) })).collect();
-        let series = series_id("cpu", &tags[..1]);
-        let mut v = [50.0f64; 10];
-        for t in 0..POINTS {
-            for f in v.iter_mut() {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                *f = ((*f + (x % 2001) as f64 / 100.0 - 10.0).clamp(0.0, 100.0) * 100.0).round() / 100.0;
-            }
-            rows.push(Point {
-                series,
-                shard: 0,
-                ts: start + t as i64 * STEP,
-                version: 0,
-                tags: tags.clone(),
-                fields: v.iter().map(|f| FieldVal::Float(*f)).collect(),
-            });
-        }
-    }
+    let hosts: Vec<(u64, Vec<TagVal>)> = (0..SERIES)
+        .map(|s| {
+            let tags: Vec<TagVal> =
+                (0..10).map(|i| TagVal::Str(if i == 0 { format!("host_{s}") } else { format!("v{i}-{}", s % (i + 2)) })).collect();
+            (series_id("cpu", &tags[..1]), tags)
+        })
+        .collect();
+    let mut rows: Vec<Point> = canopy_bench::tsbs::rows(SERIES, start / 1_000_000_000, POINTS, 1)
+        .into_iter()
+        .map(|r| Point {
+            series: hosts[r.host].0,
+            shard: 0,
+            ts: r.ts_secs * 1_000_000_000,
+            version: 0,
+            tags: hosts[r.host].1.clone(),
+            fields: r.values.iter().map(|&v| FieldVal::Float(v)).collect(),
+        })
+        .collect();
     rows.sort_by_key(|p| (p.series, p.ts));
     rows
 }
