@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs Canopy's whole test suite on a fresh machine: installs what the build
-# and the tests need when it is missing (protoc, cargo-nextest, the s3s-fs S3
-# server, etcd, Prometheus, the OpenTelemetry SDK), then runs unit and
-# integration tests against local disk, a real S3 server and a real etcd.
+# and the tests need when it is missing (protoc, cargo-nextest, etcd,
+# Prometheus, the OpenTelemetry SDK), then runs unit and integration tests
+# against local disk, a real S3 server (s3s-fs, a dev-dependency the tests run
+# in-process) and a real etcd.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
@@ -13,10 +14,6 @@ prune_target_dir
 if ! command -v cargo-nextest >/dev/null 2>&1; then
   echo "installing cargo-nextest" >&2
   cargo install cargo-nextest --locked
-fi
-if ! command -v s3s-fs >/dev/null 2>&1; then
-  echo "installing s3s-fs (S3 server for the integration tests)" >&2
-  CARGO_TARGET_DIR="$HOME/.cache/s3s-target" cargo install s3s-fs@0.14.1 --features binary --locked
 fi
 
 # Real agents the ingest tests run against (Debian packages).

@@ -70,7 +70,7 @@ async fn two_compactors(backend: Backend) {
     assert!(a.wait().unwrap().success() && b.wait().unwrap().success(), "log:\n{}", c.log());
     for shard in 0..3 {
         let cat = newest_catalog(&c, shard);
-        assert_eq!(cat["claims"].as_array().unwrap().len(), 0, "no claim left behind");
+        assert_eq!(cat["claims"].as_array().unwrap().len(), 0, "no claim left behind: {cat}\nlog:\n{}", c.log());
         let mut per_segment: BTreeMap<i64, usize> = BTreeMap::new();
         for p in cat["parts"].as_array().unwrap() {
             *per_segment.entry(p["segment_start"].as_i64().unwrap()).or_default() += 1;

@@ -1,5 +1,5 @@
 //! Test harness: starts the real `canopy` binary (and, for the S3 backend, a
-//! real s3s-fs server) on free loopback ports, and talks to it over HTTP and
+//! real s3s-fs S3 server, in-process) on free loopback ports, and talks to it over HTTP and
 //! gRPC. Every server started here is stopped when its handle drops.
 
 #![allow(dead_code, unreachable_pub, unused_imports)]
@@ -7,6 +7,7 @@
 pub mod client;
 pub mod cluster;
 pub mod process;
+pub mod s3;
 pub mod workload;
 
 pub use client::*;

@@ -1,8 +1,10 @@
-//! Child processes: Canopy standalone and the s3s-fs object store.
+//! Child processes: Canopy standalone (on local disk or the test S3 server).
 
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
+
+pub use super::s3::{S3_BUCKET, S3_KEY, S3_SECRET, S3Server};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -11,7 +13,7 @@ use std::time::{Duration, Instant};
 pub enum Backend {
     /// The standalone default: a local directory.
     Local,
-    /// A real S3 server (s3s-fs) on loopback.
+    /// A real S3 server (s3s-fs, see `s3.rs`) on loopback.
     S3,
 }
 
@@ -38,49 +40,6 @@ fn wait_for_port(port: u16, what: &str) {
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         assert!(Instant::now() < deadline, "{what} did not start listening on {port}");
         std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// A running s3s-fs server with one bucket, `canopy-test`.
-pub struct S3Server {
-    child: Child,
-    pub port: u16,
-    _dir: tempfile::TempDir,
-}
-
-pub const S3_BUCKET: &str = "canopy-test";
-pub const S3_KEY: &str = "canopytestkey";
-pub const S3_SECRET: &str = "canopytestsecret";
-
-impl S3Server {
-    /// Starts s3s-fs; fails the test if it is not installed (the test
-    /// command installs it).
-    pub fn start() -> S3Server {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(dir.path().join(S3_BUCKET)).unwrap();
-        let port = free_port();
-        let bin = std::env::var("S3S_FS").unwrap_or_else(|_| "s3s-fs".into());
-        let child = Command::new(&bin)
-            .args(["--host", "127.0.0.1", "--port", &port.to_string(), "--access-key", S3_KEY, "--secret-key", S3_SECRET])
-            .arg(dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {bin} (install: cargo install s3s-fs@0.14.1 --features binary --locked): {e}"));
-        wait_for_port(port, "s3s-fs");
-        S3Server { child, port, _dir: dir }
-    }
-
-    /// The folder holding the bucket's objects, one file per key.
-    pub fn bucket_dir(&self) -> PathBuf {
-        self._dir.path().join(S3_BUCKET)
-    }
-}
-
-impl Drop for S3Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -235,7 +194,7 @@ impl Canopy {
     /// the s3s-fs bucket folder).
     pub fn objects_dir(&self) -> PathBuf {
         match &self._s3 {
-            Some(s3) => s3._dir.path().join(S3_BUCKET),
+            Some(s3) => s3.bucket_dir(),
             None => self.data_dir.join("objects"),
         }
     }
