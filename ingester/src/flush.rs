@@ -35,11 +35,11 @@ fn split_segments(m: &Memtable, segment_nanos: i64) -> BTreeMap<i64, Vec<Measure
     for name in names {
         let table = &m.measures[name];
         let mut per_segment: BTreeMap<i64, Vec<canopy_model::Point>> = BTreeMap::new();
-        for (_, p) in table.iter() {
-            per_segment.entry(p.ts.div_euclid(segment_nanos) * segment_nanos).or_default().push(p.clone());
+        for (_, p) in table.merged() {
+            per_segment.entry(p.ts.div_euclid(segment_nanos) * segment_nanos).or_default().push(p);
         }
         for (seg, rows) in per_segment {
-            out.entry(seg).or_default().push(MeasureRows { name: name.clone(), layout: table.layout.clone(), rows });
+            out.entry(seg).or_default().push(MeasureRows { name: name.clone(), layout: table.layout().clone(), rows });
         }
     }
     out

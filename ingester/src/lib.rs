@@ -18,4 +18,5 @@ pub use error::{IngestError, Result};
 /// `UPLOAD_COMMIT_WINDOW`); garbage collection's orphan age must exceed it.
 pub const UPLOAD_COMMIT_WINDOW_SECS: u64 = flush::UPLOAD_COMMIT_WINDOW.as_secs();
 pub use ingester::{Ingester, IngesterConfig};
+pub use memtable::HEAD_ROWS_MAX;
 pub use shard::ShardSnapshot;

@@ -1,12 +1,26 @@
-//! The in-memory buffer of a shard: acknowledged points not yet in parts,
-//! deduplicated by (series, timestamp) as they arrive (highest version wins,
-//! then the later write), sorted for flushing.
+//! The in-memory buffer of a shard: acknowledged points not yet in parts.
+//!
+//! Each measure's points sit in chunks of at most [`HEAD_ROWS_MAX`] rows,
+//! keyed by (series, ts). Only the newest chunk (the head) takes writes;
+//! full chunks are sealed behind an `Arc`, so a query takes them by
+//! reference count under the shard lock and reads them after releasing it:
+//! what a query copies under the lock is bounded by one head, whatever the
+//! memtable's size, and writers' acknowledgements never wait on a scan.
+//!
+//! Within a chunk a (series, ts) keeps the highest version, then the later
+//! write. Across chunks the same (series, ts) may appear more than once;
+//! readers apply the same rule (version, then WAL sequence number): the
+//! query's merge does, and [`MeasureTable::merged`] does for the flush.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Instant;
 
 use canopy_model::{ColumnLayout, LayoutMapping, Point};
+
+/// Rows a head chunk takes before it is sealed: the most a query copies
+/// while holding the shard lock.
+pub const HEAD_ROWS_MAX: usize = 2048;
 
 /// A point's value in a memtable, keyed elsewhere by (series, ts).
 #[derive(Debug, Clone)]
@@ -15,18 +29,98 @@ struct Entry {
     point: Point,
 }
 
-/// Rows of one measure, under the newest layout seen.
+/// Points of one measure under one layout, keyed by (series, ts).
 #[derive(Debug, Clone)]
-pub(crate) struct MeasureTable {
-    pub(crate) revision: i64,
+pub(crate) struct Chunk {
     pub(crate) layout: Arc<ColumnLayout>,
     rows: BTreeMap<(u64, i64), Entry>,
 }
 
-impl MeasureTable {
+impl Chunk {
+    fn new(layout: Arc<ColumnLayout>) -> Chunk {
+        Chunk { layout, rows: BTreeMap::new() }
+    }
+
     /// Points with their WAL sequence numbers, in (series, ts) order.
     pub(crate) fn iter(&self) -> impl Iterator<Item = (u64, &Point)> {
         self.rows.values().map(|e| (e.seq, &e.point))
+    }
+
+    /// Inserts `p` (already in this chunk's layout); returns the bytes added.
+    fn insert(&mut self, seq: u64, p: Point) -> usize {
+        let size = p.approx_bytes();
+        match self.rows.get_mut(&(p.series, p.ts)) {
+            // Same version: the later write (higher seq) wins.
+            Some(e) if e.point.version > p.version => 0,
+            Some(e) => {
+                *e = Entry { seq, point: p };
+                0
+            }
+            None => {
+                self.rows.insert((p.series, p.ts), Entry { seq, point: p });
+                size + 32
+            }
+        }
+    }
+}
+
+/// The chunks of one measure.
+#[derive(Debug, Clone)]
+pub(crate) struct MeasureTable {
+    /// Schema revision of the head's layout, the newest seen.
+    pub(crate) revision: i64,
+    /// Full chunks, oldest first. Immutable: shared with queries.
+    sealed: Vec<Arc<Chunk>>,
+    /// The chunk taking writes, under the newest layout.
+    head: Chunk,
+}
+
+impl MeasureTable {
+    /// The newest layout (every chunk's layout maps onto it).
+    pub(crate) fn layout(&self) -> &Arc<ColumnLayout> {
+        &self.head.layout
+    }
+
+    /// The sealed chunks, shared; cheap to take under the shard lock.
+    pub(crate) fn sealed(&self) -> Vec<Arc<Chunk>> {
+        self.sealed.clone()
+    }
+
+    /// The chunk taking writes.
+    pub(crate) fn head(&self) -> &Chunk {
+        &self.head
+    }
+
+    /// Every chunk, oldest first.
+    pub(crate) fn chunks(&self) -> impl Iterator<Item = &Chunk> {
+        self.sealed.iter().map(|c| &**c).chain(std::iter::once(&self.head))
+    }
+
+    /// One point per (series, ts) in the newest layout, in (series, ts)
+    /// order, each with its WAL sequence number: the highest version, then
+    /// the latest write (later chunks hold later writes).
+    pub(crate) fn merged(&self) -> Vec<(u64, Point)> {
+        let mut out: BTreeMap<(u64, i64), (u64, Point)> = BTreeMap::new();
+        for chunk in self.chunks() {
+            let mapping = (chunk.layout != self.head.layout).then(|| LayoutMapping::new(&chunk.layout, &self.head.layout));
+            for (seq, p) in chunk.iter() {
+                match out.get(&(p.series, p.ts)) {
+                    Some((_, kept)) if kept.version > p.version => {}
+                    _ => {
+                        let p = mapping.as_ref().map_or_else(|| p.clone(), |m| p.remap(m));
+                        out.insert((p.series, p.ts), (seq, p));
+                    }
+                }
+            }
+        }
+        out.into_values().collect()
+    }
+
+    fn seal_head(&mut self, next_layout: Arc<ColumnLayout>) {
+        let full = std::mem::replace(&mut self.head, Chunk::new(next_layout));
+        if !full.rows.is_empty() {
+            self.sealed.push(Arc::new(full));
+        }
     }
 }
 
@@ -59,36 +153,27 @@ impl Memtable {
         self.max_seq = seq;
         let table = self.measures.entry(measure.to_string()).or_insert_with(|| MeasureTable {
             revision,
-            layout: layout.clone(),
-            rows: BTreeMap::new(),
+            sealed: Vec::new(),
+            head: Chunk::new(layout.clone()),
         });
-        // A schema change adds columns: move the table to the newer layout
-        // once, and map points written under an older one onto it.
-        if revision > table.revision && *layout != table.layout {
-            let m = LayoutMapping::new(&table.layout, layout);
-            for e in table.rows.values_mut() {
-                e.point = e.point.remap(&m);
-            }
-            table.layout = layout.clone();
+        // A schema change adds columns: later points go to a chunk under
+        // the newer layout; sealed chunks keep theirs and are mapped when read.
+        if revision > table.revision && *layout != table.head.layout {
+            table.seal_head(layout.clone());
             table.revision = revision;
         }
-        let mapping = (*layout != table.layout).then(|| LayoutMapping::new(layout, &table.layout));
+        // A late write validated against an older schema is mapped onto the head's.
+        let mapping = (*layout != table.head.layout).then(|| LayoutMapping::new(layout, &table.head.layout));
         let mut added = 0;
         for p in points {
             let p = match &mapping {
                 Some(m) => p.remap(m),
                 None => p,
             };
-            let size = p.approx_bytes();
-            let key = (p.series, p.ts);
-            match table.rows.get_mut(&key) {
-                // Same version: the later write (higher seq) wins.
-                Some(e) if e.point.version > p.version => {}
-                Some(e) => *e = Entry { seq, point: p },
-                None => {
-                    table.rows.insert(key, Entry { seq, point: p });
-                    added += size + 32;
-                }
+            added += table.head.insert(seq, p);
+            if table.head.rows.len() >= HEAD_ROWS_MAX {
+                let layout = table.head.layout.clone();
+                table.seal_head(layout);
             }
         }
         self.bytes += added;
@@ -115,9 +200,28 @@ mod tests {
         let mut m = Memtable::default();
         m.insert("cpu", 1, &l, 1, vec![pt(1, 10, 5, 100), pt(1, 20, 0, 1)]);
         m.insert("cpu", 1, &l, 2, vec![pt(1, 10, 4, 200), pt(1, 20, 0, 2)]);
-        let rows: Vec<_> = m.measures["cpu"].iter().map(|(s, p)| (s, p.ts, p.fields[0].clone())).collect();
+        let rows: Vec<_> = m.measures["cpu"].merged().into_iter().map(|(s, p)| (s, p.ts, p.fields[0].clone())).collect();
         assert_eq!(rows, vec![(1, 10, FieldVal::Int(100)), (2, 20, FieldVal::Int(2))]);
         assert_eq!(m.max_seq, 2);
+    }
+
+    #[test]
+    fn overwrites_across_sealed_chunks_resolve_as_in_one_table() {
+        let l = layout(&["v"]);
+        let mut m = Memtable::default();
+        let n = HEAD_ROWS_MAX as i64 * 2 + 10;
+        m.insert("cpu", 1, &l, 1, (0..n).map(|ts| pt(1, ts, 1, ts)).collect());
+        // Rewrites of every point: a lower version loses, the same version's later write wins.
+        m.insert("cpu", 1, &l, 2, (0..n).map(|ts| pt(1, ts, ts % 2, -ts)).collect());
+        let t = &m.measures["cpu"];
+        assert!(t.sealed().len() >= 4, "{} sealed chunks", t.sealed().len());
+        assert!(t.chunks().all(|c| c.iter().count() <= HEAD_ROWS_MAX));
+        let rows = t.merged();
+        assert_eq!(rows.len(), n as usize);
+        for (seq, p) in rows {
+            let want = if p.ts % 2 == 0 { (1, p.ts) } else { (2, -p.ts) };
+            assert_eq!((seq, p.fields[0].clone()), (want.0, FieldVal::Int(want.1)), "ts {}", p.ts);
+        }
     }
 
     #[test]
@@ -130,7 +234,7 @@ mod tests {
         // A late write validated against the old schema still lands right.
         m.insert("cpu", 1, &layout(&["v"]), 3, vec![pt(1, 30, 0, 9)]);
         let t = &m.measures["cpu"];
-        let vals: Vec<_> = t.iter().map(|(_, p)| p.fields.clone()).collect();
+        let vals: Vec<_> = t.merged().into_iter().map(|(_, p)| p.fields).collect();
         assert_eq!(
             vals,
             vec![vec![FieldVal::Null, FieldVal::Int(7)], vec![FieldVal::Int(1), FieldVal::Int(8)], vec![FieldVal::Null, FieldVal::Int(9)],]

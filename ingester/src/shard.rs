@@ -17,7 +17,7 @@ use object_store::ObjectStore;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::last_values::LastValues;
-use crate::memtable::Memtable;
+use crate::memtable::{Chunk, Memtable};
 use crate::wal::{PAYLOAD_BYTES_MAX, Wal, WalBatch, decode_batch, split_to_fit};
 use crate::{IngestError, Result};
 
@@ -112,25 +112,21 @@ pub struct ShardSnapshot {
 }
 
 fn collect(
-    m: &Memtable,
-    measure: &str,
+    chunk: &Chunk,
     target: &ColumnLayout,
     needed: Option<(&[bool], &[bool])>,
     keep: &(dyn Fn(&Point) -> bool + Sync),
     out: &mut Vec<(u64, Point)>,
 ) {
-    let Some(t) = m.measures.get(measure) else {
-        return;
-    };
     let mapping = match needed {
         Some((tags, fields)) => {
-            let mut m = LayoutMapping::new(&t.layout, target);
+            let mut m = LayoutMapping::new(&chunk.layout, target);
             m.restrict(tags, fields);
             Some(m)
         }
-        None => (*t.layout != *target).then(|| LayoutMapping::new(&t.layout, target)),
+        None => (*chunk.layout != *target).then(|| LayoutMapping::new(&chunk.layout, target)),
     };
-    for (seq, p) in t.iter() {
+    for (seq, p) in chunk.iter() {
         let p = match &mapping {
             Some(m) => p.remap(m),
             None => p.clone(),
@@ -296,14 +292,28 @@ impl Shard {
         needed: Option<(&[bool], &[bool])>,
         keep: &(dyn Fn(&Point) -> bool + Sync),
     ) -> ShardSnapshot {
-        let (catalog, frozen, mut rows) = {
+        // Under the lock: the catalog, the shared chunks and a copy of the
+        // matching rows of one head (at most HEAD_ROWS_MAX); the rest is
+        // read after releasing it.
+        let (catalog, frozen, sealed, mut rows) = {
             let st = self.state.lock().expect("shard lock");
             let mut rows = Vec::new();
-            collect(&st.active, measure, target, needed, keep, &mut rows);
-            (st.catalog.clone(), st.frozen.clone(), rows)
+            let sealed = match st.active.measures.get(measure) {
+                Some(t) => {
+                    collect(t.head(), target, needed, keep, &mut rows);
+                    t.sealed()
+                }
+                None => Vec::new(),
+            };
+            (st.catalog.clone(), st.frozen.clone(), sealed, rows)
         };
+        for chunk in &sealed {
+            collect(chunk, target, needed, keep, &mut rows);
+        }
         for m in &frozen {
-            collect(m, measure, target, needed, keep, &mut rows);
+            for chunk in m.measures.get(measure).into_iter().flat_map(|t| t.chunks()) {
+                collect(chunk, target, needed, keep, &mut rows);
+            }
         }
         debug_assert!(rows.iter().all(|(s, _)| *s > catalog.watermark(&self.wal_id)), "snapshot holds only unflushed points");
         ShardSnapshot { catalog, rows }

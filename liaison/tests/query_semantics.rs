@@ -171,6 +171,52 @@ async fn an_older_version_matching_a_criterion_the_newest_fails_is_not_returned(
     }
 }
 
+/// Rewrites of every point spread over many memtable chunks (and, after a
+/// flush, over parts and chunks) answer as if one table held the winners:
+/// the highest version, then the latest write.
+#[tokio::test]
+async fn rewrites_spread_over_many_memtable_chunks_answer_like_one_table() {
+    use rand::{Rng, SeedableRng};
+    let e = env().await;
+    let seed = support::seed();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let base = canopy_model::now_nanos() - HOUR;
+    let n = canopy_ingester::HEAD_ROWS_MAX as i64 + 1000;
+    let mut oracle: std::collections::BTreeMap<(i64, i64), (i64, String, i64)> = Default::default();
+    for round in 0..4i64 {
+        let mut batch = Vec::new();
+        for k in 0..n {
+            let (s, t) = (k % 7, base + k);
+            let version = rng.random_range(0..3);
+            let (z, v) = (if rng.random_bool(0.5) { "a" } else { "b" }, round * 1_000_000 + k);
+            batch.push(dp(s, t, version, z, v));
+            if oracle.get(&(s, t)).is_none_or(|(kept, _, _)| version >= *kept) {
+                oracle.insert((s, t), (version, z.into(), v));
+            }
+        }
+        for chunk in batch.chunks(500) {
+            write(&e.gw, "m", chunk.to_vec()).await;
+        }
+        if round == 1 {
+            e.ingester.flush_all().await.unwrap();
+        }
+        let want = |z: Option<&str>| -> Vec<(i64, i64, String, i64)> {
+            let mut w: Vec<_> = oracle
+                .iter()
+                .filter(|(_, (_, tag, _))| z.is_none_or(|z| tag == z))
+                .map(|((s, t), (_, tag, v))| (*s, *t, tag.clone(), *v))
+                .collect();
+            w.sort();
+            w
+        };
+        assert_eq!(rows(&e.gw, "m", base - 1, None).await, want(None), "round {round} (seed {seed})");
+        assert_eq!(rows(&e.gw, "m", base - 1, tag_is("z", "a")).await, want(Some("a")), "round {round} (seed {seed})");
+    }
+    e.ingester.flush_all().await.unwrap();
+    let all: Vec<_> = oracle.iter().map(|((s, t), (_, z, v))| (*s, *t, z.clone(), *v)).collect();
+    assert_eq!(rows(&e.gw, "m", base - 1, None).await, all, "after the last flush (seed {seed})");
+}
+
 #[tokio::test]
 async fn a_part_holding_several_measures_answers_each() {
     let e = env().await;
