@@ -53,6 +53,8 @@ struct Fetched {
     /// Position in the catalog: later parts win ties between equal versions.
     rank: u64,
     path: String,
+    /// The part's format version (how its columns are encoded).
+    format: u32,
     mapping: LayoutMapping,
     /// The series to read (from the criteria and the part's series index).
     series: Option<Vec<u64>>,
@@ -131,7 +133,7 @@ impl PartQuery {
     fn decode(&self, f: &Fetched, versions: bool, out: &mut dyn FnMut(DecodedBlock)) -> Result<()> {
         self.scan(f.series.as_deref(), versions, |scan| {
             for batch in &f.batches {
-                decode_blocks(&f.path, batch, &f.mapping, scan, out)?;
+                decode_blocks(&f.path, f.format, batch, &f.mapping, scan, out)?;
             }
             Ok(())
         })
@@ -199,7 +201,7 @@ impl Querier {
         }
         let batches = fetch_batches(self.store.as_ref(), meta, &idx, &which, Some(&mapping.source_fields())).await?;
         let span = meta.measures.get(&q.plan.schema.name).map_or((i64::MIN, i64::MAX), |m| (m.min_ts, m.max_ts));
-        Ok(Some(Fetched { rank, path: meta.path.clone(), mapping, series, span, batches }))
+        Ok(Some(Fetched { rank, path: meta.path.clone(), format: idx.format(), mapping, series, span, batches }))
     }
 
     async fn fetch_all(&self, catalog: &CatalogState, q: &PartQuery) -> Result<Vec<Fetched>> {

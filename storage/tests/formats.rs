@@ -159,3 +159,12 @@ async fn the_part_v2_fixture_decodes_to_its_points_and_indexes_its_series() {
     let host1 = [TagVal::Str("host-1".into())];
     assert_eq!(index.series_matching("cpu", &[("host", &host1)]), Some(vec![101]));
 }
+
+#[tokio::test]
+async fn the_part_v3_fixture_decodes_its_packed_columns_to_its_points() {
+    assert_part_fixture("part-v3.arrow").await;
+    let (_, _, index) = part_fixture("part-v3.arrow").await;
+    assert_eq!(index.format(), 3);
+    let host2 = [TagVal::Str("host-2".into())];
+    assert_eq!(index.series_matching("cpu", &[("host", &host2)]), Some(vec![102]));
+}

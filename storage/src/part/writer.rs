@@ -14,7 +14,7 @@ use bytes::Bytes;
 use canopy_model::codec::put_bytes;
 use canopy_model::{ColumnLayout, FieldVal, Point, TagVal};
 
-use super::codec::{encode_field_column, encode_ints, encode_tag_runs, encode_timestamps};
+use super::codec::{encode_field_column, encode_packed_ints, encode_packed_timestamps, encode_tag_runs};
 use super::{BatchInfo, ColumnRange, FIXED_COLUMNS, FOOTER_KEY, PART_FORMAT, PartFooter, SERIES_INDEX_MAX, arrow_schema};
 use crate::catalog::MeasureStats;
 use crate::{FILTER_SERIES_MAX, Result, SeriesFilter, tag_value_hash};
@@ -354,11 +354,11 @@ fn encode_batch(schema: &Arc<arrow_schema::Schema>, measure: &str, blocks: &[Vec
         max_ts.append_value(b[b.len() - 1].ts);
 
         buf.clear();
-        encode_timestamps(&b.iter().map(|p| p.ts).collect::<Vec<_>>(), &mut buf);
+        encode_packed_timestamps(&b.iter().map(|p| p.ts).collect::<Vec<_>>(), &mut buf);
         ts_col.append_value(&buf);
 
         buf.clear();
-        encode_ints(&b.iter().map(|p| p.version).collect::<Vec<_>>(), &mut buf);
+        encode_packed_ints(&b.iter().map(|p| p.version).collect::<Vec<_>>(), &mut buf);
         ver_col.append_value(&buf);
 
         buf.clear();
