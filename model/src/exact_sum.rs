@@ -17,6 +17,9 @@ const DIGIT_BITS: u32 = 32;
 const DIGIT_MASK: u64 = (1 << DIGIT_BITS) - 1;
 /// Additions before carries must be propagated (each adds < 2^32 a word).
 const ADDS_BEFORE_CARRY: u32 = 1 << 30;
+/// Widest spread of value positions (binades) summed as plain integers:
+/// a 53-bit mantissa shifted this far stays below 2^63.
+const WINDOW_BITS: u32 = 10;
 /// Position of 2^0 in units of 2^-1074.
 const UNIT_POSITION: u32 = 1074;
 
@@ -54,40 +57,85 @@ impl ExactSum {
         }
     }
 
-    /// Adds many doubles exactly. Values are first summed per binary
-    /// exponent as signed mantissas (one integer addition each: 1,024
-    /// mantissas below 2^53 cannot overflow an `i64`), then each exponent's
-    /// total goes into the digits once per chunk.
+    /// Adds many doubles exactly.
+    ///
+    /// The common case is a run of gauge values whose exponents lie within a
+    /// few binades: each is then a mantissa shifted by at most
+    /// [`WINDOW_BITS`] bits from the lowest one, below 2^63, and the run sums
+    /// as plain integers in an `i128` — a shift and an add per value, with
+    /// one digit update at the end. Wider runs (and infinities and NaNs) are
+    /// summed per binary exponent first.
     pub fn add_all(&mut self, vals: &[f64]) {
+        // Positions (exponent field e holds mantissas at max(e, 1) - 1) of
+        // the non-zero values, and whether any is not finite.
+        let (mut plo, mut phi, mut special) = (u32::MAX, 0u32, false);
+        for &v in vals {
+            let bits = v.to_bits();
+            let e = ((bits >> 52) & 0x7ff) as u32;
+            special |= e == 0x7ff;
+            let p = if bits << 1 == 0 { plo } else { e.max(1) - 1 };
+            plo = plo.min(p);
+            phi = phi.max(if bits << 1 == 0 { 0 } else { p });
+        }
+        if plo == u32::MAX {
+            return; // all zeros
+        }
+        if special || phi - plo > WINDOW_BITS {
+            return self.add_all_by_exponent(vals);
+        }
+        let mut total = 0i128;
+        for &v in vals {
+            let bits = v.to_bits();
+            let e = ((bits >> 52) & 0x7ff) as u32;
+            let frac = bits & ((1 << 52) - 1);
+            let m = if e == 0 { frac } else { frac | 1 << 52 };
+            // Zeros have m = 0, whatever the shift.
+            let shifted = (m << ((e.max(1) - 1).saturating_sub(plo))) as i64 as i128;
+            total += if bits >> 63 == 1 { -shifted } else { shifted };
+        }
+        let mag = total.unsigned_abs();
+        self.add_at(mag as u64, plo, total < 0);
+        self.add_at((mag >> 64) as u64, plo + 64, total < 0);
+    }
+
+    /// [`ExactSum::add_all`] for any values: summed per binary exponent as
+    /// signed mantissas (1,024 mantissas below 2^53 cannot overflow an
+    /// `i64`), then each exponent's total goes into the digits once per chunk.
+    fn add_all_by_exponent(&mut self, vals: &[f64]) {
         const CHUNK: usize = 1 << 10;
-        let mut by_exp = [0i64; 2048];
-        for chunk in vals.chunks(CHUNK) {
-            let (mut lo, mut hi) = (usize::MAX, 0usize);
-            for &v in chunk {
-                let bits = v.to_bits();
-                let exp = ((bits >> 52) & 0x7ff) as usize;
-                if exp == 0x7ff {
-                    self.add(v);
+        thread_local! {
+            /// Per-exponent totals; all zero between calls (16 KiB, not
+            /// zeroed afresh for every run of values).
+            static BY_EXP: std::cell::RefCell<[i64; 2048]> = const { std::cell::RefCell::new([0; 2048]) };
+        }
+        BY_EXP.with_borrow_mut(|by_exp| {
+            for chunk in vals.chunks(CHUNK) {
+                let (mut lo, mut hi) = (usize::MAX, 0usize);
+                for &v in chunk {
+                    let bits = v.to_bits();
+                    let exp = ((bits >> 52) & 0x7ff) as usize;
+                    if exp == 0x7ff {
+                        self.add(v);
+                        continue;
+                    }
+                    let frac = (bits & ((1 << 52) - 1)) as i64;
+                    let m = if exp == 0 { frac } else { frac | 1 << 52 };
+                    by_exp[exp] += if bits >> 63 == 1 { -m } else { m };
+                    lo = lo.min(exp);
+                    hi = hi.max(exp);
+                }
+                if lo > hi {
                     continue;
                 }
-                let frac = (bits & ((1 << 52) - 1)) as i64;
-                let m = if exp == 0 { frac } else { frac | 1 << 52 };
-                by_exp[exp] += if bits >> 63 == 1 { -m } else { m };
-                lo = lo.min(exp);
-                hi = hi.max(exp);
-            }
-            if lo > hi {
-                continue;
-            }
-            for (exp, total) in by_exp[lo..=hi].iter_mut().enumerate() {
-                if *total != 0 {
-                    // Exponent field e holds mantissas at position max(e, 1) - 1.
-                    let p = ((lo + exp).max(1) - 1) as u32;
-                    self.add_at(total.unsigned_abs(), p, *total < 0);
-                    *total = 0;
+                for (exp, total) in by_exp[lo..=hi].iter_mut().enumerate() {
+                    if *total != 0 {
+                        let p = ((lo + exp).max(1) - 1) as u32;
+                        self.add_at(total.unsigned_abs(), p, *total < 0);
+                        *total = 0;
+                    }
                 }
             }
-        }
+        });
     }
 
     /// Adds an integer exactly.
@@ -388,6 +436,42 @@ mod tests {
             let vals: Vec<f64> = units.iter().map(|&u| u as f64 / (1u64 << 20) as f64).collect();
             let want = units.iter().map(|&u| u as i128).sum::<i128>() as f64 / (1u64 << 20) as f64;
             assert_eq!(sum(&vals), want, "seed {seed}");
+        }
+    }
+
+    /// Runs within a few binades (the integer fast path), at its edge and
+    /// just past it, with zeros, signs and subnormals: `add_all` equals
+    /// adding one value at a time, bit for bit.
+    #[test]
+    fn runs_of_any_spread_add_all_like_one_at_a_time() {
+        let seed: u64 = std::env::var("CANOPY_TEST_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(rand::random);
+        println!("seed {seed} (set CANOPY_TEST_SEED to replay)");
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        for spread in [0i32, 1, 5, 9, 10, 11, 12] {
+            for base in [-1074i32, -1040, -20, 0, 6, 1000] {
+                let n = rng.random_range(1..2000);
+                let vals: Vec<f64> = (0..n)
+                    .map(|_| match rng.random_range(0..10) {
+                        0 => 0.0,
+                        1 => -0.0,
+                        _ => {
+                            let mag = rng.random_range(1.0..2.0) * 2f64.powi(base + rng.random_range(0..=spread));
+                            if rng.random_bool(0.5) { -mag } else { mag }
+                        }
+                    })
+                    .collect();
+                let mut one = ExactSum::default();
+                vals.iter().for_each(|&v| one.add(v));
+                let mut all = ExactSum::default();
+                all.add(3.25);
+                all.add_all(&vals);
+                all.add(-3.25);
+                assert_eq!(all.value().to_bits(), one.value().to_bits(), "seed {seed}, spread {spread}, base {base}");
+                let (mut a, mut b) = (Vec::new(), Vec::new());
+                all.encode(&mut a);
+                one.encode(&mut b);
+                assert_eq!(a, b, "seed {seed}, spread {spread}, base {base}");
+            }
         }
     }
 
