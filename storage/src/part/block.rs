@@ -45,7 +45,10 @@ impl TagColumn {
     }
 
     /// Keeps rows `[lo, hi)`.
-    fn slice(&mut self, lo: usize, hi: usize) {
+    pub(crate) fn slice(&mut self, lo: usize, hi: usize) {
+        if lo == 0 && self.runs.last().is_some_and(|(end, _)| *end as usize == hi) {
+            return;
+        }
         let mut out = Vec::new();
         let mut start = 0usize;
         for (end, v) in self.runs.drain(..) {
@@ -102,25 +105,6 @@ impl FieldColumn {
             _ => FieldVal::Null,
         }
     }
-
-    fn slice(&mut self, lo: usize, hi: usize) {
-        fn cut<T>(v: &mut Vec<T>, lo: usize, hi: usize) {
-            v.truncate(hi);
-            v.drain(..lo);
-        }
-        match self {
-            FieldColumn::Null => {}
-            FieldColumn::Float { vals, present } => {
-                cut(vals, lo, hi);
-                present.iter_mut().for_each(|p| cut(p, lo, hi));
-            }
-            FieldColumn::Int { vals, present } => {
-                cut(vals, lo, hi);
-                present.iter_mut().for_each(|p| cut(p, lo, hi));
-            }
-            FieldColumn::Values(v) => cut(v, lo, hi),
-        }
-    }
 }
 
 /// The points of one series of one source, sorted by timestamp without
@@ -144,21 +128,6 @@ impl DecodedBlock {
     /// True if the block holds no point.
     pub fn is_empty(&self) -> bool {
         self.ts.is_empty()
-    }
-
-    /// Keeps only rows `[lo, hi)`.
-    pub fn slice(&mut self, lo: usize, hi: usize) {
-        if lo == 0 && hi == self.len() {
-            return;
-        }
-        self.ts.truncate(hi);
-        self.ts.drain(..lo);
-        if !self.versions.is_empty() {
-            self.versions.truncate(hi);
-            self.versions.drain(..lo);
-        }
-        self.tags.iter_mut().for_each(|t| t.slice(lo, hi));
-        self.fields.iter_mut().for_each(|f| f.slice(lo, hi));
     }
 
     /// Builds a block from points of one series sorted by unique timestamps.
@@ -222,8 +191,7 @@ mod tests {
         assert!(matches!(&b.fields[0], FieldColumn::Float { present: Some(_), .. }));
         assert_eq!(b.tags[0].runs.len(), 2);
         assert_eq!((0..4).map(|i| b.point(i)).collect::<Vec<_>>(), pts);
-        let mut s = b.clone();
-        s.slice(1, 3);
+        let s = DecodedBlock::from_points(&pts[1..3]);
         assert_eq!((0..2).map(|i| s.point(i)).collect::<Vec<_>>(), pts[1..3].to_vec());
         let g = DecodedBlock::gather(&[b.clone(), s], &[(0, 0), (1, 1), (0, 3)]);
         assert_eq!((0..3).map(|i| g.point(i)).collect::<Vec<_>>(), vec![pts[0].clone(), pts[2].clone(), pts[3].clone()]);

@@ -124,32 +124,46 @@ pub(crate) fn decode_ints(buf: &mut &[u8], n: usize) -> Option<Vec<i64>> {
 /// Values per frame of a bit-packed sequence.
 const FRAME: usize = 128;
 
-/// Bit-packs zigzagged values in frames of [`FRAME`]: a width byte `w`, then
-/// the frame's values in `w` bits each, least significant bit first. A
-/// frame costs what its largest value needs, and decodes without a branch
-/// per value (unlike varints, whose mixed one- and two-byte lengths kept
-/// decoding at ~6 ns a value).
+/// Bit-packs zigzagged values in frames of [`FRAME`] (see [`pack_frame`]).
 fn pack(vals: &[u64], out: &mut Vec<u8>) {
-    for frame in vals.chunks(FRAME) {
-        let w = 64 - frame.iter().fold(0, |a, &v| a | v).leading_zeros() as usize;
-        out.push(w as u8);
-        let (mut acc, mut bits) = (0u128, 0usize);
-        for &v in frame {
-            acc |= (v as u128) << bits;
-            bits += w;
-            while bits >= 8 {
-                out.push(acc as u8);
-                acc >>= 8;
-                bits -= 8;
-            }
-        }
-        if bits > 0 {
+    vals.chunks(FRAME).for_each(|frame| pack_frame(frame, out));
+}
+
+/// Bit-packs at most [`FRAME`] zigzagged values: a width byte `w`, then the
+/// values in `w` bits each, least significant bit first. A frame costs what
+/// its largest value needs, and decodes without a branch per value (unlike
+/// varints, whose mixed one- and two-byte lengths kept decoding at ~6 ns a
+/// value).
+fn pack_frame(frame: &[u64], out: &mut Vec<u8>) {
+    let w = 64 - frame.iter().fold(0, |a, &v| a | v).leading_zeros() as usize;
+    out.push(w as u8);
+    let (mut acc, mut bits) = (0u128, 0usize);
+    for &v in frame {
+        acc |= (v as u128) << bits;
+        bits += w;
+        while bits >= 8 {
             out.push(acc as u8);
+            acc >>= 8;
+            bits -= 8;
         }
+    }
+    if bits > 0 {
+        out.push(acc as u8);
     }
 }
 
-/// Unpacks one frame of `dst.len()` values written by [`pack`].
+/// Skips one frame of `len` values written by [`pack_frame`].
+fn skip_frame(buf: &mut &[u8], len: usize) -> Option<()> {
+    let (&w, rest) = buf.split_first()?;
+    let bytes = (len * w as usize).div_ceil(8);
+    if w > 64 || rest.len() < bytes {
+        return None;
+    }
+    *buf = &rest[bytes..];
+    Some(())
+}
+
+/// Unpacks one frame of `dst.len()` values written by [`pack_frame`].
 #[inline]
 fn unpack_frame(buf: &mut &[u8], dst: &mut [u64]) -> Option<()> {
     let (&w, rest) = buf.split_first()?;
@@ -192,33 +206,51 @@ fn unpack_bits(src: &[u8], w: usize, dst: &mut [u64]) {
     }
 }
 
-/// Encodes integers (format 3): the first as a varint, then the zigzag
-/// deltas bit-packed.
+/// Encodes integers (format 3) in independent frames of [`FRAME`]: the
+/// frame's first value as a zigzag varint, then the zigzag deltas of the
+/// others bit-packed, so a reader decodes only the frames its time range
+/// covers and skips the others by their width byte.
 pub(crate) fn encode_packed_ints(vals: &[i64], out: &mut Vec<u8>) {
-    let Some(&first) = vals.first() else { return };
-    put_varint(out, zigzag(first));
-    let deltas: Vec<u64> = vals.windows(2).map(|w| zigzag(w[1].wrapping_sub(w[0]))).collect();
-    pack(&deltas, out);
+    let mut deltas = Vec::with_capacity(FRAME);
+    for frame in vals.chunks(FRAME) {
+        put_varint(out, zigzag(frame[0]));
+        deltas.clear();
+        deltas.extend(frame.windows(2).map(|w| zigzag(w[1].wrapping_sub(w[0]))));
+        pack_frame(&deltas, out);
+    }
 }
 
 /// Decodes `n` integers written by [`encode_packed_ints`].
 pub(crate) fn decode_packed_ints(buf: &mut &[u8], n: usize) -> Option<Vec<i64>> {
-    let mut out = Vec::with_capacity(n);
-    if n == 0 {
-        return Some(out);
-    }
-    let mut prev = unzigzag(take_varint(buf)?);
-    out.push(prev);
-    let mut frame = [0u64; FRAME];
-    let mut left = n - 1;
-    while left > 0 {
-        let len = left.min(FRAME);
-        unpack_frame(buf, &mut frame[..len])?;
-        out.extend(frame[..len].iter().map(|&z| {
-            prev = prev.wrapping_add(unzigzag(z));
-            prev
-        }));
-        left -= len;
+    decode_packed_ints_range(buf, n, 0, n)
+}
+
+/// Decodes values `[lo, hi)` of `n` integers written by
+/// [`encode_packed_ints`], skipping the frames outside; `buf` ends past all `n`.
+pub(crate) fn decode_packed_ints_range(buf: &mut &[u8], n: usize, lo: usize, hi: usize) -> Option<Vec<i64>> {
+    debug_assert!(lo <= hi && hi <= n);
+    let mut out = Vec::with_capacity(hi - lo);
+    let mut deltas = [0u64; FRAME];
+    for start in (0..n).step_by(FRAME) {
+        let len = (n - start).min(FRAME);
+        let first = unzigzag(take_varint(buf)?);
+        if start + len <= lo || start >= hi {
+            skip_frame(buf, len - 1)?;
+            continue;
+        }
+        unpack_frame(buf, &mut deltas[..len - 1])?;
+        // Rows [a, b) of this frame are wanted.
+        let (a, b) = (lo.max(start) - start, hi.min(start + len) - start);
+        if a == 0 {
+            out.push(first);
+        }
+        let mut v = first;
+        let rest = deltas[..b - 1].iter().map(|&z| {
+            v = v.wrapping_add(unzigzag(z));
+            v
+        });
+        // Whole frames take the fast path (no skip: a trusted-length extend).
+        if a <= 1 { out.extend(rest) } else { out.extend(rest.skip(a - 1)) }
     }
     Some(out)
 }
@@ -446,9 +478,11 @@ pub(crate) fn decode_field_column(buf: &mut &[u8], n: usize) -> Option<Vec<Field
     }
 }
 
-/// Decodes `n` values of a column written by [`encode_field_column`] into
-/// typed vectors, the form queries aggregate over.
-pub(crate) fn decode_field_typed(buf: &mut &[u8], n: usize) -> Option<FieldColumn> {
+/// Decodes rows `[lo, hi)` of a column of `n` values written by
+/// [`encode_field_column`] into typed vectors, the form queries aggregate
+/// over. Bit-packed integers outside the rows are skipped, not decoded.
+pub(crate) fn decode_field_typed(buf: &mut &[u8], n: usize, lo: usize, hi: usize) -> Option<FieldColumn> {
+    debug_assert!(lo <= hi && hi <= n);
     let (&kind, rest) = buf.split_first()?;
     let (kind, packed) = split_kind(kind)?;
     match kind {
@@ -460,21 +494,28 @@ pub(crate) fn decode_field_typed(buf: &mut &[u8], n: usize) -> Option<FieldColum
             *buf = rest;
             let present = take_presence(buf, n)?;
             let k = present.iter().filter(|&&p| p).count();
-            let all = k == n;
+            // Values are stored for present rows only: rows [lo, hi) hold values [a, b).
+            let a = present[..lo].iter().filter(|&&p| p).count();
+            let b = a + present[lo..hi].iter().filter(|&&p| p).count();
+            let present = &present[lo..hi];
+            let all = b - a == hi - lo;
+            let ints = |buf: &mut &[u8]| -> Option<Vec<i64>> {
+                if packed { decode_packed_ints_range(buf, k, a, b) } else { decode_ints(buf, k).map(|v| v[a..b].to_vec()) }
+            };
             // Null rows hold 0 in the dense vector; the mask says which.
             fn spread<T: Copy + Default>(vals: Vec<T>, present: &[bool]) -> Vec<T> {
                 let mut it = vals.into_iter();
                 present.iter().map(|&p| if p { it.next().unwrap_or_default() } else { T::default() }).collect()
             }
-            let mask = (!all).then(|| present.clone());
+            let mask = (!all).then(|| present.to_vec());
             match kind {
                 FIELDS_INT => {
-                    let v = take_ints(buf, k, packed)?;
-                    Some(FieldColumn::Int { vals: if all { v } else { spread(v, &present) }, present: mask })
+                    let v = ints(buf)?;
+                    Some(FieldColumn::Int { vals: if all { v } else { spread(v, present) }, present: mask })
                 }
                 _ => {
                     let v: Vec<f64> = match kind {
-                        FIELDS_FLOAT_AS_INT => take_ints(buf, k, packed)?.into_iter().map(|i| i as f64).collect(),
+                        FIELDS_FLOAT_AS_INT => ints(buf)?.into_iter().map(|i| i as f64).collect(),
                         FIELDS_FLOAT_DECIMAL => {
                             let (&places, rest) = buf.split_first()?;
                             *buf = rest;
@@ -482,15 +523,25 @@ pub(crate) fn decode_field_typed(buf: &mut &[u8], n: usize) -> Option<FieldColum
                                 return None;
                             }
                             let scale = 10f64.powi(places as i32);
-                            take_ints(buf, k, packed)?.into_iter().map(|m| m as f64 / scale).collect()
+                            ints(buf)?.into_iter().map(|m| m as f64 / scale).collect()
                         }
-                        _ => decode_float_xor(buf, k)?,
+                        _ => {
+                            let mut v = decode_float_xor(buf, k)?;
+                            v.truncate(b);
+                            v.drain(..a);
+                            v
+                        }
                     };
-                    Some(FieldColumn::Float { vals: if all { v } else { spread(v, &present) }, present: mask })
+                    Some(FieldColumn::Float { vals: if all { v } else { spread(v, present) }, present: mask })
                 }
             }
         }
-        _ => decode_field_column(buf, n).map(FieldColumn::from_values),
+        _ => {
+            let mut v = decode_field_column(buf, n)?;
+            v.truncate(hi);
+            v.drain(..lo);
+            Some(FieldColumn::from_values(v))
+        }
     }
 }
 
@@ -604,6 +655,12 @@ mod tests {
                 let mut rest = buf.as_slice();
                 assert_eq!(decode_packed_ints(&mut rest, n).unwrap(), vals, "n {n}, {bits} bits");
                 assert!(rest.is_empty());
+                for (lo, hi) in [(0, n), (n / 3, n / 2), (n / 2, n), (n.saturating_sub(1), n), (0, 0), (n, n)] {
+                    let mut rest = buf.as_slice();
+                    let got = decode_packed_ints_range(&mut rest, n, lo, hi).unwrap();
+                    assert_eq!(got, vals[lo..hi], "rows {lo}..{hi} of {n}, {bits} bits");
+                    assert!(rest.is_empty(), "a range read ends past the column");
+                }
                 if n > 1 {
                     assert!(decode_packed_ints(&mut &buf[..buf.len() - 1], n).is_none(), "a cut frame is corrupt (n {n}, {bits} bits)");
                 }
@@ -643,10 +700,15 @@ mod tests {
             let back = decode_field_column(&mut rest, col.len()).unwrap();
             assert!(rest.is_empty());
             let mut rest = buf.as_slice();
-            let typed = decode_field_typed(&mut rest, col.len()).unwrap();
+            let typed = decode_field_typed(&mut rest, col.len(), 0, col.len()).unwrap();
             assert!(rest.is_empty());
             let typed: Vec<FieldVal> = (0..col.len()).map(|i| typed.get(i)).collect();
             assert_eq!(format!("{typed:?}"), format!("{back:?}"), "typed and per-row decoding agree");
+            for (lo, hi) in [(1, col.len()), (1, 2), (2, col.len() - 1), (0, 1)].into_iter().filter(|&(lo, hi)| lo <= hi && hi <= col.len()) {
+                let part = decode_field_typed(&mut buf.as_slice(), col.len(), lo, hi).unwrap();
+                let part: Vec<FieldVal> = (0..hi - lo).map(|i| part.get(i)).collect();
+                assert_eq!(format!("{part:?}"), format!("{:?}", &back[lo..hi]), "rows {lo}..{hi} of {col:?}");
+            }
             for (a, b) in col.iter().zip(&back) {
                 match (a, b) {
                     (FieldVal::Float(x), FieldVal::Float(y)) => {

@@ -16,7 +16,7 @@ use canopy_model::{ColumnLayout, LayoutMapping, Point, TagVal};
 use object_store::{ObjectStore, ObjectStoreExt};
 
 use super::block::{DecodedBlock, FieldColumn, TagColumn};
-use super::codec::{decode_field_typed, decode_ints, decode_packed_ints, decode_packed_timestamps, decode_tag_column, decode_timestamps};
+use super::codec::{decode_field_typed, decode_ints, decode_packed_ints_range, decode_packed_timestamps, decode_tag_column, decode_timestamps};
 use super::writer::tag_key;
 use super::{BatchInfo, ColumnRange, FIXED_COLUMNS, FOOTER_KEY, PART_FORMATS_READ, PartFooter, field_column};
 use crate::catalog::PartMeta;
@@ -432,11 +432,13 @@ pub fn decode_blocks(
         if lo >= hi {
             continue;
         }
+        // Only rows [lo, hi) are kept: fields and versions decode just those.
         let versions = match (scan.versions, packed) {
             (false, _) => Vec::new(),
-            (true, true) => decode_packed_ints(&mut ver_col.value(row), n).ok_or_else(|| corrupt("versions"))?,
-            (true, false) => decode_ints(&mut ver_col.value(row), n).ok_or_else(|| corrupt("versions"))?,
+            (true, true) => decode_packed_ints_range(&mut ver_col.value(row), n, lo, hi).ok_or_else(|| corrupt("versions"))?,
+            (true, false) => decode_ints(&mut ver_col.value(row), n).ok_or_else(|| corrupt("versions"))?[lo..hi].to_vec(),
         };
+        let ts = if lo == 0 && hi == n { ts } else { ts[lo..hi].to_vec() };
         let mut stored_fields: Vec<Option<FieldColumn>> = Vec::new();
         match all_fields {
             Some(all) => {
@@ -444,21 +446,21 @@ pub fn decode_blocks(
                 while !fields_buf.is_empty() {
                     let mut col = take_bytes(&mut fields_buf).ok_or_else(|| corrupt("fields"))?;
                     let used = field_used.get(stored_fields.len()).copied().unwrap_or(false);
-                    stored_fields.push(if used { Some(decode_field_typed(&mut col, n).ok_or_else(|| corrupt("fields"))?) } else { None });
+                    stored_fields.push(if used { Some(decode_field_typed(&mut col, n, lo, hi).ok_or_else(|| corrupt("fields"))?) } else { None });
                 }
             }
             None => {
                 for col in &field_cols {
                     // An empty value: the block's measure has fewer fields.
                     let decoded = match col.map(|c| c.value(row)) {
-                        Some(mut bytes) if !bytes.is_empty() => Some(decode_field_typed(&mut bytes, n).ok_or_else(|| corrupt("fields"))?),
+                        Some(mut bytes) if !bytes.is_empty() => Some(decode_field_typed(&mut bytes, n, lo, hi).ok_or_else(|| corrupt("fields"))?),
                         _ => None,
                     };
                     stored_fields.push(decoded);
                 }
             }
         }
-        let mut block = DecodedBlock {
+        let block = DecodedBlock {
             series: series.value(row),
             ts,
             versions,
@@ -466,7 +468,9 @@ pub fn decode_blocks(
                 .tags
                 .iter()
                 .map(|s| {
-                    s.and_then(|s| stored_tags.get_mut(s)).and_then(Option::take).unwrap_or_else(|| TagColumn::constant(TagVal::Null, n))
+                    let mut col = s.and_then(|s| stored_tags.get_mut(s)).and_then(Option::take).unwrap_or_else(|| TagColumn::constant(TagVal::Null, n));
+                    col.slice(lo, hi);
+                    col
                 })
                 .collect(),
             fields: mapping
@@ -475,7 +479,6 @@ pub fn decode_blocks(
                 .map(|s| s.and_then(|s| stored_fields.get_mut(s)).and_then(Option::take).unwrap_or(FieldColumn::Null))
                 .collect(),
         };
-        block.slice(lo, hi);
         out(block);
     }
     Ok(())
