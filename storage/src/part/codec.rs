@@ -241,16 +241,17 @@ pub(crate) fn decode_packed_ints_range(buf: &mut &[u8], n: usize, lo: usize, hi:
         unpack_frame(buf, &mut deltas[..len - 1])?;
         // Rows [a, b) of this frame are wanted.
         let (a, b) = (lo.max(start) - start, hi.min(start + len) - start);
+        // Prefix sums in place (the running value stays in a register),
+        // then the wanted rows are copied out.
+        let mut v = first;
+        for d in &mut deltas[..b - 1] {
+            v = v.wrapping_add(unzigzag(*d));
+            *d = v as u64;
+        }
         if a == 0 {
             out.push(first);
         }
-        let mut v = first;
-        let rest = deltas[..b - 1].iter().map(|&z| {
-            v = v.wrapping_add(unzigzag(z));
-            v
-        });
-        // Whole frames take the fast path (no skip: a trusted-length extend).
-        if a <= 1 { out.extend(rest) } else { out.extend(rest.skip(a - 1)) }
+        out.extend(deltas[a.saturating_sub(1)..b - 1].iter().map(|&x| x as i64));
     }
     Some(out)
 }
@@ -289,11 +290,12 @@ pub(crate) fn decode_packed_timestamps(mut buf: &[u8], n: usize) -> Option<Vec<i
     while left > 0 {
         let len = left.min(FRAME);
         unpack_frame(&mut buf, &mut frame[..len])?;
-        out.extend(frame[..len].iter().map(|&z| {
-            delta = delta.wrapping_add(unzigzag(z));
+        for z in &mut frame[..len] {
+            delta = delta.wrapping_add(unzigzag(*z));
             prev = prev.wrapping_add(delta);
-            prev
-        }));
+            *z = prev as u64;
+        }
+        out.extend(frame[..len].iter().map(|&t| t as i64));
         left -= len;
     }
     Some(out)
