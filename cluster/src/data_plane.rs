@@ -20,7 +20,6 @@ use tonic::transport::{Channel, Endpoint};
 use crate::catalog_cache::CatalogCache;
 use crate::fragment::fragment_of;
 use crate::node::Role;
-use crate::split::{Fragment, split_by_segment};
 use crate::view::ClusterView;
 
 /// Channels to other nodes kept before those of departed nodes are dropped.
@@ -28,6 +27,14 @@ const CHANNELS_MAX: usize = 256;
 
 /// Largest internal message (a batch, memtable rows, a partial result).
 pub const INTERNAL_MESSAGE_BYTES_MAX: usize = 256 << 20;
+
+/// One querier's share of a split shard, as sent: its parts (empty: every
+/// part) and its memtable rows, wire-encoded.
+#[derive(Debug)]
+struct Fragment {
+    part_paths: Vec<String>,
+    rows: Vec<u8>,
+}
 
 /// Limits of the cluster data plane.
 #[derive(Debug, Clone)]
@@ -72,13 +79,28 @@ impl ClusterDataPlane {
         }
     }
 
-    /// The fragments of a pinned shard for `ways` queriers (see [`split_by_segment`]).
+    /// The fragments of a pinned shard for `ways` queriers, as planned by
+    /// [`canopy_querier::split_by_segment`]; the memtable rows (wire-encoded)
+    /// are decoded and re-encoded only when the shard is split.
     async fn split(&self, plan: &QueryPlan, shard: u32, version: u64, rows: Vec<u8>, ways: usize) -> Result<Vec<Fragment>, ApiError> {
         if ways < 2 || version == 0 {
             return Ok(vec![Fragment { part_paths: Vec::new(), rows }]);
         }
         let catalog = self.catalogs.get(&plan.schema.group.name, shard, version).await?;
-        split_by_segment(plan, &catalog, rows, ways)
+        let planned = canopy_querier::split_by_segment(plan, &catalog, ways);
+        if planned.is_empty() {
+            return Ok(vec![Fragment { part_paths: Vec::new(), rows }]);
+        }
+        let decoded = canopy_model::wire::decode_rows(&rows).ok_or_else(|| ApiError::new(Code::Internal, "undecodable snapshot rows"))?;
+        let mut split_rows: Vec<Vec<(u64, canopy_model::Point)>> = vec![Vec::new(); planned.len()];
+        for r in decoded {
+            split_rows[canopy_querier::fragment_of(&planned, r.1.ts)].push(r);
+        }
+        Ok(planned
+            .into_iter()
+            .zip(split_rows)
+            .map(|(f, rows)| Fragment { part_paths: f.part_paths, rows: canopy_model::wire::encode_rows(&rows) })
+            .collect())
     }
 
     /// Runs one fragment on a querier (the `first`-th, then the others as fallbacks).

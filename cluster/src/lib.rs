@@ -19,7 +19,6 @@ mod ownership;
 pub mod placement;
 mod querier_service;
 mod shard_manager;
-mod split;
 mod view;
 mod watched;
 

@@ -5,11 +5,14 @@
 //! object storage with range requests) plus the ingester's points above that
 //! version's WAL watermark: blocks are decoded into typed columns,
 //! deduplicated only where sources overlap, filtered into row ranges and
-//! folded into aggregates without per-point objects. The liaison and the
-//! cluster only carry requests between the two.
+//! folded into aggregates without per-point objects. A shard spread over
+//! several queriers is planned into fragments by time segment
+//! ([`split_by_segment`]). The liaison and the cluster only carry requests
+//! between the two.
 
 mod error;
 mod fold;
+mod fragment;
 mod index_cache;
 mod leaf;
 mod merge;
@@ -18,6 +21,7 @@ mod querier;
 mod root;
 
 pub use error::{QueryError, Result};
+pub use fragment::{PartFragment, fragment_of, split_by_segment};
 pub use pool::CpuPool;
 pub use querier::{Querier, QuerierConfig};
 pub use root::{execute_root, finish, merge_partials, raw_partial};
