@@ -295,26 +295,31 @@ impl Shard {
         // Under the lock: the catalog, the shared chunks and a copy of the
         // matching rows of one head (at most HEAD_ROWS_MAX); the rest is
         // read after releasing it.
-        let (catalog, frozen, sealed, mut rows) = {
+        let (catalog, frozen, sealed, head_rows) = {
             let st = self.state.lock().expect("shard lock");
-            let mut rows = Vec::new();
+            let mut head_rows = Vec::new();
             let sealed = match st.active.measures.get(measure) {
                 Some(t) => {
-                    collect(t.head(), target, needed, keep, &mut rows);
+                    collect(t.head(), target, needed, keep, &mut head_rows);
                     t.sealed()
                 }
                 None => Vec::new(),
             };
-            (st.catalog.clone(), st.frozen.clone(), sealed, rows)
+            (st.catalog.clone(), st.frozen.clone(), sealed, head_rows)
         };
-        for chunk in &sealed {
-            collect(chunk, target, needed, keep, &mut rows);
-        }
+        // Rows go in write order, chunk by chunk: one WAL record that wrote a
+        // (series, ts) twice at one version may have sealed a chunk between
+        // the two, and readers keep the later copy (the last in this order).
+        let mut rows = Vec::new();
         for m in &frozen {
             for chunk in m.measures.get(measure).into_iter().flat_map(|t| t.chunks()) {
                 collect(chunk, target, needed, keep, &mut rows);
             }
         }
+        for chunk in &sealed {
+            collect(chunk, target, needed, keep, &mut rows);
+        }
+        rows.extend(head_rows);
         debug_assert!(rows.iter().all(|(s, _)| *s > catalog.watermark(&self.wal_id)), "snapshot holds only unflushed points");
         ShardSnapshot { catalog, rows }
     }

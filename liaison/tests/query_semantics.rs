@@ -217,6 +217,23 @@ async fn rewrites_spread_over_many_memtable_chunks_answer_like_one_table() {
     assert_eq!(rows(&e.gw, "m", base - 1, None).await, all, "after the last flush (seed {seed})");
 }
 
+/// One write that holds a point twice (same version) across the seal of a
+/// memtable chunk: the later copy wins, before and after the flush, as it
+/// does within one chunk.
+#[tokio::test]
+async fn a_write_repeating_a_point_across_a_chunk_seal_keeps_the_later_copy() {
+    let e = env().await;
+    let base = canopy_model::now_nanos() - HOUR;
+    let n = canopy_ingester::HEAD_ROWS_MAX as i64;
+    let mut batch: Vec<DataPointValue> = (0..n).map(|k| dp(k % 7, base + k, 0, "a", k)).collect();
+    batch.push(dp(0, base, 0, "b", -1));
+    write(&e.gw, "m", batch).await;
+    let first = |rows: Vec<(i64, i64, String, i64)>| rows.into_iter().find(|r| r.0 == 0 && r.1 == base);
+    assert_eq!(first(rows(&e.gw, "m", base - 1, None).await), Some((0, base, "b".into(), -1)), "before the flush");
+    e.ingester.flush_all().await.unwrap();
+    assert_eq!(first(rows(&e.gw, "m", base - 1, None).await), Some((0, base, "b".into(), -1)), "after the flush");
+}
+
 #[tokio::test]
 async fn a_part_holding_several_measures_answers_each() {
     let e = env().await;

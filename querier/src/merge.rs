@@ -69,10 +69,12 @@ fn merge(mut cluster: Vec<(u64, DecodedBlock)>) -> DecodedBlock {
     DecodedBlock::gather(&blocks, &picks)
 }
 
-/// Turns memtable rows (with WAL sequence numbers) into one block per
-/// series: per (series, ts) the highest version, then the latest write.
+/// Turns memtable rows (with WAL sequence numbers, in write order) into one
+/// block per series: per (series, ts) the highest version, then the latest
+/// write. The sort is stable: two copies from one WAL record (same sequence
+/// number) resolve to the later one, as in the memtable and its flush.
 pub(crate) fn memtable_blocks(mut rows: Vec<(u64, Point)>) -> Vec<DecodedBlock> {
-    rows.sort_unstable_by_key(|(seq, p)| (p.series, p.ts, p.version, *seq));
+    rows.sort_by_key(|(seq, p)| (p.series, p.ts, p.version, *seq));
     // Keep the last of each (series, ts): the winner in that order.
     let mut kept: Vec<Point> = Vec::with_capacity(rows.len());
     for (_, p) in rows {
