@@ -706,7 +706,8 @@ mod tests {
             assert!(rest.is_empty());
             let typed: Vec<FieldVal> = (0..col.len()).map(|i| typed.get(i)).collect();
             assert_eq!(format!("{typed:?}"), format!("{back:?}"), "typed and per-row decoding agree");
-            for (lo, hi) in [(1, col.len()), (1, 2), (2, col.len() - 1), (0, 1)].into_iter().filter(|&(lo, hi)| lo <= hi && hi <= col.len()) {
+            for (lo, hi) in [(1, col.len()), (1, 2), (2, col.len() - 1), (0, 1)].into_iter().filter(|&(lo, hi)| lo <= hi && hi <= col.len())
+            {
                 let part = decode_field_typed(&mut buf.as_slice(), col.len(), lo, hi).unwrap();
                 let part: Vec<FieldVal> = (0..hi - lo).map(|i| part.get(i)).collect();
                 assert_eq!(format!("{part:?}"), format!("{:?}", &back[lo..hi]), "rows {lo}..{hi} of {col:?}");

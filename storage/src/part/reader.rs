@@ -16,7 +16,9 @@ use canopy_model::{ColumnLayout, LayoutMapping, Point, TagVal};
 use object_store::{ObjectStore, ObjectStoreExt};
 
 use super::block::{DecodedBlock, FieldColumn, TagColumn};
-use super::codec::{decode_field_typed, decode_ints, decode_packed_ints_range, decode_packed_timestamps, decode_tag_column, decode_timestamps};
+use super::codec::{
+    decode_field_typed, decode_ints, decode_packed_ints_range, decode_packed_timestamps, decode_tag_column, decode_timestamps,
+};
 use super::writer::tag_key;
 use super::{BatchInfo, ColumnRange, FIXED_COLUMNS, FOOTER_KEY, PART_FORMATS_READ, PartFooter, field_column};
 use crate::catalog::PartMeta;
@@ -366,7 +368,9 @@ pub async fn read_blocks(
     let scan = Scan::everything(measure, target);
     let mut out = Vec::new();
     for b in fetch_batches(store, meta, index, &[batch], None).await? {
-        decode_blocks(&meta.path, index.format(), &b, &mapping, &scan, &mut |b| out.push((b.series, (0..b.len()).map(|i| b.point(i)).collect())))?;
+        decode_blocks(&meta.path, index.format(), &b, &mapping, &scan, &mut |b| {
+            out.push((b.series, (0..b.len()).map(|i| b.point(i)).collect()))
+        })?;
     }
     Ok(out)
 }
@@ -446,14 +450,20 @@ pub fn decode_blocks(
                 while !fields_buf.is_empty() {
                     let mut col = take_bytes(&mut fields_buf).ok_or_else(|| corrupt("fields"))?;
                     let used = field_used.get(stored_fields.len()).copied().unwrap_or(false);
-                    stored_fields.push(if used { Some(decode_field_typed(&mut col, n, lo, hi).ok_or_else(|| corrupt("fields"))?) } else { None });
+                    stored_fields.push(if used {
+                        Some(decode_field_typed(&mut col, n, lo, hi).ok_or_else(|| corrupt("fields"))?)
+                    } else {
+                        None
+                    });
                 }
             }
             None => {
                 for col in &field_cols {
                     // An empty value: the block's measure has fewer fields.
                     let decoded = match col.map(|c| c.value(row)) {
-                        Some(mut bytes) if !bytes.is_empty() => Some(decode_field_typed(&mut bytes, n, lo, hi).ok_or_else(|| corrupt("fields"))?),
+                        Some(mut bytes) if !bytes.is_empty() => {
+                            Some(decode_field_typed(&mut bytes, n, lo, hi).ok_or_else(|| corrupt("fields"))?)
+                        }
                         _ => None,
                     };
                     stored_fields.push(decoded);
@@ -468,7 +478,10 @@ pub fn decode_blocks(
                 .tags
                 .iter()
                 .map(|s| {
-                    let mut col = s.and_then(|s| stored_tags.get_mut(s)).and_then(Option::take).unwrap_or_else(|| TagColumn::constant(TagVal::Null, n));
+                    let mut col = s
+                        .and_then(|s| stored_tags.get_mut(s))
+                        .and_then(Option::take)
+                        .unwrap_or_else(|| TagColumn::constant(TagVal::Null, n));
                     col.slice(lo, hi);
                     col
                 })
