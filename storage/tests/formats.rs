@@ -151,20 +151,21 @@ async fn the_part_v1_fixture_decodes_to_its_points() {
     assert_part_fixture("part-v1.arrow").await;
 }
 
+/// Decodes a format-2-or-later fixture and resolves one host through its series index.
+async fn assert_indexed_fixture(file: &str, format: u32, host: &str, series: u64) {
+    assert_part_fixture(file).await;
+    let (_, _, index) = part_fixture(file).await;
+    assert_eq!(index.format(), format);
+    let value = [TagVal::Str(host.into())];
+    assert_eq!(index.series_matching("cpu", &[("host", &value)]), Some(vec![series]), "{file}");
+}
+
 #[tokio::test]
 async fn the_part_v2_fixture_decodes_to_its_points_and_indexes_its_series() {
-    assert_part_fixture("part-v2.arrow").await;
-    let (_, _, index) = part_fixture("part-v2.arrow").await;
-    assert_eq!(index.format(), 2);
-    let host1 = [TagVal::Str("host-1".into())];
-    assert_eq!(index.series_matching("cpu", &[("host", &host1)]), Some(vec![101]));
+    assert_indexed_fixture("part-v2.arrow", 2, "host-1", 101).await;
 }
 
 #[tokio::test]
 async fn the_part_v3_fixture_decodes_its_packed_columns_to_its_points() {
-    assert_part_fixture("part-v3.arrow").await;
-    let (_, _, index) = part_fixture("part-v3.arrow").await;
-    assert_eq!(index.format(), 3);
-    let host2 = [TagVal::Str("host-2".into())];
-    assert_eq!(index.series_matching("cpu", &[("host", &host2)]), Some(vec![102]));
+    assert_indexed_fixture("part-v3.arrow", 3, "host-2", 102).await;
 }

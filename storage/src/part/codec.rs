@@ -220,11 +220,6 @@ pub(crate) fn encode_packed_ints(vals: &[i64], out: &mut Vec<u8>) {
     }
 }
 
-/// Decodes `n` integers written by [`encode_packed_ints`].
-pub(crate) fn decode_packed_ints(buf: &mut &[u8], n: usize) -> Option<Vec<i64>> {
-    decode_packed_ints_range(buf, n, 0, n)
-}
-
 /// Decodes values `[lo, hi)` of `n` integers written by
 /// [`encode_packed_ints`], skipping the frames outside; `buf` ends past all `n`.
 pub(crate) fn decode_packed_ints_range(buf: &mut &[u8], n: usize, lo: usize, hi: usize) -> Option<Vec<i64>> {
@@ -368,9 +363,18 @@ fn split_kind(kind: u8) -> Option<(u8, bool)> {
     (!packed || matches!(base, FIELDS_INT | FIELDS_FLOAT_AS_INT | FIELDS_FLOAT_DECIMAL)).then_some((base, packed))
 }
 
-/// Reads `n` integers of a field column, packed or as varints.
-fn take_ints(buf: &mut &[u8], n: usize, packed: bool) -> Option<Vec<i64>> {
-    if packed { decode_packed_ints(buf, n) } else { decode_ints(buf, n) }
+/// Reads values `[lo, hi)` of `n` integers, bit-packed (format 3: frames
+/// outside are skipped) or varints (formats 1–2: read whole, then cut);
+/// `buf` ends past all `n`.
+pub(crate) fn decode_ints_range(buf: &mut &[u8], n: usize, packed: bool, lo: usize, hi: usize) -> Option<Vec<i64>> {
+    if packed { decode_packed_ints_range(buf, n, lo, hi) } else { decode_ints(buf, n).map(|v| keep_rows(v, lo, hi)) }
+}
+
+/// Rows `[lo, hi)` of a decoded column.
+fn keep_rows<T>(mut v: Vec<T>, lo: usize, hi: usize) -> Vec<T> {
+    v.truncate(hi);
+    v.drain(..lo);
+    v
 }
 
 /// Most decimal places tried when looking for an exact decimal form.
@@ -460,8 +464,8 @@ pub(crate) fn decode_field_column(buf: &mut &[u8], n: usize) -> Option<Vec<Field
             let present = take_presence(buf, n)?;
             let k = present.iter().filter(|&&p| p).count();
             let mut vals: Box<dyn Iterator<Item = FieldVal>> = match kind {
-                FIELDS_INT => Box::new(take_ints(buf, k, packed)?.into_iter().map(FieldVal::Int)),
-                FIELDS_FLOAT_AS_INT => Box::new(take_ints(buf, k, packed)?.into_iter().map(|i| FieldVal::Float(i as f64))),
+                FIELDS_INT => Box::new(decode_ints_range(buf, k, packed, 0, k)?.into_iter().map(FieldVal::Int)),
+                FIELDS_FLOAT_AS_INT => Box::new(decode_ints_range(buf, k, packed, 0, k)?.into_iter().map(|i| FieldVal::Float(i as f64))),
                 FIELDS_FLOAT_DECIMAL => {
                     let (&places, rest) = buf.split_first()?;
                     *buf = rest;
@@ -469,7 +473,7 @@ pub(crate) fn decode_field_column(buf: &mut &[u8], n: usize) -> Option<Vec<Field
                         return None;
                     }
                     let scale = 10f64.powi(places as i32);
-                    Box::new(take_ints(buf, k, packed)?.into_iter().map(move |m| FieldVal::Float(m as f64 / scale)))
+                    Box::new(decode_ints_range(buf, k, packed, 0, k)?.into_iter().map(move |m| FieldVal::Float(m as f64 / scale)))
                 }
                 _ => Box::new(decode_float_xor(buf, k)?.into_iter().map(FieldVal::Float)),
             };
@@ -501,9 +505,7 @@ pub(crate) fn decode_field_typed(buf: &mut &[u8], n: usize, lo: usize, hi: usize
             let b = a + present[lo..hi].iter().filter(|&&p| p).count();
             let present = &present[lo..hi];
             let all = b - a == hi - lo;
-            let ints = |buf: &mut &[u8]| -> Option<Vec<i64>> {
-                if packed { decode_packed_ints_range(buf, k, a, b) } else { decode_ints(buf, k).map(|v| v[a..b].to_vec()) }
-            };
+            let ints = |buf: &mut &[u8]| decode_ints_range(buf, k, packed, a, b);
             // Null rows hold 0 in the dense vector; the mask says which.
             fn spread<T: Copy + Default>(vals: Vec<T>, present: &[bool]) -> Vec<T> {
                 let mut it = vals.into_iter();
@@ -527,23 +529,13 @@ pub(crate) fn decode_field_typed(buf: &mut &[u8], n: usize, lo: usize, hi: usize
                             let scale = 10f64.powi(places as i32);
                             ints(buf)?.into_iter().map(|m| m as f64 / scale).collect()
                         }
-                        _ => {
-                            let mut v = decode_float_xor(buf, k)?;
-                            v.truncate(b);
-                            v.drain(..a);
-                            v
-                        }
+                        _ => keep_rows(decode_float_xor(buf, k)?, a, b),
                     };
                     Some(FieldColumn::Float { vals: if all { v } else { spread(v, present) }, present: mask })
                 }
             }
         }
-        _ => {
-            let mut v = decode_field_column(buf, n)?;
-            v.truncate(hi);
-            v.drain(..lo);
-            Some(FieldColumn::from_values(v))
-        }
+        _ => Some(FieldColumn::from_values(keep_rows(decode_field_column(buf, n)?, lo, hi))),
     }
 }
 
@@ -655,7 +647,7 @@ mod tests {
                 let mut buf = Vec::new();
                 encode_packed_ints(&vals, &mut buf);
                 let mut rest = buf.as_slice();
-                assert_eq!(decode_packed_ints(&mut rest, n).unwrap(), vals, "n {n}, {bits} bits");
+                assert_eq!(decode_packed_ints_range(&mut rest, n, 0, n).unwrap(), vals, "n {n}, {bits} bits");
                 assert!(rest.is_empty());
                 for (lo, hi) in [(0, n), (n / 3, n / 2), (n / 2, n), (n.saturating_sub(1), n), (0, 0), (n, n)] {
                     let mut rest = buf.as_slice();
@@ -664,7 +656,10 @@ mod tests {
                     assert!(rest.is_empty(), "a range read ends past the column");
                 }
                 if n > 1 {
-                    assert!(decode_packed_ints(&mut &buf[..buf.len() - 1], n).is_none(), "a cut frame is corrupt (n {n}, {bits} bits)");
+                    assert!(
+                        decode_packed_ints_range(&mut &buf[..buf.len() - 1], n, 0, n).is_none(),
+                        "a cut frame is corrupt (n {n}, {bits} bits)"
+                    );
                 }
                 let mut ts = vals.clone();
                 ts.sort_unstable();
@@ -679,7 +674,7 @@ mod tests {
         encode_packed_timestamps(&ts, &mut buf);
         assert!(buf.len() < 9 + 9 + 68, "{} bytes", buf.len());
         assert_eq!(decode_packed_timestamps(&buf, ts.len()).unwrap(), ts);
-        assert!(decode_packed_ints(&mut [0u8, 65, 0, 0].as_slice(), 2).is_none(), "a width over 64 bits is corrupt");
+        assert!(decode_packed_ints_range(&mut [0u8, 65, 0, 0].as_slice(), 2, 0, 2).is_none(), "a width over 64 bits is corrupt");
     }
 
     #[test]

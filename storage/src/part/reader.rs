@@ -16,9 +16,7 @@ use canopy_model::{ColumnLayout, LayoutMapping, Point, TagVal};
 use object_store::{ObjectStore, ObjectStoreExt};
 
 use super::block::{DecodedBlock, FieldColumn, TagColumn};
-use super::codec::{
-    decode_field_typed, decode_ints, decode_packed_ints_range, decode_packed_timestamps, decode_tag_column, decode_timestamps,
-};
+use super::codec::{decode_field_typed, decode_ints_range, decode_packed_timestamps, decode_tag_column, decode_timestamps};
 use super::writer::tag_key;
 use super::{BatchInfo, ColumnRange, FIXED_COLUMNS, FOOTER_KEY, PART_FORMATS_READ, PartFooter, field_column};
 use crate::catalog::PartMeta;
@@ -437,10 +435,9 @@ pub fn decode_blocks(
             continue;
         }
         // Only rows [lo, hi) are kept: fields and versions decode just those.
-        let versions = match (scan.versions, packed) {
-            (false, _) => Vec::new(),
-            (true, true) => decode_packed_ints_range(&mut ver_col.value(row), n, lo, hi).ok_or_else(|| corrupt("versions"))?,
-            (true, false) => decode_ints(&mut ver_col.value(row), n).ok_or_else(|| corrupt("versions"))?[lo..hi].to_vec(),
+        let versions = match scan.versions {
+            true => decode_ints_range(&mut ver_col.value(row), n, packed, lo, hi).ok_or_else(|| corrupt("versions"))?,
+            false => Vec::new(),
         };
         let ts = if lo == 0 && hi == n { ts } else { ts[lo..hi].to_vec() };
         let mut stored_fields: Vec<Option<FieldColumn>> = Vec::new();
