@@ -173,3 +173,47 @@ async fn bad_input_on_local_disk() {
 async fn bad_input_on_s3() {
     bad_input(Backend::S3).await;
 }
+
+/// Limits answer with the HTTP status docs/api.md documents, end to end:
+/// the memtable budget refuses a write with 429 RESOURCE_EXHAUSTED (and
+/// after a flush the same write is accepted, nothing acknowledged lost); a
+/// query asking for more rows than the maximum gets 400 naming `limit`.
+#[tokio::test]
+async fn limits_answer_their_documented_http_statuses() {
+    let c =
+        Canopy::start(Backend::Local, &["--memtable-bytes-max", "65536", "--flush-bytes", "1073741824", "--flush-interval-secs", "3600"]);
+    let http = Http::new(c.http);
+    create_schema(&http).await;
+    let now = now_nanos();
+    let all = samples(25, 200, now - HOUR, 1_000_000_000, 11);
+    let mut acked = 0;
+    let mut refused = None;
+    for (i, chunk) in all.chunks(100).enumerate() {
+        let (s, b) = http.post("/api/v1/measure/write", &write_request(chunk, i as u64)).await;
+        if s != 200 {
+            refused = Some((s, b, chunk));
+            break;
+        }
+        acked += chunk.len();
+    }
+    let (s, b, chunk) = refused.expect("the memtable budget never refused a write");
+    assert_eq!(s, 429, "{b}");
+    let resp: WriteResponse = serde_json::from_value(b.clone()).unwrap();
+    assert_eq!(resp.status(), Status::ResourceExhausted, "{b}");
+    assert!(resp.message.contains("limit"), "{b}");
+    assert!(http.flush().await > 0);
+    http.write_ok(&write_request(chunk, 999)).await;
+    assert_eq!(total_count(&http, now - 2 * HOUR).await, acked + chunk.len(), "a refused write stores nothing, an acknowledged one stays");
+
+    let q = QueryRequest {
+        groups: vec![GROUP.into()],
+        name: MEASURE.into(),
+        time_range: time_range(now - 2 * HOUR, now),
+        limit: canopy_model::LIMIT_MAX + 1,
+        ..Default::default()
+    };
+    let (s, b) = http.post("/api/v1/measure/data", &q).await;
+    assert_eq!(s, 400, "{b}");
+    assert_eq!(b["code"], "INVALID_ARGUMENT", "{b}");
+    assert!(b["message"].as_str().is_some_and(|m| m.starts_with("limit")), "{b}");
+}

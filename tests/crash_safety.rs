@@ -6,7 +6,6 @@ mod common;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use canopy_api::v1::measure_service_client::MeasureServiceClient;
 use canopy_api::v1::*;
@@ -49,10 +48,9 @@ async fn kill_during_streaming_writes(backend: Backend) {
         })
     };
     // Let a good share of the stream through (several flushes), then crash.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while acked.lock().unwrap().len() < 15_000 && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let progress = || format!("{} acknowledged", acked.lock().unwrap().len());
+    wait_until(60, "too few writes acknowledged before the crash", progress, || std::future::ready(acked.lock().unwrap().len() >= 15_000))
+        .await;
     c.kill9();
     writer.await.expect("the writer task failed");
     assert!(refused.lock().unwrap().is_empty(), "writes were refused before the crash: {:?}", refused.lock().unwrap());

@@ -5,8 +5,6 @@
 
 mod common;
 
-use std::io::Write;
-
 use canopy_api::v1::*;
 use common::*;
 
@@ -33,17 +31,7 @@ async fn raw(http: &Http, group: &str, measure: &str, tags: &[&str], fields: &[&
 }
 
 async fn post(c: &Canopy, path: &str, body: Vec<u8>, gzip: bool) -> (u16, String) {
-    let mut req = reqwest::Client::new().post(format!("http://{}{path}", c.http));
-    let body = if gzip {
-        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-        enc.write_all(&body).unwrap();
-        req = req.header("Content-Encoding", "gzip");
-        enc.finish().unwrap()
-    } else {
-        body
-    };
-    let r = req.body(body).send().await.unwrap();
-    (r.status().as_u16(), r.text().await.unwrap())
+    post_bytes_text(&format!("http://{}{path}", c.http), &body, if gzip { Encoding::Gzip } else { Encoding::Identity }).await
 }
 
 #[tokio::test]

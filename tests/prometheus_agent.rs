@@ -41,20 +41,26 @@ fn prometheus(dir: &std::path::Path, name: &str, port: u16, config: &str) -> Pro
     )
 }
 
+/// Asks Prometheus' HTTP API, retrying (to a deadline: Prometheus may still
+/// be starting) until it answers with success.
 async fn api(port: u16, path: &str, params: &[(&str, String)]) -> Value {
     let url = format!("http://127.0.0.1:{port}{path}");
-    for _ in 0..100 {
-        let body = url::form_urlencoded::Serializer::new(String::new()).extend_pairs(params.iter().map(|(k, v)| (*k, v.as_str()))).finish();
-        let req = reqwest::Client::new().post(&url).header("Content-Type", "application/x-www-form-urlencoded").body(body);
+    let body = url::form_urlencoded::Serializer::new(String::new()).extend_pairs(params.iter().map(|(k, v)| (*k, v.as_str()))).finish();
+    let answer = std::sync::Mutex::new(None);
+    let what = format!("Prometheus on {port} did not answer {path} {params:?}");
+    wait_until(90, &what, String::new, || async {
+        let req = reqwest::Client::new().post(&url).header("Content-Type", "application/x-www-form-urlencoded").body(body.clone());
         if let Ok(r) = req.send().await
             && let Ok(v) = r.json::<Value>().await
             && v["status"] == "success"
         {
-            return v["data"].clone();
+            *answer.lock().unwrap() = Some(v["data"].clone());
+            return true;
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    panic!("Prometheus on {port} did not answer {path} {params:?}");
+        false
+    })
+    .await;
+    answer.into_inner().unwrap().expect("answered")
 }
 
 /// The result vector/matrix, sorted by labels, as comparable JSON.

@@ -20,15 +20,7 @@ fn series(name: &str, labels: &[(&str, &str)], samples: &[(i64, f64)]) -> pb::Ti
 }
 
 async fn post_snappy(c: &Canopy, path: &str, msg: Vec<u8>) -> reqwest::Response {
-    let body = snap::raw::Encoder::new().compress_vec(&msg).unwrap();
-    reqwest::Client::new()
-        .post(format!("http://{}{path}", c.http))
-        .header("Content-Encoding", "snappy")
-        .header("Content-Type", "application/x-protobuf")
-        .body(body)
-        .send()
-        .await
-        .unwrap()
+    post_bytes(&format!("http://{}{path}", c.http), &msg, Encoding::Snappy, Some("application/x-protobuf")).await
 }
 
 async fn read(c: &Canopy, start: i64, end: i64, matchers: Vec<pb::LabelMatcher>) -> Vec<pb::TimeSeries> {
@@ -154,19 +146,7 @@ async fn a_small_body_that_would_expand_to_gigabytes_is_refused_before_expanding
     let fits = pb::WriteRequest { timeseries: vec![series("wide", &label_refs, &samples(20_000))], metadata: vec![] };
     let r = post_snappy(&c, "/api/v1/write", fits.encode_to_vec()).await;
     assert_eq!(r.status(), 204, "{}", r.text().await.unwrap());
-    let q = canopy_api::v1::QueryRequest {
-        groups: vec!["prometheus".into()],
-        name: "wide".into(),
-        time_range: time_range(now_nanos() - 2 * HOUR, now_nanos() + HOUR),
-        agg: Some(canopy_api::v1::query_request::Aggregation {
-            function: canopy_api::v1::AggregationFunction::Count as i32,
-            field_name: "value".into(),
-            field_names: vec![],
-        }),
-        ..Default::default()
-    };
-    let counted = http.query(&q).await.data_points.first().map_or(0.0, |d| field_of(d, "value"));
-    assert_eq!(counted as usize, 20_000);
+    assert_eq!(count_of(&http, "prometheus", "wide", "value", now_nanos() - 2 * HOUR).await, 20_000);
     let peak = c.peak_rss_bytes();
     assert!(peak < 1 << 30, "peak RSS {peak} bytes");
 }

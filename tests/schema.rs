@@ -45,25 +45,15 @@ async fn registry_crud_and_compatible_evolution() {
     m["fields"].as_array_mut().unwrap().push(json!({"name": "temp", "fieldType": "FIELD_TYPE_FLOAT"}));
     let (s, b) = http.post_raw("/api/v1/measure/schema/g/cpu", String::new()).await;
     assert_eq!(s, 405, "{b}");
-    let r = reqwest::Client::new()
-        .put(format!("http://{}/api/v1/measure/schema/g/cpu", c.http))
-        .json(&json!({"measure": m}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let (s, b) = http.put("/api/v1/measure/schema/g/cpu", &json!({"measure": m})).await;
+    assert_eq!(s, 200, "{b}");
 
     // Incompatible changes are refused with the field named.
     let mut retyped = m.clone();
     retyped["fields"][0]["fieldType"] = json!("FIELD_TYPE_INT");
-    let r = reqwest::Client::new()
-        .put(format!("http://{}/api/v1/measure/schema/g/cpu", c.http))
-        .json(&json!({"measure": retyped}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 400);
-    assert!(r.text().await.unwrap().contains("usage"));
+    let (s, b) = http.put("/api/v1/measure/schema/g/cpu", &json!({"measure": retyped})).await;
+    assert_eq!(s, 400, "{b}");
+    assert!(b.to_string().contains("usage"), "{b}");
 
     // A point written with the new columns.
     let new = Sample {
@@ -124,12 +114,9 @@ async fn registry_crud_and_compatible_evolution() {
     }
 
     // A group with measures cannot be deleted; after deleting the measure it can.
-    let r = reqwest::Client::new().delete(format!("http://{}/api/v1/group/schema/g", c.http)).send().await.unwrap();
-    assert_eq!(r.status(), 412);
-    let r = reqwest::Client::new().delete(format!("http://{}/api/v1/measure/schema/g/cpu", c.http)).send().await.unwrap();
-    assert_eq!(r.status(), 200);
-    let r = reqwest::Client::new().delete(format!("http://{}/api/v1/group/schema/g", c.http)).send().await.unwrap();
-    assert_eq!(r.status(), 200);
+    assert_eq!(http.delete("/api/v1/group/schema/g").await.0, 412);
+    assert_eq!(http.delete("/api/v1/measure/schema/g/cpu").await.0, 200);
+    assert_eq!(http.delete("/api/v1/group/schema/g").await.0, 200);
     let (s, _) = http.get("/api/v1/group/schema/g").await;
     assert_eq!(s, 404);
 }

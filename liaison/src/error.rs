@@ -162,3 +162,47 @@ impl From<QueryError> for ApiError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EVERY_CODE: [Code; 8] = [
+        Code::InvalidArgument,
+        Code::NotFound,
+        Code::AlreadyExists,
+        Code::FailedPrecondition,
+        Code::ResourceExhausted,
+        Code::DeadlineExceeded,
+        Code::Unavailable,
+        Code::Internal,
+    ];
+
+    /// The table of codes and HTTP statuses in docs/api.md is what clients
+    /// read; every code answers as it says, and it lists every code.
+    #[tokio::test]
+    async fn every_code_answers_the_http_status_and_body_docs_api_md_documents() {
+        let doc = include_str!("../../docs/api.md");
+        let documented: std::collections::HashMap<&str, u16> = doc
+            .lines()
+            .filter_map(|l| {
+                let cells: Vec<&str> = l.split('|').map(str::trim).collect();
+                let code = cells.get(1)?.strip_prefix('`')?.strip_suffix('`')?;
+                Some((code, cells.get(2)?.parse().ok()?))
+            })
+            .collect();
+        assert_eq!(documented.len(), EVERY_CODE.len(), "docs/api.md lists {documented:?}");
+        for code in EVERY_CODE {
+            let e = ApiError::new(code, "what went wrong");
+            let name = e.code_name();
+            let resp = e.into_response();
+            assert_eq!(Some(&resp.status().as_u16()), documented.get(name), "{name}");
+            let body = axum::body::to_bytes(resp.into_body(), 1 << 16).await.unwrap();
+            let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(body, serde_json::json!({"code": name, "message": "what went wrong"}));
+            // The same code over gRPC, and back: a peer's error keeps its meaning.
+            let status = tonic::Status::from(ApiError::new(code, "m"));
+            assert_eq!(ApiError::from(status).code, code, "{name} through gRPC");
+        }
+    }
+}

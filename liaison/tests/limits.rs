@@ -21,11 +21,11 @@ use object_store::{
 use canopy_api::v1::*;
 use canopy_ingester::Ingester;
 use canopy_liaison::{Code, Gateway};
-use canopy_model::{LIMIT_DEFAULT, LIMIT_MAX, nanos_to_timestamp as ts, now_nanos, testing};
+use canopy_model::{LIMIT_DEFAULT, LIMIT_MAX, nanos_to_timestamp as ts, now_nanos};
 
 mod support;
 
-const HOUR: i64 = 3_600_000_000_000;
+use support::HOUR;
 
 /// An in-memory store whose reads can be made slow, as S3's are at times.
 #[derive(Debug, Default)]
@@ -78,8 +78,7 @@ async fn gateway_on(
     tune: impl FnOnce(&mut support::Settings),
 ) -> (Gateway, Arc<Ingester>) {
     let support::Stack { gw, ingester, .. } = support::stack(dir.path(), store, tune).await;
-    gw.create_group(Some(testing::group("g", 1, 1, 1))).await.unwrap();
-    gw.create_measure(Some(testing::measure("g", "m", &[("s", TagType::Int)], &[("v", FieldType::Int)], &["s"]))).await.unwrap();
+    support::create_g_m(&gw, 1, false).await;
     (gw, ingester)
 }
 

@@ -19,7 +19,7 @@ use object_store::ObjectStore;
 
 mod support;
 
-const HOUR: i64 = 3_600_000_000_000;
+use support::HOUR;
 
 use canopy_model::nanos_to_timestamp as ts;
 
@@ -36,9 +36,7 @@ async fn env() -> Env {
     let dir = tempfile::tempdir().unwrap();
     let store: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());
     let (gw, ingester) = gateway(&dir, store.clone()).await;
-    gw.create_group(Some(testing::group("g", 1, 1, 1))).await.unwrap();
-    let m = testing::measure("g", "m", &[("s", TagType::Int), ("z", TagType::String)], &[("v", FieldType::Int)], &["s"]);
-    gw.create_measure(Some(m)).await.unwrap();
+    support::create_g_m(&gw, 1, true).await;
     Env { gw, ingester, store, dir }
 }
 
@@ -438,9 +436,14 @@ async fn a_corrupt_catalog_version_is_an_error_that_names_it_never_an_empty_shar
     bytes[n - 2] ^= 0x20;
     e.store.put(&key, bytes.into()).await.unwrap();
 
-    // Loading fails naming the object; so does an ingester taking the shard.
+    // Loading fails naming the object; so does a running ingester's
+    // periodic refresh (it keeps the version it holds); so does an ingester
+    // taking the shard.
     let err = cs.load_latest("g", 0).await.unwrap_err().to_string();
     assert!(err.contains(key.as_ref()) && err.contains("checksum"), "{err}");
+    let err = e.ingester.refresh_catalogs().await.unwrap_err().to_string();
+    assert!(err.contains(key.as_ref()), "a refresh meeting a corrupt version must fail naming it: {err}");
+    assert_eq!(rows(&e.gw, "m", base - 1, None).await, vec![(1, base, "z".to_string(), 1)], "the shard reads as it was, not empty");
     let Env { gw, ingester, store, dir } = e;
     drop((gw, ingester));
     let err = Ingester::open(IngesterConfig::new(dir.path().to_path_buf()), store).await.unwrap_err().to_string();

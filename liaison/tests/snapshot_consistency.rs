@@ -10,7 +10,6 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::Duration;
 
 use canopy_api::v1::*;
-use canopy_model::testing;
 
 use canopy_model::{nanos_to_timestamp as ts, now_nanos as now};
 
@@ -21,8 +20,7 @@ async fn queries_during_writes_and_flushes_see_consistent_snapshots() {
     let dir = tempfile::tempdir().unwrap();
     let gw = support::stack(dir.path(), Arc::new(object_store::memory::InMemory::new()), |_| {}).await.gw;
     let data = gw.data.clone();
-    gw.create_group(Some(testing::group("g", 2, 1, 1))).await.unwrap();
-    gw.create_measure(Some(testing::measure("g", "m", &[("s", TagType::Int)], &[("v", FieldType::Int)], &["s"]))).await.unwrap();
+    support::create_g_m(&gw, 2, false).await;
 
     let base = now() - 3_600_000_000_000;
     const SERIES: i64 = 4;

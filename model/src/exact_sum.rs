@@ -356,8 +356,7 @@ mod tests {
 
     #[test]
     fn any_order_and_any_split_give_the_same_bits() {
-        let seed: u64 = std::env::var("CANOPY_TEST_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(rand::random);
-        println!("seed {seed} (set CANOPY_TEST_SEED to replay)");
+        let seed = crate::testing::seed();
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
         for _ in 0..200 {
             let n = rng.random_range(1..300);
@@ -401,8 +400,7 @@ mod tests {
     /// and infinities: `add_all` equals adding one value at a time, bit for bit.
     #[test]
     fn runs_of_any_spread_add_all_like_one_at_a_time() {
-        let seed: u64 = std::env::var("CANOPY_TEST_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(rand::random);
-        println!("seed {seed} (set CANOPY_TEST_SEED to replay)");
+        let seed = crate::testing::seed();
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
         for spread in [0i32, 1, 5, 13, 49, 50, 51, 60] {
             for base in [-1074i32, -1040, -20, 0, 6, 1000] {

@@ -40,3 +40,11 @@ pub fn measure(group: &str, name: &str, tags: &[(&str, TagType)], fields: &[(&st
 pub fn compile(group: &Group, measure: &Measure) -> MeasureSchema {
     MeasureSchema::compile(Arc::new(GroupSpec::compile(group).expect("valid group")), measure).expect("valid measure")
 }
+
+/// A seed for a randomized test, printed so a failure can be replayed:
+/// `CANOPY_TEST_SEED=<seed>` replays that run, else the clock picks one.
+pub fn seed() -> u64 {
+    let seed = std::env::var("CANOPY_TEST_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(crate::now_nanos() as u64 | 1);
+    println!("seed {seed} (CANOPY_TEST_SEED={seed} replays this run)");
+    seed
+}

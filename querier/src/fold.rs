@@ -138,3 +138,24 @@ fn fold(state: &mut AggState, function: AggFunction, ts: &[i64], col: &FieldColu
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One shard alone past the group limit is refused as it folds (before
+    /// the root's merge could be), and the groups within it all count.
+    #[test]
+    fn one_shard_past_the_group_limit_is_resource_exhausted() {
+        let agg = Aggregation { function: AggFunction::Count, fields: vec![0], group_tags: vec![], bucket_nanos: 1 };
+        let mut g = Groups::new(&agg);
+        let id = g.tag_id(&[]);
+        for bucket in 0..GROUPS_MAX as i64 {
+            g.slot(bucket, id).unwrap();
+        }
+        assert_eq!(g.slot(7, id).unwrap(), 7, "an existing group is found, not counted again");
+        let err = g.slot(GROUPS_MAX as i64, id).unwrap_err().to_string();
+        assert!(err.contains(&format!("more than {GROUPS_MAX} groups")), "{err}");
+        assert_eq!(g.finish().len(), GROUPS_MAX);
+    }
+}

@@ -7,6 +7,44 @@ use canopy_api::v1::{QueryRequest, QueryResponse, WriteRequest, WriteResponse};
 use serde_json::Value;
 use tokio_stream::StreamExt;
 
+/// The `Content-Encoding` of a raw body; [`post_bytes`] compresses to match.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encoding {
+    Identity,
+    Gzip,
+    Snappy,
+}
+
+/// POSTs raw bytes to `url` (any of a server's ports), compressed as
+/// `encoding` says, with a `Content-Type` when given.
+pub async fn post_bytes(url: &str, body: &[u8], encoding: Encoding, content_type: Option<&str>) -> reqwest::Response {
+    let mut req = reqwest::Client::new().post(url);
+    if let Some(ct) = content_type {
+        req = req.header("Content-Type", ct);
+    }
+    let body = match encoding {
+        Encoding::Identity => body.to_vec(),
+        Encoding::Gzip => {
+            use std::io::Write;
+            let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+            enc.write_all(body).unwrap();
+            req = req.header("Content-Encoding", "gzip");
+            enc.finish().unwrap()
+        }
+        Encoding::Snappy => {
+            req = req.header("Content-Encoding", "snappy");
+            snap::raw::Encoder::new().compress_vec(body).unwrap()
+        }
+    };
+    req.body(body).send().await.unwrap()
+}
+
+/// [`post_bytes`], answering the status and the body as text.
+pub async fn post_bytes_text(url: &str, body: &[u8], encoding: Encoding) -> (u16, String) {
+    let r = post_bytes(url, body, encoding, None).await;
+    (r.status().as_u16(), r.text().await.unwrap())
+}
+
 /// A JSON-over-HTTP client for one server.
 #[derive(Clone)]
 pub struct Http {
@@ -30,6 +68,14 @@ impl Http {
     /// PUTs a JSON value; returns the status and the JSON body.
     pub async fn put(&self, path: &str, body: &Value) -> (u16, Value) {
         let r = self.c.put(format!("{}{path}", self.base)).body(body.to_string()).send().await.unwrap();
+        let status = r.status().as_u16();
+        let text = r.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+
+    /// DELETEs; returns the status and the JSON body.
+    pub async fn delete(&self, path: &str) -> (u16, Value) {
+        let r = self.c.delete(format!("{}{path}", self.base)).send().await.unwrap();
         let status = r.status().as_u16();
         let text = r.text().await.unwrap();
         (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))

@@ -6,7 +6,6 @@ use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
 use super::process::{S3_BUCKET, S3_KEY, S3_SECRET, S3Server, free_port, kill9_child, stop_child, wait_ready};
 
@@ -41,11 +40,9 @@ impl EtcdServer {
             .stderr(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {bin} (install: apt-get install etcd-server): {e}"));
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(Instant::now() < deadline, "etcd did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        super::wait::wait_until_blocking(30, "etcd did not start listening", || {
+            std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok()
+        });
         self.child = Some(child);
     }
 
@@ -180,6 +177,14 @@ fn start_ingester(dir: &tempfile::TempDir, args: &[String], i: usize) -> RolePro
     RoleProcess::start("ingester", args, dir.path().join(format!("ingester-{i}.log")))
 }
 
+/// Lease TTL for a test that wants no ownership change it did not cause: a
+/// keep-alive starved for a few seconds on a loaded machine must not move
+/// shards under it.
+pub const STEADY_LEASE_SECS: u64 = 10;
+/// Lease TTL for a test that kills or pauses a node and waits for the
+/// take-over (which takes one TTL).
+pub const SHORT_LEASE_SECS: u64 = 3;
+
 /// etcd + S3 + 1 liaison + N ingesters + 1 querier.
 pub struct Cluster {
     store_args: Vec<String>,
@@ -199,8 +204,14 @@ impl Cluster {
         Cluster::start_with(ingesters, 1, ingester_extra)
     }
 
-    /// Starts every process with `queriers` queriers.
+    /// Starts every process with `queriers` queriers, on leases of
+    /// [`STEADY_LEASE_SECS`].
     pub fn start_with(ingesters: usize, queriers: usize, ingester_extra: &[&str]) -> Cluster {
+        Cluster::start_with_lease(ingesters, queriers, STEADY_LEASE_SECS, ingester_extra)
+    }
+
+    /// Starts every process with `queriers` queriers on leases of `lease_secs`.
+    pub fn start_with_lease(ingesters: usize, queriers: usize, lease_secs: u64, ingester_extra: &[&str]) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
         let etcd = EtcdServer::start();
         let s3 = S3Server::start();
@@ -214,7 +225,7 @@ impl Cluster {
             "--s3-secret-access-key".into(),
             S3_SECRET.into(),
         ];
-        let mut common: Vec<String> = vec!["--etcd-endpoints".into(), etcd.endpoint(), "--lease-ttl-secs".into(), "3".into()];
+        let mut common: Vec<String> = vec!["--etcd-endpoints".into(), etcd.endpoint(), "--lease-ttl-secs".into(), lease_secs.to_string()];
         common.extend(store_args.iter().cloned());
         let mut ingester_args = common.clone();
         ingester_args.extend(ingester_extra.iter().map(|s| s.to_string()));

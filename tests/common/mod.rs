@@ -6,11 +6,15 @@
 
 pub mod client;
 pub mod cluster;
+pub mod oracle;
 pub mod process;
 pub mod s3;
+pub mod wait;
 pub mod workload;
 
 pub use client::*;
 pub use cluster::*;
+pub use oracle::*;
 pub use process::*;
+pub use wait::*;
 pub use workload::*;

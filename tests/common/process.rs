@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 pub use super::s3::{S3_BUCKET, S3_KEY, S3_SECRET, S3Server};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Where parts and catalogs go in a test.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -17,30 +17,56 @@ pub enum Backend {
     S3,
 }
 
-/// A free loopback port for a child process to bind. It is checked free,
-/// then released, so something else could take it before the child binds:
-/// to make that unlikely, ports come from below Linux's ephemeral range
-/// (32768 and up, where the kernel picks ports for outgoing connections),
-/// from a block of 32 that belongs to this test process (by pid), in turn.
+/// First port of the range test processes draw from: below Linux's
+/// ephemeral range (32768 and up, where the kernel picks ports for `:0`
+/// binds and outgoing connections), so nothing else is handed these.
+const PORT_BASE: u16 = 20_000;
+/// Ports in one block; a test process claims whole blocks.
+const BLOCK_PORTS: u16 = 32;
+/// Blocks in the range (20000..32160).
+const BLOCKS: u32 = 380;
+
+/// A loopback port for a child process to bind, never handed out twice on
+/// this machine while the test process lives. Each test process claims
+/// blocks of ports by holding an exclusive lock on a file per block (the
+/// lock goes with the process, however it ends), so two tests running at
+/// once never draw the same port — not even while a killed node's port is
+/// unbound, waiting for the node's restart. Each port is also checked free
+/// (something outside the tests could hold it).
 pub fn free_port() -> u16 {
-    use std::sync::atomic::{AtomicU16, Ordering};
-    static NEXT: AtomicU16 = AtomicU16::new(0);
-    let block = (std::process::id() % 380) as u16;
-    for _ in 0..64 {
-        let port = 20_000 + block * 32 + NEXT.fetch_add(1, Ordering::Relaxed) % 32;
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
+    use std::sync::Mutex;
+    struct Claimed {
+        _locks: Vec<std::fs::File>,
+        ports: std::collections::VecDeque<u16>,
     }
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    static CLAIMED: Mutex<Claimed> = Mutex::new(Claimed { _locks: Vec::new(), ports: std::collections::VecDeque::new() });
+    let mut c = CLAIMED.lock().unwrap_or_else(|e| e.into_inner());
+    loop {
+        while let Some(port) = c.ports.pop_front() {
+            if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                return port;
+            }
+        }
+        let (lock, block) = claim_block();
+        c._locks.push(lock);
+        c.ports.extend((0..BLOCK_PORTS).map(|i| PORT_BASE + block * BLOCK_PORTS + i));
+    }
 }
 
-fn wait_for_port(port: u16, what: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "{what} did not start listening on {port}");
-        std::thread::sleep(Duration::from_millis(50));
+/// Claims a block no other live test process holds, starting from one
+/// picked by pid (so processes rarely contend for the same lock file).
+fn claim_block() -> (std::fs::File, u16) {
+    let dir = std::env::temp_dir().join("canopy-test-ports");
+    std::fs::create_dir_all(&dir).unwrap();
+    let start = std::process::id() % BLOCKS;
+    for i in 0..BLOCKS {
+        let block = (start + i) % BLOCKS;
+        let f = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(dir.join(format!("block-{block}"))).unwrap();
+        if f.try_lock().is_ok() {
+            return (f, block as u16);
+        }
     }
+    panic!("every port block under {} is held by a live test process", dir.display());
 }
 
 /// A Canopy standalone process and everything it needs to restart on the
@@ -123,8 +149,7 @@ impl Canopy {
             .spawn()
             .expect("start canopy");
         let ready = wait_ready(&mut child, "standalone", || self.log());
-        for kv in ready.split_whitespace().skip(1) {
-            let (k, v) = kv.split_once('=').unwrap();
+        for (k, v) in parse_ready(&ready) {
             match k {
                 "http" => self.http = v.parse().unwrap(),
                 "grpc" => self.grpc = v.parse().unwrap(),
@@ -212,20 +237,40 @@ impl Canopy {
     }
 }
 
+/// How long a child may take to print `READY` (a cold start replays its
+/// WAL; a loaded 2-core machine is slow, but not this slow).
+const READY_TIMEOUT: Duration = Duration::from_secs(90);
+
 /// Reads a Canopy child's stdout up to its `READY ...` line and returns
 /// it; keeps draining stdout afterwards so the child never blocks on a full
-/// pipe. Panics with the log (`log()`) if the child exits first.
+/// pipe. Panics with the log (`log()`) if the child exits first or prints
+/// nothing ready within [`READY_TIMEOUT`].
 pub fn wait_ready(child: &mut Child, what: &str, log: impl Fn() -> String) -> String {
-    let mut lines = BufReader::new(child.stdout.take().expect("stdout piped")).lines();
-    let ready = loop {
-        match lines.next() {
-            Some(Ok(l)) if l.starts_with("READY ") => break l,
-            Some(Ok(_)) => continue,
-            _ => panic!("canopy {what} exited before READY; log:\n{}", log()),
+    let lines = BufReader::new(child.stdout.take().expect("stdout piped")).lines();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut tx = Some(tx);
+        for l in lines.map_while(Result::ok) {
+            if l.starts_with("READY ")
+                && let Some(tx) = tx.take()
+            {
+                let _ = tx.send(l);
+            }
         }
-    };
-    std::thread::spawn(move || for _ in lines {});
-    ready
+    });
+    match rx.recv_timeout(READY_TIMEOUT) {
+        Ok(ready) => ready,
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+            let _ = child.kill();
+            panic!("canopy {what} printed no READY within {READY_TIMEOUT:?}; log:\n{}", log())
+        }
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => panic!("canopy {what} exited before READY; log:\n{}", log()),
+    }
+}
+
+/// The `key=value` pairs of a `READY ...` line.
+pub fn parse_ready(line: &str) -> std::collections::HashMap<&str, &str> {
+    line.split_whitespace().skip(1).filter_map(|kv| kv.split_once('=')).collect()
 }
 
 /// SIGKILL to a child process, then reap it.

@@ -46,9 +46,21 @@ pub async fn stack(dir: &Path, store: Arc<dyn ObjectStore>, tune: impl FnOnce(&m
     Stack { gw: Gateway::new(registry, data), ingester, querier, store }
 }
 
-/// A seed for a randomized test: `CANOPY_TEST_SEED` replays a run, else the clock.
-pub fn seed() -> u64 {
-    let seed = std::env::var("CANOPY_TEST_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(canopy_model::now_nanos() as u64 | 1);
-    println!("seed {seed} (CANOPY_TEST_SEED={seed} replays this run)");
-    seed
+/// A printed, replayable seed (`CANOPY_TEST_SEED`) for randomized tests.
+#[allow(unused_imports)] // not every test binary is randomized
+pub use canopy_model::testing::seed;
+
+/// An hour in nanoseconds.
+pub const HOUR: i64 = 3_600_000_000_000;
+
+/// Creates the measure most of these tests use: group `g` (`shards` shards,
+/// one-hour segments, a day's TTL) with measure `m` — entity tag `s` (int),
+/// with `with_z` a tag `z` (string, free to change between versions), and
+/// field `v` (int).
+pub async fn create_g_m(gw: &Gateway, shards: u32, with_z: bool) {
+    use canopy_api::v1::{FieldType, TagType};
+    use canopy_model::testing;
+    gw.create_group(Some(testing::group("g", shards, 1, 1))).await.unwrap();
+    let tags: &[(&str, TagType)] = if with_z { &[("s", TagType::Int), ("z", TagType::String)] } else { &[("s", TagType::Int)] };
+    gw.create_measure(Some(testing::measure("g", "m", tags, &[("v", FieldType::Int)], &["s"]))).await.unwrap();
 }
