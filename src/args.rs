@@ -54,6 +54,40 @@ impl ObjectStoreArgs {
     }
 }
 
+/// The part cache of every process that executes queries over parts.
+#[derive(Debug, clap::Args)]
+pub(crate) struct CacheArgs {
+    /// Memory the part cache may use, in bytes.
+    #[arg(long, env = "CANOPY_CACHE_MEMORY_BYTES", default_value_t = 256 << 20)]
+    cache_memory_bytes: usize,
+    /// Directory of the part cache's disk tier (kept across restarts); `off`
+    /// keeps the cache in memory only. Default: `<data-dir>/cache` in
+    /// standalone, `./canopy-cache` for a querier.
+    #[arg(long, env = "CANOPY_CACHE_DIR")]
+    cache_dir: Option<String>,
+    /// Disk the part cache may use, in bytes.
+    #[arg(long, env = "CANOPY_CACHE_DISK_BYTES", default_value_t = 2 << 30)]
+    cache_disk_bytes: usize,
+}
+
+impl CacheArgs {
+    /// Puts `store` behind the part cache; `default_dir` applies when
+    /// `--cache-dir` is absent.
+    pub(crate) async fn open(
+        &self,
+        store: Arc<dyn object_store::ObjectStore>,
+        default_dir: std::path::PathBuf,
+    ) -> anyhow::Result<Arc<canopy_querier::CachedStore>> {
+        let dir = match self.cache_dir.as_deref() {
+            Some("off") => None,
+            Some(d) => Some(std::path::PathBuf::from(d)),
+            None => Some(default_dir),
+        };
+        let cfg = canopy_querier::CacheConfig { memory_bytes: self.cache_memory_bytes, dir, disk_bytes: self.cache_disk_bytes };
+        Ok(Arc::new(canopy_querier::CachedStore::open(store, &cfg).await?))
+    }
+}
+
 /// Memtable flushing and limits, for every process that runs an ingester.
 #[derive(Debug, clap::Args)]
 pub(crate) struct FlushArgs {

@@ -46,6 +46,8 @@ pub(crate) struct CompactorArgs {
 /// Runs compaction rounds until SIGINT/SIGTERM (or once).
 pub(crate) async fn run(a: CompactorArgs) -> anyhow::Result<()> {
     let (store, store_counters) = a.store.open(None)?;
+    // This role commits catalog versions: refuse a store that cannot decide them.
+    canopy_storage::probe_conditional_create(store.as_ref()).await?;
     let cfg = a.gc.compactor_config(a.query_timeout_secs)?;
     tracing::info!(holder = %cfg.holder, "canopy compactor started");
     let compactor = Compactor::new(cfg, store);

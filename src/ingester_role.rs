@@ -40,6 +40,8 @@ pub(crate) struct IngesterArgs {
 pub(crate) async fn run(a: IngesterArgs) -> anyhow::Result<()> {
     let selector = crate::node::selector(&a.ingester_selector)?;
     let (store, store_counters) = a.store.open(None)?;
+    // This role commits catalog versions: refuse a store that cannot decide them.
+    canopy_storage::probe_conditional_create(store.as_ref()).await?;
     let mut cfg = IngesterConfig::new(a.data_dir.clone());
     a.flush.apply(&mut cfg);
     cfg.implicit_epoch = None;

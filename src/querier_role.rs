@@ -8,7 +8,7 @@ use canopy_cluster::{INTERNAL_MESSAGE_BYTES_MAX, QuerierRpc, Role};
 use canopy_querier::{Querier, QuerierConfig};
 use canopy_storage::CatalogStore;
 
-use crate::args::ObjectStoreArgs;
+use crate::args::{CacheArgs, ObjectStoreArgs};
 use crate::node::{Node, NodeArgs};
 
 /// Options of `canopy querier`.
@@ -18,6 +18,8 @@ pub(crate) struct QuerierArgs {
     node: NodeArgs,
     #[command(flatten)]
     store: ObjectStoreArgs,
+    #[command(flatten)]
+    cache: CacheArgs,
 }
 
 /// Runs until SIGINT/SIGTERM.
@@ -26,7 +28,9 @@ pub(crate) async fn run(a: QuerierArgs) -> anyhow::Result<()> {
     let mut node = Node::start(&a.node, vec![Role::Querier]).await?;
     let metrics = RoleMetrics::new("querier");
     metrics.count_store(store_counters);
-    let querier = Arc::new(Querier::new(QuerierConfig::default(), store.clone()));
+    let cached = a.cache.open(store.clone(), "canopy-cache".into()).await?;
+    metrics.count_cache(cached.counters());
+    let querier = Arc::new(Querier::new(QuerierConfig::default(), cached.clone()));
     let rpc = QuerierRpc::new(querier, CatalogStore::new(store), metrics.clone());
     let router = tonic::transport::Server::builder().add_service(
         QuerierServiceServer::new(rpc)
@@ -36,5 +40,6 @@ pub(crate) async fn run(a: QuerierArgs) -> anyhow::Result<()> {
     let serving = node.serve("querier", Some(router), metrics).await?;
     crate::standalone::shutdown_signal().await;
     serving.stop().await;
+    cached.close().await;
     Ok(())
 }

@@ -11,7 +11,7 @@ use canopy_liaison::{Gateway, LocalDataPlane, start_liaison};
 use canopy_meta::{EmbeddedStore, SchemaRegistry};
 use canopy_querier::{Querier, QuerierConfig};
 
-use crate::args::{AgentArgs, FlushArgs, GcArgs, ObjectStoreArgs};
+use crate::args::{AgentArgs, CacheArgs, FlushArgs, GcArgs, ObjectStoreArgs};
 
 /// Options of `canopy standalone`; each also reads a `CANOPY_*` variable.
 #[derive(Debug, clap::Args)]
@@ -31,6 +31,8 @@ pub(crate) struct StandaloneArgs {
     agents: AgentArgs,
     #[command(flatten)]
     flush: FlushArgs,
+    #[command(flatten)]
+    cache: CacheArgs,
     /// Seconds between compaction rounds (retention, merges, GC); 0 disables them.
     #[arg(long, env = "CANOPY_COMPACTION_INTERVAL_SECS", default_value_t = 60)]
     compaction_interval_secs: u64,
@@ -48,17 +50,23 @@ pub(crate) async fn run(a: StandaloneArgs) -> anyhow::Result<()> {
     let default_url = Some(a.data_dir.join("objects").to_string_lossy().into_owned());
     let url = a.store.url(default_url.clone())?;
     let (store, store_counters) = a.store.open(default_url)?;
+    // This role commits catalog versions: refuse a store that cannot decide them.
+    canopy_storage::probe_conditional_create(store.as_ref()).await?;
     let registry = Arc::new(SchemaRegistry::new(Arc::new(EmbeddedStore::open(&a.data_dir.join("meta"))?)));
     let mut icfg = IngesterConfig::new(a.data_dir.clone());
     a.flush.apply(&mut icfg);
     let ingester = Ingester::open(icfg, store.clone()).await?;
     let flusher = ingester.spawn_flusher();
-    let querier = Arc::new(Querier::new(QuerierConfig::default(), store.clone()));
+    // Only queries read through the part cache: the compactor's reads of
+    // parts it is about to replace would only crowd it.
+    let cached = a.cache.open(store.clone(), a.data_dir.join("cache")).await?;
+    let querier = Arc::new(Querier::new(QuerierConfig::default(), cached.clone()));
     let compactor = Arc::new(Compactor::new(ccfg, store));
     let data = Arc::new(LocalDataPlane { ingester: ingester.clone(), querier, compactor });
     let agents = a.agents.config();
     let mut gw = Gateway::new(registry, data).with_agent_config(agents);
     gw.metrics.count_store(store_counters);
+    gw.metrics.count_cache(cached.counters());
     {
         let ing = ingester.clone();
         gw.metrics.gauge("canopy_last_value_answers", "Shard queries answered by last-value caches, since start.", move || {
@@ -103,6 +111,7 @@ pub(crate) async fn run(a: StandaloneArgs) -> anyhow::Result<()> {
         c.abort();
     }
     let parts = ingester.flush_all().await?;
+    cached.close().await;
     tracing::info!(parts, "flushed; bye");
     Ok(())
 }

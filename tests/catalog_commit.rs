@@ -65,3 +65,30 @@ async fn one_writer_wins_each_version_on_s3() {
     };
     racing_commits(open_object_store(&cfg).unwrap()).await;
 }
+
+/// A server that ignores `If-None-Match: *` would turn every commit into
+/// last-writer-wins. A role that commits probes the store at start-up and
+/// refuses to run on it, saying why; on a store that decides it, it starts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_that_ignores_create_if_absent_is_refused_at_start_up() {
+    let s3 = S3Server::start_ignoring_conditions();
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_canopy"))
+        .args(["standalone", "--data-dir"])
+        .arg(dir.path())
+        .args(["--object-store", &format!("s3://{S3_BUCKET}"), "--s3-endpoint", &format!("http://127.0.0.1:{}", s3.port)])
+        .args(["--s3-access-key-id", S3_KEY, "--s3-secret-access-key", S3_SECRET])
+        .args(["--http-addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0", "--otlp-grpc-addr", "off", "--otlp-http-addr", "off"])
+        .args(["--influx-addr", "off"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "started on a store that ignores create-if-absent:\n{stderr}");
+    assert!(stderr.contains("If-None-Match"), "the refusal does not say why:\n{stderr}");
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("READY"));
+    // The probe leaves nothing behind, and the same options on a store that
+    // decides create-if-absent start fine.
+    assert!(Canopy::files_under(&s3.bucket_dir()).is_empty(), "{:?}", Canopy::files_under(&s3.bucket_dir()));
+    let c = Canopy::start(Backend::S3, &[]);
+    assert_eq!(Http::new(c.http).get("/api/healthz").await.0, 200);
+}

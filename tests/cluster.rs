@@ -273,6 +273,25 @@ async fn two_queriers_share_a_shard_by_time_segment_and_answer_like_standalone()
         fragments += line.rsplit(' ').next().unwrap().parse::<f64>().unwrap();
     }
     assert!(fragments > (qs.len() * 3) as f64, "{fragments} fragments for {} queries over 3 shards: nothing was split", qs.len());
+
+    // Queriers read parts through their caches: a query asked again goes to
+    // the same queriers with the same fragments and is served from memory;
+    // its stats, gathered on the queriers, say so.
+    let (what, q) = qs.iter().find(|(w, _)| *w == "count of everything").expect("the count query");
+    let again = QueryRequest { with_stats: true, ..q.clone() };
+    let got = ch.query(&again).await;
+    assert_eq!(got.data_points, sh.query(q).await.data_points, "{what}");
+    let stats = got.stats.expect("stats asked for");
+    assert!(stats.parts_scanned > 0, "{stats:?}");
+    assert_eq!(stats.cache_misses, 0, "a repeated query missed a querier's cache: {stats:?}");
+    assert!(stats.cache_memory_hits > 0, "{stats:?}");
+    let mut hits = 0.0;
+    for q in &cluster.queriers {
+        let (_, text) = Http::new(q.http).get_text("/metrics").await;
+        let line = text.lines().find(|l| l.starts_with("canopy_cache_hits_total{role=\"querier\",tier=\"memory\"}")).expect("cache hits");
+        hits += line.rsplit(' ').next().unwrap().parse::<f64>().unwrap();
+    }
+    assert!(hits >= stats.cache_memory_hits as f64, "{hits} memory hits on the queriers' /metrics, {stats:?}");
 }
 
 /// Writes `all` in batches of 50 through the liaison, one request at a

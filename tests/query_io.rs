@@ -1,8 +1,9 @@
 //! What a query costs in object-store requests and bytes, against a real S3
 //! server (s3s-fs), read from the process' own counters at `/metrics`: a
 //! query whose criteria match no part fetches nothing (the catalog rules the
-//! parts out), and a query of one field of ten downloads a small fraction
-//! of the parts it scans.
+//! parts out); a query of one field of ten downloads a small fraction of
+//! the parts it scans; asked again it downloads nothing (the part cache's
+//! memory tier answers), and after a restart the disk tier still does.
 
 mod common;
 
@@ -13,17 +14,31 @@ use common::*;
 const HOSTS: usize = 50;
 const POINTS: usize = 2160;
 
+/// A counter of the standalone process' `/metrics`, by its labels after the role's.
+async fn counter(http: &Http, name: &str, labels: &str) -> u64 {
+    let (_, text) = http.get_text("/metrics").await;
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name}{{role=\"standalone\"{labels}}} ")))
+        .unwrap_or_else(|| panic!("{name} missing from /metrics:\n{text}"))
+        .parse()
+        .unwrap()
+}
+
 /// `(requests, bytes)` of object-store GETs so far.
 async fn gets(http: &Http) -> (u64, u64) {
-    let (_, text) = http.get_text("/metrics").await;
-    let read = |name: &str| -> u64 {
-        text.lines()
-            .find_map(|l| l.strip_prefix(&format!("{name}{{role=\"standalone\",op=\"get\"}} ")))
-            .unwrap_or_else(|| panic!("{name} missing from /metrics:\n{text}"))
-            .parse()
-            .unwrap()
-    };
-    (read("canopy_object_store_requests_total"), read("canopy_object_store_bytes_total"))
+    (
+        counter(http, "canopy_object_store_requests_total", ",op=\"get\"").await,
+        counter(http, "canopy_object_store_bytes_total", ",op=\"get\"").await,
+    )
+}
+
+/// Part-cache `(memory hits, disk hits, misses)` so far.
+async fn cache(http: &Http) -> (u64, u64, u64) {
+    (
+        counter(http, "canopy_cache_hits_total", ",tier=\"memory\"").await,
+        counter(http, "canopy_cache_hits_total", ",tier=\"disk\"").await,
+        counter(http, "canopy_cache_misses_total", "").await,
+    )
 }
 
 fn max_of(field: &str, criteria: Option<Criteria>, begin: i64) -> QueryRequest {
@@ -34,13 +49,14 @@ fn max_of(field: &str, criteria: Option<Criteria>, begin: i64) -> QueryRequest {
         criteria,
         group_by: Some(GroupBy { tag_projection: None, field_name: String::new(), bucket_millis: 0 }),
         agg: Some(Aggregation { function: AggregationFunction::Max as i32, field_name: field.into(), field_names: vec![] }),
+        with_stats: true,
         ..Default::default()
     }
 }
 
 #[tokio::test]
 async fn queries_fetch_only_the_parts_and_columns_their_criteria_and_fields_need() {
-    let c = Canopy::start(Backend::S3, &[]);
+    let mut c = Canopy::start(Backend::S3, &[]);
     let http = Http::new(c.http);
     let base_secs = now_nanos() / 1_000_000_000 - 7 * 3600;
     let base = base_secs * 1_000_000_000;
@@ -66,17 +82,27 @@ async fn queries_fetch_only_the_parts_and_columns_their_criteria_and_fields_need
     // kilobytes.)
     let before = gets(&http).await;
     let none = max_of("f3", Some(cond("hostname", BinaryOp::Eq, tag_str("host_999"))), base);
-    assert!(http.query(&none).await.data_points.is_empty());
+    let got = http.query(&none).await;
+    assert!(got.data_points.is_empty());
     let after = gets(&http).await;
+    // The query's own stats say the same: every part ruled out, none read.
+    let stats = got.stats.expect("stats asked for");
+    assert!(stats.parts_skipped > 0 && stats.parts_scanned == 0, "{stats:?}");
+    assert_eq!(stats.cache_misses + stats.cache_memory_hits + stats.cache_disk_hits, 0, "{stats:?}");
     assert!(after.1 - before.1 < 64, "a query no part can answer read {} bytes in {} GETs", after.1 - before.1, after.0 - before.0);
 
-    // One field of ten, every host: warm (footers cached), each part scanned.
+    // One field of ten, every host, cold: each part scanned, its footer and
+    // that field's columns fetched.
     let q = max_of("f3", None, base);
+    let before = gets(&http).await;
     let got = http.query(&q).await;
     assert_eq!(field_of(&got.data_points[0], "f3"), max_f3);
-    let before = gets(&http).await;
-    assert_eq!(field_of(&http.query(&q).await.data_points[0], "f3"), max_f3);
     let after = gets(&http).await;
+    let cold = got.stats.expect("stats asked for");
+    assert!(cold.parts_scanned > 0 && cold.cache_misses > 0 && cold.cache_memory_hits == 0, "{cold:?}");
+    // Its GETs are the process' GETs over the query (a background catalog
+    // refresh may add a few of its own).
+    assert!(cold.object_store_requests > 0 && cold.object_store_requests <= after.0 - before.0, "{cold:?} vs {before:?} -> {after:?}");
     let part_bytes: u64 = Canopy::files_under(&c.objects_dir())
         .iter()
         .filter(|p| p.extension().is_some_and(|e| e == "arrow"))
@@ -86,4 +112,35 @@ async fn queries_fetch_only_the_parts_and_columns_their_criteria_and_fields_need
     println!("one field of ten: {requests} GETs, {bytes} of {part_bytes} part bytes");
     assert!(requests > 0, "the query read no part");
     assert!(bytes * 5 <= part_bytes, "one field of ten read {bytes} of {part_bytes} bytes (more than 20%)");
+
+    // The same query again: every range it reads comes from the part
+    // cache's memory tier; not a byte of a part is fetched.
+    let (before, cached) = (gets(&http).await, cache(&http).await);
+    let got = http.query(&q).await;
+    assert_eq!(field_of(&got.data_points[0], "f3"), max_f3);
+    let (after, now) = (gets(&http).await, cache(&http).await);
+    let warm = got.stats.expect("stats asked for");
+    assert_eq!((warm.cache_misses, warm.object_store_requests), (0, 0), "{warm:?}");
+    // Every range the cold query fetched, the warm one found — but the
+    // footers (one per part scanned), which it finds parsed in memory.
+    assert_eq!(warm.cache_memory_hits + cold.parts_scanned, cold.cache_misses, "{cold:?} then {warm:?}");
+    assert_eq!(now.2, cached.2, "a repeated query missed the cache: {cached:?} -> {now:?}");
+    assert!(now.0 > cached.0, "no memory hit: {cached:?} -> {now:?}");
+    assert!(after.1 - before.1 < 64, "a repeated query read {} bytes in {} GETs", after.1 - before.1, after.0 - before.0);
+
+    // A restarted process (a new memory tier) reads the same ranges from
+    // its disk tier: no part bytes from the store, only the catalog.
+    c.stop();
+    c.restart();
+    let http = Http::new(c.http);
+    let before = gets(&http).await;
+    let got = http.query(&q).await;
+    assert_eq!(field_of(&got.data_points[0], "f3"), max_f3);
+    let (after, now) = (gets(&http).await, cache(&http).await);
+    let restarted = got.stats.expect("stats asked for");
+    assert_eq!((restarted.cache_misses, restarted.cache_disk_hits), (0, cold.cache_misses), "{restarted:?}");
+    assert_eq!(now.2, 0, "after a restart the disk tier should serve every range: {now:?}");
+    assert!(now.1 > 0, "no disk hit after a restart: {now:?}");
+    let catalogs = after.1 - before.1;
+    assert!(catalogs * 4 < bytes, "after a restart the query read {catalogs} bytes in {} GETs (cold: {bytes})", after.0 - before.0);
 }

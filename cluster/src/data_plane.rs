@@ -113,7 +113,11 @@ impl ClusterDataPlane {
                 .max_encoding_message_size(INTERNAL_MESSAGE_BYTES_MAX);
             match client.execute_shard(req.clone()).await {
                 Ok(r) => {
-                    return canopy_model::wire::decode_partial(&r.into_inner().partial)
+                    let r = r.into_inner();
+                    if let Some(s) = &r.stats {
+                        canopy_storage::query_stats::record(s.into());
+                    }
+                    return canopy_model::wire::decode_partial(&r.partial)
                         .ok_or_else(|| ApiError::new(Code::Internal, format!("querier {addr} sent an undecodable partial result")));
                 }
                 Err(status) => {

@@ -47,8 +47,10 @@ impl QuerierService for QuerierRpc {
             let partial = self.querier.execute_shard(&plan, &catalog, rows).await?;
             Ok::<_, ApiError>(canopy_model::wire::encode_partial(&partial))
         };
-        match run.await {
-            Ok(partial) => Ok(Response::new(ExecuteShardResponse { partial })),
+        // The fragment's cost goes back with it, for the root's tally.
+        let (r, cost) = canopy_storage::query_stats::measure(run).await;
+        match r {
+            Ok(partial) => Ok(Response::new(ExecuteShardResponse { partial, stats: Some(cost.into()) })),
             Err(e) => {
                 self.metrics.query_errors.inc();
                 Err(e.into())

@@ -50,6 +50,8 @@ pub struct RoleMetrics {
     gauges: Mutex<Vec<(String, String, Gauge)>>,
     /// The object store's request and byte counters, when this role has one.
     store: Mutex<Option<Arc<canopy_storage::StoreCounters>>>,
+    /// The part cache's hit and miss counters, when this role reads parts.
+    cache: Mutex<Option<Arc<canopy_querier::CacheCounters>>>,
 }
 
 impl std::fmt::Debug for RoleMetrics {
@@ -71,6 +73,7 @@ impl RoleMetrics {
             started_at: canopy_model::now_nanos() as f64 / 1e9,
             gauges: Mutex::new(Vec::new()),
             store: Mutex::new(None),
+            cache: Mutex::new(None),
         })
     }
 
@@ -78,6 +81,12 @@ impl RoleMetrics {
     /// and `canopy_object_store_bytes_total`, labelled by operation.
     pub fn count_store(&self, counters: Arc<canopy_storage::StoreCounters>) {
         *self.store.lock().expect("store lock") = Some(counters);
+    }
+
+    /// Serves the part cache's counters as `canopy_cache_hits_total{tier}`
+    /// (memory, disk) and `canopy_cache_misses_total`, in pages.
+    pub fn count_cache(&self, counters: Arc<canopy_querier::CacheCounters>) {
+        *self.cache.lock().expect("cache lock") = Some(counters);
     }
 
     /// Registers a gauge read at every scrape.
@@ -113,6 +122,15 @@ impl RoleMetrics {
                     let _ = writeln!(out, "{name}{{role=\"{role}\",op=\"{op}\"}} {}", if bytes { *b } else { *requests });
                 }
             }
+        }
+        if let Some(c) = self.cache.lock().expect("cache lock").as_ref() {
+            let name = "canopy_cache_hits_total";
+            let _ = writeln!(out, "# HELP {name} Part cache pages served, by tier.\n# TYPE {name} counter");
+            let _ = writeln!(out, "{name}{{role=\"{role}\",tier=\"memory\"}} {}", c.memory_hits());
+            let _ = writeln!(out, "{name}{{role=\"{role}\",tier=\"disk\"}} {}", c.disk_hits());
+            let name = "canopy_cache_misses_total";
+            let _ = writeln!(out, "# HELP {name} Part cache pages fetched from the object store.\n# TYPE {name} counter");
+            let _ = writeln!(out, "{name}{{role=\"{role}\"}} {}", c.misses());
         }
         out
     }

@@ -120,10 +120,18 @@ impl Gateway {
 
     /// Runs a query over every shard of the measure's group and merges,
     /// within the query deadline.
+    /// With `with_stats`, the response says what the query cost (requests,
+    /// bytes, cache hits, parts scanned and skipped) on every node it ran.
     pub async fn query(&self, req: QueryRequest) -> Result<QueryResponse, ApiError> {
         self.metrics.queries.inc();
-        let r = match tokio::time::timeout(self.query_timeout, self.query_inner(req)).await {
-            Ok(r) => r,
+        let with_stats = req.with_stats;
+        let (r, cost) = canopy_storage::query_stats::measure(tokio::time::timeout(self.query_timeout, self.query_inner(req))).await;
+        let r = match r {
+            Ok(Ok(mut resp)) => {
+                resp.stats = with_stats.then(|| cost.into());
+                Ok(resp)
+            }
+            Ok(Err(e)) => Err(e),
             Err(_) => Err(ApiError::new(Code::DeadlineExceeded, format!("query took longer than {:?}", self.query_timeout))),
         };
         if r.is_err() {
@@ -148,7 +156,7 @@ impl Gateway {
         // The querier's root runs the query; the data plane only reaches
         // each shard's leaf (in process, or over gRPC in a cluster).
         let data_points = canopy_querier::execute_root(&plan, |s| self.data.query_shard(&plan, s)).await?;
-        Ok(QueryResponse { data_points })
+        Ok(QueryResponse { data_points, stats: None })
     }
 
     /// Creates a group.

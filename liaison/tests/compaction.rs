@@ -286,7 +286,7 @@ async fn a_query_pinned_before_a_compaction_commit_still_reads_its_parts() {
     // The pinned query finishes correctly: its parts still exist.
     let partial = e.querier.execute_shard(&plan, &snap.catalog, snap.rows.clone()).await.unwrap();
     let merged = canopy_querier::merge_partials(&plan, vec![partial]).unwrap();
-    let got = to_rows(&QueryResponse { data_points: canopy_querier::finish(&plan, merged) });
+    let got = to_rows(&QueryResponse { data_points: canopy_querier::finish(&plan, merged), stats: None });
     assert_eq!(got, oracle);
 
     // Once the grace period has passed, GC deletes them; new queries use the

@@ -8,8 +8,10 @@
 //! folded into aggregates without per-point objects. A shard spread over
 //! several queriers is planned into fragments by time segment
 //! ([`split_by_segment`]). The liaison and the cluster only carry requests
-//! between the two.
+//! between the two. Part bytes are read through a [`CachedStore`] (memory and
+//! local disk) so a repeated query pays the object store nothing.
 
+mod cached_store;
 mod error;
 mod fold;
 mod fragment;
@@ -20,6 +22,7 @@ mod pool;
 mod querier;
 mod root;
 
+pub use cached_store::{CacheConfig, CacheCounters, CachedStore};
 pub use error::{QueryError, Result};
 pub use fragment::{PartFragment, fragment_of, split_by_segment};
 pub use pool::CpuPool;

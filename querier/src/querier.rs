@@ -214,7 +214,13 @@ impl Querier {
             }
         }
         let fetched: Vec<Option<Fetched>> = futures::stream::iter(futs).buffered(self.cfg.part_concurrency).try_collect().await?;
-        Ok(fetched.into_iter().flatten().collect())
+        let fetched: Vec<Fetched> = fetched.into_iter().flatten().collect();
+        canopy_storage::query_stats::record(canopy_storage::query_stats::QueryCost {
+            parts_scanned: fetched.len() as u64,
+            parts_skipped: (catalog.parts.len() - fetched.len()) as u64,
+            ..Default::default()
+        });
+        Ok(fetched)
     }
 
     /// Reads the rows of the parts of a pinned catalog version that pass the

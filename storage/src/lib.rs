@@ -9,6 +9,8 @@ mod counting;
 mod error;
 pub mod part;
 pub mod paths;
+pub mod query_stats;
+mod ranges;
 mod series_filter;
 mod store;
 
@@ -16,5 +18,6 @@ pub use catalog::{CatalogState, CatalogStore, CompactionClaim, MeasureStats, Par
 pub use catalog_format::{CATALOG_FORMAT, CatalogFormatError, LEGACY_WAL_ID};
 pub use counting::{CountingStore, STORE_OPS, StoreCounters};
 pub use error::{Result, StorageError};
+pub use ranges::{COALESCE_GAP, get_ranges_coalesced};
 pub use series_filter::{FILTER_SERIES_MAX, SeriesFilter, tag_value_hash};
-pub use store::{ObjectStoreConfig, open_object_store};
+pub use store::{ObjectStoreConfig, open_object_store, probe_conditional_create};

@@ -57,3 +57,30 @@ pub fn open_object_store(cfg: &ObjectStoreConfig) -> Result<Arc<dyn ObjectStore>
     let fs = LocalFileSystem::new_with_prefix(dir).map_err(|e| StorageError::Config(e.to_string()))?.with_fsync(true);
     Ok(Arc::new(fs))
 }
+
+/// Proves the store decides create-if-absent (`If-None-Match: *`), which
+/// catalog commits rely on: the same key created twice must fail the second
+/// time. On a server that ignores the condition every commit would silently
+/// become last-writer-wins — two writers could both "commit" one catalog
+/// version — so a role that commits refuses to start there. Costs three
+/// requests (create, create, delete) of a key under `_canopy/probe/`.
+pub async fn probe_conditional_create(store: &dyn ObjectStore) -> Result<()> {
+    use object_store::{ObjectStoreExt, PutMode, PutOptions};
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    let key = object_store::path::Path::from(format!("_canopy/probe/{}-{nanos}", std::process::id()));
+    let create = || PutOptions { mode: PutMode::Create, ..Default::default() };
+    store.put_opts(&key, "create-if-absent probe".into(), create()).await?;
+    let second = store.put_opts(&key, "created twice".into(), create()).await;
+    if let Err(e) = store.delete(&key).await {
+        tracing::warn!(%key, error = %e, "could not delete the create-if-absent probe");
+    }
+    match second {
+        Err(object_store::Error::AlreadyExists { .. }) => Ok(()),
+        Ok(_) => Err(StorageError::Config(
+            "the object store ignores create-if-absent (If-None-Match: *): a second create of one key succeeded. \
+             Catalog commits need it (AWS S3, MinIO and other current S3 servers decide it atomically)"
+                .into(),
+        )),
+        Err(e) => Err(e.into()),
+    }
+}

@@ -230,8 +230,14 @@ impl Cluster {
         let mut ingester_args = common.clone();
         ingester_args.extend(ingester_extra.iter().map(|s| s.to_string()));
         let ingesters = (0..ingesters).map(|i| start_ingester(&dir, &ingester_args, i)).collect();
-        let queriers =
-            (0..queriers).map(|i| RoleProcess::start("querier", common.clone(), dir.path().join(format!("querier-{i}.log")))).collect();
+        let queriers = (0..queriers)
+            .map(|i| {
+                // Each querier's part cache on its own disk, kept across its restarts.
+                let mut args = common.clone();
+                args.extend(["--cache-dir".into(), dir.path().join(format!("querier-{i}-cache")).to_string_lossy().into_owned()]);
+                RoleProcess::start("querier", args, dir.path().join(format!("querier-{i}.log")))
+            })
+            .collect();
         let mut largs = common;
         largs.extend(["--otlp-grpc-addr", "off", "--otlp-http-addr", "off", "--influx-addr", "off"].map(String::from));
         let liaison = RoleProcess::start("liaison", largs, dir.path().join("liaison.log"));

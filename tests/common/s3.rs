@@ -36,6 +36,16 @@ pub struct S3Server {
 impl S3Server {
     /// Starts serving a fresh folder.
     pub fn start() -> S3Server {
+        S3Server::start_with(false)
+    }
+
+    /// Starts a server that ignores `If-None-Match` / `If-Match` on writes,
+    /// as some S3-compatible servers do: every conditional write succeeds.
+    pub fn start_ignoring_conditions() -> S3Server {
+        S3Server::start_with(true)
+    }
+
+    fn start_with(ignore_conditions: bool) -> S3Server {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join(S3_BUCKET)).unwrap();
         // Bound here, before any client learns the port: no race for it.
@@ -48,7 +58,7 @@ impl S3Server {
             .name("s3-server".into())
             .spawn(move || {
                 let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-                rt.block_on(serve(listener, fs, stopped));
+                rt.block_on(serve(listener, fs, ignore_conditions, stopped));
             })
             .unwrap();
         S3Server { port, stop: Some(stop), thread: Some(thread), dir }
@@ -71,9 +81,9 @@ impl Drop for S3Server {
     }
 }
 
-async fn serve(listener: TcpListener, fs: FileSystem, mut stopped: tokio::sync::oneshot::Receiver<()>) {
+async fn serve(listener: TcpListener, fs: FileSystem, ignore_conditions: bool, mut stopped: tokio::sync::oneshot::Receiver<()>) {
     let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-    let mut b = s3s::service::S3ServiceBuilder::new(AtomicConditions { fs, conditional: tokio::sync::Mutex::new(()) });
+    let mut b = s3s::service::S3ServiceBuilder::new(AtomicConditions { fs, conditional: tokio::sync::Mutex::new(()), ignore_conditions });
     b.set_auth(s3s::auth::SimpleAuth::from_single(S3_KEY, S3_SECRET));
     let service = b.build();
     let http = ConnBuilder::new(TokioExecutor::new());
@@ -97,6 +107,8 @@ async fn serve(listener: TcpListener, fs: FileSystem, mut stopped: tokio::sync::
 struct AtomicConditions {
     fs: FileSystem,
     conditional: tokio::sync::Mutex<()>,
+    /// Drop the conditions instead (a server that does not support them).
+    ignore_conditions: bool,
 }
 
 /// Implements [`S3`] for [`AtomicConditions`]: the conditional writes below
@@ -107,7 +119,11 @@ macro_rules! s3_impl {
     ($($op:ident($input:ident) -> $output:ident;)*) => {
         #[async_trait::async_trait]
         impl S3 for AtomicConditions {
-            async fn put_object(&self, req: S3Request<PutObjectInput>) -> S3Result<S3Response<PutObjectOutput>> {
+            async fn put_object(&self, mut req: S3Request<PutObjectInput>) -> S3Result<S3Response<PutObjectOutput>> {
+                if self.ignore_conditions {
+                    req.input.if_none_match = None;
+                    req.input.if_match = None;
+                }
                 let conditional = req.input.if_none_match.is_some() || req.input.if_match.is_some();
                 let _held = if conditional { Some(self.conditional.lock().await) } else { None };
                 self.fs.put_object(req).await

@@ -223,10 +223,6 @@ pub async fn scan_part(store: &dyn ObjectStore, meta: &PartMeta, index: &PartInd
     Ok(out)
 }
 
-/// Ranges closer than this are fetched as one: a request costs more than
-/// this many bytes of transfer.
-const COALESCE_GAP: u64 = 32 << 10;
-
 /// Fetches record batches by index and verifies their checksums. With
 /// `fields` (stored field indices) and a format-2 part, only each batch's
 /// metadata, its fixed columns and those fields' columns are fetched and
@@ -331,21 +327,16 @@ impl Fetched {
     }
 }
 
-/// Fetches `ranges` of an object, merging those less than [`COALESCE_GAP`]
-/// apart, one request per merged range, concurrently.
+/// Fetches `ranges` of an object (nearby ones in one request, see
+/// [`crate::get_ranges_coalesced`]). The store is asked for exactly these
+/// ranges, so a caching store keys its entries by them: the metadata and
+/// the columns of a batch are immutable units any later query reuses.
 async fn fetch_coalesced(store: &dyn ObjectStore, path: &str, ranges: &[Range<u64>]) -> Result<Fetched> {
     let mut sorted: Vec<Range<u64>> = ranges.iter().filter(|r| r.start < r.end).cloned().collect();
     sorted.sort_by_key(|r| r.start);
-    let mut merged: Vec<Range<u64>> = Vec::new();
-    for r in sorted {
-        match merged.last_mut() {
-            Some(m) if r.start <= m.end + COALESCE_GAP => m.end = m.end.max(r.end),
-            _ => merged.push(r),
-        }
-    }
-    let location: object_store::path::Path = path.into();
-    let datas = futures::future::try_join_all(merged.iter().map(|r| store.get_range(&location, r.clone()))).await?;
-    Ok(Fetched(merged.iter().map(|r| r.start).zip(datas).collect()))
+    sorted.dedup();
+    let datas = store.get_ranges(&path.into(), &sorted).await?;
+    Ok(Fetched(sorted.iter().map(|r| r.start).zip(datas).collect()))
 }
 
 /// Reads one record batch as blocks: (series id, its points sorted by time),
