@@ -1,4 +1,8 @@
-//! The parts of Canopy's benchmark suite that other load tools share: the
-//! TSBS devops cpu-only vocabulary and data generator.
+//! The parts of Canopy's benchmark suite that other tools and the tests
+//! share: the TSBS devops cpu-only vocabulary and data generator, the S3
+//! server (s3s-fs in-process, with atomic conditional writes) and a proxy
+//! that gives it an object store's request latency.
 
+pub mod latency_proxy;
+pub mod s3;
 pub mod tsbs;

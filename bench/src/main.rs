@@ -9,6 +9,7 @@ mod chart;
 mod load;
 mod peers;
 mod queries;
+mod read_path;
 mod report;
 mod run;
 
@@ -57,6 +58,11 @@ struct Args {
     profile: Option<String>,
     #[arg(long, default_value_t = 20)]
     profile_secs: u64,
+    /// Instead of the comparison: the read path on S3 (the in-process server
+    /// behind a proxy adding this many ms before each response) — cold,
+    /// warm from the disk tier, warm from memory, and local disk.
+    #[arg(long)]
+    object_latency_ms: Option<u64>,
 }
 
 #[tokio::main]
@@ -83,6 +89,27 @@ async fn main() -> anyhow::Result<()> {
         let n = run::repeat_canopy(&peer.base, case, std::time::Duration::from_secs(a.profile_secs)).await?;
         eprintln!("{n} runs");
         drop(peer);
+        let _ = std::fs::remove_dir_all(&work);
+        return Ok(());
+    }
+    if let Some(latency) = a.object_latency_ms {
+        let end = (start + steps as i64 * tsbs::INTERVAL_SECS) * 1000;
+        let table = read_path::run(
+            &a.canopy_bin,
+            &work,
+            std::time::Duration::from_millis(latency),
+            hosts.clone(),
+            rows.clone(),
+            (start * 1000, end),
+            a.repeats,
+            a.batch,
+            a.concurrency,
+        )
+        .await?;
+        println!("\n{table}");
+        let out = a.out.join(format!("{now}"));
+        std::fs::create_dir_all(&out)?;
+        std::fs::write(out.join("read-path.md"), &table)?;
         let _ = std::fs::remove_dir_all(&work);
         return Ok(());
     }

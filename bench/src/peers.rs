@@ -23,6 +23,14 @@ impl Peer {
     pub(crate) fn pid(&self) -> u32 {
         self.child.id()
     }
+
+    /// SIGTERM, and waits for the process to exit (Canopy flushes and
+    /// closes its part cache).
+    pub(crate) fn stop(mut self) -> anyhow::Result<()> {
+        Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status()?;
+        self.child.wait()?;
+        Ok(())
+    }
 }
 
 impl Drop for Peer {
@@ -39,12 +47,18 @@ fn free_port() -> u16 {
 impl Peer {
     /// Starts Canopy standalone with compaction on demand and a short GC grace.
     pub(crate) fn canopy(bin: &Path, dir: &Path) -> anyhow::Result<Peer> {
+        Peer::canopy_with(bin, dir, &[])
+    }
+
+    /// Starts Canopy standalone as [`Peer::canopy`] does, with `extra` options.
+    pub(crate) fn canopy_with(bin: &Path, dir: &Path, extra: &[String]) -> anyhow::Result<Peer> {
         let mut child = Command::new(bin)
             .args(["standalone", "--http-addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0"])
             .args(["--otlp-grpc-addr", "off", "--otlp-http-addr", "off", "--influx-addr", "off"])
             .args(["--compaction-interval-secs", "0"])
             .arg("--data-dir")
             .arg(dir)
+            .args(extra)
             .env("CANOPY_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

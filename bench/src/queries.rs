@@ -56,6 +56,12 @@ fn host_in(hosts: &[String]) -> Criteria {
     }
 }
 
+/// The maximum of every field per host over `[begin, end)` (ms), with the
+/// query's cost in the response: the read-path benchmark's query.
+pub(crate) fn max_all_fields_per_host(begin: i64, end: i64) -> QueryRequest {
+    QueryRequest { group_by: group_by(&["hostname"], 0), agg: agg(AggregationFunction::Max, &FIELDS), with_stats: true, ..base(begin, end) }
+}
+
 fn base(begin: i64, end: i64) -> QueryRequest {
     QueryRequest {
         groups: vec!["benchmark".into()],

@@ -1,0 +1,181 @@
+//! The read path against an object store with S3's latency: Canopy
+//! standalone on the in-process S3 server behind a proxy that holds every
+//! response back (`--object-latency-ms`, ~30 ms first byte like S3), one
+//! day of TSBS data, and one query aggregating all of it, run
+//!
+//! * cold — a fresh process with an empty part cache,
+//! * warm from disk — a fresh process on the cache directory the cold run filled,
+//! * warm from memory — the same process again,
+//! * local disk — the same parts in a local directory, memory tier only, as
+//!   standalone runs by default (the figure to match),
+//!
+//! each with the query's own stats (requests, bytes, cache hits, parts) and
+//! what its requests cost at S3's list price.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use canopy_bench::latency_proxy::LatencyProxy;
+use canopy_bench::s3::{S3_BUCKET, S3_KEY, S3_SECRET, S3Server};
+use canopy_bench::tsbs;
+use serde_json::Value;
+
+use crate::load::{self, Protocol};
+use crate::peers::Peer;
+
+/// S3 standard, us-east-1 list price of a GET (per request).
+const S3_GET_USD: f64 = 0.0004 / 1000.0;
+
+/// One phase's figures.
+struct Phase {
+    name: &'static str,
+    millis: Vec<f64>,
+    stats: Value,
+}
+
+async fn run_query(base: &str, q: &Value) -> anyhow::Result<(f64, Value, usize)> {
+    let t = Instant::now();
+    let r = reqwest::Client::new().post(format!("{base}/api/v1/measure/data")).json(q).send().await?;
+    let status = r.status();
+    let body: Value = r.json().await?;
+    let ms = t.elapsed().as_secs_f64() * 1000.0;
+    anyhow::ensure!(status.is_success(), "query failed: {body}");
+    let points = body["dataPoints"].as_array().map_or(0, Vec::len);
+    Ok((ms, body["stats"].clone(), points))
+}
+
+fn p50(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn stat(s: &Value, k: &str) -> u64 {
+    // proto3 JSON writes uint64 as strings and leaves zeros out.
+    s[k].as_str().and_then(|v| v.parse().ok()).or_else(|| s[k].as_u64()).unwrap_or(0)
+}
+
+/// Runs the read-path benchmark and returns its markdown table.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn run(
+    bin: &Path,
+    work: &Path,
+    latency: Duration,
+    hosts: Arc<Vec<tsbs::Host>>,
+    rows: Arc<Vec<tsbs::Row>>,
+    range_ms: (i64, i64),
+    repeats: usize,
+    batch: usize,
+    concurrency: usize,
+) -> anyhow::Result<String> {
+    let s3 = S3Server::start();
+    let proxy = LatencyProxy::start(([127, 0, 0, 1], s3.port).into(), latency).await?;
+    let dir = work.join("read-path");
+    let cache = dir.join("part-cache");
+    std::fs::create_dir_all(&dir)?;
+    let on_s3: Vec<String> = [
+        "--object-store",
+        &format!("s3://{S3_BUCKET}"),
+        "--s3-endpoint",
+        &format!("http://{}", proxy.addr),
+        "--s3-access-key-id",
+        S3_KEY,
+        "--s3-secret-access-key",
+        S3_SECRET,
+        "--cache-dir",
+        &cache.to_string_lossy(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let q = serde_json::to_value(crate::queries::max_all_fields_per_host(range_ms.0, range_ms.1))?;
+
+    let peer = Peer::canopy_with(bin, &dir, &on_s3)?;
+    eprintln!("read path: loading {} rows onto S3 with {} ms per request", rows.len(), latency.as_millis());
+    load::load(&peer.base, peer.grpc.as_deref(), Protocol::Influx, hosts, rows, batch, concurrency).await?;
+    peer.settle().await?;
+    peer.stop()?;
+
+    let mut phases = Vec::new();
+    // Cold: a new process, an empty cache.
+    std::fs::remove_dir_all(&cache)?;
+    let peer = Peer::canopy_with(bin, &dir, &on_s3)?;
+    let (ms, stats, points) = run_query(&peer.base, &q).await?;
+    phases.push(Phase { name: "cold (empty cache)", millis: vec![ms], stats });
+    peer.stop()?;
+    // Warm from disk: a new process on the filled cache directory.
+    let peer = Peer::canopy_with(bin, &dir, &on_s3)?;
+    let (ms, stats, again) = run_query(&peer.base, &q).await?;
+    anyhow::ensure!(again == points, "warm-disk answer has {again} points, cold had {points}");
+    phases.push(Phase { name: "warm, disk tier (after a restart)", millis: vec![ms], stats });
+    // Warm from memory: the same process again.
+    let mut millis = Vec::new();
+    let mut stats = Value::Null;
+    for _ in 0..repeats.max(1) {
+        let (ms, s, _) = run_query(&peer.base, &q).await?;
+        millis.push(ms);
+        stats = s;
+    }
+    phases.push(Phase { name: "warm, memory tier", millis, stats });
+    peer.stop()?;
+    // The same parts in a local directory, as standalone runs by default
+    // (memory tier only): the figure warm runs are judged by.
+    let local = dir.join("local-objects");
+    copy_dir(&s3.bucket_dir(), &local)?;
+    let local_args: Vec<String> =
+        ["--object-store", &local.to_string_lossy(), "--cache-dir", "off"].iter().map(|s| s.to_string()).collect();
+    let peer = Peer::canopy_with(bin, &dir, &local_args)?;
+    let mut millis = Vec::new();
+    let mut stats = Value::Null;
+    for _ in 0..repeats.max(1) + 1 {
+        let (ms, s, _) = run_query(&peer.base, &q).await?;
+        millis.push(ms);
+        stats = s;
+    }
+    millis.remove(0);
+    phases.push(Phase { name: "local disk (warm; memory tier only)", millis, stats });
+    peer.stop()?;
+    let local_ms = p50(&phases[3].millis);
+
+    let mut out = format!(
+        "Read path: one day of TSBS data ({points} hosts), MAX of all ten fields per host, S3 behind a {} ms first-byte proxy\n\n\
+         | phase | p50 ms | vs local disk | requests | bytes | cache hits mem / disk | misses | parts scanned / skipped | round trips (ms / latency) | $ per 1M queries (GETs) |\n\
+         |---|---|---|---|---|---|---|---|---|---|\n",
+        latency.as_millis()
+    );
+    for p in &phases {
+        let ms = p50(&p.millis);
+        let s = &p.stats;
+        let requests = stat(s, "objectStoreRequests");
+        out.push_str(&format!(
+            "| {} | {ms:.1} | {:.2} | {requests} | {} | {} / {} | {} | {} / {} | {:.1} | {:.2} |\n",
+            p.name,
+            ms / local_ms,
+            stat(s, "objectStoreBytes"),
+            stat(s, "cacheMemoryHits"),
+            stat(s, "cacheDiskHits"),
+            stat(s, "cacheMisses"),
+            stat(s, "partsScanned"),
+            stat(s, "partsSkipped"),
+            ms / latency.as_millis().max(1) as f64,
+            requests as f64 * S3_GET_USD * 1e6,
+        ));
+    }
+    drop(proxy);
+    Ok(out)
+}
+
+fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for e in std::fs::read_dir(from)? {
+        let e = e?;
+        let target = to.join(e.file_name());
+        if e.file_type()?.is_dir() {
+            copy_dir(&e.path(), &target)?;
+        } else {
+            std::fs::copy(e.path(), target)?;
+        }
+    }
+    Ok(())
+}
