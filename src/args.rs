@@ -61,8 +61,9 @@ pub(crate) struct CacheArgs {
     #[arg(long, env = "CANOPY_CACHE_MEMORY_BYTES", default_value_t = 256 << 20)]
     cache_memory_bytes: usize,
     /// Directory of the part cache's disk tier (kept across restarts); `off`
-    /// keeps the cache in memory only. Default: `<data-dir>/cache` in
-    /// standalone, `./canopy-cache` for a querier.
+    /// keeps the cache in memory only. Default: `./canopy-cache` for a
+    /// querier; in standalone `<data-dir>/cache` when the object store is
+    /// S3, none when it is a local directory (the page cache serves it).
     #[arg(long, env = "CANOPY_CACHE_DIR")]
     cache_dir: Option<String>,
     /// Disk the part cache may use, in bytes.
@@ -71,20 +72,28 @@ pub(crate) struct CacheArgs {
 }
 
 impl CacheArgs {
-    /// Puts `store` behind the part cache; `default_dir` applies when
-    /// `--cache-dir` is absent.
+    /// Puts `store` behind the part cache. `default_dir` applies when
+    /// `--cache-dir` is absent; if that directory cannot be used (read-only,
+    /// or another process holds it) the cache runs in memory only, with a
+    /// warning. A `--cache-dir` given explicitly must work.
     pub(crate) async fn open(
         &self,
         store: Arc<dyn object_store::ObjectStore>,
-        default_dir: std::path::PathBuf,
+        default_dir: Option<std::path::PathBuf>,
     ) -> anyhow::Result<Arc<canopy_querier::CachedStore>> {
-        let dir = match self.cache_dir.as_deref() {
-            Some("off") => None,
-            Some(d) => Some(std::path::PathBuf::from(d)),
-            None => Some(default_dir),
+        let cfg = |dir| canopy_querier::CacheConfig { memory_bytes: self.cache_memory_bytes, dir, disk_bytes: self.cache_disk_bytes };
+        let cached = match self.cache_dir.as_deref() {
+            Some("off") => canopy_querier::CachedStore::open(store, &cfg(None)).await?,
+            Some(d) => canopy_querier::CachedStore::open(store, &cfg(Some(d.into()))).await?,
+            None => match canopy_querier::CachedStore::open(store.clone(), &cfg(default_dir.clone())).await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(error = %e, "the part cache's default disk tier is unusable; caching in memory only");
+                    canopy_querier::CachedStore::open(store, &cfg(None)).await?
+                }
+            },
         };
-        let cfg = canopy_querier::CacheConfig { memory_bytes: self.cache_memory_bytes, dir, disk_bytes: self.cache_disk_bytes };
-        Ok(Arc::new(canopy_querier::CachedStore::open(store, &cfg).await?))
+        Ok(Arc::new(cached))
     }
 }
 

@@ -28,7 +28,7 @@ pub(crate) async fn run(a: QuerierArgs) -> anyhow::Result<()> {
     let mut node = Node::start(&a.node, vec![Role::Querier]).await?;
     let metrics = RoleMetrics::new("querier");
     metrics.count_store(store_counters);
-    let cached = a.cache.open(store.clone(), "canopy-cache".into()).await?;
+    let cached = a.cache.open(store.clone(), Some("canopy-cache".into())).await?;
     metrics.count_cache(cached.counters());
     let querier = Arc::new(Querier::new(QuerierConfig::default(), cached.clone()));
     let rpc = QuerierRpc::new(querier, CatalogStore::new(store), metrics.clone());

@@ -59,7 +59,10 @@ pub(crate) async fn run(a: StandaloneArgs) -> anyhow::Result<()> {
     let flusher = ingester.spawn_flusher();
     // Only queries read through the part cache: the compactor's reads of
     // parts it is about to replace would only crowd it.
-    let cached = a.cache.open(store.clone(), a.data_dir.join("cache")).await?;
+    // A local-directory store is already on this disk, in the page cache:
+    // a disk tier would only copy it.
+    let disk_tier = url.starts_with("s3://").then(|| a.data_dir.join("cache"));
+    let cached = a.cache.open(store.clone(), disk_tier).await?;
     let querier = Arc::new(Querier::new(QuerierConfig::default(), cached.clone()));
     let compactor = Arc::new(Compactor::new(ccfg, store));
     let data = Arc::new(LocalDataPlane { ingester: ingester.clone(), querier, compactor });
@@ -110,8 +113,8 @@ pub(crate) async fn run(a: StandaloneArgs) -> anyhow::Result<()> {
     if let Some(c) = compaction {
         c.abort();
     }
-    let parts = ingester.flush_all().await?;
     cached.close().await;
+    let parts = ingester.flush_all().await?;
     tracing::info!(parts, "flushed; bye");
     Ok(())
 }

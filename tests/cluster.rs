@@ -429,21 +429,21 @@ async fn a_paused_ingester_is_fenced_and_loses_nothing() {
     // `owners` lists shard records in key order: index = shard.
     let owned_before = owners(&cluster);
     assert!(owned_before.contains(&paused), "the paused ingester owned no shard: {owned_before:?}");
+    let epochs_before = newest_epochs(&cluster, 3).await;
     cluster.ingesters[0].signal("STOP");
     eventually(&cluster, 30, "the paused ingester's shards never moved", || !owners(&cluster).contains(&paused)).await;
-    // Wake it only once the new owner has committed under the newer epoch,
-    // so the woken owner's next commit (it holds unflushed points) meets a
-    // catalog that moved on.
+    // Wake it only once the new owner has committed under a newer epoch
+    // than the paused one held, so the woken owner's next commit (it holds
+    // unflushed points) meets a catalog that moved on.
     let taken: Vec<u32> = (0..3).filter(|&k| owned_before[k as usize] == paused).collect();
-    let cluster_ref = &cluster;
-    let taken_ref = &taken;
+    let (cluster_ref, taken_ref, before_ref) = (&cluster, &taken, &epochs_before);
     wait_until(
         60,
-        "the new owner never committed a catalog version under the newer epoch",
+        "the new owner never committed a catalog version under a newer epoch",
         || cluster.logs(),
         || async move {
             let epochs = newest_epochs(cluster_ref, 3).await;
-            taken_ref.iter().any(|&k| epochs[k as usize] >= 2)
+            taken_ref.iter().any(|&k| epochs[k as usize] > before_ref[k as usize])
         },
     )
     .await;
@@ -473,7 +473,11 @@ async fn a_paused_ingester_is_fenced_and_loses_nothing() {
         }
         assert!(epochs.windows(2).all(|w| w[0] <= w[1]), "shard {shard}: a version went back to an older epoch: {epochs:?}");
         if owned_before[shard as usize] == paused {
-            assert!(epochs.last().is_some_and(|&e| e >= 2), "shard {shard} never left the paused ingester: {epochs:?}");
+            let before = epochs_before[shard as usize];
+            assert!(
+                epochs.last().is_some_and(|&e| e > before),
+                "shard {shard} never left the paused ingester (epoch {before}): {epochs:?}"
+            );
         }
     }
 }

@@ -178,6 +178,20 @@ mod tests {
         Code::Internal,
     ];
 
+    /// Fails to compile when a code is added: add it to [`EVERY_CODE`] too.
+    fn _every_code_is_listed(c: Code) {
+        match c {
+            Code::InvalidArgument
+            | Code::NotFound
+            | Code::AlreadyExists
+            | Code::FailedPrecondition
+            | Code::ResourceExhausted
+            | Code::DeadlineExceeded
+            | Code::Unavailable
+            | Code::Internal => {}
+        }
+    }
+
     /// The table of codes and HTTP statuses in docs/api.md is what clients
     /// read; every code answers as it says, and it lists every code.
     #[tokio::test]

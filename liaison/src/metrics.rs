@@ -125,11 +125,11 @@ impl RoleMetrics {
         }
         if let Some(c) = self.cache.lock().expect("cache lock").as_ref() {
             let name = "canopy_cache_hits_total";
-            let _ = writeln!(out, "# HELP {name} Part cache pages served, by tier.\n# TYPE {name} counter");
+            let _ = writeln!(out, "# HELP {name} Part ranges served by the part cache, by tier.\n# TYPE {name} counter");
             let _ = writeln!(out, "{name}{{role=\"{role}\",tier=\"memory\"}} {}", c.memory_hits());
             let _ = writeln!(out, "{name}{{role=\"{role}\",tier=\"disk\"}} {}", c.disk_hits());
             let name = "canopy_cache_misses_total";
-            let _ = writeln!(out, "# HELP {name} Part cache pages fetched from the object store.\n# TYPE {name} counter");
+            let _ = writeln!(out, "# HELP {name} Part ranges the part cache fetched from the object store.\n# TYPE {name} counter");
             let _ = writeln!(out, "{name}{{role=\"{role}\"}} {}", c.misses());
         }
         out

@@ -31,6 +31,16 @@ use object_store::{
 /// largest range it can hold.
 const DISK_BLOCK_BYTES: usize = 16 << 20;
 
+/// Write buffers of the disk tier (memory, on top of the memory tier).
+const DISK_BUFFER_BYTES: usize = 32 << 20;
+
+/// Ranges waiting to be written to the disk tier, at most. Past it foyer
+/// drops the write (the range stays in memory and is fetched again after a
+/// restart): a cold query fetching faster than the disk writes must not
+/// queue without bound. Four times foyer's default, so one large cold
+/// query's ranges all reach the disk.
+const DISK_QUEUE_BYTES: usize = 128 << 20;
+
 /// Where cached pages live and how much of each tier they may use.
 #[derive(Debug, Clone)]
 pub struct CacheConfig {
@@ -81,6 +91,8 @@ pub struct CachedStore {
     inner: Arc<dyn ObjectStore>,
     cache: HybridCache<String, Bytes>,
     counters: Arc<CacheCounters>,
+    /// The disk tier's directory lock, held while the cache lives.
+    _lock: Option<std::fs::File>,
 }
 
 impl fmt::Debug for CachedStore {
@@ -110,16 +122,25 @@ impl CachedStore {
         let cache = match &cfg.dir {
             Some(dir) => {
                 std::fs::create_dir_all(dir).map_err(|e| std::io::Error::other(format!("cache dir {}: {e}", dir.display())))?;
+                let lock = lock_dir(dir)?;
                 let device = FsDeviceBuilder::new(dir)
                     .with_capacity(cfg.disk_bytes.max(4 * DISK_BLOCK_BYTES))
                     .build()
                     .map_err(|e| std::io::Error::other(format!("cache dir {}: {e}", dir.display())))?;
-                builder.with_engine_config(BlockEngineConfig::new(device).with_block_size(DISK_BLOCK_BYTES)).build().await
+                let engine = BlockEngineConfig::new(device)
+                    .with_block_size(DISK_BLOCK_BYTES)
+                    .with_flushers(2)
+                    .with_buffer_pool_size(DISK_BUFFER_BYTES)
+                    .with_submit_queue_size_threshold(DISK_QUEUE_BYTES);
+                let cache = builder.with_engine_config(engine).build().await;
+                return cache
+                    .map(|cache| CachedStore { inner, cache, counters: Arc::default(), _lock: Some(lock) })
+                    .map_err(|e| std::io::Error::other(format!("part cache: {e}")));
             }
             None => builder.build().await,
         }
         .map_err(|e| std::io::Error::other(format!("part cache: {e}")))?;
-        Ok(CachedStore { inner, cache, counters: Arc::default() })
+        Ok(CachedStore { inner, cache, counters: Arc::default(), _lock: None })
     }
 
     /// The hit and miss counters.
@@ -135,6 +156,7 @@ impl CachedStore {
         }
     }
 
+    /// The cache key of a range of a part.
     fn key(location: &Path, r: &Range<u64>) -> String {
         format!("{location}#{}-{}", r.start, r.end)
     }
@@ -181,7 +203,11 @@ impl CachedStore {
             let asked: Vec<Range<u64>> = missing.iter().map(|&i| ranges[i].clone()).collect();
             let fetched = self.inner.get_ranges(location, &asked).await?;
             for (&i, data) in missing.iter().zip(fetched) {
-                if data.len() <= DISK_BLOCK_BYTES {
+                // A short read is cached (the object ends there, for good);
+                // an empty answer to a non-empty range is the store's
+                // business, never an entry.
+                let empty = data.is_empty() && ranges[i].start < ranges[i].end;
+                if data.len() <= DISK_BLOCK_BYTES && !empty {
                     // A copy: `data` may be a slice of a larger coalesced
                     // read, which the entry would otherwise keep alive
                     // unweighed.
@@ -191,6 +217,21 @@ impl CachedStore {
             }
         }
         Ok(out.into_iter().map(|b| b.expect("every range found or fetched")).collect())
+    }
+}
+
+/// Takes an exclusive lock on `dir/LOCK` for as long as the returned file
+/// lives: two processes writing one disk tier would overwrite each other's
+/// blocks (entries are checksummed, so nothing wrong is read, but the cache
+/// would thrash).
+fn lock_dir(dir: &std::path::Path) -> std::io::Result<std::fs::File> {
+    let f = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(dir.join("LOCK"))?;
+    match f.try_lock() {
+        Ok(()) => Ok(f),
+        Err(_) => Err(std::io::Error::other(format!(
+            "cache dir {} is in use by another process; give each process its own --cache-dir",
+            dir.display()
+        ))),
     }
 }
 
@@ -220,7 +261,7 @@ impl ObjectStore for CachedStore {
     }
 
     async fn get_opts(&self, location: &Path, options: GetOptions) -> object_store::Result<GetResult> {
-        let Some(range) = cacheable(location, &options) else {
+        let Some(range) = cacheable(location, &options).filter(|r| r.start < r.end) else {
             return self.inner.get_opts(location, options).await;
         };
         let data = self.read_ranges(location, std::slice::from_ref(&range)).await?.pop().expect("one range asked, one answered");
@@ -367,5 +408,8 @@ mod tests {
         assert_eq!(counters.requests("get"), gets, "the reopened cache read nothing from the store");
         let c = cached.counters();
         assert_eq!((c.disk_hits(), c.misses()), (3, 0), "{c:?}");
+        // One disk tier, one process: a second cache on the directory is refused.
+        let err = CachedStore::open(Arc::new(object_store::memory::InMemory::new()), &cfg).await.unwrap_err().to_string();
+        assert!(err.contains("in use by another process"), "{err}");
     }
 }

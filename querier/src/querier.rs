@@ -29,13 +29,16 @@ pub struct QuerierConfig {
     /// Most rows one shard may decode for a query before it fails with
     /// RESOURCE_EXHAUSTED instead of running out of memory.
     pub rows_max: usize,
-    /// Parts read concurrently per shard.
+    /// Parts read concurrently per shard. Every part's batches are held
+    /// until the shard decodes anyway, so this bounds requests in flight,
+    /// not memory: wide, so a cold read on an object store costs the same
+    /// two round trips (footer, then columns) for 60 parts as for one.
     pub part_concurrency: usize,
 }
 
 impl Default for QuerierConfig {
     fn default() -> Self {
-        QuerierConfig { index_cache_bytes: 64 << 20, rows_max: 5_000_000, part_concurrency: 8 }
+        QuerierConfig { index_cache_bytes: 64 << 20, rows_max: 5_000_000, part_concurrency: 64 }
     }
 }
 

@@ -81,6 +81,9 @@ pub async fn probe_conditional_create(store: &dyn ObjectStore) -> Result<()> {
              Catalog commits need it (AWS S3, MinIO and other current S3 servers decide it atomically)"
                 .into(),
         )),
+        Err(object_store::Error::NotImplemented { .. } | object_store::Error::NotSupported { .. }) => Err(StorageError::Config(
+            "the object store does not support create-if-absent (If-None-Match: *); catalog commits need it".into(),
+        )),
         Err(e) => Err(e.into()),
     }
 }

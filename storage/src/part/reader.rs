@@ -333,7 +333,7 @@ impl Fetched {
 /// the columns of a batch are immutable units any later query reuses.
 async fn fetch_coalesced(store: &dyn ObjectStore, path: &str, ranges: &[Range<u64>]) -> Result<Fetched> {
     let mut sorted: Vec<Range<u64>> = ranges.iter().filter(|r| r.start < r.end).cloned().collect();
-    sorted.sort_by_key(|r| r.start);
+    sorted.sort_by_key(|r| (r.start, r.end));
     sorted.dedup();
     let datas = store.get_ranges(&path.into(), &sorted).await?;
     Ok(Fetched(sorted.iter().map(|r| r.start).zip(datas).collect()))
