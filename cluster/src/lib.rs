@@ -31,7 +31,7 @@ pub use ingester_service::IngesterRpc;
 pub use node::{NODES_PREFIX, NodeInfo, Registration, Role, parse_labels};
 pub use ownership::{SHARDS_PREFIX, ShardOwner, current_owners, eligible_ingesters, parse_shard_key, shard_key};
 pub use placement::assign;
-pub use querier_service::QuerierRpc;
+pub use querier_service::{QuerierRpc, execute_fragment};
 pub use shard_manager::{Pacing, ShardManager};
 pub use view::{ClusterView, OwnerRecord, connect};
 pub use watched::{Entry, WatchedPrefix};

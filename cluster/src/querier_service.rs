@@ -29,28 +29,40 @@ impl QuerierRpc {
     }
 }
 
+/// Executes one fragment of a shard's query — the querier's whole job,
+/// shared by the gRPC service and the Lambda function so both answer alike:
+/// compile the shipped plan, pin the catalog version (only the listed parts
+/// when the shard is split), add the owner's memtable rows, and return the
+/// partial result with what it cost.
+pub async fn execute_fragment(
+    querier: &Querier,
+    catalogs: &CatalogCache,
+    req: &ExecuteShardRequest,
+) -> Result<ExecuteShardResponse, ApiError> {
+    let run = async {
+        let plan = compile_fragment(req.fragment.as_ref().ok_or_else(|| ApiError::invalid("fragment", "required"))?)?;
+        let rows = canopy_model::wire::decode_rows(&req.mem_rows).ok_or_else(|| ApiError::invalid("mem_rows", "not valid rows"))?;
+        let mut catalog = catalogs.get(&plan.schema.group.name, req.shard, req.catalog_version).await?;
+        if !req.part_paths.is_empty() {
+            // One time window of a shard split over several queriers.
+            let mut only: CatalogState = (*catalog).clone();
+            only.parts.retain(|p| req.part_paths.contains(&p.path));
+            catalog = Arc::new(only);
+        }
+        let partial = querier.execute_shard(&plan, &catalog, rows).await?;
+        Ok::<_, ApiError>(canopy_model::wire::encode_partial(&partial))
+    };
+    // The fragment's cost goes back with it, for the root's tally.
+    let (r, cost) = canopy_storage::query_stats::measure(run).await;
+    Ok(ExecuteShardResponse { partial: r?, stats: Some(cost.into()) })
+}
+
 #[tonic::async_trait]
 impl QuerierService for QuerierRpc {
     async fn execute_shard(&self, req: Request<ExecuteShardRequest>) -> Result<Response<ExecuteShardResponse>, Status> {
         self.metrics.queries.inc();
-        let req = req.into_inner();
-        let run = async {
-            let plan = compile_fragment(req.fragment.as_ref().ok_or_else(|| ApiError::invalid("fragment", "required"))?)?;
-            let rows = canopy_model::wire::decode_rows(&req.mem_rows).ok_or_else(|| ApiError::invalid("mem_rows", "not valid rows"))?;
-            let mut catalog = self.catalogs.get(&plan.schema.group.name, req.shard, req.catalog_version).await?;
-            if !req.part_paths.is_empty() {
-                // One time window of a shard split over several queriers.
-                let mut only: CatalogState = (*catalog).clone();
-                only.parts.retain(|p| req.part_paths.contains(&p.path));
-                catalog = Arc::new(only);
-            }
-            let partial = self.querier.execute_shard(&plan, &catalog, rows).await?;
-            Ok::<_, ApiError>(canopy_model::wire::encode_partial(&partial))
-        };
-        // The fragment's cost goes back with it, for the root's tally.
-        let (r, cost) = canopy_storage::query_stats::measure(run).await;
-        match r {
-            Ok(partial) => Ok(Response::new(ExecuteShardResponse { partial, stats: Some(cost.into()) })),
+        match execute_fragment(&self.querier, &self.catalogs, &req.into_inner()).await {
+            Ok(resp) => Ok(Response::new(resp)),
             Err(e) => {
                 self.metrics.query_errors.inc();
                 Err(e.into())
