@@ -362,11 +362,17 @@ struct UnderLoad {
     writer: tokio::task::JoinHandle<()>,
 }
 
-/// Starts two ingesters (with `ingester_extra`, on leases of `lease_secs`)
-/// and the writer of 25 hosts x `per_host` points; returns once `acks`
-/// points are acknowledged.
-async fn under_load(lease_secs: u64, ingester_extra: &[&str], per_host: usize, seed: u64, acks: usize) -> UnderLoad {
-    let mut extra = vec!["--flush-bytes", "100000", "--flush-interval-secs", "1"];
+/// Flush options under load: small parts, often.
+const FLUSH_OFTEN: (&str, &str) = ("100000", "1");
+/// Flush options that never flush under a test's load: every acknowledged
+/// point stays in the WAL until a handover.
+const FLUSH_NEVER: (&str, &str) = ("1000000000", "3600");
+
+/// Starts two ingesters (with `ingester_extra`, on leases of `lease_secs`,
+/// flushing at `flush` = (bytes, seconds)) and the writer of 25 hosts x
+/// `per_host` points; returns once `acks` points are acknowledged.
+async fn under_load(lease_secs: u64, flush: (&str, &str), ingester_extra: &[&str], per_host: usize, seed: u64, acks: usize) -> UnderLoad {
+    let mut extra = vec!["--flush-bytes", flush.0, "--flush-interval-secs", flush.1];
     extra.extend_from_slice(ingester_extra);
     let cluster = Cluster::start_with_lease(2, 1, lease_secs, &extra);
     let http = Http::new(cluster.liaison.http);
@@ -382,7 +388,8 @@ async fn under_load(lease_secs: u64, ingester_extra: &[&str], per_host: usize, s
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_graceful_ingester_stop_under_load_loses_nothing() {
-    let UnderLoad { mut cluster, http, start, all, sent, acked, failed, writer } = under_load(STEADY_LEASE_SECS, &[], 400, 31, 3_000).await;
+    let UnderLoad { mut cluster, http, start, all, sent, acked, failed, writer } =
+        under_load(STEADY_LEASE_SECS, FLUSH_OFTEN, &[], 400, 31, 3_000).await;
     let leaving = cluster.ingesters[1].id();
     cluster.ingesters[1].stop();
     writer.await.unwrap();
@@ -399,7 +406,10 @@ async fn a_graceful_ingester_stop_under_load_loses_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_ingester_returns_every_acknowledged_point_once() {
-    let UnderLoad { mut cluster, http, start, sent, acked, writer, .. } = under_load(SHORT_LEASE_SECS, &[], 400, 41, 3_000).await;
+    // Nothing is flushed before the kill, so the killed ingester's
+    // acknowledged points are in its WAL alone and must come back from it.
+    let UnderLoad { mut cluster, http, start, sent, acked, writer, .. } =
+        under_load(SHORT_LEASE_SECS, FLUSH_NEVER, &[], 400, 41, 3_000).await;
     let killed = cluster.ingesters[0].id();
     cluster.ingesters[0].kill9();
     // Once the lease (3 s) runs out the survivor takes the shards over; then
@@ -424,7 +434,7 @@ async fn a_paused_ingester_is_fenced_and_loses_nothing() {
     // SIGSTOP stands in for a partition or a long pause: the lease expires,
     // the other ingester takes the shards under a newer epoch, and when the
     // paused one wakes up it must not publish anything under its old epoch.
-    let UnderLoad { cluster, http, start, sent, acked, writer, .. } = under_load(SHORT_LEASE_SECS, &[], 300, 51, 2_000).await;
+    let UnderLoad { cluster, http, start, sent, acked, writer, .. } = under_load(SHORT_LEASE_SECS, FLUSH_OFTEN, &[], 300, 51, 2_000).await;
     let paused = cluster.ingesters[0].id();
     // `owners` lists shard records in key order: index = shard.
     let owned_before = owners(&cluster);
@@ -520,7 +530,8 @@ async fn a_crashed_ingester_that_returns_to_a_changed_cluster_recovers_its_wal()
     // labels the ingester selector no longer matches, so it is dealt no
     // shard: its owners must lend the shards back for one flush.
     let hot = ["--ingester-selector", "tier=hot", "--node-labels", "tier=hot"];
-    let UnderLoad { mut cluster, http, start, sent, acked, writer, .. } = under_load(SHORT_LEASE_SECS, &hot, 300, 71, 2_000).await;
+    let UnderLoad { mut cluster, http, start, sent, acked, writer, .. } =
+        under_load(SHORT_LEASE_SECS, FLUSH_NEVER, &hot, 300, 71, 2_000).await;
     cluster.ingesters[0].kill9();
     let wal = cluster.dir.path().join("ingester-0/wal/g");
     let stranded = std::fs::read_dir(&wal).map(|d| d.count()).unwrap_or(0);
