@@ -189,12 +189,7 @@ async fn a_cluster_answers_like_standalone() {
     let (status, metrics) = Http::new(cluster.ingesters[0].http).get_text("/metrics").await;
     assert_eq!(status, 200);
     assert!(metrics.contains("canopy_points_written_total{role=\"ingester\"}"), "{metrics}");
-    let owned: f64 = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("canopy_owned_shards{role=\"ingester\"} "))
-        .expect("owned shards gauge")
-        .parse()
-        .unwrap();
+    let owned = Http::new(cluster.ingesters[0].http).metric("canopy_owned_shards{role=\"ingester\"}").await;
     assert!((1.0..=2.0).contains(&owned), "an ingester of two owns one or two of three shards: {owned}");
     assert_eq!(Http::new(cluster.queriers[0].http).get("/api/healthz").await.0, 200);
 
@@ -259,18 +254,14 @@ async fn two_queriers_share_a_shard_by_time_segment_and_answer_like_standalone()
     // every point), over the snapshot call, and still matched standalone.
     let mut answered = 0.0;
     for i in &cluster.ingesters {
-        let (_, text) = Http::new(i.http).get_text("/metrics").await;
-        let line = text.lines().find(|l| l.starts_with("canopy_last_value_answers")).expect("last-value answers gauge");
-        answered += line.rsplit(' ').next().unwrap().parse::<f64>().unwrap();
+        answered += Http::new(i.http).metric("canopy_last_value_answers{role=\"ingester\"}").await;
     }
     assert!(answered > 0.0, "no shard query was answered by a last-value cache");
     // Every shard spans three one-hour segments, so each query ran as more
     // than one fragment per shard.
     let mut fragments = 0.0;
     for q in &cluster.queriers {
-        let (_, text) = Http::new(q.http).get_text("/metrics").await;
-        let line = text.lines().find(|l| l.starts_with("canopy_queries_total")).expect("queries counter");
-        fragments += line.rsplit(' ').next().unwrap().parse::<f64>().unwrap();
+        fragments += Http::new(q.http).metric("canopy_queries_total{role=\"querier\"}").await;
     }
     assert!(fragments > (qs.len() * 3) as f64, "{fragments} fragments for {} queries over 3 shards: nothing was split", qs.len());
 
@@ -287,9 +278,7 @@ async fn two_queriers_share_a_shard_by_time_segment_and_answer_like_standalone()
     assert!(stats.cache_memory_hits > 0, "{stats:?}");
     let mut hits = 0.0;
     for q in &cluster.queriers {
-        let (_, text) = Http::new(q.http).get_text("/metrics").await;
-        let line = text.lines().find(|l| l.starts_with("canopy_cache_hits_total{role=\"querier\",tier=\"memory\"}")).expect("cache hits");
-        hits += line.rsplit(' ').next().unwrap().parse::<f64>().unwrap();
+        hits += Http::new(q.http).metric("canopy_cache_hits_total{role=\"querier\",tier=\"memory\"}").await;
     }
     assert!(hits >= stats.cache_memory_hits as f64, "{hits} memory hits on the queriers' /metrics, {stats:?}");
 }

@@ -16,12 +16,7 @@ const POINTS: usize = 2160;
 
 /// A counter of the standalone process' `/metrics`, by its labels after the role's.
 async fn counter(http: &Http, name: &str, labels: &str) -> u64 {
-    let (_, text) = http.get_text("/metrics").await;
-    text.lines()
-        .find_map(|l| l.strip_prefix(&format!("{name}{{role=\"standalone\"{labels}}} ")))
-        .unwrap_or_else(|| panic!("{name} missing from /metrics:\n{text}"))
-        .parse()
-        .unwrap()
+    http.metric(&format!("{name}{{role=\"standalone\"{labels}}}")).await as u64
 }
 
 /// `(requests, bytes)` of object-store GETs so far.

@@ -16,10 +16,10 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use canopy_api::v1::{QueryRequest, QueryResponse, QueryStats};
 use canopy_bench::latency_proxy::LatencyProxy;
 use canopy_bench::s3::{S3_BUCKET, S3_KEY, S3_SECRET, S3Server};
 use canopy_bench::tsbs;
-use serde_json::Value;
 
 use crate::load::{self, Protocol};
 use crate::peers::Peer;
@@ -34,29 +34,24 @@ const S3_GET_USD: f64 = 0.0004 / 1000.0;
 struct Phase {
     name: &'static str,
     millis: Vec<f64>,
-    stats: Value,
+    stats: QueryStats,
 }
 
-async fn run_query(base: &str, q: &Value) -> anyhow::Result<(f64, Value, usize)> {
+async fn run_query(base: &str, q: &QueryRequest) -> anyhow::Result<(f64, QueryStats, usize)> {
     let t = Instant::now();
     let r = reqwest::Client::new().post(format!("{base}/api/v1/measure/data")).json(q).send().await?;
     let status = r.status();
-    let body: Value = r.json().await?;
+    let body: serde_json::Value = r.json().await?;
     let ms = t.elapsed().as_secs_f64() * 1000.0;
     anyhow::ensure!(status.is_success(), "query failed: {body}");
-    let points = body["dataPoints"].as_array().map_or(0, Vec::len);
-    Ok((ms, body["stats"].clone(), points))
+    let resp: QueryResponse = serde_json::from_value(body)?;
+    Ok((ms, resp.stats.unwrap_or_default(), resp.data_points.len()))
 }
 
 fn p50(v: &[f64]) -> f64 {
     let mut v = v.to_vec();
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
-}
-
-fn stat(s: &Value, k: &str) -> u64 {
-    // proto3 JSON writes uint64 as strings and leaves zeros out.
-    s[k].as_str().and_then(|v| v.parse().ok()).or_else(|| s[k].as_u64()).unwrap_or(0)
 }
 
 /// Runs the read-path benchmark and returns its markdown table.
@@ -92,7 +87,7 @@ pub(crate) async fn run(
     .iter()
     .map(|s| s.to_string())
     .collect();
-    let q = serde_json::to_value(crate::queries::max_all_fields_per_host(range_ms.0, range_ms.1))?;
+    let q = crate::queries::max_all_fields_per_host(range_ms.0, range_ms.1);
 
     let peer = Peer::canopy_with(bin, &dir, &on_s3)?;
     eprintln!("read path: loading {} rows onto S3 with {} ms per request, {FLUSHES} flushes", rows.len(), latency.as_millis());
@@ -111,8 +106,8 @@ pub(crate) async fn run(
     // process on the cache directory the cold run filled. Each `repeats`
     // times (a single first query is too noisy to judge).
     let (mut cold, mut disk) = (
-        Phase { name: "cold (empty cache)", millis: Vec::new(), stats: Value::Null },
-        Phase { name: "warm, disk tier (after a restart)", millis: Vec::new(), stats: Value::Null },
+        Phase { name: "cold (empty cache)", millis: Vec::new(), stats: QueryStats::default() },
+        Phase { name: "warm, disk tier (after a restart)", millis: Vec::new(), stats: QueryStats::default() },
     );
     let mut points = 0;
     for _ in 0..repeats.max(1) {
@@ -135,7 +130,7 @@ pub(crate) async fn run(
     run_query(&peer.base, &q).await?;
     // Warm from memory: the same process again.
     let mut millis = Vec::new();
-    let mut stats = Value::Null;
+    let mut stats = QueryStats::default();
     for _ in 0..repeats.max(1) {
         let (ms, s, _) = run_query(&peer.base, &q).await?;
         millis.push(ms);
@@ -151,7 +146,7 @@ pub(crate) async fn run(
         ["--object-store", &local.to_string_lossy(), "--cache-dir", "off"].iter().map(|s| s.to_string()).collect();
     let peer = Peer::canopy_with(bin, &dir, &local_args)?;
     let mut millis = Vec::new();
-    let mut stats = Value::Null;
+    let mut stats = QueryStats::default();
     for _ in 0..repeats.max(1) + 1 {
         let (ms, s, _) = run_query(&peer.base, &q).await?;
         millis.push(ms);
@@ -171,19 +166,19 @@ pub(crate) async fn run(
     for p in &phases {
         let ms = p50(&p.millis);
         let s = &p.stats;
-        let requests = stat(s, "objectStoreRequests");
+        let requests = s.object_store_requests;
         out.push_str(&format!(
             "| {} | {ms:.1} ({:.0}–{:.0}) | {:.2} | {requests} | {} | {} / {} | {} | {} / {} | {:.1} | {:.2} |\n",
             p.name,
             p.millis.iter().copied().fold(f64::MAX, f64::min),
             p.millis.iter().copied().fold(0.0, f64::max),
             ms / local_ms,
-            stat(s, "objectStoreBytes"),
-            stat(s, "cacheMemoryHits"),
-            stat(s, "cacheDiskHits"),
-            stat(s, "cacheMisses"),
-            stat(s, "partsScanned"),
-            stat(s, "partsSkipped"),
+            s.object_store_bytes,
+            s.cache_memory_hits,
+            s.cache_disk_hits,
+            s.cache_misses,
+            s.parts_scanned,
+            s.parts_skipped,
             ms / latency.as_millis().max(1) as f64,
             requests as f64 * S3_GET_USD * 1e6,
         ));

@@ -245,7 +245,7 @@ fn cacheable(location: &Path, options: &GetOptions) -> Option<Range<u64>> {
         && options.if_unmodified_since.is_none()
         && options.version.is_none();
     match &options.range {
-        Some(GetRange::Bounded(r)) if plain && location.as_ref().starts_with("parts/") => Some(r.clone()),
+        Some(GetRange::Bounded(r)) if plain && canopy_storage::paths::is_part(location.as_ref()) => Some(r.clone()),
         _ => None,
     }
 }
@@ -280,7 +280,7 @@ impl ObjectStore for CachedStore {
     }
 
     async fn get_ranges(&self, location: &Path, ranges: &[Range<u64>]) -> object_store::Result<Vec<Bytes>> {
-        if !location.as_ref().starts_with("parts/") {
+        if !canopy_storage::paths::is_part(location.as_ref()) {
             return self.inner.get_ranges(location, ranges).await;
         }
         self.read_ranges(location, ranges).await

@@ -36,6 +36,12 @@ pub fn part(group: &str, shard: u32, segment_start_nanos: i64, part_id: u64, non
     format!("parts/{group}/{shard:04}/{secs}/{part_id:016x}-{nonce:08x}.arrow")
 }
 
+/// Whether an object key names a part (written once, never changed: what a
+/// cache may keep).
+pub fn is_part(key: &str) -> bool {
+    key.starts_with("parts/")
+}
+
 /// A nonce for a part key: distinct across processes and retries, so an
 /// upload never lands on an object another (crashed) upload left behind.
 pub fn nonce() -> u32 {

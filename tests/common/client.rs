@@ -99,6 +99,14 @@ impl Http {
         (status, r.text().await.unwrap_or_default())
     }
 
+    /// The value of one sample of `/metrics`, named with its labels exactly
+    /// as exposed (`canopy_queries_total{role="querier"}`); panics if absent.
+    pub async fn metric(&self, sample: &str) -> f64 {
+        let (_, text) = self.get_text("/metrics").await;
+        let line = text.lines().find_map(|l| l.strip_prefix(sample).and_then(|rest| rest.strip_prefix(' ')));
+        line.unwrap_or_else(|| panic!("{sample} missing from /metrics:\n{text}")).parse().unwrap()
+    }
+
     /// Writes a batch; panics unless every point was accepted.
     pub async fn write_ok(&self, req: &WriteRequest) {
         let (status, body) = self.post("/api/v1/measure/write", req).await;
