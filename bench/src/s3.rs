@@ -91,13 +91,22 @@ async fn serve(listener: TcpListener, fs: FileSystem, ignore_conditions: bool, m
         let socket = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((socket, _)) => socket,
-                Err(_) => continue,
+                Err(e) => {
+                    // Said, since a test then sees only its client's
+                    // failures; paused, since an error such as EMFILE
+                    // repeats at once.
+                    eprintln!("test S3 server: accept failed: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                    continue;
+                }
             },
             _ = &mut stopped => return,
         };
         let conn = http.serve_connection(TokioIo::new(socket), service.clone()).into_owned();
         tokio::spawn(async move {
-            let _ = conn.await;
+            if let Err(e) = conn.await {
+                eprintln!("test S3 server: connection failed: {e}");
+            }
         });
     }
 }

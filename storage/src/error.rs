@@ -3,7 +3,10 @@
 /// What can go wrong reading or writing parts and catalogs.
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
-    #[error("object store: {0}")]
+    /// The store failed; the message carries the whole cause chain, since
+    /// object_store's own says "error sending request" and leaves out
+    /// whether the connection was refused, reset or timed out.
+    #[error("object store: {}", with_causes(.0))]
     ObjectStore(#[from] object_store::Error),
     #[error("arrow: {0}")]
     Arrow(#[from] arrow_schema::ArrowError),
@@ -27,5 +30,40 @@ impl StorageError {
     }
 }
 
+/// `err`'s message followed by each cause's not already part of it.
+pub fn with_causes(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut cause = err.source();
+    while let Some(c) = cause {
+        let more = c.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        cause = c.source();
+    }
+    text
+}
+
 /// Result with [`StorageError`].
 pub type Result<T, E = StorageError> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An error that, like hyper's, says little and keeps its cause apart.
+    #[derive(Debug, thiserror::Error)]
+    #[error("error sending request")]
+    struct Terse(#[source] std::io::Error);
+
+    #[test]
+    fn an_object_store_error_names_its_root_cause() {
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "connection refused by 127.0.0.1:9");
+        let e = StorageError::from(object_store::Error::Generic { store: "S3", source: Box::new(Terse(io)) });
+        let text = e.to_string();
+        assert!(text.ends_with("error sending request: connection refused by 127.0.0.1:9"), "{text}");
+        // A cause already in the message (the Terse one) is not repeated.
+        assert_eq!(text.matches("error sending request").count(), 1, "{text}");
+    }
+}

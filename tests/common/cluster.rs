@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 
-use super::process::{S3_BUCKET, S3_KEY, S3_SECRET, S3Server, free_port, kill9_child, stop_child, wait_ready};
+use super::process::{S3_BUCKET, S3_KEY, S3_SECRET, S3Server, free_port, kill9_child, print_log_if_failing, stop_child, wait_ready};
 
 /// A single-member etcd on loopback.
 pub struct EtcdServer {
@@ -162,6 +162,7 @@ impl RoleProcess {
 
 impl Drop for RoleProcess {
     fn drop(&mut self) {
+        print_log_if_failing(&format!("{} {}", self.role, self.grpc), &self.log_text());
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();

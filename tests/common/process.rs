@@ -281,6 +281,21 @@ pub fn kill9_child(child: &mut Option<Child>) {
     }
 }
 
+/// Lines of a server's log a failing test prints.
+const LOG_TAIL_LINES: usize = 60;
+
+/// When the test is failing (unwinding from a panic), prints the tail of a
+/// server's log: its temporary folder goes with the test, and the log is
+/// often the only account of why a request failed.
+pub fn print_log_if_failing(what: &str, log: &str) {
+    if !std::thread::panicking() {
+        return;
+    }
+    let lines: Vec<&str> = log.lines().collect();
+    let tail = &lines[lines.len().saturating_sub(LOG_TAIL_LINES)..];
+    eprintln!("--- last {} lines of the {what} log ---\n{}\n--- end of the {what} log ---", tail.len(), tail.join("\n"));
+}
+
 /// SIGTERM to a child process; waits and returns its exit status.
 pub fn stop_child(child: &mut Option<Child>) -> Option<std::process::ExitStatus> {
     let mut c = child.take()?;
@@ -302,6 +317,7 @@ fn walk(p: &Path, out: &mut Vec<PathBuf>) {
 
 impl Drop for Canopy {
     fn drop(&mut self) {
+        print_log_if_failing("standalone", &self.log());
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
