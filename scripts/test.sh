@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs Canopy's whole test suite on a fresh machine: installs what the build
 # and the tests need when it is missing (protoc, cargo-nextest, etcd,
-# Prometheus, the OpenTelemetry SDK), then runs unit and integration tests
+# Prometheus, the OpenTelemetry SDK, cargo-lambda), then runs unit and integration tests
 # against local disk, a real S3 server (s3s-fs, a dev-dependency the tests run
 # in-process) and a real etcd.
 set -euo pipefail
@@ -33,5 +33,18 @@ if ! "$VENV/bin/python" -c "import opentelemetry.exporter.otlp.proto.grpc, opent
   "$VENV/bin/pip" install -q opentelemetry-sdk opentelemetry-exporter-otlp-proto-grpc opentelemetry-exporter-otlp-proto-http
 fi
 export CANOPY_PYTHON="$VENV/bin/python"
+
+# cargo-lambda (PyPI) for the query-function tests: it emulates Lambda's
+# invoke and runtime APIs on a loopback port.
+if command -v cargo-lambda >/dev/null 2>&1; then
+  CANOPY_CARGO_LAMBDA="$(command -v cargo-lambda)"
+else
+  if [ ! -x "$VENV/bin/cargo-lambda" ]; then
+    echo "installing cargo-lambda into $VENV" >&2
+    "$VENV/bin/pip" install -q cargo-lambda
+  fi
+  CANOPY_CARGO_LAMBDA="$VENV/bin/cargo-lambda"
+fi
+export CANOPY_CARGO_LAMBDA
 
 cargo nextest run --workspace --no-fail-fast "$@"

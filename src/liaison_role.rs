@@ -13,6 +13,7 @@ use canopy_meta::SchemaRegistry;
 use canopy_storage::CatalogStore;
 
 use crate::args::{AgentArgs, GcArgs, ObjectStoreArgs};
+use crate::lambda_args::LambdaArgs;
 use crate::node::{Node, NodeArgs};
 
 /// Options of `canopy liaison`.
@@ -27,6 +28,8 @@ pub(crate) struct LiaisonArgs {
     agents: AgentArgs,
     #[command(flatten)]
     gc: GcArgs,
+    #[command(flatten)]
+    lambda: LambdaArgs,
     /// A query running longer than this fails with DEADLINE_EXCEEDED.
     #[arg(long, env = "CANOPY_QUERY_TIMEOUT_SECS", default_value_t = 60)]
     query_timeout_secs: u64,
@@ -51,8 +54,12 @@ pub(crate) async fn run(a: LiaisonArgs) -> anyhow::Result<()> {
         ..RoutingConfig::default()
     };
     let catalogs = CatalogCache::new(CatalogStore::new(store.clone()));
-    let data = Arc::new(ClusterDataPlane::new(node.view.clone(), routing, Arc::new(Compactor::new(ccfg, store)), catalogs));
     let metrics = RoleMetrics::new("liaison");
+    let mut data = ClusterDataPlane::new(node.view.clone(), routing, Arc::new(Compactor::new(ccfg, store)), catalogs);
+    if let Some(lambda) = a.lambda.invoker(&metrics).await {
+        data = data.with_lambda(lambda);
+    }
+    let data = Arc::new(data);
     metrics.count_store(store_counters);
     let mut gw = Gateway::new(registry, data).with_agent_config(a.agents.config()).with_metrics(metrics);
     gw.query_timeout = Duration::from_secs(a.query_timeout_secs);

@@ -6,6 +6,7 @@
 mod args;
 mod compactor;
 mod ingester_role;
+mod lambda_args;
 mod liaison_role;
 mod node;
 mod querier_role;

@@ -283,6 +283,66 @@ async fn two_queriers_share_a_shard_by_time_segment_and_answer_like_standalone()
     assert!(hits >= stats.cache_memory_hits as f64, "{hits} memory hits on the queriers' /metrics, {stats:?}");
 }
 
+/// Fragments sent to the query function (`cargo lambda watch` and two
+/// instances of the `canopy-lambda` bootstrap) answer exactly as queriers
+/// do, one invocation per time segment issued in parallel; with the
+/// function gone, the same queries fall back to the querier and still
+/// answer alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fragments_on_the_query_function_answer_like_queriers_and_fall_back_when_it_fails() {
+    let cluster = Cluster::start_with(2, 1, &[]);
+    let mut lambda = LambdaEmulator::start(cluster.s3.port, 2);
+    let to_lambda: Vec<String> =
+        ["--lambda-when", "always", "--lambda-function", "_", "--lambda-endpoint", &lambda.endpoint(), "--lambda-concurrency", "64"]
+            .map(String::from)
+            .to_vec();
+    // The SDK signs its requests; the emulator accepts any key.
+    let creds = [("AWS_ACCESS_KEY_ID", "canopy-test"), ("AWS_SECRET_ACCESS_KEY", "canopy-test"), ("AWS_REGION", "us-east-1")];
+    let fn_liaison = cluster.add_liaison("liaison-lambda", &to_lambda, &creds);
+    let (qh, fh) = (Http::new(cluster.liaison.http), Http::new(fn_liaison.http));
+    create_schema(&qh).await;
+    let start = (now_nanos() / HOUR - 2) * HOUR + 987_654_321;
+    let oracle = load(&qh, start).await;
+    assert_matches_oracle(&fh, &oracle, start - 1).await;
+    let qs = queries(start - 1, now_nanos() + HOUR);
+    for (what, q) in &qs {
+        assert_eq!(fh.query(q).await, qh.query(q).await, "{what}: the query function differs from the querier\n{}", lambda.logs());
+    }
+    // One invocation per shard and one-hour segment holding parts, issued
+    // together.
+    let segments = segments_with_parts(&cluster);
+    assert!(segments >= 3, "{segments} segments: the data should span several shards and hours");
+    let (_, count) = qs.iter().find(|(w, _)| *w == "count of everything").expect("the count query");
+    let measured = QueryRequest { with_stats: true, ..count.clone() };
+    let got = fh.query(&measured).await;
+    assert_eq!(got.data_points, qh.query(count).await.data_points);
+    let stats = got.stats.expect("stats asked for");
+    assert_eq!((stats.lambda_invocations, stats.lambda_fallbacks), (segments, 0), "{stats:?}\n{}", lambda.logs());
+    assert!(stats.parts_scanned > 0, "the function's own cost is in the tally: {stats:?}");
+    let peak = Http::new(fn_liaison.http).metric("canopy_lambda_in_flight_peak{role=\"liaison\"}").await;
+    assert!(peak >= 2.0, "invocations were not in flight together: peak {peak}");
+    let invoked = Http::new(fn_liaison.http).metric("canopy_lambda_invocations_total{role=\"liaison\"}").await;
+    assert!(invoked >= segments as f64, "{invoked} invocations on /metrics");
+
+    // The function gone: every fragment falls back to the querier.
+    lambda.stop();
+    let got = fh.query(&measured).await;
+    assert_eq!(got.data_points, qh.query(count).await.data_points, "after the fallback");
+    let stats = got.stats.expect("stats asked for");
+    assert_eq!((stats.lambda_invocations, stats.lambda_fallbacks), (0, segments), "{stats:?}");
+    for (what, q) in &qs {
+        assert_eq!(fh.query(q).await, qh.query(q).await, "{what}: the fallback differs from the querier");
+    }
+    let errors = Http::new(fn_liaison.http).metric("canopy_lambda_errors_total{role=\"liaison\"}").await;
+    assert!(errors >= segments as f64, "{errors} failed invocations on /metrics");
+}
+
+/// The (shard, segment) folders of the bucket that hold parts.
+fn segments_with_parts(cluster: &Cluster) -> u64 {
+    let dirs = |p: std::path::PathBuf| std::fs::read_dir(p).into_iter().flatten().flatten().map(|e| e.path()).filter(|p| p.is_dir());
+    dirs(cluster.s3.bucket_dir().join("parts").join(GROUP)).flat_map(dirs).count() as u64
+}
+
 /// Writes `all` in batches of 50 through the liaison, one request at a
 /// time, recording the acknowledged points and the failed requests.
 fn spawn_writer(

@@ -9,16 +9,19 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use canopy_api::cluster::v1::ingester_service_client::IngesterServiceClient;
 use canopy_api::cluster::v1::querier_service_client::QuerierServiceClient;
-use canopy_api::cluster::v1::{ExecuteShardRequest, IngestRequest, IngesterFlushRequest, SnapshotRequest};
+use canopy_api::cluster::v1::{ExecuteShardRequest, ExecuteShardResponse, IngestRequest, IngesterFlushRequest, SnapshotRequest};
 use canopy_compactor::{Compactor, ShardReport};
 use canopy_ingester::wal::{WalBatch, encode_batch};
 use canopy_liaison::{ApiError, Code, DataPlane};
 use canopy_model::{GroupSpec, MeasureSchema, PartialResult, Point, QueryPlan};
-use tokio::sync::Semaphore;
+use canopy_storage::query_stats::QueryCost;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::transport::{Channel, Endpoint};
 
 use crate::catalog_cache::CatalogCache;
-use crate::fragment::fragment_of;
+use crate::dispatch::{LambdaWhen, Target, fragment_of, plan_shard};
+use crate::fragment::fragment_of as plan_fragment;
+use crate::lambda_client::LambdaInvoker;
 use crate::node::Role;
 use crate::view::ClusterView;
 
@@ -28,12 +31,16 @@ const CHANNELS_MAX: usize = 256;
 /// Largest internal message (a batch, memtable rows, a partial result).
 pub const INTERNAL_MESSAGE_BYTES_MAX: usize = 256 << 20;
 
-/// One querier's share of a split shard, as sent: its parts (empty: every
-/// part) and its memtable rows, wire-encoded.
+/// One fragment of a pinned shard, as sent: its parts (empty: every part)
+/// and its memtable rows, wire-encoded; the querier that runs it (or runs
+/// it when the function fails), and a concurrency slot when it goes to the
+/// query function.
 #[derive(Debug)]
 struct Fragment {
     part_paths: Vec<String>,
     rows: Vec<u8>,
+    querier: usize,
+    slot: Option<OwnedSemaphorePermit>,
 }
 
 /// Limits of the cluster data plane.
@@ -62,6 +69,7 @@ pub struct ClusterDataPlane {
     channels: Mutex<HashMap<String, Channel>>,
     compactor: Arc<Compactor>,
     catalogs: CatalogCache,
+    lambda: Option<Arc<LambdaInvoker>>,
 }
 
 impl ClusterDataPlane {
@@ -76,30 +84,84 @@ impl ClusterDataPlane {
             channels: Mutex::new(HashMap::new()),
             compactor,
             catalogs,
+            lambda: None,
         }
     }
 
-    /// The fragments of a pinned shard for `ways` queriers, as planned by
-    /// [`canopy_querier::split_by_segment`]; the memtable rows (wire-encoded)
+    /// Sends fragments to the query function too, as its configuration says.
+    pub fn with_lambda(mut self, lambda: Arc<LambdaInvoker>) -> ClusterDataPlane {
+        self.lambda = Some(lambda);
+        self
+    }
+
+    /// Runs one fragment where it was planned: on the query function, and
+    /// on its querier if the function fails (throttled, erred, too large),
+    /// or on its querier and the others as fallbacks.
+    async fn run(&self, queriers: &[String], mut f: Fragment, req: ExecuteShardRequest) -> Result<PartialResult, ApiError> {
+        if let (Some(slot), Some(lambda)) = (f.slot.take(), &self.lambda) {
+            match lambda.invoke(slot, &req).await {
+                Ok(resp) => {
+                    canopy_storage::query_stats::record(QueryCost { lambda_invocations: 1, ..Default::default() });
+                    return decode_response(resp, "the query function");
+                }
+                Err(e) => {
+                    tracing::warn!(shard = req.shard, "query function failed, a querier runs the fragment: {e}");
+                    canopy_storage::query_stats::record(QueryCost { lambda_fallbacks: 1, ..Default::default() });
+                }
+            }
+        }
+        self.execute(queriers, f.querier, req).await
+    }
+
+    /// Plans a pinned shard's fragments ([`plan_shard`]) and splits the
+    /// owner's memtable rows (wire-encoded) among them by timestamp; rows
     /// are decoded and re-encoded only when the shard is split.
-    async fn split(&self, plan: &QueryPlan, shard: u32, version: u64, rows: Vec<u8>, ways: usize) -> Result<Vec<Fragment>, ApiError> {
-        if ways < 2 || version == 0 {
-            return Ok(vec![Fragment { part_paths: Vec::new(), rows }]);
-        }
-        let catalog = self.catalogs.get(&plan.schema.group.name, shard, version).await?;
-        let planned = canopy_querier::split_by_segment(plan, &catalog, ways);
-        if planned.is_empty() {
-            return Ok(vec![Fragment { part_paths: Vec::new(), rows }]);
-        }
-        let decoded = canopy_model::wire::decode_rows(&rows).ok_or_else(|| ApiError::new(Code::Internal, "undecodable snapshot rows"))?;
-        let mut split_rows: Vec<Vec<(u64, canopy_model::Point)>> = vec![Vec::new(); planned.len()];
-        for r in decoded {
-            split_rows[canopy_querier::fragment_of(&planned, r.1.ts)].push(r);
-        }
+    async fn plan(
+        &self,
+        plan: &QueryPlan,
+        shard: u32,
+        version: u64,
+        rows: Vec<u8>,
+        queriers: &[String],
+    ) -> Result<Vec<Fragment>, ApiError> {
+        let group = &plan.schema.group.name;
+        let lambda = self.lambda.as_ref().filter(|l| l.when() != LambdaWhen::Never);
+        let segments = if version == 0 || (queriers.len() < 2 && lambda.is_none()) {
+            // Nothing in object storage, or one querier reads it all.
+            None
+        } else {
+            canopy_querier::segments_of(plan, &*self.catalogs.get(group, shard, version).await?)
+        };
+        let when = lambda.map_or(LambdaWhen::Never, |l| l.when());
+        let mut slots = Vec::new();
+        let planned = plan_shard(group, shard, segments, queriers, when, || match lambda.and_then(|l| l.try_slot()) {
+            Some(s) => {
+                slots.push(s);
+                true
+            }
+            None => false,
+        });
+        let mut slots = slots.into_iter();
+        let encoded: Vec<Vec<u8>> = if planned.len() == 1 {
+            vec![rows]
+        } else {
+            let decoded =
+                canopy_model::wire::decode_rows(&rows).ok_or_else(|| ApiError::new(Code::Internal, "undecodable snapshot rows"))?;
+            let mut split: Vec<Vec<(u64, canopy_model::Point)>> = vec![Vec::new(); planned.len()];
+            for r in decoded {
+                split[fragment_of(&planned, r.1.ts)].push(r);
+            }
+            split.iter().map(|r| canopy_model::wire::encode_rows(r)).collect()
+        };
         Ok(planned
             .into_iter()
-            .zip(split_rows)
-            .map(|(f, rows)| Fragment { part_paths: f.part_paths, rows: canopy_model::wire::encode_rows(&rows) })
+            .zip(encoded)
+            .map(|(p, rows)| Fragment {
+                slot: if p.target == Target::Lambda { slots.next() } else { None },
+                querier: p.querier,
+                part_paths: p.part_paths,
+                rows,
+            })
             .collect())
     }
 
@@ -112,14 +174,7 @@ impl ClusterDataPlane {
                 .max_decoding_message_size(INTERNAL_MESSAGE_BYTES_MAX)
                 .max_encoding_message_size(INTERNAL_MESSAGE_BYTES_MAX);
             match client.execute_shard(req.clone()).await {
-                Ok(r) => {
-                    let r = r.into_inner();
-                    if let Some(s) = &r.stats {
-                        canopy_storage::query_stats::record(s.into());
-                    }
-                    return canopy_model::wire::decode_partial(&r.partial)
-                        .ok_or_else(|| ApiError::new(Code::Internal, format!("querier {addr} sent an undecodable partial result")));
-                }
+                Ok(r) => return decode_response(r.into_inner(), &format!("querier {addr}")),
                 Err(status) => {
                     let e = ApiError::from(status);
                     if e.code != Code::Unavailable {
@@ -231,6 +286,15 @@ impl ClusterDataPlane {
     }
 }
 
+/// A fragment's partial result, its cost added to the query's tally.
+fn decode_response(r: ExecuteShardResponse, from: &str) -> Result<PartialResult, ApiError> {
+    if let Some(s) = &r.stats {
+        canopy_storage::query_stats::record(s.into());
+    }
+    canopy_model::wire::decode_partial(&r.partial)
+        .ok_or_else(|| ApiError::new(Code::Internal, format!("{from} sent an undecodable partial result")))
+}
+
 #[async_trait]
 impl DataPlane for ClusterDataPlane {
     async fn write(&self, schema: &MeasureSchema, points: Vec<Point>) -> Result<(), ApiError> {
@@ -243,7 +307,7 @@ impl DataPlane for ClusterDataPlane {
     }
 
     async fn query_shard(&self, plan: &QueryPlan, shard: u32) -> Result<PartialResult, ApiError> {
-        let fragment = fragment_of(plan);
+        let fragment = plan_fragment(plan);
         let group = &plan.schema.group.name;
         // Pin the shard: the owner's catalog version and its points above
         // that version's watermark, taken atomically.
@@ -262,18 +326,16 @@ impl DataPlane for ClusterDataPlane {
         if queriers.is_empty() {
             return Err(ApiError::new(Code::Unavailable, "no querier is registered"));
         }
-        // Shard s starts at querier s mod n (its caches stay warm); a split
-        // shard's fragments go to the next ones.
-        let fragments = self.split(plan, shard, snap.catalog_version, snap.rows, queriers.len()).await?;
-        let runs = fragments.into_iter().enumerate().map(|(i, f)| {
+        let fragments = self.plan(plan, shard, snap.catalog_version, snap.rows, &queriers).await?;
+        let runs = fragments.into_iter().map(|mut f| {
             let req = ExecuteShardRequest {
                 fragment: Some(fragment.clone()),
                 shard,
                 catalog_version: snap.catalog_version,
-                mem_rows: f.rows,
-                part_paths: f.part_paths,
+                mem_rows: std::mem::take(&mut f.rows),
+                part_paths: std::mem::take(&mut f.part_paths),
             };
-            self.execute(&queriers, shard as usize + i, req)
+            self.run(&queriers, f, req)
         });
         let partials = futures::future::try_join_all(runs).await?;
         if partials.len() == 1 {

@@ -10,29 +10,11 @@
 
 use std::sync::Arc;
 
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD as B64;
-use canopy_api::cluster::v1::ExecuteShardRequest;
 use canopy_cluster::CatalogCache;
+pub use canopy_cluster::{Answer, Invocation};
 use canopy_querier::{CacheConfig, CachedStore, Querier, QuerierConfig};
 use canopy_storage::CatalogStore;
 use object_store::ObjectStore;
-use prost::Message;
-use serde::{Deserialize, Serialize};
-
-/// An invocation: one fragment.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct Invocation {
-    /// A protobuf `canopy.cluster.v1.ExecuteShardRequest`, base64.
-    pub request: String,
-}
-
-/// The answer: what a querier would have answered.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct Answer {
-    /// A protobuf `canopy.cluster.v1.ExecuteShardResponse`, base64.
-    pub response: String,
-}
 
 /// The function's state, built once per execution environment.
 pub struct Function {
@@ -55,25 +37,13 @@ impl Function {
     /// Executes one invocation. A malformed one or a failed fragment is an
     /// error naming the problem (the caller falls back to a querier).
     pub async fn handle(&self, inv: Invocation) -> Result<Answer, String> {
-        let bytes = B64.decode(inv.request.as_bytes()).map_err(|e| format!("request: not base64: {e}"))?;
-        let req = ExecuteShardRequest::decode(bytes.as_slice()).map_err(|e| format!("request: not an ExecuteShardRequest: {e}"))?;
+        let req = inv.decode()?;
         let resp = canopy_cluster::execute_fragment(&self.querier, &self.catalogs, &req).await.map_err(|e| e.to_string())?;
-        Ok(Answer { response: B64.encode(resp.encode_to_vec()) })
+        Ok(Answer::of(&resp))
     }
 
     /// The part cache's counters (hits by tier, misses).
     pub fn cache_counters(&self) -> Arc<canopy_querier::CacheCounters> {
         self.cache.counters()
     }
-}
-
-/// Encodes a fragment as an invocation (what the root's dispatcher sends).
-pub fn invocation(req: &ExecuteShardRequest) -> Invocation {
-    Invocation { request: B64.encode(req.encode_to_vec()) }
-}
-
-/// Decodes an answer into what a querier returns.
-pub fn response(a: &Answer) -> Result<canopy_api::cluster::v1::ExecuteShardResponse, String> {
-    let bytes = B64.decode(a.response.as_bytes()).map_err(|e| format!("response: not base64: {e}"))?;
-    canopy_api::cluster::v1::ExecuteShardResponse::decode(bytes.as_slice()).map_err(|e| format!("response: {e}"))
 }

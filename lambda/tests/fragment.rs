@@ -8,7 +8,7 @@ use canopy_api::cluster::v1::ExecuteShardRequest;
 use canopy_api::v1::query_request::{Aggregation, GroupBy};
 use canopy_api::v1::*;
 use canopy_ingester::{Ingester, IngesterConfig};
-use canopy_lambda::{Function, Invocation, invocation, response};
+use canopy_lambda::{Function, Invocation};
 use canopy_model::{FieldVal, QueryPlan, TagVal, testing, validate_batch};
 use canopy_querier::CacheConfig;
 use canopy_storage::CatalogStore;
@@ -70,7 +70,7 @@ async fn a_fragment_answers_like_the_points_written_and_a_repeat_is_served_from_
 
     let mut misses = Vec::new();
     for _ in 0..2 {
-        let answer = response(&f.handle(invocation(&fragment)).await.unwrap()).unwrap();
+        let answer = f.handle(Invocation::of(&fragment)).await.unwrap().decode().unwrap();
         let partial = canopy_model::wire::decode_partial(&answer.partial).expect("a partial result");
         let mut got: Vec<(String, i64)> = canopy_querier::finish(&plan, partial)
             .iter()

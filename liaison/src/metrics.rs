@@ -47,7 +47,8 @@ pub struct RoleMetrics {
     /// Queries that failed.
     pub query_errors: Counter,
     started_at: f64,
-    gauges: Mutex<Vec<(String, String, Gauge)>>,
+    /// Registered (kind, name, help, read) metrics, kind `gauge` or `counter`.
+    gauges: Mutex<Vec<(&'static str, String, String, Gauge)>>,
     /// The object store's request and byte counters, when this role has one.
     store: Mutex<Option<Arc<canopy_storage::StoreCounters>>>,
     /// The part cache's hit and miss counters, when this role reads parts.
@@ -91,7 +92,12 @@ impl RoleMetrics {
 
     /// Registers a gauge read at every scrape.
     pub fn gauge(&self, name: &str, help: &str, read: impl Fn() -> f64 + Send + Sync + 'static) {
-        self.gauges.lock().expect("gauges lock").push((name.to_string(), help.to_string(), Box::new(read)));
+        self.gauges.lock().expect("gauges lock").push(("gauge", name.to_string(), help.to_string(), Box::new(read)));
+    }
+
+    /// Registers a counter kept elsewhere, read at every scrape.
+    pub fn counter(&self, name: &str, help: &str, read: impl Fn() -> f64 + Send + Sync + 'static) {
+        self.gauges.lock().expect("gauges lock").push(("counter", name.to_string(), help.to_string(), Box::new(read)));
     }
 
     /// The Prometheus text exposition of every metric.
@@ -108,8 +114,8 @@ impl RoleMetrics {
         metric("canopy_write_errors_total", "counter", "Write requests that failed.", self.errors.get() as f64);
         metric("canopy_queries_total", "counter", "Queries (or query fragments) executed.", self.queries.get() as f64);
         metric("canopy_query_errors_total", "counter", "Queries that failed.", self.query_errors.get() as f64);
-        for (name, help, read) in self.gauges.lock().expect("gauges lock").iter() {
-            metric(name, "gauge", help, read());
+        for (kind, name, help, read) in self.gauges.lock().expect("gauges lock").iter() {
+            metric(name, kind, help, read());
         }
         if let Some(c) = self.store.lock().expect("store lock").as_ref() {
             let snap = c.snapshot();

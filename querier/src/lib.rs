@@ -6,8 +6,8 @@
 //! version's WAL watermark: blocks are decoded into typed columns,
 //! deduplicated only where sources overlap, filtered into row ranges and
 //! folded into aggregates without per-point objects. A shard spread over
-//! several queriers is planned into fragments by time segment
-//! ([`split_by_segment`]). The liaison and the cluster only carry requests
+//! several queriers (or the query function) is planned by time segment
+//! ([`segments_of`]). The liaison and the cluster only carry requests
 //! between the two. Part bytes are read through a [`CachedStore`] (memory and
 //! local disk) so a repeated query pays the object store nothing.
 
@@ -24,7 +24,7 @@ mod root;
 
 pub use cached_store::{CacheConfig, CacheCounters, CachedStore};
 pub use error::{QueryError, Result};
-pub use fragment::{PartFragment, fragment_of, split_by_segment};
+pub use fragment::{REQUESTS_PER_PART, SegmentWork, segments_of};
 pub use pool::CpuPool;
 pub use querier::{Querier, QuerierConfig};
 pub use root::{execute_root, finish, merge_partials, raw_partial};

@@ -71,7 +71,7 @@ struct Fetched {
 /// deduplication (every version of a point shares those tags), and the
 /// `EQ`/`IN` conditions on such tags that catalog tag filters and series
 /// indexes resolve (see [`QueryPlan::index_conditions`]).
-struct PartQuery {
+pub(crate) struct PartQuery {
     plan: Arc<QueryPlan>,
     tags_needed: Vec<bool>,
     fields_needed: Vec<bool>,
@@ -80,7 +80,7 @@ struct PartQuery {
 }
 
 impl PartQuery {
-    fn new(plan: Arc<QueryPlan>) -> PartQuery {
+    pub(crate) fn new(plan: Arc<QueryPlan>) -> PartQuery {
         let (tags_needed, fields_needed) = plan.needed_columns();
         PartQuery { block: plan.block_predicate(), conds: plan.index_conditions(), tags_needed, fields_needed, plan }
     }
@@ -88,7 +88,7 @@ impl PartQuery {
     /// True if the catalog entry says the part may hold rows: measure
     /// present, time ranges overlap, the series filter allows a pinned
     /// series, and every tag filter allows one of the values asked for.
-    fn overlaps(&self, p: &PartMeta) -> bool {
+    pub(crate) fn overlaps(&self, p: &PartMeta) -> bool {
         let plan = &self.plan;
         p.measures.get(&plan.schema.name).is_some_and(|m| {
             let series_ok = match (&plan.series, &m.series_filter) {

@@ -31,7 +31,7 @@ impl StorageError {
 }
 
 /// `err`'s message followed by each cause's not already part of it.
-pub fn with_causes(err: &dyn std::error::Error) -> String {
+pub(crate) fn with_causes(err: &dyn std::error::Error) -> String {
     let mut text = err.to_string();
     let mut cause = err.source();
     while let Some(c) = cause {

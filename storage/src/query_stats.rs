@@ -10,10 +10,13 @@ use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+/// Numbers in a [`QueryCost`].
+const COUNTS: usize = 9;
+
 /// The tally of one query, added to from anywhere on its task.
 #[derive(Debug, Default)]
 pub struct QueryStats {
-    counts: [AtomicU64; 7],
+    counts: [AtomicU64; COUNTS],
 }
 
 /// A snapshot of [`QueryStats`]: the cost of a query (or a fragment of one).
@@ -29,16 +32,30 @@ pub struct QueryCost {
     /// Parts read from, and parts ruled out without reading their data.
     pub parts_scanned: u64,
     pub parts_skipped: u64,
+    /// Fragments the query function on Lambda executed, and fragments sent
+    /// there that a querier executed instead.
+    pub lambda_invocations: u64,
+    pub lambda_fallbacks: u64,
 }
 
 impl QueryCost {
-    fn to_array(self) -> [u64; 7] {
-        [self.requests, self.bytes, self.memory_hits, self.disk_hits, self.misses, self.parts_scanned, self.parts_skipped]
+    fn to_array(self) -> [u64; COUNTS] {
+        [
+            self.requests,
+            self.bytes,
+            self.memory_hits,
+            self.disk_hits,
+            self.misses,
+            self.parts_scanned,
+            self.parts_skipped,
+            self.lambda_invocations,
+            self.lambda_fallbacks,
+        ]
     }
 
-    fn from_array(a: [u64; 7]) -> QueryCost {
-        let [requests, bytes, memory_hits, disk_hits, misses, parts_scanned, parts_skipped] = a;
-        QueryCost { requests, bytes, memory_hits, disk_hits, misses, parts_scanned, parts_skipped }
+    fn from_array(a: [u64; COUNTS]) -> QueryCost {
+        let [requests, bytes, memory_hits, disk_hits, misses, parts_scanned, parts_skipped, lambda_invocations, lambda_fallbacks] = a;
+        QueryCost { requests, bytes, memory_hits, disk_hits, misses, parts_scanned, parts_skipped, lambda_invocations, lambda_fallbacks }
     }
 }
 
@@ -52,6 +69,8 @@ impl From<QueryCost> for canopy_api::v1::QueryStats {
             cache_misses: c.misses,
             parts_scanned: c.parts_scanned,
             parts_skipped: c.parts_skipped,
+            lambda_invocations: c.lambda_invocations,
+            lambda_fallbacks: c.lambda_fallbacks,
         }
     }
 }
@@ -66,6 +85,8 @@ impl From<&canopy_api::v1::QueryStats> for QueryCost {
             misses: s.cache_misses,
             parts_scanned: s.parts_scanned,
             parts_skipped: s.parts_skipped,
+            lambda_invocations: s.lambda_invocations,
+            lambda_fallbacks: s.lambda_fallbacks,
         }
     }
 }

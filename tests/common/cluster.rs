@@ -88,6 +88,7 @@ pub struct RoleProcess {
     child: Option<Child>,
     role: &'static str,
     args: Vec<String>,
+    env: Vec<(String, String)>,
     pub grpc: SocketAddr,
     pub http: SocketAddr,
     pub log: PathBuf,
@@ -95,9 +96,14 @@ pub struct RoleProcess {
 
 impl RoleProcess {
     fn start(role: &'static str, args: Vec<String>, log: PathBuf) -> RoleProcess {
+        RoleProcess::start_env(role, args, Vec::new(), log)
+    }
+
+    /// Starts with extra environment variables.
+    fn start_env(role: &'static str, args: Vec<String>, env: Vec<(String, String)>, log: PathBuf) -> RoleProcess {
         let grpc: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let mut p = RoleProcess { child: None, role, args, grpc, http, log };
+        let mut p = RoleProcess { child: None, role, args, env, grpc, http, log };
         p.spawn();
         p
     }
@@ -108,6 +114,7 @@ impl RoleProcess {
             .arg(self.role)
             .args(["--grpc-addr", &self.grpc.to_string(), "--http-addr", &self.http.to_string(), "--node-host", "127.0.0.1"])
             .args(&self.args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .env("CANOPY_LOG", "info")
             .stdout(Stdio::piped())
             .stderr(log)
@@ -191,6 +198,8 @@ pub struct Cluster {
     store_args: Vec<String>,
     /// Arguments every ingester of this cluster was started with.
     ingester_args: Vec<String>,
+    /// And the liaison.
+    liaison_args: Vec<String>,
     pub liaison: RoleProcess,
     pub ingesters: Vec<RoleProcess>,
     pub queriers: Vec<RoleProcess>,
@@ -239,10 +248,10 @@ impl Cluster {
                 RoleProcess::start("querier", args, dir.path().join(format!("querier-{i}.log")))
             })
             .collect();
-        let mut largs = common;
-        largs.extend(["--otlp-grpc-addr", "off", "--otlp-http-addr", "off", "--influx-addr", "off"].map(String::from));
-        let liaison = RoleProcess::start("liaison", largs, dir.path().join("liaison.log"));
-        Cluster { store_args, ingester_args, liaison, ingesters, queriers, etcd, s3, dir }
+        let mut liaison_args = common;
+        liaison_args.extend(["--otlp-grpc-addr", "off", "--otlp-http-addr", "off", "--influx-addr", "off"].map(String::from));
+        let liaison = RoleProcess::start("liaison", liaison_args.clone(), dir.path().join("liaison.log"));
+        Cluster { store_args, ingester_args, liaison_args, liaison, ingesters, queriers, etcd, s3, dir }
     }
 
     /// Starts one more ingester with the same options as the others.
@@ -250,6 +259,14 @@ impl Cluster {
         let i = self.ingesters.len();
         self.ingesters.push(start_ingester(&self.dir, &self.ingester_args, i));
         &self.ingesters[i]
+    }
+
+    /// Starts another liaison with `extra` options and environment.
+    pub fn add_liaison(&self, name: &str, extra: &[String], env: &[(&str, &str)]) -> RoleProcess {
+        let mut args = self.liaison_args.clone();
+        args.extend(extra.iter().cloned());
+        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        RoleProcess::start_env("liaison", args, env, self.dir.path().join(format!("{name}.log")))
     }
 
     /// The object-store options every process of this cluster uses.

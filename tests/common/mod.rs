@@ -6,6 +6,7 @@
 
 pub mod client;
 pub mod cluster;
+pub mod lambda;
 pub mod oracle;
 pub mod process;
 pub mod s3;
@@ -14,6 +15,7 @@ pub mod workload;
 
 pub use client::*;
 pub use cluster::*;
+pub use lambda::*;
 pub use oracle::*;
 pub use process::*;
 pub use wait::*;
