@@ -28,6 +28,11 @@ pub(crate) struct ObjectStoreArgs {
     /// S3 secret key (default: AWS_SECRET_ACCESS_KEY).
     #[arg(long, env = "CANOPY_S3_SECRET_ACCESS_KEY")]
     s3_secret_access_key: Option<String>,
+    /// Roles that write make sure the bucket aborts incomplete multipart
+    /// uploads after at most this many days (adding a lifecycle rule when
+    /// none does); 0 leaves the bucket's lifecycle configuration alone.
+    #[arg(long, env = "CANOPY_S3_ABORT_MULTIPART_DAYS", default_value_t = 7)]
+    s3_abort_multipart_days: i32,
 }
 
 impl ObjectStoreArgs {
@@ -37,15 +42,49 @@ impl ObjectStoreArgs {
         &self,
         default_url: Option<String>,
     ) -> anyhow::Result<(Arc<dyn object_store::ObjectStore>, Arc<canopy_storage::StoreCounters>)> {
-        let url = self.url(default_url)?;
-        let store = open_object_store(&ObjectStoreConfig {
-            url,
+        let store = open_object_store(&self.config(default_url)?)?;
+        Ok(canopy_storage::CountingStore::wrap(store))
+    }
+
+    fn config(&self, default_url: Option<String>) -> anyhow::Result<ObjectStoreConfig> {
+        Ok(ObjectStoreConfig {
+            url: self.url(default_url)?,
             s3_endpoint: self.s3_endpoint.clone(),
             s3_region: self.s3_region.clone(),
             s3_access_key_id: self.s3_access_key_id.clone(),
             s3_secret_access_key: self.s3_secret_access_key.clone(),
-        })?;
-        Ok(canopy_storage::CountingStore::wrap(store))
+        })
+    }
+
+    /// Opens the store for a role that commits catalog versions: refuses a
+    /// store that cannot decide create-if-absent (see
+    /// [`canopy_storage::probe_conditional_create`]) and makes sure an S3
+    /// bucket aborts incomplete multipart uploads (a warning if it cannot).
+    pub(crate) async fn open_for_commits(
+        &self,
+        default_url: Option<String>,
+    ) -> anyhow::Result<(Arc<dyn object_store::ObjectStore>, Arc<canopy_storage::StoreCounters>)> {
+        let (store, counters) = self.open(default_url.clone())?;
+        canopy_storage::probe_conditional_create(store.as_ref()).await?;
+        let cfg = self.config(default_url)?;
+        let check = crate::bucket_lifecycle::ensure_abort_rule(&cfg, self.s3_abort_multipart_days);
+        use crate::bucket_lifecycle::Outcome;
+        match tokio::time::timeout(Duration::from_secs(15), check).await {
+            Ok(Outcome::NotApplicable | Outcome::Present) => {}
+            Ok(Outcome::Added) => tracing::info!(
+                days = self.s3_abort_multipart_days,
+                rule = crate::bucket_lifecycle::RULE_ID,
+                "added a bucket lifecycle rule aborting incomplete multipart uploads"
+            ),
+            Ok(Outcome::Unverified(why)) => tracing::warn!(
+                "could not make sure the bucket aborts incomplete multipart uploads ({why}); add a lifecycle rule \
+                 (AbortIncompleteMultipartUpload) yourself, or leaked upload parts stay billed"
+            ),
+            Err(_) => {
+                tracing::warn!("checking the bucket's lifecycle rules timed out; add an AbortIncompleteMultipartUpload rule yourself")
+            }
+        }
+        Ok((store, counters))
     }
 
     /// The store URL, or `default_url` when `--object-store` is absent.

@@ -45,9 +45,7 @@ pub(crate) struct CompactorArgs {
 
 /// Runs compaction rounds until SIGINT/SIGTERM (or once).
 pub(crate) async fn run(a: CompactorArgs) -> anyhow::Result<()> {
-    let (store, store_counters) = a.store.open(None)?;
-    // This role commits catalog versions: refuse a store that cannot decide them.
-    canopy_storage::probe_conditional_create(store.as_ref()).await?;
+    let (store, store_counters) = a.store.open_for_commits(None).await?;
     let cfg = a.gc.compactor_config(a.query_timeout_secs)?;
     tracing::info!(holder = %cfg.holder, "canopy compactor started");
     let compactor = Compactor::new(cfg, store);
@@ -87,7 +85,7 @@ pub(crate) async fn run(a: CompactorArgs) -> anyhow::Result<()> {
         }
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(a.interval_secs)) => {}
-            _ = crate::standalone::shutdown_signal() => break,
+            _ = crate::signals::received(1) => break,
         }
     }
     if let Some(s) = serving {

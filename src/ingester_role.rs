@@ -39,9 +39,7 @@ pub(crate) struct IngesterArgs {
 /// Runs until SIGINT/SIGTERM, then hands every shard over (flushing it) and exits.
 pub(crate) async fn run(a: IngesterArgs) -> anyhow::Result<()> {
     let selector = crate::node::selector(&a.ingester_selector)?;
-    let (store, store_counters) = a.store.open(None)?;
-    // This role commits catalog versions: refuse a store that cannot decide them.
-    canopy_storage::probe_conditional_create(store.as_ref()).await?;
+    let (store, store_counters) = a.store.open_for_commits(None).await?;
     let mut cfg = IngesterConfig::new(a.data_dir.clone());
     a.flush.apply(&mut cfg);
     cfg.implicit_epoch = None;
@@ -74,14 +72,14 @@ pub(crate) async fn run(a: IngesterArgs) -> anyhow::Result<()> {
     let manager = ShardManager::new(node.view.clone(), ingester.clone(), serving.registration.clone(), selector, pacing).await;
     let rounds = manager.spawn();
 
-    crate::standalone::shutdown_signal().await;
+    crate::signals::received(1).await;
     tracing::info!("leaving: handing shards over");
     // A flush that cannot finish (object store down) keeps the node here;
     // a second signal exits anyway: the WAL keeps the points, and they are
     // replayed and flushed when this node is dealt the shards again.
     tokio::select! {
         _ = manager.leave() => {}
-        _ = crate::standalone::shutdown_signal() => {
+        _ = crate::signals::received(2) => {
             tracing::warn!("second signal: exiting with shards not handed over; their WAL is kept for replay");
         }
     }

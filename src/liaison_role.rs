@@ -70,7 +70,7 @@ pub(crate) async fn run(a: LiaisonArgs) -> anyhow::Result<()> {
     let registration = node.register().await?;
     tracing::info!(node = %node.info.id, http = %bound.http, grpc = %bound.grpc, "canopy liaison ready");
     crate::args::announce_liaison(&bound, &format!(" node={}", node.info.id));
-    crate::standalone::shutdown_signal().await;
+    crate::signals::received(1).await;
     registration.deregister().await;
     let _ = stop_tx.send(true);
     for t in bound.tasks {

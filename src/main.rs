@@ -4,12 +4,14 @@
 //! cluster on etcd and an object store.
 
 mod args;
+mod bucket_lifecycle;
 mod compactor;
 mod ingester_role;
 mod lambda_args;
 mod liaison_role;
 mod node;
 mod querier_role;
+mod signals;
 mod standalone;
 
 /// mimalloc instead of glibc malloc: ingest allocates many small strings
@@ -52,6 +54,7 @@ fn main() -> anyhow::Result<()> {
         .init();
     let cli = Cli::parse();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(async { signals::install() })?;
     match cli.command {
         Command::Standalone(args) => rt.block_on(standalone::run(*args)),
         Command::Compactor(args) => rt.block_on(compactor::run(*args)),

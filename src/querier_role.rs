@@ -38,7 +38,7 @@ pub(crate) async fn run(a: QuerierArgs) -> anyhow::Result<()> {
             .max_encoding_message_size(INTERNAL_MESSAGE_BYTES_MAX),
     );
     let serving = node.serve("querier", Some(router), metrics).await?;
-    crate::standalone::shutdown_signal().await;
+    crate::signals::received(1).await;
     serving.stop().await;
     cached.close().await;
     Ok(())

@@ -49,9 +49,7 @@ pub(crate) async fn run(a: StandaloneArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&a.data_dir)?;
     let default_url = Some(a.data_dir.join("objects").to_string_lossy().into_owned());
     let url = a.store.url(default_url.clone())?;
-    let (store, store_counters) = a.store.open(default_url)?;
-    // This role commits catalog versions: refuse a store that cannot decide them.
-    canopy_storage::probe_conditional_create(store.as_ref()).await?;
+    let (store, store_counters) = a.store.open_for_commits(default_url).await?;
     let registry = Arc::new(SchemaRegistry::new(Arc::new(EmbeddedStore::open(&a.data_dir.join("meta"))?)));
     let mut icfg = IngesterConfig::new(a.data_dir.clone());
     a.flush.apply(&mut icfg);
@@ -103,7 +101,7 @@ pub(crate) async fn run(a: StandaloneArgs) -> anyhow::Result<()> {
     crate::args::announce_liaison(&bound, "");
     let tasks = bound.tasks;
 
-    shutdown_signal().await;
+    crate::signals::received(1).await;
     tracing::info!("shutting down: draining requests, flushing memtables");
     let _ = stop_tx.send(true);
     for t in tasks {
@@ -117,14 +115,4 @@ pub(crate) async fn run(a: StandaloneArgs) -> anyhow::Result<()> {
     let parts = ingester.flush_all().await?;
     tracing::info!(parts, "flushed; bye");
     Ok(())
-}
-
-/// Resolves on SIGINT or SIGTERM.
-pub(crate) async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
 }

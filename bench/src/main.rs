@@ -6,6 +6,7 @@
 //! and JSON, to the results folder.
 
 mod chart;
+mod fan_out;
 mod load;
 mod peers;
 mod queries;

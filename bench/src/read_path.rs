@@ -8,9 +8,11 @@
 //! * warm from memory — the same process again,
 //! * local disk — the same parts in a local directory, memory tier only (as
 //!   standalone runs on a local store), warm: the figure to match,
+//! * fanned out — the same data on a cluster, read cold by one querier, two,
+//!   and the query function under `cargo lambda watch` ([`crate::fan_out`]),
 //!
-//! each with the query's own stats (requests, bytes, cache hits, parts) and
-//! what its requests cost at S3's list price.
+//! each with the query's own stats (requests, bytes, cache hits, parts,
+//! invocations) and what it costs at S3's and Lambda's list prices.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -27,17 +29,28 @@ use crate::peers::Peer;
 /// Flushes while loading: the parts per shard the query reads.
 const FLUSHES: usize = 12;
 
-/// S3 standard, us-east-1 list price of a GET (per request).
-const S3_GET_USD: f64 = 0.0004 / 1000.0;
-
-/// One phase's figures.
-struct Phase {
-    name: &'static str,
+/// One phase's figures: its timings and the stats of its last query.
+pub(crate) struct Phase {
+    pub(crate) name: &'static str,
     millis: Vec<f64>,
     stats: QueryStats,
 }
 
-async fn run_query(base: &str, q: &QueryRequest) -> anyhow::Result<(f64, QueryStats, usize)> {
+impl Phase {
+    /// A phase with nothing measured yet.
+    pub(crate) fn new(name: &'static str) -> Phase {
+        Phase { name, millis: Vec::new(), stats: QueryStats::default() }
+    }
+
+    /// One query's time and stats.
+    pub(crate) fn add(&mut self, ms: f64, stats: QueryStats) {
+        self.millis.push(ms);
+        self.stats = stats;
+    }
+}
+
+/// Runs a query; its time, stats and number of points.
+pub(crate) async fn run_query(base: &str, q: &QueryRequest) -> anyhow::Result<(f64, QueryStats, usize)> {
     let t = Instant::now();
     let r = reqwest::Client::new().post(format!("{base}/api/v1/measure/data")).json(q).send().await?;
     let status = r.status();
@@ -72,7 +85,7 @@ pub(crate) async fn run(
     let dir = work.join("read-path");
     let cache = dir.join("part-cache");
     std::fs::create_dir_all(&dir)?;
-    let on_s3: Vec<String> = [
+    let store: Vec<String> = [
         "--object-store",
         &format!("s3://{S3_BUCKET}"),
         "--s3-endpoint",
@@ -81,12 +94,12 @@ pub(crate) async fn run(
         S3_KEY,
         "--s3-secret-access-key",
         S3_SECRET,
-        "--cache-dir",
-        &cache.to_string_lossy(),
     ]
     .iter()
     .map(|s| s.to_string())
     .collect();
+    let mut on_s3 = store.clone();
+    on_s3.extend(["--cache-dir".to_string(), cache.to_string_lossy().into_owned()]);
     let q = crate::queries::max_all_fields_per_host(range_ms.0, range_ms.1);
 
     let peer = Peer::canopy_with(bin, &dir, &on_s3)?;
@@ -105,23 +118,19 @@ pub(crate) async fn run(
     // Cold: a new process, an empty cache; then warm from disk: a new
     // process on the cache directory the cold run filled. Each `repeats`
     // times (a single first query is too noisy to judge).
-    let (mut cold, mut disk) = (
-        Phase { name: "cold (empty cache)", millis: Vec::new(), stats: QueryStats::default() },
-        Phase { name: "warm, disk tier (after a restart)", millis: Vec::new(), stats: QueryStats::default() },
-    );
+    let (mut cold, mut disk) = (Phase::new("cold (empty cache)"), Phase::new("warm, disk tier (after a restart)"));
     let mut points = 0;
     for _ in 0..repeats.max(1) {
         let _ = std::fs::remove_dir_all(&cache);
         let peer = Peer::canopy_with(bin, &dir, &on_s3)?;
         let (ms, stats, n) = run_query(&peer.base, &q).await?;
-        (points, cold.stats) = (n, stats);
-        cold.millis.push(ms);
+        points = n;
+        cold.add(ms, stats);
         peer.stop()?;
         let peer = Peer::canopy_with(bin, &dir, &on_s3)?;
         let (ms, stats, again) = run_query(&peer.base, &q).await?;
         anyhow::ensure!(again == points, "warm-disk answer has {again} points, cold had {points}");
-        disk.stats = stats;
-        disk.millis.push(ms);
+        disk.add(ms, stats);
         peer.stop()?;
     }
     phases.push(cold);
@@ -156,11 +165,15 @@ pub(crate) async fn run(
     phases.push(Phase { name: "local disk (warm; memory tier only)", millis, stats });
     peer.stop()?;
     let local_ms = p50(&phases[3].millis);
+    // The same data on a cluster, read cold by one querier, two, and the
+    // query function.
+    let fanned = crate::fan_out::run(bin, work, &store, &q, hosts, rows, FLUSHES, repeats, batch, concurrency).await?;
+    phases.extend(fanned.into_iter().flatten());
 
     let mut out = format!(
         "Read path: one day of TSBS data ({points} hosts), MAX of all ten fields per host, S3 behind a {} ms first-byte proxy\n\n\
-         | phase | p50 ms (min–max) | vs local disk | requests | bytes | cache hits mem / disk | misses | parts scanned / skipped | round trips (ms / latency) | $ per 1M queries (GETs) |\n\
-         |---|---|---|---|---|---|---|---|---|---|\n",
+         | phase | p50 ms (min–max) | vs local disk | requests | bytes | cache hits mem / disk | misses | parts scanned / skipped | invocations | round trips (ms / latency) | $ per 1M queries |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|\n",
         latency.as_millis()
     );
     for p in &phases {
@@ -168,7 +181,7 @@ pub(crate) async fn run(
         let s = &p.stats;
         let requests = s.object_store_requests;
         out.push_str(&format!(
-            "| {} | {ms:.1} ({:.0}–{:.0}) | {:.2} | {requests} | {} | {} / {} | {} | {} / {} | {:.1} | {:.2} |\n",
+            "| {} | {ms:.1} ({:.0}–{:.0}) | {:.2} | {requests} | {} | {} / {} | {} | {} / {} | {} | {:.1} | {:.2} |\n",
             p.name,
             p.millis.iter().copied().fold(f64::MAX, f64::min),
             p.millis.iter().copied().fold(0.0, f64::max),
@@ -179,8 +192,9 @@ pub(crate) async fn run(
             s.cache_misses,
             s.parts_scanned,
             s.parts_skipped,
+            s.lambda_invocations,
             ms / latency.as_millis().max(1) as f64,
-            requests as f64 * S3_GET_USD * 1e6,
+            crate::fan_out::usd_per_query(requests, s.lambda_invocations, ms) * 1e6,
         ));
     }
     drop(proxy);

@@ -28,6 +28,7 @@ pub const S3_SECRET: &str = "canopytestsecret";
 /// A running S3 server with one bucket, [`S3_BUCKET`], on a loopback port.
 pub struct S3Server {
     pub port: u16,
+    lifecycle: Lifecycle,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
     dir: tempfile::TempDir,
@@ -53,15 +54,33 @@ impl S3Server {
         let port = listener.local_addr().unwrap().port();
         listener.set_nonblocking(true).unwrap();
         let fs = FileSystem::new(dir.path()).unwrap();
+        let lifecycle = Lifecycle::default();
+        let held = lifecycle.clone();
         let (stop, stopped) = tokio::sync::oneshot::channel();
         let thread = std::thread::Builder::new()
             .name("s3-server".into())
             .spawn(move || {
                 let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-                rt.block_on(serve(listener, fs, ignore_conditions, stopped));
+                rt.block_on(serve(
+                    listener,
+                    AtomicConditions { fs, conditional: tokio::sync::Mutex::new(()), ignore_conditions, lifecycle: held },
+                    stopped,
+                ));
             })
             .unwrap();
-        S3Server { port, stop: Some(stop), thread: Some(thread), dir }
+        S3Server { port, lifecycle, stop: Some(stop), thread: Some(thread), dir }
+    }
+
+    /// The bucket's lifecycle rules, as last put (s3s-fs keeps none; this
+    /// server keeps them in memory); `None` if never configured.
+    pub fn lifecycle_rules(&self) -> Option<Vec<Rule>> {
+        self.lifecycle.lock().expect("lifecycle lock").as_ref().map(|c| c.rules.iter().map(Rule::of).collect())
+    }
+
+    /// Sets the bucket's lifecycle rules, as an operator would have.
+    pub fn set_lifecycle_rules(&self, rules: Vec<Rule>) {
+        let rules = rules.into_iter().map(Rule::into_s3).collect();
+        *self.lifecycle.lock().expect("lifecycle lock") = Some(BucketLifecycleConfiguration { rules });
     }
 
     /// The folder holding the bucket's objects, one file per key.
@@ -81,9 +100,51 @@ impl Drop for S3Server {
     }
 }
 
-async fn serve(listener: TcpListener, fs: FileSystem, ignore_conditions: bool, mut stopped: tokio::sync::oneshot::Receiver<()>) {
+/// One lifecycle rule, in the terms the tests need.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Rule {
+    pub id: Option<String>,
+    /// The filter's prefix ("" for the whole bucket).
+    pub prefix: String,
+    pub enabled: bool,
+    /// Incomplete multipart uploads are aborted this many days after they start.
+    pub abort_days: Option<i32>,
+    /// Objects expire this many days after creation.
+    pub expire_days: Option<i32>,
+}
+
+impl Rule {
+    fn of(r: &LifecycleRule) -> Rule {
+        Rule {
+            id: r.id.clone(),
+            prefix: r.filter.as_ref().and_then(|f| f.prefix.clone()).or_else(|| r.prefix.clone()).unwrap_or_default(),
+            enabled: r.status.as_str() == ExpirationStatus::ENABLED,
+            abort_days: r.abort_incomplete_multipart_upload.as_ref().and_then(|a| a.days_after_initiation),
+            expire_days: r.expiration.as_ref().and_then(|e| e.days),
+        }
+    }
+
+    fn into_s3(self) -> LifecycleRule {
+        LifecycleRule {
+            abort_incomplete_multipart_upload: self.abort_days.map(|d| AbortIncompleteMultipartUpload { days_after_initiation: Some(d) }),
+            expiration: self.expire_days.map(|d| LifecycleExpiration { days: Some(d), ..Default::default() }),
+            filter: Some(LifecycleRuleFilter { prefix: Some(self.prefix), ..Default::default() }),
+            id: self.id,
+            noncurrent_version_expiration: None,
+            noncurrent_version_transitions: None,
+            prefix: None,
+            status: ExpirationStatus::from_static(if self.enabled { ExpirationStatus::ENABLED } else { ExpirationStatus::DISABLED }),
+            transitions: None,
+        }
+    }
+}
+
+/// The bucket's lifecycle configuration, shared by the server and its handle.
+type Lifecycle = std::sync::Arc<std::sync::Mutex<Option<BucketLifecycleConfiguration>>>;
+
+async fn serve(listener: TcpListener, s3: AtomicConditions, mut stopped: tokio::sync::oneshot::Receiver<()>) {
     let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-    let mut b = s3s::service::S3ServiceBuilder::new(AtomicConditions { fs, conditional: tokio::sync::Mutex::new(()), ignore_conditions });
+    let mut b = s3s::service::S3ServiceBuilder::new(s3);
     b.set_auth(s3s::auth::SimpleAuth::from_single(S3_KEY, S3_SECRET));
     let service = b.build();
     let http = ConnBuilder::new(TokioExecutor::new());
@@ -112,12 +173,14 @@ async fn serve(listener: TcpListener, fs: FileSystem, ignore_conditions: bool, m
 }
 
 /// s3s-fs with every conditional write holding one lock from its check to
-/// its rename.
+/// its rename, and a bucket lifecycle configuration kept in memory.
 struct AtomicConditions {
     fs: FileSystem,
     conditional: tokio::sync::Mutex<()>,
     /// Drop the conditions instead (a server that does not support them).
     ignore_conditions: bool,
+    /// The bucket's lifecycle configuration (one bucket per server).
+    lifecycle: Lifecycle,
 }
 
 /// Implements [`S3`] for [`AtomicConditions`]: the conditional writes below
@@ -145,6 +208,24 @@ macro_rules! s3_impl {
                 let conditional = req.input.if_none_match.is_some() || req.input.if_match.is_some();
                 let _held = if conditional { Some(self.conditional.lock().await) } else { None };
                 self.fs.complete_multipart_upload(req).await
+            }
+
+            async fn get_bucket_lifecycle_configuration(
+                &self,
+                _req: S3Request<GetBucketLifecycleConfigurationInput>,
+            ) -> S3Result<S3Response<GetBucketLifecycleConfigurationOutput>> {
+                match self.lifecycle.lock().expect("lifecycle lock").clone() {
+                    Some(c) => Ok(S3Response::new(GetBucketLifecycleConfigurationOutput { rules: Some(c.rules), ..Default::default() })),
+                    None => Err(s3s::s3_error!(NoSuchLifecycleConfiguration)),
+                }
+            }
+
+            async fn put_bucket_lifecycle_configuration(
+                &self,
+                req: S3Request<PutBucketLifecycleConfigurationInput>,
+            ) -> S3Result<S3Response<PutBucketLifecycleConfigurationOutput>> {
+                *self.lifecycle.lock().expect("lifecycle lock") = req.input.lifecycle_configuration;
+                Ok(S3Response::new(PutBucketLifecycleConfigurationOutput::default()))
             }
 
             $(

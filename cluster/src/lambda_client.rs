@@ -113,10 +113,15 @@ impl LambdaInvoker {
     /// environment, profile or instance role), with retries left to the
     /// root: a failed invocation falls back to a querier at once.
     pub async fn new(cfg: LambdaConfig) -> LambdaInvoker {
-        let region = aws_config::meta::region::RegionProviderChain::first_try(cfg.region.clone().map(aws_config::Region::new))
-            .or_default_provider()
-            .or_else("us-east-1");
-        let shared = aws_config::defaults(aws_config::BehaviorVersion::latest()).region(region).load().await;
+        // Given, or from the environment, else us-east-1: no probing of
+        // profiles or the instance metadata service for it.
+        let region = cfg
+            .region
+            .clone()
+            .or_else(|| std::env::var("AWS_REGION").ok())
+            .or_else(|| std::env::var("AWS_DEFAULT_REGION").ok())
+            .unwrap_or_else(|| "us-east-1".into());
+        let shared = aws_config::defaults(aws_config::BehaviorVersion::latest()).region(aws_config::Region::new(region)).load().await;
         let mut b = aws_sdk_lambda::config::Builder::from(&shared)
             .retry_config(aws_sdk_lambda::config::retry::RetryConfig::disabled())
             .timeout_config(

@@ -209,6 +209,11 @@ impl Canopy {
         kb.trim().trim_end_matches("kB").trim().parse::<u64>().unwrap() * 1024
     }
 
+    /// The S3 server of the S3 backend.
+    pub fn s3(&self) -> Option<&S3Server> {
+        self._s3.as_ref()
+    }
+
     /// Starts the process again on the same data directory and backend.
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "stop or kill first");
