@@ -292,10 +292,18 @@ async fn two_queriers_share_a_shard_by_time_segment_and_answer_like_standalone()
 async fn fragments_on_the_query_function_answer_like_queriers_and_fall_back_when_it_fails() {
     let cluster = Cluster::start_with(2, 1, &[]);
     let mut lambda = LambdaEmulator::start(cluster.s3.port, 2);
-    let to_lambda: Vec<String> =
-        ["--lambda-when", "always", "--lambda-function", "_", "--lambda-endpoint", &lambda.endpoint(), "--lambda-concurrency", "64"]
-            .map(String::from)
-            .to_vec();
+    let to_lambda: Vec<String> = [
+        "--lambda-when",
+        "always",
+        "--lambda-function",
+        canopy_bench::local_lambda::FUNCTION_NAME,
+        "--lambda-endpoint",
+        &lambda.endpoint(),
+        "--lambda-concurrency",
+        "64",
+    ]
+    .map(String::from)
+    .to_vec();
     // The SDK signs its requests; the emulator accepts any key.
     let creds = [("AWS_ACCESS_KEY_ID", "canopy-test"), ("AWS_SECRET_ACCESS_KEY", "canopy-test"), ("AWS_REGION", "us-east-1")];
     let fn_liaison = cluster.add_liaison("liaison-lambda", &to_lambda, &creds);

@@ -8,12 +8,13 @@
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
 use canopy_api::v1::QueryRequest;
+use canopy_bench::local_lambda;
 use canopy_bench::s3::{S3_BUCKET, S3_KEY, S3_SECRET};
 use canopy_bench::tsbs;
 
@@ -170,14 +171,10 @@ pub(crate) async fn run(
     }
 
     // The query function: an emulator and instances with empty caches.
-    let cargo_lambda = std::env::var("CANOPY_CARGO_LAMBDA").unwrap_or_else(|_| "cargo-lambda".into());
+    let cargo_lambda = local_lambda::cargo_lambda();
     let bootstrap = bin.with_file_name("canopy-lambda");
     let lambda_port = free_port();
-    let emulator = Command::new(&cargo_lambda)
-        .args(["lambda", "watch", "--only-lambda-apis", "--invoke-address", "127.0.0.1", "--invoke-port", &lambda_port.to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn();
+    let emulator = local_lambda::emulator_command(lambda_port).stdout(Stdio::null()).stderr(Stdio::null()).spawn();
     match (emulator, bootstrap.exists()) {
         (Ok(emulator), true) => {
             let _emulator = Proc(emulator);
@@ -223,20 +220,9 @@ fn store_endpoint(store: &[String]) -> String {
 
 /// One instance of the function, its cache (memory and `/tmp`-like disk)
 /// empty, reading the bucket through the latency proxy.
-fn start_function(bootstrap: &Path, port: u16, s3: &str, cache: &PathBuf) -> anyhow::Result<Proc> {
+fn start_function(bootstrap: &Path, port: u16, s3: &str, cache: &Path) -> anyhow::Result<Proc> {
     let _ = std::fs::remove_dir_all(cache);
-    let child = Command::new(bootstrap)
-        .env("AWS_LAMBDA_RUNTIME_API", format!("http://127.0.0.1:{port}/.rt"))
-        .env("AWS_LAMBDA_FUNCTION_NAME", "_")
-        .env("AWS_LAMBDA_FUNCTION_VERSION", "1")
-        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "1024")
-        .env("AWS_ACCESS_KEY_ID", S3_KEY)
-        .env("AWS_SECRET_ACCESS_KEY", S3_SECRET)
-        .env("AWS_REGION", "us-east-1")
-        .env("CANOPY_OBJECT_STORE", format!("s3://{S3_BUCKET}/{PREFIX}"))
-        .env("CANOPY_S3_ENDPOINT", s3)
-        .env("CANOPY_CACHE_DIR", cache)
-        .env("CANOPY_LOG", "warn")
+    let child = local_lambda::function_command(bootstrap, port, &format!("s3://{S3_BUCKET}/{PREFIX}"), s3, cache)
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()?;

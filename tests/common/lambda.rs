@@ -4,16 +4,12 @@
 //! through it, reading the cluster's S3 server.
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 
-use super::process::{S3_BUCKET, S3_KEY, S3_SECRET, free_port, print_log_if_failing};
+use canopy_bench::local_lambda;
+
+use super::process::{S3_BUCKET, free_port, print_log_if_failing};
 use super::wait::wait_until_blocking;
-
-/// `cargo-lambda`: `CANOPY_CARGO_LAMBDA`, else on the PATH (the test
-/// command installs it from PyPI).
-fn cargo_lambda() -> String {
-    std::env::var("CANOPY_CARGO_LAMBDA").unwrap_or_else(|_| "cargo-lambda".into())
-}
 
 /// The `canopy-lambda` bootstrap, built beside `canopy` by a workspace build.
 fn bootstrap() -> PathBuf {
@@ -38,31 +34,19 @@ impl LambdaEmulator {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let log = std::fs::File::create(dir.path().join("emulator.log")).unwrap();
-        let emulator = Command::new(cargo_lambda())
-            .args(["lambda", "watch", "--only-lambda-apis", "--invoke-address", "127.0.0.1", "--invoke-port", &port.to_string()])
+        let emulator = local_lambda::emulator_command(port)
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {} (install: pip install cargo-lambda): {e}", cargo_lambda()));
+            .unwrap_or_else(|e| panic!("cannot start {} (install: pip install cargo-lambda): {e}", local_lambda::cargo_lambda()));
         let mut l = LambdaEmulator { port, emulator: Some(emulator), functions: Vec::new(), instances, dir };
         wait_until_blocking(60, "cargo lambda watch did not start listening", || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
         for i in 0..instances {
             let log = std::fs::File::create(l.dir.path().join(format!("function-{i}.log"))).unwrap();
-            let child = Command::new(bootstrap())
-                // What Lambda sets (the emulator names its one function `_`).
-                .env("AWS_LAMBDA_RUNTIME_API", format!("http://127.0.0.1:{port}/.rt"))
-                .env("AWS_LAMBDA_FUNCTION_NAME", "_")
-                .env("AWS_LAMBDA_FUNCTION_VERSION", "1")
-                .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "1024")
-                .env("AWS_ACCESS_KEY_ID", S3_KEY)
-                .env("AWS_SECRET_ACCESS_KEY", S3_SECRET)
-                .env("AWS_REGION", "us-east-1")
-                .env("CANOPY_OBJECT_STORE", format!("s3://{S3_BUCKET}"))
-                .env("CANOPY_S3_ENDPOINT", format!("http://127.0.0.1:{s3_port}"))
-                .env("CANOPY_CACHE_DIR", l.dir.path().join(format!("cache-{i}")))
-                .env("CANOPY_CACHE_MEMORY_BYTES", (16 << 20).to_string())
-                .env("CANOPY_CACHE_DISK_BYTES", (64 << 20).to_string())
+            let cache = l.dir.path().join(format!("cache-{i}"));
+            let store = format!("s3://{S3_BUCKET}");
+            let child = local_lambda::function_command(&bootstrap(), port, &store, &format!("http://127.0.0.1:{s3_port}"), &cache)
                 .stdout(Stdio::null())
                 .stderr(log)
                 .spawn()
