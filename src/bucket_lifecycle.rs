@@ -38,13 +38,17 @@ pub(crate) async fn ensure_abort_rule(cfg: &ObjectStoreConfig, days: i32) -> Out
     }
     let bucket = rest.split('/').next().unwrap_or(rest).to_string();
     let client = client(cfg).await;
-    let current = match client.get_bucket_lifecycle_configuration().bucket(&bucket).send().await {
-        Ok(out) => out.rules.unwrap_or_default(),
-        Err(e) if e.as_service_error().and_then(|s| s.meta().code()) == Some("NoSuchLifecycleConfiguration") => Vec::new(),
+    let (current, min_size) = match client.get_bucket_lifecycle_configuration().bucket(&bucket).send().await {
+        Ok(out) => (out.rules.unwrap_or_default(), out.transition_default_minimum_object_size),
+        Err(e) if e.as_service_error().and_then(|s| s.meta().code()) == Some("NoSuchLifecycleConfiguration") => (Vec::new(), None),
         Err(e) => return Outcome::Unverified(format!("reading: {}", aws_sdk_s3::error::DisplayErrorContext(&e))),
     };
     if current.iter().any(|r| aborts_within(r, days)) {
         return Outcome::Present;
+    }
+    if current.iter().any(old_format) {
+        // S3 refuses a configuration mixing rule-level prefixes with filters.
+        return Outcome::Unverified("the bucket's rules use the old rule-level Prefix, which cannot be mixed with a new rule".into());
     }
     let rule = LifecycleRule::builder()
         .id(RULE_ID)
@@ -57,15 +61,22 @@ pub(crate) async fn ensure_abort_rule(cfg: &ObjectStoreConfig, days: i32) -> Out
     let mut rules: Vec<LifecycleRule> = current.into_iter().filter(|r| r.id() != Some(RULE_ID)).collect();
     rules.push(rule);
     let config = BucketLifecycleConfiguration::builder().set_rules(Some(rules)).build().expect("rules are set");
-    match client.put_bucket_lifecycle_configuration().bucket(&bucket).lifecycle_configuration(config).send().await {
+    // A PUT replaces the whole configuration: carry the bucket-wide setting over too.
+    let put = client.put_bucket_lifecycle_configuration().bucket(&bucket).lifecycle_configuration(config);
+    match put.set_transition_default_minimum_object_size(min_size).send().await {
         Ok(_) => Outcome::Added,
         Err(e) => Outcome::Unverified(format!("adding the rule: {}", aws_sdk_s3::error::DisplayErrorContext(&e))),
     }
 }
 
+/// True if `r` is written in the format from before `Filter` existed: its
+/// prefix on the rule itself (deprecated in the API, still returned).
+#[allow(deprecated)]
+fn old_format(r: &LifecycleRule) -> bool {
+    r.filter().is_none() && r.prefix().is_some()
+}
+
 /// True if `r` is an enabled whole-bucket rule aborting uploads within `days`.
-// Rules written before `Filter` existed carry their prefix on the rule itself
-// (deprecated in the API, still returned): read it too.
 #[allow(deprecated)]
 fn aborts_within(r: &LifecycleRule, days: i32) -> bool {
     let whole_bucket = match r.filter() {

@@ -70,9 +70,13 @@ pub(crate) async fn run(a: CompactorArgs) -> anyhow::Result<()> {
         };
         let registry = SchemaRegistry::new(meta);
         let now = canopy_model::now_nanos() / 1_000_000;
-        for g in registry.list_groups().await? {
+        'groups: for g in registry.list_groups().await? {
             let spec = GroupSpec::compile(&g)?;
             for shard in 0..spec.shard_num {
+                if crate::signals::stopping() {
+                    // Between shards: nothing is left half done.
+                    break 'groups;
+                }
                 match compactor.run_shard(&spec, shard, now).await {
                     Ok(r) if r != Default::default() => tracing::info!(group = %spec.name, shard, ?r, "compaction round"),
                     Ok(_) => {}
@@ -80,7 +84,7 @@ pub(crate) async fn run(a: CompactorArgs) -> anyhow::Result<()> {
                 }
             }
         }
-        if a.once {
+        if a.once || crate::signals::stopping() {
             break;
         }
         tokio::select! {

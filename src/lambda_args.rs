@@ -1,6 +1,7 @@
 //! Options of the root's dispatch to the query function on AWS Lambda.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use canopy_cluster::dispatch::LambdaWhen;
 use canopy_cluster::metrics::RoleMetrics;
@@ -33,8 +34,9 @@ pub(crate) struct LambdaArgs {
 
 impl LambdaArgs {
     /// The invoker, when fragments may go to the function; its counters
-    /// are served on `/metrics`.
-    pub(crate) async fn invoker(&self, metrics: &RoleMetrics) -> Option<Arc<LambdaInvoker>> {
+    /// are served on `/metrics`. An invocation may take half the query
+    /// deadline, leaving the other half to a querier if it fails.
+    pub(crate) async fn invoker(&self, metrics: &RoleMetrics, query_timeout: Duration) -> Option<Arc<LambdaInvoker>> {
         if self.lambda_when == LambdaWhen::Never {
             return None;
         }
@@ -45,6 +47,7 @@ impl LambdaArgs {
                 endpoint: self.lambda_endpoint.clone(),
                 region: self.lambda_region.clone(),
                 concurrency: self.lambda_concurrency,
+                timeout: (query_timeout / 2).max(Duration::from_secs(1)),
             })
             .await,
         );

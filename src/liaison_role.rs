@@ -56,7 +56,7 @@ pub(crate) async fn run(a: LiaisonArgs) -> anyhow::Result<()> {
     let catalogs = CatalogCache::new(CatalogStore::new(store.clone()));
     let metrics = RoleMetrics::new("liaison");
     let mut data = ClusterDataPlane::new(node.view.clone(), routing, Arc::new(Compactor::new(ccfg, store)), catalogs);
-    if let Some(lambda) = a.lambda.invoker(&metrics).await {
+    if let Some(lambda) = a.lambda.invoker(&metrics, Duration::from_secs(a.query_timeout_secs)).await {
         data = data.with_lambda(lambda);
     }
     let data = Arc::new(data);

@@ -55,11 +55,22 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async { signals::install() })?;
-    match cli.command {
-        Command::Standalone(args) => rt.block_on(standalone::run(*args)),
-        Command::Compactor(args) => rt.block_on(compactor::run(*args)),
-        Command::Liaison(args) => rt.block_on(liaison_role::run(*args)),
-        Command::Ingester(args) => rt.block_on(ingester_role::run(*args)),
-        Command::Querier(args) => rt.block_on(querier_role::run(*args)),
-    }
+    rt.block_on(async {
+        let role = async {
+            match cli.command {
+                Command::Standalone(args) => standalone::run(*args).await,
+                Command::Compactor(args) => compactor::run(*args).await,
+                Command::Liaison(args) => liaison_role::run(*args).await,
+                Command::Ingester(args) => ingester_role::run(*args).await,
+                Command::Querier(args) => querier_role::run(*args).await,
+            }
+        };
+        tokio::select! {
+            r = role => r,
+            _ = signals::received(2) => {
+                tracing::warn!("second signal: exiting at once");
+                std::process::exit(130);
+            }
+        }
+    })
 }

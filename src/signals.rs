@@ -3,7 +3,9 @@
 //! READY in which SIGTERM took its default action — death without draining
 //! or flushing (a test that stopped a server right after start-up caught
 //! it). Signals are counted from the first instant instead, so none is lost
-//! between start-up and the moment a role begins to wait.
+//! between start-up and the moment a role begins to wait. A second signal
+//! ends the process at once, whatever it is doing (starting up against an
+//! unreachable etcd, a shutdown that cannot finish).
 
 use std::sync::OnceLock;
 
@@ -28,6 +30,12 @@ pub(crate) fn install() -> std::io::Result<()> {
         }
     });
     Ok(())
+}
+
+/// True once a signal has arrived: long work (a compaction round) checks it
+/// between steps and stops there.
+pub(crate) fn stopping() -> bool {
+    RECEIVED.get().is_some_and(|rx| *rx.borrow() >= 1)
 }
 
 /// Resolves once `n` signals (SIGINT or SIGTERM) have arrived since start-up:

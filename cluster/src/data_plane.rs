@@ -19,7 +19,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::transport::{Channel, Endpoint};
 
 use crate::catalog_cache::CatalogCache;
-use crate::dispatch::{LambdaWhen, Target, fragment_of, plan_shard};
+use crate::dispatch::{LambdaWhen, RowRouter, Target, plan_shard};
 use crate::fragment::fragment_of as plan_fragment;
 use crate::lambda_client::LambdaInvoker;
 use crate::node::Role;
@@ -99,10 +99,17 @@ impl ClusterDataPlane {
     /// or on its querier and the others as fallbacks.
     async fn run(&self, queriers: &[String], mut f: Fragment, req: ExecuteShardRequest) -> Result<PartialResult, ApiError> {
         if let (Some(slot), Some(lambda)) = (f.slot.take(), &self.lambda) {
-            match lambda.invoke(slot, &req).await {
-                Ok(resp) => {
+            let answered = lambda.invoke(slot, &req).await.and_then(|resp| {
+                let partial = canopy_model::wire::decode_partial(&resp.partial).ok_or("an undecodable partial result")?;
+                Ok((partial, resp.stats))
+            });
+            match answered {
+                Ok((partial, stats)) => {
+                    if let Some(s) = &stats {
+                        canopy_storage::query_stats::record(s.into());
+                    }
                     canopy_storage::query_stats::record(QueryCost { lambda_invocations: 1, ..Default::default() });
-                    return decode_response(resp, "the query function");
+                    return Ok(partial);
                 }
                 Err(e) => {
                     tracing::warn!(shard = req.shard, "query function failed, a querier runs the fragment: {e}");
@@ -147,9 +154,10 @@ impl ClusterDataPlane {
         } else {
             let decoded =
                 canopy_model::wire::decode_rows(&rows).ok_or_else(|| ApiError::new(Code::Internal, "undecodable snapshot rows"))?;
+            let router = RowRouter::new(&planned);
             let mut split: Vec<Vec<(u64, canopy_model::Point)>> = vec![Vec::new(); planned.len()];
             for r in decoded {
-                split[fragment_of(&planned, r.1.ts)].push(r);
+                split[router.fragment_of(r.1.ts)].push(r);
             }
             split.iter().map(|r| canopy_model::wire::encode_rows(r)).collect()
         };

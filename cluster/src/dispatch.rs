@@ -161,11 +161,33 @@ pub fn plan_shard(
     out
 }
 
-/// The fragment a memtable point at `ts` goes with: the one whose windows
-/// hold it. A point outside every window collides with no part, so the
-/// last fragment takes it.
-pub fn fragment_of(fragments: &[Planned], ts: i64) -> usize {
-    fragments.iter().position(|f| f.windows.iter().any(|w| ts >= w.0 && ts < w.1)).unwrap_or(fragments.len().saturating_sub(1))
+/// Which fragment each memtable point goes with: the one whose windows hold
+/// its timestamp. A point outside every window collides with no part, so the
+/// last fragment takes it. Windows never overlap, so a binary search finds
+/// the one (a querier's fragment may hold hundreds of segments).
+pub struct RowRouter {
+    /// `(begin, end, fragment)`, sorted.
+    windows: Vec<(i64, i64, usize)>,
+    last: usize,
+}
+
+impl RowRouter {
+    /// The router of a shard's planned fragments.
+    pub fn new(fragments: &[Planned]) -> RowRouter {
+        let mut windows: Vec<(i64, i64, usize)> =
+            fragments.iter().enumerate().flat_map(|(i, f)| f.windows.iter().map(move |w| (w.0, w.1, i))).collect();
+        windows.sort_unstable();
+        RowRouter { windows, last: fragments.len().saturating_sub(1) }
+    }
+
+    /// The fragment of a point at `ts`.
+    pub fn fragment_of(&self, ts: i64) -> usize {
+        let i = self.windows.partition_point(|w| w.1 <= ts);
+        match self.windows.get(i) {
+            Some(&(begin, _, f)) if begin <= ts => f,
+            _ => self.last,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -261,12 +283,28 @@ mod tests {
 
     #[test]
     fn points_follow_their_segment() {
-        let a = plan_shard("g", 1, Some(segments(6, 100)), &queriers(3), LambdaWhen::Never, || true);
-        for f in 0..a.len() {
-            for w in &a[f].windows {
-                assert_eq!(fragment_of(&a, w.0 + 5), f);
+        // Gaps between segments: every other hour holds parts.
+        let spaced: Vec<SegmentWork> = segments(12, 100).into_iter().step_by(2).collect();
+        let a = plan_shard("g", 1, Some(spaced), &queriers(3), LambdaWhen::Never, || true);
+        let router = RowRouter::new(&a);
+        for (f, fragment) in a.iter().enumerate() {
+            for w in &fragment.windows {
+                for ts in [w.0, w.0 + 5, w.1 - 1] {
+                    assert_eq!(router.fragment_of(ts), f, "{ts} in {w:?}");
+                }
             }
         }
-        assert_eq!(fragment_of(&a, 100 * HOUR), a.len() - 1, "past every part: the last");
+        for outside in [-5, HOUR + 5, 100 * HOUR] {
+            assert_eq!(router.fragment_of(outside), a.len() - 1, "{outside}: outside every window, the last fragment");
+        }
+    }
+
+    #[test]
+    fn a_shard_whose_one_segment_goes_to_the_function_names_no_parts() {
+        let a = plan_shard("g", 1, Some(segments(1, 100)), &queriers(2), LambdaWhen::Always, || true);
+        assert_eq!(a.len(), 1);
+        assert_eq!(a[0].target, Target::Lambda);
+        assert!(a[0].part_paths.is_empty(), "one fragment holding every segment reads every part");
+        assert_eq!(a[0].windows, vec![(0, HOUR)]);
     }
 }

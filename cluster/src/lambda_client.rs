@@ -22,9 +22,6 @@ use crate::dispatch::LambdaWhen;
 /// querier.
 pub const LAMBDA_PAYLOAD_MAX: usize = 6 * 1024 * 1024;
 
-/// How long one invocation may take before the root falls back.
-const INVOKE_TIMEOUT: Duration = Duration::from_secs(300);
-
 /// An invocation: one fragment.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Invocation {
@@ -79,6 +76,10 @@ pub struct LambdaConfig {
     /// Invocations in flight at once from this root (keep it within the
     /// function's reserved concurrency, or Lambda throttles).
     pub concurrency: usize,
+    /// How long one invocation may take before the root gives up on it and
+    /// a querier runs the fragment: well within the query's deadline, so
+    /// the fallback has time to answer.
+    pub timeout: Duration,
 }
 
 /// Counts the operators and the tests read.
@@ -97,6 +98,24 @@ impl LambdaCounters {
     /// Invocations in flight now.
     pub fn in_flight(&self) -> u64 {
         self.in_flight.load(Ordering::Relaxed)
+    }
+}
+
+/// One invocation counted in flight until dropped — also when the query
+/// is cancelled mid-invocation (its deadline, a failed sibling fragment).
+struct InFlight<'a>(&'a LambdaCounters);
+
+impl<'a> InFlight<'a> {
+    fn enter(c: &'a LambdaCounters) -> InFlight<'a> {
+        let now = c.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
+        c.in_flight_peak.fetch_max(now, Ordering::Relaxed);
+        InFlight(c)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -127,7 +146,7 @@ impl LambdaInvoker {
             .timeout_config(
                 aws_sdk_lambda::config::timeout::TimeoutConfig::builder()
                     .connect_timeout(Duration::from_secs(2))
-                    .operation_timeout(INVOKE_TIMEOUT)
+                    .operation_timeout(cfg.timeout)
                     .build(),
             );
         if let Some(e) = &cfg.endpoint {
@@ -164,15 +183,15 @@ impl LambdaInvoker {
     /// Runs one fragment on the function, holding `slot` until it answers.
     /// Any failure is an error saying what failed; the caller falls back.
     pub async fn invoke(&self, _slot: OwnedSemaphorePermit, req: &ExecuteShardRequest) -> Result<ExecuteShardResponse, String> {
+        let c = &self.counters;
         let payload = serde_json::to_vec(&Invocation::of(req)).map_err(|e| e.to_string())?;
         if payload.len() > LAMBDA_PAYLOAD_MAX {
+            c.errors.fetch_add(1, Ordering::Relaxed);
             return Err(format!("a {} byte fragment is over Lambda's {LAMBDA_PAYLOAD_MAX} byte payload limit", payload.len()));
         }
-        let c = &self.counters;
-        let now = c.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
-        c.in_flight_peak.fetch_max(now, Ordering::Relaxed);
+        let in_flight = InFlight::enter(c);
         let sent = self.client.invoke().function_name(&self.cfg.function).payload(Blob::new(payload)).send().await;
-        c.in_flight.fetch_sub(1, Ordering::Relaxed);
+        drop(in_flight);
         let answered = match sent {
             Err(e) => Err(format!("invoke {}: {}", self.cfg.function, aws_sdk_lambda::error::DisplayErrorContext(&e))),
             Ok(out) => {
