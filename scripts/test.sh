@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs Canopy's whole test suite on a fresh machine: installs what the build
 # and the tests need when it is missing (protoc, cargo-nextest, etcd,
-# Prometheus, the OpenTelemetry SDK, cargo-lambda), then runs unit and integration tests
+# Prometheus, the OpenTelemetry SDK, cargo-lambda, docker-compose), checks the
+# compose file, then runs unit and integration tests
 # against local disk, a real S3 server (s3s-fs, a dev-dependency the tests run
 # in-process) and a real etcd.
 set -euo pipefail
@@ -24,6 +25,13 @@ fi
 if ! command -v etcd >/dev/null 2>&1 || ! command -v etcdctl >/dev/null 2>&1; then
   apt_install etcd-server etcd-client
 fi
+
+# docker-compose (Debian's, no daemon needed) checks the compose file; the
+# compose test then runs its topology with real processes.
+if ! command -v docker-compose >/dev/null 2>&1; then
+  apt_install docker-compose
+fi
+docker-compose -f infra/compose/docker-compose.yml config -q
 
 # The OpenTelemetry Python SDK for the OTLP tests, in a venv of its own.
 VENV="$HOME/.cache/canopy-venv"

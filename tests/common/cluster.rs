@@ -99,6 +99,13 @@ impl RoleProcess {
         RoleProcess::start_env(role, args, Vec::new(), log)
     }
 
+    /// Starts `canopy <role>` with extra environment variables, logging to `log`.
+    pub fn start_with_env(role: &str, args: Vec<String>, env: Vec<(String, String)>, log: PathBuf) -> RoleProcess {
+        // Roles are few and live as long as the test.
+        let role: &'static str = Box::leak(role.to_string().into_boxed_str());
+        RoleProcess::start_env(role, args, env, log)
+    }
+
     /// Starts with extra environment variables.
     fn start_env(role: &'static str, args: Vec<String>, env: Vec<(String, String)>, log: PathBuf) -> RoleProcess {
         let grpc: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
