@@ -70,6 +70,9 @@ pub(crate) async fn run(a: CompactorArgs) -> anyhow::Result<()> {
         };
         let registry = SchemaRegistry::new(meta);
         let now = canopy_model::now_nanos() / 1_000_000;
+        if let Err(e) = compactor.sweep_probes(now).await {
+            tracing::warn!(error = %e, "sweeping stray start-up probes failed; will retry");
+        }
         'groups: for g in registry.list_groups().await? {
             let spec = GroupSpec::compile(&g)?;
             for shard in 0..spec.shard_num {

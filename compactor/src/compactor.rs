@@ -101,8 +101,8 @@ impl Compactor {
 
     /// Runs one round over every shard of `groups`; returns the summed report.
     pub async fn run_groups(&self, groups: &[canopy_model::GroupSpec]) -> Result<ShardReport> {
-        let mut total = ShardReport::default();
         let now = now_ms();
+        let mut total = ShardReport { objects_deleted: self.sweep_probes(now).await?, ..Default::default() };
         for g in groups {
             for shard in 0..g.shard_num {
                 total.add(&self.run_shard(g, shard, now).await?);

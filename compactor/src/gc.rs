@@ -13,6 +13,9 @@
 //!   it being complete.
 //! * Old catalog versions beyond the newest `catalog_versions_kept` are
 //!   deleted once older than the grace period.
+//! * Start-up probe keys (`_canopy/probe/`) a crash left between their
+//!   create and delete, once older than `orphan_min_age` (a probe lives for
+//!   milliseconds).
 
 use std::collections::HashSet;
 
@@ -48,6 +51,23 @@ impl Compactor {
         deleted += self.delete_orphans(group, shard, now_ms).await?;
         let versions = self.delete_old_versions(group, shard, now_ms).await?;
         Ok((deleted, versions))
+    }
+
+    /// Deletes the start-up probe keys a crashed process left behind;
+    /// returns how many. Bucket-wide, so once per round, not per shard.
+    pub async fn sweep_probes(&self, now_ms: i64) -> Result<usize> {
+        let min_age = self.cfg.orphan_min_age.as_millis() as i64;
+        let prefix = Path::from(canopy_storage::paths::PROBE_DIR);
+        let listed: Vec<object_store::ObjectMeta> = self.store.list(Some(&prefix)).try_collect().await?;
+        let mut deleted = 0;
+        for m in listed.into_iter().filter(|m| m.last_modified.timestamp_millis() + min_age <= now_ms) {
+            match self.store.delete(&m.location).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => deleted += 1,
+                Err(e) => return Err(e.into()),
+            }
+            tracing::info!(path = %m.location, "deleted a stray start-up probe");
+        }
+        Ok(deleted)
     }
 
     async fn delete_orphans(&self, group: &str, shard: u32, now_ms: i64) -> Result<usize> {

@@ -387,3 +387,22 @@ async fn gc_never_deletes_a_part_the_newest_catalog_references_whatever_the_grou
     }
     assert!(accepted.iter().all(|n| !n.starts_with('.')), "names starting with a dot were accepted: {accepted:?}");
 }
+
+/// A crash between the start-up probe's create and delete leaves its key;
+/// GC removes it once older than the orphan age, and nothing else.
+#[tokio::test]
+async fn a_stray_start_up_probe_is_swept_once_old_and_parts_are_not_touched() {
+    let store: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());
+    let probe = canopy_storage::paths::probe(4242, 1);
+    store.put(&probe, "create-if-absent probe".into()).await.unwrap();
+    let part = object_store::path::Path::from("parts/g/0000/0/0000000000000001-00000001.arrow");
+    store.put(&part, "a part no catalog names".into()).await.unwrap();
+    let ccfg = CompactorConfig { orphan_min_age: Duration::from_secs(3600), ..Default::default() };
+    let compactor = Compactor::new(ccfg, store.clone());
+    let now_ms = now_nanos() / 1_000_000;
+    assert_eq!(compactor.sweep_probes(now_ms).await.unwrap(), 0, "a probe younger than the orphan age may be in use");
+    assert!(store.head(&probe).await.is_ok());
+    assert_eq!(compactor.sweep_probes(now_ms + 2 * 3_600_000).await.unwrap(), 1);
+    assert!(matches!(store.head(&probe).await, Err(object_store::Error::NotFound { .. })));
+    assert!(store.head(&part).await.is_ok(), "the sweep only reads the probe folder");
+}

@@ -4,12 +4,22 @@
 //! catalog/{group}/{shard:04}/v{version:020}.cat   one catalog version (immutable)
 //! catalog/{group}/{shard:04}/_latest              hint: the newest version number
 //! parts/{group}/{shard:04}/{segment_secs}/{part_id:016x}-{nonce:08x}.arrow
+//! _canopy/probe/{pid}-{nanos}                      start-up probe (deleted at once)
 //! ```
 //! Zero padding makes listing order equal numeric order.
 
 use object_store::path::Path;
 
 /// Directory of a shard's catalog versions.
+/// Where the start-up probe of create-if-absent writes its keys (deleted at
+/// once; a crash in between leaves one for GC).
+pub const PROBE_DIR: &str = "_canopy/probe";
+
+/// A probe key of this process, unique per call.
+pub fn probe(pid: u32, nanos: u128) -> Path {
+    Path::from(format!("{PROBE_DIR}/{pid}-{nanos}"))
+}
+
 pub fn catalog_dir(group: &str, shard: u32) -> Path {
     Path::from(format!("catalog/{group}/{shard:04}"))
 }

@@ -67,7 +67,7 @@ pub fn open_object_store(cfg: &ObjectStoreConfig) -> Result<Arc<dyn ObjectStore>
 pub async fn probe_conditional_create(store: &dyn ObjectStore) -> Result<()> {
     use object_store::{ObjectStoreExt, PutMode, PutOptions};
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
-    let key = object_store::path::Path::from(format!("_canopy/probe/{}-{nanos}", std::process::id()));
+    let key = crate::paths::probe(std::process::id(), nanos);
     let create = || PutOptions { mode: PutMode::Create, ..Default::default() };
     store.put_opts(&key, "create-if-absent probe".into(), create()).await?;
     let second = store.put_opts(&key, "created twice".into(), create()).await;
