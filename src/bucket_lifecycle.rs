@@ -96,9 +96,8 @@ fn aborts_within(r: &LifecycleRule, days: i32) -> bool {
 /// An S3 client for the store's endpoint, region and credentials (those
 /// given, else the usual AWS chain).
 async fn client(cfg: &ObjectStoreConfig) -> aws_sdk_s3::Client {
-    // As the object store decides it: no probing of profiles or IMDS.
-    let region = cfg.s3_region.clone().or_else(|| std::env::var("AWS_REGION").ok()).unwrap_or_else(|| "us-east-1".into());
-    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest()).region(aws_config::Region::new(region));
+    // The object store's region: no probing of profiles or IMDS for it.
+    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest()).region(aws_config::Region::new(cfg.region()));
     if let (Some(k), Some(s)) = (&cfg.s3_access_key_id, &cfg.s3_secret_access_key) {
         loader = loader.credentials_provider(aws_sdk_s3::config::Credentials::new(k, s, None, None, "canopy options"));
     }

@@ -75,14 +75,9 @@ pub(crate) async fn run(a: IngesterArgs) -> anyhow::Result<()> {
     crate::signals::received(1).await;
     tracing::info!("leaving: handing shards over");
     // A flush that cannot finish (object store down) keeps the node here;
-    // a second signal exits anyway: the WAL keeps the points, and they are
-    // replayed and flushed when this node is dealt the shards again.
-    tokio::select! {
-        _ = manager.leave() => {}
-        _ = crate::signals::received(2) => {
-            tracing::warn!("second signal: exiting with shards not handed over; their WAL is kept for replay");
-        }
-    }
+    // a second signal exits anyway (main): the WAL keeps the points, and
+    // they are replayed and flushed when this node is dealt the shards again.
+    manager.leave().await;
     rounds.abort();
     flusher.abort();
     serving.stop().await;

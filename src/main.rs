@@ -68,7 +68,7 @@ fn main() -> anyhow::Result<()> {
         tokio::select! {
             r = role => r,
             _ = signals::received(2) => {
-                tracing::warn!("second signal: exiting at once");
+                tracing::warn!("second signal: exiting at once (unflushed points stay in the WAL, replayed at the next start)");
                 std::process::exit(130);
             }
         }

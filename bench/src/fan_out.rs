@@ -6,7 +6,6 @@
 //! cache. Requests, bytes and invocations are the query's own stats; $ per
 //! query is priced from them at S3's and Lambda's list prices.
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -18,7 +17,8 @@ use canopy_bench::local_lambda;
 use canopy_bench::s3::{S3_BUCKET, S3_KEY, S3_SECRET};
 use canopy_bench::tsbs;
 
-use crate::load::{self, Protocol};
+use crate::load;
+use crate::peers::{free_port, wait_ready};
 use crate::read_path::{Phase, run_query};
 
 /// S3 standard GET, per request (us-east-1 list price).
@@ -32,10 +32,6 @@ const LAMBDA_MEMORY_GB: f64 = 1.0;
 const PREFIX: &str = "fan-out";
 /// Instances of the function run locally.
 const LAMBDA_INSTANCES: usize = 4;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
-}
 
 /// A child process killed when dropped.
 struct Proc(Child);
@@ -68,15 +64,7 @@ fn start_role(bin: &Path, role: &str, (grpc, http): (u16, u16), args: &[String],
         .stderr(Stdio::inherit())
         .spawn()
         .map_err(|e| anyhow::anyhow!("starting {} {role}: {e}", bin.display()))?;
-    let mut lines = BufReader::new(child.stdout.take().expect("piped")).lines();
-    loop {
-        match lines.next() {
-            Some(Ok(l)) if l.starts_with("READY ") => break,
-            Some(Ok(_)) => {}
-            _ => anyhow::bail!("canopy {role} exited before it was ready"),
-        }
-    }
-    std::thread::spawn(move || for _ in lines {});
+    wait_ready(&mut child, role)?;
     Ok(Proc(child))
 }
 
@@ -146,11 +134,7 @@ pub(crate) async fn run(
     let mut queriers = vec![start_querier(0)?];
     tokio::time::sleep(Duration::from_secs(2)).await;
     eprintln!("fan-out: loading {} rows through a liaison, {flushes} flushes", rows.len());
-    let client = reqwest::Client::new();
-    for slice in rows.chunks(rows.len().div_ceil(flushes)) {
-        load::load(&base, None, Protocol::Influx, hosts.clone(), Arc::new(slice.to_vec()), batch, concurrency).await?;
-        client.post(format!("{base}/api/v1/admin/flush")).send().await?.error_for_status()?;
-    }
+    load::load_in_flushed_slices(&base, hosts, &rows, flushes, batch, concurrency).await?;
 
     let mut phases = Vec::new();
     let mut points = None;

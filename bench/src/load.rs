@@ -134,6 +134,25 @@ async fn load_native(
     Ok(t0.elapsed().as_secs_f64())
 }
 
+/// Loads `rows` over line protocol in `flushes` slices, flushing after
+/// each: that many parts per shard and segment, as a day looks before
+/// compaction catches up.
+pub(crate) async fn load_in_flushed_slices(
+    base: &str,
+    hosts: Arc<Vec<Host>>,
+    rows: &[Row],
+    flushes: usize,
+    batch: usize,
+    workers: usize,
+) -> anyhow::Result<()> {
+    let client = reqwest::Client::new();
+    for slice in rows.chunks(rows.len().div_ceil(flushes.max(1))) {
+        load(base, None, Protocol::Influx, hosts.clone(), Arc::new(slice.to_vec()), batch, workers).await?;
+        client.post(format!("{base}/api/v1/admin/flush")).send().await?.error_for_status()?;
+    }
+    Ok(())
+}
+
 /// Sends every row; returns the seconds it took until the last batch was acknowledged.
 pub(crate) async fn load(
     base: &str,

@@ -40,8 +40,24 @@ impl Drop for Peer {
     }
 }
 
-fn free_port() -> u16 {
+/// A loopback port free right now.
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+/// Waits for a `canopy` child's `READY ...` line on its piped stdout and
+/// returns it; the rest of its output is drained on a thread of its own.
+pub(crate) fn wait_ready(child: &mut Child, what: &str) -> anyhow::Result<String> {
+    let mut lines = BufReader::new(child.stdout.take().expect("piped")).lines();
+    let ready = loop {
+        match lines.next() {
+            Some(Ok(l)) if l.starts_with("READY ") => break l,
+            Some(Ok(_)) => {}
+            _ => anyhow::bail!("canopy {what} exited before it was ready"),
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    Ok(ready)
 }
 
 impl Peer {
@@ -64,16 +80,7 @@ impl Peer {
             .stderr(Stdio::inherit())
             .spawn()
             .map_err(|e| anyhow::anyhow!("starting {}: {e}", bin.display()))?;
-        let stdout = child.stdout.take().expect("piped");
-        let mut lines = BufReader::new(stdout).lines();
-        let ready = loop {
-            match lines.next() {
-                Some(Ok(l)) if l.starts_with("READY ") => break l,
-                Some(Ok(_)) => {}
-                _ => anyhow::bail!("canopy exited before it was ready"),
-            }
-        };
-        std::thread::spawn(move || for _ in lines {});
+        let ready = wait_ready(&mut child, "standalone")?;
         let http = ready.split_whitespace().find_map(|kv| kv.strip_prefix("http=")).expect("http address").to_string();
         let grpc = ready.split_whitespace().find_map(|kv| kv.strip_prefix("grpc=")).map(str::to_string);
         Ok(Peer { name: "canopy", child, base: format!("http://{http}"), grpc, data_dir: dir.to_path_buf() })

@@ -23,7 +23,7 @@ use canopy_bench::latency_proxy::LatencyProxy;
 use canopy_bench::s3::{S3_BUCKET, S3_KEY, S3_SECRET, S3Server};
 use canopy_bench::tsbs;
 
-use crate::load::{self, Protocol};
+use crate::load;
 use crate::peers::Peer;
 
 /// Flushes while loading: the parts per shard the query reads.
@@ -107,11 +107,7 @@ pub(crate) async fn run(
     // Flushed in slices and not compacted: many parts per shard, as a day
     // looks before compaction catches up, so the cold read shows what the
     // part count costs.
-    let client = reqwest::Client::new();
-    for slice in rows.chunks(rows.len().div_ceil(FLUSHES)) {
-        load::load(&peer.base, peer.grpc.as_deref(), Protocol::Influx, hosts.clone(), Arc::new(slice.to_vec()), batch, concurrency).await?;
-        client.post(format!("{}/api/v1/admin/flush", peer.base)).send().await?.error_for_status()?;
-    }
+    load::load_in_flushed_slices(&peer.base, hosts.clone(), &rows, FLUSHES, batch, concurrency).await?;
     peer.stop()?;
 
     let mut phases = Vec::new();

@@ -19,7 +19,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::transport::{Channel, Endpoint};
 
 use crate::catalog_cache::CatalogCache;
-use crate::dispatch::{LambdaWhen, RowRouter, Target, plan_shard};
+use crate::dispatch::{LambdaWhen, RowRouter, plan_shard};
 use crate::fragment::fragment_of as plan_fragment;
 use crate::lambda_client::LambdaInvoker;
 use crate::node::Role;
@@ -99,15 +99,10 @@ impl ClusterDataPlane {
     /// or on its querier and the others as fallbacks.
     async fn run(&self, queriers: &[String], mut f: Fragment, req: ExecuteShardRequest) -> Result<PartialResult, ApiError> {
         if let (Some(slot), Some(lambda)) = (f.slot.take(), &self.lambda) {
-            let answered = lambda.invoke(slot, &req).await.and_then(|resp| {
-                let partial = canopy_model::wire::decode_partial(&resp.partial).ok_or("an undecodable partial result")?;
-                Ok((partial, resp.stats))
-            });
+            let answered =
+                lambda.invoke(slot, &req).await.and_then(|resp| decode_response(resp, "the query function").map_err(|e| e.message));
             match answered {
-                Ok((partial, stats)) => {
-                    if let Some(s) = &stats {
-                        canopy_storage::query_stats::record(s.into());
-                    }
+                Ok(partial) => {
                     canopy_storage::query_stats::record(QueryCost { lambda_invocations: 1, ..Default::default() });
                     return Ok(partial);
                 }
@@ -165,7 +160,7 @@ impl ClusterDataPlane {
             .into_iter()
             .zip(encoded)
             .map(|(p, rows)| Fragment {
-                slot: if p.target == Target::Lambda { slots.next() } else { None },
+                slot: if p.lambda { slots.next() } else { None },
                 querier: p.querier,
                 part_paths: p.part_paths,
                 rows,
@@ -294,13 +289,16 @@ impl ClusterDataPlane {
     }
 }
 
-/// A fragment's partial result, its cost added to the query's tally.
+/// A fragment's partial result, its cost added to the query's tally once
+/// it decodes (an answer the function garbled is run again elsewhere, and
+/// only that run counts).
 fn decode_response(r: ExecuteShardResponse, from: &str) -> Result<PartialResult, ApiError> {
+    let partial = canopy_model::wire::decode_partial(&r.partial)
+        .ok_or_else(|| ApiError::new(Code::Internal, format!("{from} sent an undecodable partial result")))?;
     if let Some(s) = &r.stats {
         canopy_storage::query_stats::record(s.into());
     }
-    canopy_model::wire::decode_partial(&r.partial)
-        .ok_or_else(|| ApiError::new(Code::Internal, format!("{from} sent an undecodable partial result")))
+    Ok(partial)
 }
 
 #[async_trait]

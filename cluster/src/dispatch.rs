@@ -58,20 +58,13 @@ impl FromStr for LambdaWhen {
     }
 }
 
-/// Where one fragment runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Target {
-    /// The querier at this index of the sorted querier list.
-    Querier(usize),
-    /// An invocation of the query function.
-    Lambda,
-}
-
 /// One fragment of a shard: where it runs and the segments it reads.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Planned {
-    pub target: Target,
-    /// The querier that runs it if the function fails, or that owns it.
+    /// Sent to the query function (else run by `querier`).
+    pub lambda: bool,
+    /// The querier (index into the sorted querier list) that runs it, or
+    /// runs it when the function fails.
     pub querier: usize,
     /// `[begin, end)` of its segments.
     pub windows: Vec<(i64, i64)>,
@@ -122,7 +115,7 @@ pub fn plan_shard(
 ) -> Vec<Planned> {
     let whole = owner_of(&shard_key(group, shard), queriers);
     let Some(mut segments) = segments.filter(|s| !s.is_empty()) else {
-        return vec![Planned { target: Target::Querier(whole), querier: whole, windows: Vec::new(), part_paths: Vec::new() }];
+        return vec![Planned { lambda: false, querier: whole, windows: Vec::new(), part_paths: Vec::new() }];
     };
     let estimate: u64 = segments.iter().map(|s| s.bytes).sum();
     let mut out = Vec::new();
@@ -133,7 +126,7 @@ pub fn plan_shard(
         for s in segments {
             if s.bytes > 0 && to_lambda() {
                 let querier = owner_of(&segment_key(group, shard, s.window.0), queriers);
-                out.push(Planned { target: Target::Lambda, querier, windows: vec![s.window], part_paths: s.part_paths });
+                out.push(Planned { lambda: true, querier, windows: vec![s.window], part_paths: s.part_paths });
             } else {
                 rest.push(s);
             }
@@ -144,12 +137,7 @@ pub fn plan_shard(
     let mut per_querier: Vec<Option<Planned>> = vec![None; queriers.len()];
     for s in segments {
         let q = owner_of(&segment_key(group, shard, s.window.0), queriers);
-        let p = per_querier[q].get_or_insert_with(|| Planned {
-            target: Target::Querier(q),
-            querier: q,
-            windows: Vec::new(),
-            part_paths: Vec::new(),
-        });
+        let p = per_querier[q].get_or_insert_with(|| Planned { lambda: false, querier: q, windows: Vec::new(), part_paths: Vec::new() });
         p.windows.push(s.window);
         p.part_paths.extend(s.part_paths);
     }
@@ -239,7 +227,7 @@ mod tests {
         assert_eq!(paths.len(), 48);
         paths.dedup();
         assert_eq!(paths.len(), 48, "no part read twice");
-        assert!(a.iter().all(|f| f.target == Target::Querier(f.querier)));
+        assert!(a.iter().all(|f| !f.lambda));
         // The same query again: the same placement (warm caches).
         assert_eq!(plan_shard("g", 7, Some(segments(24, 100)), &qs, LambdaWhen::Never, || true), a);
         // A fourth querier takes about a quarter; no other segment moves.
@@ -258,17 +246,17 @@ mod tests {
             room -= 1;
             room >= 0
         });
-        let lambda: Vec<&Planned> = a.iter().filter(|f| f.target == Target::Lambda).collect();
+        let lambda: Vec<&Planned> = a.iter().filter(|f| f.lambda).collect();
         assert_eq!(lambda.len(), 3, "one invocation per segment, up to the cap");
         let mut starts: Vec<i64> = lambda.iter().map(|f| f.windows[0].0).collect();
         starts.sort();
         assert_eq!(starts, vec![2 * HOUR, 3 * HOUR, 4 * HOUR], "the largest segments");
-        let on_queriers: usize = a.iter().filter(|f| f.target != Target::Lambda).map(|f| f.windows.len()).sum();
+        let on_queriers: usize = a.iter().filter(|f| !f.lambda).map(|f| f.windows.len()).sum();
         assert_eq!(on_queriers, 2);
         assert!(a.iter().all(|f| !f.part_paths.is_empty()), "split: every fragment names its parts");
         // Under the threshold, the queriers keep it all.
         let small = plan_shard("g", 1, Some(segments(5, 100)), &qs, LambdaWhen::Over(1_000_000), || true);
-        assert!(small.iter().all(|f| f.target != Target::Lambda));
+        assert!(small.iter().all(|f| !f.lambda));
     }
 
     #[test]
@@ -278,7 +266,8 @@ mod tests {
         assert!(one[0].part_paths.is_empty() && one[0].windows.len() == 5);
         let whole = plan_shard("g", 1, None, &queriers(3), LambdaWhen::Always, || true);
         assert_eq!(whole.len(), 1);
-        assert_eq!(whole[0].target, Target::Querier(owner_of(&shard_key("g", 1), &queriers(3))));
+        assert!(!whole[0].lambda);
+        assert_eq!(whole[0].querier, owner_of(&shard_key("g", 1), &queriers(3)));
     }
 
     #[test]
@@ -303,7 +292,7 @@ mod tests {
     fn a_shard_whose_one_segment_goes_to_the_function_names_no_parts() {
         let a = plan_shard("g", 1, Some(segments(1, 100)), &queriers(2), LambdaWhen::Always, || true);
         assert_eq!(a.len(), 1);
-        assert_eq!(a[0].target, Target::Lambda);
+        assert!(a[0].lambda);
         assert!(a[0].part_paths.is_empty(), "one fragment holding every segment reads every part");
         assert_eq!(a[0].windows, vec![(0, HOUR)]);
     }

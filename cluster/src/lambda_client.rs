@@ -44,8 +44,7 @@ impl Invocation {
 
     /// The fragment it carries.
     pub fn decode(&self) -> Result<ExecuteShardRequest, String> {
-        let bytes = B64.decode(self.request.as_bytes()).map_err(|e| format!("request: not base64: {e}"))?;
-        ExecuteShardRequest::decode(bytes.as_slice()).map_err(|e| format!("request: not an ExecuteShardRequest: {e}"))
+        decode_b64_proto(&self.request, "request", "ExecuteShardRequest")
     }
 }
 
@@ -57,9 +56,14 @@ impl Answer {
 
     /// The response it carries.
     pub fn decode(&self) -> Result<ExecuteShardResponse, String> {
-        let bytes = B64.decode(self.response.as_bytes()).map_err(|e| format!("response: not base64: {e}"))?;
-        ExecuteShardResponse::decode(bytes.as_slice()).map_err(|e| format!("response: {e}"))
+        decode_b64_proto(&self.response, "response", "ExecuteShardResponse")
     }
+}
+
+/// A base64 protobuf message of a payload's `field`; errors name both.
+fn decode_b64_proto<M: Message + Default>(text: &str, field: &str, message: &str) -> Result<M, String> {
+    let bytes = B64.decode(text.as_bytes()).map_err(|e| format!("{field}: not base64: {e}"))?;
+    M::decode(bytes.as_slice()).map_err(|e| format!("{field}: not an {message}: {e}"))
 }
 
 /// How the root reaches the query function.
@@ -168,11 +172,6 @@ impl LambdaInvoker {
     /// A slot under the concurrency cap, if one is free now.
     pub fn try_slot(&self) -> Option<OwnedSemaphorePermit> {
         self.slots.clone().try_acquire_owned().ok()
-    }
-
-    /// A slot under the concurrency cap, waiting for one.
-    pub async fn slot(&self) -> OwnedSemaphorePermit {
-        self.slots.clone().acquire_owned().await.expect("the semaphore is never closed")
     }
 
     /// The counters.

@@ -44,9 +44,11 @@ pub async fn execute_fragment(
         let rows = canopy_model::wire::decode_rows(&req.mem_rows).ok_or_else(|| ApiError::invalid("mem_rows", "not valid rows"))?;
         let mut catalog = catalogs.get(&plan.schema.group.name, req.shard, req.catalog_version).await?;
         if !req.part_paths.is_empty() {
-            // One time window of a shard split over several queriers.
+            // Some segments of a shard split over several queriers (a
+            // querier's fragment may list thousands of parts: a set).
+            let listed: std::collections::HashSet<&str> = req.part_paths.iter().map(String::as_str).collect();
             let mut only: CatalogState = (*catalog).clone();
-            only.parts.retain(|p| req.part_paths.contains(&p.path));
+            only.parts.retain(|p| listed.contains(p.path.as_str()));
             catalog = Arc::new(only);
         }
         let partial = querier.execute_shard(&plan, &catalog, rows).await?;

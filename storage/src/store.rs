@@ -24,6 +24,14 @@ pub struct ObjectStoreConfig {
     pub s3_secret_access_key: Option<String>,
 }
 
+impl ObjectStoreConfig {
+    /// The S3 region: given, else `AWS_REGION`, else `us-east-1` (every S3
+    /// client of the process uses this one).
+    pub fn region(&self) -> String {
+        self.s3_region.clone().or_else(|| std::env::var("AWS_REGION").ok()).unwrap_or_else(|| "us-east-1".into())
+    }
+}
+
 /// Opens the configured store. Local directories are created if missing.
 pub fn open_object_store(cfg: &ObjectStoreConfig) -> Result<Arc<dyn ObjectStore>> {
     if let Some(rest) = cfg.url.strip_prefix("s3://") {
@@ -35,8 +43,7 @@ pub fn open_object_store(cfg: &ObjectStoreConfig) -> Result<Arc<dyn ObjectStore>
         if let Some(e) = &cfg.s3_endpoint {
             b = b.with_endpoint(e).with_allow_http(e.starts_with("http://")).with_virtual_hosted_style_request(false);
         }
-        let region = cfg.s3_region.clone().or_else(|| std::env::var("AWS_REGION").ok()).unwrap_or_else(|| "us-east-1".into());
-        b = b.with_region(region);
+        b = b.with_region(cfg.region());
         if let Some(k) = &cfg.s3_access_key_id {
             b = b.with_access_key_id(k);
         }
