@@ -55,3 +55,25 @@ ensure_build_deps() {
     exit 1
   fi
 }
+
+# ensure_terraform — Terraform for `terraform fmt` (no providers needed):
+# HashiCorp's release zip for linux/amd64, checked against its SHA256SUMS,
+# into /usr/local/bin (or ~/.local/bin when that is not writable).
+ensure_terraform() {
+  command -v terraform >/dev/null 2>&1 && return 0
+  local version="1.11.4" dir bin="/usr/local/bin"
+  dir="$(mktemp -d)"
+  echo "installing Terraform $version" >&2
+  curl -fsSL -o "$dir/terraform_${version}_linux_amd64.zip" \
+    "https://releases.hashicorp.com/terraform/${version}/terraform_${version}_linux_amd64.zip"
+  curl -fsSL -o "$dir/SHA256SUMS" "https://releases.hashicorp.com/terraform/${version}/terraform_${version}_SHA256SUMS"
+  (cd "$dir" && grep "terraform_${version}_linux_amd64.zip" SHA256SUMS | sha256sum -c -)
+  python3 -m zipfile -e "$dir/terraform_${version}_linux_amd64.zip" "$dir/out"
+  if [ ! -w "$bin" ]; then
+    bin="$HOME/.local/bin"
+    mkdir -p "$bin"
+    export PATH="$bin:$PATH"
+  fi
+  install -m 0755 "$dir/out/terraform" "$bin/terraform"
+  rm -rf "$dir"
+}

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Runs Canopy's whole test suite on a fresh machine: installs what the build
 # and the tests need when it is missing (protoc, cargo-nextest, etcd,
-# Prometheus, the OpenTelemetry SDK, cargo-lambda, docker-compose), checks the
-# compose file, then runs unit and integration tests
-# against local disk, a real S3 server (s3s-fs, a dev-dependency the tests run
+# Prometheus, the OpenTelemetry SDK, cargo-lambda, docker-compose, Terraform,
+# checkov), checks the compose file and the Terraform, then runs unit and
+# integration tests against local disk, a real S3 server (s3s-fs, a dev-dependency the tests run
 # in-process) and a real etcd.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -41,6 +41,22 @@ if ! "$VENV/bin/python" -c "import opentelemetry.exporter.otlp.proto.grpc, opent
   "$VENV/bin/pip" install -q opentelemetry-sdk opentelemetry-exporter-otlp-proto-grpc opentelemetry-exporter-otlp-proto-http
 fi
 export CANOPY_PYTHON="$VENV/bin/python"
+
+# The Terraform for AWS: formatted, and clean under checkov (PyPI, offline;
+# every skipped check is justified where it is skipped). Providers cannot be
+# downloaded here, so tests/terraform.rs checks what touches Canopy.
+ensure_terraform
+terraform fmt -check -recursive infra/terraform
+# Pinned (new releases add checks; CI must not turn red by itself), in a venv
+# of its own (it pins many packages).
+CHECKOV_VERSION="3.3.30"
+CHECKOV_VENV="$HOME/.cache/canopy-checkov"
+if [ "$("$CHECKOV_VENV/bin/checkov" --version 2>/dev/null)" != "$CHECKOV_VERSION" ]; then
+  echo "installing checkov $CHECKOV_VERSION into $CHECKOV_VENV" >&2
+  python3 -m venv "$CHECKOV_VENV"
+  "$CHECKOV_VENV/bin/pip" install -q "checkov==$CHECKOV_VERSION"
+fi
+"$CHECKOV_VENV/bin/checkov" -d infra/terraform --quiet --compact --skip-download
 
 # cargo-lambda (PyPI) for the query-function tests: it emulates Lambda's
 # invoke and runtime APIs on a loopback port.

@@ -8,18 +8,8 @@
 
 mod common;
 
-use std::collections::BTreeMap;
-
 use common::*;
 use yaml_rust2::{Yaml, YamlLoader};
-
-/// A Canopy service of the compose file.
-#[derive(Debug)]
-struct Service {
-    name: String,
-    command: Vec<String>,
-    environment: BTreeMap<String, String>,
-}
 
 fn compose_file() -> Yaml {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/infra/compose/docker-compose.yml");
@@ -72,51 +62,12 @@ async fn the_compose_topology_starts_from_its_file_and_serves_reads_and_writes()
         "s3://canopy" => format!("s3://{S3_BUCKET}"),
         other => other.to_string(),
     };
-    let mut processes = Vec::new();
-    let mut liaison = None;
-    for s in &services {
-        let folder = dir.path().join(&s.name);
-        let local = |a: &str| match a.strip_prefix("/var/lib/canopy/") {
-            Some(rest) => folder.join(rest).to_string_lossy().into_owned(),
-            None => a.to_string(),
-        };
-        let mut env: Vec<(String, String)> = Vec::new();
-        for (k, v) in &s.environment {
-            let v = match k.as_str() {
-                "AWS_ACCESS_KEY_ID" => S3_KEY.to_string(),
-                "AWS_SECRET_ACCESS_KEY" => S3_SECRET.to_string(),
-                // Loopback ports stand for the container names.
-                "CANOPY_NODE_HOST" => "127.0.0.1".to_string(),
-                _ => endpoint(v),
-            };
-            env.push((k.clone(), v));
-        }
-        let role = s.command[0].clone();
-        let mut args: Vec<String> = s.command[1..].iter().map(|a| local(a)).collect();
-        if role == "liaison" {
-            // Its agent ports, published in the file, on free loopback ports here.
-            for flag in ["--otlp-grpc-addr", "--otlp-http-addr", "--influx-addr"] {
-                args.extend([flag.to_string(), format!("127.0.0.1:{}", free_port())]);
-            }
-        }
-        let p = RoleProcess::start_with_env(&role, args, env, dir.path().join(format!("{}.log", s.name)));
-        if role == "liaison" {
-            liaison = Some(p.http);
-        }
-        processes.push(p);
-    }
-
-    let http = Http::new(liaison.expect("a liaison"));
-    create_schema(&http).await;
-    let start = now_nanos() - HOUR;
-    let written = samples(25, 100, start, 30_000_000_000, 7);
-    let mut oracle = Oracle::default();
-    for (i, chunk) in written.chunks(500).enumerate() {
-        http.write_ok(&write_request(chunk, i as u64)).await;
-        chunk.iter().for_each(|s| oracle.add(s));
-    }
-    assert!(http.flush().await > 0, "both ingesters flush to the bucket");
-    // Every query shape the oracle checks, against what was written.
-    check_against_oracle(&http, &oracle, time_range(start - 1, now_nanos() + HOUR)).await;
+    let env_value = |k: &str, v: &str| match k {
+        "AWS_ACCESS_KEY_ID" => S3_KEY.to_string(),
+        "AWS_SECRET_ACCESS_KEY" => S3_SECRET.to_string(),
+        _ => endpoint(v),
+    };
+    let (processes, liaison) = start_services(&services, dir.path(), env_value);
+    write_flush_and_check(liaison).await;
     drop(processes);
 }

@@ -10,6 +10,7 @@ pub mod lambda;
 pub mod oracle;
 pub mod process;
 pub mod s3;
+pub mod topology;
 pub mod wait;
 pub mod workload;
 
@@ -18,5 +19,6 @@ pub use cluster::*;
 pub use lambda::*;
 pub use oracle::*;
 pub use process::*;
+pub use topology::*;
 pub use wait::*;
 pub use workload::*;
