@@ -42,21 +42,8 @@ if ! "$VENV/bin/python" -c "import opentelemetry.exporter.otlp.proto.grpc, opent
 fi
 export CANOPY_PYTHON="$VENV/bin/python"
 
-# The Terraform for AWS: formatted, and clean under checkov (PyPI, offline;
-# every skipped check is justified where it is skipped). Providers cannot be
-# downloaded here, so tests/terraform.rs checks what touches Canopy.
-ensure_terraform
-terraform fmt -check -recursive infra/terraform
-# Pinned (new releases add checks; CI must not turn red by itself), in a venv
-# of its own (it pins many packages).
-CHECKOV_VERSION="3.3.30"
-CHECKOV_VENV="$HOME/.cache/canopy-checkov"
-if [ "$("$CHECKOV_VENV/bin/checkov" --version 2>/dev/null)" != "$CHECKOV_VERSION" ]; then
-  echo "installing checkov $CHECKOV_VERSION into $CHECKOV_VENV" >&2
-  python3 -m venv "$CHECKOV_VENV"
-  "$CHECKOV_VENV/bin/pip" install -q "checkov==$CHECKOV_VERSION"
-fi
-"$CHECKOV_VENV/bin/checkov" -d infra/terraform --quiet --compact --skip-download
+# The Terraform for AWS: formatted, its boot scripts parse, checkov is clean.
+scripts/check_terraform.sh
 
 # cargo-lambda (PyPI) for the query-function tests: it emulates Lambda's
 # invoke and runtime APIs on a loopback port.

@@ -55,6 +55,9 @@ resource "aws_instance" "etcd" {
 
   tags = { Name = "${var.name}-${local.etcd_names[count.index]}", "canopy:role" = "etcd" }
 
+  # apt needs the NAT; the address needs its reservation.
+  depends_on = [aws_route_table_association.private, aws_nat_gateway.this, aws_ec2_subnet_cidr_reservation.etcd]
+
   lifecycle {
     # A new Debian image must not replace a member (and its data) by surprise.
     ignore_changes = [ami, user_data]

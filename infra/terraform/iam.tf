@@ -33,15 +33,13 @@ data "aws_iam_policy_document" "read" {
     actions   = ["s3:GetObject"]
     resources = local.data_keys
   }
+  # Unconditional: S3 answers a GET or HEAD of a missing key (how a catalog
+  # learns it is the newest) with 404 only to a principal that may list the
+  # bucket, 403 otherwise; and these roles may read every key anyway.
   statement {
     sid       = "ListData"
     actions   = ["s3:ListBucket"]
     resources = [local.bucket_arn]
-    condition {
-      test     = "StringLike"
-      variable = "s3:prefix"
-      values   = ["parts/*", "catalog/*"]
-    }
   }
   statement {
     sid       = "DecryptData"
@@ -77,16 +75,6 @@ data "aws_iam_policy_document" "compact" {
     resources = concat(local.data_keys, local.probe_keys)
   }
   statement {
-    sid       = "ListProbes"
-    actions   = ["s3:ListBucket"]
-    resources = [local.bucket_arn]
-    condition {
-      test     = "StringLike"
-      variable = "s3:prefix"
-      values   = ["_canopy/probe*"]
-    }
-  }
-  statement {
     sid       = "EncryptData"
     actions   = ["kms:GenerateDataKey"]
     resources = [aws_kms_key.this.arn]
@@ -115,21 +103,32 @@ data "aws_iam_policy_document" "boot" {
   }
 }
 
-# Lets a terminating ingester say "handover done" to its auto-scaling group.
-data "aws_iam_policy_document" "ingester_lifecycle" {
+# What a node may tell its own auto-scaling group: that it is unhealthy (its
+# boot failed, or Canopy keeps failing to start; the group replaces it), and,
+# for a terminating ingester, that its handover is done.
+data "aws_iam_policy_document" "own_group" {
+  for_each = local.groups
   statement {
-    sid       = "CompleteTerminationHook"
-    actions   = ["autoscaling:CompleteLifecycleAction", "autoscaling:RecordLifecycleActionHeartbeat"]
-    resources = ["arn:${data.aws_partition.current.partition}:autoscaling:${var.region}:${data.aws_caller_identity.current.account_id}:autoScalingGroup:*:autoScalingGroupName/${local.ingester_asg_name}"]
+    sid       = "ReportOwnHealth"
+    actions   = ["autoscaling:SetInstanceHealth"]
+    resources = ["arn:${data.aws_partition.current.partition}:autoscaling:${var.region}:${data.aws_caller_identity.current.account_id}:autoScalingGroup:*:autoScalingGroupName/${var.name}-${each.key}"]
+  }
+  dynamic "statement" {
+    for_each = each.value.hook == "" ? [] : [each.key]
+    content {
+      sid       = "CompleteTerminationHook"
+      actions   = ["autoscaling:CompleteLifecycleAction", "autoscaling:RecordLifecycleActionHeartbeat"]
+      resources = ["arn:${data.aws_partition.current.partition}:autoscaling:${var.region}:${data.aws_caller_identity.current.account_id}:autoScalingGroup:*:autoScalingGroupName/${var.name}-${statement.value}"]
+    }
   }
 }
 
 locals {
   node_policies = {
-    ingester  = [data.aws_iam_policy_document.ingest.json, data.aws_iam_policy_document.boot.json, data.aws_iam_policy_document.ingester_lifecycle.json]
-    querier   = [data.aws_iam_policy_document.read.json, data.aws_iam_policy_document.boot.json]
-    compactor = [data.aws_iam_policy_document.compact.json, data.aws_iam_policy_document.boot.json]
-    liaison   = [data.aws_iam_policy_document.liaison.json, data.aws_iam_policy_document.boot.json]
+    ingester  = [data.aws_iam_policy_document.ingest.json, data.aws_iam_policy_document.boot.json, data.aws_iam_policy_document.own_group["ingester"].json]
+    querier   = [data.aws_iam_policy_document.read.json, data.aws_iam_policy_document.boot.json, data.aws_iam_policy_document.own_group["querier"].json]
+    compactor = [data.aws_iam_policy_document.compact.json, data.aws_iam_policy_document.boot.json, data.aws_iam_policy_document.own_group["compactor"].json]
+    liaison   = [data.aws_iam_policy_document.liaison.json, data.aws_iam_policy_document.boot.json, data.aws_iam_policy_document.own_group["liaison"].json]
     etcd      = []
   }
 }

@@ -11,7 +11,7 @@ resource "aws_cloudwatch_log_group" "lambda" {
 resource "aws_lambda_function" "query" {
   #checkov:skip=CKV_AWS_116:Liaisons invoke synchronously and run a failed fragment on a querier; a dead-letter queue applies to asynchronous invocations only.
   #checkov:skip=CKV_AWS_272:The package is built by the operator (cargo lambda build) and pinned by source_code_hash; add a signing profile if your organisation signs artifacts.
-  function_name                  = "${var.name}-query"
+  function_name                  = local.lambda_function_name
   role                           = aws_iam_role.lambda.arn
   filename                       = var.lambda_zip
   source_code_hash               = filebase64sha256(var.lambda_zip)

@@ -37,6 +37,16 @@ resource "aws_subnet" "private" {
   tags              = { Name = "${var.name}-private-${local.azs[count.index]}" }
 }
 
+# The etcd members' fixed addresses (nodes.tf, local.etcd_ips) lie in this
+# range, which AWS then never hands out on its own.
+resource "aws_ec2_subnet_cidr_reservation" "etcd" {
+  count            = 3
+  subnet_id        = aws_subnet.private[count.index].id
+  cidr_block       = cidrsubnet(local.private_subnets[count.index], 8, 1)
+  reservation_type = "explicit"
+  description      = "etcd members"
+}
+
 resource "aws_internet_gateway" "this" {
   vpc_id = aws_vpc.this.id
   tags   = { Name = var.name }
@@ -141,5 +151,9 @@ data "aws_iam_policy_document" "flow_logs" {
   statement {
     actions   = ["logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"]
     resources = ["${aws_cloudwatch_log_group.flow_logs.arn}:*"]
+  }
+  statement {
+    actions   = ["logs:DescribeLogGroups"]
+    resources = ["arn:${data.aws_partition.current.partition}:logs:${var.region}:${data.aws_caller_identity.current.account_id}:log-group:*"]
   }
 }

@@ -8,8 +8,9 @@ data "aws_ssm_parameter" "al2023" {
 }
 
 locals {
-  etcd_ips          = [for i in range(3) : cidrhost(local.private_subnets[i], 10)]
-  ingester_asg_name = "${var.name}-ingester"
+  # In a reservation of their own (network.tf), so nothing else takes them.
+  etcd_ips             = [for i in range(3) : cidrhost(local.private_subnets[i], 20)]
+  lambda_function_name = "${var.name}-query"
 
   roles = jsondecode(templatefile("${path.module}/templates/roles.json.tftpl", {
     etcd_endpoints                 = join(",", [for ip in local.etcd_ips : "http://${ip}:2379"])
@@ -19,7 +20,7 @@ locals {
     querier_cache_memory_bytes     = var.querier_cache_memory_bytes
     querier_cache_disk_bytes       = var.querier_cache_disk_bytes
     lambda_when                    = var.lambda_when
-    lambda_function                = aws_lambda_function.query.function_name
+    lambda_function                = local.lambda_function_name
     lambda_concurrency_per_liaison = max(1, floor(var.lambda_reserved_concurrency / var.liaison_count))
     lambda_cache_memory_bytes      = floor(var.lambda_memory_mb * 1048576 / 4)
     lambda_cache_disk_bytes        = (var.lambda_ephemeral_mb - 512) * 1048576
@@ -68,7 +69,7 @@ locals {
 resource "aws_launch_template" "node" {
   for_each      = local.groups
   name_prefix   = "${var.name}-${each.key}-"
-  image_id      = data.aws_ssm_parameter.al2023.value
+  image_id      = var.ami_id != "" ? var.ami_id : data.aws_ssm_parameter.al2023.insecure_value
   instance_type = each.value.instance_type
   ebs_optimized = true
 
@@ -94,10 +95,11 @@ resource "aws_launch_template" "node" {
   block_device_mappings {
     device_name = "/dev/xvda"
     ebs {
-      volume_size           = 30
-      volume_type           = "gp3"
+      volume_size = 30
+      volume_type = "gp3"
+      # The AWS-managed EBS key: Auto Scaling's service-linked role may use it,
+      # where this deployment's key would need a grant in its policy first.
       encrypted             = true
-      kms_key_id            = aws_kms_key.this.arn
       delete_on_termination = true
     }
   }
@@ -162,6 +164,9 @@ resource "aws_autoscaling_group" "node" {
       default_result       = "CONTINUE"
     }
   }
+
+  # Instances boot fetching the binary (S3 endpoint, NAT) with their policies in place.
+  depends_on = [aws_route_table_association.private, aws_vpc_endpoint.s3, aws_nat_gateway.this, aws_iam_role_policy.node]
 
   dynamic "tag" {
     for_each = merge({ "canopy:deployment" = var.name, "canopy:role" = each.key }, var.tags)

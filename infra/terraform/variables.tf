@@ -94,6 +94,12 @@ variable "lambda_zip" {
   default     = "../../target/lambda/canopy-lambda/bootstrap.zip"
 }
 
+variable "ami_id" {
+  description = "AMI of the Canopy nodes (Amazon Linux 2023, x86_64); empty: the newest, which rolls the groups when AWS publishes one."
+  type        = string
+  default     = ""
+}
+
 # --- Sizes ---------------------------------------------------------------------
 
 variable "ingester_count" {
