@@ -22,7 +22,7 @@ fn bench(c: &mut Criterion) {
                     shard: 0,
                     ts: t * 40 + k * 10,
                     version: 0,
-                    tags: vec![TagVal::Str(format!("host-{s}"))],
+                    tags: vec![TagVal::Str(format!("host-{s}"))].into(),
                     fields: vec![FieldVal::Float(((t + k) % 1000) as f64 / 10.0)],
                 })
             })

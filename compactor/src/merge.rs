@@ -160,7 +160,7 @@ mod tests {
             shard: 0,
             ts,
             version,
-            tags: vec![TagVal::Str(format!("h{series}"))],
+            tags: vec![TagVal::Str(format!("h{series}"))].into(),
             fields: vals.iter().map(|&v| FieldVal::Int(v)).collect(),
         }
     }

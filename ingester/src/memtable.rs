@@ -16,7 +16,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Instant;
 
-use canopy_model::{ColumnLayout, LayoutMapping, Point};
+use canopy_model::{ColumnLayout, LayoutMapping, Point, TagsInterner};
 
 /// Rows a head chunk takes before it is sealed: the most a query copies
 /// while holding the shard lock.
@@ -73,6 +73,9 @@ pub(crate) struct MeasureTable {
     sealed: Vec<Arc<Chunk>>,
     /// The chunk taking writes, under the newest layout.
     head: Chunk,
+    /// One allocation of tag values per series (under the head's layout):
+    /// points repeat their series' tags, and memory should grow with series.
+    tags: TagsInterner,
 }
 
 impl MeasureTable {
@@ -117,6 +120,9 @@ impl MeasureTable {
     }
 
     fn seal_head(&mut self, next_layout: Arc<ColumnLayout>) {
+        if next_layout != self.head.layout {
+            self.tags = TagsInterner::default();
+        }
         let full = std::mem::replace(&mut self.head, Chunk::new(next_layout));
         if !full.rows.is_empty() {
             self.sealed.push(Arc::new(full));
@@ -155,6 +161,7 @@ impl Memtable {
             revision,
             sealed: Vec::new(),
             head: Chunk::new(layout.clone()),
+            tags: TagsInterner::default(),
         });
         // A schema change adds columns: later points go to a chunk under
         // the newer layout; sealed chunks keep theirs and are mapped when read.
@@ -166,10 +173,15 @@ impl Memtable {
         let mapping = (*layout != table.head.layout).then(|| LayoutMapping::new(layout, &table.head.layout));
         let mut added = 0;
         for p in points {
-            let p = match &mapping {
+            let mut p = match &mapping {
                 Some(m) => p.remap(m),
                 None => p,
             };
+            let (tags, new) = table.tags.intern(p.series, p.tags);
+            p.tags = tags;
+            if new {
+                added += p.tags_bytes() + TagsInterner::ENTRY_BYTES;
+            }
             added += table.head.insert(seq, p);
             if table.head.rows.len() >= HEAD_ROWS_MAX {
                 let layout = table.head.layout.clone();
@@ -191,7 +203,7 @@ mod tests {
     }
 
     fn pt(series: u64, ts: i64, version: i64, v: i64) -> Point {
-        Point { series, shard: 0, ts, version, tags: vec![TagVal::Str("h".into())], fields: vec![FieldVal::Int(v)] }
+        Point { series, shard: 0, ts, version, tags: vec![TagVal::Str("h".into())].into(), fields: vec![FieldVal::Int(v)] }
     }
 
     #[test]

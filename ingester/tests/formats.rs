@@ -29,7 +29,7 @@ fn batches() -> Vec<WalBatch> {
                     shard: 1,
                     ts: 1_700_000_000_000_000_000 + r * 10 + i,
                     version: r,
-                    tags: vec![TagVal::Str(format!("host-{i}"))],
+                    tags: vec![TagVal::Str(format!("host-{i}"))].into(),
                     fields: vec![FieldVal::Float(r as f64 + 0.5), if i % 2 == 0 { FieldVal::Int(i) } else { FieldVal::Null }],
                 })
                 .collect(),
@@ -72,6 +72,11 @@ fn replay(name: &str) -> Vec<WalBatch> {
 #[test]
 fn wal_v1_records_replay() {
     assert_eq!(replay("wal-v1"), batches());
+}
+
+#[test]
+fn wal_v2_records_replay() {
+    assert_eq!(replay("wal-v2"), batches());
 }
 
 /// A data directory and a catalog from the builds before WAL ids: the

@@ -15,6 +15,7 @@ mod query;
 mod result;
 mod schema;
 mod series;
+mod tags;
 #[cfg(any(test, feature = "testsuite"))]
 pub mod testing;
 mod time;
@@ -31,6 +32,7 @@ pub use query::{Aggregation, GROUPS_MAX, LIMIT_DEFAULT, LIMIT_MAX, PINNED_SERIES
 pub use result::{GroupKey, PartialResult};
 pub use schema::{GroupSpec, MeasureSchema, SHARD_NUM_MAX, check_group, check_measure, check_measure_update, check_name};
 pub use series::{SeriesId, series_id, shard_of};
+pub use tags::{Tags, TagsInterner};
 pub use time::{INTERVAL_NANOS_MAX, interval_nanos, nanos_to_timestamp, now_nanos, timestamp_to_nanos};
 pub use value::{FieldVal, TagVal};
 

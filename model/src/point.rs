@@ -5,6 +5,7 @@ use canopy_api::v1::{DataPointValue, FieldType, TagType};
 use crate::layout::LayoutMapping;
 use crate::schema::MeasureSchema;
 use crate::series::{SeriesId, series_id, shard_of};
+use crate::tags::Tags;
 use crate::time::timestamp_to_nanos;
 use crate::value::{FieldVal, TagVal};
 
@@ -19,7 +20,7 @@ pub struct Point {
     pub shard: u32,
     pub ts: i64,
     pub version: i64,
-    pub tags: Vec<TagVal>,
+    pub tags: Tags,
     pub fields: Vec<FieldVal>,
 }
 
@@ -33,12 +34,25 @@ impl Point {
         }
     }
 
-    /// In-memory size including allocator overhead, for memtable budgets
-    /// (measured against RSS: heap values cost their length plus ~16 bytes).
+    /// In-memory size of the point without its (shared) tag values, including
+    /// allocator overhead, for memtable budgets (measured against RSS: heap
+    /// values cost their length plus ~16 bytes). [`Point::tags_bytes`] is
+    /// charged once per series.
     pub fn approx_bytes(&self) -> usize {
-        let heap = |n: usize| {
-            if n == 0 { 0 } else { n.next_multiple_of(16) + 16 }
-        };
+        let fields: usize = self
+            .fields
+            .iter()
+            .map(|f| match f {
+                FieldVal::Str(s) => heap(s.len()),
+                FieldVal::Binary(b) => heap(b.len()),
+                _ => 0,
+            })
+            .sum();
+        size_of::<Point>() + heap(self.fields.len() * size_of::<FieldVal>()) + fields
+    }
+
+    /// In-memory size of the point's tag values (shared by its series).
+    pub fn tags_bytes(&self) -> usize {
         let tags: usize = self
             .tags
             .iter()
@@ -53,20 +67,14 @@ impl Point {
                     }
             })
             .sum();
-        let fields: usize = self
-            .fields
-            .iter()
-            .map(|f| {
-                size_of::<FieldVal>()
-                    + match f {
-                        FieldVal::Str(s) => heap(s.len()),
-                        FieldVal::Binary(b) => heap(b.len()),
-                        _ => 0,
-                    }
-            })
-            .sum();
-        size_of::<Point>() + heap(self.tags.len()) + heap(self.fields.len()) + tags + fields
+        // The Arc's counts, then the values.
+        heap(16 + tags)
     }
+}
+
+/// A heap allocation of `n` bytes as RSS sees it.
+fn heap(n: usize) -> usize {
+    if n == 0 { 0 } else { n.next_multiple_of(16) + 16 }
 }
 
 fn tag_bytes(t: &TagVal) -> usize {
@@ -124,7 +132,7 @@ fn validate_point(schema: &MeasureSchema, p: &DataPointValue, now: i64) -> Resul
     let tags = validate_tags(schema, p)?;
     let fields = validate_fields(schema, p)?;
     let series = series_id(&schema.name, schema.entity.iter().map(|&i| &tags[i]));
-    Ok(Point { series, shard: shard_of(series, schema.group.shard_num), ts, version: p.version, tags, fields })
+    Ok(Point { series, shard: shard_of(series, schema.group.shard_num), ts, version: p.version, tags: tags.into(), fields })
 }
 
 fn validate_tags(schema: &MeasureSchema, p: &DataPointValue) -> Result<Vec<TagVal>, Rejection> {
@@ -237,7 +245,7 @@ mod tests {
         let (points, rejected) = validate_batch(&s, &[ok, bad_type, no_entity, too_old], NOW);
         assert_eq!(points.len(), 1);
         assert_eq!(points[0].fields, vec![FieldVal::Float(3.0)], "an int is accepted for a float field");
-        assert_eq!(points[0].tags, vec![TagVal::Str("a".into()), TagVal::Null], "omitted trailing tags are null");
+        assert_eq!(points[0].tags, vec![TagVal::Str("a".into()), TagVal::Null].into(), "omitted trailing tags are null");
         assert_eq!(points[0].shard, shard_of(points[0].series, 4));
         let fields: Vec<_> = rejected.iter().map(|r| (r.index, r.field.as_str())).collect();
         assert_eq!(

@@ -9,6 +9,7 @@ use crate::aggregate::AggState;
 use crate::exact_sum::ExactSum;
 use crate::point::Point;
 use crate::result::{GroupKey, PartialResult};
+use crate::tags::TagsInterner;
 use crate::value::{FieldVal, TagVal, put_varint, take_len, take_varint, unzigzag, zigzag};
 
 const ROWS_FORMAT: u8 = 1;
@@ -33,14 +34,15 @@ fn take_u64(b: &mut &[u8]) -> Option<u64> {
     Some(u64::from_le_bytes(*head))
 }
 
-fn take_point(b: &mut &[u8]) -> Option<Point> {
+/// A point; its tags shared with earlier points of its series through `tags`.
+fn take_point(b: &mut &[u8], interner: &mut TagsInterner) -> Option<Point> {
     let series = take_u64(b)?;
     let shard = u32::try_from(take_varint(b)?).ok()?;
     let ts = unzigzag(take_varint(b)?);
     let version = unzigzag(take_varint(b)?);
     let tags = (0..take_len(b)?).map(|_| TagVal::decode(b)).collect::<Option<Vec<_>>>()?;
     let fields = (0..take_len(b)?).map(|_| FieldVal::decode(b)).collect::<Option<Vec<_>>>()?;
-    Some(Point { series, shard, ts, version, tags, fields })
+    Some(Point { series, shard, ts, version, tags: interner.intern_values(series, tags), fields })
 }
 
 /// Encodes memtable rows with their WAL sequence numbers.
@@ -65,9 +67,10 @@ pub fn decode_rows(mut b: &[u8]) -> Option<Vec<(u64, Point)>> {
     }
     let n = take_len(b)?;
     let mut rows = Vec::with_capacity(n.min(1 << 20));
+    let mut tags = TagsInterner::default();
     for _ in 0..n {
         let seq = take_varint(b)?;
-        rows.push((seq, take_point(b)?));
+        rows.push((seq, take_point(b, &mut tags)?));
     }
     b.is_empty().then_some(rows)
 }
@@ -195,7 +198,10 @@ pub fn decode_partial(mut b: &[u8]) -> Option<PartialResult> {
     *b = rest;
     let n = take_len(b)?;
     let out = match kind {
-        PARTIAL_RAW => PartialResult::Raw((0..n).map(|_| take_point(b)).collect::<Option<Vec<_>>>()?),
+        PARTIAL_RAW => {
+            let mut tags = TagsInterner::default();
+            PartialResult::Raw((0..n).map(|_| take_point(b, &mut tags)).collect::<Option<Vec<_>>>()?)
+        }
         PARTIAL_GROUPS => {
             let mut groups: HashMap<GroupKey, Vec<AggState>> = HashMap::with_capacity(n.min(1 << 20));
             for _ in 0..n {
@@ -221,7 +227,7 @@ mod tests {
             shard: 3,
             ts: -5 + i,
             version: i * 7,
-            tags: vec![TagVal::Str(format!("h{i}")), TagVal::Null, TagVal::Int(-i)],
+            tags: vec![TagVal::Str(format!("h{i}")), TagVal::Null, TagVal::Int(-i)].into(),
             fields: vec![FieldVal::Float(f64::from_bits(0x7ff0_0000_0000_0002)), FieldVal::Int(i), FieldVal::Null, FieldVal::Float(-0.0)],
         }
     }

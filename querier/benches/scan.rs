@@ -38,7 +38,7 @@ fn rows(start: i64) -> Vec<Point> {
             shard: 0,
             ts: r.ts_secs * 1_000_000_000,
             version: 0,
-            tags: hosts[r.host].1.clone(),
+            tags: hosts[r.host].1.clone().into(),
             fields: r.values.iter().map(|&v| FieldVal::Float(v)).collect(),
         })
         .collect();

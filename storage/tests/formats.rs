@@ -36,7 +36,7 @@ fn points() -> Vec<Point> {
                 shard: 0,
                 ts: SEGMENT + i * 1_000_000_000,
                 version: i,
-                tags: vec![TagVal::Str(format!("host-{s}"))],
+                tags: vec![TagVal::Str(format!("host-{s}"))].into(),
                 fields: vec![FieldVal::Float(s as f64 + i as f64 / 4.0), if i % 2 == 0 { FieldVal::Int(i) } else { FieldVal::Null }],
             });
         }

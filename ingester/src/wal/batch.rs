@@ -2,26 +2,36 @@
 //! layout and schema revision they were validated against, so replay after
 //! a schema change maps them by name like any other stored data.
 //!
-//! On disk (format byte 1, the only version so far): `[1]`, group, measure
-//! (length-prefixed UTF-8), revision and segment width (zigzag varints), the
-//! layout (tags: family, name, type; fields: name, type), then the points
-//! (series id u64 LE, shard, ts, version, tags, fields). A new layout gets a
-//! new format byte and its own decoder here; old ones stay readable.
+//! On disk, format 2 (written today): `[2]`, group, measure (length-prefixed
+//! UTF-8), revision and segment width (zigzag varints), the layout (tags:
+//! family, name, type; fields: name, type), then the series of the batch
+//! once each (series id u64 LE, shard, tag values), then the points (index of
+//! their series in that list, ts, version, field values). Points repeat their
+//! series' tags, so each series' tags are written (and, on replay, allocated)
+//! once per record.
+//!
+//! Format 1 (read only): the same header, then each point with its series
+//! id, shard and tag values inline. A new layout gets a new format byte and
+//! its own decoder here; old ones stay readable.
 
 use std::sync::Arc;
 
 use canopy_model::codec::{put_bytes, put_varint, take_bytes, take_len, take_varint, unzigzag, zigzag};
-use canopy_model::{ColumnLayout, FieldVal, Point, TagVal};
+use std::collections::HashMap;
 
-/// The format byte written today.
+use canopy_model::{ColumnLayout, FieldVal, Point, TagVal, Tags, TagsInterner};
+
+/// Points inline with their tags (read only).
 const BATCH_FORMAT_V1: u8 = 1;
+/// Series once per record, points by series index: written today.
+const BATCH_FORMAT_V2: u8 = 2;
 
 /// Why a WAL payload is not a batch.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BatchDecodeError {
     #[error("empty WAL payload")]
     Empty,
-    #[error("unknown WAL batch format {0} (this build reads format 1)")]
+    #[error("unknown WAL batch format {0} (this build reads formats 1 and 2)")]
     UnknownFormat(u8),
     #[error("WAL batch cut short in {0}")]
     Truncated(&'static str),
@@ -31,6 +41,8 @@ pub enum BatchDecodeError {
     SegmentWidth(i64),
     #[error("WAL batch: {0} bytes left after the last point")]
     TrailingBytes(usize),
+    #[error("WAL batch: a point names series {index} of {count}")]
+    SeriesIndex { index: u64, count: usize },
 }
 
 /// One WAL record's content.
@@ -60,10 +72,10 @@ impl WalBatch {
     }
 }
 
-/// Encodes a batch as a WAL payload.
+/// Encodes a batch as a WAL payload (format 2).
 pub fn encode_batch(b: &WalBatch) -> Vec<u8> {
-    let mut out = Vec::with_capacity(64 + b.points.len() * 64);
-    out.push(BATCH_FORMAT_V1);
+    let mut out = Vec::with_capacity(64 + b.points.len() * 24);
+    out.push(BATCH_FORMAT_V2);
     put_bytes(&mut out, b.group.as_bytes());
     put_bytes(&mut out, b.measure.as_bytes());
     put_varint(&mut out, zigzag(b.revision));
@@ -79,14 +91,34 @@ pub fn encode_batch(b: &WalBatch) -> Vec<u8> {
         put_bytes(&mut out, name.as_bytes());
         put_varint(&mut out, *ty as u64);
     }
-    put_varint(&mut out, b.points.len() as u64);
+    // The series list: a point whose tags equal the last kept for its series
+    // (the same allocation, usually) reuses that entry.
+    let mut series: Vec<(u64, u32, &Tags)> = Vec::new();
+    let mut index: HashMap<u64, usize> = HashMap::new();
+    let mut point_series = Vec::with_capacity(b.points.len());
     for p in &b.points {
-        out.extend_from_slice(&p.series.to_le_bytes());
-        put_varint(&mut out, p.shard as u64);
+        let i = match index.get(&p.series) {
+            Some(&i) if series[i].1 == p.shard && (std::sync::Arc::ptr_eq(series[i].2, &p.tags) || *series[i].2 == p.tags) => i,
+            _ => {
+                series.push((p.series, p.shard, &p.tags));
+                index.insert(p.series, series.len() - 1);
+                series.len() - 1
+            }
+        };
+        point_series.push(i);
+    }
+    put_varint(&mut out, series.len() as u64);
+    for (id, shard, tags) in &series {
+        out.extend_from_slice(&id.to_le_bytes());
+        put_varint(&mut out, *shard as u64);
+        debug_assert_eq!(tags.len(), b.layout.tags.len());
+        tags.iter().for_each(|t| t.encode(&mut out));
+    }
+    put_varint(&mut out, b.points.len() as u64);
+    for (p, i) in b.points.iter().zip(point_series) {
+        put_varint(&mut out, i as u64);
         put_varint(&mut out, zigzag(p.ts));
         put_varint(&mut out, zigzag(p.version));
-        debug_assert_eq!(p.tags.len(), b.layout.tags.len());
-        p.tags.iter().for_each(|t| t.encode(&mut out));
         p.fields.iter().for_each(|f| f.encode(&mut out));
     }
     out
@@ -145,13 +177,13 @@ pub fn decode_batch(buf: &[u8]) -> Result<WalBatch, BatchDecodeError> {
     let (&format, rest) = buf.split_first().ok_or(BatchDecodeError::Empty)?;
     match format {
         BATCH_FORMAT_V1 => decode_v1(rest),
+        BATCH_FORMAT_V2 => decode_v2(rest),
         other => Err(BatchDecodeError::UnknownFormat(other)),
     }
 }
 
-fn decode_v1(mut buf: &[u8]) -> Result<WalBatch, BatchDecodeError> {
-    use BatchDecodeError::Truncated;
-    let b = &mut buf;
+/// The header both formats share; `buf` is left at the first byte after it.
+fn decode_header(b: &mut &[u8]) -> Result<WalBatch, BatchDecodeError> {
     let group = string(b, "group")?;
     let measure = string(b, "measure")?;
     let revision = unzigzag(varint(b, "revision")?);
@@ -166,24 +198,70 @@ fn decode_v1(mut buf: &[u8]) -> Result<WalBatch, BatchDecodeError> {
     for _ in 0..len(b, "layout")? {
         layout.fields.push((string(b, "field name")?, varint(b, "field type")? as i32));
     }
+    Ok(WalBatch { group, measure, revision, segment_nanos, layout: Arc::new(layout), points: Vec::new() })
+}
+
+fn series_id(b: &mut &[u8]) -> Result<u64, BatchDecodeError> {
+    let (sid, rest) = b.split_at_checked(8).ok_or(BatchDecodeError::Truncated("series id"))?;
+    *b = rest;
+    Ok(u64::from_le_bytes(sid.try_into().expect("8 bytes")))
+}
+
+fn values<T>(b: &mut &[u8], n: usize, decode: fn(&mut &[u8]) -> Option<T>, what: &'static str) -> Result<Vec<T>, BatchDecodeError> {
+    (0..n).map(|_| decode(b).ok_or(BatchDecodeError::Truncated(what))).collect()
+}
+
+fn decode_v1(mut buf: &[u8]) -> Result<WalBatch, BatchDecodeError> {
+    let b = &mut buf;
+    let mut batch = decode_header(b)?;
+    let (tag_count, field_count) = (batch.layout.tags.len(), batch.layout.fields.len());
     let n = len(b, "point count")?;
     let mut points = Vec::with_capacity(n);
+    // Format 1 repeats a series' tags per point; share them once decoded.
+    let mut tags = TagsInterner::default();
     for _ in 0..n {
-        let (sid, rest) = b.split_at_checked(8).ok_or(Truncated("series id"))?;
-        *b = rest;
-        let series = u64::from_le_bytes(sid.try_into().expect("8 bytes"));
+        let series = series_id(b)?;
         let shard = varint(b, "shard")? as u32;
         let ts = unzigzag(varint(b, "timestamp")?);
         let version = unzigzag(varint(b, "version")?);
-        let tags = (0..layout.tags.len()).map(|_| TagVal::decode(b).ok_or(Truncated("tag value"))).collect::<Result<Vec<_>, _>>()?;
-        let fields =
-            (0..layout.fields.len()).map(|_| FieldVal::decode(b).ok_or(Truncated("field value"))).collect::<Result<Vec<_>, _>>()?;
-        points.push(Point { series, shard, ts, version, tags, fields });
+        let values_of_tags = values(b, tag_count, TagVal::decode, "tag value")?;
+        let fields = values(b, field_count, FieldVal::decode, "field value")?;
+        points.push(Point { series, shard, ts, version, tags: tags.intern_values(series, values_of_tags), fields });
     }
     if !b.is_empty() {
         return Err(BatchDecodeError::TrailingBytes(b.len()));
     }
-    Ok(WalBatch { group, measure, revision, segment_nanos, layout: Arc::new(layout), points })
+    batch.points = points;
+    Ok(batch)
+}
+
+fn decode_v2(mut buf: &[u8]) -> Result<WalBatch, BatchDecodeError> {
+    let b = &mut buf;
+    let mut batch = decode_header(b)?;
+    let (tag_count, field_count) = (batch.layout.tags.len(), batch.layout.fields.len());
+    let series_count = len(b, "series count")?;
+    let mut series = Vec::with_capacity(series_count);
+    for _ in 0..series_count {
+        let id = series_id(b)?;
+        let shard = varint(b, "shard")? as u32;
+        let tags: Tags = values(b, tag_count, TagVal::decode, "tag value")?.into();
+        series.push((id, shard, tags));
+    }
+    let n = len(b, "point count")?;
+    let mut points = Vec::with_capacity(n);
+    for _ in 0..n {
+        let index = varint(b, "series index")?;
+        let (id, shard, tags) = series.get(index as usize).ok_or(BatchDecodeError::SeriesIndex { index, count: series.len() })?;
+        let ts = unzigzag(varint(b, "timestamp")?);
+        let version = unzigzag(varint(b, "version")?);
+        let fields = values(b, field_count, FieldVal::decode, "field value")?;
+        points.push(Point { series: *id, shard: *shard, ts, version, tags: tags.clone(), fields });
+    }
+    if !b.is_empty() {
+        return Err(BatchDecodeError::TrailingBytes(b.len()));
+    }
+    batch.points = points;
+    Ok(batch)
 }
 
 #[cfg(test)]
@@ -203,7 +281,7 @@ mod tests {
                 shard: 1,
                 ts: -5,
                 version: 2,
-                tags: vec![TagVal::Str("h".into())],
+                tags: vec![TagVal::Str("h".into())].into(),
                 fields: vec![FieldVal::Float(1.5), FieldVal::Null],
             }],
         };
@@ -216,6 +294,37 @@ mod tests {
     }
 
     #[test]
+    fn a_series_is_written_once_per_record_and_its_points_share_its_tags_on_replay() {
+        let layout = Arc::new(ColumnLayout { tags: vec![("d".into(), "host".into(), 1)], fields: vec![("v".into(), 2)] });
+        let host = |h: &str| -> Tags { vec![TagVal::Str(h.repeat(40))].into() };
+        let (a, b) = (host("a"), host("b"));
+        let point = |series: u64, tags: &Tags, ts: i64| Point {
+            series,
+            shard: 3,
+            ts,
+            version: 0,
+            tags: tags.clone(),
+            fields: vec![FieldVal::Int(ts)],
+        };
+        // Two series, interleaved; the second's tags change midway (a non-entity tag may).
+        let changed = host("c");
+        let points = vec![point(1, &a, 1), point(2, &b, 1), point(1, &a, 2), point(2, &changed, 2), point(1, &host("a"), 3)];
+        let batch = WalBatch { group: "g".into(), measure: "m".into(), revision: 1, segment_nanos: 1, layout, points };
+        let enc = encode_batch(&batch);
+        // Three distinct (series, tags): 40 bytes of tag value each, written once.
+        assert!(enc.len() < 3 * 40 + 5 * 8 + 80, "{} bytes", enc.len());
+        let back = decode_batch(&enc).unwrap();
+        assert_eq!(back, batch);
+        assert!(Arc::ptr_eq(&back.points[0].tags, &back.points[2].tags) && Arc::ptr_eq(&back.points[0].tags, &back.points[4].tags));
+        assert!(!Arc::ptr_eq(&back.points[1].tags, &back.points[3].tags));
+        // A point naming a series the record does not list.
+        let mut bad = enc.clone();
+        let first_point = bad.len() - 5 * 4; // each point: index, ts, version, one small int field
+        bad[first_point] = 9;
+        assert_eq!(decode_batch(&bad), Err(BatchDecodeError::SeriesIndex { index: 9, count: 3 }));
+    }
+
+    #[test]
     fn oversized_batches_split_into_pieces_that_fit_and_keep_every_point_in_order() {
         let points: Vec<Point> = (0..100)
             .map(|i| Point {
@@ -223,7 +332,7 @@ mod tests {
                 shard: 0,
                 ts: i as i64,
                 version: 0,
-                tags: vec![TagVal::Str("x".repeat(i as usize * 10))],
+                tags: vec![TagVal::Str("x".repeat(i as usize * 10))].into(),
                 fields: vec![],
             })
             .collect();

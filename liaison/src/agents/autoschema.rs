@@ -10,12 +10,13 @@
 //! `_`, and a leading `.` gets a `_` in front.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 
 use canopy_api::v1::*;
 use canopy_meta::{MetaError, SchemaRegistry};
-use canopy_model::{FieldVal, MeasureSchema, Point, TagVal, series_id, shard_of};
+use canopy_model::{ColumnLayout, FieldVal, MeasureSchema, Point, TagVal, Tags, series_id, shard_of};
 
+use super::known_series::{KnownSeries, PreparedLabels};
 use crate::error::{ApiError, Code};
 use crate::service::Gateway;
 
@@ -242,11 +243,19 @@ pub(crate) struct AutoSchema {
     series: Mutex<HashMap<(String, String), HashSet<u64>>>,
     /// Serializes schema changes (rare: only when something new appears).
     changes: tokio::sync::Mutex<()>,
+    /// Series seen before, so a known one is not rebuilt per sample.
+    known: KnownSeries,
 }
 
 impl AutoSchema {
     pub(crate) fn new(registry: Arc<SchemaRegistry>, cfg: AgentConfig) -> AutoSchema {
-        AutoSchema { registry, cfg, series: Mutex::new(HashMap::new()), changes: tokio::sync::Mutex::new(()) }
+        AutoSchema {
+            registry,
+            cfg,
+            series: Mutex::new(HashMap::new()),
+            changes: tokio::sync::Mutex::new(()),
+            known: KnownSeries::default(),
+        }
     }
 
     fn covers(schema: &MeasureSchema, tags: &BTreeSet<String>, fields: &BTreeMap<String, FieldType>) -> bool {
@@ -354,12 +363,12 @@ impl AutoSchema {
     }
 
     /// Checks and renames one label set, once for all its samples.
-    fn prepare(&self, measure: &str, labels: &[(String, String)]) -> Result<PreparedLabels, String> {
+    fn prepare(&self, measure: &str, labels: &Labels) -> Result<PreparedLabels, String> {
         if labels.len() > self.cfg.labels_per_series_max {
             return Err(format!("{measure}: {} labels, the limit is {}", labels.len(), self.cfg.labels_per_series_max));
         }
         let mut out = Vec::with_capacity(labels.len());
-        for (k, v) in labels {
+        for (k, v) in labels.iter() {
             if k.len() + v.len() > self.cfg.label_bytes_max {
                 return Err(format!("{measure}: label {k:?} longer than {} bytes", self.cfg.label_bytes_max));
             }
@@ -371,13 +380,13 @@ impl AutoSchema {
         }
         let key = series_key(&out);
         let id = series_id(measure, [&TagVal::Str(key.clone())]);
-        Ok(PreparedLabels { labels: out, key, id, tags: OnceLock::new() })
+        Ok(PreparedLabels::new(labels.clone(), out, key, id))
     }
 
     /// The tag values of a label set in the schema's layout (the entity
     /// first), built once per series; the reason if the series is over the
     /// series limit or a label is missing from the schema.
-    fn series_tags(&self, group: &str, measure: &str, schema: &MeasureSchema, p: &PreparedLabels) -> Result<Vec<TagVal>, String> {
+    fn series_tags(&self, group: &str, measure: &str, schema: &MeasureSchema, p: &PreparedLabels) -> Result<Tags, String> {
         let layout = &schema.layout;
         {
             let mut series = self.series.lock().expect("series lock");
@@ -397,7 +406,7 @@ impl AutoSchema {
             let i = layout.tag_index(k).ok_or_else(|| format!("{measure}: label {k:?} is not in the schema"))?;
             tags[i] = TagVal::Str(v.clone());
         }
-        Ok(tags)
+        Ok(tags.into())
     }
 
     /// Turns rows into points in the schema's layout — validated here, so
@@ -420,10 +429,10 @@ impl AutoSchema {
                 out.reject(format!("{measure}: timestamp {} is outside the group's TTL", r.ts));
                 continue;
             }
-            let tags = match prepared.tags.get_or_init(|| self.series_tags(group, measure, schema, &prepared)) {
-                Ok(t) => t.clone(),
+            let tags = match prepared.tags_for(layout, || self.series_tags(group, measure, schema, &prepared)) {
+                Ok(t) => t,
                 Err(why) => {
-                    out.reject(why.clone());
+                    out.reject(why);
                     continue;
                 }
             };
@@ -458,43 +467,10 @@ impl AutoSchema {
     /// Writes rows of one measure, creating or widening its schema first.
     pub(crate) async fn write(&self, gw: &Gateway, group: &str, measure: &str, rows: Vec<AgentRow>) -> Result<Outcome, ApiError> {
         let measure = sanitize(measure);
-        let mut out = Outcome::default();
-        let mut kept = Vec::with_capacity(rows.len());
-        let mut tags = BTreeSet::new();
-        let mut fields: BTreeMap<String, FieldType> = BTreeMap::new();
-        // Keyed by the shared allocation: each label set is checked once.
-        // The map holds the `Labels` so no address is reused meanwhile.
-        let mut prepared: HashMap<usize, (Labels, Result<Arc<PreparedLabels>, String>)> = HashMap::new();
-        for mut r in rows {
-            let (_, p) = prepared.entry(Arc::as_ptr(&r.labels) as usize).or_insert_with(|| {
-                let p = self.prepare(&measure, &r.labels).map(Arc::new);
-                if let Ok(p) = &p {
-                    for (k, _) in &p.labels {
-                        if !tags.contains(k) {
-                            tags.insert(k.clone());
-                        }
-                    }
-                }
-                (r.labels.clone(), p)
-            });
-            let p = match p {
-                Ok(p) => p.clone(),
-                Err(why) => {
-                    out.reject(why.clone());
-                    continue;
-                }
-            };
-            for (k, v) in &mut r.fields {
-                *k = sanitize(k);
-                if let Some(t) = field_type(v)
-                    && !fields.contains_key(k.as_str())
-                {
-                    fields.insert(k.clone(), t);
-                }
-            }
-            kept.push((p, r));
-        }
-        drop(prepared);
+        // Series whose tags are built for the current layout have every
+        // label in the schema already: only the others are looked at.
+        let current = self.registry.measure_schema(group, &measure).await.ok().map(|s| s.layout.clone());
+        let Prepared { kept, tags, fields, mut out } = self.prepare_rows(group, &measure, current.as_ref(), rows);
         if kept.is_empty() {
             return Ok(out);
         }
@@ -509,18 +485,61 @@ impl AutoSchema {
         out.accepted += n;
         Ok(out)
     }
+
+    /// Each row with its prepared series, and the labels and fields the
+    /// schema must have (labels of series already built for `current` are
+    /// in it). Synchronous: it holds the known-series lock.
+    fn prepare_rows(&self, group: &str, measure: &str, current: Option<&Arc<ColumnLayout>>, rows: Vec<AgentRow>) -> Prepared {
+        let mut p =
+            Prepared { kept: Vec::with_capacity(rows.len()), tags: BTreeSet::new(), fields: BTreeMap::new(), out: Outcome::default() };
+        // Keyed by the shared allocation: a label set with several samples
+        // is looked up once. The map holds the `Labels` so no address is
+        // reused meanwhile.
+        let mut seen: HashMap<usize, (Labels, Result<Arc<PreparedLabels>, String>)> = HashMap::new();
+        let mut known = self.known.measure(group, measure);
+        for mut r in rows {
+            let (_, series) = seen.entry(Arc::as_ptr(&r.labels) as usize).or_insert_with(|| {
+                let series = known.get_or_prepare(&r.labels, || self.prepare(measure, &r.labels));
+                if let Ok(s) = &series
+                    && !current.is_some_and(|l| s.has_tags_for(l))
+                {
+                    for (k, _) in &s.labels {
+                        if !p.tags.contains(k) {
+                            p.tags.insert(k.clone());
+                        }
+                    }
+                }
+                (r.labels.clone(), series)
+            });
+            let series = match series {
+                Ok(s) => s.clone(),
+                Err(why) => {
+                    p.out.reject(why.clone());
+                    continue;
+                }
+            };
+            for (k, v) in &mut r.fields {
+                if canopy_model::check_name(k, "name").is_err() {
+                    *k = sanitize(k);
+                }
+                if let Some(t) = field_type(v)
+                    && !p.fields.contains_key(k.as_str())
+                {
+                    p.fields.insert(k.clone(), t);
+                }
+            }
+            p.kept.push((series, r));
+        }
+        p
+    }
 }
 
-/// A label set as checked and renamed once for all its samples.
-#[derive(Debug)]
-struct PreparedLabels {
-    labels: Vec<(String, String)>,
-    /// The series key (the entity tag's value) and its id.
-    key: String,
-    id: u64,
-    /// The tag values in the schema's layout (or why the series is
-    /// refused), worked out on the first of its points that is stored.
-    tags: OnceLock<Result<Vec<TagVal>, String>>,
+/// Rows of one request with their series, ready for the schema check.
+struct Prepared {
+    kept: Vec<(Arc<PreparedLabels>, AgentRow)>,
+    tags: BTreeSet<String>,
+    fields: BTreeMap<String, FieldType>,
+    out: Outcome,
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@
 pub(crate) mod autoschema;
 mod body;
 mod influx;
+mod known_series;
 mod line_protocol;
 mod otlp;
 mod prometheus;

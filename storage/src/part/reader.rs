@@ -516,7 +516,7 @@ mod tests {
                 shard: 0,
                 ts: 1_000 + i * 10,
                 version: 0,
-                tags: vec![TagVal::Str(hosts.into()), TagVal::Str(format!("z{}", i % 2))],
+                tags: vec![TagVal::Str(hosts.into()), TagVal::Str(format!("z{}", i % 2))].into(),
                 fields: vec![FieldVal::Float(i as f64 * 0.5)],
             })
             .collect()
@@ -592,7 +592,7 @@ mod tests {
                     shard: 0,
                     ts: 1_000 + i * 10,
                     version: 0,
-                    tags: vec![TagVal::Str(format!("h{s}")), TagVal::Null],
+                    tags: vec![TagVal::Str(format!("h{s}")), TagVal::Null].into(),
                     fields,
                 });
             }
@@ -646,7 +646,7 @@ mod tests {
         let new = layout(&["host", "rack", "zone"], &["v", "w"]);
         let idx = read_index(store.as_ref(), &meta).await.unwrap();
         let got = scan_part(store.as_ref(), &meta, &idx, &scan("cpu", &new, 0, i64::MAX, None, &|_| true)).await.unwrap();
-        assert_eq!(got[1].tags, vec![TagVal::Str("h".into()), TagVal::Null, TagVal::Str("z1".into())]);
+        assert_eq!(got[1].tags, vec![TagVal::Str("h".into()), TagVal::Null, TagVal::Str("z1".into())].into());
         assert_eq!(got[1].fields, vec![FieldVal::Float(0.5), FieldVal::Null]);
     }
 

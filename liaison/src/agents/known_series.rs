@@ -1,0 +1,200 @@
+//! Series an agent sent before: the label set as received → the series as
+//! checked and renamed (sanitised names, series key and id) and its tag
+//! values for the measure's newest layout. A remote-write request names
+//! each series once per sample, so without this every sample would rebuild
+//! its series; with it a known series costs a hash and a comparison.
+//!
+//! Bounded (invariant 6): past [`KNOWN_SERIES_BYTES_MAX`] the cache is
+//! emptied and refills with what agents send next.
+
+use std::collections::HashMap;
+use std::hash::Hasher;
+use std::sync::{Arc, Mutex};
+
+use canopy_model::{ColumnLayout, Tags};
+use xxhash_rust::xxh3::Xxh3;
+
+use super::autoschema::Labels;
+
+/// Most bytes the cache's entries may hold (their labels, twice, and key).
+pub(crate) const KNOWN_SERIES_BYTES_MAX: usize = 64 << 20;
+
+/// A label set as checked and renamed once for all its samples.
+#[derive(Debug)]
+pub(crate) struct PreparedLabels {
+    /// What the agent sent, to tell hash collisions apart.
+    pub(crate) raw: Labels,
+    /// Sanitised names, values as sent.
+    pub(crate) labels: Vec<(String, String)>,
+    /// The series key (the entity tag's value) and its id.
+    pub(crate) key: String,
+    pub(crate) id: u64,
+    /// The tag values in the layout they were built for (the measure's
+    /// layout grows when a new label appears; then they are rebuilt).
+    tags: Mutex<Option<(Arc<ColumnLayout>, Tags)>>,
+}
+
+impl PreparedLabels {
+    /// A prepared series with no tags built yet.
+    pub(crate) fn new(raw: Labels, labels: Vec<(String, String)>, key: String, id: u64) -> PreparedLabels {
+        PreparedLabels { raw, labels, key, id, tags: Mutex::new(None) }
+    }
+
+    /// The tags for `layout`: the ones built before if the layout is the same
+    /// allocation, else `build`'s (kept when they could be built).
+    pub(crate) fn tags_for(&self, layout: &Arc<ColumnLayout>, build: impl FnOnce() -> Result<Tags, String>) -> Result<Tags, String> {
+        let mut kept = self.tags.lock().expect("series tags lock");
+        if let Some((l, t)) = kept.as_ref()
+            && Arc::ptr_eq(l, layout)
+        {
+            return Ok(t.clone());
+        }
+        let tags = build()?;
+        *kept = Some((layout.clone(), tags.clone()));
+        Ok(tags)
+    }
+
+    /// True when tags were built for `layout` (so every label is in it).
+    pub(crate) fn has_tags_for(&self, layout: &Arc<ColumnLayout>) -> bool {
+        self.tags.lock().expect("series tags lock").as_ref().is_some_and(|(l, _)| Arc::ptr_eq(l, layout))
+    }
+
+    fn bytes(&self) -> usize {
+        let labels: usize = self.labels.iter().map(|(k, v)| k.len() + v.len() + 64).sum();
+        2 * labels + self.key.len() + 160
+    }
+}
+
+/// The cache of every measure's known series.
+#[derive(Debug, Default)]
+pub(crate) struct KnownSeries {
+    state: Mutex<State>,
+}
+
+/// Label-set hash → the series with that hash.
+type ByHash = HashMap<u64, Vec<Arc<PreparedLabels>>>;
+
+#[derive(Debug, Default)]
+struct State {
+    /// (group, measure) → its series.
+    measures: HashMap<(String, String), ByHash>,
+    bytes: usize,
+}
+
+/// The known series of one measure, locked for one request's rows.
+pub(crate) struct MeasureSeries<'a> {
+    state: std::sync::MutexGuard<'a, State>,
+    key: (String, String),
+}
+
+fn hash(labels: &[(String, String)]) -> u64 {
+    let mut h = Xxh3::new();
+    for (k, v) in labels {
+        h.write_usize(k.len());
+        h.write(k.as_bytes());
+        h.write_usize(v.len());
+        h.write(v.as_bytes());
+    }
+    h.finish()
+}
+
+impl KnownSeries {
+    /// The known series of `group`/`measure`, held until the guard drops.
+    pub(crate) fn measure(&self, group: &str, measure: &str) -> MeasureSeries<'_> {
+        MeasureSeries { state: self.state.lock().expect("known series lock"), key: (group.to_string(), measure.to_string()) }
+    }
+}
+
+impl MeasureSeries<'_> {
+    /// The prepared series of `raw`: the known one, or `prepare`'s (then
+    /// kept). A label set `prepare` refuses is not kept.
+    pub(crate) fn get_or_prepare(
+        &mut self,
+        raw: &Labels,
+        prepare: impl FnOnce() -> Result<PreparedLabels, String>,
+    ) -> Result<Arc<PreparedLabels>, String> {
+        let h = hash(raw);
+        if let Some(series) = self.state.measures.get(&self.key)
+            && let Some(found) = series.get(&h).and_then(|v| v.iter().find(|p| Arc::ptr_eq(&p.raw, raw) || *p.raw == **raw))
+        {
+            return Ok(found.clone());
+        }
+        let prepared = Arc::new(prepare()?);
+        let bytes = prepared.bytes();
+        if self.state.bytes + bytes > KNOWN_SERIES_BYTES_MAX {
+            self.state.measures.clear();
+            self.state.bytes = 0;
+        }
+        self.state.bytes += bytes;
+        self.state.measures.entry(self.key.clone()).or_default().entry(h).or_default().push(prepared.clone());
+        Ok(prepared)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use canopy_model::TagVal;
+
+    fn labels(pairs: &[(&str, &str)]) -> Labels {
+        Arc::new(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
+    }
+
+    fn prepared(raw: &Labels, id: u64) -> PreparedLabels {
+        PreparedLabels::new(raw.clone(), raw.to_vec(), format!("{id}"), id)
+    }
+
+    #[test]
+    fn a_label_set_sent_again_is_prepared_once_and_other_measures_keep_their_own() {
+        let known = KnownSeries::default();
+        let a = labels(&[("host", "a")]);
+        let mut prepares = 0;
+        let first = known
+            .measure("g", "cpu")
+            .get_or_prepare(&a, || {
+                prepares += 1;
+                Ok(prepared(&a, 1))
+            })
+            .unwrap();
+        // The same labels in another allocation (the next request).
+        let again = known
+            .measure("g", "cpu")
+            .get_or_prepare(&labels(&[("host", "a")]), || {
+                prepares += 1;
+                Ok(prepared(&a, 2))
+            })
+            .unwrap();
+        assert!(Arc::ptr_eq(&first, &again));
+        assert_eq!(prepares, 1);
+        let other = known.measure("g", "mem").get_or_prepare(&a, || Ok(prepared(&a, 3))).unwrap();
+        assert_eq!(other.id, 3);
+        // Refused label sets are not kept.
+        let bad = labels(&[("x", "y")]);
+        assert!(known.measure("g", "cpu").get_or_prepare(&bad, || Err("no".into())).is_err());
+        assert_eq!(known.measure("g", "cpu").get_or_prepare(&bad, || Ok(prepared(&bad, 4))).unwrap().id, 4);
+    }
+
+    #[test]
+    fn tags_are_rebuilt_when_the_layout_changes() {
+        let raw = labels(&[("host", "a")]);
+        let p = prepared(&raw, 1);
+        let l1 = Arc::new(ColumnLayout::default());
+        let l2 = Arc::new(ColumnLayout::default());
+        let tags = |v: &str| -> Result<Tags, String> { Ok(vec![TagVal::Str(v.into())].into()) };
+        let a = p.tags_for(&l1, || tags("one")).unwrap();
+        let b = p.tags_for(&l1, || tags("two")).unwrap();
+        assert!(Arc::ptr_eq(&a, &b), "the same layout reuses the tags");
+        assert_eq!(*p.tags_for(&l2, || tags("three")).unwrap(), *tags("three").unwrap(), "another layout rebuilds them");
+    }
+
+    #[test]
+    fn the_cache_empties_itself_past_its_byte_limit() {
+        let known = KnownSeries::default();
+        let big = "v".repeat(1 << 20);
+        for i in 0..(KNOWN_SERIES_BYTES_MAX >> 20) + 8 {
+            let raw = labels(&[("k", &format!("{i}{big}"))]);
+            known.measure("g", "m").get_or_prepare(&raw, || Ok(prepared(&raw, i as u64))).unwrap();
+            assert!(known.state.lock().unwrap().bytes <= KNOWN_SERIES_BYTES_MAX);
+        }
+    }
+}
