@@ -17,6 +17,7 @@ use canopy_meta::{MetaError, SchemaRegistry};
 use canopy_model::{ColumnLayout, FieldVal, MeasureSchema, Point, TagVal, Tags, series_id, shard_of};
 
 use super::known_series::{KnownSeries, PreparedLabels};
+use super::label_sets::LabelSets;
 use crate::error::{ApiError, Code};
 use crate::service::Gateway;
 
@@ -245,6 +246,8 @@ pub(crate) struct AutoSchema {
     changes: tokio::sync::Mutex<()>,
     /// Series seen before, so a known one is not rebuilt per sample.
     known: KnownSeries,
+    /// Label sets seen before, for decoders that borrow from the body.
+    pub(crate) label_sets: LabelSets,
 }
 
 impl AutoSchema {
@@ -255,6 +258,7 @@ impl AutoSchema {
             series: Mutex::new(HashMap::new()),
             changes: tokio::sync::Mutex::new(()),
             known: KnownSeries::default(),
+            label_sets: LabelSets::default(),
         }
     }
 

@@ -8,13 +8,12 @@
 //! emptied and refills with what agents send next.
 
 use std::collections::HashMap;
-use std::hash::Hasher;
 use std::sync::{Arc, Mutex};
 
 use canopy_model::{ColumnLayout, Tags};
-use xxhash_rust::xxh3::Xxh3;
 
 use super::autoschema::Labels;
+use super::label_sets::hash;
 
 /// Most bytes the cache's entries may hold (their labels, twice, and key).
 pub(crate) const KNOWN_SERIES_BYTES_MAX: usize = 64 << 20;
@@ -71,13 +70,20 @@ pub(crate) struct KnownSeries {
     state: Mutex<State>,
 }
 
-/// Label-set hash → the series with that hash.
-type ByHash = HashMap<u64, Vec<Arc<PreparedLabels>>>;
+/// A measure's known series: by the address of the label set they were
+/// prepared from (an interned set, see [`super::label_sets`]; the entry holds
+/// it, so the address is not reused while it is here), and by the hash of
+/// the labels.
+#[derive(Debug, Default)]
+struct Known {
+    by_address: HashMap<usize, Arc<PreparedLabels>>,
+    by_hash: HashMap<u64, Vec<Arc<PreparedLabels>>>,
+}
 
 #[derive(Debug, Default)]
 struct State {
     /// (group, measure) → its series.
-    measures: HashMap<(String, String), ByHash>,
+    measures: HashMap<(String, String), Known>,
     bytes: usize,
 }
 
@@ -85,17 +91,6 @@ struct State {
 pub(crate) struct MeasureSeries<'a> {
     state: std::sync::MutexGuard<'a, State>,
     key: (String, String),
-}
-
-fn hash(labels: &[(String, String)]) -> u64 {
-    let mut h = Xxh3::new();
-    for (k, v) in labels {
-        h.write_usize(k.len());
-        h.write(k.as_bytes());
-        h.write_usize(v.len());
-        h.write(v.as_bytes());
-    }
-    h.finish()
 }
 
 impl KnownSeries {
@@ -113,10 +108,13 @@ impl MeasureSeries<'_> {
         raw: &Labels,
         prepare: impl FnOnce() -> Result<PreparedLabels, String>,
     ) -> Result<Arc<PreparedLabels>, String> {
-        let h = hash(raw);
-        if let Some(series) = self.state.measures.get(&self.key)
-            && let Some(found) = series.get(&h).and_then(|v| v.iter().find(|p| Arc::ptr_eq(&p.raw, raw) || *p.raw == **raw))
-        {
+        let address = Arc::as_ptr(raw) as usize;
+        let known = self.state.measures.get(&self.key);
+        if let Some(found) = known.and_then(|k| k.by_address.get(&address)) {
+            return Ok(found.clone());
+        }
+        let h = hash(raw.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        if let Some(found) = known.and_then(|k| k.by_hash.get(&h)).and_then(|v| v.iter().find(|p| *p.raw == **raw)) {
             return Ok(found.clone());
         }
         let prepared = Arc::new(prepare()?);
@@ -126,7 +124,9 @@ impl MeasureSeries<'_> {
             self.state.bytes = 0;
         }
         self.state.bytes += bytes;
-        self.state.measures.entry(self.key.clone()).or_default().entry(h).or_default().push(prepared.clone());
+        let known = self.state.measures.entry(self.key.clone()).or_default();
+        known.by_address.insert(address, prepared.clone());
+        known.by_hash.entry(h).or_default().push(prepared.clone());
         Ok(prepared)
     }
 }

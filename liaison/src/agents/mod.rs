@@ -6,9 +6,11 @@ pub(crate) mod autoschema;
 mod body;
 mod influx;
 mod known_series;
+mod label_sets;
 mod line_protocol;
 mod otlp;
 mod prometheus;
+mod remote_write_decode;
 
 #[cfg(test)]
 pub(crate) mod test_support;

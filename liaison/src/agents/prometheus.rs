@@ -8,7 +8,6 @@
 //! with Prometheus' semantics (a missing label equals "").
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -23,6 +22,7 @@ use regex::Regex;
 
 use super::autoschema::{AgentRow, ExpansionBudget, LABELS_FAMILY, Outcome, SERIES_TAG, label_bytes, sanitize, write_all};
 use super::body::decode_snappy;
+use super::remote_write_decode::for_each_series;
 use crate::error::{ApiError, Code};
 use crate::service::Gateway;
 
@@ -38,32 +38,44 @@ pub(crate) async fn remote_write(State(gw): State<Gateway>, body: Bytes) -> Resp
 
 async fn write(gw: &Gateway, body: &Bytes) -> Result<(), ApiError> {
     let raw = decode_snappy(body, gw.agents.cfg.body_bytes_max)?;
-    let req = pb::WriteRequest::decode(raw.as_slice()).map_err(|e| ApiError::invalid("body", format!("bad WriteRequest protobuf: {e}")))?;
     let mut by_metric: BTreeMap<String, Vec<AgentRow>> = BTreeMap::new();
     let mut outcome = Outcome::default();
     let mut budget = ExpansionBudget::new(&gw.agents.cfg);
-    for ts in req.timeseries {
-        budget.charge(ts.samples.len(), label_bytes(ts.labels.iter().map(|l| (l.name.as_str(), l.value.as_str()))))?;
-        let mut name = None;
-        let mut labels = Vec::with_capacity(ts.labels.len());
-        for l in ts.labels {
-            if l.name == NAME {
-                name = Some(l.value);
-            } else if !l.value.is_empty() {
-                labels.push((l.name, l.value));
+    // The labels without __name__ and empty values, reused across series.
+    let mut labels: Vec<(&str, &str)> = Vec::new();
+    {
+        let mut sets = gw.agents.label_sets.lock();
+        for_each_series(&raw, |ts| {
+            budget.charge(ts.samples.len(), label_bytes(ts.labels.iter().copied()))?;
+            labels.clear();
+            let mut name = None;
+            for &(k, v) in &ts.labels {
+                if k == NAME {
+                    name = Some(v);
+                } else if !v.is_empty() {
+                    labels.push((k, v));
+                }
             }
-        }
-        let Some(name) = name else {
-            outcome.merge(Outcome { rejected: ts.samples.len(), reasons: vec!["a series without __name__".into()], ..Default::default() });
-            continue;
-        };
-        // One allocation of the labels per series, shared by its samples.
-        let labels = Arc::new(labels);
-        let rows = by_metric.entry(name).or_default();
-        for s in ts.samples {
-            let Some(t) = s.timestamp.checked_mul(1_000_000) else { continue };
-            rows.push(AgentRow { labels: labels.clone(), fields: vec![(VALUE_FIELD.into(), FieldVal::Float(s.value))], ts: t });
-        }
+            let Some(name) = name else {
+                outcome.merge(Outcome {
+                    rejected: ts.samples.len(),
+                    reasons: vec!["a series without __name__".into()],
+                    ..Default::default()
+                });
+                return Ok(());
+            };
+            // Shared with every earlier series of these labels, in any request.
+            let labels = sets.intern(&labels);
+            let rows = match by_metric.get_mut(name) {
+                Some(rows) => rows,
+                None => by_metric.entry(name.to_string()).or_default(),
+            };
+            for &(value, ms) in &ts.samples {
+                let Some(t) = ms.checked_mul(1_000_000) else { continue };
+                rows.push(AgentRow { labels: labels.clone(), fields: vec![(VALUE_FIELD.into(), FieldVal::Float(value))], ts: t });
+            }
+            Ok::<_, ApiError>(())
+        })?;
     }
     let group = gw.agents.cfg.prometheus_group.clone();
     outcome.merge(write_all(gw, &group, by_metric).await?);
