@@ -77,12 +77,27 @@ impl Default for AgentConfig {
 /// in a request: decoders allocate them once per series, not per sample.
 pub(crate) type Labels = Arc<Vec<(String, String)>>;
 
-/// One point from an agent: its series' labels, fields, time in nanoseconds.
+/// The field names of agent rows (any order), shared by the rows that name
+/// the same fields in the same order: a request's lines of one measurement,
+/// every sample of a remote-write request.
+pub(crate) type FieldNames = Arc<[String]>;
+
+/// One point from an agent: its series' labels, its field values (named by
+/// `names`, position by position), time in nanoseconds.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct AgentRow {
     pub(crate) labels: Labels,
-    pub(crate) fields: Vec<(String, FieldVal)>,
+    pub(crate) names: FieldNames,
+    pub(crate) values: Vec<FieldVal>,
     pub(crate) ts: i64,
+}
+
+impl AgentRow {
+    /// A row whose names and values come as pairs (tests, rare paths).
+    pub(crate) fn from_pairs(labels: Labels, fields: Vec<(String, FieldVal)>, ts: i64) -> AgentRow {
+        let (names, values): (Vec<String>, Vec<FieldVal>) = fields.into_iter().unzip();
+        AgentRow { labels, names: names.into(), values, ts }
+    }
 }
 
 /// Bytes a stored agent point costs beyond its labels (timestamps, ids, vectors).
@@ -421,14 +436,17 @@ impl AutoSchema {
         group: &str,
         measure: &str,
         schema: &MeasureSchema,
-        rows: Vec<(Arc<PreparedLabels>, AgentRow)>,
-        now: i64,
+        names: &[FieldNames],
+        rows: Vec<(Arc<PreparedLabels>, usize, AgentRow)>,
         out: &mut Outcome,
     ) -> Vec<Point> {
         let layout = &schema.layout;
+        let now = canopy_model::now_nanos();
         let oldest = now.saturating_sub(schema.group.ttl_nanos);
         let mut points = Vec::with_capacity(rows.len());
-        'points: for (prepared, r) in rows {
+        // Each list of field names mapped onto the layout once.
+        let slots: Vec<Vec<Option<usize>>> = names.iter().map(|n| n.iter().map(|k| layout.field_index(k)).collect()).collect();
+        'points: for (prepared, names_at, r) in rows {
             if r.ts < oldest {
                 out.reject(format!("{measure}: timestamp {} is outside the group's TTL", r.ts));
                 continue;
@@ -441,8 +459,8 @@ impl AutoSchema {
                 }
             };
             let mut fields = vec![FieldVal::Null; layout.fields.len()];
-            for (k, v) in r.fields {
-                let Some(i) = layout.field_index(&k) else {
+            for ((k, slot), v) in names[names_at].iter().zip(&slots[names_at]).zip(r.values) {
+                let Some(i) = *slot else {
                     out.reject(format!("{measure}: field {k:?} is not in the schema"));
                     continue 'points;
                 };
@@ -474,13 +492,12 @@ impl AutoSchema {
         // Series whose tags are built for the current layout have every
         // label in the schema already: only the others are looked at.
         let current = self.registry.measure_schema(group, &measure).await.ok().map(|s| s.layout.clone());
-        let Prepared { kept, tags, fields, mut out } = self.prepare_rows(group, &measure, current.as_ref(), rows);
+        let Prepared { kept, names, tags, fields, mut out, .. } = self.prepare_rows(group, &measure, current.as_ref(), rows);
         if kept.is_empty() {
             return Ok(out);
         }
         let schema = self.ensure(group, &measure, &tags, &fields).await?;
-        let now = canopy_model::now_nanos();
-        let points = self.build_points(group, &measure, &schema, kept, now, &mut out);
+        let points = self.build_points(group, &measure, &schema, &names, kept, &mut out);
         if points.is_empty() {
             return Ok(out);
         }
@@ -494,14 +511,24 @@ impl AutoSchema {
     /// schema must have (labels of series already built for `current` are
     /// in it). Synchronous: it holds the known-series lock.
     fn prepare_rows(&self, group: &str, measure: &str, current: Option<&Arc<ColumnLayout>>, rows: Vec<AgentRow>) -> Prepared {
-        let mut p =
-            Prepared { kept: Vec::with_capacity(rows.len()), tags: BTreeSet::new(), fields: BTreeMap::new(), out: Outcome::default() };
+        let mut p = Prepared {
+            kept: Vec::with_capacity(rows.len()),
+            names: Vec::new(),
+            registered: Vec::new(),
+            sent_names: Vec::new(),
+            tags: BTreeSet::new(),
+            fields: BTreeMap::new(),
+            out: Outcome::default(),
+        };
+        // Each list of field names checked once; keyed by its allocation,
+        // which `sent_names` holds so no address is reused meanwhile.
+        let mut names_seen: HashMap<usize, usize> = HashMap::new();
         // Keyed by the shared allocation: a label set with several samples
         // is looked up once. The map holds the `Labels` so no address is
         // reused meanwhile.
         let mut seen: HashMap<usize, (Labels, Result<Arc<PreparedLabels>, String>)> = HashMap::new();
         let mut known = self.known.measure(group, measure);
-        for mut r in rows {
+        for r in rows {
             let (_, series) = seen.entry(Arc::as_ptr(&r.labels) as usize).or_insert_with(|| {
                 let series = known.get_or_prepare(&r.labels, || self.prepare(measure, &r.labels));
                 if let Ok(s) = &series
@@ -522,25 +549,43 @@ impl AutoSchema {
                     continue;
                 }
             };
-            for (k, v) in &mut r.fields {
-                if canopy_model::check_name(k, "name").is_err() {
-                    *k = sanitize(k);
-                }
-                if let Some(t) = field_type(v)
-                    && !p.fields.contains_key(k.as_str())
+            let at = *names_seen.entry(Arc::as_ptr(&r.names) as *const u8 as usize).or_insert_with(|| {
+                let sanitized: FieldNames = r.names.iter().map(|k| sanitize(k)).collect();
+                p.registered.push(vec![false; sanitized.len()]);
+                p.names.push(sanitized);
+                p.sent_names.push(r.names.clone());
+                p.names.len() - 1
+            });
+            // A field's type is registered by the first value that has one;
+            // values that conflict with the schema are rejected when stored.
+            for (i, v) in r.values.iter().enumerate() {
+                if !p.registered[at][i]
+                    && let Some(t) = field_type(v)
                 {
-                    p.fields.insert(k.clone(), t);
+                    let k = &p.names[at][i];
+                    if !p.fields.contains_key(k.as_str()) {
+                        p.fields.insert(k.clone(), t);
+                    }
+                    p.registered[at][i] = true;
                 }
             }
-            p.kept.push((series, r));
+            p.kept.push((series, at, r));
         }
         p
     }
 }
 
-/// Rows of one request with their series, ready for the schema check.
+/// Rows of one request with their series and field names, ready for the
+/// schema check.
 struct Prepared {
-    kept: Vec<(Arc<PreparedLabels>, AgentRow)>,
+    /// Each row with its series and the index of its names in `names`.
+    kept: Vec<(Arc<PreparedLabels>, usize, AgentRow)>,
+    /// The distinct lists of field names, sanitised.
+    names: Vec<FieldNames>,
+    /// Per list, which fields have had their type registered.
+    registered: Vec<Vec<bool>>,
+    /// The lists as sent (keeping their addresses taken).
+    sent_names: Vec<FieldNames>,
     tags: BTreeSet<String>,
     fields: BTreeMap<String, FieldType>,
     out: Outcome,
@@ -552,7 +597,7 @@ mod tests {
 
     fn row(labels: &[(&str, &str)]) -> Vec<AgentRow> {
         let labels = Arc::new(labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect());
-        vec![AgentRow { labels, fields: vec![("value".into(), FieldVal::Float(1.0))], ts: canopy_model::now_nanos() }]
+        vec![AgentRow::from_pairs(labels, vec![("value".into(), FieldVal::Float(1.0))], canopy_model::now_nanos())]
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

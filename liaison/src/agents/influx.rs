@@ -10,9 +10,9 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 
-use super::autoschema::{AgentRow, ExpansionBudget, label_bytes, sanitize, write_all};
+use super::autoschema::{AgentRow, ExpansionBudget, FieldNames, label_bytes, sanitize, write_all};
 use super::body::decode_body;
-use super::line_protocol::{parse, precision_nanos};
+use super::line_protocol::{for_each_line, precision_nanos};
 use crate::error::ApiError;
 use crate::service::Gateway;
 
@@ -62,18 +62,47 @@ async fn write(gw: &Gateway, db: Option<&String>, precision: Option<&String>, he
         .ok_or_else(|| ApiError::invalid("precision", format!("{:?} is not one of ns, us, ms, s", precision.unwrap())))?;
     let body = decode_body(headers, body, agents.cfg.body_bytes_max)?;
     let text = std::str::from_utf8(&body).map_err(|e| ApiError::invalid("body", format!("not UTF-8: {e}")))?;
-    let lines = parse(text).map_err(|e| ApiError::invalid("body", e))?;
     let group = db.filter(|d| !d.is_empty()).map(|d| sanitize(d)).unwrap_or_else(|| agents.cfg.influx_group.clone());
     let now = canopy_model::now_nanos();
     let mut by_measure: BTreeMap<String, Vec<AgentRow>> = BTreeMap::new();
     let mut budget = ExpansionBudget::new(&agents.cfg);
-    for (i, l) in lines.into_iter().enumerate() {
-        budget.charge(1, label_bytes(l.tags.iter().map(|(k, v)| (k.as_str(), v.as_str()))))?;
-        let ts = match l.timestamp {
-            None => now,
-            Some(t) => t.checked_mul(unit).ok_or_else(|| ApiError::invalid("body", format!("line {}: timestamp out of range", i + 1)))?,
-        };
-        by_measure.entry(l.measurement).or_default().push(AgentRow { labels: std::sync::Arc::new(l.tags), fields: l.fields, ts });
+    // The lists of field names seen (lines of a measurement name the same
+    // fields, so they share one list).
+    let mut names: Vec<FieldNames> = Vec::new();
+    {
+        let mut sets = agents.label_sets.lock();
+        for_each_line(text, |number, l| {
+            let tags = l.tags.iter().map(|(k, v)| (k.as_ref(), v.as_ref()));
+            budget.charge(1, label_bytes(tags.clone()))?;
+            let ts = match l.timestamp {
+                None => now,
+                Some(t) => {
+                    t.checked_mul(unit).ok_or_else(|| ApiError::invalid("body", format!("line {number}: timestamp out of range")))?
+                }
+            };
+            let same = |n: &FieldNames| n.len() == l.fields.len() && n.iter().zip(&l.fields).all(|(a, (b, _))| a == b);
+            // Only the latest few lists: a body of lines that each name other
+            // fields must not cost a scan of all of them per line.
+            let line_names = match names.iter().rev().take(8).find(|n| same(n)) {
+                Some(n) => n.clone(),
+                None => {
+                    let n: FieldNames = l.fields.iter().map(|(k, _)| k.to_string()).collect();
+                    names.push(n.clone());
+                    n
+                }
+            };
+            let row = AgentRow {
+                labels: sets.intern_iter(tags),
+                names: line_names,
+                values: l.fields.iter().map(|(_, v)| v.clone()).collect(),
+                ts,
+            };
+            match by_measure.get_mut(l.measurement.as_ref()) {
+                Some(rows) => rows.push(row),
+                None => by_measure.entry(l.measurement.to_string()).or_default().push(row),
+            }
+            Ok::<_, ApiError>(())
+        })?;
     }
     write_all(gw, &group, by_measure).await?.into_result().map(|_| ())
 }

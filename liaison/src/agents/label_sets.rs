@@ -55,18 +55,26 @@ impl LabelSets {
 impl Interning<'_> {
     /// The shared allocation of `labels` (in this order).
     pub(crate) fn intern(&mut self, labels: &[(&str, &str)]) -> Labels {
-        let h = hash(labels.iter().copied());
-        let same = |l: &Labels| l.len() == labels.len() && l.iter().zip(labels).all(|((a, b), (c, d))| a == c && b == d);
+        self.intern_iter(labels.iter().copied())
+    }
+
+    /// [`Interning::intern`] of pairs from an iterator (walked up to three times).
+    pub(crate) fn intern_iter<'s, I>(&mut self, labels: I) -> Labels
+    where
+        I: Iterator<Item = (&'s str, &'s str)> + ExactSizeIterator + Clone,
+    {
+        let h = hash(labels.clone());
+        let same = |l: &Labels| l.len() == labels.len() && l.iter().zip(labels.clone()).all(|((a, b), (c, d))| a == c && b == d);
         if let Some(found) = self.0.by_hash.get(&h).and_then(|v| v.iter().find(|l| same(l))) {
             return found.clone();
         }
-        let bytes = labels.iter().map(|(k, v)| k.len() + v.len() + 64).sum::<usize>() + 64;
+        let bytes = labels.clone().map(|(k, v)| k.len() + v.len() + 64).sum::<usize>() + 64;
         if self.0.bytes + bytes > LABEL_SETS_BYTES_MAX {
             self.0.by_hash.clear();
             self.0.bytes = 0;
         }
         self.0.bytes += bytes;
-        let set: Labels = Arc::new(labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect());
+        let set: Labels = Arc::new(labels.map(|(k, v)| (k.to_string(), v.to_string())).collect());
         self.0.by_hash.entry(h).or_default().push(set.clone());
         set
     }

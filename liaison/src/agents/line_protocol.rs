@@ -3,15 +3,22 @@
 //! with the escaping rules and field types (float, `i` integer, `u`
 //! unsigned, quoted string, boolean) that Telegraf and the InfluxDB clients
 //! emit. Blank lines and `#` comments are skipped.
+//!
+//! Names and values are borrowed from the body unless they hold escapes, and
+//! [`for_each_line`] reuses one [`Line`]: a body costs no allocation per line
+//! beyond unescaped names and string fields.
+
+use std::borrow::Cow;
 
 use canopy_model::FieldVal;
 
 /// One parsed line.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) struct Line {
-    pub(crate) measurement: String,
-    pub(crate) tags: Vec<(String, String)>,
-    pub(crate) fields: Vec<(String, FieldVal)>,
+#[derive(Debug, Clone, PartialEq, Default)]
+pub(crate) struct Line<'a> {
+    pub(crate) measurement: Cow<'a, str>,
+    /// Sorted by key.
+    pub(crate) tags: Vec<(Cow<'a, str>, Cow<'a, str>)>,
+    pub(crate) fields: Vec<(Cow<'a, str>, FieldVal)>,
     /// In the request's precision; `None` means "now".
     pub(crate) timestamp: Option<i64>,
 }
@@ -30,16 +37,43 @@ pub(crate) fn precision_nanos(p: &str) -> Option<i64> {
     })
 }
 
-/// Parses a whole body; the error names the line (1-based) and what is wrong.
-pub(crate) fn parse(body: &str) -> Result<Vec<Line>, String> {
-    let mut out = Vec::new();
+/// A line that does not parse: its number (1-based), what is wrong, and the
+/// start of the line.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub(crate) struct LineError(String);
+
+impl From<LineError> for crate::error::ApiError {
+    fn from(e: LineError) -> Self {
+        crate::error::ApiError::invalid("body", e)
+    }
+}
+
+/// Calls `f` with each line of `body` (its 1-based number and the parsed
+/// line), in order; a line that does not parse stops it with an error naming
+/// the line and what is wrong.
+pub(crate) fn for_each_line<'a, E: From<LineError>>(body: &'a str, mut f: impl FnMut(usize, &Line<'a>) -> Result<(), E>) -> Result<(), E> {
+    let mut line = Line::default();
     for (i, raw) in body.lines().enumerate() {
-        let line = raw.trim_start();
-        if line.is_empty() || line.starts_with('#') {
+        let text = raw.trim_start();
+        if text.is_empty() || text.starts_with('#') {
             continue;
         }
-        out.push(parse_line(line.trim_end_matches('\r')).map_err(|e| format!("line {}: {e}: {:?}", i + 1, truncate(raw)))?);
+        parse_line(text.trim_end_matches('\r'), &mut line).map_err(|e| LineError(format!("line {}: {e}: {:?}", i + 1, truncate(raw))))?;
+        f(i + 1, &line)?;
     }
+    Ok(())
+}
+
+/// Parses a whole body into owned lines.
+#[cfg(test)]
+pub(crate) fn parse(body: &str) -> Result<Vec<Line<'_>>, String> {
+    let mut out = Vec::new();
+    for_each_line(body, |_, l| {
+        out.push(l.clone());
+        Ok::<_, LineError>(())
+    })
+    .map_err(|e| e.0)?;
     Ok(out)
 }
 
@@ -68,21 +102,12 @@ fn split_unescaped(s: &str, delim: char, quotes: bool) -> (&str, Option<&str>) {
     (s, None)
 }
 
-fn split_all(s: &str, delim: char, quotes: bool) -> Vec<&str> {
-    let mut parts = Vec::new();
-    let mut rest = s;
-    loop {
-        let (head, tail) = split_unescaped(rest, delim, quotes);
-        parts.push(head);
-        match tail {
-            Some(t) => rest = t,
-            None => return parts,
-        }
+/// Removes backslash escapes of the given characters (and of backslash);
+/// borrows when there are none.
+fn unescape<'a>(s: &'a str, chars: &[char]) -> Cow<'a, str> {
+    if !s.contains('\\') {
+        return Cow::Borrowed(s);
     }
-}
-
-/// Removes backslash escapes of the given characters (and of backslash).
-fn unescape(s: &str, chars: &[char]) -> String {
     let mut out = String::with_capacity(s.len());
     let mut it = s.chars().peekable();
     while let Some(c) = it.next() {
@@ -96,20 +121,25 @@ fn unescape(s: &str, chars: &[char]) -> String {
         }
         out.push(c);
     }
-    out
+    Cow::Owned(out)
 }
 
-fn parse_line(line: &str) -> Result<Line, String> {
+/// Parses `line` into `out` (its vectors reused).
+fn parse_line<'a>(line: &'a str, out: &mut Line<'a>) -> Result<(), String> {
+    out.tags.clear();
+    out.fields.clear();
     let (series, rest) = split_unescaped(line, ' ', false);
     let rest = rest.ok_or("missing fields")?.trim_start_matches(' ');
     let (fields_part, ts_part) = split_unescaped(rest, ' ', true);
-    let mut key = split_all(series, ',', false).into_iter();
-    let measurement = unescape(key.next().unwrap_or_default(), &[',', ' ']);
-    if measurement.is_empty() {
+    let (measurement, mut key) = split_unescaped(series, ',', false);
+    out.measurement = unescape(measurement, &[',', ' ']);
+    if out.measurement.is_empty() {
         return Err("missing measurement".into());
     }
-    let mut tags = Vec::new();
-    for kv in key {
+    let tags = &mut out.tags;
+    while let Some(rest) = key {
+        let (kv, next) = split_unescaped(rest, ',', false);
+        key = next;
         let (k, v) = split_unescaped(kv, '=', false);
         let v = v.ok_or_else(|| format!("tag {k:?} has no value"))?;
         let (k, v) = (unescape(k, &[',', '=', ' ']), unescape(v, &[',', '=', ' ']));
@@ -119,30 +149,33 @@ fn parse_line(line: &str) -> Result<Line, String> {
         tags.push((k, v));
     }
     tags.sort();
-    let mut fields = Vec::new();
-    for kv in split_all(fields_part, ',', true) {
+    let mut rest = Some(fields_part);
+    while let Some(part) = rest {
+        let (kv, next) = split_unescaped(part, ',', true);
+        rest = next;
         let (k, v) = split_unescaped(kv, '=', false);
         let v = v.ok_or_else(|| format!("field {k:?} has no value"))?;
         let k = unescape(k, &[',', '=', ' ']);
         if k.is_empty() {
             return Err("empty field key".into());
         }
-        fields.push((k.clone(), field_value(v).map_err(|e| format!("field {k:?}: {e}"))?));
+        let value = field_value(v).map_err(|e| format!("field {k:?}: {e}"))?;
+        out.fields.push((k, value));
     }
-    if fields.is_empty() {
+    if out.fields.is_empty() {
         return Err("missing fields".into());
     }
-    let timestamp = match ts_part.map(str::trim) {
+    out.timestamp = match ts_part.map(str::trim) {
         None | Some("") => None,
         Some(t) => Some(t.parse::<i64>().map_err(|_| format!("bad timestamp {t:?}"))?),
     };
-    Ok(Line { measurement, tags, fields, timestamp })
+    Ok(())
 }
 
 fn field_value(v: &str) -> Result<FieldVal, String> {
     if let Some(s) = v.strip_prefix('"') {
         let s = s.strip_suffix('"').ok_or("unterminated string")?;
-        return Ok(FieldVal::Str(unescape(s, &['"'])));
+        return Ok(FieldVal::Str(unescape(s, &['"']).into_owned()));
     }
     match v {
         "t" | "T" | "true" | "True" | "TRUE" => return Ok(FieldVal::Bool(true)),

@@ -214,7 +214,7 @@ impl Rows {
         let mut l: Vec<(String, String)> = labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         l.extend(extra.iter().map(|(k, v)| (k.to_string(), v.clone())));
         let ts = i64::try_from(ts).unwrap_or(i64::MAX);
-        self.rows.entry(measure).or_default().push(AgentRow { labels: Arc::new(l), fields, ts });
+        self.rows.entry(measure).or_default().push(AgentRow::from_pairs(Arc::new(l), fields, ts));
     }
 
     fn value(&mut self, measure: String, labels: &BTreeMap<String, String>, extra: &[(&str, String)], v: f64, ts: u64) {
@@ -481,7 +481,8 @@ mod tests {
             ..Default::default()
         };
         let rows = converted(request(vec![m]));
-        let fields: BTreeMap<&str, &FieldVal> = rows["lat"][0].fields.iter().map(|(k, v)| (k.as_str(), v)).collect();
+        let row = &rows["lat"][0];
+        let fields: BTreeMap<&str, &FieldVal> = row.names.iter().map(String::as_str).zip(&row.values).collect();
         assert_eq!(fields["negative_offset"], &FieldVal::Int(-4));
         assert_eq!(fields["negative_counts"], &FieldVal::Str("3,0,2".into()));
         assert_eq!(fields["positive_offset"], &FieldVal::Int(3));

@@ -8,6 +8,7 @@
 //! with Prometheus' semantics (a missing label equals "").
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -20,7 +21,7 @@ use canopy_model::{FieldVal, LIMIT_MAX, nanos_to_timestamp};
 use prost::Message;
 use regex::Regex;
 
-use super::autoschema::{AgentRow, ExpansionBudget, LABELS_FAMILY, Outcome, SERIES_TAG, label_bytes, sanitize, write_all};
+use super::autoschema::{AgentRow, ExpansionBudget, FieldNames, LABELS_FAMILY, Outcome, SERIES_TAG, label_bytes, sanitize, write_all};
 use super::body::decode_snappy;
 use super::remote_write_decode::for_each_series;
 use crate::error::{ApiError, Code};
@@ -43,6 +44,7 @@ async fn write(gw: &Gateway, body: &Bytes) -> Result<(), ApiError> {
     let mut budget = ExpansionBudget::new(&gw.agents.cfg);
     // The labels without __name__ and empty values, reused across series.
     let mut labels: Vec<(&str, &str)> = Vec::new();
+    let value_field: FieldNames = Arc::new([VALUE_FIELD.to_string()]);
     {
         let mut sets = gw.agents.label_sets.lock();
         for_each_series(&raw, |ts| {
@@ -72,7 +74,7 @@ async fn write(gw: &Gateway, body: &Bytes) -> Result<(), ApiError> {
             };
             for &(value, ms) in &ts.samples {
                 let Some(t) = ms.checked_mul(1_000_000) else { continue };
-                rows.push(AgentRow { labels: labels.clone(), fields: vec![(VALUE_FIELD.into(), FieldVal::Float(value))], ts: t });
+                rows.push(AgentRow { labels: labels.clone(), names: value_field.clone(), values: vec![FieldVal::Float(value)], ts: t });
             }
             Ok::<_, ApiError>(())
         })?;
