@@ -153,7 +153,29 @@ pub(crate) async fn load_in_flushed_slices(
     Ok(())
 }
 
-/// Sends every row; returns the seconds it took until the last batch was acknowledged.
+/// What a load measured: the seconds until the last batch was acknowledged,
+/// and each request's acknowledgement time (send to response; none for the
+/// native stream, whose requests are pipelined).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Loaded {
+    pub(crate) secs: f64,
+    pub(crate) acks: Vec<f64>,
+}
+
+impl Loaded {
+    /// The `q` quantile (0..=1) of the acknowledgement times, in ms.
+    pub(crate) fn ack_ms(&self, q: f64) -> Option<f64> {
+        if self.acks.is_empty() {
+            return None;
+        }
+        let mut a = self.acks.clone();
+        a.sort_by(f64::total_cmp);
+        let i = ((a.len() - 1) as f64 * q).round() as usize;
+        Some(a[i] * 1e3)
+    }
+}
+
+/// Sends every row.
 pub(crate) async fn load(
     base: &str,
     grpc: Option<&str>,
@@ -162,7 +184,7 @@ pub(crate) async fn load(
     rows: Arc<Vec<Row>>,
     batch: usize,
     workers: usize,
-) -> anyhow::Result<f64> {
+) -> anyhow::Result<Loaded> {
     let batches = rows.len().div_ceil(batch);
     let next = Arc::new(AtomicUsize::new(0));
     let bar = ProgressBar::new(rows.len() as u64);
@@ -175,7 +197,8 @@ pub(crate) async fn load(
         Protocol::RemoteWrite => format!("{base}/api/v1/write"),
         Protocol::Native => {
             let grpc = grpc.ok_or_else(|| anyhow::anyhow!("the native loader needs Canopy's gRPC address"))?;
-            return load_native(base, grpc, hosts, rows, batch, workers, bar).await;
+            let secs = load_native(base, grpc, hosts, rows, batch, workers, bar).await?;
+            return Ok(Loaded { secs, acks: Vec::new() });
         }
     };
     let t0 = Instant::now();
@@ -184,10 +207,11 @@ pub(crate) async fn load(
         let (hosts, rows, next, bar, url) = (hosts.clone(), rows.clone(), next.clone(), bar.clone(), url.clone());
         tasks.push(tokio::spawn(async move {
             let client = reqwest::Client::new();
+            let mut acks = Vec::new();
             loop {
                 let b = next.fetch_add(1, Ordering::Relaxed);
                 if b >= batches {
-                    return Ok::<_, anyhow::Error>(());
+                    return Ok::<_, anyhow::Error>(acks);
                 }
                 let chunk = &rows[b * batch..((b + 1) * batch).min(rows.len())];
                 let req = match protocol {
@@ -200,19 +224,22 @@ pub(crate) async fn load(
                         .header("X-Prometheus-Remote-Write-Version", "0.1.0")
                         .body(remote_write(&hosts, chunk)),
                 };
+                let sent = Instant::now();
                 let r = req.send().await?;
                 if !r.status().is_success() {
                     anyhow::bail!("{url}: {} {}", r.status(), r.text().await.unwrap_or_default());
                 }
+                acks.push(sent.elapsed().as_secs_f64());
                 bar.inc(chunk.len() as u64);
             }
         }));
     }
+    let mut acks = Vec::new();
     for t in tasks {
-        t.await??;
+        acks.extend(t.await??);
     }
     bar.finish();
-    Ok(t0.elapsed().as_secs_f64())
+    Ok(Loaded { secs: t0.elapsed().as_secs_f64(), acks })
 }
 
 #[cfg(test)]

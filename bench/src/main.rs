@@ -128,13 +128,15 @@ async fn main() -> anyhow::Result<()> {
                 _ => Peer::victoria_metrics(&a.victoria_metrics_bin, &dir).await?,
             };
             eprintln!("{peer_name}:");
-            let secs = load::load(&peer.base, peer.grpc.as_deref(), protocol, hosts.clone(), rows.clone(), a.batch, a.concurrency).await?;
+            let loaded =
+                load::load(&peer.base, peer.grpc.as_deref(), protocol, hosts.clone(), rows.clone(), a.batch, a.concurrency).await?;
             peer.settle().await?;
             figs.push(Figures {
                 peer: peer.name,
                 protocol: protocol.name(),
                 samples,
-                secs,
+                secs: loaded.secs,
+                ack_ms: loaded.ack_ms(0.5).zip(loaded.ack_ms(0.99)),
                 bytes: peer.bytes_on_disk(),
                 peak_rss: peer.peak_rss(),
             });

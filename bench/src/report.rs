@@ -9,6 +9,8 @@ pub(crate) struct Figures {
     pub(crate) protocol: &'static str,
     pub(crate) samples: u64,
     pub(crate) secs: f64,
+    /// Acknowledgement time of a write request (p50, p99), in ms.
+    pub(crate) ack_ms: Option<(f64, f64)>,
     pub(crate) bytes: u64,
     pub(crate) peak_rss: u64,
 }
@@ -24,10 +26,12 @@ impl Figures {
 
 /// The markdown table: absolute figures per peer and Canopy / VictoriaMetrics ratios.
 pub(crate) fn markdown(figs: &[Figures]) -> String {
-    let mut s = String::from("| load | peer | samples/s | bytes/sample | peak RSS (MB) |\n|---|---|---|---|---|\n");
+    let mut s =
+        String::from("| load | peer | samples/s | ack p50 / p99 (ms) | bytes/sample | peak RSS (MB) |\n|---|---|---|---|---|---|\n");
     for f in figs {
+        let acks = f.ack_ms.map_or("—".to_string(), |(p50, p99)| format!("{p50:.1} / {p99:.1}"));
         s.push_str(&format!(
-            "| {} | {} | {:.0} | {:.3} | {:.0} |\n",
+            "| {} | {} | {:.0} | {acks} | {:.3} | {:.0} |\n",
             f.protocol,
             f.peer,
             f.samples_per_sec(),
@@ -68,6 +72,8 @@ pub(crate) fn json(figs: &[Figures]) -> serde_json::Value {
                 "samples": f.samples,
                 "seconds": f.secs,
                 "samples_per_sec": f.samples_per_sec(),
+                "ack_p50_ms": f.ack_ms.map(|a| a.0),
+                "ack_p99_ms": f.ack_ms.map(|a| a.1),
                 "bytes": f.bytes,
                 "bytes_per_sample": f.bytes_per_sample(),
                 "peak_rss_bytes": f.peak_rss,
