@@ -12,11 +12,11 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
-use canopy_storage::part::{MeasureRows, encode_part};
+use canopy_storage::part::{EncodedPart, MeasureRowRefs, encode_part_refs};
 use canopy_storage::{CatalogState, PartMeta, StorageError, paths};
 use object_store::{PutMode, PutOptions, PutPayload};
 
-use crate::memtable::Memtable;
+use crate::memtable::{Memtable, merge_rows};
 use crate::shard::Shard;
 use crate::{IngestError, Result};
 
@@ -27,22 +27,24 @@ const COMMIT_ATTEMPTS_MAX: usize = 16;
 /// longer) alone, so a commit within this window never names a deleted part.
 pub(crate) const UPLOAD_COMMIT_WINDOW: std::time::Duration = std::time::Duration::from_secs(300);
 
-/// Groups a frozen memtable's rows into one part input per time segment.
-fn split_segments(m: &Memtable, segment_nanos: i64) -> BTreeMap<i64, Vec<MeasureRows>> {
-    let mut out: BTreeMap<i64, Vec<MeasureRows>> = BTreeMap::new();
+/// Encodes a frozen memtable into one part per time segment. Its rows are
+/// read by reference (queries still share the memtable); the part writer
+/// copies one block of a series at a time.
+fn encode_segments(m: &Memtable, segment_nanos: i64) -> std::result::Result<Vec<(i64, EncodedPart)>, StorageError> {
     let mut names: Vec<&String> = m.measures.keys().collect();
     names.sort();
-    for name in names {
-        let table = &m.measures[name];
-        let mut per_segment: BTreeMap<i64, Vec<canopy_model::Point>> = BTreeMap::new();
-        for (_, p) in table.merged() {
+    let sources: Vec<_> = names.iter().map(|n| m.measures[*n].in_newest_layout()).collect();
+    let mut segments: BTreeMap<i64, Vec<MeasureRowRefs<'_>>> = BTreeMap::new();
+    for ((name, chunks), table) in names.iter().zip(&sources).zip(names.iter().map(|n| &m.measures[*n])) {
+        let mut per_segment: BTreeMap<i64, Vec<&canopy_model::Point>> = BTreeMap::new();
+        for (_, p) in merge_rows(chunks) {
             per_segment.entry(p.ts.div_euclid(segment_nanos) * segment_nanos).or_default().push(p);
         }
         for (seg, rows) in per_segment {
-            out.entry(seg).or_default().push(MeasureRows { name: name.clone(), layout: table.layout().clone(), rows });
+            segments.entry(seg).or_default().push(MeasureRowRefs { name, layout: table.layout(), rows });
         }
     }
-    out
+    segments.into_iter().map(|(seg, measures)| encode_part_refs(&measures).map(|e| (seg, e))).collect()
 }
 
 impl Shard {
@@ -110,12 +112,10 @@ impl Shard {
     }
 
     async fn write_parts(&self, m: &Arc<Memtable>, base: &CatalogState, segment_nanos: i64) -> Result<Vec<PartMeta>> {
-        let inputs = split_segments(m, segment_nanos);
-        let encoded = tokio::task::spawn_blocking(move || {
-            inputs.into_iter().map(|(seg, rows)| encode_part(&rows).map(|e| (seg, e))).collect::<Result<Vec<_>, StorageError>>()
-        })
-        .await
-        .map_err(|e| IngestError::Wal(std::io::Error::other(e)))??;
+        let frozen = m.clone();
+        let encoded = tokio::task::spawn_blocking(move || encode_segments(&frozen, segment_nanos))
+            .await
+            .map_err(|e| IngestError::Wal(std::io::Error::other(e)))??;
         let mut metas = Vec::with_capacity(encoded.len());
         for (id, (seg, enc)) in (base.next_part_id..).zip(encoded) {
             let path = paths::part(&self.group, self.id, seg, id, paths::nonce());

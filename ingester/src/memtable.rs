@@ -12,6 +12,7 @@
 //! readers apply the same rule (version, then WAL sequence number): the
 //! query's merge does, and [`MeasureTable::merged`] does for the flush.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Instant;
@@ -99,9 +100,26 @@ impl MeasureTable {
         self.sealed.iter().map(|c| &**c).chain(std::iter::once(&self.head))
     }
 
+    /// The chunks in the newest layout, oldest first: borrowed, or remapped
+    /// copies of the chunks written under an older layout (rare: only after
+    /// a schema change). The source of [`merge_rows`].
+    pub(crate) fn in_newest_layout(&self) -> Vec<Cow<'_, Chunk>> {
+        self.chunks()
+            .map(|c| {
+                if c.layout == self.head.layout {
+                    return Cow::Borrowed(c);
+                }
+                let m = LayoutMapping::new(&c.layout, &self.head.layout);
+                let rows = c.rows.iter().map(|(k, e)| (*k, Entry { seq: e.seq, point: e.point.remap(&m) })).collect();
+                Cow::Owned(Chunk { layout: self.head.layout.clone(), rows })
+            })
+            .collect()
+    }
+
     /// One point per (series, ts) in the newest layout, in (series, ts)
     /// order, each with its WAL sequence number: the highest version, then
     /// the latest write (later chunks hold later writes).
+    #[cfg(test)]
     pub(crate) fn merged(&self) -> Vec<(u64, Point)> {
         let mut out: BTreeMap<(u64, i64), (u64, Point)> = BTreeMap::new();
         for chunk in self.chunks() {
@@ -128,6 +146,18 @@ impl MeasureTable {
             self.sealed.push(Arc::new(full));
         }
     }
+}
+
+/// The rows of `chunks` (oldest first, one layout) as [`MeasureTable::merged`]
+/// orders and deduplicates them, by reference: a flush reads a frozen memtable
+/// that queries still share, and copying its points doubled its memory.
+pub(crate) fn merge_rows<'a>(chunks: &'a [Cow<'a, Chunk>]) -> Vec<(u64, &'a Point)> {
+    let mut all: Vec<(u32, u64, &Point)> =
+        chunks.iter().enumerate().flat_map(|(i, c)| c.iter().map(move |(seq, p)| (i as u32, seq, p))).collect();
+    // Per (series, ts): the highest version first, then the newest chunk.
+    all.sort_unstable_by(|a, b| (a.2.series, a.2.ts).cmp(&(b.2.series, b.2.ts)).then(b.2.version.cmp(&a.2.version)).then(b.0.cmp(&a.0)));
+    all.dedup_by(|later, first| (later.2.series, later.2.ts) == (first.2.series, first.2.ts));
+    all.into_iter().map(|(_, seq, p)| (seq, p)).collect()
 }
 
 /// A shard's memtable.
@@ -234,6 +264,30 @@ mod tests {
             let want = if p.ts % 2 == 0 { (1, p.ts) } else { (2, -p.ts) };
             assert_eq!((seq, p.fields[0].clone()), (want.0, FieldVal::Int(want.1)), "ts {}", p.ts);
         }
+    }
+
+    /// The flush's merge by reference agrees with the owned merge.
+    fn assert_merges_agree(t: &MeasureTable) {
+        let chunks = t.in_newest_layout();
+        let by_ref: Vec<(u64, Point)> = merge_rows(&chunks).into_iter().map(|(s, p)| (s, p.clone())).collect();
+        assert_eq!(by_ref, t.merged());
+    }
+
+    #[test]
+    fn the_flush_merge_by_reference_keeps_what_the_owned_merge_keeps() {
+        let l = layout(&["v"]);
+        let mut m = Memtable::default();
+        let n = HEAD_ROWS_MAX as i64 * 2 + 10;
+        m.insert("cpu", 1, &l, 1, (0..n).map(|ts| pt(ts as u64 % 3, ts, 1, ts)).collect());
+        m.insert("cpu", 1, &l, 2, (0..n).map(|ts| pt(ts as u64 % 3, ts, ts % 2, -ts)).collect());
+        m.insert("cpu", 1, &l, 3, (0..n).step_by(5).map(|ts| pt(ts as u64 % 3, ts, 1, 7)).collect());
+        assert_merges_agree(&m.measures["cpu"]);
+        // Across a schema change too.
+        let mut newer = pt(1, 5, 9, 0);
+        newer.fields = vec![FieldVal::Int(1), FieldVal::Int(8)];
+        m.insert("cpu", 2, &layout(&["w", "v"]), 4, vec![newer]);
+        m.insert("cpu", 1, &l, 5, vec![pt(2, 7, 9, 9)]);
+        assert_merges_agree(&m.measures["cpu"]);
     }
 
     #[test]
