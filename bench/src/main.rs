@@ -11,6 +11,7 @@ mod load;
 mod peers;
 mod queries;
 mod read_path;
+mod real_agents;
 mod report;
 mod run;
 
@@ -64,6 +65,11 @@ struct Args {
     /// warm from the disk tier, warm from memory, and local disk.
     #[arg(long)]
     object_latency_ms: Option<u64>,
+    /// Instead of the comparison: a real Prometheus scrapes itself and
+    /// node-exporter every second for this many minutes, remote-writing to
+    /// both peers; bytes per sample on that data.
+    #[arg(long)]
+    real_agents_minutes: Option<u64>,
 }
 
 #[tokio::main]
@@ -90,6 +96,15 @@ async fn main() -> anyhow::Result<()> {
         let n = run::repeat_canopy(&peer.base, case, std::time::Duration::from_secs(a.profile_secs)).await?;
         eprintln!("{n} runs");
         drop(peer);
+        let _ = std::fs::remove_dir_all(&work);
+        return Ok(());
+    }
+    if let Some(minutes) = a.real_agents_minutes {
+        let table = real_agents::run(&a.canopy_bin, &a.victoria_metrics_bin, &work, minutes).await?;
+        println!("\n{table}");
+        let out = a.out.join(format!("{now}"));
+        std::fs::create_dir_all(&out)?;
+        std::fs::write(out.join("real-agents.md"), &table)?;
         let _ = std::fs::remove_dir_all(&work);
         return Ok(());
     }
