@@ -25,6 +25,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// touch: ingest (memtables that grow and are dropped at every flush) spent
 /// 17% of its CPU in the kernel zeroing them, and peak RSS grew by a fifth
 /// (perf and VmHWM on the remote-write load; the usual advice for databases).
+#[cfg(target_os = "linux")]
 fn disable_transparent_huge_pages() {
     // SAFETY: prctl(PR_SET_THP_DISABLE) takes plain integer arguments and
     // only changes this process's memory policy.
@@ -33,6 +34,10 @@ fn disable_transparent_huge_pages() {
         eprintln!("canopy: could not turn transparent huge pages off: {}", std::io::Error::last_os_error());
     }
 }
+
+/// Other systems have no transparent huge pages to turn off.
+#[cfg(not(target_os = "linux"))]
+fn disable_transparent_huge_pages() {}
 
 use clap::{Parser, Subcommand};
 

@@ -11,7 +11,7 @@ use canopy_api::cluster::v1::ingester_service_client::IngesterServiceClient;
 use canopy_api::cluster::v1::querier_service_client::QuerierServiceClient;
 use canopy_api::cluster::v1::{ExecuteShardRequest, ExecuteShardResponse, IngestRequest, IngesterFlushRequest, SnapshotRequest};
 use canopy_compactor::{Compactor, ShardReport};
-use canopy_ingester::wal::{WalBatch, encode_batch};
+use canopy_ingester::wal::{WalBatch, encode_batch, encode_batch_v1, is_unknown_format};
 use canopy_liaison::{ApiError, Code, DataPlane};
 use canopy_model::{GroupSpec, MeasureSchema, PartialResult, Point, QueryPlan};
 use canopy_storage::query_stats::QueryCost;
@@ -268,18 +268,33 @@ impl ClusterDataPlane {
     }
 
     async fn write_shard(&self, schema: &MeasureSchema, shard: u32, points: Vec<Point>) -> Result<(), ApiError> {
-        let batch = encode_batch(&WalBatch::for_schema(schema, points));
+        let whole = WalBatch::for_schema(schema, points);
+        let batch = encode_batch(&whole);
         let _slot = tokio::time::timeout(self.cfg.write_slot_wait, self.slots.clone().acquire_owned())
             .await
             .map_err(|_| ApiError::new(Code::ResourceExhausted, "too many writes in flight at this liaison; retry later"))?
             .map_err(|_| ApiError::new(Code::Unavailable, "shutting down"))?;
         // A retry after a lost reply may store the batch twice; queries
         // deduplicate by (series, timestamp, version), so it is returned once.
-        self.at_owner(&schema.group.name, shard, |mut c| {
-            let batch = batch.clone();
-            async move { c.ingest(IngestRequest { batch }).await.map(drop) }
-        })
-        .await
+        let sent = self
+            .at_owner(&schema.group.name, shard, |mut c| {
+                let batch = batch.clone();
+                async move { c.ingest(IngestRequest { batch }).await.map(drop) }
+            })
+            .await;
+        match sent {
+            // An ingester of the release before WAL format 2 (a rolling
+            // upgrade that reached this liaison first) takes format 1.
+            Err(e) if e.code == Code::InvalidArgument && is_unknown_format(&e.message) => {
+                let batch = encode_batch_v1(&whole);
+                self.at_owner(&schema.group.name, shard, |mut c| {
+                    let batch = batch.clone();
+                    async move { c.ingest(IngestRequest { batch }).await.map(drop) }
+                })
+                .await
+            }
+            other => other,
+        }
     }
 
     fn queriers(&self) -> Vec<String> {

@@ -10,7 +10,7 @@
 //! Within a chunk a (series, ts) keeps the highest version, then the later
 //! write. Across chunks the same (series, ts) may appear more than once;
 //! readers apply the same rule (version, then WAL sequence number): the
-//! query's merge does, and [`MeasureTable::merged`] does for the flush.
+//! query's merge does, and [`merge_rows`] does for the flush.
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
@@ -148,9 +148,10 @@ impl MeasureTable {
     }
 }
 
-/// The rows of `chunks` (oldest first, one layout) as [`MeasureTable::merged`]
-/// orders and deduplicates them, by reference: a flush reads a frozen memtable
-/// that queries still share, and copying its points doubled its memory.
+/// The rows of `chunks` (oldest first, one layout) in (series, ts) order, one
+/// per (series, ts) — the highest version, then the newest chunk — by
+/// reference: a flush reads a frozen memtable that queries still share, and
+/// copying its points doubled its memory.
 pub(crate) fn merge_rows<'a>(chunks: &'a [Cow<'a, Chunk>]) -> Vec<(u64, &'a Point)> {
     let mut all: Vec<(u32, u64, &Point)> =
         chunks.iter().enumerate().flat_map(|(i, c)| c.iter().map(move |(seq, p)| (i as u32, seq, p))).collect();

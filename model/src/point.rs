@@ -53,23 +53,28 @@ impl Point {
 
     /// In-memory size of the point's tag values (shared by its series).
     pub fn tags_bytes(&self) -> usize {
-        let tags: usize = self
-            .tags
-            .iter()
-            .map(|t| {
-                size_of::<TagVal>()
-                    + match t {
-                        TagVal::Str(s) => heap(s.len()),
-                        TagVal::Binary(b) => heap(b.len()),
-                        TagVal::StrArray(a) => heap(a.len() * 24) + a.iter().map(|s| heap(s.len())).sum::<usize>(),
-                        TagVal::IntArray(a) => heap(a.len() * 8),
-                        TagVal::Null | TagVal::Int(_) => 0,
-                    }
-            })
-            .sum();
-        // The Arc's counts, then the values.
-        heap(16 + tags)
+        tags_bytes(&self.tags)
     }
+}
+
+/// In-memory size of a series' shared tag values ([`Tags`]), allocator
+/// overhead included.
+pub fn tags_bytes(tags: &[TagVal]) -> usize {
+    let values: usize = tags
+        .iter()
+        .map(|t| {
+            size_of::<TagVal>()
+                + match t {
+                    TagVal::Str(s) => heap(s.len()),
+                    TagVal::Binary(b) => heap(b.len()),
+                    TagVal::StrArray(a) => heap(a.len() * 24) + a.iter().map(|s| heap(s.len())).sum::<usize>(),
+                    TagVal::IntArray(a) => heap(a.len() * 8),
+                    TagVal::Null | TagVal::Int(_) => 0,
+                }
+        })
+        .sum();
+    // The Arc's counts, then the values.
+    heap(16 + values)
 }
 
 /// A heap allocation of `n` bytes as RSS sees it.

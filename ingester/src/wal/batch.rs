@@ -72,25 +72,54 @@ impl WalBatch {
     }
 }
 
+/// The header both formats share, after the format byte.
+fn encode_header(out: &mut Vec<u8>, b: &WalBatch) {
+    put_bytes(out, b.group.as_bytes());
+    put_bytes(out, b.measure.as_bytes());
+    put_varint(out, zigzag(b.revision));
+    put_varint(out, zigzag(b.segment_nanos));
+    put_varint(out, b.layout.tags.len() as u64);
+    for (fam, name, ty) in &b.layout.tags {
+        put_bytes(out, fam.as_bytes());
+        put_bytes(out, name.as_bytes());
+        put_varint(out, *ty as u64);
+    }
+    put_varint(out, b.layout.fields.len() as u64);
+    for (name, ty) in &b.layout.fields {
+        put_bytes(out, name.as_bytes());
+        put_varint(out, *ty as u64);
+    }
+}
+
+/// Encodes a batch in format 1, for ingesters of the release before format 2
+/// (a liaison upgraded first sends them this when they refuse format 2).
+pub fn encode_batch_v1(b: &WalBatch) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64 + b.points.len() * 64);
+    out.push(BATCH_FORMAT_V1);
+    encode_header(&mut out, b);
+    put_varint(&mut out, b.points.len() as u64);
+    for p in &b.points {
+        out.extend_from_slice(&p.series.to_le_bytes());
+        put_varint(&mut out, p.shard as u64);
+        put_varint(&mut out, zigzag(p.ts));
+        put_varint(&mut out, zigzag(p.version));
+        p.tags.iter().for_each(|t| t.encode(&mut out));
+        p.fields.iter().for_each(|f| f.encode(&mut out));
+    }
+    out
+}
+
+/// True when `message` is an ingester's refusal of a batch format it does not
+/// know (one of the release before format 2).
+pub fn is_unknown_format(message: &str) -> bool {
+    message.contains("unknown WAL batch format")
+}
+
 /// Encodes a batch as a WAL payload (format 2).
 pub fn encode_batch(b: &WalBatch) -> Vec<u8> {
     let mut out = Vec::with_capacity(64 + b.points.len() * 24);
     out.push(BATCH_FORMAT_V2);
-    put_bytes(&mut out, b.group.as_bytes());
-    put_bytes(&mut out, b.measure.as_bytes());
-    put_varint(&mut out, zigzag(b.revision));
-    put_varint(&mut out, zigzag(b.segment_nanos));
-    put_varint(&mut out, b.layout.tags.len() as u64);
-    for (fam, name, ty) in &b.layout.tags {
-        put_bytes(&mut out, fam.as_bytes());
-        put_bytes(&mut out, name.as_bytes());
-        put_varint(&mut out, *ty as u64);
-    }
-    put_varint(&mut out, b.layout.fields.len() as u64);
-    for (name, ty) in &b.layout.fields {
-        put_bytes(&mut out, name.as_bytes());
-        put_varint(&mut out, *ty as u64);
-    }
+    encode_header(&mut out, b);
     // The series list: a point whose tags equal the last kept for its series
     // (the same allocation, usually) reuses that entry.
     let mut series: Vec<(u64, u32, &Tags)> = Vec::new();
@@ -216,7 +245,7 @@ fn decode_v1(mut buf: &[u8]) -> Result<WalBatch, BatchDecodeError> {
     let mut batch = decode_header(b)?;
     let (tag_count, field_count) = (batch.layout.tags.len(), batch.layout.fields.len());
     let n = len(b, "point count")?;
-    let mut points = Vec::with_capacity(n);
+    let mut points = Vec::with_capacity(n.min(1 << 20));
     // Format 1 repeats a series' tags per point; share them once decoded.
     let mut tags = TagsInterner::default();
     for _ in 0..n {
@@ -240,7 +269,7 @@ fn decode_v2(mut buf: &[u8]) -> Result<WalBatch, BatchDecodeError> {
     let mut batch = decode_header(b)?;
     let (tag_count, field_count) = (batch.layout.tags.len(), batch.layout.fields.len());
     let series_count = len(b, "series count")?;
-    let mut series = Vec::with_capacity(series_count);
+    let mut series = Vec::with_capacity(series_count.min(1 << 16));
     for _ in 0..series_count {
         let id = series_id(b)?;
         let shard = varint(b, "shard")? as u32;
@@ -248,7 +277,8 @@ fn decode_v2(mut buf: &[u8]) -> Result<WalBatch, BatchDecodeError> {
         series.push((id, shard, tags));
     }
     let n = len(b, "point count")?;
-    let mut points = Vec::with_capacity(n);
+    // Bounded: a point can take three bytes of a payload that may come over the network.
+    let mut points = Vec::with_capacity(n.min(1 << 20));
     for _ in 0..n {
         let index = varint(b, "series index")?;
         let (id, shard, tags) = series.get(index as usize).ok_or(BatchDecodeError::SeriesIndex { index, count: series.len() })?;
@@ -322,6 +352,21 @@ mod tests {
         let first_point = bad.len() - 5 * 4; // each point: index, ts, version, one small int field
         bad[first_point] = 9;
         assert_eq!(decode_batch(&bad), Err(BatchDecodeError::SeriesIndex { index: 9, count: 3 }));
+    }
+
+    #[test]
+    fn the_format_1_encoder_still_writes_what_format_1_decodes() {
+        let layout = Arc::new(ColumnLayout { tags: vec![("d".into(), "host".into(), 1)], fields: vec![("v".into(), 2)] });
+        let tags: Tags = vec![TagVal::Str("h".into())].into();
+        let points =
+            (0..3).map(|ts| Point { series: 1, shard: 0, ts, version: 0, tags: tags.clone(), fields: vec![FieldVal::Int(ts)] }).collect();
+        let batch = WalBatch { group: "g".into(), measure: "m".into(), revision: 1, segment_nanos: 1, layout, points };
+        let v1 = encode_batch_v1(&batch);
+        assert_eq!(v1[0], BATCH_FORMAT_V1);
+        assert_eq!(decode_batch(&v1), Ok(batch));
+        assert!(is_unknown_format(&BatchDecodeError::UnknownFormat(2).to_string()));
+        // What the release before format 2 answers (its ingester's message, verbatim).
+        assert!(is_unknown_format("batch: unknown WAL batch format 2 (this build reads format 1)"));
     }
 
     #[test]

@@ -11,5 +11,5 @@
 mod batch;
 mod log;
 
-pub use batch::{BatchDecodeError, WalBatch, decode_batch, encode_batch, split_to_fit};
+pub use batch::{BatchDecodeError, WalBatch, decode_batch, encode_batch, encode_batch_v1, is_unknown_format, split_to_fit};
 pub use log::{PAYLOAD_BYTES_MAX, Recovered, Wal};

@@ -549,6 +549,10 @@ impl AutoSchema {
                     continue;
                 }
             };
+            if r.values.len() != r.names.len() {
+                p.out.reject(format!("{measure}: a row with {} values for {} field names", r.values.len(), r.names.len()));
+                continue;
+            }
             let at = *names_seen.entry(Arc::as_ptr(&r.names) as *const u8 as usize).or_insert_with(|| {
                 let sanitized: FieldNames = r.names.iter().map(|k| sanitize(k)).collect();
                 p.registered.push(vec![false; sanitized.len()]);

@@ -8,9 +8,10 @@
 //! emptied and refills with what agents send next.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 
-use canopy_model::{ColumnLayout, Tags};
+use canopy_model::{ColumnLayout, Tags, tags_bytes};
 
 use super::autoschema::Labels;
 use super::label_sets::hash;
@@ -29,14 +30,18 @@ pub(crate) struct PreparedLabels {
     pub(crate) key: String,
     pub(crate) id: u64,
     /// The tag values in the layout they were built for (the measure's
-    /// layout grows when a new label appears; then they are rebuilt).
-    tags: Mutex<Option<(Arc<ColumnLayout>, Tags)>>,
+    /// layout grows when a new label appears; then they are rebuilt). The
+    /// layout is held weakly: enough to keep its address from being reused,
+    /// without keeping its contents alive.
+    tags: Mutex<Option<(Weak<ColumnLayout>, Tags)>>,
+    /// The cache's byte count, charged with the tags once they are built.
+    charge_to: Option<Arc<AtomicUsize>>,
 }
 
 impl PreparedLabels {
     /// A prepared series with no tags built yet.
     pub(crate) fn new(raw: Labels, labels: Vec<(String, String)>, key: String, id: u64) -> PreparedLabels {
-        PreparedLabels { raw, labels, key, id, tags: Mutex::new(None) }
+        PreparedLabels { raw, labels, key, id, tags: Mutex::new(None), charge_to: None }
     }
 
     /// The tags for `layout`: the ones built before if the layout is the same
@@ -44,23 +49,32 @@ impl PreparedLabels {
     pub(crate) fn tags_for(&self, layout: &Arc<ColumnLayout>, build: impl FnOnce() -> Result<Tags, String>) -> Result<Tags, String> {
         let mut kept = self.tags.lock().expect("series tags lock");
         if let Some((l, t)) = kept.as_ref()
-            && Arc::ptr_eq(l, layout)
+            && std::ptr::eq(l.as_ptr(), Arc::as_ptr(layout))
         {
             return Ok(t.clone());
         }
         let tags = build()?;
-        *kept = Some((layout.clone(), tags.clone()));
+        if let Some(bytes) = &self.charge_to {
+            bytes.fetch_add(tags_bytes(&tags), Ordering::Relaxed);
+            if let Some((_, old)) = kept.as_ref() {
+                let old = tags_bytes(old);
+                let _ = bytes.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| Some(b.saturating_sub(old)));
+            }
+        }
+        *kept = Some((Arc::downgrade(layout), tags.clone()));
         Ok(tags)
     }
 
     /// True when tags were built for `layout` (so every label is in it).
     pub(crate) fn has_tags_for(&self, layout: &Arc<ColumnLayout>) -> bool {
-        self.tags.lock().expect("series tags lock").as_ref().is_some_and(|(l, _)| Arc::ptr_eq(l, layout))
+        self.tags.lock().expect("series tags lock").as_ref().is_some_and(|(l, _)| std::ptr::eq(l.as_ptr(), Arc::as_ptr(layout)))
     }
 
+    /// Bytes of the entry without its tags (charged when built): its labels
+    /// twice (as sent, as renamed), its key, and its two map slots.
     fn bytes(&self) -> usize {
         let labels: usize = self.labels.iter().map(|(k, v)| k.len() + v.len() + 64).sum();
-        2 * labels + self.key.len() + 160
+        2 * labels + self.key.len() + 160 + 128
     }
 }
 
@@ -68,6 +82,8 @@ impl PreparedLabels {
 #[derive(Debug, Default)]
 pub(crate) struct KnownSeries {
     state: Mutex<State>,
+    /// What the entries hold, their tags included.
+    bytes: Arc<AtomicUsize>,
 }
 
 /// A measure's known series: by the address of the label set they were
@@ -84,19 +100,23 @@ struct Known {
 struct State {
     /// (group, measure) → its series.
     measures: HashMap<(String, String), Known>,
-    bytes: usize,
 }
 
 /// The known series of one measure, locked for one request's rows.
 pub(crate) struct MeasureSeries<'a> {
     state: std::sync::MutexGuard<'a, State>,
+    bytes: &'a Arc<AtomicUsize>,
     key: (String, String),
 }
 
 impl KnownSeries {
     /// The known series of `group`/`measure`, held until the guard drops.
     pub(crate) fn measure(&self, group: &str, measure: &str) -> MeasureSeries<'_> {
-        MeasureSeries { state: self.state.lock().expect("known series lock"), key: (group.to_string(), measure.to_string()) }
+        MeasureSeries {
+            state: self.state.lock().expect("known series lock"),
+            bytes: &self.bytes,
+            key: (group.to_string(), measure.to_string()),
+        }
     }
 }
 
@@ -117,13 +137,18 @@ impl MeasureSeries<'_> {
         if let Some(found) = known.and_then(|k| k.by_hash.get(&h)).and_then(|v| v.iter().find(|p| *p.raw == **raw)) {
             return Ok(found.clone());
         }
-        let prepared = Arc::new(prepare()?);
+        let mut prepared = prepare()?;
+        // The entry pins the label set whose address keys it, and charges
+        // the cache for its tags once they are built.
+        prepared.raw = raw.clone();
+        prepared.charge_to = Some(self.bytes.clone());
+        let prepared = Arc::new(prepared);
         let bytes = prepared.bytes();
-        if self.state.bytes + bytes > KNOWN_SERIES_BYTES_MAX {
+        if self.bytes.load(Ordering::Relaxed) + bytes > KNOWN_SERIES_BYTES_MAX {
             self.state.measures.clear();
-            self.state.bytes = 0;
+            self.bytes.store(0, Ordering::Relaxed);
         }
-        self.state.bytes += bytes;
+        self.bytes.fetch_add(bytes, Ordering::Relaxed);
         let known = self.state.measures.entry(self.key.clone()).or_default();
         known.by_address.insert(address, prepared.clone());
         known.by_hash.entry(h).or_default().push(prepared.clone());
@@ -188,13 +213,29 @@ mod tests {
     }
 
     #[test]
+    fn built_tags_are_charged_to_the_cache() {
+        let known = KnownSeries::default();
+        let raw = labels(&[("host", "a")]);
+        let p = known.measure("g", "m").get_or_prepare(&raw, || Ok(prepared(&raw, 1))).unwrap();
+        let before = known.bytes.load(Ordering::Relaxed);
+        let layout = Arc::new(ColumnLayout::default());
+        let tags: Tags = vec![TagVal::Str("x".repeat(10_000))].into();
+        p.tags_for(&layout, || Ok(tags.clone())).unwrap();
+        assert_eq!(known.bytes.load(Ordering::Relaxed), before + tags_bytes(&tags));
+        // Rebuilt for another layout: the old tags' charge is returned.
+        let other = Arc::new(ColumnLayout::default());
+        p.tags_for(&other, || Ok(vec![TagVal::Null].into())).unwrap();
+        assert!(known.bytes.load(Ordering::Relaxed) < before + 1_000);
+    }
+
+    #[test]
     fn the_cache_empties_itself_past_its_byte_limit() {
         let known = KnownSeries::default();
         let big = "v".repeat(1 << 20);
         for i in 0..(KNOWN_SERIES_BYTES_MAX >> 20) + 8 {
             let raw = labels(&[("k", &format!("{i}{big}"))]);
             known.measure("g", "m").get_or_prepare(&raw, || Ok(prepared(&raw, i as u64))).unwrap();
-            assert!(known.state.lock().unwrap().bytes <= KNOWN_SERIES_BYTES_MAX);
+            assert!(known.bytes.load(Ordering::Relaxed) <= KNOWN_SERIES_BYTES_MAX);
         }
     }
 }

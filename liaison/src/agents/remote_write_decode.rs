@@ -28,6 +28,10 @@ fn varint(b: &mut &[u8]) -> Result<u64, DecodeError> {
     for i in 0..10 {
         let (&byte, rest) = b.split_first().ok_or(DecodeError("truncated varint"))?;
         *b = rest;
+        // The tenth byte holds the 64th bit only.
+        if i == 9 && byte > 1 {
+            return Err(DecodeError("varint overflows 64 bits"));
+        }
         v |= u64::from(byte & 0x7f) << (7 * i);
         if byte < 0x80 {
             return Ok(v);
@@ -55,7 +59,20 @@ fn key(b: &mut &[u8]) -> Result<Option<(u64, u8)>, DecodeError> {
         return Ok(None);
     }
     let k = varint(b)?;
-    Ok(Some((k >> 3, (k & 7) as u8)))
+    let field = k >> 3;
+    if field == 0 || field > u64::from(u32::MAX >> 3) {
+        return Err(DecodeError("invalid field number"));
+    }
+    Ok(Some((field, (k & 7) as u8)))
+}
+
+/// Skips an unknown field; a known one with another wire type is an error
+/// (prost refuses it too: skipping would silently change the series).
+fn skip_unknown(b: &mut &[u8], field: u64, wire: u8, known: &[u64]) -> Result<(), DecodeError> {
+    if known.contains(&field) {
+        return Err(DecodeError("a field has the wrong wire type"));
+    }
+    skip(b, wire)
 }
 
 fn skip(b: &mut &[u8], wire: u8) -> Result<(), DecodeError> {
@@ -78,7 +95,7 @@ fn label(mut b: &[u8]) -> Result<(&str, &str), DecodeError> {
         match (field, wire) {
             (1, 2) => name = string(&mut b)?,
             (2, 2) => value = string(&mut b)?,
-            (_, w) => skip(&mut b, w)?,
+            (f, w) => skip_unknown(&mut b, f, w, &[1, 2])?,
         }
     }
     Ok((name, value))
@@ -90,7 +107,7 @@ fn sample(mut b: &[u8]) -> Result<(f64, i64), DecodeError> {
         match (field, wire) {
             (1, 1) => value = f64::from_le_bytes(fixed::<8>(&mut b)?),
             (2, 0) => ts = varint(&mut b)? as i64,
-            (_, w) => skip(&mut b, w)?,
+            (f, w) => skip_unknown(&mut b, f, w, &[1, 2])?,
         }
     }
     Ok((value, ts))
@@ -103,7 +120,7 @@ fn series<'a>(mut b: &'a [u8], out: &mut Series<'a>) -> Result<(), DecodeError> 
         match (field, wire) {
             (1, 2) => out.labels.push(label(bytes(&mut b)?)?),
             (2, 2) => out.samples.push(sample(bytes(&mut b)?)?),
-            (_, w) => skip(&mut b, w)?,
+            (f, w) => skip_unknown(&mut b, f, w, &[1, 2])?,
         }
     }
     Ok(())
@@ -122,7 +139,9 @@ pub(crate) fn for_each_series<'a, E: From<DecodeError>>(
                 series(bytes(&mut body)?, &mut s)?;
                 f(&s)?;
             }
-            (_, w) => skip(&mut body, w)?,
+            // Metadata: not stored.
+            (3, 2) => skip(&mut body, 2)?,
+            (f, w) => skip_unknown(&mut body, f, w, &[1, 3])?,
         }
     }
     Ok(())
@@ -213,7 +232,13 @@ mod tests {
             let _ = decode_all(&b);
         }
         assert_eq!(decode_all(&[0x0a, 0x05, 0x0a]), Err(DecodeError("truncated length-delimited field")));
-        assert_eq!(decode_all(&[0x0b]), Err(DecodeError("unsupported wire type")));
+        assert_eq!(decode_all(&[0x0b]), Err(DecodeError("a field has the wrong wire type")));
+        assert_eq!(decode_all(&[0x4b]), Err(DecodeError("unsupported wire type")), "field 9 as a group");
         assert!(decode_all(&[0x0a, 0x04, 0x0a, 0x02, 0x0a, 0xff]).is_err(), "a label that is not UTF-8");
+        // A label name sent as a varint (prost refuses it; skipping it would change the series).
+        assert_eq!(decode_all(&[0x0a, 0x04, 0x0a, 0x02, 0x08, 0x01]), Err(DecodeError("a field has the wrong wire type")));
+        assert_eq!(decode_all(&[0x00, 0x00]), Err(DecodeError("invalid field number")));
+        let overlong = [0x48, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02];
+        assert_eq!(decode_all(&overlong), Err(DecodeError("varint overflows 64 bits")));
     }
 }
