@@ -171,7 +171,17 @@ async fn main() -> anyhow::Result<()> {
         }
         drop(alive);
     }
-    let table = format!("{}\n{}", report::markdown(&figs), run::markdown(&latencies));
+    let floor = tsbs::entropy_floor_bytes_per_sample(&rows);
+    let table = format!(
+        "{}\nEntropy floor of this data (the generator's random-walk steps): {floor:.3} bytes/sample; Canopy's line protocol parts: {}\n\n{}",
+        report::markdown(&figs),
+        figs.iter().find(|f| f.peer == "canopy" && f.protocol == Protocol::Influx.name()).map_or("—".to_string(), |f| format!(
+            "{:.3} ({:.2}× the floor)",
+            f.bytes_per_sample(),
+            f.bytes_per_sample() / floor
+        )),
+        run::markdown(&latencies)
+    );
     println!("\n{table}");
     let out = a.out.join(format!("{now}"));
     std::fs::create_dir_all(&out)?;
