@@ -8,7 +8,7 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,7 +18,7 @@ use canopy_bench::s3::{S3_BUCKET, S3_KEY, S3_SECRET};
 use canopy_bench::tsbs;
 
 use crate::load;
-use crate::peers::{free_port, wait_ready};
+use crate::peers::{Proc, free_port, wait_ready};
 use crate::read_path::{Phase, run_query};
 
 /// S3 standard GET, per request (us-east-1 list price).
@@ -32,24 +32,6 @@ const LAMBDA_MEMORY_GB: f64 = 1.0;
 const PREFIX: &str = "fan-out";
 /// Instances of the function run locally.
 const LAMBDA_INSTANCES: usize = 4;
-
-/// A child process killed when dropped.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Proc {
-    /// SIGTERM and wait (a node deregisters, a querier closes its cache).
-    fn stop(mut self) {
-        let _ = Command::new("kill").args(["-TERM", &self.0.id().to_string()]).status();
-        let _ = self.0.wait();
-    }
-}
 
 /// Starts `canopy <role>` on the given loopback ports and waits for its READY line.
 fn start_role(bin: &Path, role: &str, (grpc, http): (u16, u16), args: &[String], env: &[(&str, &str)]) -> anyhow::Result<Proc> {

@@ -101,12 +101,7 @@ async fn main() -> anyhow::Result<()> {
     }
     if let Some(minutes) = a.real_agents_minutes {
         let table = real_agents::run(&a.canopy_bin, &a.victoria_metrics_bin, &work, minutes).await?;
-        println!("\n{table}");
-        let out = a.out.join(format!("{now}"));
-        std::fs::create_dir_all(&out)?;
-        std::fs::write(out.join("real-agents.md"), &table)?;
-        let _ = std::fs::remove_dir_all(&work);
-        return Ok(());
+        return publish(&a.out, now, "real-agents.md", &table, &work);
     }
     if let Some(latency) = a.object_latency_ms {
         let end = (start + steps as i64 * tsbs::INTERVAL_SECS) * 1000;
@@ -122,12 +117,7 @@ async fn main() -> anyhow::Result<()> {
             a.concurrency,
         )
         .await?;
-        println!("\n{table}");
-        let out = a.out.join(format!("{now}"));
-        std::fs::create_dir_all(&out)?;
-        std::fs::write(out.join("read-path.md"), &table)?;
-        let _ = std::fs::remove_dir_all(&work);
-        return Ok(());
+        return publish(&a.out, now, "read-path.md", &table, &work);
     }
     let mut figs = Vec::new();
     let mut latencies = Vec::new();
@@ -224,5 +214,16 @@ async fn main() -> anyhow::Result<()> {
     if !mismatches.is_empty() {
         anyhow::bail!("{} query types answered differently:\n{}", mismatches.len(), mismatches.join("\n"));
     }
+    Ok(())
+}
+
+/// Prints a side run's table, keeps it as `<out>/<now>/<file>`, and removes
+/// the run's work directory.
+fn publish(out: &std::path::Path, now: i64, file: &str, table: &str, work: &std::path::Path) -> anyhow::Result<()> {
+    println!("\n{table}");
+    let out = out.join(format!("{now}"));
+    std::fs::create_dir_all(&out)?;
+    std::fs::write(out.join(file), table)?;
+    let _ = std::fs::remove_dir_all(work);
     Ok(())
 }

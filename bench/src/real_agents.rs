@@ -8,26 +8,17 @@
 //! export) and must hold the same samples.
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use canopy_api::prometheus as pb;
 use prost::Message;
 
-use crate::peers::{Peer, free_port};
+use crate::peers::{Peer, Proc, free_port};
 
 /// Series compared sample by sample between the peers.
 const COMPARED: [(&str, &[(&str, &str)]); 3] =
     [("up", &[("job", "node")]), ("node_cpu_seconds_total", &[("cpu", "0"), ("mode", "idle")]), ("prometheus_tsdb_head_series", &[])];
-
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = Command::new("kill").args(["-TERM", &self.0.id().to_string()]).status();
-        let _ = self.0.wait();
-    }
-}
 
 fn config(prom_port: u16, node_port: u16, canopy: &str, vm: &str, scrape: bool) -> String {
     let scrapes = if scrape {
@@ -44,15 +35,18 @@ fn config(prom_port: u16, node_port: u16, canopy: &str, vm: &str, scrape: bool) 
     )
 }
 
-/// A number from Prometheus' own `/metrics` for the remote named `remote`.
-async fn remote_metric(prom_port: u16, metric: &str, remote: &str) -> anyhow::Result<f64> {
-    let text = reqwest::get(format!("http://127.0.0.1:{prom_port}/metrics")).await?.text().await?;
+/// Prometheus' own `/metrics` text.
+async fn prometheus_metrics(prom_port: u16) -> anyhow::Result<String> {
+    Ok(reqwest::get(format!("http://127.0.0.1:{prom_port}/metrics")).await?.text().await?)
+}
+
+/// The sum of `metric` for the remote named `remote` in a `/metrics` text.
+fn remote_metric(text: &str, metric: &str, remote: &str) -> f64 {
     let needle = format!("remote_name=\"{remote}\"");
-    let mut total = 0.0;
-    for line in text.lines().filter(|l| l.starts_with(metric) && l[metric.len()..].starts_with('{') && l.contains(&needle)) {
-        total += line.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    }
-    Ok(total)
+    text.lines()
+        .filter(|l| l.starts_with(metric) && l[metric.len()..].starts_with('{') && l.contains(&needle))
+        .filter_map(|l| l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()))
+        .sum()
 }
 
 /// Samples of one series from Canopy, over Prometheus remote read.
@@ -150,19 +144,22 @@ pub(crate) async fn run(canopy_bin: &Path, vm_bin: &str, work: &Path, minutes: u
     let mut sent = (0.0, 0.0);
     for _ in 0..120 {
         tokio::time::sleep(Duration::from_secs(2)).await;
-        let pending = remote_metric(prom_port, "prometheus_remote_storage_samples_pending", "canopy").await?
-            + remote_metric(prom_port, "prometheus_remote_storage_samples_pending", "victoria-metrics").await?;
+        let text = prometheus_metrics(prom_port).await?;
+        let metric = |name: &str, remote: &str| remote_metric(&text, name, remote);
+        let pending = metric("prometheus_remote_storage_samples_pending", "canopy")
+            + metric("prometheus_remote_storage_samples_pending", "victoria-metrics");
         let now = (
-            remote_metric(prom_port, "prometheus_remote_storage_samples_total", "canopy").await?,
-            remote_metric(prom_port, "prometheus_remote_storage_samples_total", "victoria-metrics").await?,
+            metric("prometheus_remote_storage_samples_total", "canopy"),
+            metric("prometheus_remote_storage_samples_total", "victoria-metrics"),
         );
         if pending == 0.0 && now == sent {
             break;
         }
         sent = now;
     }
-    let failed = remote_metric(prom_port, "prometheus_remote_storage_samples_failed_total", "canopy").await?
-        + remote_metric(prom_port, "prometheus_remote_storage_samples_failed_total", "victoria-metrics").await?;
+    let text = prometheus_metrics(prom_port).await?;
+    let failed = remote_metric(&text, "prometheus_remote_storage_samples_failed_total", "canopy")
+        + remote_metric(&text, "prometheus_remote_storage_samples_failed_total", "victoria-metrics");
     anyhow::ensure!(failed == 0.0, "{failed} samples failed to reach a peer");
     anyhow::ensure!(sent.0 == sent.1 && sent.0 > 0.0, "the peers were sent different sample counts: {sent:?}");
     drop(prom);

@@ -276,23 +276,16 @@ impl ClusterDataPlane {
             .map_err(|_| ApiError::new(Code::Unavailable, "shutting down"))?;
         // A retry after a lost reply may store the batch twice; queries
         // deduplicate by (series, timestamp, version), so it is returned once.
-        let sent = self
-            .at_owner(&schema.group.name, shard, |mut c| {
+        let send = |batch: Vec<u8>| {
+            self.at_owner(&schema.group.name, shard, move |mut c| {
                 let batch = batch.clone();
                 async move { c.ingest(IngestRequest { batch }).await.map(drop) }
             })
-            .await;
-        match sent {
+        };
+        match send(batch).await {
             // An ingester of the release before WAL format 2 (a rolling
             // upgrade that reached this liaison first) takes format 1.
-            Err(e) if e.code == Code::InvalidArgument && is_unknown_format(&e.message) => {
-                let batch = encode_batch_v1(&whole);
-                self.at_owner(&schema.group.name, shard, |mut c| {
-                    let batch = batch.clone();
-                    async move { c.ingest(IngestRequest { batch }).await.map(drop) }
-                })
-                .await
-            }
+            Err(e) if e.code == Code::InvalidArgument && is_unknown_format(&e.message) => send(encode_batch_v1(&whole)).await,
             other => other,
         }
     }

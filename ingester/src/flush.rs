@@ -31,11 +31,11 @@ pub(crate) const UPLOAD_COMMIT_WINDOW: std::time::Duration = std::time::Duration
 /// read by reference (queries still share the memtable); the part writer
 /// copies one block of a series at a time.
 fn encode_segments(m: &Memtable, segment_nanos: i64) -> std::result::Result<Vec<(i64, EncodedPart)>, StorageError> {
-    let mut names: Vec<&String> = m.measures.keys().collect();
-    names.sort();
-    let sources: Vec<_> = names.iter().map(|n| m.measures[*n].in_newest_layout()).collect();
+    let mut tables: Vec<_> = m.measures.iter().collect();
+    tables.sort_by_key(|(name, _)| *name);
+    let sources: Vec<_> = tables.iter().map(|(_, table)| table.in_newest_layout()).collect();
     let mut segments: BTreeMap<i64, Vec<MeasureRowRefs<'_>>> = BTreeMap::new();
-    for ((name, chunks), table) in names.iter().zip(&sources).zip(names.iter().map(|n| &m.measures[*n])) {
+    for ((name, table), chunks) in tables.iter().zip(&sources) {
         let mut per_segment: BTreeMap<i64, Vec<&canopy_model::Point>> = BTreeMap::new();
         for (_, p) in merge_rows(chunks) {
             per_segment.entry(p.ts.div_euclid(segment_nanos) * segment_nanos).or_default().push(p);

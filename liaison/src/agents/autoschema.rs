@@ -100,6 +100,15 @@ impl AgentRow {
     }
 }
 
+/// The rows of measure `name` in a request's map, the name copied only the
+/// first time it appears (decoders borrow names from the body).
+pub(crate) fn rows_of<'m>(by_measure: &'m mut BTreeMap<String, Vec<AgentRow>>, name: &str) -> &'m mut Vec<AgentRow> {
+    if !by_measure.contains_key(name) {
+        by_measure.insert(name.to_string(), Vec::new());
+    }
+    by_measure.get_mut(name).expect("inserted above")
+}
+
 /// Bytes a stored agent point costs beyond its labels (timestamps, ids, vectors).
 const POINT_OVERHEAD_BYTES: usize = 96;
 

@@ -10,7 +10,7 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 
-use super::autoschema::{AgentRow, ExpansionBudget, FieldNames, label_bytes, sanitize, write_all};
+use super::autoschema::{AgentRow, ExpansionBudget, FieldNames, label_bytes, rows_of, sanitize, write_all};
 use super::body::decode_body;
 use super::line_protocol::{for_each_line, precision_nanos};
 use crate::error::ApiError;
@@ -97,10 +97,7 @@ async fn write(gw: &Gateway, db: Option<&String>, precision: Option<&String>, he
                 values: l.fields.iter().map(|(_, v)| v.clone()).collect(),
                 ts,
             };
-            match by_measure.get_mut(l.measurement.as_ref()) {
-                Some(rows) => rows.push(row),
-                None => by_measure.entry(l.measurement.to_string()).or_default().push(row),
-            }
+            rows_of(&mut by_measure, &l.measurement).push(row);
             Ok::<_, ApiError>(())
         })?;
     }

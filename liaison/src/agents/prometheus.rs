@@ -21,7 +21,9 @@ use canopy_model::{FieldVal, LIMIT_MAX, nanos_to_timestamp};
 use prost::Message;
 use regex::Regex;
 
-use super::autoschema::{AgentRow, ExpansionBudget, FieldNames, LABELS_FAMILY, Outcome, SERIES_TAG, label_bytes, sanitize, write_all};
+use super::autoschema::{
+    AgentRow, ExpansionBudget, FieldNames, LABELS_FAMILY, Outcome, SERIES_TAG, label_bytes, rows_of, sanitize, write_all,
+};
 use super::body::decode_snappy;
 use super::remote_write_decode::for_each_series;
 use crate::error::{ApiError, Code};
@@ -68,10 +70,7 @@ async fn write(gw: &Gateway, body: &Bytes) -> Result<(), ApiError> {
             };
             // Shared with every earlier series of these labels, in any request.
             let labels = sets.intern(&labels);
-            let rows = match by_metric.get_mut(name) {
-                Some(rows) => rows,
-                None => by_metric.entry(name.to_string()).or_default(),
-            };
+            let rows = rows_of(&mut by_metric, name);
             for &(value, ms) in &ts.samples {
                 let Some(t) = ms.checked_mul(1_000_000) else { continue };
                 rows.push(AgentRow { labels: labels.clone(), names: value_field.clone(), values: vec![FieldVal::Float(value)], ts: t });
