@@ -136,18 +136,26 @@ impl CacheArgs {
     }
 }
 
-/// Memtable flushing and limits, for every process that runs an ingester.
+/// Memtable flushing and the memory budget, for every process that runs an ingester.
 #[derive(Debug, clap::Args)]
 pub(crate) struct FlushArgs {
-    /// Flush a shard's memtable at this many bytes.
+    /// Flush a shard's memtable at this many bytes at the latest (bounds a
+    /// part's size and a WAL's replay); the memory budget flushes earlier.
     #[arg(long, env = "CANOPY_FLUSH_BYTES", default_value_t = 64 << 20)]
     flush_bytes: usize,
     /// Flush a shard's memtable when its oldest point is this many seconds old.
     #[arg(long, env = "CANOPY_FLUSH_INTERVAL_SECS", default_value_t = 60)]
     flush_interval_secs: u64,
-    /// Memory all memtables may use before writes are refused.
-    #[arg(long, env = "CANOPY_MEMTABLE_BYTES_MAX", default_value_t = 2 << 30)]
-    memtable_bytes_max: usize,
+    /// Memory for ingest: queued writes, memtables and in-flight flushes.
+    /// Past half of it the largest memtables are flushed; writes beyond it
+    /// get 429 / RESOURCE_EXHAUSTED. Default: a quarter of the machine's (or
+    /// the cgroup's) memory.
+    #[arg(long, env = "CANOPY_MEMORY_BUDGET_BYTES", alias = "memtable-bytes-max")]
+    memory_budget_bytes: Option<usize>,
+    /// Fault injection for tests: each flush waits this many milliseconds
+    /// before uploading, as behind a slow object store.
+    #[arg(long, env = "CANOPY_FAULT_STALL_UPLOADS_MS", default_value_t = 0, hide = true)]
+    fault_stall_uploads_ms: u64,
 }
 
 impl FlushArgs {
@@ -155,7 +163,13 @@ impl FlushArgs {
     pub(crate) fn apply(&self, cfg: &mut canopy_ingester::IngesterConfig) {
         cfg.flush_bytes = self.flush_bytes;
         cfg.flush_interval = Duration::from_secs(self.flush_interval_secs);
-        cfg.memtable_bytes_max = self.memtable_bytes_max;
+        // The variable of the option this one replaced still counts.
+        let old = std::env::var("CANOPY_MEMTABLE_BYTES_MAX").ok().and_then(|v| v.parse().ok());
+        if self.memory_budget_bytes.is_none() && old.is_some() {
+            tracing::warn!("CANOPY_MEMTABLE_BYTES_MAX is deprecated; it now sets CANOPY_MEMORY_BUDGET_BYTES");
+        }
+        cfg.memory_budget_bytes = self.memory_budget_bytes.or(old).unwrap_or_else(crate::machine_memory::default_ingest_budget);
+        cfg.stall_uploads = Duration::from_millis(self.fault_stall_uploads_ms);
     }
 }
 

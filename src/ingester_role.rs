@@ -49,17 +49,10 @@ pub(crate) async fn run(a: IngesterArgs) -> anyhow::Result<()> {
     let mut node = Node::start(&a.node, vec![Role::Ingester]).await?;
     let metrics = RoleMetrics::new("ingester");
     metrics.count_store(store_counters);
+    ingester_gauges(&metrics, &ingester);
     {
-        let ing = ingester.clone();
-        metrics.gauge("canopy_memtable_bytes", "Bytes held in memtables.", move || ing.memtable_bytes() as f64);
         let ing = ingester.clone();
         metrics.gauge("canopy_owned_shards", "Shards this ingester owns.", move || ing.owned_count() as f64);
-    }
-    {
-        let ing = ingester.clone();
-        metrics.gauge("canopy_last_value_answers", "Shard queries answered by last-value caches, since start.", move || {
-            ing.last_value_hits() as f64
-        });
     }
     let rpc = IngesterRpc { ingester: ingester.clone(), metrics: metrics.clone() };
     let router = tonic::transport::Server::builder().add_service(
@@ -83,4 +76,23 @@ pub(crate) async fn run(a: IngesterArgs) -> anyhow::Result<()> {
     serving.stop().await;
     tracing::info!("every shard handed over; bye");
     Ok(())
+}
+
+/// The gauges of an ingester, in whichever process runs one: memory against
+/// its budget, and last-value cache answers.
+pub(crate) fn ingester_gauges(metrics: &RoleMetrics, ingester: &std::sync::Arc<Ingester>) {
+    let ing = ingester.clone();
+    metrics.gauge("canopy_memtable_bytes", "Bytes held in memtables.", move || ing.memtable_bytes() as f64);
+    let ing = ingester.clone();
+    metrics.gauge(
+        "canopy_ingest_memory_bytes",
+        "Bytes charged to the ingest memory budget: queued writes, memtables, flushes.",
+        move || ing.memory_used() as f64,
+    );
+    let ing = ingester.clone();
+    metrics.gauge("canopy_ingest_memory_budget_bytes", "The ingest memory budget.", move || ing.memory_budget() as f64);
+    let ing = ingester.clone();
+    metrics.gauge("canopy_last_value_answers", "Shard queries answered by last-value caches, since start.", move || {
+        ing.last_value_hits() as f64
+    });
 }

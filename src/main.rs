@@ -9,6 +9,7 @@ mod compactor;
 mod ingester_role;
 mod lambda_args;
 mod liaison_role;
+mod machine_memory;
 mod node;
 mod querier_role;
 mod signals;

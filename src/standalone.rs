@@ -68,12 +68,7 @@ pub(crate) async fn run(a: StandaloneArgs) -> anyhow::Result<()> {
     let mut gw = Gateway::new(registry, data).with_agent_config(agents);
     gw.metrics.count_store(store_counters);
     gw.metrics.count_cache(cached.counters());
-    {
-        let ing = ingester.clone();
-        gw.metrics.gauge("canopy_last_value_answers", "Shard queries answered by last-value caches, since start.", move || {
-            ing.last_value_hits() as f64
-        });
-    }
+    crate::ingester_role::ingester_gauges(&gw.metrics, &ingester);
     gw.query_timeout = Duration::from_secs(a.query_timeout_secs);
     let compaction = (a.compaction_interval_secs > 0).then(|| {
         let gw = gw.clone();

@@ -181,7 +181,11 @@ async fn bad_input_on_s3() {
 #[tokio::test]
 async fn limits_answer_their_documented_http_statuses() {
     let c =
-        Canopy::start(Backend::Local, &["--memtable-bytes-max", "65536", "--flush-bytes", "1073741824", "--flush-interval-secs", "3600"]);
+        // Uploads stall, so the flushes the budget starts cannot keep up.
+        Canopy::start(
+            Backend::Local,
+            &["--memory-budget-bytes", "65536", "--flush-bytes", "1073741824", "--flush-interval-secs", "3600", "--fault-stall-uploads-ms", "1000"],
+        );
     let http = Http::new(c.http);
     create_schema(&http).await;
     let now = now_nanos();

@@ -154,7 +154,7 @@ fn test_values(etcd: &str, bucket: &str) -> BTreeMap<&'static str, String> {
         ("etcd_endpoints", etcd.to_string()),
         ("bucket", bucket.to_string()),
         ("region", "us-east-1".to_string()),
-        ("ingester_memtable_bytes", (256u64 << 20).to_string()),
+        ("ingester_memory_budget_bytes", (256u64 << 20).to_string()),
         ("querier_cache_memory_bytes", (64u64 << 20).to_string()),
         ("querier_cache_disk_bytes", (256u64 << 20).to_string()),
         ("lambda_when", "over:1073741824".to_string()),

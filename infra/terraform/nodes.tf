@@ -16,7 +16,7 @@ locals {
     etcd_endpoints                 = join(",", [for ip in local.etcd_ips : "http://${ip}:2379"])
     bucket                         = aws_s3_bucket.data.id
     region                         = var.region
-    ingester_memtable_bytes        = var.ingester_memtable_bytes
+    ingester_memory_budget_bytes   = var.ingester_memory_budget_bytes
     querier_cache_memory_bytes     = var.querier_cache_memory_bytes
     querier_cache_disk_bytes       = var.querier_cache_disk_bytes
     lambda_when                    = var.lambda_when

@@ -114,8 +114,8 @@ variable "ingester_instance_type" {
   default     = "m6id.large"
 }
 
-variable "ingester_memtable_bytes" {
-  description = "Memory all memtables of an ingester may use before writes are refused (~40% of the instance's memory)."
+variable "ingester_memory_budget_bytes" {
+  description = "Memory an ingester gives ingest (queued writes, memtables, in-flight flushes); past half of it the largest memtables flush, past all of it writes get 429 (~40% of the instance's memory)."
   type        = number
   default     = 3221225472
 }

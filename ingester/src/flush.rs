@@ -9,7 +9,6 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 use canopy_storage::part::{EncodedPart, MeasureRowRefs, encode_part_refs};
@@ -48,12 +47,6 @@ fn encode_segments(m: &Memtable, segment_nanos: i64) -> std::result::Result<Vec<
 }
 
 impl Shard {
-    /// True if the active memtable should be flushed now.
-    pub(crate) fn should_flush(&self, flush_bytes: usize, max_age: std::time::Duration) -> bool {
-        let st = self.state.lock().expect("shard lock");
-        !st.frozen.is_empty() || (!st.active.is_empty() && (st.active.bytes >= flush_bytes || st.active.created.elapsed() >= max_age))
-    }
-
     /// Flushes everything buffered; returns the number of parts committed.
     pub(crate) async fn flush(&self) -> Result<usize> {
         let _serial = self.flush_lock.lock().await;
@@ -93,7 +86,7 @@ impl Shard {
                 st.adopt_catalog(committed, &self.wal_id);
                 st.frozen.remove(0);
             }
-            self.budget.used.fetch_sub(memtable.bytes.min(self.budget.used.load(Ordering::Relaxed)), Ordering::Relaxed);
+            self.budget.release_memtable(memtable.bytes);
             self.wal_op(move |w| w.truncate_through(watermark).map(drop)).await?;
             parts += new_parts.len();
             tracing::debug!(group = %self.group, shard = self.id, parts = new_parts.len(), watermark, "flushed");
@@ -112,10 +105,19 @@ impl Shard {
     }
 
     async fn write_parts(&self, m: &Arc<Memtable>, base: &CatalogState, segment_nanos: i64) -> Result<Vec<PartMeta>> {
+        // Encoding copies the points' values into columns before compressing
+        // them: about the memtable's size again, until the parts are built.
+        let encoding = self.budget.charge_flush(m.bytes);
         let frozen = m.clone();
         let encoded = tokio::task::spawn_blocking(move || encode_segments(&frozen, segment_nanos))
             .await
             .map_err(|e| IngestError::Wal(std::io::Error::other(e)))??;
+        drop(encoding);
+        // The encoded parts are held until uploaded.
+        let _uploading = self.budget.charge_flush(encoded.iter().map(|(_, e)| e.bytes.len()).sum());
+        if !self.stall_uploads.is_zero() {
+            tokio::time::sleep(self.stall_uploads).await;
+        }
         let mut metas = Vec::with_capacity(encoded.len());
         for (id, (seg, enc)) in (base.next_part_id..).zip(encoded) {
             let path = paths::part(&self.group, self.id, seg, id, paths::nonce());

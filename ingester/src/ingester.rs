@@ -11,7 +11,9 @@ use canopy_model::{ColumnLayout, MeasureSchema, Point, QueryPlan};
 use canopy_storage::CatalogStore;
 use object_store::ObjectStore;
 
-use crate::shard::{MemoryBudget, Shard, ShardEnv, ShardSnapshot};
+use crate::budget::MemoryBudget;
+use crate::flush_policy::{FlushLimits, retry_delay, shards_to_flush};
+use crate::shard::{Shard, ShardEnv, ShardSnapshot};
 use crate::wal::WalBatch;
 use crate::{IngestError, Result};
 
@@ -20,13 +22,19 @@ use crate::{IngestError, Result};
 pub struct IngesterConfig {
     /// Local directory for WALs (`{data_dir}/wal/{group}/{shard}`); NVMe in production.
     pub data_dir: PathBuf,
-    /// A shard's memtable is flushed when it holds this many bytes.
+    /// A shard's memtable is flushed when it holds this many bytes at the
+    /// latest (bounds a part's size and a WAL's replay); the memory budget
+    /// flushes the largest shards earlier.
     pub flush_bytes: usize,
     /// ... or when its oldest point is this old.
     pub flush_interval: Duration,
-    /// All memtables together may hold this many bytes; writes beyond are
-    /// rejected as overloaded until flushes catch up.
-    pub memtable_bytes_max: usize,
+    /// Memory for ingest: queued write batches, memtables and in-flight
+    /// flushes together. Past half of it the largest memtables are flushed;
+    /// writes that would exceed it are refused as overloaded (429 /
+    /// RESOURCE_EXHAUSTED) until flushes catch up.
+    pub memory_budget_bytes: usize,
+    /// Flushes running at once, at most (their uploads overlap).
+    pub concurrent_flushes: usize,
     /// WAL segment size before rotation.
     pub wal_segment_bytes: u64,
     /// Write batches queued per shard before writers wait.
@@ -43,6 +51,10 @@ pub struct IngesterConfig {
     /// taking each batch, as behind a stalled disk (zero: no wait).
     #[doc(hidden)]
     pub stall_appends: Duration,
+    /// Fault injection for tests: each flush waits this long before
+    /// uploading its parts, as behind a slow object store (zero: no wait).
+    #[doc(hidden)]
+    pub stall_uploads: Duration,
 }
 
 impl IngesterConfig {
@@ -52,12 +64,14 @@ impl IngesterConfig {
             data_dir,
             flush_bytes: 64 << 20,
             flush_interval: Duration::from_secs(60),
-            memtable_bytes_max: 2 << 30,
+            memory_budget_bytes: 2 << 30,
+            concurrent_flushes: 4,
             wal_segment_bytes: 64 << 20,
             write_queue_depth: 1024,
             implicit_epoch: Some(1),
             crash_before_commit: false,
             stall_appends: Duration::ZERO,
+            stall_uploads: Duration::ZERO,
         }
     }
 }
@@ -116,7 +130,7 @@ impl Ingester {
     /// shard that has a WAL on disk; in cluster mode a shard's WAL is
     /// replayed when the shard is acquired.
     pub async fn open(cfg: IngesterConfig, store: Arc<dyn ObjectStore>) -> Result<Arc<Ingester>> {
-        let budget = Arc::new(MemoryBudget { used: AtomicUsize::new(0), max: cfg.memtable_bytes_max });
+        let budget = Arc::new(MemoryBudget::new(cfg.memory_budget_bytes));
         let wal_id: Arc<str> = load_wal_id(&cfg.data_dir)?.into();
         let ing = Arc::new(Ingester {
             catalogs: CatalogStore::new(store.clone()),
@@ -197,6 +211,7 @@ impl Ingester {
             budget: self.budget.clone(),
             crash_before_commit: self.cfg.crash_before_commit,
             stall_appends: self.cfg.stall_appends,
+            stall_uploads: self.cfg.stall_uploads,
         };
         let s = Shard::open(group, id, epoch, self.wal_dir(group, id), env).await?;
         s.fence().await?;
@@ -248,8 +263,7 @@ impl Ingester {
             return;
         };
         s.stop_writes().await;
-        let held = s.memtable_bytes();
-        self.budget.used.fetch_sub(held.min(self.budget.used.load(Ordering::Relaxed)), Ordering::Relaxed);
+        self.budget.release_memtable(s.memtable_bytes());
         tracing::warn!(group, shard = id, epoch = s.epoch, "dropped a shard taken over by another ingester; its WAL is kept");
     }
 
@@ -382,32 +396,74 @@ impl Ingester {
 
     /// Memtable bytes held across shards.
     pub fn memtable_bytes(&self) -> usize {
-        self.budget.used.load(Ordering::Relaxed)
+        self.budget.memtables()
     }
 
-    /// Runs the flush policy (size, age) until the process ends.
+    /// Bytes charged against the memory budget: queued writes, memtables
+    /// and in-flight flushes.
+    pub fn memory_used(&self) -> usize {
+        self.budget.used()
+    }
+
+    /// The memory budget.
+    pub fn memory_budget(&self) -> usize {
+        self.budget.max()
+    }
+
+    /// Runs the flush policy (`flush_policy.rs`: size, age, then the memory
+    /// budget, largest shards first) until the process ends. Flushes run as
+    /// their own tasks, a few at once, so one slow upload holds up no other
+    /// shard; the policy runs every 500 ms, and at once when memtables cross
+    /// the budget's flush threshold or a flush ends.
     pub fn spawn_flusher(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
         let ing = Arc::downgrade(self);
+        let budget = self.budget.clone();
+        let slots = Arc::new(tokio::sync::Semaphore::new(self.cfg.concurrent_flushes.max(1)));
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_millis(500));
-            let mut ticks: u64 = 0;
+            let mut refreshed = std::time::Instant::now();
             loop {
-                tick.tick().await;
-                ticks += 1;
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = budget.pressure.notified() => {}
+                }
                 let Some(ing) = ing.upgrade() else { break };
                 // Every 5 s pick up catalog versions a compactor committed.
-                if ticks.is_multiple_of(10)
-                    && let Err(e) = ing.refresh_catalogs().await
-                {
-                    tracing::warn!(error = %e, "catalog refresh failed; will retry");
+                if refreshed.elapsed() >= Duration::from_secs(5) {
+                    refreshed = std::time::Instant::now();
+                    if let Err(e) = ing.refresh_catalogs().await {
+                        tracing::warn!(error = %e, "catalog refresh failed; will retry");
+                    }
                 }
                 let shards: Vec<Arc<Shard>> = ing.shards.lock().await.values().cloned().collect();
-                for s in shards {
-                    if s.should_flush(ing.cfg.flush_bytes, ing.cfg.flush_interval)
-                        && let Err(e) = s.flush().await
-                    {
-                        tracing::warn!(group = %s.group, shard = s.id, error = %e, "flush failed; will retry");
-                    }
+                let loads: Vec<_> = shards.iter().map(|s| s.load()).collect();
+                let limits = FlushLimits {
+                    shard_bytes: ing.cfg.flush_bytes,
+                    interval: ing.cfg.flush_interval,
+                    memtables: budget.memtables(),
+                    threshold: budget.flush_threshold(),
+                };
+                for i in shards_to_flush(&loads, limits) {
+                    let Ok(slot) = slots.clone().try_acquire_owned() else { break };
+                    let s = shards[i].clone();
+                    s.flushing.store(true, Ordering::Relaxed);
+                    let budget = budget.clone();
+                    tokio::spawn(async move {
+                        match s.flush().await {
+                            Ok(_) => s.flush_failures.store(0, Ordering::Relaxed),
+                            Err(e) => {
+                                let failures = s.flush_failures.fetch_add(1, Ordering::Relaxed) + 1;
+                                let wait = retry_delay(failures, canopy_storage::paths::nonce());
+                                tracing::warn!(group = %s.group, shard = s.id, error = %e, failures, retry_in = ?wait, "flush failed; will retry");
+                                // Still marked as flushing: the policy leaves it alone meanwhile.
+                                tokio::time::sleep(wait).await;
+                            }
+                        }
+                        s.flushing.store(false, Ordering::Relaxed);
+                        drop(slot);
+                        // Memory was freed, or a slot: look again.
+                        budget.pressure.notify_one();
+                    });
                 }
             }
         })

@@ -4,8 +4,10 @@
 //! with an atomic catalog commit that records the WAL watermark; answers
 //! queries for the points not yet in parts.
 
+mod budget;
 mod error;
 mod flush;
+mod flush_policy;
 mod ingester;
 mod last_values;
 mod memtable;

@@ -23,6 +23,13 @@ use canopy_model::{ColumnLayout, LayoutMapping, Point, TagsInterner};
 /// while holding the shard lock.
 pub const HEAD_ROWS_MAX: usize = 2048;
 
+/// What a point costs in a memtable, its series' tags aside (charged once
+/// per series): the point and its map entry. Writes reserve this much of the
+/// memory budget before they are queued.
+pub(crate) fn entry_bytes(p: &Point) -> usize {
+    p.approx_bytes() + 32
+}
+
 /// A point's value in a memtable, keyed elsewhere by (series, ts).
 #[derive(Debug, Clone)]
 struct Entry {
@@ -49,7 +56,7 @@ impl Chunk {
 
     /// Inserts `p` (already in this chunk's layout); returns the bytes added.
     fn insert(&mut self, seq: u64, p: Point) -> usize {
-        let size = p.approx_bytes();
+        let size = entry_bytes(&p);
         match self.rows.get_mut(&(p.series, p.ts)) {
             // Same version: the later write (higher seq) wins.
             Some(e) if e.point.version > p.version => 0,
@@ -59,7 +66,7 @@ impl Chunk {
             }
             None => {
                 self.rows.insert((p.series, p.ts), Entry { seq, point: p });
-                size + 32
+                size
             }
         }
     }
@@ -168,6 +175,7 @@ pub(crate) struct Memtable {
     pub(crate) bytes: usize,
     /// Highest WAL sequence number inserted (0 when empty).
     pub(crate) max_seq: u64,
+    /// When the first point was inserted (the flush interval counts from it).
     pub(crate) created: Instant,
 }
 
@@ -187,6 +195,9 @@ impl Memtable {
     /// Sequence numbers must increase across calls.
     pub(crate) fn insert(&mut self, measure: &str, revision: i64, layout: &Arc<ColumnLayout>, seq: u64, points: Vec<Point>) -> usize {
         debug_assert!(seq > self.max_seq, "WAL order");
+        if self.is_empty() {
+            self.created = Instant::now();
+        }
         self.max_seq = seq;
         let table = self.measures.entry(measure.to_string()).or_insert_with(|| MeasureTable {
             revision,

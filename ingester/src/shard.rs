@@ -7,7 +7,7 @@
 //! lock, so a [`ShardSnapshot`] always pairs a catalog version with exactly
 //! the points above its WAL watermark.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -16,8 +16,10 @@ use canopy_storage::{CatalogState, CatalogStore};
 use object_store::ObjectStore;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::budget::MemoryBudget;
+use crate::flush_policy::ShardLoad;
 use crate::last_values::LastValues;
-use crate::memtable::{Chunk, Memtable};
+use crate::memtable::{Chunk, Memtable, entry_bytes};
 use crate::wal::{PAYLOAD_BYTES_MAX, Wal, WalBatch, decode_batch, split_to_fit};
 use crate::{IngestError, Result};
 
@@ -28,13 +30,6 @@ const GROUP_COMMIT_BYTES_MAX: usize = 8 * 1024 * 1024;
 const DEFAULT_SEGMENT_NANOS: i64 = 86_400_000_000_000;
 /// How long a write waits for room in a full shard queue before failing.
 const ENQUEUE_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Memory used by memtables across all shards, against one limit.
-#[derive(Debug)]
-pub(crate) struct MemoryBudget {
-    pub(crate) used: AtomicUsize,
-    pub(crate) max: usize,
-}
 
 pub(crate) struct WriteReq {
     batch: WalBatch,
@@ -79,6 +74,8 @@ pub(crate) struct ShardEnv {
     pub(crate) crash_before_commit: bool,
     /// See `IngesterConfig::stall_appends`.
     pub(crate) stall_appends: Duration,
+    /// See `IngesterConfig::stall_uploads`.
+    pub(crate) stall_uploads: Duration,
 }
 
 /// A shard.
@@ -94,10 +91,15 @@ pub(crate) struct Shard {
     gate: tokio::sync::RwLock<bool>,
     pub(crate) state: Mutex<ShardState>,
     pub(crate) flush_lock: tokio::sync::Mutex<()>,
+    /// A flush started by the flusher runs now (it is not started twice).
+    pub(crate) flushing: AtomicBool,
+    /// Flushes started by the flusher that failed in a row (for backoff).
+    pub(crate) flush_failures: AtomicU32,
     pub(crate) catalogs: CatalogStore,
     pub(crate) store: Arc<dyn ObjectStore>,
     pub(crate) budget: Arc<MemoryBudget>,
     pub(crate) crash_before_commit: bool,
+    pub(crate) stall_uploads: Duration,
     tx: mpsc::Sender<WriteReq>,
 }
 
@@ -150,6 +152,7 @@ impl Shard {
             budget,
             crash_before_commit,
             stall_appends,
+            stall_uploads,
         } = env;
         let catalog = catalogs.load_latest(group, id).await?;
         if catalog.epoch > epoch {
@@ -172,7 +175,8 @@ impl Shard {
         if active.bytes > 0 {
             tracing::info!(group, shard = id, bytes = active.bytes, max_seq = active.max_seq, "replayed WAL");
         }
-        budget.used.fetch_add(active.bytes, Ordering::Relaxed);
+        // Replayed points were acknowledged: charged whatever the budget says.
+        budget.add_memtable(active.bytes);
         let (tx, rx) = mpsc::channel(queue_depth);
         let shard = Arc::new(Shard {
             group: group.into(),
@@ -183,10 +187,13 @@ impl Shard {
             gate: tokio::sync::RwLock::new(true),
             state: Mutex::new(ShardState { active, frozen: Vec::new(), catalog: Arc::new(catalog), segment_nanos, last }),
             flush_lock: tokio::sync::Mutex::new(()),
+            flushing: AtomicBool::new(false),
+            flush_failures: AtomicU32::new(0),
             catalogs,
             store,
             budget,
             crash_before_commit,
+            stall_uploads,
             tx,
         });
         tokio::spawn(run_writer(Arc::downgrade(&shard), rx, stall_appends));
@@ -201,17 +208,16 @@ impl Shard {
         if !*open {
             return Err(IngestError::NotOwner(format!("shard {}/{} was released", self.group, self.id)));
         }
-        if self.budget.used.load(Ordering::Relaxed) >= self.budget.max {
-            return Err(IngestError::Overloaded(format!(
-                "memtables hold {} bytes, the limit is {}; flushes are behind",
-                self.budget.used.load(Ordering::Relaxed),
-                self.budget.max
-            )));
-        }
+        // Refused before any work if the budget is already full.
+        drop(self.budget.reserve_write(0).map_err(IngestError::Overloaded)?);
         self.state.lock().expect("shard lock").segment_nanos = batch.segment_nanos;
         // Every record must fit what recovery accepts: an oversized batch
         // becomes several records, acknowledged together.
         let pieces = split_to_fit(batch, encoded, PAYLOAD_BYTES_MAX).map_err(IngestError::Invalid)?;
+        // The points until the memtable holds them (and charges them
+        // itself), and their encoding until the WAL has it.
+        let cost = pieces.iter().map(|(b, payload)| b.points.iter().map(entry_bytes).sum::<usize>() + payload.len()).sum();
+        let _queued = self.budget.reserve_write(cost).map_err(IngestError::Overloaded)?;
         let mut replies = Vec::with_capacity(pieces.len());
         for (batch, payload) in pieces {
             let (reply, rx) = oneshot::channel();
@@ -259,6 +265,17 @@ impl Shard {
     /// Refuses writes from now on, once those in flight are acknowledged.
     pub(crate) async fn stop_writes(&self) {
         *self.gate.write().await = false;
+    }
+
+    /// What the flush policy needs to know of this shard.
+    pub(crate) fn load(&self) -> ShardLoad {
+        let st = self.state.lock().expect("shard lock");
+        ShardLoad {
+            active_bytes: st.active.bytes,
+            active_age: if st.active.is_empty() { Duration::ZERO } else { st.active.created.elapsed() },
+            frozen: !st.frozen.is_empty(),
+            flushing: self.flushing.load(Ordering::Relaxed),
+        }
     }
 
     /// Bytes held by the active and frozen memtables.
@@ -360,7 +377,7 @@ async fn run_writer(shard: std::sync::Weak<Shard>, mut rx: mpsc::Receiver<WriteR
                         replies.push((r.reply, seq));
                     }
                 }
-                shard.budget.used.fetch_add(added, Ordering::Relaxed);
+                shard.budget.add_memtable(added);
                 for (reply, seq) in replies {
                     let _ = reply.send(Ok(seq));
                 }

@@ -42,7 +42,8 @@ impl ApiError {
         ApiError::new(Code::InvalidArgument, format!("{field}: {message}"))
     }
 
-    fn http_status(&self) -> StatusCode {
+    /// The HTTP status for this error's code.
+    pub(crate) fn http_status(&self) -> StatusCode {
         match self.code {
             Code::InvalidArgument => StatusCode::BAD_REQUEST,
             Code::NotFound => StatusCode::NOT_FOUND,

@@ -172,9 +172,13 @@ impl Wal {
     }
 
     fn append_inner(&mut self, payloads: &[Vec<u8>]) -> io::Result<Vec<u64>> {
-        let total: usize = payloads.iter().map(|p| p.len() + HEADER).sum();
-        let mut buf = Vec::with_capacity(total);
+        // Small records are gathered into one write; a large payload is
+        // written from where it is, so a group commit of many megabytes
+        // is not copied into a second buffer of the same size.
+        const GATHER_BYTES_MAX: usize = 256 * 1024;
+        let mut buf = Vec::with_capacity(GATHER_BYTES_MAX.min(payloads.iter().map(|p| p.len() + HEADER).sum()));
         let mut seqs = Vec::with_capacity(payloads.len());
+        let mut written = 0;
         for p in payloads {
             let seq = self.next_seq;
             self.next_seq += 1;
@@ -185,12 +189,25 @@ impl Wal {
             buf.extend_from_slice(&len.to_le_bytes());
             buf.extend_from_slice(&h.finalize().to_le_bytes());
             buf.extend_from_slice(&seq.to_le_bytes());
-            buf.extend_from_slice(p);
+            if p.len() >= GATHER_BYTES_MAX {
+                self.write_buf(&buf)?;
+                self.write_buf(p)?;
+                written += buf.len() + p.len();
+                buf.clear();
+            } else {
+                buf.extend_from_slice(p);
+                if buf.len() >= GATHER_BYTES_MAX {
+                    self.write_buf(&buf)?;
+                    written += buf.len();
+                    buf.clear();
+                }
+            }
             seqs.push(seq);
         }
         self.write_buf(&buf)?;
+        written += buf.len();
         self.file.sync_data()?;
-        self.active_bytes += buf.len() as u64;
+        self.active_bytes += written as u64;
         if let Some(&last) = seqs.last() {
             self.active.last_seq = last;
         }

@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use super::autoschema::{AgentRow, ExpansionBudget, FieldNames, label_bytes, rows_of, sanitize, write_all};
 use super::body::decode_body;
 use super::line_protocol::{for_each_line, precision_nanos};
-use crate::error::ApiError;
+use crate::error::{ApiError, Code};
 use crate::service::Gateway;
 
 pub(crate) async fn write_v1(
@@ -24,7 +24,9 @@ pub(crate) async fn write_v1(
 ) -> Response {
     match write(&gw, q.get("db"), q.get("precision"), &headers, &body).await {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
-        Err(e) => (StatusCode::BAD_REQUEST, axum::Json(serde_json::json!({ "error": e.message }))).into_response(),
+        // The status tells clients whether to retry: Telegraf drops a batch
+        // answered 400 and retries one answered 429 or 503.
+        Err(e) => (e.http_status(), axum::Json(serde_json::json!({ "error": e.message }))).into_response(),
     }
 }
 
@@ -36,7 +38,19 @@ pub(crate) async fn write_v2(
 ) -> Response {
     match write(&gw, q.get("bucket"), q.get("precision"), &headers, &body).await {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
-        Err(e) => (StatusCode::BAD_REQUEST, axum::Json(serde_json::json!({ "code": "invalid", "message": e.message }))).into_response(),
+        Err(e) => (e.http_status(), axum::Json(serde_json::json!({ "code": v2_code(e.code), "message": e.message }))).into_response(),
+    }
+}
+
+/// The `code` of an InfluxDB 2 error body.
+fn v2_code(code: Code) -> &'static str {
+    match code {
+        Code::InvalidArgument => "invalid",
+        Code::NotFound => "not found",
+        Code::AlreadyExists => "conflict",
+        Code::ResourceExhausted => "too many requests",
+        Code::Unavailable | Code::DeadlineExceeded => "unavailable",
+        Code::FailedPrecondition | Code::Internal => "internal error",
     }
 }
 
