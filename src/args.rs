@@ -283,6 +283,36 @@ impl AgentArgs {
     }
 }
 
+/// Client authentication of a liaison (`canopy_liaison::auth`).
+#[derive(Debug, clap::Args)]
+pub(crate) struct AuthArgs {
+    /// Require a token of every request but health checks: a file of
+    /// `ROLE SHA256HEX` lines (role `read`, `write` or `admin`; the hex
+    /// SHA-256 of the token, e.g. `printf %s TOKEN | sha256sum`; `#`
+    /// comments). Without it, requests are not authenticated.
+    #[arg(long, env = "CANOPY_AUTH_TOKENS_FILE")]
+    auth_tokens_file: Option<std::path::PathBuf>,
+}
+
+impl AuthArgs {
+    /// Sets the tokens on the gateway; without them, warns if any of the
+    /// liaison's ports listens beyond loopback.
+    pub(crate) fn apply(&self, gw: canopy_liaison::Gateway, cfg: &LiaisonConfig) -> anyhow::Result<canopy_liaison::Gateway> {
+        if let Some(path) = &self.auth_tokens_file {
+            let tokens = canopy_liaison::auth::Tokens::load(path).map_err(anyhow::Error::msg)?;
+            return Ok(gw.with_auth(tokens));
+        }
+        let addrs = [Some(cfg.grpc_addr), Some(cfg.http_addr), cfg.otlp_grpc_addr, cfg.otlp_http_addr, cfg.influx_addr];
+        if let Some(open) = addrs.into_iter().flatten().find(|a| !a.ip().is_loopback()) {
+            tracing::warn!(
+                addr = %open,
+                "no --auth-tokens-file: anyone who reaches {open} can write, read and delete data; set one or listen on 127.0.0.1"
+            );
+        }
+        Ok(gw)
+    }
+}
+
 /// Prints the liaison's machine-readable ready line (scripts and tests read it).
 pub(crate) fn announce_liaison(bound: &canopy_liaison::Bound, extra: &str) {
     let show = |a: Option<SocketAddr>| a.map_or("off".to_string(), |a| a.to_string());

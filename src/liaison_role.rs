@@ -12,7 +12,7 @@ use canopy_liaison::{Gateway, serve_liaison};
 use canopy_meta::SchemaRegistry;
 use canopy_storage::CatalogStore;
 
-use crate::args::{AgentArgs, GcArgs, ObjectStoreArgs};
+use crate::args::{AgentArgs, AuthArgs, GcArgs, ObjectStoreArgs};
 use crate::lambda_args::LambdaArgs;
 use crate::node::{Node, NodeArgs};
 
@@ -26,6 +26,8 @@ pub(crate) struct LiaisonArgs {
     store: ObjectStoreArgs,
     #[command(flatten)]
     agents: AgentArgs,
+    #[command(flatten)]
+    auth: AuthArgs,
     #[command(flatten)]
     gc: GcArgs,
     #[command(flatten)]
@@ -64,6 +66,7 @@ pub(crate) async fn run(a: LiaisonArgs) -> anyhow::Result<()> {
     let mut gw = Gateway::new(registry, data).with_agent_config(a.agents.config()).with_metrics(metrics);
     gw.query_timeout = Duration::from_secs(a.query_timeout_secs);
     let cfg = a.agents.liaison_config(node.bound_grpc(), node.bound_http())?;
+    let gw = a.auth.apply(gw, &cfg)?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let (grpc, http) = node.take_listeners();
     let bound = serve_liaison(grpc, http, &cfg, gw, stop_rx).await?;

@@ -11,7 +11,7 @@ use canopy_liaison::{Gateway, LocalDataPlane, start_liaison};
 use canopy_meta::{EmbeddedStore, SchemaRegistry};
 use canopy_querier::{Querier, QuerierConfig};
 
-use crate::args::{AgentArgs, CacheArgs, FlushArgs, GcArgs, ObjectStoreArgs};
+use crate::args::{AgentArgs, AuthArgs, CacheArgs, FlushArgs, GcArgs, ObjectStoreArgs};
 
 /// Options of `canopy standalone`; each also reads a `CANOPY_*` variable.
 #[derive(Debug, clap::Args)]
@@ -29,6 +29,8 @@ pub(crate) struct StandaloneArgs {
     http_addr: SocketAddr,
     #[command(flatten)]
     agents: AgentArgs,
+    #[command(flatten)]
+    auth: AuthArgs,
     #[command(flatten)]
     flush: FlushArgs,
     #[command(flatten)]
@@ -65,7 +67,8 @@ pub(crate) async fn run(a: StandaloneArgs) -> anyhow::Result<()> {
     let compactor = Arc::new(Compactor::new(ccfg, store));
     let data = Arc::new(LocalDataPlane { ingester: ingester.clone(), querier, compactor });
     let agents = a.agents.config();
-    let mut gw = Gateway::new(registry, data).with_agent_config(agents);
+    let cfg = a.agents.liaison_config(a.grpc_addr, a.http_addr)?;
+    let mut gw = a.auth.apply(Gateway::new(registry, data).with_agent_config(agents), &cfg)?;
     gw.metrics.count_store(store_counters);
     gw.metrics.count_cache(cached.counters());
     crate::ingester_role::ingester_gauges(&gw.metrics, &ingester);
@@ -88,7 +91,6 @@ pub(crate) async fn run(a: StandaloneArgs) -> anyhow::Result<()> {
     });
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let cfg = a.agents.liaison_config(a.grpc_addr, a.http_addr)?;
     let bound = start_liaison(&cfg, gw, stop_rx).await?;
     let (http, grpc) = (bound.http, bound.grpc);
     let show = |a: Option<SocketAddr>| a.map_or("off".to_string(), |a| a.to_string());

@@ -21,6 +21,10 @@ pub enum Code {
     DeadlineExceeded,
     Unavailable,
     Internal,
+    /// No valid credential (HTTP 401).
+    Unauthenticated,
+    /// A credential whose role does not allow the request (HTTP 403).
+    PermissionDenied,
 }
 
 /// An error returned to a client.
@@ -53,6 +57,8 @@ impl ApiError {
             Code::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
             Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             Code::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            Code::Unauthenticated => StatusCode::UNAUTHORIZED,
+            Code::PermissionDenied => StatusCode::FORBIDDEN,
         }
     }
 
@@ -66,6 +72,8 @@ impl ApiError {
             Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
             Code::Unavailable => "UNAVAILABLE",
             Code::Internal => "INTERNAL",
+            Code::Unauthenticated => "UNAUTHENTICATED",
+            Code::PermissionDenied => "PERMISSION_DENIED",
         }
     }
 }
@@ -81,6 +89,8 @@ impl From<tonic::Status> for ApiError {
             tonic::Code::FailedPrecondition => Code::FailedPrecondition,
             tonic::Code::ResourceExhausted => Code::ResourceExhausted,
             tonic::Code::DeadlineExceeded => Code::DeadlineExceeded,
+            tonic::Code::Unauthenticated => Code::Unauthenticated,
+            tonic::Code::PermissionDenied => Code::PermissionDenied,
             tonic::Code::Unavailable | tonic::Code::Cancelled | tonic::Code::Aborted | tonic::Code::Unknown => Code::Unavailable,
             _ => Code::Internal,
         };
@@ -99,6 +109,8 @@ impl From<ApiError> for tonic::Status {
             Code::DeadlineExceeded => tonic::Code::DeadlineExceeded,
             Code::Unavailable => tonic::Code::Unavailable,
             Code::Internal => tonic::Code::Internal,
+            Code::Unauthenticated => tonic::Code::Unauthenticated,
+            Code::PermissionDenied => tonic::Code::PermissionDenied,
         };
         tonic::Status::new(code, e.message)
     }
@@ -168,7 +180,7 @@ impl From<QueryError> for ApiError {
 mod tests {
     use super::*;
 
-    const EVERY_CODE: [Code; 8] = [
+    const EVERY_CODE: [Code; 10] = [
         Code::InvalidArgument,
         Code::NotFound,
         Code::AlreadyExists,
@@ -177,6 +189,8 @@ mod tests {
         Code::DeadlineExceeded,
         Code::Unavailable,
         Code::Internal,
+        Code::Unauthenticated,
+        Code::PermissionDenied,
     ];
 
     /// Fails to compile when a code is added: add it to [`EVERY_CODE`] too.
@@ -189,7 +203,9 @@ mod tests {
             | Code::ResourceExhausted
             | Code::DeadlineExceeded
             | Code::Unavailable
-            | Code::Internal => {}
+            | Code::Internal
+            | Code::Unauthenticated
+            | Code::PermissionDenied => {}
         }
     }
 

@@ -17,6 +17,7 @@ use serde::de::DeserializeOwned;
 use std::sync::Arc;
 use tokio::sync::Semaphore;
 
+use crate::auth::{Tokens, credential_of, http_permission};
 use crate::error::ApiError;
 use crate::service::Gateway;
 
@@ -42,7 +43,34 @@ pub(crate) fn router(gw: Gateway) -> Router {
         .merge(crate::agents::routes())
         .fallback(|| async { ApiError::new(crate::Code::NotFound, "no such route") });
     let ops = crate::metrics::ops_router(gw.metrics.clone());
-    limited(app, gw).merge(ops)
+    let auth = gw.auth.clone();
+    authenticated(limited(app, gw).merge(ops), auth)
+}
+
+/// Checks every request's token (`auth.rs`) before anything else, when
+/// tokens are configured.
+fn authenticated(app: Router, tokens: Option<Arc<Tokens>>) -> Router {
+    match tokens {
+        Some(t) => app.layer(axum::middleware::from_fn_with_state(t, authenticate)),
+        None => app,
+    }
+}
+
+async fn authenticate(State(tokens): State<Arc<Tokens>>, req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    if let Some(need) = http_permission(req.method(), req.uri().path()) {
+        let header = req.headers().get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(credential_of);
+        // InfluxDB 1 clients may send the token as the `p` query parameter.
+        let credential =
+            header.or_else(|| req.uri().query().and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("p=")).map(|p| p.to_string())));
+        if let Err(e) = tokens.check(credential.as_deref(), need) {
+            let mut resp = e.into_response();
+            if resp.status() == StatusCode::UNAUTHORIZED {
+                resp.headers_mut().insert(axum::http::header::WWW_AUTHENTICATE, axum::http::HeaderValue::from_static("Bearer"));
+            }
+            return resp;
+        }
+    }
+    next.run(req).await
 }
 
 /// Applies the limits every HTTP port has — body size, and requests in
@@ -58,14 +86,16 @@ pub(crate) fn influx_router(gw: Gateway) -> Router {
     let app = crate::agents::influx_routes().fallback(|| async {
         ApiError::new(crate::Code::NotFound, "no such route; this port serves InfluxDB writes (/write, /api/v2/write)")
     });
-    limited(app, gw)
+    let auth = gw.auth.clone();
+    authenticated(limited(app, gw), auth)
 }
 
 /// The dedicated OTLP/HTTP port: only `/v1/metrics`.
 pub(crate) fn otlp_router(gw: Gateway) -> Router {
     let app = crate::agents::otlp_http_routes()
         .fallback(|| async { ApiError::new(crate::Code::NotFound, "no such route; OTLP/HTTP serves POST /v1/metrics") });
-    limited(app, gw)
+    let auth = gw.auth.clone();
+    authenticated(limited(app, gw), auth)
 }
 
 async fn limit_requests(State(permits): State<Arc<Semaphore>>, req: axum::extract::Request, next: axum::middleware::Next) -> Response {

@@ -6,9 +6,11 @@
 //! in-process ingester and querier ([`LocalDataPlane`]).
 
 mod agents;
+pub mod auth;
 mod data_plane;
 mod error;
 mod grpc;
+mod grpc_auth;
 mod http;
 pub mod metrics;
 mod server;

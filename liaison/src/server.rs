@@ -11,8 +11,12 @@ use tokio::task::JoinHandle;
 use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::MetricsServiceServer;
 
 use crate::agents::OtlpService;
+use crate::grpc_auth::GrpcAuthLayer;
 use crate::http::{BODY_BYTES_MAX, router};
 use crate::service::Gateway;
+
+type GrpcRequest = axum::http::Request<tonic::body::Body>;
+type GrpcResponse = axum::http::Response<tonic::body::Body>;
 
 /// Concurrent gRPC requests (streams) per connection.
 const GRPC_REQUESTS_PER_CONNECTION_MAX: usize = 64;
@@ -56,12 +60,19 @@ pub fn serve_http(listener: tokio::net::TcpListener, app: axum::Router, mut stop
     })
 }
 
-/// Serves a gRPC router on a bound listener until `stop` turns true.
-pub fn serve_grpc(
+/// Serves a gRPC router (with or without layers, such as the liaison's
+/// token check) on a bound listener until `stop` turns true.
+pub fn serve_grpc<L>(
     listener: tokio::net::TcpListener,
-    router: tonic::transport::server::Router,
+    router: tonic::transport::server::Router<L>,
     mut stop: tokio::sync::watch::Receiver<bool>,
-) -> JoinHandle<()> {
+) -> JoinHandle<()>
+where
+    L: tower_layer::Layer<tonic::service::Routes> + Send + 'static,
+    L::Service: tower_service::Service<GrpcRequest, Response = GrpcResponse> + Clone + Send + 'static,
+    <L::Service as tower_service::Service<GrpcRequest>>::Future: Send,
+    <L::Service as tower_service::Service<GrpcRequest>>::Error: Into<Box<dyn std::error::Error + Send + Sync>> + Send,
+{
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
     tokio::spawn(async move {
         let serve = router.serve_with_incoming_shutdown(incoming, async move {
@@ -115,14 +126,17 @@ pub async fn serve_liaison(
     if let Some(l) = otlp_grpc_listener {
         bound.otlp_grpc = Some(l.local_addr()?);
         let svc = MetricsServiceServer::new(OtlpService(gw.clone())).max_decoding_message_size(BODY_BYTES_MAX);
-        let router =
-            tonic::transport::Server::builder().concurrency_limit_per_connection(GRPC_REQUESTS_PER_CONNECTION_MAX).add_service(svc);
+        let router = tonic::transport::Server::builder()
+            .concurrency_limit_per_connection(GRPC_REQUESTS_PER_CONNECTION_MAX)
+            .layer(GrpcAuthLayer(gw.auth.clone()))
+            .add_service(svc);
         tasks.push(serve_grpc(l, router, shutdown.clone()));
     }
     tasks.push(serve_http(http_listener, router(gw.clone()), shutdown.clone()));
     let (_, health) = tonic_health::server::health_reporter();
     let grpc = tonic::transport::Server::builder()
         .concurrency_limit_per_connection(GRPC_REQUESTS_PER_CONNECTION_MAX)
+        .layer(GrpcAuthLayer(gw.auth.clone()))
         .add_service(health)
         .add_service(GroupRegistryServiceServer::new(gw.clone()))
         .add_service(MeasureRegistryServiceServer::new(gw.clone()))

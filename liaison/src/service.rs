@@ -30,13 +30,21 @@ pub struct Gateway {
     pub(crate) agents: Arc<crate::agents::AutoSchema>,
     /// Counters served at `/metrics`.
     pub metrics: Arc<RoleMetrics>,
+    /// Tokens every request must present (`auth.rs`); `None`: no authentication.
+    pub auth: Option<Arc<crate::auth::Tokens>>,
 }
 
 impl Gateway {
     /// A gateway over a registry and a data plane.
     pub fn new(registry: Arc<SchemaRegistry>, data: Arc<dyn DataPlane>) -> Gateway {
         let agents = Arc::new(crate::agents::AutoSchema::new(registry.clone(), crate::agents::AgentConfig::default()));
-        Gateway { registry, data, query_timeout: QUERY_TIMEOUT_DEFAULT, agents, metrics: RoleMetrics::new("standalone") }
+        Gateway { registry, data, query_timeout: QUERY_TIMEOUT_DEFAULT, agents, metrics: RoleMetrics::new("standalone"), auth: None }
+    }
+
+    /// Requires these tokens of every request but health checks.
+    pub fn with_auth(mut self, tokens: crate::auth::Tokens) -> Gateway {
+        self.auth = Some(Arc::new(tokens));
+        self
     }
 
     /// Sets the metrics this gateway counts into (and serves).

@@ -57,6 +57,13 @@ impl Http {
         Http { base: format!("http://{addr}"), c: reqwest::Client::new() }
     }
 
+    /// A client that sends `Authorization: Bearer {token}` with every request.
+    pub fn with_token(addr: SocketAddr, token: &str) -> Http {
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(reqwest::header::AUTHORIZATION, format!("Bearer {token}").parse().unwrap());
+        Http { base: format!("http://{addr}"), c: reqwest::Client::builder().default_headers(headers).build().unwrap() }
+    }
+
     /// POSTs a raw body; returns the status and the JSON body.
     pub async fn post_raw(&self, path: &str, body: String) -> (u16, Value) {
         let r = self.c.post(format!("{}{path}", self.base)).body(body).send().await.unwrap();

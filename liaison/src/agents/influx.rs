@@ -50,6 +50,8 @@ fn v2_code(code: Code) -> &'static str {
         Code::AlreadyExists => "conflict",
         Code::ResourceExhausted => "too many requests",
         Code::Unavailable | Code::DeadlineExceeded => "unavailable",
+        Code::Unauthenticated => "unauthorized",
+        Code::PermissionDenied => "forbidden",
         Code::FailedPrecondition | Code::Internal => "internal error",
     }
 }
