@@ -41,6 +41,11 @@ pub(crate) struct LiaisonArgs {
     /// Seconds a write keeps retrying while its shard changes owner.
     #[arg(long, env = "CANOPY_WRITE_RETRY_SECS", default_value_t = 30)]
     write_retry_secs: u64,
+    /// Seconds one call to an ingester (a write, a snapshot) may take before
+    /// it fails UNAVAILABLE and is retried: a hung ingester holds no write
+    /// slot longer.
+    #[arg(long, env = "CANOPY_INTERNAL_RPC_TIMEOUT_SECS", default_value_t = 20)]
+    internal_rpc_timeout_secs: u64,
 }
 
 /// Runs until SIGINT/SIGTERM.
@@ -53,6 +58,8 @@ pub(crate) async fn run(a: LiaisonArgs) -> anyhow::Result<()> {
     let routing = RoutingConfig {
         writes_in_flight_max: a.writes_in_flight_max,
         retry_budget: Duration::from_secs(a.write_retry_secs),
+        rpc_timeout: Duration::from_secs(a.internal_rpc_timeout_secs.max(1)),
+        secret: node.secret.clone(),
         ..RoutingConfig::default()
     };
     let catalogs = CatalogCache::new(CatalogStore::new(store.clone()));

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use canopy_cluster::metrics::{RoleMetrics, ops_router};
-use canopy_cluster::{ClusterView, NodeInfo, Registration, Role, parse_labels};
+use canopy_cluster::{ClusterSecret, ClusterView, EtcdAuth, NodeInfo, Registration, Role, parse_labels};
 use canopy_liaison::{serve_grpc, serve_http};
 
 /// Options of every cluster role.
@@ -37,11 +37,24 @@ pub(crate) struct NodeArgs {
     /// (and, for an ingester, its shards) is given up.
     #[arg(long, env = "CANOPY_LEASE_TTL_SECS", default_value_t = 10)]
     lease_ttl_secs: u64,
+    /// A file holding the cluster secret: every internal call carries it and
+    /// ingesters and queriers refuse calls without it. The same on every
+    /// node; without it internal calls are not authenticated.
+    #[arg(long, env = "CANOPY_CLUSTER_SECRET_FILE")]
+    cluster_secret_file: Option<std::path::PathBuf>,
+    /// etcd user, when etcd's authentication is on (`etcdctl auth enable`).
+    #[arg(long, env = "CANOPY_ETCD_USER", requires = "etcd_password_file")]
+    etcd_user: Option<String>,
+    /// A file holding the etcd user's password.
+    #[arg(long, env = "CANOPY_ETCD_PASSWORD_FILE", requires = "etcd_user")]
+    etcd_password_file: Option<std::path::PathBuf>,
 }
 
 /// A started node: its view of the cluster and bound listeners.
 pub(crate) struct Node {
     pub(crate) view: ClusterView,
+    /// What internal calls carry and internal services check.
+    pub(crate) secret: ClusterSecret,
     pub(crate) info: NodeInfo,
     listeners: Option<(tokio::net::TcpListener, tokio::net::TcpListener)>,
     bound: (SocketAddr, SocketAddr),
@@ -74,7 +87,18 @@ impl Node {
         anyhow::ensure!(!a.etcd_endpoints.is_empty(), "--etcd-endpoints is required");
         let labels = parse_labels(&a.node_labels).map_err(|e| anyhow::anyhow!("--node-labels: {e}"))?;
         let host = host(a)?;
-        let client = canopy_cluster::connect(&a.etcd_endpoints).await?;
+        let secret = match &a.cluster_secret_file {
+            Some(path) => ClusterSecret::from_file(path).map_err(anyhow::Error::msg)?,
+            None => ClusterSecret::none(),
+        };
+        let etcd_auth = match (&a.etcd_user, &a.etcd_password_file) {
+            (Some(user), Some(path)) => {
+                let password = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+                Some(EtcdAuth { user: user.clone(), password: password.trim_end_matches(['\r', '\n']).to_string() })
+            }
+            _ => None,
+        };
+        let client = canopy_cluster::connect(&a.etcd_endpoints, etcd_auth.as_ref()).await?;
         let view = ClusterView::start(client).await?;
         let grpc = tokio::net::TcpListener::bind(a.grpc_addr).await?;
         let http = tokio::net::TcpListener::bind(a.http_addr).await?;
@@ -90,7 +114,7 @@ impl Node {
             recovering: vec![],
         };
         let bound = (grpc.local_addr()?, http.local_addr()?);
-        Ok(Node { view, info, listeners: Some((grpc, http)), bound, ttl: Duration::from_secs(a.lease_ttl_secs.max(2)) })
+        Ok(Node { view, secret, info, listeners: Some((grpc, http)), bound, ttl: Duration::from_secs(a.lease_ttl_secs.max(2)) })
     }
 
     /// The bound gRPC address.

@@ -7,6 +7,7 @@ use canopy_cluster::metrics::RoleMetrics;
 use canopy_cluster::{INTERNAL_MESSAGE_BYTES_MAX, QuerierRpc, Role};
 use canopy_querier::{Querier, QuerierConfig};
 use canopy_storage::CatalogStore;
+use tonic::service::interceptor::InterceptedService;
 
 use crate::args::{CacheArgs, ObjectStoreArgs};
 use crate::node::{Node, NodeArgs};
@@ -32,11 +33,10 @@ pub(crate) async fn run(a: QuerierArgs) -> anyhow::Result<()> {
     metrics.count_cache(cached.counters());
     let querier = Arc::new(Querier::new(QuerierConfig::default(), cached.clone()));
     let rpc = QuerierRpc::new(querier, CatalogStore::new(store), metrics.clone());
-    let router = tonic::transport::Server::builder().add_service(
-        QuerierServiceServer::new(rpc)
-            .max_decoding_message_size(INTERNAL_MESSAGE_BYTES_MAX)
-            .max_encoding_message_size(INTERNAL_MESSAGE_BYTES_MAX),
-    );
+    let service = QuerierServiceServer::new(rpc)
+        .max_decoding_message_size(INTERNAL_MESSAGE_BYTES_MAX)
+        .max_encoding_message_size(INTERNAL_MESSAGE_BYTES_MAX);
+    let router = tonic::transport::Server::builder().add_service(InterceptedService::new(service, node.secret.checker()));
     let serving = node.serve("querier", Some(router), metrics).await?;
     crate::signals::received(1).await;
     serving.stop().await;

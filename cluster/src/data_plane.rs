@@ -16,6 +16,7 @@ use canopy_liaison::{ApiError, Code, DataPlane};
 use canopy_model::{GroupSpec, MeasureSchema, PartialResult, Point, QueryPlan};
 use canopy_storage::query_stats::QueryCost;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::catalog_cache::CatalogCache;
@@ -23,6 +24,7 @@ use crate::dispatch::{LambdaWhen, RowRouter, plan_shard};
 use crate::fragment::fragment_of as plan_fragment;
 use crate::lambda_client::LambdaInvoker;
 use crate::node::Role;
+use crate::secret::ClusterSecret;
 use crate::view::ClusterView;
 
 /// Channels to other nodes kept before those of departed nodes are dropped.
@@ -53,11 +55,26 @@ pub struct RoutingConfig {
     /// How long a write or a shard snapshot keeps retrying while its shard
     /// has no reachable owner (a handover, an ingester restart).
     pub retry_budget: Duration,
+    /// Longest wait for one call to an ingester (a write, a snapshot): a
+    /// hung ingester fails the call UNAVAILABLE (and it is retried within
+    /// `retry_budget`) instead of holding a write slot for ever.
+    pub rpc_timeout: Duration,
+    /// Carried by every internal call (`secret.rs`).
+    pub secret: ClusterSecret,
 }
+
+/// A channel to another node whose calls carry the cluster secret.
+type Internal = InterceptedService<Channel, ClusterSecret>;
 
 impl Default for RoutingConfig {
     fn default() -> Self {
-        RoutingConfig { writes_in_flight_max: 256, write_slot_wait: Duration::from_secs(5), retry_budget: Duration::from_secs(30) }
+        RoutingConfig {
+            writes_in_flight_max: 256,
+            write_slot_wait: Duration::from_secs(5),
+            retry_budget: Duration::from_secs(30),
+            rpc_timeout: Duration::from_secs(20),
+            secret: ClusterSecret::none(),
+        }
     }
 }
 
@@ -173,7 +190,7 @@ impl ClusterDataPlane {
         let mut last = None;
         for i in 0..queriers.len() {
             let addr = &queriers[(first + i) % queriers.len()];
-            let mut client = QuerierServiceClient::new(self.channel(addr)?)
+            let mut client = QuerierServiceClient::with_interceptor(self.channel(addr)?, self.cfg.secret.clone())
                 .max_decoding_message_size(INTERNAL_MESSAGE_BYTES_MAX)
                 .max_encoding_message_size(INTERNAL_MESSAGE_BYTES_MAX);
             match client.execute_shard(req.clone()).await {
@@ -205,13 +222,18 @@ impl ClusterDataPlane {
             .map_err(|e| ApiError::new(Code::Internal, format!("node address {addr:?}: {e}")))?
             .connect_timeout(Duration::from_secs(2))
             .tcp_nodelay(true)
+            // A peer that vanished without closing (a lost host, a partition)
+            // is noticed in seconds, not at the next TCP timeout.
+            .http2_keep_alive_interval(Duration::from_secs(10))
+            .keep_alive_timeout(Duration::from_secs(5))
+            .keep_alive_while_idle(true)
             .connect_lazy();
         channels.insert(addr.to_string(), c.clone());
         Ok(c)
     }
 
-    fn ingester(&self, addr: &str) -> Result<IngesterServiceClient<Channel>, ApiError> {
-        Ok(IngesterServiceClient::new(self.channel(addr)?)
+    fn ingester(&self, addr: &str) -> Result<IngesterServiceClient<Internal>, ApiError> {
+        Ok(IngesterServiceClient::with_interceptor(self.channel(addr)?, self.cfg.secret.clone())
             .max_decoding_message_size(INTERNAL_MESSAGE_BYTES_MAX)
             .max_encoding_message_size(INTERNAL_MESSAGE_BYTES_MAX))
     }
@@ -242,16 +264,20 @@ impl ClusterDataPlane {
     /// reachable owner, until the retry budget is spent.
     async fn at_owner<T, F, Fut>(&self, group: &str, shard: u32, op: F) -> Result<T, ApiError>
     where
-        F: Fn(IngesterServiceClient<Channel>) -> Fut,
+        F: Fn(IngesterServiceClient<Internal>) -> Fut,
         Fut: std::future::Future<Output = Result<T, tonic::Status>>,
     {
         let deadline = Instant::now() + self.cfg.retry_budget;
         loop {
             let last = match self.owner_addr(group, shard) {
                 None => ApiError::new(Code::Unavailable, format!("shard {group}/{shard} has no owner right now")),
-                Some(addr) => match op(self.ingester(&addr)?).await {
-                    Ok(v) => return Ok(v),
-                    Err(status) => {
+                Some(addr) => match tokio::time::timeout(self.cfg.rpc_timeout, op(self.ingester(&addr)?)).await {
+                    Ok(Ok(v)) => return Ok(v),
+                    Err(_) => ApiError::new(
+                        Code::Unavailable,
+                        format!("ingester {addr} did not answer within {:?} for shard {group}/{shard}", self.cfg.rpc_timeout),
+                    ),
+                    Ok(Err(status)) => {
                         let e = ApiError::from(status);
                         if e.code != Code::Unavailable {
                             return Err(e);

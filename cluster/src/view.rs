@@ -19,13 +19,29 @@ const GROUPS_PREFIX: &str = "/canopy/groups/";
 const MEASURES_PREFIX: &str = "/canopy/measures/";
 
 /// Connects to etcd (comma-separated endpoints accepted in each item).
-pub async fn connect(endpoints: &[String]) -> Result<Client, etcd_client::Error> {
+pub async fn connect(endpoints: &[String], auth: Option<&EtcdAuth>) -> Result<Client, etcd_client::Error> {
     let eps: Vec<String> = endpoints.iter().flat_map(|e| e.split(',')).map(|e| e.trim().to_string()).filter(|e| !e.is_empty()).collect();
-    let opts = ConnectOptions::new()
+    let mut opts = ConnectOptions::new()
         .with_connect_timeout(Duration::from_secs(5))
         .with_keep_alive(Duration::from_secs(5), Duration::from_secs(5))
         .with_keep_alive_while_idle(true);
+    if let Some(a) = auth {
+        opts = opts.with_user(a.user.clone(), a.password.clone());
+    }
     Client::connect(eps, Some(opts)).await
+}
+
+/// An etcd user and password (etcd's own authentication, `etcdctl auth enable`).
+#[derive(Clone)]
+pub struct EtcdAuth {
+    pub user: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for EtcdAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "EtcdAuth({})", self.user)
+    }
 }
 
 /// A shard's record with the etcd revision it was read at (for CAS).

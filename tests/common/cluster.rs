@@ -215,6 +215,9 @@ pub struct Cluster {
     pub dir: tempfile::TempDir,
 }
 
+/// The secret of every test cluster's internal calls.
+pub const CLUSTER_SECRET: &str = "test-cluster-secret-5d1e";
+
 impl Cluster {
     /// Starts every process (one querier); `ingester_extra` goes to each ingester.
     pub fn start(ingesters: usize, ingester_extra: &[&str]) -> Cluster {
@@ -242,7 +245,17 @@ impl Cluster {
             "--s3-secret-access-key".into(),
             S3_SECRET.into(),
         ];
-        let mut common: Vec<String> = vec!["--etcd-endpoints".into(), etcd.endpoint(), "--lease-ttl-secs".into(), lease_secs.to_string()];
+        // Every test cluster authenticates its internal calls.
+        let secret = dir.path().join("cluster-secret");
+        std::fs::write(&secret, format!("{CLUSTER_SECRET}\n")).unwrap();
+        let mut common: Vec<String> = vec![
+            "--etcd-endpoints".into(),
+            etcd.endpoint(),
+            "--lease-ttl-secs".into(),
+            lease_secs.to_string(),
+            "--cluster-secret-file".into(),
+            secret.to_string_lossy().into_owned(),
+        ];
         common.extend(store_args.iter().cloned());
         let mut ingester_args = common.clone();
         ingester_args.extend(ingester_extra.iter().map(|s| s.to_string()));
