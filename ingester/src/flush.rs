@@ -108,11 +108,12 @@ impl Shard {
         // Encoding copies the points' values into columns before compressing
         // them: about the memtable's size again, until the parts are built.
         let encoding = self.budget.charge_flush(m.bytes);
+        let slot = self.encoders.acquire().await.map_err(|_| IngestError::Closed)?;
         let frozen = m.clone();
         let encoded = tokio::task::spawn_blocking(move || encode_segments(&frozen, segment_nanos))
             .await
             .map_err(|e| IngestError::Wal(std::io::Error::other(e)))??;
-        drop(encoding);
+        drop((slot, encoding));
         // The encoded parts are held until uploaded.
         let _uploading = self.budget.charge_flush(encoded.iter().map(|(_, e)| e.bytes.len()).sum());
         if !self.stall_uploads.is_zero() {

@@ -83,6 +83,8 @@ pub struct Ingester {
     catalogs: CatalogStore,
     store: Arc<dyn ObjectStore>,
     budget: Arc<MemoryBudget>,
+    /// See `Shard::encoders`.
+    encoders: Arc<tokio::sync::Semaphore>,
     /// Names this ingester's WALs in catalog watermarks; kept in the data
     /// directory so it survives restarts.
     wal_id: Arc<str>,
@@ -136,6 +138,7 @@ impl Ingester {
             catalogs: CatalogStore::new(store.clone()),
             store,
             budget,
+            encoders: Arc::new(tokio::sync::Semaphore::new(std::thread::available_parallelism().map_or(1, |n| n.get() / 2).max(1))),
             wal_id,
             shards: tokio::sync::Mutex::new(HashMap::new()),
             changing: tokio::sync::Mutex::new(()),
@@ -209,6 +212,7 @@ impl Ingester {
             catalogs: self.catalogs.clone(),
             store: self.store.clone(),
             budget: self.budget.clone(),
+            encoders: self.encoders.clone(),
             crash_before_commit: self.cfg.crash_before_commit,
             stall_appends: self.cfg.stall_appends,
             stall_uploads: self.cfg.stall_uploads,

@@ -70,6 +70,8 @@ pub(crate) struct ShardEnv {
     pub(crate) catalogs: CatalogStore,
     pub(crate) store: Arc<dyn ObjectStore>,
     pub(crate) budget: Arc<MemoryBudget>,
+    /// Flushes encoding parts at once, across shards (see `Shard::encoders`).
+    pub(crate) encoders: Arc<tokio::sync::Semaphore>,
     /// See `IngesterConfig::crash_before_commit`.
     pub(crate) crash_before_commit: bool,
     /// See `IngesterConfig::stall_appends`.
@@ -98,6 +100,10 @@ pub(crate) struct Shard {
     pub(crate) catalogs: CatalogStore,
     pub(crate) store: Arc<dyn ObjectStore>,
     pub(crate) budget: Arc<MemoryBudget>,
+    /// Encoding a part is CPU-bound: flushes of several shards upload at
+    /// once but encode a few at a time (half the cores), so ingest keeps
+    /// the rest of the CPU.
+    pub(crate) encoders: Arc<tokio::sync::Semaphore>,
     pub(crate) crash_before_commit: bool,
     pub(crate) stall_uploads: Duration,
     tx: mpsc::Sender<WriteReq>,
@@ -150,6 +156,7 @@ impl Shard {
             catalogs,
             store,
             budget,
+            encoders,
             crash_before_commit,
             stall_appends,
             stall_uploads,
@@ -192,6 +199,7 @@ impl Shard {
             catalogs,
             store,
             budget,
+            encoders,
             crash_before_commit,
             stall_uploads,
             tx,
