@@ -250,6 +250,10 @@ pub(crate) struct AgentArgs {
     /// refused with 429 rather than held in memory.
     #[arg(long, env = "CANOPY_REMOTE_READ_SAMPLES_MAX", default_value_t = 5_000_000)]
     remote_read_samples_max: usize,
+    /// Seconds an HTTP client has to send a request's headers, and again its
+    /// body (a slower one gets 408 and frees its request slot).
+    #[arg(long, env = "CANOPY_HTTP_READ_TIMEOUT_SECS", default_value_t = 30)]
+    http_read_timeout_secs: u64,
 }
 
 impl AgentArgs {
@@ -279,6 +283,7 @@ impl AgentArgs {
             otlp_grpc_addr: optional(&self.otlp_grpc_addr)?,
             otlp_http_addr: optional(&self.otlp_http_addr)?,
             influx_addr: optional(&self.influx_addr)?,
+            http_read_timeout: Duration::from_secs(self.http_read_timeout_secs.max(1)),
         })
     }
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use canopy_cluster::metrics::{RoleMetrics, ops_router};
 use canopy_cluster::{ClusterSecret, ClusterView, EtcdAuth, NodeInfo, Registration, Role, parse_labels};
-use canopy_liaison::{serve_grpc, serve_http};
+use canopy_liaison::{HTTP_READ_TIMEOUT_DEFAULT, serve_grpc, serve_http};
 
 /// Options of every cluster role.
 #[derive(Debug, clap::Args)]
@@ -153,7 +153,8 @@ impl Node {
             Some(r) => r.add_service(health),
             None => tonic::transport::Server::builder().add_service(health),
         };
-        let tasks = vec![serve_grpc(grpc, router, stop_rx.clone()), serve_http(http, ops_router(metrics), stop_rx)];
+        let tasks =
+            vec![serve_grpc(grpc, router, stop_rx.clone()), serve_http(http, ops_router(metrics), HTTP_READ_TIMEOUT_DEFAULT, stop_rx)];
         let registration = Arc::new(self.register().await?);
         self.announce(role);
         Ok(Serving { registration, stop, tasks })

@@ -15,6 +15,7 @@ use canopy_api::v1::{
 };
 use serde::de::DeserializeOwned;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::Semaphore;
 
 use crate::auth::{Tokens, credential_of, http_permission};
@@ -28,7 +29,7 @@ pub(crate) const BODY_BYTES_MAX: usize = 64 << 20;
 pub(crate) const HTTP_REQUESTS_MAX: usize = 64;
 
 /// The HTTP routes.
-pub(crate) fn router(gw: Gateway) -> Router {
+pub(crate) fn router(gw: Gateway, read_timeout: Duration) -> Router {
     let app = Router::new()
         .route("/api/v1/group/schema", post(create_group))
         .route("/api/v1/group/schema/lists", get(list_groups))
@@ -44,7 +45,7 @@ pub(crate) fn router(gw: Gateway) -> Router {
         .fallback(|| async { ApiError::new(crate::Code::NotFound, "no such route") });
     let ops = crate::metrics::ops_router(gw.metrics.clone());
     let auth = gw.auth.clone();
-    authenticated(limited(app, gw).merge(ops), auth)
+    authenticated(limited(app, gw, read_timeout).merge(ops), auth)
 }
 
 /// Checks every request's token (`auth.rs`) before anything else, when
@@ -73,29 +74,72 @@ async fn authenticate(State(tokens): State<Arc<Tokens>>, req: axum::extract::Req
     next.run(req).await
 }
 
-/// Applies the limits every HTTP port has — body size, and requests in
-/// progress (a semaphore per port) — and the gateway state.
-fn limited(app: Router<Gateway>, gw: Gateway) -> Router {
+/// Applies the limits every HTTP port has — body size, requests in
+/// progress (a semaphore per port), the time to send the body and to answer
+/// — and the gateway state.
+fn limited(app: Router<Gateway>, gw: Gateway, read_timeout: Duration) -> Router {
+    // Longer than any query may run (it has its own deadline) and any write
+    // may retry: a handler stuck past this is answered and its slot freed.
+    let deadlines = Deadlines { read: read_timeout, answer: gw.query_timeout + Duration::from_secs(30) };
     app.layer(DefaultBodyLimit::max(BODY_BYTES_MAX))
+        .layer(axum::middleware::from_fn_with_state(deadlines, read_body_in_time))
         .layer(axum::middleware::from_fn_with_state(Arc::new(Semaphore::new(HTTP_REQUESTS_MAX)), limit_requests))
         .with_state(gw)
 }
 
+/// How long a request's body may take to arrive, and its answer after that.
+#[derive(Debug, Clone, Copy)]
+struct Deadlines {
+    read: Duration,
+    answer: Duration,
+}
+
+/// Reads the body within the read deadline (a client trickling it would
+/// otherwise hold a request slot for as long as it likes: 408), then runs
+/// the handler within the answer deadline (504).
+async fn read_body_in_time(State(d): State<Deadlines>, req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let (parts, body) = req.into_parts();
+    let bytes = match tokio::time::timeout(d.read, axum::body::to_bytes(body, BODY_BYTES_MAX)).await {
+        Ok(Ok(b)) => b,
+        Ok(Err(e)) => {
+            let too_large = std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+            return if too_large {
+                plain(StatusCode::PAYLOAD_TOO_LARGE, "INVALID_ARGUMENT", format!("body: larger than {BODY_BYTES_MAX} bytes"))
+            } else {
+                plain(StatusCode::BAD_REQUEST, "INVALID_ARGUMENT", format!("body: could not be read: {e}"))
+            };
+        }
+        Err(_) => {
+            return plain(StatusCode::REQUEST_TIMEOUT, "DEADLINE_EXCEEDED", format!("body: not received within {:?}", d.read));
+        }
+    };
+    let req = axum::extract::Request::from_parts(parts, axum::body::Body::from(bytes));
+    match tokio::time::timeout(d.answer, next.run(req)).await {
+        Ok(resp) => resp,
+        Err(_) => plain(StatusCode::GATEWAY_TIMEOUT, "DEADLINE_EXCEEDED", format!("no answer within {:?}", d.answer)),
+    }
+}
+
+/// An error response in the API's shape, for statuses no [`ApiError`] code has.
+fn plain(status: StatusCode, code: &str, message: String) -> Response {
+    (status, Json(serde_json::json!({ "code": code, "message": message }))).into_response()
+}
+
 /// The dedicated InfluxDB port.
-pub(crate) fn influx_router(gw: Gateway) -> Router {
+pub(crate) fn influx_router(gw: Gateway, read_timeout: Duration) -> Router {
     let app = crate::agents::influx_routes().fallback(|| async {
         ApiError::new(crate::Code::NotFound, "no such route; this port serves InfluxDB writes (/write, /api/v2/write)")
     });
     let auth = gw.auth.clone();
-    authenticated(limited(app, gw), auth)
+    authenticated(limited(app, gw, read_timeout), auth)
 }
 
 /// The dedicated OTLP/HTTP port: only `/v1/metrics`.
-pub(crate) fn otlp_router(gw: Gateway) -> Router {
+pub(crate) fn otlp_router(gw: Gateway, read_timeout: Duration) -> Router {
     let app = crate::agents::otlp_http_routes()
         .fallback(|| async { ApiError::new(crate::Code::NotFound, "no such route; OTLP/HTTP serves POST /v1/metrics") });
     let auth = gw.auth.clone();
-    authenticated(limited(app, gw), auth)
+    authenticated(limited(app, gw, read_timeout), auth)
 }
 
 async fn limit_requests(State(permits): State<Arc<Semaphore>>, req: axum::extract::Request, next: axum::middleware::Next) -> Response {

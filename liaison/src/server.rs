@@ -1,6 +1,7 @@
 //! Binding and serving the HTTP and gRPC front ends.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use canopy_api::v1::admin_service_server::AdminServiceServer;
 use canopy_api::v1::group_registry_service_server::GroupRegistryServiceServer;
@@ -13,6 +14,7 @@ use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::
 use crate::agents::OtlpService;
 use crate::grpc_auth::GrpcAuthLayer;
 use crate::http::{BODY_BYTES_MAX, router};
+use crate::http_serve::serve_http;
 use crate::service::Gateway;
 
 type GrpcRequest = axum::http::Request<tonic::body::Body>;
@@ -35,6 +37,8 @@ pub struct LiaisonConfig {
     /// InfluxDB writes (clients default to 8086); `None` disables the extra
     /// port (`/write` and `/api/v2/write` are also served on `http_addr`).
     pub influx_addr: Option<SocketAddr>,
+    /// A client has this long to send a request's headers, and again its body.
+    pub http_read_timeout: Duration,
 }
 
 /// The addresses the liaison bound and the tasks serving them.
@@ -46,18 +50,6 @@ pub struct Bound {
     pub otlp_http: Option<SocketAddr>,
     pub influx: Option<SocketAddr>,
     pub tasks: Vec<JoinHandle<()>>,
-}
-
-/// Serves an HTTP router on a bound listener until `stop` turns true.
-pub fn serve_http(listener: tokio::net::TcpListener, app: axum::Router, mut stop: tokio::sync::watch::Receiver<bool>) -> JoinHandle<()> {
-    tokio::spawn(async move {
-        let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
-            let _ = stop.wait_for(|s| *s).await;
-        });
-        if let Err(e) = serve.await {
-            tracing::error!(error = %e, "HTTP server failed");
-        }
-    })
 }
 
 /// Serves a gRPC router (with or without layers, such as the liaison's
@@ -113,15 +105,16 @@ pub async fn serve_liaison(
     let otlp_grpc_listener = bind_optional(cfg.otlp_grpc_addr).await?;
     let otlp_http_listener = bind_optional(cfg.otlp_http_addr).await?;
     let influx_listener = bind_optional(cfg.influx_addr).await?;
+    let read = cfg.http_read_timeout;
     let mut tasks = Vec::new();
     let mut bound = Bound { http: http_addr, grpc: grpc_addr, otlp_grpc: None, otlp_http: None, influx: None, tasks: Vec::new() };
     if let Some(l) = influx_listener {
         bound.influx = Some(l.local_addr()?);
-        tasks.push(serve_http(l, crate::http::influx_router(gw.clone()), shutdown.clone()));
+        tasks.push(serve_http(l, crate::http::influx_router(gw.clone(), read), read, shutdown.clone()));
     }
     if let Some(l) = otlp_http_listener {
         bound.otlp_http = Some(l.local_addr()?);
-        tasks.push(serve_http(l, crate::http::otlp_router(gw.clone()), shutdown.clone()));
+        tasks.push(serve_http(l, crate::http::otlp_router(gw.clone(), read), read, shutdown.clone()));
     }
     if let Some(l) = otlp_grpc_listener {
         bound.otlp_grpc = Some(l.local_addr()?);
@@ -132,7 +125,7 @@ pub async fn serve_liaison(
             .add_service(svc);
         tasks.push(serve_grpc(l, router, shutdown.clone()));
     }
-    tasks.push(serve_http(http_listener, router(gw.clone()), shutdown.clone()));
+    tasks.push(serve_http(http_listener, router(gw.clone(), read), read, shutdown.clone()));
     let (_, health) = tonic_health::server::health_reporter();
     let grpc = tonic::transport::Server::builder()
         .concurrency_limit_per_connection(GRPC_REQUESTS_PER_CONNECTION_MAX)

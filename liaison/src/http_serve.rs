@@ -1,0 +1,63 @@
+//! Serving HTTP: hyper's connection loop, with what `axum::serve` does not
+//! expose — a deadline for a request's headers, HTTP/2 keep-alive, and a
+//! graceful shutdown that lets requests in flight finish (bounded).
+//! Together with the body deadline (`http.rs`), a client that trickles a
+//! request holds neither a connection task nor a request slot for long.
+
+use std::time::Duration;
+
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto::Builder as ConnBuilder;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::task::JoinHandle;
+
+/// Default time a client has to send a request's headers, and then its body.
+pub const HTTP_READ_TIMEOUT_DEFAULT: Duration = Duration::from_secs(30);
+/// Longest wait at shutdown for requests in flight.
+const DRAIN_MAX: Duration = Duration::from_secs(30);
+
+/// Serves an HTTP router on a bound listener until `stop` turns true; a
+/// connection that has not sent a request's headers within `read_timeout`
+/// is closed.
+pub fn serve_http(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    read_timeout: Duration,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut conn = ConnBuilder::new(TokioExecutor::new());
+        conn.http1().timer(TokioTimer::new()).header_read_timeout(read_timeout);
+        conn.http2().timer(TokioTimer::new()).keep_alive_interval(Duration::from_secs(20)).keep_alive_timeout(Duration::from_secs(10));
+        let graceful = GracefulShutdown::new();
+        loop {
+            let socket = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok((socket, _)) => socket,
+                    Err(e) => {
+                        // Out of file descriptors and the like: pause rather than spin.
+                        tracing::warn!(error = %e, "accepting an HTTP connection failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                },
+                // The watch's guard must not live across the loop's awaits.
+                _ = async { stop.wait_for(|s| *s).await.map(drop) } => break,
+            };
+            let _ = socket.set_nodelay(true);
+            let served = conn.serve_connection_with_upgrades(TokioIo::new(socket), TowerToHyperService::new(app.clone())).into_owned();
+            let served = graceful.watch(served);
+            tokio::spawn(async move {
+                // Errors here are a client going away or timing out.
+                if let Err(e) = served.await {
+                    tracing::debug!(error = %e, "HTTP connection ended with an error");
+                }
+            });
+        }
+        drop(listener);
+        if tokio::time::timeout(DRAIN_MAX, graceful.shutdown()).await.is_err() {
+            tracing::warn!("HTTP requests still in flight after {DRAIN_MAX:?} at shutdown; closing them");
+        }
+    })
+}
