@@ -284,6 +284,7 @@ impl AgentArgs {
             otlp_http_addr: optional(&self.otlp_http_addr)?,
             influx_addr: optional(&self.influx_addr)?,
             http_read_timeout: Duration::from_secs(self.http_read_timeout_secs.max(1)),
+            tls: None,
         })
     }
 }
@@ -315,6 +316,30 @@ impl AuthArgs {
             );
         }
         Ok(gw)
+    }
+}
+
+/// TLS on a liaison's client ports.
+#[derive(Debug, clap::Args)]
+pub(crate) struct TlsArgs {
+    /// PEM certificate chain for TLS on every client port (HTTP, gRPC, OTLP,
+    /// InfluxDB); reloaded when the file changes. Needs `--tls-key`.
+    #[arg(long, env = "CANOPY_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<std::path::PathBuf>,
+    /// PEM private key of `--tls-cert`.
+    #[arg(long, env = "CANOPY_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<std::path::PathBuf>,
+}
+
+impl TlsArgs {
+    /// Loads the certificate (and starts watching its files) when set.
+    pub(crate) fn apply(&self, cfg: &mut LiaisonConfig) -> anyhow::Result<()> {
+        if let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) {
+            let tls = canopy_liaison::tls::Tls::load(cert, key).map_err(anyhow::Error::msg)?;
+            tls.spawn_reloader();
+            cfg.tls = Some(tls);
+        }
+        Ok(())
     }
 }
 

@@ -12,7 +12,7 @@ use canopy_liaison::{Gateway, serve_liaison};
 use canopy_meta::SchemaRegistry;
 use canopy_storage::CatalogStore;
 
-use crate::args::{AgentArgs, AuthArgs, GcArgs, ObjectStoreArgs};
+use crate::args::{AgentArgs, AuthArgs, GcArgs, ObjectStoreArgs, TlsArgs};
 use crate::lambda_args::LambdaArgs;
 use crate::node::{Node, NodeArgs};
 
@@ -28,6 +28,8 @@ pub(crate) struct LiaisonArgs {
     agents: AgentArgs,
     #[command(flatten)]
     auth: AuthArgs,
+    #[command(flatten)]
+    tls: TlsArgs,
     #[command(flatten)]
     gc: GcArgs,
     #[command(flatten)]
@@ -72,7 +74,8 @@ pub(crate) async fn run(a: LiaisonArgs) -> anyhow::Result<()> {
     metrics.count_store(store_counters);
     let mut gw = Gateway::new(registry, data).with_agent_config(a.agents.config()).with_metrics(metrics);
     gw.query_timeout = Duration::from_secs(a.query_timeout_secs);
-    let cfg = a.agents.liaison_config(node.bound_grpc(), node.bound_http())?;
+    let mut cfg = a.agents.liaison_config(node.bound_grpc(), node.bound_http())?;
+    a.tls.apply(&mut cfg)?;
     let gw = a.auth.apply(gw, &cfg)?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let (grpc, http) = node.take_listeners();

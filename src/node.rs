@@ -153,8 +153,10 @@ impl Node {
             Some(r) => r.add_service(health),
             None => tonic::transport::Server::builder().add_service(health),
         };
-        let tasks =
-            vec![serve_grpc(grpc, router, stop_rx.clone()), serve_http(http, ops_router(metrics), HTTP_READ_TIMEOUT_DEFAULT, stop_rx)];
+        let tasks = vec![
+            serve_grpc(grpc, router, None, stop_rx.clone()),
+            serve_http(http, ops_router(metrics), HTTP_READ_TIMEOUT_DEFAULT, None, stop_rx),
+        ];
         let registration = Arc::new(self.register().await?);
         self.announce(role);
         Ok(Serving { registration, stop, tasks })

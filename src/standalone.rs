@@ -11,7 +11,7 @@ use canopy_liaison::{Gateway, LocalDataPlane, start_liaison};
 use canopy_meta::{EmbeddedStore, SchemaRegistry};
 use canopy_querier::{Querier, QuerierConfig};
 
-use crate::args::{AgentArgs, AuthArgs, CacheArgs, FlushArgs, GcArgs, ObjectStoreArgs};
+use crate::args::{AgentArgs, AuthArgs, CacheArgs, FlushArgs, GcArgs, ObjectStoreArgs, TlsArgs};
 
 /// Options of `canopy standalone`; each also reads a `CANOPY_*` variable.
 #[derive(Debug, clap::Args)]
@@ -31,6 +31,8 @@ pub(crate) struct StandaloneArgs {
     agents: AgentArgs,
     #[command(flatten)]
     auth: AuthArgs,
+    #[command(flatten)]
+    tls: TlsArgs,
     #[command(flatten)]
     flush: FlushArgs,
     #[command(flatten)]
@@ -67,7 +69,8 @@ pub(crate) async fn run(a: StandaloneArgs) -> anyhow::Result<()> {
     let compactor = Arc::new(Compactor::new(ccfg, store));
     let data = Arc::new(LocalDataPlane { ingester: ingester.clone(), querier, compactor });
     let agents = a.agents.config();
-    let cfg = a.agents.liaison_config(a.grpc_addr, a.http_addr)?;
+    let mut cfg = a.agents.liaison_config(a.grpc_addr, a.http_addr)?;
+    a.tls.apply(&mut cfg)?;
     let mut gw = a.auth.apply(Gateway::new(registry, data).with_agent_config(agents), &cfg)?;
     gw.metrics.count_store(store_counters);
     gw.metrics.count_cache(cached.counters());

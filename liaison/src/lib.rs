@@ -11,11 +11,13 @@ mod data_plane;
 mod error;
 mod grpc;
 mod grpc_auth;
+mod grpc_tls;
 mod http;
 mod http_serve;
 pub mod metrics;
 mod server;
 mod service;
+pub mod tls;
 
 pub use agents::AgentConfig;
 pub use data_plane::{DataPlane, LocalDataPlane};

@@ -8,6 +8,7 @@ use canopy_api::v1::group_registry_service_server::GroupRegistryServiceServer;
 use canopy_api::v1::measure_registry_service_server::MeasureRegistryServiceServer;
 use canopy_api::v1::measure_service_server::MeasureServiceServer;
 use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
 
 use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::MetricsServiceServer;
 
@@ -39,6 +40,8 @@ pub struct LiaisonConfig {
     pub influx_addr: Option<SocketAddr>,
     /// A client has this long to send a request's headers, and again its body.
     pub http_read_timeout: Duration,
+    /// TLS on every port when set (`--tls-cert`, `--tls-key`).
+    pub tls: Option<std::sync::Arc<crate::tls::Tls>>,
 }
 
 /// The addresses the liaison bound and the tasks serving them.
@@ -53,10 +56,12 @@ pub struct Bound {
 }
 
 /// Serves a gRPC router (with or without layers, such as the liaison's
-/// token check) on a bound listener until `stop` turns true.
+/// token check) on a bound listener until `stop` turns true, over TLS when
+/// an acceptor is given (handshakes within [`crate::HTTP_READ_TIMEOUT_DEFAULT`]).
 pub fn serve_grpc<L>(
     listener: tokio::net::TcpListener,
     router: tonic::transport::server::Router<L>,
+    tls: Option<TlsAcceptor>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> JoinHandle<()>
 where
@@ -65,12 +70,18 @@ where
     <L::Service as tower_service::Service<GrpcRequest>>::Future: Send,
     <L::Service as tower_service::Service<GrpcRequest>>::Error: Into<Box<dyn std::error::Error + Send + Sync>> + Send,
 {
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
     tokio::spawn(async move {
-        let serve = router.serve_with_incoming_shutdown(incoming, async move {
+        let shutdown = async move {
             let _ = stop.wait_for(|s| *s).await;
-        });
-        if let Err(e) = serve.await {
+        };
+        let served = match tls {
+            None => router.serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), shutdown).await,
+            Some(acceptor) => {
+                let incoming = crate::grpc_tls::tls_incoming(listener, acceptor, crate::HTTP_READ_TIMEOUT_DEFAULT);
+                router.serve_with_incoming_shutdown(incoming, shutdown).await
+            }
+        };
+        if let Err(e) = served {
             tracing::error!(error = %e, "gRPC server failed");
         }
     })
@@ -106,15 +117,22 @@ pub async fn serve_liaison(
     let otlp_http_listener = bind_optional(cfg.otlp_http_addr).await?;
     let influx_listener = bind_optional(cfg.influx_addr).await?;
     let read = cfg.http_read_timeout;
+    let (http_tls, grpc_tls) = match &cfg.tls {
+        Some(tls) => (
+            Some(tls.acceptor(&[b"h2", b"http/1.1"]).map_err(std::io::Error::other)?),
+            Some(tls.acceptor(&[b"h2"]).map_err(std::io::Error::other)?),
+        ),
+        None => (None, None),
+    };
     let mut tasks = Vec::new();
     let mut bound = Bound { http: http_addr, grpc: grpc_addr, otlp_grpc: None, otlp_http: None, influx: None, tasks: Vec::new() };
     if let Some(l) = influx_listener {
         bound.influx = Some(l.local_addr()?);
-        tasks.push(serve_http(l, crate::http::influx_router(gw.clone(), read), read, shutdown.clone()));
+        tasks.push(serve_http(l, crate::http::influx_router(gw.clone(), read), read, http_tls.clone(), shutdown.clone()));
     }
     if let Some(l) = otlp_http_listener {
         bound.otlp_http = Some(l.local_addr()?);
-        tasks.push(serve_http(l, crate::http::otlp_router(gw.clone(), read), read, shutdown.clone()));
+        tasks.push(serve_http(l, crate::http::otlp_router(gw.clone(), read), read, http_tls.clone(), shutdown.clone()));
     }
     if let Some(l) = otlp_grpc_listener {
         bound.otlp_grpc = Some(l.local_addr()?);
@@ -123,9 +141,9 @@ pub async fn serve_liaison(
             .concurrency_limit_per_connection(GRPC_REQUESTS_PER_CONNECTION_MAX)
             .layer(GrpcAuthLayer(gw.auth.clone()))
             .add_service(svc);
-        tasks.push(serve_grpc(l, router, shutdown.clone()));
+        tasks.push(serve_grpc(l, router, grpc_tls.clone(), shutdown.clone()));
     }
-    tasks.push(serve_http(http_listener, router(gw.clone(), read), read, shutdown.clone()));
+    tasks.push(serve_http(http_listener, router(gw.clone(), read), read, http_tls, shutdown.clone()));
     let (_, health) = tonic_health::server::health_reporter();
     let grpc = tonic::transport::Server::builder()
         .concurrency_limit_per_connection(GRPC_REQUESTS_PER_CONNECTION_MAX)
@@ -136,7 +154,7 @@ pub async fn serve_liaison(
         .add_service(MeasureServiceServer::new(gw.clone()).max_decoding_message_size(BODY_BYTES_MAX))
         .add_service(MetricsServiceServer::new(OtlpService(gw.clone())).max_decoding_message_size(BODY_BYTES_MAX))
         .add_service(AdminServiceServer::new(gw));
-    tasks.push(serve_grpc(grpc_listener, grpc, shutdown));
+    tasks.push(serve_grpc(grpc_listener, grpc, grpc_tls, shutdown));
     bound.tasks = tasks;
     Ok(bound)
 }
