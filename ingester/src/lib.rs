@@ -4,6 +4,11 @@
 //! with an atomic catalog commit that records the WAL watermark; answers
 //! queries for the points not yet in parts.
 
+/// Decoder property tests check allocation sizes (`fuzz_decoder`).
+#[cfg(test)]
+#[global_allocator]
+static ALLOC: canopy_model::testing::LargestAlloc = canopy_model::testing::LargestAlloc;
+
 mod budget;
 mod error;
 mod flush;

@@ -5,6 +5,11 @@
 //! The data it talks to sits behind [`DataPlane`]; in standalone that is the
 //! in-process ingester and querier ([`LocalDataPlane`]).
 
+/// Decoder property tests check allocation sizes (`fuzz_decoder`).
+#[cfg(test)]
+#[global_allocator]
+static ALLOC: canopy_model::testing::LargestAlloc = canopy_model::testing::LargestAlloc;
+
 mod agents;
 pub mod auth;
 mod data_plane;

@@ -18,6 +18,10 @@ mod series;
 mod tags;
 #[cfg(any(test, feature = "testsuite"))]
 pub mod testing;
+/// Decoder property tests check allocation sizes (`testing::fuzz_decoder`).
+#[cfg(test)]
+#[global_allocator]
+static ALLOC: testing::LargestAlloc = testing::LargestAlloc;
 mod time;
 mod value;
 pub mod wire;

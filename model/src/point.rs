@@ -268,4 +268,61 @@ mod tests {
         let (_, rejected) = validate_batch(&s, &[p], NOW);
         assert!(rejected[0].message.contains("2 fields given"), "{rejected:?}");
     }
+
+    /// The JSON API's bodies, damaged: refused by the parser, or parsed and
+    /// then refused (or accepted) by validation and planning — never a panic.
+    #[test]
+    fn damaged_json_requests_are_refused_without_panic() {
+        use crate::testing::fuzz_decoder;
+        let s = std::sync::Arc::new(schema());
+        let write = WriteRequest {
+            metadata: Some(Metadata { group: "g".into(), name: "m".into(), mod_revision: 0 }),
+            data_points: vec![
+                dp(Some("a"), field_value::Value::Float(Float { value: 1.5 }), NOW),
+                dp(Some("b"), field_value::Value::Int(Int { value: -3 }), NOW - 1),
+            ],
+            message_id: 7,
+        };
+        fuzz_decoder("JSON write", &[serde_json::to_vec(&write).unwrap()], 10_000, |b| {
+            serde_json::from_slice::<WriteRequest>(b).map(|r| validate_batch(&s, &r.data_points, NOW).1.len())
+        });
+        let cond = |name: &str, op: BinaryOp, v: TagValue| Criteria {
+            exp: Some(criteria::Exp::Condition(Condition { name: name.into(), op: op as i32, value: Some(v), ..Default::default() })),
+        };
+        let query = QueryRequest {
+            groups: vec!["g".into()],
+            name: "m".into(),
+            time_range: Some(TimeRange {
+                begin: Some(crate::nanos_to_timestamp(NOW - 3_600_000_000_000)),
+                end: Some(crate::nanos_to_timestamp(NOW)),
+            }),
+            criteria: Some(Criteria {
+                exp: Some(criteria::Exp::Le(Box::new(LogicalExpression {
+                    op: logical_expression::LogicalOp::And as i32,
+                    left: Some(Box::new(cond("host", BinaryOp::Eq, TagVal::Str("a".into()).to_proto()))),
+                    right: Some(Box::new(cond("port", BinaryOp::Gt, TagVal::Int(80).to_proto()))),
+                }))),
+            }),
+            group_by: Some(query_request::GroupBy {
+                tag_projection: Some(TagProjection {
+                    tag_families: vec![tag_projection::TagFamily { name: "d".into(), tags: vec!["host".into()] }],
+                }),
+                field_name: "v".into(),
+                bucket_millis: 60_000,
+            }),
+            agg: Some(query_request::Aggregation {
+                function: AggregationFunction::Max as i32,
+                field_name: "v".into(),
+                field_names: vec![],
+            }),
+            limit: 10,
+            ..Default::default()
+        };
+        // The undamaged requests reach validation and planning and pass.
+        assert!(validate_batch(&s, &write.data_points, NOW).1.is_empty());
+        crate::QueryPlan::compile(s.clone(), &query, NOW).expect("the undamaged query plans");
+        fuzz_decoder("JSON query", &[serde_json::to_vec(&query).unwrap()], 10_000, |b| {
+            serde_json::from_slice::<QueryRequest>(b).map(|r| crate::QueryPlan::compile(s.clone(), &r, NOW).is_ok())
+        });
+    }
 }

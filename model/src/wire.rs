@@ -286,4 +286,17 @@ mod tests {
         }
         assert!(decode_partial(&[9, 0]).is_none());
     }
+
+    #[test]
+    fn damaged_or_random_input_is_refused_without_panic_or_outsized_allocation() {
+        use crate::testing::fuzz_decoder;
+        let rows: Vec<(u64, Point)> = (0..6).map(|i| (100 + i as u64, point(i))).collect();
+        fuzz_decoder("wire rows", &[encode_rows(&rows), encode_rows(&[])], 20_000, decode_rows);
+        let mut s = AggState::default();
+        s.add(&FieldVal::Int(5), 10);
+        s.add(&FieldVal::Float(2.5), 11);
+        let groups: HashMap<GroupKey, Vec<AggState>> = [((60, vec![TagVal::Str("a".into()), TagVal::Int(4)]), vec![s.clone(), s])].into();
+        let partials = [encode_partial(&PartialResult::Groups(groups)), encode_partial(&PartialResult::Raw((0..4).map(point).collect()))];
+        fuzz_decoder("wire partial results", &partials, 20_000, decode_partial);
+    }
 }

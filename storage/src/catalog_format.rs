@@ -186,4 +186,27 @@ mod tests {
         b.extend_from_slice(body);
         assert_eq!(decode(&b), Err(CatalogFormatError::NoWatermark));
     }
+
+    /// Damaged catalogs are refused cleanly — with the checksum as written
+    /// (which catches them) and recomputed over the damage (so the parser
+    /// itself sees it).
+    #[test]
+    fn damaged_catalogs_are_refused_without_panic() {
+        use canopy_model::testing::fuzz_decoder;
+        let mut c = CatalogState::empty("g", 2);
+        c.watermarks.insert("w".into(), 9);
+        let summary = crate::part::PartSummary { bytes: 100, footer_bytes: 20, rows: 7, min_ts: 1, max_ts: 9, ..Default::default() };
+        c.parts.push(crate::catalog::PartMeta::new(3, "g/0002/p.arrow".into(), 0, 1 << 40, 9, 1, summary));
+        c.next_part_id = 4;
+        let valid = vec![encode(&c), encode(&CatalogState::empty("g", 0))];
+        fuzz_decoder("catalog", &valid, 3000, decode);
+        fuzz_decoder("catalog, checksum fixed", &valid, 3000, |b| {
+            let mut b = b.to_vec();
+            if b.len() >= 12 {
+                let crc = crc32fast::hash(&b[12..]);
+                b[8..12].copy_from_slice(&crc.to_le_bytes());
+            }
+            decode(&b)
+        });
+    }
 }

@@ -3,6 +3,11 @@
 //! for time series, [`part`]), and the versioned catalog whose atomic commits
 //! make parts visible ([`catalog`]).
 
+/// Decoder property tests check allocation sizes (`fuzz_decoder`).
+#[cfg(test)]
+#[global_allocator]
+static ALLOC: canopy_model::testing::LargestAlloc = canopy_model::testing::LargestAlloc;
+
 pub mod catalog;
 pub mod catalog_format;
 mod counting;

@@ -401,4 +401,27 @@ mod tests {
         assert_eq!(split_to_fit(b.clone(), None, whole).unwrap().len(), 1);
         assert!(split_to_fit(b, None, 100).unwrap_err().contains("over the WAL record limit"));
     }
+
+    /// Damaged or random WAL records (format 2 and format 1) are refused
+    /// with an error, never a panic or an allocation out of proportion.
+    #[test]
+    fn damaged_records_are_refused_without_panic_or_outsized_allocation() {
+        let layout = Arc::new(ColumnLayout {
+            tags: vec![("d".into(), "host".into(), 1), ("d".into(), "zone".into(), 1)],
+            fields: vec![("v".into(), 4), ("n".into(), 2), ("s".into(), 1)],
+        });
+        let points: Vec<Point> = (0..40)
+            .map(|i| Point {
+                series: i % 5,
+                shard: 1,
+                ts: 1_700_000_000_000_000_000 + i as i64,
+                version: i as i64 % 3,
+                tags: vec![TagVal::Str(format!("h{}", i % 5)), TagVal::Str("z1".into())].into(),
+                fields: vec![FieldVal::Float(i as f64 / 3.0), FieldVal::Int(i as i64), FieldVal::Str("x".repeat(i as usize % 7))],
+            })
+            .collect();
+        let b = WalBatch { group: "g".into(), measure: "cpu".into(), revision: 3, segment_nanos: 3_600_000_000_000, layout, points };
+        let valid = vec![encode_batch(&b), encode_batch_v1(&b)];
+        canopy_model::testing::fuzz_decoder("WAL batch", &valid, 20_000, decode_batch);
+    }
 }

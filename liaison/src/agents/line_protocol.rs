@@ -245,4 +245,23 @@ mod tests {
         assert_eq!(precision_nanos("ms"), Some(1_000_000));
         assert_eq!(precision_nanos("fortnight"), None);
     }
+
+    /// Damaged or random bodies: an error naming the line, never a panic.
+    #[test]
+    fn damaged_line_protocol_is_refused_without_panic() {
+        let valid = vec![
+            b"cpu,host=a,region=eu usage=1.5,count=3i,state=\"ok \\\"q\\\"\",up=true 1700000000000000000\nmem,host=b\\ c free=10i\n# c\n"
+                .to_vec(),
+            b"m v=1\nm,t=x u=2u,s=\"a=b,c\" -5\n".to_vec(),
+        ];
+        canopy_model::testing::fuzz_decoder("line protocol", &valid, 20_000, |b| {
+            let text = String::from_utf8_lossy(b);
+            let mut lines = 0;
+            for_each_line(&text, |_, _| {
+                lines += 1;
+                Ok::<_, LineError>(())
+            })
+            .map(|()| lines)
+        });
+    }
 }

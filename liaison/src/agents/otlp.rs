@@ -517,4 +517,24 @@ mod tests {
         assert_eq!(label_name("service.instance.id"), "service_instance_id");
         assert_eq!(label_name("0x"), "key_0x");
     }
+
+    /// Damaged OTLP protobuf is refused by the decoder or converted without a
+    /// panic (whatever values survive: NaN, absurd bucket counts, empty names).
+    #[test]
+    fn damaged_exports_are_refused_or_converted_without_panic() {
+        let valid = vec![
+            request(vec![
+                gauge("g", vec![(1, 1.0, 0), (2, f64::NAN, 0), (3, 3.0, NO_RECORDED_VALUE)]),
+                gauge("other.metric", vec![(9, -1.0, 0)]),
+            ])
+            .encode_to_vec(),
+        ];
+        canopy_model::testing::fuzz_decoder("OTLP export", &valid, 20_000, |b| {
+            ExportMetricsServiceRequest::decode(b).map(|req| {
+                let mut rows = Rows::new(&crate::agents::AgentConfig::default());
+                convert(req, &mut rows);
+                rows.rows.len()
+            })
+        });
+    }
 }

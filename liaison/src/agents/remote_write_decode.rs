@@ -241,4 +241,22 @@ mod tests {
         let overlong = [0x48, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02];
         assert_eq!(decode_all(&overlong), Err(DecodeError("varint overflows 64 bits")));
     }
+
+    /// Damaged remote-write bodies (and length fields set to extremes) are
+    /// refused without a panic or an allocation out of proportion.
+    #[test]
+    fn damaged_bodies_are_refused_without_outsized_allocation() {
+        let series = |name: &str, n: i64| pb::TimeSeries {
+            labels: vec![
+                pb::Label { name: "__name__".into(), value: name.into() },
+                pb::Label { name: "instance".into(), value: "10.0.0.1:9100".into() },
+            ],
+            samples: (0..n).map(|i| pb::Sample { value: i as f64 * 0.5, timestamp: 1_700_000_000_000 + i }).collect(),
+        };
+        let valid = vec![
+            pb::WriteRequest { timeseries: vec![series("up", 3), series("node_cpu_seconds_total", 20)], metadata: vec![] }.encode_to_vec(),
+            pb::WriteRequest { timeseries: vec![series("x", 1)], metadata: vec![] }.encode_to_vec(),
+        ];
+        canopy_model::testing::fuzz_decoder("remote write", &valid, 20_000, decode_all);
+    }
 }

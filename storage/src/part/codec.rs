@@ -266,6 +266,13 @@ pub(crate) fn encode_packed_timestamps(ts: &[i64], out: &mut Vec<u8>) {
     pack(&dods, out);
 }
 
+/// The most timestamps `len` bytes of a timestamp column can hold: a
+/// varint takes a byte at least, a bit-packed frame of [`FRAME`] values a
+/// byte at least (after the first two, which are varints).
+pub(crate) fn values_at_most(len: usize, packed: bool) -> usize {
+    if packed { len.saturating_mul(FRAME).saturating_add(2) } else { len }
+}
+
 /// Decodes `n` timestamps written by [`encode_packed_timestamps`].
 pub(crate) fn decode_packed_timestamps(mut buf: &[u8], n: usize) -> Option<Vec<i64>> {
     let mut out = Vec::with_capacity(n);
@@ -743,5 +750,77 @@ mod tests {
         assert!(buf.len() < 12);
         assert_eq!(decode_tag_column(&mut buf.as_slice(), 500).unwrap(), TagColumn::constant(v, 500));
         assert!(decode_tag_column(&mut buf.as_slice(), 499).is_none(), "a run longer than the block is corrupt");
+    }
+
+    /// Each column decoder, given damaged or random bytes and a row count
+    /// (from the input: a corrupt block's count is no more trustworthy than
+    /// its bytes), refuses without panicking or reserving memory out of
+    /// proportion to the input.
+    #[test]
+    fn column_decoders_survive_damaged_input() {
+        use canopy_model::testing::{allocation_bound, fuzz_decoder_within};
+        // Input: 3 bytes of row count, then the column.
+        let framed = |n: usize, col: Vec<u8>| [(n as u32).to_le_bytes()[..3].to_vec(), col].concat();
+        let split = |b: &[u8]| -> (usize, Vec<u8>) {
+            let n = b.iter().take(3).enumerate().fold(0usize, |n, (i, &x)| n | (x as usize) << (8 * i));
+            (n, b.get(3..).unwrap_or_default().to_vec())
+        };
+        // Up to 64 bytes per row the caller asked for, and the usual bound
+        // for what the bytes themselves claim.
+        let bound = |b: &[u8]| allocation_bound(b.len()) + 64 * split(b).0;
+        let fuzz_decoder =
+            |name: &str, valid: &[Vec<u8>], cases: usize, decode: &dyn Fn(&[u8])| fuzz_decoder_within(name, valid, cases, bound, decode);
+        let ts: Vec<i64> = (0..300).map(|i| 1_700_000_000_000_000_000 + i * 10_000_000_000 + (i % 7)).collect();
+        let ints: Vec<i64> = (0..300).map(|i| (i * i) % 1000 - 500).collect();
+        let (mut t, mut pt, mut iv, mut pi) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        encode_timestamps(&ts, &mut t);
+        encode_packed_timestamps(&ts, &mut pt);
+        encode_ints(&ints, &mut iv);
+        encode_packed_ints(&ints, &mut pi);
+        fuzz_decoder("timestamps", &[framed(300, t)], 5000, &|b| {
+            let (n, col) = split(b);
+            drop(decode_timestamps(&col, n));
+        });
+        fuzz_decoder("packed timestamps", &[framed(300, pt)], 5000, &|b| {
+            let (n, col) = split(b);
+            drop(decode_packed_timestamps(&col, n));
+        });
+        fuzz_decoder("ints", &[framed(300, iv)], 5000, &|b| {
+            let (n, col) = split(b);
+            drop(decode_ints(&mut &col[..], n));
+        });
+        fuzz_decoder("packed ints", &[framed(300, pi.clone())], 5000, &|b| {
+            let (n, col) = split(b);
+            drop(decode_packed_ints_range(&mut &col[..], n, n / 3, n / 2));
+        });
+        let tags: Vec<TagVal> = (0..300).map(|i| if i % 5 == 0 { TagVal::Null } else { TagVal::Str(format!("host-{}", i / 50)) }).collect();
+        let mut tc = Vec::new();
+        encode_tag_runs(&tags.iter().collect::<Vec<_>>(), &mut tc);
+        fuzz_decoder("tag column", &[framed(300, tc)], 5000, &|b| {
+            let (n, col) = split(b);
+            drop(decode_tag_column(&mut &col[..], n));
+        });
+        let columns: Vec<Vec<FieldVal>> = vec![
+            (0..300).map(|i| FieldVal::Float(i as f64 * 0.25)).collect(),
+            (0..300).map(|i| FieldVal::Float((i as f64).sin())).collect(),
+            (0..300).map(|i| if i % 3 == 0 { FieldVal::Null } else { FieldVal::Int(i) }).collect(),
+            (0..300).map(|i| FieldVal::Str(format!("s{}", i % 4))).collect(),
+        ];
+        let fields: Vec<Vec<u8>> = columns
+            .iter()
+            .map(|c| {
+                let mut out = Vec::new();
+                encode_field_column(&c.iter().collect::<Vec<_>>(), &mut out);
+                framed(300, out)
+            })
+            .collect();
+        fuzz_decoder("field column", &fields, 8000, &|b| {
+            let (n, col) = split(b);
+            drop(decode_field_column(&mut &col[..], n));
+        });
+        fuzz_decoder("typed field column", &fields, 8000, &|b| {
+            let (n, col) = split(b);
+            drop(decode_field_typed(&mut &col[..], n, 0, n));
+        });
     }
 }

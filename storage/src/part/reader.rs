@@ -401,6 +401,12 @@ pub fn decode_blocks(
             continue;
         }
         let n = count.value(row) as usize;
+        // Every FRAME timestamps take a byte at least: a count beyond what
+        // the bytes can hold is corruption, refused before any column is
+        // sized by it.
+        if n > crate::part::codec::values_at_most(ts_col.value(row).len(), packed) {
+            return Err(corrupt("count (more rows than the timestamps can hold)"));
+        }
         // Columns are length-prefixed, so unused ones are skipped undecoded.
         let mut tags_buf = tag_col.value(row);
         let mut stored_tags: Vec<Option<TagColumn>> = Vec::new();
@@ -662,5 +668,33 @@ mod tests {
         store.put(&"p.arrow".into(), bad.into()).await.unwrap();
         let err = scan_part(store.as_ref(), &meta, &idx, &scan("cpu", &l, 0, i64::MAX, None, &|_| true)).await.unwrap_err();
         assert!(matches!(err, StorageError::Corrupt { .. }), "{err}");
+    }
+
+    /// A damaged part — anywhere in its blocks, index or footer — reads as
+    /// an error (or, if the damage hit nothing read, as rows), never a panic.
+    #[tokio::test]
+    async fn damaged_parts_read_as_errors_without_panic() {
+        let l = Arc::new(layout(&["host", "zone"], &["v"]));
+        let mut all = rows(1, 300, "h1");
+        all.extend(rows(2, 40, "h2"));
+        let parts = [MeasureRows { name: "cpu".into(), layout: l.clone(), rows: all }];
+        let enc = encode_part(&parts).unwrap();
+        let (store, meta) = put(&parts).await;
+        let undamaged = read_index(store.as_ref(), &meta).await.unwrap();
+        assert_eq!(scan_part(store.as_ref(), &meta, &undamaged, &scan("cpu", &l, 0, i64::MAX, None, &|_| true)).await.unwrap().len(), 340);
+        let mut m = canopy_model::testing::Mutator::new(11);
+        let mut errors = 0;
+        for _ in 0..300 {
+            let bad = m.mutate(&enc.bytes);
+            let mut meta = meta.clone();
+            meta.bytes = bad.len() as u64;
+            store.put(&"p.arrow".into(), bad.into()).await.unwrap();
+            let read = async {
+                let idx = read_index(store.as_ref(), &meta).await?;
+                scan_part(store.as_ref(), &meta, &idx, &scan("cpu", &l, 0, i64::MAX, None, &|_| true)).await
+            };
+            errors += read.await.is_err() as usize;
+        }
+        assert!(errors > 150, "only {errors} of 300 damaged parts were noticed");
     }
 }
