@@ -46,6 +46,18 @@ impl ApiError {
         ApiError::new(Code::InvalidArgument, format!("{field}: {message}"))
     }
 
+    /// What a client is told: everything but INTERNAL as is; an INTERNAL
+    /// error's detail (a WAL or store failure may name local paths and
+    /// files) goes to this process's log under an id the client gets.
+    pub fn for_client(self) -> ApiError {
+        if self.code != Code::Internal {
+            return self;
+        }
+        let id = format!("{:08x}", canopy_storage::paths::nonce());
+        tracing::error!(error_id = %id, error = %self.message, "internal error answered to a client");
+        ApiError::new(Code::Internal, format!("internal error {id}; the server's log has the details"))
+    }
+
     /// The HTTP status for this error's code.
     pub(crate) fn http_status(&self) -> StatusCode {
         match self.code {
@@ -100,6 +112,7 @@ impl From<tonic::Status> for ApiError {
 
 impl From<ApiError> for tonic::Status {
     fn from(e: ApiError) -> tonic::Status {
+        let e = e.for_client();
         let code = match e.code {
             Code::InvalidArgument => tonic::Code::InvalidArgument,
             Code::NotFound => tonic::Code::NotFound,
@@ -118,8 +131,9 @@ impl From<ApiError> for tonic::Status {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = serde_json::json!({ "code": self.code_name(), "message": self.message });
-        (self.http_status(), axum::Json(body)).into_response()
+        let e = self.for_client();
+        let body = serde_json::json!({ "code": e.code_name(), "message": e.message });
+        (e.http_status(), axum::Json(body)).into_response()
     }
 }
 
@@ -230,10 +244,25 @@ mod tests {
             assert_eq!(Some(&resp.status().as_u16()), documented.get(name), "{name}");
             let body = axum::body::to_bytes(resp.into_body(), 1 << 16).await.unwrap();
             let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
-            assert_eq!(body, serde_json::json!({"code": name, "message": "what went wrong"}));
+            assert_eq!(body["code"], name);
+            // INTERNAL's detail stays in the log (`for_client`).
+            let told = if code == Code::Internal { body["message"].as_str().unwrap().to_string() } else { "what went wrong".into() };
+            assert_eq!(body, serde_json::json!({"code": name, "message": told}));
+            assert!(code != Code::Internal || told.starts_with("internal error "), "{told}");
             // The same code over gRPC, and back: a peer's error keeps its meaning.
             let status = tonic::Status::from(ApiError::new(code, "m"));
             assert_eq!(ApiError::from(status).code, code, "{name} through gRPC");
         }
+    }
+
+    #[test]
+    fn internal_details_stay_in_the_log() {
+        let e = ApiError::new(Code::Internal, "WAL: /var/lib/canopy/wal/g/0001/00000000000000000001.wal: Input/output error");
+        let told = e.clone().for_client();
+        assert_eq!(told.code, Code::Internal);
+        assert!(!told.message.contains("/var/lib") && told.message.starts_with("internal error "), "{}", told.message);
+        assert!(!tonic::Status::from(e).message().contains("/var/lib"));
+        let invalid = ApiError::invalid("body", "bad");
+        assert_eq!(invalid.clone().for_client(), invalid, "other codes are told as they are");
     }
 }

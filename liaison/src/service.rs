@@ -104,7 +104,7 @@ impl Gateway {
             Err(MetaError::NotFound(what)) => {
                 return fail(Status::NotFound, format!("metadata: {what} not found"));
             }
-            Err(e) => return fail(Status::InternalError, e.to_string()),
+            Err(e) => return fail(Status::InternalError, ApiError::new(Code::Internal, e.to_string()).for_client().message),
         };
         let (points, rejected) = validate_batch(&schema, &req.data_points, now_nanos());
         let accepted = points.len() as u32;
@@ -112,7 +112,7 @@ impl Gateway {
             && let Err(e) = self.store(&schema, points).await
         {
             let status = if e.code == Code::ResourceExhausted { Status::ResourceExhausted } else { Status::InternalError };
-            return fail(status, e.message);
+            return fail(status, e.for_client().message);
         }
         let errors: Vec<PointError> =
             rejected.into_iter().map(|r| PointError { index: r.index, field: r.field, message: r.message }).collect();

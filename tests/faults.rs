@@ -1,0 +1,130 @@
+//! Faults of the object store under ingest, with real processes: the store
+//! unreachable for a while, and slow throughout. Each ends with the oracle:
+//! every acknowledged point exactly once. Each prints what the fault did
+//! (docs/operations.md, "Faults", has the measured figures).
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use canopy_bench::latency_proxy::LatencyProxy;
+use common::*;
+
+/// Standalone on S3 behind a proxy that can slow or cut the store, with
+/// small, frequent flushes so that the fault hits flushes in flight.
+async fn canopy_behind(latency: Duration) -> (Canopy, LatencyProxy, S3Server) {
+    let s3 = S3Server::start();
+    let proxy = LatencyProxy::start(format!("127.0.0.1:{}", s3.port).parse().unwrap(), latency).await.unwrap();
+    let endpoint = format!("http://{}", proxy.addr);
+    let c = Canopy::start(
+        Backend::Local,
+        &[
+            "--object-store",
+            &format!("s3://{S3_BUCKET}"),
+            "--s3-endpoint",
+            &endpoint,
+            "--s3-access-key-id",
+            S3_KEY,
+            "--s3-secret-access-key",
+            S3_SECRET,
+            "--flush-bytes",
+            "200000",
+            "--flush-interval-secs",
+            "1",
+        ],
+    );
+    (c, proxy, s3)
+}
+
+/// Writes `batches` batches of 100 samples one after another; answers the
+/// acknowledged samples and when each batch was acknowledged.
+async fn write_for(http: &Http, start: i64, batches: usize, pace: Duration) -> (Vec<Sample>, Vec<Instant>) {
+    let all = samples(20, batches * 5, start, 1_000_000_000, 17);
+    let (mut acked, mut at) = (Vec::new(), Vec::new());
+    for (i, chunk) in all.chunks(100).enumerate() {
+        let (status, body) = http.post("/api/v1/measure/write", &write_request(chunk, i as u64)).await;
+        assert_eq!(status, 200, "batch {i}: {body}");
+        acked.extend_from_slice(chunk);
+        at.push(Instant::now());
+        tokio::time::sleep(pace).await;
+    }
+    (acked, at)
+}
+
+/// Counts every point of the test measure.
+fn count_query(start: i64) -> canopy_api::v1::QueryRequest {
+    use canopy_api::v1::query_request::Aggregation;
+    canopy_api::v1::QueryRequest {
+        groups: vec![GROUP.into()],
+        name: MEASURE.into(),
+        time_range: time_range(start - 1, now_nanos() + HOUR),
+        agg: Some(Aggregation {
+            function: canopy_api::v1::AggregationFunction::Count as i32,
+            field_name: "usage".into(),
+            field_names: vec![],
+        }),
+        ..Default::default()
+    }
+}
+
+/// Waits until the memtables are flushed (the store took every part);
+/// answers how long that took.
+async fn flushed_within(http: &Http, limit: Duration) -> Duration {
+    let t = Instant::now();
+    while http.metric("canopy_memtable_bytes{role=\"standalone\"}").await > 0.0 {
+        assert!(t.elapsed() < limit, "memtables not flushed within {limit:?} of the store's return");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    t.elapsed()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_object_store_down_during_ingest_loses_nothing() {
+    let (c, proxy, _s3) = canopy_behind(Duration::ZERO).await;
+    let http = Http::new(c.http);
+    create_schema(&http).await;
+    let start = now_nanos() - HOUR;
+    // Writes keep going; after 3 s the store goes away for 20 s.
+    let outage = async {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        proxy.set_down(true);
+        let down_at = Instant::now();
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        // A query that needs the parts flushed before the outage.
+        let (status, body) = http.post("/api/v1/measure/data", &count_query(start)).await;
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        proxy.set_down(false);
+        (down_at, Instant::now(), status, body)
+    };
+    let ((acked, at), (down_at, up_at, status, body)) = tokio::join!(write_for(&http, start, 260, Duration::from_millis(100)), outage);
+    assert_eq!(status, 503, "a query needing parts while the store is down: {body}");
+    assert_eq!(body["code"], "UNAVAILABLE", "{body}");
+    let during = at.iter().filter(|&&t| t > down_at && t < up_at).count();
+    assert!(during > 50, "only {during} batches were acknowledged while the store was down");
+    // Queries of memtable data keep working too (none of it is in parts yet).
+    let recovered = flushed_within(&http, Duration::from_secs(60)).await;
+    eprintln!(
+        "FAULT object store down 20 s: {during} batches acknowledged during it; a query needing parts: {status} {}; memtables flushed {recovered:?} after its return",
+        body["message"]
+    );
+    let mut oracle = Oracle::default();
+    acked.iter().for_each(|s| oracle.add(s));
+    check_against_oracle(&http, &oracle, time_range(start - 1, now_nanos() + HOUR)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_object_store_slows_flushes_not_writes() {
+    // Every response of the store waits 400 ms (its first byte).
+    let (c, _proxy, _s3) = canopy_behind(Duration::from_millis(400)).await;
+    let http = Http::new(c.http);
+    create_schema(&http).await;
+    let start = now_nanos() - HOUR;
+    let t = Instant::now();
+    let (acked, _) = write_for(&http, start, 120, Duration::from_millis(50)).await;
+    let writing = t.elapsed();
+    let flushed = flushed_within(&http, Duration::from_secs(60)).await;
+    eprintln!("FAULT object store +400 ms per response: 120 batches written in {writing:?}; memtables flushed {flushed:?} later");
+    let mut oracle = Oracle::default();
+    acked.iter().for_each(|s| oracle.add(s));
+    check_against_oracle(&http, &oracle, time_range(start - 1, now_nanos() + HOUR)).await;
+}
