@@ -128,3 +128,73 @@ async fn a_slow_object_store_slows_flushes_not_writes() {
     acked.iter().for_each(|s| oracle.add(s));
     check_against_oracle(&http, &oracle, time_range(start - 1, now_nanos() + HOUR)).await;
 }
+
+/// A small tmpfs mounted for the test's life (needs root).
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn mount(at: &std::path::Path, bytes: usize) -> Option<Tmpfs> {
+        std::fs::create_dir_all(at).unwrap();
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={bytes}")])
+            .arg("tmpfs")
+            .arg(at)
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then(|| Tmpfs(at.to_path_buf()))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_wal_volume_refuses_writes_until_a_flush_frees_it() {
+    let dir = tempfile::tempdir().unwrap();
+    // The WAL on a 1 MiB volume; parts elsewhere. No flush by size or age:
+    // only a full WAL makes one.
+    let Some(_volume) = Tmpfs::mount(&dir.path().join("data"), 1 << 20) else {
+        eprintln!("skipped: mounting a tmpfs needs root");
+        return;
+    };
+    let objects = dir.path().join("objects");
+    let c = Canopy::start_on(
+        dir.path().join("data"),
+        Backend::Local,
+        &["--object-store", objects.to_str().unwrap(), "--flush-bytes", "1073741824", "--flush-interval-secs", "3600"],
+    );
+    let http = Http::new(c.http);
+    create_schema(&http).await;
+    let start = now_nanos() - HOUR;
+    let all = samples(40, 1500, start, 1_000_000_000, 23);
+    let (mut refused, mut first_refusal, mut recovered) = (0, None, None);
+    let mut oracle = Oracle::default();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    for (i, chunk) in all.chunks(100).enumerate() {
+        loop {
+            assert!(Instant::now() < deadline, "batch {i} not acknowledged within 120 s");
+            let (status, body) = http.post("/api/v1/measure/write", &write_request(chunk, i as u64)).await;
+            if status == 200 {
+                if first_refusal.is_some() && recovered.is_none() {
+                    recovered = Some(Instant::now());
+                }
+                break;
+            }
+            assert_eq!(status, 429, "batch {i}: {body}");
+            assert!(body["message"].as_str().unwrap_or_default().contains("WAL volume"), "{body}");
+            refused += 1;
+            first_refusal.get_or_insert_with(Instant::now);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        chunk.iter().for_each(|s| oracle.add(s));
+    }
+    assert!(refused > 0, "the WAL volume never filled: this load did not reach it");
+    let recovery = recovered.unwrap() - first_refusal.unwrap();
+    eprintln!(
+        "FAULT WAL volume full (1 MiB): {refused} writes refused with 429; writes acknowledged again {recovery:?} after the first refusal"
+    );
+    check_against_oracle(&http, &oracle, time_range(start - 1, now_nanos() + HOUR)).await;
+}

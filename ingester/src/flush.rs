@@ -57,8 +57,12 @@ impl Shard {
                 st.frozen.push(Arc::new(m));
             }
         }
-        // Later records go to a new segment so this one can be deleted once covered.
-        self.wal_op(|w| w.rotate()).await?;
+        // Later records go to a new segment so this one can be deleted once
+        // covered. On a full volume the new segment may not fit: the flush
+        // goes on, and truncation replaces the covered active segment.
+        if let Err(e) = self.wal_op(|w| w.rotate()).await {
+            tracing::warn!(group = %self.group, shard = self.id, error = %e, "WAL rotation failed; flushing anyway");
+        }
         let mut parts = 0;
         loop {
             let (memtable, base, segment_nanos) = {
@@ -91,6 +95,9 @@ impl Shard {
             parts += new_parts.len();
             tracing::debug!(group = %self.group, shard = self.id, parts = new_parts.len(), watermark, "flushed");
         }
+        // Everything acknowledged is in parts and its WAL records are gone:
+        // the next append tries the volume again.
+        self.wal_full.store(false, std::sync::atomic::Ordering::Relaxed);
         Ok(parts)
     }
 

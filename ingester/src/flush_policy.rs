@@ -17,7 +17,8 @@ pub(crate) struct ShardLoad {
     pub(crate) active_bytes: usize,
     /// Age of its active memtable's first insert (zero when empty).
     pub(crate) active_age: Duration,
-    /// Frozen memtables wait for a flush (a failed one, to retry).
+    /// Frozen memtables wait for a flush (a failed one, to retry), or the
+    /// WAL volume is full (a flush frees it).
     pub(crate) frozen: bool,
     /// A flush of it is running now.
     pub(crate) flushing: bool,

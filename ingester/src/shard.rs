@@ -97,6 +97,8 @@ pub(crate) struct Shard {
     pub(crate) flushing: AtomicBool,
     /// Flushes started by the flusher that failed in a row (for backoff).
     pub(crate) flush_failures: AtomicU32,
+    /// An append found the WAL volume full: flush now (it frees WAL space).
+    pub(crate) wal_full: AtomicBool,
     pub(crate) catalogs: CatalogStore,
     pub(crate) store: Arc<dyn ObjectStore>,
     pub(crate) budget: Arc<MemoryBudget>,
@@ -196,6 +198,7 @@ impl Shard {
             flush_lock: tokio::sync::Mutex::new(()),
             flushing: AtomicBool::new(false),
             flush_failures: AtomicU32::new(0),
+            wal_full: AtomicBool::new(false),
             catalogs,
             store,
             budget,
@@ -281,7 +284,7 @@ impl Shard {
         ShardLoad {
             active_bytes: st.active.bytes,
             active_age: if st.active.is_empty() { Duration::ZERO } else { st.active.created.elapsed() },
-            frozen: !st.frozen.is_empty(),
+            frozen: !st.frozen.is_empty() || self.wal_full.load(Ordering::Relaxed),
             flushing: self.flushing.load(Ordering::Relaxed),
         }
     }
@@ -388,6 +391,19 @@ async fn run_writer(shard: std::sync::Weak<Shard>, mut rx: mpsc::Receiver<WriteR
                 shard.budget.add_memtable(added);
                 for (reply, seq) in replies {
                     let _ = reply.send(Ok(seq));
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::StorageFull => {
+                // Nothing was appended (the log cut the partial record): a
+                // retryable refusal, and a flush, which frees WAL space.
+                tracing::warn!(group = %shard.group, shard = shard.id, error = %e, "WAL volume full; flushing to free it");
+                shard.wal_full.store(true, Ordering::Relaxed);
+                shard.budget.pressure.notify_one();
+                for r in reqs {
+                    let _ = r.reply.send(Err(IngestError::Overloaded(format!(
+                        "the WAL volume of shard {}/{} is full; writes resume once a flush frees it",
+                        shard.group, shard.id
+                    ))));
                 }
             }
             Err(e) => {

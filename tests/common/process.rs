@@ -89,6 +89,14 @@ impl Canopy {
     /// Starts Canopy on a fresh data directory and backend.
     pub fn start(backend: Backend, extra: &[&str]) -> Canopy {
         let dir = tempfile::tempdir().unwrap();
+        let mut c = Canopy::start_on(dir.path().join("data"), backend, extra);
+        c._dir = Some(dir);
+        c
+    }
+
+    /// Starts Canopy on `data_dir` (its log goes next to it), e.g. a small
+    /// volume mounted there.
+    pub fn start_on(data_dir: PathBuf, backend: Backend, extra: &[&str]) -> Canopy {
         let (s3, backend_args) = match backend {
             Backend::Local => (None, vec![]),
             Backend::S3 => {
@@ -113,11 +121,11 @@ impl Canopy {
             otlp_grpc: "127.0.0.1:0".parse().unwrap(),
             otlp_http: "127.0.0.1:0".parse().unwrap(),
             influx: "127.0.0.1:0".parse().unwrap(),
-            data_dir: dir.path().join("data"),
+            data_dir,
             extra: extra.iter().map(|s| s.to_string()).collect(),
             backend_args,
             _s3: s3,
-            _dir: Some(dir),
+            _dir: None,
         };
         c.spawn();
         c

@@ -39,6 +39,9 @@ pub struct Wal {
     /// recovery accepts only at the end of the newest segment, so it must
     /// never be closed behind a new one.
     torn: bool,
+    /// Truncation deleted the active segment and there was no room for a
+    /// new one yet: the next append creates it (or is refused).
+    needs_segment: bool,
     /// Test hook: the next write stores only this many bytes, then fails as
     /// a full disk does.
     #[cfg(test)]
@@ -114,6 +117,7 @@ impl Wal {
             segment_bytes_max,
             failed: None,
             torn: false,
+            needs_segment: false,
             #[cfg(test)]
             fail_write_after: None,
         };
@@ -142,21 +146,30 @@ impl Wal {
                 format!("WAL record of {} bytes is over the limit of {PAYLOAD_BYTES_MAX}", p.len()),
             ));
         }
+        // Refused whole if there is still no room for it (a full volume).
+        self.open_segment_if_needed()?;
         if self.active_bytes >= self.segment_bytes_max {
             self.rotate()?;
         }
         let (good_len, next_seq) = (self.active_bytes, self.next_seq);
-        let r = self.append_inner(payloads);
+        let mut synced = false;
+        let r = self.append_inner(payloads, &mut synced);
         if let Err(e) = &r {
-            self.failed = Some(e.to_string());
             self.next_seq = next_seq;
             // Cut a partial record off so the segment ends on a record
             // boundary; if even that fails, the segment stays the newest.
             let cut =
                 self.file.set_len(good_len).and_then(|()| self.file.seek(SeekFrom::Start(good_len))).and_then(|_| self.file.sync_all());
-            if let Err(cut_err) = cut {
+            if let Err(cut_err) = &cut {
                 tracing::error!(path = %self.active.path.display(), error = %cut_err, "could not truncate a failed WAL append");
                 self.torn = true;
+            }
+            // A full volume refused the write and the cut restored the last
+            // acknowledged record: the log is whole and takes appends again
+            // once a flush frees space. A failed fsync is another matter:
+            // the page cache can no longer be trusted.
+            if e.kind() != io::ErrorKind::StorageFull || synced || cut.is_err() {
+                self.failed = Some(e.to_string());
             }
         }
         r
@@ -171,7 +184,9 @@ impl Wal {
         self.file.write_all(buf)
     }
 
-    fn append_inner(&mut self, payloads: &[Vec<u8>]) -> io::Result<Vec<u64>> {
+    /// Writes the records and fsyncs; `synced` tells whether the fsync was
+    /// reached (its failure is not a full volume's).
+    fn append_inner(&mut self, payloads: &[Vec<u8>], synced: &mut bool) -> io::Result<Vec<u64>> {
         // Small records are gathered into one write; a large payload is
         // written from where it is, so a group commit of many megabytes
         // is not copied into a second buffer of the same size.
@@ -206,6 +221,7 @@ impl Wal {
         }
         self.write_buf(&buf)?;
         written += buf.len();
+        *synced = true;
         self.file.sync_data()?;
         self.active_bytes += written as u64;
         if let Some(&last) = seqs.last() {
@@ -236,7 +252,10 @@ impl Wal {
         Ok(())
     }
 
-    /// Deletes closed segments whose records are all at or below `watermark`.
+    /// Deletes closed segments whose records are all at or below
+    /// `watermark`, and replaces the active segment by an empty one if its
+    /// records are too (a flush whose rotation failed on a full volume:
+    /// deleting first is what frees the space for the new segment).
     pub fn truncate_through(&mut self, watermark: u64) -> io::Result<usize> {
         let mut removed = 0;
         while let Some(seg) = self.closed.first() {
@@ -247,10 +266,36 @@ impl Wal {
             self.closed.remove(0);
             removed += 1;
         }
-        if removed > 0 {
+        let active_covered = self.active.last_seq >= self.active.first_seq && self.active.last_seq <= watermark;
+        if active_covered && self.closed.is_empty() && !self.torn && self.failed.is_none() {
+            // A deleted file's space is freed when its last handle closes:
+            // hold the directory instead meanwhile.
+            self.file = File::open(&self.dir)?;
+            std::fs::remove_file(&self.active.path)?;
+            sync_dir(&self.dir)?;
+            self.active = Segment { path: segment_path(&self.dir, self.next_seq), first_seq: self.next_seq, last_seq: self.next_seq - 1 };
+            self.active_bytes = MAGIC.len() as u64;
+            self.needs_segment = true;
+            // Created now if there is room, else by the next append.
+            if let Err(e) = self.open_segment_if_needed() {
+                tracing::warn!(dir = %self.dir.display(), error = %e, "no room for a new WAL segment yet");
+            }
+            removed += 1;
+        } else if removed > 0 {
             sync_dir(&self.dir)?;
         }
         Ok(removed)
+    }
+
+    /// Creates the active segment's file if truncation left none.
+    fn open_segment_if_needed(&mut self) -> io::Result<()> {
+        if self.needs_segment {
+            let (seg, file) = Self::create_segment(&self.dir, self.next_seq)?;
+            self.active = seg;
+            self.file = file;
+            self.needs_segment = false;
+        }
+        Ok(())
     }
 
     /// The sequence number the next record will get.
@@ -387,22 +432,41 @@ mod tests {
     }
 
     #[test]
-    fn a_failed_append_leaves_a_log_that_recovers_after_rotation() {
-        // Disk full mid-append, then the flush rotates the log and fails
-        // too: the restart must find every acknowledged record.
+    fn a_full_volume_refuses_the_append_and_the_cut_log_takes_the_next() {
+        // Disk full mid-append: the partial record is cut off, the batch
+        // refused; once there is room the log goes on where it was, and a
+        // restart finds exactly the acknowledged records.
         let dir = tempfile::tempdir().unwrap();
         let (mut wal, _) = Wal::open(dir.path(), 0, 1 << 20).unwrap();
         wal.append(&payloads(2, 1)).unwrap();
         wal.fail_write_after = Some(HEADER + 3);
         let err = wal.append(&payloads(3, 2)).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::StorageFull);
-        assert!(wal.append(&payloads(1, 3)).is_err(), "a failed log refuses appends until restart");
+        assert_eq!(wal.append(&[vec![3; 5]]).unwrap(), vec![3], "the refused batch's numbers are reused");
         wal.rotate().unwrap();
         drop(wal);
         let (mut wal, rec) = Wal::open(dir.path(), 0, 1 << 20).unwrap();
-        assert_eq!(rec.records.iter().map(|r| r.0).collect::<Vec<_>>(), vec![1, 2]);
+        assert_eq!(rec.records, vec![(1, vec![1]), (2, vec![1, 1]), (3, vec![3; 5])]);
         assert_eq!(rec.truncated_bytes, 0, "the partial record was cut at the failure");
-        assert_eq!(wal.append(&payloads(1, 4)).unwrap(), vec![3]);
+        assert_eq!(wal.append(&payloads(1, 4)).unwrap(), vec![4]);
+    }
+
+    #[test]
+    fn a_covered_active_segment_is_replaced_by_an_empty_one() {
+        // A flush whose rotation failed (full volume) still frees the space
+        // once its watermark covers the active segment.
+        let dir = tempfile::tempdir().unwrap();
+        let (mut wal, _) = Wal::open(dir.path(), 0, 1 << 20).unwrap();
+        wal.append(&payloads(3, 1)).unwrap();
+        assert_eq!(wal.truncate_through(2).unwrap(), 0, "record 3 is not covered");
+        assert_eq!(wal.truncate_through(3).unwrap(), 1);
+        assert_eq!(wal.segment_count(), 1);
+        let files = std::fs::read_dir(dir.path()).unwrap().count();
+        assert_eq!(files, 1, "the old segment is gone");
+        assert_eq!(wal.append(&payloads(1, 2)).unwrap(), vec![4]);
+        drop(wal);
+        let (_, rec) = Wal::open(dir.path(), 3, 1 << 20).unwrap();
+        assert_eq!(rec.records, vec![(4, vec![2])]);
     }
 
     #[test]
