@@ -18,15 +18,6 @@ const READ: &str = "r-7f3a9c";
 const WRITE: &str = "w-51be02";
 const ADMIN: &str = "a-c0ffee";
 
-/// `printf %s TOKEN | sha256sum`, as an operator makes the file.
-fn sha256_hex(token: &str) -> String {
-    let out = std::process::Command::new("sha256sum").stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).spawn();
-    let mut child = out.expect("sha256sum");
-    std::io::Write::write_all(child.stdin.as_mut().unwrap(), token.as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
-    String::from_utf8(out.stdout).unwrap().split_whitespace().next().unwrap().to_string()
-}
-
 /// One HTTP request as an agent or client sends it.
 struct Call {
     what: &'static str,

@@ -1,7 +1,8 @@
 //! Done-means 1 (Prometheus): a real Prometheus scrapes itself and
 //! node-exporter and remote-writes to Canopy; a second Prometheus whose only
 //! storage is Canopy (remote_read) answers instant and range PromQL queries
-//! exactly as the first answers from its own TSDB.
+//! exactly as the first answers from its own TSDB. With tokens, Prometheus'
+//! own `authorization` / `basic_auth` settings carry them.
 
 mod common;
 
@@ -139,4 +140,68 @@ async fn prometheus_reads_back_what_it_wrote_through_canopy() {
         compared += 1;
     }
     assert_eq!(compared, instant.len() + ranges.len());
+}
+
+/// With `--auth-tokens-file`, Prometheus' own `authorization` settings are
+/// all it takes: a write token for remote write, a read token for remote
+/// read; a Prometheus without a token has its samples refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prometheus_writes_and_reads_with_its_authorization_settings() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("tokens"), format!("write {}\nread {}\n", sha256_hex("prom-w-83"), sha256_hex("prom-r-19"))).unwrap();
+    let c = Canopy::start(Backend::Local, &["--auth-tokens-file", dir.path().join("tokens").to_str().unwrap()]);
+    let (a_port, b_port, x_port) = (free_port(), free_port(), free_port());
+    let scrape_self = |port: u16| {
+        format!(
+            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: prometheus\n    static_configs: [{{targets: ['127.0.0.1:{port}']}}]\n"
+        )
+    };
+    let queue = "    queue_config: {batch_send_deadline: 1s, min_backoff: 100ms, max_backoff: 1s}\n";
+    let _a = prometheus(
+        dir.path(),
+        "a",
+        a_port,
+        &format!(
+            "{}remote_write:\n  - url: http://{}/api/v1/write\n    authorization: {{credentials: prom-w-83}}\n{queue}",
+            scrape_self(a_port),
+            c.http
+        ),
+    );
+    let _x = prometheus(
+        dir.path(),
+        "x",
+        x_port,
+        &format!("{}remote_write:\n  - url: http://{}/api/v1/write\n{queue}", scrape_self(x_port), c.http),
+    );
+    let _b = prometheus(
+        dir.path(),
+        "b",
+        b_port,
+        &format!(
+            "global:\n  scrape_interval: 1h\nremote_read:\n  - url: http://{}/api/v1/read\n    read_recent: true\n    basic_auth: {{username: grafana, password: prom-r-19}}\n",
+            c.http
+        ),
+    );
+    // B reads what A wrote, through Canopy, once A has shipped some.
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        let got = api(b_port, "/api/v1/query", &[("query", format!("up{{instance=\"127.0.0.1:{a_port}\"}}"))]).await;
+        if got["result"].as_array().is_some_and(|r| !r.is_empty()) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no sample of A's came back through Canopy with the tokens");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    // X, without a token, is refused: Prometheus counts its samples as failed.
+    loop {
+        let failed = api(x_port, "/api/v1/query", &[("query", "sum(prometheus_remote_storage_samples_failed_total)".into())]).await;
+        let n: f64 = failed["result"][0]["value"][1].as_str().unwrap_or("0").parse().unwrap_or(0.0);
+        if n > 0.0 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the Prometheus without a token was never refused");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let x_up = api(b_port, "/api/v1/query", &[("query", format!("up{{instance=\"127.0.0.1:{x_port}\"}}"))]).await;
+    assert_eq!(x_up["result"], serde_json::json!([]), "nothing of X's was stored");
 }

@@ -160,3 +160,13 @@ pub async fn grpc_query(addr: SocketAddr, req: QueryRequest) -> Result<QueryResp
     let mut client = MeasureServiceClient::connect(format!("http://{addr}")).await.unwrap();
     client.query(req).await.map(|r| r.into_inner())
 }
+
+/// The hex SHA-256 of a token, as an operator writes it into a tokens file
+/// (`printf %s TOKEN | sha256sum`).
+pub fn sha256_hex(token: &str) -> String {
+    use std::process::{Command, Stdio};
+    let mut child = Command::new("sha256sum").stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().expect("sha256sum");
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), token.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    String::from_utf8(out.stdout).unwrap().split_whitespace().next().unwrap().to_string()
+}
