@@ -63,6 +63,20 @@ pub struct RoutingConfig {
     pub secret: ClusterSecret,
 }
 
+/// A peer's error as the client's: a peer refusing this node's call
+/// (UNAUTHENTICATED / PERMISSION_DENIED: a cluster-secret mismatch, e.g. mid
+/// rollout) is this cluster's fault, not the client's token — answered as
+/// INTERNAL, which agents retry, rather than 401, which they drop.
+fn from_peer(status: tonic::Status) -> ApiError {
+    match status.code() {
+        tonic::Code::Unauthenticated | tonic::Code::PermissionDenied => ApiError::new(
+            Code::Internal,
+            format!("a peer node refused this node's call (check --cluster-secret-file): {}", status.message()),
+        ),
+        _ => ApiError::from(status),
+    }
+}
+
 /// A channel to another node whose calls carry the cluster secret.
 type Internal = InterceptedService<Channel, ClusterSecret>;
 
@@ -196,7 +210,7 @@ impl ClusterDataPlane {
             match client.execute_shard(req.clone()).await {
                 Ok(r) => return decode_response(r.into_inner(), &format!("querier {addr}")),
                 Err(status) => {
-                    let e = ApiError::from(status);
+                    let e = from_peer(status);
                     if e.code != Code::Unavailable {
                         return Err(e);
                     }
@@ -278,7 +292,7 @@ impl ClusterDataPlane {
                         format!("ingester {addr} did not answer within {:?} for shard {group}/{shard}", self.cfg.rpc_timeout),
                     ),
                     Ok(Err(status)) => {
-                        let e = ApiError::from(status);
+                        let e = from_peer(status);
                         if e.code != Code::Unavailable {
                             return Err(e);
                         }
@@ -387,7 +401,7 @@ impl DataPlane for ClusterDataPlane {
     async fn flush(&self) -> Result<usize, ApiError> {
         let mut parts = 0;
         for n in self.view.nodes().into_iter().filter(|n| n.has(Role::Ingester)) {
-            let r = self.ingester(&n.grpc_addr)?.flush(IngesterFlushRequest {}).await.map_err(ApiError::from)?;
+            let r = self.ingester(&n.grpc_addr)?.flush(IngesterFlushRequest {}).await.map_err(from_peer)?;
             parts += r.into_inner().parts as usize;
         }
         Ok(parts)

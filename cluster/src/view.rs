@@ -26,7 +26,9 @@ pub async fn connect(endpoints: &[String], auth: Option<&EtcdAuth>) -> Result<Cl
         .with_keep_alive(Duration::from_secs(5), Duration::from_secs(5))
         .with_keep_alive_while_idle(true);
     if let Some(a) = auth {
-        opts = opts.with_user(a.user.clone(), a.password.clone());
+        // Tokens expire (etcd's simple tokens after 5 min idle, JWTs at
+        // their TTL): log in again rather than fail every call after.
+        opts = opts.with_user(a.user.clone(), a.password.clone()).with_auto_token_refresh(true);
     }
     Client::connect(eps, Some(opts)).await
 }

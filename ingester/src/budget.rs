@@ -27,6 +27,9 @@ pub(crate) struct MemoryBudget {
     flushing: AtomicUsize,
     /// Wakes the flusher when memtables cross the flush threshold.
     pub(crate) pressure: tokio::sync::Notify,
+    /// An append found the WAL volume full. Every shard's WAL shares it, so
+    /// the flusher then flushes every shard holding points.
+    wal_full: std::sync::atomic::AtomicBool,
 }
 
 /// Bytes held against the budget until dropped.
@@ -35,6 +38,16 @@ pub(crate) struct Charge {
     budget: Arc<MemoryBudget>,
     kind: Kind,
     bytes: usize,
+}
+
+impl Charge {
+    /// Moves `bytes` of this charge (at most all of it) into a charge of
+    /// its own, to be released separately.
+    pub(crate) fn split_off(&mut self, bytes: usize) -> Charge {
+        let bytes = bytes.min(self.bytes);
+        self.bytes -= bytes;
+        Charge { budget: self.budget.clone(), kind: self.kind, bytes }
+    }
 }
 
 impl Drop for Charge {
@@ -52,6 +65,7 @@ impl MemoryBudget {
             memtables: AtomicUsize::new(0),
             flushing: AtomicUsize::new(0),
             pressure: tokio::sync::Notify::new(),
+            wal_full: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -109,6 +123,17 @@ impl MemoryBudget {
         Charge { budget: self.clone(), kind: Kind::Flushing, bytes }
     }
 
+    /// Reports a full WAL volume and wakes the flusher.
+    pub(crate) fn wal_volume_full(&self) {
+        self.wal_full.store(true, Ordering::Relaxed);
+        self.pressure.notify_one();
+    }
+
+    /// Whether the WAL volume was reported full since the last call.
+    pub(crate) fn take_wal_volume_full(&self) -> bool {
+        self.wal_full.swap(false, Ordering::Relaxed)
+    }
+
     /// Adds memtable bytes (inserted points, a replayed WAL) and wakes the
     /// flusher if memtables are past the flush threshold.
     pub(crate) fn add_memtable(&self, bytes: usize) {
@@ -147,6 +172,21 @@ mod tests {
         let big = b.reserve_write(5000).unwrap();
         assert_eq!(b.used(), 5000);
         drop(big);
+    }
+
+    #[test]
+    fn a_split_charge_releases_each_part_once() {
+        let b = Arc::new(MemoryBudget::new(1000));
+        let mut whole = b.reserve_write(600).unwrap();
+        let part = whole.split_off(250);
+        let too_much = whole.split_off(10_000);
+        assert_eq!(b.used(), 600);
+        drop(part);
+        assert_eq!(b.used(), 350);
+        drop(whole);
+        assert_eq!(b.used(), 350, "nothing was left in it");
+        drop(too_much);
+        assert_eq!(b.used(), 0);
     }
 
     #[test]

@@ -114,8 +114,8 @@ impl Shard {
     async fn write_parts(&self, m: &Arc<Memtable>, base: &CatalogState, segment_nanos: i64) -> Result<Vec<PartMeta>> {
         // Encoding copies the points' values into columns before compressing
         // them: about the memtable's size again, until the parts are built.
-        let encoding = self.budget.charge_flush(m.bytes);
         let slot = self.encoders.acquire().await.map_err(|_| IngestError::Closed)?;
+        let encoding = self.budget.charge_flush(m.bytes);
         let frozen = m.clone();
         let encoded = tokio::task::spawn_blocking(move || encode_segments(&frozen, segment_nanos))
             .await

@@ -35,13 +35,18 @@ pub(crate) struct FlushLimits {
     pub(crate) memtables: usize,
     /// Past this, the largest shards are flushed (see the module doc).
     pub(crate) threshold: usize,
+    /// The WAL volume (all shards' WALs) was found full: every shard
+    /// holding points is due, since each one's flush frees some of it.
+    pub(crate) wal_volume_full: bool,
 }
 
 /// Indices of the shards to flush now, most urgent first: those due, then
 /// those the budget picks, largest first.
 pub(crate) fn shards_to_flush(shards: &[ShardLoad], limits: FlushLimits) -> Vec<usize> {
     let has_points = |s: &ShardLoad| s.active_bytes > 0;
-    let due = |s: &ShardLoad| s.frozen || (has_points(s) && (s.active_bytes >= limits.shard_bytes || s.active_age >= limits.interval));
+    let due = |s: &ShardLoad| {
+        s.frozen || (has_points(s) && (limits.wal_volume_full || s.active_bytes >= limits.shard_bytes || s.active_age >= limits.interval))
+    };
     let mut picked: Vec<usize> = (0..shards.len()).filter(|&i| !shards[i].flushing && due(&shards[i])).collect();
     if limits.memtables >= limits.threshold {
         let mut rest: Vec<usize> =
@@ -78,7 +83,7 @@ mod tests {
     }
 
     fn limits(memtables: usize) -> FlushLimits {
-        FlushLimits { shard_bytes: 1000, interval: Duration::from_secs(60), memtables, threshold: 800 }
+        FlushLimits { shard_bytes: 1000, interval: Duration::from_secs(60), memtables, threshold: 800, wal_volume_full: false }
     }
 
     #[test]
@@ -105,6 +110,12 @@ mod tests {
         assert_eq!(retry_delay(20, 0), Duration::from_secs(30));
         let jittered = retry_delay(20, 1023);
         assert!(jittered < Duration::from_secs(30) && jittered > Duration::from_millis(22_500), "{jittered:?}");
+    }
+
+    #[test]
+    fn a_full_wal_volume_makes_every_shard_with_points_due() {
+        let shards = vec![load(10, 1), load(0, 0), load(20, 2)];
+        assert_eq!(shards_to_flush(&shards, FlushLimits { wal_volume_full: true, ..limits(0) }), vec![0, 2]);
     }
 
     #[test]

@@ -218,7 +218,12 @@ impl Ingester {
             stall_uploads: self.cfg.stall_uploads,
         };
         let s = Shard::open(group, id, epoch, self.wal_dir(group, id), env).await?;
-        s.fence().await?;
+        if let Err(e) = s.fence().await {
+            // Not taken: what its replay charged goes back.
+            s.stop_writes().await;
+            self.budget.release_memtable(s.memtable_bytes());
+            return Err(e);
+        }
         let mut shards = self.shards.lock().await;
         shards.insert((group.to_string(), id), s);
         self.held.store(shards.len(), Ordering::Relaxed);
@@ -267,6 +272,9 @@ impl Ingester {
             return;
         };
         s.stop_writes().await;
+        // A flush running now releases what it commits; wait for it so the
+        // rest is released once, here.
+        let _serial = s.flush_lock.lock().await;
         self.budget.release_memtable(s.memtable_bytes());
         tracing::warn!(group, shard = id, epoch = s.epoch, "dropped a shard taken over by another ingester; its WAL is kept");
     }
@@ -426,18 +434,24 @@ impl Ingester {
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_millis(500));
             let mut refreshed = std::time::Instant::now();
+            let refreshing = Arc::new(std::sync::atomic::AtomicBool::new(false));
             loop {
                 tokio::select! {
                     _ = tick.tick() => {}
                     _ = budget.pressure.notified() => {}
                 }
                 let Some(ing) = ing.upgrade() else { break };
-                // Every 5 s pick up catalog versions a compactor committed.
-                if refreshed.elapsed() >= Duration::from_secs(5) {
+                // Every 5 s pick up catalog versions a compactor committed, in
+                // a task of its own: a slow store must not hold up flushes.
+                if refreshed.elapsed() >= Duration::from_secs(5) && !refreshing.swap(true, Ordering::Relaxed) {
                     refreshed = std::time::Instant::now();
-                    if let Err(e) = ing.refresh_catalogs().await {
-                        tracing::warn!(error = %e, "catalog refresh failed; will retry");
-                    }
+                    let (ing, refreshing) = (ing.clone(), refreshing.clone());
+                    tokio::spawn(async move {
+                        if let Err(e) = ing.refresh_catalogs().await {
+                            tracing::warn!(error = %e, "catalog refresh failed; will retry");
+                        }
+                        refreshing.store(false, Ordering::Relaxed);
+                    });
                 }
                 let shards: Vec<Arc<Shard>> = ing.shards.lock().await.values().cloned().collect();
                 let loads: Vec<_> = shards.iter().map(|s| s.load()).collect();
@@ -446,6 +460,7 @@ impl Ingester {
                     interval: ing.cfg.flush_interval,
                     memtables: budget.memtables(),
                     threshold: budget.flush_threshold(),
+                    wal_volume_full: budget.take_wal_volume_full(),
                 };
                 for i in shards_to_flush(&loads, limits) {
                     let Ok(slot) = slots.clone().try_acquire_owned() else { break };
@@ -453,7 +468,13 @@ impl Ingester {
                     s.flushing.store(true, Ordering::Relaxed);
                     let budget = budget.clone();
                     tokio::spawn(async move {
-                        match s.flush().await {
+                        // Cleared however this task ends (a panic included),
+                        // or the policy would never pick the shard again.
+                        let _done = FlushDone { shard: s.clone(), budget };
+                        let result = s.flush().await;
+                        // The slot goes back before any backoff: other shards flush meanwhile.
+                        drop(slot);
+                        match result {
                             Ok(_) => s.flush_failures.store(0, Ordering::Relaxed),
                             Err(e) => {
                                 let failures = s.flush_failures.fetch_add(1, Ordering::Relaxed) + 1;
@@ -463,13 +484,23 @@ impl Ingester {
                                 tokio::time::sleep(wait).await;
                             }
                         }
-                        s.flushing.store(false, Ordering::Relaxed);
-                        drop(slot);
-                        // Memory was freed, or a slot: look again.
-                        budget.pressure.notify_one();
                     });
                 }
             }
         })
+    }
+}
+
+/// Marks a shard's flush task as ended when dropped, and wakes the flusher
+/// (memory or a slot was freed).
+struct FlushDone {
+    shard: Arc<Shard>,
+    budget: Arc<MemoryBudget>,
+}
+
+impl Drop for FlushDone {
+    fn drop(&mut self) {
+        self.shard.flushing.store(false, Ordering::Relaxed);
+        self.budget.pressure.notify_one();
     }
 }

@@ -35,6 +35,10 @@ pub(crate) struct WriteReq {
     batch: WalBatch,
     payload: Vec<u8>,
     reply: oneshot::Sender<Result<u64>>,
+    /// The batch's share of the memory budget, held while it is queued
+    /// (even if the writer stops waiting) and released once the memtable
+    /// charges its points.
+    charge: crate::budget::Charge,
 }
 
 /// Mutable state, guarded by a std mutex never held across an await.
@@ -227,12 +231,14 @@ impl Shard {
         let pieces = split_to_fit(batch, encoded, PAYLOAD_BYTES_MAX).map_err(IngestError::Invalid)?;
         // The points until the memtable holds them (and charges them
         // itself), and their encoding until the WAL has it.
-        let cost = pieces.iter().map(|(b, payload)| b.points.iter().map(entry_bytes).sum::<usize>() + payload.len()).sum();
-        let _queued = self.budget.reserve_write(cost).map_err(IngestError::Overloaded)?;
+        let costs: Vec<usize> = pieces.iter().map(|(b, payload)| b.points.iter().map(entry_bytes).sum::<usize>() + payload.len()).collect();
+        // Refused whole or reserved whole, then shared out among the pieces.
+        let mut queued = self.budget.reserve_write(costs.iter().sum()).map_err(IngestError::Overloaded)?;
         let mut replies = Vec::with_capacity(pieces.len());
-        for (batch, payload) in pieces {
+        for ((batch, payload), cost) in pieces.into_iter().zip(costs) {
             let (reply, rx) = oneshot::channel();
-            match tokio::time::timeout(ENQUEUE_TIMEOUT, self.tx.send(WriteReq { batch, payload, reply })).await {
+            let charge = queued.split_off(cost);
+            match tokio::time::timeout(ENQUEUE_TIMEOUT, self.tx.send(WriteReq { batch, payload, reply, charge })).await {
                 Ok(Ok(())) => {}
                 Ok(Err(_)) => return Err(IngestError::Closed),
                 Err(_) => {
@@ -254,7 +260,9 @@ impl Shard {
     /// watermark would mean another writer flushed this shard: then the view
     /// is left alone and this writer's next commit is fenced or rebased.
     pub(crate) async fn refresh_catalog(&self) -> Result<bool> {
-        let _serial = self.flush_lock.lock().await;
+        // A shard being flushed is skipped (its commit brings a newer
+        // version anyway): waiting for its upload would hold up the rest.
+        let Ok(_serial) = self.flush_lock.try_lock() else { return Ok(false) };
         let latest = self.catalogs.load_latest(&self.group, self.id).await?;
         let mut st = self.state.lock().expect("shard lock");
         if latest.version > st.catalog.version && latest.watermark(&self.wal_id) == st.catalog.watermark(&self.wal_id) {
@@ -379,6 +387,7 @@ async fn run_writer(shard: std::sync::Weak<Shard>, mut rx: mpsc::Receiver<WriteR
             Ok(seqs) => {
                 let mut added = 0;
                 let mut replies = Vec::with_capacity(reqs.len());
+                let mut charges = Vec::with_capacity(reqs.len());
                 {
                     let mut st = shard.state.lock().expect("shard lock");
                     for (r, seq) in reqs.into_iter().zip(seqs) {
@@ -386,9 +395,12 @@ async fn run_writer(shard: std::sync::Weak<Shard>, mut rx: mpsc::Receiver<WriteR
                         st.last.offer(&b.measure, &b.layout, seq, &b.points);
                         added += st.active.insert(&b.measure, b.revision, &b.layout, seq, b.points);
                         replies.push((r.reply, seq));
+                        charges.push(r.charge);
                     }
                 }
+                // The memtable's charge replaces the queue's.
                 shard.budget.add_memtable(added);
+                drop(charges);
                 for (reply, seq) in replies {
                     let _ = reply.send(Ok(seq));
                 }
@@ -398,7 +410,7 @@ async fn run_writer(shard: std::sync::Weak<Shard>, mut rx: mpsc::Receiver<WriteR
                 // retryable refusal, and a flush, which frees WAL space.
                 tracing::warn!(group = %shard.group, shard = shard.id, error = %e, "WAL volume full; flushing to free it");
                 shard.wal_full.store(true, Ordering::Relaxed);
-                shard.budget.pressure.notify_one();
+                shard.budget.wal_volume_full();
                 for r in reqs {
                     let _ = r.reply.send(Err(IngestError::Overloaded(format!(
                         "the WAL volume of shard {}/{} is full; writes resume once a flush frees it",

@@ -119,18 +119,31 @@ impl Mutator {
 }
 
 /// A global allocator for test binaries that remembers the largest single
-/// allocation since [`LargestAlloc::reset`]: decoder property tests install
-/// it (`#[global_allocator]`) to check that hostile input cannot make a
-/// decoder reserve memory out of proportion to the input.
+/// allocation made by the calling thread since [`LargestAlloc::reset`]:
+/// decoder property tests install it (`#[global_allocator]`) to check that
+/// hostile input cannot make a decoder reserve memory out of proportion to
+/// the input. Other threads (other tests) are not counted.
 #[derive(Debug)]
 pub struct LargestAlloc;
 
-static LARGEST: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+thread_local! {
+    static TRACKING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    static LARGEST: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Counts an allocation of `size` bytes if this thread is tracking. The
+/// thread-locals are const-initialized without destructors: reading them
+/// never allocates.
+fn note(size: usize) {
+    if TRACKING.try_with(std::cell::Cell::get).unwrap_or(false) {
+        let _ = LARGEST.try_with(|l| l.set(l.get().max(size)));
+    }
+}
 
 // SAFETY: every call is forwarded unchanged to the system allocator.
 unsafe impl std::alloc::GlobalAlloc for LargestAlloc {
     unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
-        LARGEST.fetch_max(layout.size(), std::sync::atomic::Ordering::Relaxed);
+        note(layout.size());
         // SAFETY: the caller's contract is the system allocator's.
         unsafe { std::alloc::System.alloc(layout) }
     }
@@ -141,27 +154,28 @@ unsafe impl std::alloc::GlobalAlloc for LargestAlloc {
     }
 
     unsafe fn alloc_zeroed(&self, layout: std::alloc::Layout) -> *mut u8 {
-        LARGEST.fetch_max(layout.size(), std::sync::atomic::Ordering::Relaxed);
+        note(layout.size());
         // SAFETY: as above.
         unsafe { std::alloc::System.alloc_zeroed(layout) }
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, new_size: usize) -> *mut u8 {
-        LARGEST.fetch_max(new_size, std::sync::atomic::Ordering::Relaxed);
+        note(new_size);
         // SAFETY: as above.
         unsafe { std::alloc::System.realloc(ptr, layout, new_size) }
     }
 }
 
 impl LargestAlloc {
-    /// Forgets the allocations so far.
+    /// Starts counting this thread's allocations afresh.
     pub fn reset() {
-        LARGEST.store(0, std::sync::atomic::Ordering::Relaxed);
+        TRACKING.with(|t| t.set(true));
+        LARGEST.with(|l| l.set(0));
     }
 
-    /// The largest single allocation since the last reset.
+    /// The largest single allocation of this thread since the last reset.
     pub fn largest() -> usize {
-        LARGEST.load(std::sync::atomic::Ordering::Relaxed)
+        LARGEST.with(std::cell::Cell::get)
     }
 }
 

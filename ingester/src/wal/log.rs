@@ -76,6 +76,17 @@ impl Wal {
         std::fs::create_dir_all(dir)?;
         let mut firsts: Vec<u64> =
             std::fs::read_dir(dir)?.filter_map(|e| e.ok()?.file_name().to_str()?.strip_suffix(".wal")?.parse().ok()).collect();
+        // A file shorter than the magic was being created when the process
+        // died (or the volume filled): it holds nothing, and must not count
+        // as the newest segment.
+        firsts.retain(|&first| {
+            let path = segment_path(dir, first);
+            let short = std::fs::metadata(&path).is_ok_and(|m| m.len() < MAGIC.len() as u64);
+            if short {
+                let _ = std::fs::remove_file(&path);
+            }
+            !short
+        });
         firsts.sort_unstable();
         let mut records = Vec::new();
         let mut closed = Vec::new();
@@ -126,11 +137,22 @@ impl Wal {
 
     fn create_segment(dir: &Path, first_seq: u64) -> io::Result<(Segment, File)> {
         let path = segment_path(dir, first_seq);
-        let mut file = OpenOptions::new().create(true).truncate(true).write(true).open(&path)?;
-        file.write_all(MAGIC)?;
-        file.sync_all()?;
-        sync_dir(dir)?;
-        Ok((Segment { path, first_seq, last_seq: first_seq - 1 }, file))
+        let created = (|| {
+            let mut file = OpenOptions::new().create(true).truncate(true).write(true).open(&path)?;
+            file.write_all(MAGIC)?;
+            file.sync_all()?;
+            sync_dir(dir)?;
+            Ok(file)
+        })();
+        match created {
+            Ok(file) => Ok((Segment { path, first_seq, last_seq: first_seq - 1 }, file)),
+            Err(e) => {
+                // A half-made file (a full volume) must not sort after the
+                // active segment: recovery takes only the newest one's torn tail.
+                let _ = std::fs::remove_file(&path);
+                Err(e)
+            }
+        }
     }
 
     /// Appends payloads as consecutive records and fsyncs once for all of
@@ -269,13 +291,22 @@ impl Wal {
         let active_covered = self.active.last_seq >= self.active.first_seq && self.active.last_seq <= watermark;
         if active_covered && self.closed.is_empty() && !self.torn && self.failed.is_none() {
             // A deleted file's space is freed when its last handle closes:
-            // hold the directory instead meanwhile.
-            self.file = File::open(&self.dir)?;
-            std::fs::remove_file(&self.active.path)?;
-            sync_dir(&self.dir)?;
-            self.active = Segment { path: segment_path(&self.dir, self.next_seq), first_seq: self.next_seq, last_seq: self.next_seq - 1 };
+            // hold the directory instead meanwhile. The state says "no
+            // active file yet" before anything can fail, so an error below
+            // leaves a log the next append repairs.
+            let placeholder = File::open(&self.dir)?;
+            let covered = std::mem::replace(
+                &mut self.active,
+                Segment { path: segment_path(&self.dir, self.next_seq), first_seq: self.next_seq, last_seq: self.next_seq - 1 },
+            );
+            self.file = placeholder;
             self.active_bytes = MAGIC.len() as u64;
             self.needs_segment = true;
+            if let Err(e) = std::fs::remove_file(&covered.path).and_then(|()| sync_dir(&self.dir)) {
+                // Still on disk: deleted by a later truncation.
+                self.closed.push(covered);
+                return Err(e);
+            }
             // Created now if there is room, else by the next append.
             if let Err(e) = self.open_segment_if_needed() {
                 tracing::warn!(dir = %self.dir.display(), error = %e, "no room for a new WAL segment yet");

@@ -26,7 +26,10 @@ pub(crate) async fn write_v1(
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
         // The status tells clients whether to retry: Telegraf drops a batch
         // answered 400 and retries one answered 429 or 503.
-        Err(e) => (e.http_status(), axum::Json(serde_json::json!({ "error": e.message }))).into_response(),
+        Err(e) => {
+            let e = e.for_client();
+            (e.http_status(), axum::Json(serde_json::json!({ "error": e.message }))).into_response()
+        }
     }
 }
 
@@ -38,7 +41,10 @@ pub(crate) async fn write_v2(
 ) -> Response {
     match write(&gw, q.get("bucket"), q.get("precision"), &headers, &body).await {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
-        Err(e) => (e.http_status(), axum::Json(serde_json::json!({ "code": v2_code(e.code), "message": e.message }))).into_response(),
+        Err(e) => {
+            let e = e.for_client();
+            (e.http_status(), axum::Json(serde_json::json!({ "code": v2_code(e.code), "message": e.message }))).into_response()
+        }
     }
 }
 
