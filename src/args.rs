@@ -182,6 +182,15 @@ pub(crate) struct GcArgs {
     /// Unreferenced objects younger than this are never collected as orphans.
     #[arg(long, env = "CANOPY_ORPHAN_MIN_AGE_SECS", default_value_t = 7200)]
     orphan_min_age_secs: u64,
+    /// A compactor that dies mid-merge leaves its claim on the segment;
+    /// others take the segment over after this many seconds. Must exceed the
+    /// longest merge and stay below `--orphan-min-age-secs`.
+    #[arg(long, env = "CANOPY_COMPACTION_CLAIM_TTL_SECS", default_value_t = 3600)]
+    compaction_claim_ttl_secs: u64,
+    /// Fault injection for tests: a merge waits this many milliseconds
+    /// between its upload and its commit.
+    #[arg(long, env = "CANOPY_FAULT_STALL_MERGE_COMMIT_MS", default_value_t = 0, hide = true)]
+    fault_stall_merge_commit_ms: u64,
 }
 
 impl GcArgs {
@@ -198,9 +207,17 @@ impl GcArgs {
             "--orphan-min-age-secs must exceed the flush upload-to-commit window ({} s)",
             canopy_ingester::UPLOAD_COMMIT_WINDOW_SECS
         );
+        anyhow::ensure!(
+            self.compaction_claim_ttl_secs > 0 && self.compaction_claim_ttl_secs < self.orphan_min_age_secs,
+            "--compaction-claim-ttl-secs ({}) must be above 0 and below --orphan-min-age-secs ({}): a merge's upload must not be collected as an orphan before its claim lapses",
+            self.compaction_claim_ttl_secs,
+            self.orphan_min_age_secs
+        );
         Ok(CompactorConfig {
             gc_grace: Duration::from_secs(self.gc_grace_secs),
             orphan_min_age: Duration::from_secs(self.orphan_min_age_secs),
+            claim_ttl: Duration::from_secs(self.compaction_claim_ttl_secs),
+            stall_before_commit: Duration::from_millis(self.fault_stall_merge_commit_ms),
             ..CompactorConfig::default()
         })
     }

@@ -33,19 +33,6 @@ async fn try_all_rows(http: &Http, begin: i64) -> Result<BTreeMap<(String, i64),
     Ok(out)
 }
 
-/// The newest catalog version of a shard, read straight from the store's
-/// files (12-byte header, then JSON).
-fn newest_catalog(c: &Canopy, shard: u32) -> serde_json::Value {
-    let dir = c.objects_dir().join(format!("catalog/{GROUP}/{shard:04}"));
-    let newest = Canopy::files_under(&dir)
-        .into_iter()
-        .filter(|p| p.extension().is_some_and(|e| e == "cat"))
-        .max_by_key(|p| p.file_name().unwrap().to_owned())
-        .expect("a catalog version");
-    let bytes = std::fs::read(newest).unwrap();
-    serde_json::from_slice(&bytes[12..]).unwrap()
-}
-
 async fn two_compactors(backend: Backend) {
     let c = Canopy::start(backend, &["--compaction-interval-secs", "0"]);
     let http = Http::new(c.http);
@@ -69,7 +56,7 @@ async fn two_compactors(backend: Backend) {
     let mut b = c.spawn_compactor_once(&[]);
     assert!(a.wait().unwrap().success() && b.wait().unwrap().success(), "log:\n{}", c.log());
     for shard in 0..3 {
-        let cat = newest_catalog(&c, shard);
+        let cat = c.newest_catalog(shard);
         assert_eq!(cat["claims"].as_array().unwrap().len(), 0, "no claim left behind: {cat}\nlog:\n{}", c.log());
         let mut per_segment: BTreeMap<i64, usize> = BTreeMap::new();
         for p in cat["parts"].as_array().unwrap() {
@@ -86,7 +73,7 @@ async fn two_compactors(backend: Backend) {
     // without them; with the refresh broken, none ever would.
     assert_eq!(all_rows(&http, start - 1).await, want);
     let inputs: Vec<std::path::PathBuf> = (0..3)
-        .flat_map(|shard| newest_catalog(&c, shard)["pending_deletes"].as_array().unwrap().clone())
+        .flat_map(|shard| c.newest_catalog(shard)["pending_deletes"].as_array().unwrap().clone())
         .map(|d| c.objects_dir().join(d["path"].as_str().unwrap()))
         .collect();
     let hidden = |p: &std::path::Path| p.with_extension("hidden");

@@ -42,6 +42,10 @@ pub struct CompactorConfig {
     /// compactor killed mid-merge leaves behind.
     #[doc(hidden)]
     pub crash_before_commit: bool,
+    /// Fault injection for tests: a merge waits this long between uploading
+    /// its output and committing it, so a test can kill the process there.
+    #[doc(hidden)]
+    pub stall_before_commit: Duration,
 }
 
 impl Default for CompactorConfig {
@@ -55,6 +59,7 @@ impl Default for CompactorConfig {
             catalog_versions_kept: 16,
             holder: format!("compactor-{}-{:x}", std::process::id(), now_ms()),
             crash_before_commit: false,
+            stall_before_commit: Duration::ZERO,
         }
     }
 }
@@ -234,6 +239,9 @@ impl Compactor {
         now_ms: i64,
     ) -> Result<()> {
         let summary = merge_parts(&self.store, inputs, out_path, self.cfg.chunk_bytes).await?;
+        if !self.cfg.stall_before_commit.is_zero() {
+            tokio::time::sleep(self.cfg.stall_before_commit).await;
+        }
         let level = inputs.iter().map(|p| p.level).max().unwrap_or(0) + 1;
         let max_seq = inputs.iter().map(|p| p.max_wal_seq).max().unwrap_or(0);
         let out = PartMeta::new(id, out_path.to_string(), seg, inputs[0].segment_end, max_seq, level, summary);

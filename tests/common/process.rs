@@ -181,6 +181,19 @@ impl Canopy {
 
     /// Starts `canopy compactor --once` on this server's metadata and object
     /// store (a separate process).
+    /// The newest catalog version of a shard of the test group, read
+    /// straight from the store's files (12-byte header, then JSON).
+    pub fn newest_catalog(&self, shard: u32) -> serde_json::Value {
+        let dir = self.objects_dir().join(format!("catalog/{}/{shard:04}", super::GROUP));
+        let newest = Canopy::files_under(&dir)
+            .into_iter()
+            .filter(|p| p.extension().is_some_and(|e| e == "cat"))
+            .max_by_key(|p| p.file_name().unwrap().to_owned())
+            .expect("a catalog version");
+        let bytes = std::fs::read(newest).unwrap();
+        serde_json::from_slice(&bytes[12..]).unwrap()
+    }
+
     pub fn spawn_compactor_once(&self, extra: &[&str]) -> Child {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_canopy"));
         cmd.arg("compactor").arg("--once").arg("--meta-dir").arg(self.data_dir.join("meta"));
