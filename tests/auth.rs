@@ -6,6 +6,7 @@
 
 mod common;
 
+use base64::Engine;
 use canopy_api::prometheus as pb;
 use canopy_api::v1::measure_service_client::MeasureServiceClient;
 use canopy_api::v1::*;
@@ -141,7 +142,7 @@ async fn every_endpoint_wants_a_token_of_a_role_that_allows_it() {
     // basic_auth (the password is the token), InfluxDB 1's `p` parameter.
     let lp = &calls[4];
     assert_eq!(send(c.http, lp, Some(format!("Token {WRITE}"))).await.0, 204);
-    let basic = format!("Basic {}", base64_of(&format!("prometheus:{WRITE}")));
+    let basic = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("prometheus:{WRITE}")));
     assert_eq!(send(c.http, &calls[2], Some(basic)).await.0, 204);
     let v1 = Call { what: "v1", path: format!("/write?db=lp&u=telegraf&p={WRITE}"), body: lp.body.clone(), headers: vec![], role: "write" };
     assert_eq!(send(c.http, &v1, None).await.0, 204);
@@ -173,23 +174,7 @@ async fn every_endpoint_wants_a_token_of_a_role_that_allows_it() {
 
 /// A gRPC request carrying `authorization: Bearer {token}` when given.
 fn with<T>(token: Option<&str>, msg: T) -> tonic::Request<T> {
-    let mut r = tonic::Request::new(msg);
-    if let Some(t) = token {
-        r.metadata_mut().insert("authorization", format!("Bearer {t}").parse().unwrap());
-    }
-    r
-}
-
-fn base64_of(s: &str) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for chunk in s.as_bytes().chunks(3) {
-        let n = chunk.iter().enumerate().fold(0u32, |n, (i, &b)| n | (b as u32) << (16 - 8 * i));
-        for i in 0..4 {
-            out.push(if i <= chunk.len() { ALPHABET[(n >> (18 - 6 * i)) as usize & 63] as char } else { '=' });
-        }
-    }
-    out
+    grpc_request(msg, "authorization", token.map(|t| format!("Bearer {t}")))
 }
 
 #[tokio::test]

@@ -15,11 +15,7 @@ use canopy_api::cluster::v1::{ExecuteShardRequest, IngestRequest};
 use common::*;
 
 fn with_secret<T>(secret: Option<&str>, msg: T) -> tonic::Request<T> {
-    let mut r = tonic::Request::new(msg);
-    if let Some(s) = secret {
-        r.metadata_mut().insert("x-canopy-cluster-secret", s.parse().unwrap());
-    }
-    r
+    grpc_request(msg, "x-canopy-cluster-secret", secret.map(str::to_string))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -40,13 +40,7 @@ async fn two_compactors(backend: Backend) {
     let start = now_nanos() - 2 * HOUR;
     let mut oracle = Oracle::default();
     // Eight flushes of overlapping data (rewrites at higher versions): 8 parts per segment.
-    for round in 0..8i64 {
-        let mut batch = samples(5, 100, start, 60_000_000_000, round as u64);
-        batch.iter_mut().for_each(|s| s.version = round % 3);
-        http.write_ok(&write_request(&batch, round as u64)).await;
-        batch.iter().for_each(|s| oracle.add(s));
-        http.flush().await;
-    }
+    write_overlapping_rounds(&http, start, 5, 8, &mut oracle).await;
     let before = all_rows(&http, start - 1).await;
     let want: BTreeMap<(String, i64), f64> = oracle.rows.iter().map(|((h, t), s)| ((h.clone(), *t), s.usage)).collect();
     assert_eq!(before, want);
@@ -58,10 +52,7 @@ async fn two_compactors(backend: Backend) {
     for shard in 0..3 {
         let cat = c.newest_catalog(shard);
         assert_eq!(cat["claims"].as_array().unwrap().len(), 0, "no claim left behind: {cat}\nlog:\n{}", c.log());
-        let mut per_segment: BTreeMap<i64, usize> = BTreeMap::new();
-        for p in cat["parts"].as_array().unwrap() {
-            *per_segment.entry(p["segment_start"].as_i64().unwrap()).or_default() += 1;
-        }
+        let per_segment = c.parts_per_segment(shard);
         assert!(per_segment.values().all(|&n| n <= 4), "shard {shard}: {per_segment:?}");
         assert!(!cat["pending_deletes"].as_array().unwrap().is_empty(), "merged inputs wait for GC");
     }

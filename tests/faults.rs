@@ -264,13 +264,7 @@ async fn a_compactor_killed_mid_merge_under_load_loses_nothing_and_its_claim_lap
     let start = now_nanos() - 2 * HOUR;
     let mut oracle = Oracle::default();
     // Eight flushes of overlapping data: eight parts per segment to merge.
-    for round in 0..8i64 {
-        let mut batch = samples(8, 100, start, 60_000_000_000, round as u64);
-        batch.iter_mut().for_each(|s| s.version = round % 3);
-        http.write_ok(&write_request(&batch, round as u64)).await;
-        batch.iter().for_each(|s| oracle.add(s));
-        http.flush().await;
-    }
+    write_overlapping_rounds(&http, start, 8, 8, &mut oracle).await;
     // A compactor whose merges wait between upload and commit; killed there.
     let ttl = ["--compaction-claim-ttl-secs", "3"];
     let mut doomed = c.spawn_compactor_once(&[ttl[0], ttl[1], "--fault-stall-merge-commit-ms", "60000"]);
@@ -299,10 +293,7 @@ async fn a_compactor_killed_mid_merge_under_load_loses_nothing_and_its_claim_lap
     for shard in 0..3 {
         let cat = c.newest_catalog(shard);
         assert_eq!(cat["claims"], serde_json::json!([]), "shard {shard}: a claim left behind: {cat}");
-        let mut per_segment: std::collections::BTreeMap<i64, usize> = Default::default();
-        for p in cat["parts"].as_array().unwrap() {
-            *per_segment.entry(p["segment_start"].as_i64().unwrap()).or_default() += 1;
-        }
+        let per_segment = c.parts_per_segment(shard);
         assert!(per_segment.values().all(|&n| n <= 4), "shard {shard} not compacted: {per_segment:?}");
     }
     eprintln!(

@@ -220,8 +220,7 @@ impl Ingester {
         let s = Shard::open(group, id, epoch, self.wal_dir(group, id), env).await?;
         if let Err(e) = s.fence().await {
             // Not taken: what its replay charged goes back.
-            s.stop_writes().await;
-            self.budget.release_memtable(s.memtable_bytes());
+            s.discard().await;
             return Err(e);
         }
         let mut shards = self.shards.lock().await;
@@ -271,11 +270,7 @@ impl Ingester {
         let Some(s) = removed else {
             return;
         };
-        s.stop_writes().await;
-        // A flush running now releases what it commits; wait for it so the
-        // rest is released once, here.
-        let _serial = s.flush_lock.lock().await;
-        self.budget.release_memtable(s.memtable_bytes());
+        s.discard().await;
         tracing::warn!(group, shard = id, epoch = s.epoch, "dropped a shard taken over by another ingester; its WAL is kept");
     }
 

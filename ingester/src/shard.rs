@@ -297,6 +297,16 @@ impl Shard {
         }
     }
 
+    /// Refuses writes from now on and gives the memory budget back what the
+    /// memtables hold (they go with the shard, unflushed: its WAL keeps the
+    /// points). A flush running now releases what it commits; this waits
+    /// for it, so every byte is released once.
+    pub(crate) async fn discard(&self) {
+        self.stop_writes().await;
+        let _serial = self.flush_lock.lock().await;
+        self.budget.release_memtable(self.memtable_bytes());
+    }
+
     /// Bytes held by the active and frozen memtables.
     pub(crate) fn memtable_bytes(&self) -> usize {
         let st = self.state.lock().expect("shard lock");

@@ -129,11 +129,16 @@ impl From<ApiError> for tonic::Status {
     }
 }
 
+/// An error response in the API's shape, `{"code": ..., "message": ...}`
+/// (also for the statuses no [`Code`] has: 408, 413).
+pub(crate) fn error_response(status: StatusCode, code: &str, message: String) -> Response {
+    (status, axum::Json(serde_json::json!({ "code": code, "message": message }))).into_response()
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let e = self.for_client();
-        let body = serde_json::json!({ "code": e.code_name(), "message": e.message });
-        (e.http_status(), axum::Json(body)).into_response()
+        error_response(e.http_status(), e.code_name(), e.message)
     }
 }
 

@@ -64,18 +64,10 @@ pub(crate) fn tls_incoming(
     tokio::spawn(async move {
         loop {
             let socket = tokio::select! {
-                accepted = listener.accept() => match accepted {
-                    Ok((socket, _)) => socket,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "accepting a gRPC connection failed");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        continue;
-                    }
-                },
+                socket = crate::http_serve::accept(&listener, "gRPC") => socket,
                 // The server stopped taking connections.
                 _ = tx.closed() => break,
             };
-            let _ = socket.set_nodelay(true);
             let (tx, acceptor) = (tx.clone(), acceptor.clone());
             tokio::spawn(async move {
                 match tokio::time::timeout(handshake_timeout, acceptor.accept(socket)).await {

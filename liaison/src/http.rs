@@ -19,7 +19,7 @@ use std::time::Duration;
 use tokio::sync::Semaphore;
 
 use crate::auth::{Tokens, credential_of, http_permission};
-use crate::error::ApiError;
+use crate::error::{ApiError, error_response};
 use crate::service::Gateway;
 
 /// Largest request body accepted.
@@ -104,25 +104,20 @@ async fn read_body_in_time(State(d): State<Deadlines>, req: axum::extract::Reque
         Ok(Err(e)) => {
             let too_large = std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
             return if too_large {
-                plain(StatusCode::PAYLOAD_TOO_LARGE, "INVALID_ARGUMENT", format!("body: larger than {BODY_BYTES_MAX} bytes"))
+                error_response(StatusCode::PAYLOAD_TOO_LARGE, "INVALID_ARGUMENT", format!("body: larger than {BODY_BYTES_MAX} bytes"))
             } else {
-                plain(StatusCode::BAD_REQUEST, "INVALID_ARGUMENT", format!("body: could not be read: {e}"))
+                error_response(StatusCode::BAD_REQUEST, "INVALID_ARGUMENT", format!("body: could not be read: {e}"))
             };
         }
         Err(_) => {
-            return plain(StatusCode::REQUEST_TIMEOUT, "DEADLINE_EXCEEDED", format!("body: not received within {:?}", d.read));
+            return error_response(StatusCode::REQUEST_TIMEOUT, "DEADLINE_EXCEEDED", format!("body: not received within {:?}", d.read));
         }
     };
     let req = axum::extract::Request::from_parts(parts, axum::body::Body::from(bytes));
     match tokio::time::timeout(d.answer, next.run(req)).await {
         Ok(resp) => resp,
-        Err(_) => plain(StatusCode::GATEWAY_TIMEOUT, "DEADLINE_EXCEEDED", format!("no answer within {:?}", d.answer)),
+        Err(_) => error_response(StatusCode::GATEWAY_TIMEOUT, "DEADLINE_EXCEEDED", format!("no answer within {:?}", d.answer)),
     }
-}
-
-/// An error response in the API's shape, for statuses no [`ApiError`] code has.
-fn plain(status: StatusCode, code: &str, message: String) -> Response {
-    (status, Json(serde_json::json!({ "code": code, "message": message }))).into_response()
 }
 
 /// The dedicated InfluxDB port.

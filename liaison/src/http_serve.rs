@@ -38,19 +38,10 @@ pub fn serve_http(
         let graceful = GracefulShutdown::new();
         loop {
             let socket = tokio::select! {
-                accepted = listener.accept() => match accepted {
-                    Ok((socket, _)) => socket,
-                    Err(e) => {
-                        // Out of file descriptors and the like: pause rather than spin.
-                        tracing::warn!(error = %e, "accepting an HTTP connection failed");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        continue;
-                    }
-                },
+                socket = accept(&listener, "HTTP") => socket,
                 // The watch's guard must not live across the loop's awaits.
                 _ = async { stop.wait_for(|s| *s).await.map(drop) } => break,
             };
-            let _ = socket.set_nodelay(true);
             let (builder, app, tls, watcher) = (builder.clone(), app.clone(), tls.clone(), graceful.watcher());
             tokio::spawn(async move {
                 let service = TowerToHyperService::new(app);
@@ -76,4 +67,22 @@ pub fn serve_http(
             tracing::warn!("HTTP requests still in flight after {DRAIN_MAX:?} at shutdown; closing them");
         }
     })
+}
+
+/// The next connection of `listener` (`what` names the port in logs), with
+/// Nagle off. A failed accept (out of file descriptors and the like) is
+/// logged and retried after a pause rather than in a spin.
+pub(crate) async fn accept(listener: &tokio::net::TcpListener, what: &str) -> tokio::net::TcpStream {
+    loop {
+        match listener.accept().await {
+            Ok((socket, _)) => {
+                let _ = socket.set_nodelay(true);
+                return socket;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "accepting a {what} connection failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
 }

@@ -170,3 +170,12 @@ pub fn sha256_hex(token: &str) -> String {
     let out = child.wait_with_output().unwrap();
     String::from_utf8(out.stdout).unwrap().split_whitespace().next().unwrap().to_string()
 }
+
+/// A gRPC request for `msg` carrying metadata `key: value` when given.
+pub fn grpc_request<T>(msg: T, key: &'static str, value: Option<String>) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(msg);
+    if let Some(v) = value {
+        r.metadata_mut().insert(key, v.parse().unwrap());
+    }
+    r
+}

@@ -194,6 +194,16 @@ impl Canopy {
         serde_json::from_slice(&bytes[12..]).unwrap()
     }
 
+    /// How many parts each segment of a shard has, by segment start, in its
+    /// newest catalog version.
+    pub fn parts_per_segment(&self, shard: u32) -> std::collections::BTreeMap<i64, usize> {
+        let mut per_segment = std::collections::BTreeMap::new();
+        for p in self.newest_catalog(shard)["parts"].as_array().unwrap() {
+            *per_segment.entry(p["segment_start"].as_i64().unwrap()).or_default() += 1;
+        }
+        per_segment
+    }
+
     pub fn spawn_compactor_once(&self, extra: &[&str]) -> Child {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_canopy"));
         cmd.arg("compactor").arg("--once").arg("--meta-dir").arg(self.data_dir.join("meta"));

@@ -264,3 +264,17 @@ pub fn assert_exactly_once(got: &HashMap<(String, i64), (usize, f64)>, acked: &[
         assert_eq!(sent.get(k), Some(v), "{k:?} was never written with this value");
     }
 }
+
+/// Writes `rounds` rounds of the same `hosts` × 100 points (a minute
+/// apart, from `start`) at versions cycling 0, 1, 2, flushing after each:
+/// `rounds` overlapping parts per segment for a compactor to merge. Adds
+/// every write to `oracle`.
+pub async fn write_overlapping_rounds(http: &Http, start: i64, hosts: usize, rounds: i64, oracle: &mut Oracle) {
+    for round in 0..rounds {
+        let mut batch = samples(hosts, 100, start, 60_000_000_000, round as u64);
+        batch.iter_mut().for_each(|s| s.version = round % 3);
+        http.write_ok(&write_request(&batch, round as u64)).await;
+        batch.iter().for_each(|s| oracle.add(s));
+        http.flush().await;
+    }
+}
