@@ -16,12 +16,16 @@ pub(crate) struct NodeArgs {
     /// etcd endpoints, comma-separated (`http://127.0.0.1:2379`).
     #[arg(long, env = "CANOPY_ETCD_ENDPOINTS", value_delimiter = ',')]
     pub(crate) etcd_endpoints: Vec<String>,
-    /// gRPC listen address (public API on a liaison, internal services elsewhere).
-    #[arg(long, env = "CANOPY_GRPC_ADDR", default_value = "0.0.0.0:17912")]
-    pub(crate) grpc_addr: SocketAddr,
-    /// HTTP listen address (`/api/healthz`, `/metrics`; the public API on a liaison).
+    /// gRPC listen address, `IP:PORT` or `:PORT` for the node's own address
+    /// (what its host resolves to). The public API on a liaison (default
+    /// `0.0.0.0:17912`); internal services elsewhere (default `:17912`, so
+    /// they are not offered on every interface).
+    #[arg(long, env = "CANOPY_GRPC_ADDR")]
+    grpc_addr: Option<ListenAddr>,
+    /// HTTP listen address (`/api/healthz`, `/metrics`; the public API on a
+    /// liaison), `IP:PORT` or `:PORT`.
     #[arg(long, env = "CANOPY_HTTP_ADDR", default_value = "0.0.0.0:17913")]
-    pub(crate) http_addr: SocketAddr,
+    http_addr: ListenAddr,
     /// The host other nodes reach this one at; the node id is `host:grpc_port`.
     /// Setting it implies `--node-host-provider flag`.
     #[arg(long, env = "CANOPY_NODE_HOST")]
@@ -48,6 +52,79 @@ pub(crate) struct NodeArgs {
     /// A file holding the etcd user's password.
     #[arg(long, env = "CANOPY_ETCD_PASSWORD_FILE", requires = "etcd_user")]
     etcd_password_file: Option<std::path::PathBuf>,
+    /// The CA (PEM) etcd's certificate is checked against; needed for
+    /// `https://` endpoints.
+    #[arg(long, env = "CANOPY_ETCD_CA_FILE")]
+    etcd_ca_file: Option<std::path::PathBuf>,
+    /// This node's certificate (PEM) for etcd's `--client-cert-auth`.
+    #[arg(long, env = "CANOPY_ETCD_CERT_FILE", requires_all = ["etcd_key_file", "etcd_ca_file"])]
+    etcd_cert_file: Option<std::path::PathBuf>,
+    /// The key (PEM) of `--etcd-cert-file`.
+    #[arg(long, env = "CANOPY_ETCD_KEY_FILE", requires = "etcd_cert_file")]
+    etcd_key_file: Option<std::path::PathBuf>,
+}
+
+/// Where a node listens: an address, or a port on the node's own address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ListenAddr {
+    At(SocketAddr),
+    Own(u16),
+}
+
+impl std::str::FromStr for ListenAddr {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<ListenAddr, String> {
+        match s.strip_prefix(':') {
+            Some(port) => port.parse().map(ListenAddr::Own).map_err(|_| format!("{s:?}: expected :PORT")),
+            None => s.parse().map(ListenAddr::At).map_err(|_| format!("{s:?}: expected IP:PORT or :PORT")),
+        }
+    }
+}
+
+impl ListenAddr {
+    /// The socket address to bind: `Own` resolves `host` (the address
+    /// other nodes are told to use).
+    async fn resolve(self, host: &str) -> anyhow::Result<SocketAddr> {
+        let port = match self {
+            ListenAddr::At(a) => return Ok(a),
+            ListenAddr::Own(port) => port,
+        };
+        let addr = tokio::net::lookup_host((host, port))
+            .await
+            .map_err(|e| anyhow::anyhow!("node host {host:?}: {e}"))?
+            .next()
+            .ok_or_else(|| anyhow::anyhow!("node host {host:?} resolves to no address"))?;
+        if addr.ip().is_loopback() && !host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback()) && host != "localhost" {
+            // Debian's /etc/hosts maps the hostname to 127.0.1.1: fine on
+            // one machine, unreachable from others.
+            tracing::warn!(%host, %addr, "the node's host resolves to a loopback address: other machines cannot reach it; \
+                 set --node-host-provider ip, --node-host or an explicit --grpc-addr");
+        }
+        Ok(addr)
+    }
+}
+
+/// How to reach etcd: user and TLS from the flags.
+fn etcd_access(a: &NodeArgs) -> anyhow::Result<canopy_cluster::EtcdAccess> {
+    let auth = match (&a.etcd_user, &a.etcd_password_file) {
+        (Some(user), Some(path)) => {
+            let password = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+            Some(EtcdAuth { user: user.clone(), password: password.trim_end_matches(['\r', '\n']).to_string() })
+        }
+        _ => None,
+    };
+    let tls = match &a.etcd_ca_file {
+        Some(ca) => {
+            let identity = a.etcd_cert_file.as_deref().zip(a.etcd_key_file.as_deref());
+            Some(canopy_cluster::EtcdTls::from_files(ca, identity).map_err(anyhow::Error::msg)?)
+        }
+        None => None,
+    };
+    if tls.is_none() && a.etcd_endpoints.iter().any(|e| e.contains("https://")) {
+        anyhow::bail!("--etcd-endpoints: https:// needs --etcd-ca-file");
+    }
+    Ok(canopy_cluster::EtcdAccess { auth, tls })
 }
 
 /// A started node: its view of the cluster and bound listeners.
@@ -91,17 +168,16 @@ impl Node {
             Some(path) => ClusterSecret::from_file(path).map_err(anyhow::Error::msg)?,
             None => ClusterSecret::none(),
         };
-        let etcd_auth = match (&a.etcd_user, &a.etcd_password_file) {
-            (Some(user), Some(path)) => {
-                let password = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-                Some(EtcdAuth { user: user.clone(), password: password.trim_end_matches(['\r', '\n']).to_string() })
-            }
-            _ => None,
-        };
-        let client = canopy_cluster::connect(&a.etcd_endpoints, etcd_auth.as_ref()).await?;
-        let view = ClusterView::start(client).await?;
-        let grpc = tokio::net::TcpListener::bind(a.grpc_addr).await?;
-        let http = tokio::net::TcpListener::bind(a.http_addr).await?;
+        let etcd = |e: &dyn std::fmt::Display| anyhow::anyhow!("etcd {}: {e}", a.etcd_endpoints.join(","));
+        let client = canopy_cluster::connect(&a.etcd_endpoints, &etcd_access(a)?).await.map_err(|e| etcd(&e))?;
+        let view = ClusterView::start(client).await.map_err(|e| etcd(&e))?;
+        let public = roles.contains(&Role::Liaison);
+        let grpc_addr =
+            a.grpc_addr.unwrap_or(if public { ListenAddr::At(SocketAddr::from(([0, 0, 0, 0], 17912))) } else { ListenAddr::Own(17912) });
+        let grpc_addr = grpc_addr.resolve(&host).await?;
+        let http_addr = a.http_addr.resolve(&host).await?;
+        let grpc = tokio::net::TcpListener::bind(grpc_addr).await.map_err(|e| anyhow::anyhow!("--grpc-addr {grpc_addr}: {e}"))?;
+        let http = tokio::net::TcpListener::bind(http_addr).await.map_err(|e| anyhow::anyhow!("--http-addr {http_addr}: {e}"))?;
         let (gport, hport) = (grpc.local_addr()?.port(), http.local_addr()?.port());
         let info = NodeInfo {
             id: format!("{host}:{gport}"),

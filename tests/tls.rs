@@ -11,22 +11,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-/// A self-signed certificate for 127.0.0.1 with its key, as openssl makes it.
-fn self_signed(dir: &Path, name: &str) -> (std::path::PathBuf, std::path::PathBuf) {
-    let (cert, key) = (dir.join(format!("{name}.crt")), dir.join(format!("{name}.key")));
-    let out = Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2"])
-        .args(["-subj", &format!("/CN={name}"), "-addext", "subjectAltName=IP:127.0.0.1"])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .expect("openssl");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    (cert, key)
-}
-
 /// curl's HTTP status for `url` trusting only `ca` (0: no HTTP answer).
 fn curl_status(url: &str, ca: &Path, extra: &[&str]) -> u16 {
     let out = Command::new("curl")

@@ -39,5 +39,5 @@ pub use placement::assign;
 pub use querier_service::{QuerierRpc, execute_fragment};
 pub use secret::{ClusterSecret, SECRET_HEADER, SecretCheck};
 pub use shard_manager::{Pacing, ShardManager};
-pub use view::{ClusterView, EtcdAuth, OwnerRecord, connect};
+pub use view::{ClusterView, EtcdAccess, EtcdAuth, EtcdTls, OwnerRecord, connect};
 pub use watched::{Entry, WatchedPrefix};

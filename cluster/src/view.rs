@@ -18,19 +18,30 @@ use crate::watched::WatchedPrefix;
 const GROUPS_PREFIX: &str = "/canopy/groups/";
 const MEASURES_PREFIX: &str = "/canopy/measures/";
 
-/// Connects to etcd (comma-separated endpoints accepted in each item).
-pub async fn connect(endpoints: &[String], auth: Option<&EtcdAuth>) -> Result<Client, etcd_client::Error> {
+/// Connects to etcd (comma-separated endpoints accepted in each item);
+/// `https://` endpoints need [`EtcdAccess::tls`].
+pub async fn connect(endpoints: &[String], access: &EtcdAccess) -> Result<Client, etcd_client::Error> {
     let eps: Vec<String> = endpoints.iter().flat_map(|e| e.split(',')).map(|e| e.trim().to_string()).filter(|e| !e.is_empty()).collect();
     let mut opts = ConnectOptions::new()
         .with_connect_timeout(Duration::from_secs(5))
         .with_keep_alive(Duration::from_secs(5), Duration::from_secs(5))
         .with_keep_alive_while_idle(true);
-    if let Some(a) = auth {
+    if let Some(a) = &access.auth {
         // Tokens expire (etcd's simple tokens after 5 min idle, JWTs at
         // their TTL): log in again rather than fail every call after.
         opts = opts.with_user(a.user.clone(), a.password.clone()).with_auto_token_refresh(true);
     }
+    if let Some(t) = &access.tls {
+        opts = opts.with_tls(t.options());
+    }
     Client::connect(eps, Some(opts)).await
+}
+
+/// How a node reaches etcd beyond its endpoints: a user, TLS, both or neither.
+#[derive(Debug, Clone, Default)]
+pub struct EtcdAccess {
+    pub auth: Option<EtcdAuth>,
+    pub tls: Option<EtcdTls>,
 }
 
 /// An etcd user and password (etcd's own authentication, `etcdctl auth enable`).
@@ -43,6 +54,42 @@ pub struct EtcdAuth {
 impl std::fmt::Debug for EtcdAuth {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "EtcdAuth({})", self.user)
+    }
+}
+
+/// TLS towards etcd: the CA its certificate is checked against (the
+/// system's roots are not used: etcd clusters run on a private CA) and,
+/// when etcd checks clients (`--client-cert-auth`), this node's certificate
+/// and key. All PEM.
+#[derive(Clone)]
+pub struct EtcdTls {
+    pub ca_pem: Vec<u8>,
+    pub identity: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+impl std::fmt::Debug for EtcdTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "EtcdTls(client certificate: {})", self.identity.is_some())
+    }
+}
+
+impl EtcdTls {
+    /// Reads the PEM files (`cert` and `key` together or not at all).
+    pub fn from_files(ca: &std::path::Path, identity: Option<(&std::path::Path, &std::path::Path)>) -> Result<EtcdTls, String> {
+        let read = |p: &std::path::Path| std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()));
+        let identity = match identity {
+            Some((cert, key)) => Some((read(cert)?, read(key)?)),
+            None => None,
+        };
+        Ok(EtcdTls { ca_pem: read(ca)?, identity })
+    }
+
+    fn options(&self) -> etcd_client::TlsOptions {
+        let mut o = etcd_client::TlsOptions::new().ca_certificate(etcd_client::Certificate::from_pem(&self.ca_pem));
+        if let Some((cert, key)) = &self.identity {
+            o = o.identity(etcd_client::Identity::from_pem(cert, key));
+        }
+        o
     }
 }
 

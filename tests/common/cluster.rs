@@ -15,22 +15,37 @@ pub struct EtcdServer {
     pub port: u16,
     peer: u16,
     dir: tempfile::TempDir,
+    /// Certificate, key and the CA clients' certificates must chain to.
+    tls: Option<[std::path::PathBuf; 3]>,
 }
 
 impl EtcdServer {
     /// Starts etcd; fails the test if it is not installed (the test command
     /// installs Debian's etcd-server).
     pub fn start() -> EtcdServer {
-        let mut e = EtcdServer { child: None, port: free_port(), peer: free_port(), dir: tempfile::tempdir().unwrap() };
+        let mut e = EtcdServer { child: None, port: free_port(), peer: free_port(), dir: tempfile::tempdir().unwrap(), tls: None };
+        e.spawn();
+        e
+    }
+
+    /// Starts etcd serving clients over TLS with `cert`/`key` and accepting
+    /// only clients with a certificate issued by `client_ca`.
+    pub fn start_tls(cert: &std::path::Path, key: &std::path::Path, client_ca: &std::path::Path) -> EtcdServer {
+        let tls = Some([cert.to_path_buf(), key.to_path_buf(), client_ca.to_path_buf()]);
+        let mut e = EtcdServer { child: None, port: free_port(), peer: free_port(), dir: tempfile::tempdir().unwrap(), tls };
         e.spawn();
         e
     }
 
     fn spawn(&mut self) {
-        let client = format!("http://127.0.0.1:{}", self.port);
+        let client = self.endpoint();
         let peer_url = format!("http://127.0.0.1:{}", self.peer);
         let bin = std::env::var("ETCD").unwrap_or_else(|_| "etcd".into());
-        let child = Command::new(&bin)
+        let mut cmd = Command::new(&bin);
+        if let Some([cert, key, ca]) = &self.tls {
+            cmd.arg("--cert-file").arg(cert).arg("--key-file").arg(key).arg("--trusted-ca-file").arg(ca).arg("--client-cert-auth");
+        }
+        let child = cmd
             .args(["--name", "canopy-test", "--data-dir"])
             .arg(self.dir.path().join("etcd"))
             .args(["--listen-client-urls", &client, "--advertise-client-urls", &client])
@@ -62,7 +77,8 @@ impl EtcdServer {
 
     /// The client endpoint.
     pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
     /// `etcdctl get --prefix <prefix>` as operators would run it.

@@ -4,6 +4,7 @@
 
 #![allow(dead_code, unreachable_pub, unused_imports)]
 
+pub mod certs;
 pub mod client;
 pub mod cluster;
 pub mod lambda;
@@ -14,6 +15,7 @@ pub mod topology;
 pub mod wait;
 pub mod workload;
 
+pub use certs::*;
 pub use client::*;
 pub use cluster::*;
 pub use lambda::*;
