@@ -292,7 +292,13 @@ impl AgentArgs {
     }
 
     /// The liaison's listen addresses around the given main ports.
-    pub(crate) fn liaison_config(&self, grpc_addr: SocketAddr, http_addr: SocketAddr) -> anyhow::Result<LiaisonConfig> {
+    pub(crate) fn liaison_config(
+        &self,
+        grpc_addr: SocketAddr,
+        http_addr: SocketAddr,
+        grpc_limits: &GrpcLimitArgs,
+    ) -> anyhow::Result<LiaisonConfig> {
+        let http_read_timeout = Duration::from_secs(self.http_read_timeout_secs.max(1));
         let optional = |s: &str| -> anyhow::Result<Option<SocketAddr>> { if s == "off" { Ok(None) } else { Ok(Some(s.parse()?)) } };
         Ok(LiaisonConfig {
             grpc_addr,
@@ -300,9 +306,31 @@ impl AgentArgs {
             otlp_grpc_addr: optional(&self.otlp_grpc_addr)?,
             otlp_http_addr: optional(&self.otlp_http_addr)?,
             influx_addr: optional(&self.influx_addr)?,
-            http_read_timeout: Duration::from_secs(self.http_read_timeout_secs.max(1)),
+            http_read_timeout,
             tls: None,
+            grpc_limits: grpc_limits.limits(http_read_timeout),
         })
+    }
+}
+
+/// Limits of a process's gRPC services (`canopy_liaison::GrpcLimits`).
+#[derive(Debug, clap::Args)]
+pub(crate) struct GrpcLimitArgs {
+    /// gRPC calls in progress at once, across every connection and port
+    /// (health checks aside); past it calls get RESOURCE_EXHAUSTED.
+    #[arg(long, env = "CANOPY_GRPC_CALLS_MAX", default_value_t = canopy_liaison::GRPC_CALLS_DEFAULT)]
+    grpc_calls_max: usize,
+    /// Bytes of gRPC request bodies received and not yet decoded, across
+    /// every call; past it calls get RESOURCE_EXHAUSTED. Keep it above the
+    /// largest request (64 MiB on a liaison, 256 MiB between nodes).
+    #[arg(long, env = "CANOPY_GRPC_IN_FLIGHT_BYTES_MAX", default_value_t = canopy_liaison::GRPC_IN_FLIGHT_BYTES_DEFAULT)]
+    grpc_in_flight_bytes_max: usize,
+}
+
+impl GrpcLimitArgs {
+    /// The process's limits; a request message has `read_timeout` to arrive.
+    pub(crate) fn limits(&self, read_timeout: Duration) -> std::sync::Arc<canopy_liaison::GrpcLimits> {
+        canopy_liaison::GrpcLimits::new(self.grpc_calls_max, self.grpc_in_flight_bytes_max, read_timeout)
     }
 }
 

@@ -7,7 +7,6 @@ use canopy_api::cluster::v1::ingester_service_server::IngesterServiceServer;
 use canopy_cluster::metrics::RoleMetrics;
 use canopy_cluster::{INTERNAL_MESSAGE_BYTES_MAX, IngesterRpc, Pacing, Role, ShardManager};
 use canopy_ingester::{Ingester, IngesterConfig};
-use tonic::service::interceptor::InterceptedService;
 
 use crate::args::{FlushArgs, ObjectStoreArgs};
 use crate::node::{Node, NodeArgs};
@@ -59,7 +58,7 @@ pub(crate) async fn run(a: IngesterArgs) -> anyhow::Result<()> {
     let service = IngesterServiceServer::new(rpc)
         .max_decoding_message_size(INTERNAL_MESSAGE_BYTES_MAX)
         .max_encoding_message_size(INTERNAL_MESSAGE_BYTES_MAX);
-    let router = tonic::transport::Server::builder().add_service(InterceptedService::new(service, node.secret.checker()));
+    let router = tonic::transport::Server::builder().add_service(node.internal(service));
     let serving = node.serve("ingester", Some(router), metrics).await?;
     let pacing = Pacing { per_ingester: a.max_handoffs_per_ingester.max(1), cluster: a.max_handoffs.max(1) };
     let manager = ShardManager::new(node.view.clone(), ingester.clone(), serving.registration.clone(), selector, pacing).await;

@@ -74,7 +74,7 @@ pub(crate) async fn run(a: LiaisonArgs) -> anyhow::Result<()> {
     metrics.count_store(store_counters);
     let mut gw = Gateway::new(registry, data).with_agent_config(a.agents.config()).with_metrics(metrics);
     gw.query_timeout = Duration::from_secs(a.query_timeout_secs);
-    let mut cfg = a.agents.liaison_config(node.bound_grpc(), node.bound_http())?;
+    let mut cfg = a.agents.liaison_config(node.bound_grpc(), node.bound_http(), &a.node.grpc_limits)?;
     a.tls.apply(&mut cfg)?;
     let gw = a.auth.apply(gw, &cfg)?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

@@ -7,8 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use canopy_cluster::metrics::{RoleMetrics, ops_router};
-use canopy_cluster::{ClusterSecret, ClusterView, EtcdAuth, NodeInfo, Registration, Role, parse_labels};
+use canopy_cluster::{ClusterSecret, ClusterView, EtcdAuth, NodeInfo, Registration, Role, SecretCheck, parse_labels};
 use canopy_liaison::{HTTP_READ_TIMEOUT_DEFAULT, serve_grpc, serve_http};
+use tonic::service::interceptor::InterceptedService;
 
 /// Options of every cluster role.
 #[derive(Debug, clap::Args)]
@@ -46,6 +47,8 @@ pub(crate) struct NodeArgs {
     /// node; without it internal calls are not authenticated.
     #[arg(long, env = "CANOPY_CLUSTER_SECRET_FILE")]
     cluster_secret_file: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    pub(crate) grpc_limits: crate::args::GrpcLimitArgs,
     /// etcd user, when etcd's authentication is on (`etcdctl auth enable`).
     #[arg(long, env = "CANOPY_ETCD_USER", requires = "etcd_password_file")]
     etcd_user: Option<String>,
@@ -132,6 +135,8 @@ pub(crate) struct Node {
     pub(crate) view: ClusterView,
     /// What internal calls carry and internal services check.
     pub(crate) secret: ClusterSecret,
+    /// Calls and request bytes in progress on the internal services.
+    grpc_limits: Arc<canopy_liaison::GrpcLimits>,
     pub(crate) info: NodeInfo,
     listeners: Option<(tokio::net::TcpListener, tokio::net::TcpListener)>,
     bound: (SocketAddr, SocketAddr),
@@ -190,7 +195,22 @@ impl Node {
             recovering: vec![],
         };
         let bound = (grpc.local_addr()?, http.local_addr()?);
-        Ok(Node { view, secret, info, listeners: Some((grpc, http)), bound, ttl: Duration::from_secs(a.lease_ttl_secs.max(2)) })
+        let grpc_limits = a.grpc_limits.limits(canopy_liaison::HTTP_READ_TIMEOUT_DEFAULT);
+        Ok(Node {
+            view,
+            secret,
+            grpc_limits,
+            info,
+            listeners: Some((grpc, http)),
+            bound,
+            ttl: Duration::from_secs(a.lease_ttl_secs.max(2)),
+        })
+    }
+
+    /// An internal service as it is served: the cluster secret checked
+    /// first, then within the process's gRPC limits.
+    pub(crate) fn internal<S>(&self, service: S) -> InterceptedService<canopy_liaison::GrpcLimited<S>, SecretCheck> {
+        InterceptedService::new(self.grpc_limits.wrap(service, &[]), self.secret.checker())
     }
 
     /// The bound gRPC address.

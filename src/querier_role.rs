@@ -7,7 +7,6 @@ use canopy_cluster::metrics::RoleMetrics;
 use canopy_cluster::{INTERNAL_MESSAGE_BYTES_MAX, QuerierRpc, Role};
 use canopy_querier::{Querier, QuerierConfig};
 use canopy_storage::CatalogStore;
-use tonic::service::interceptor::InterceptedService;
 
 use crate::args::{CacheArgs, ObjectStoreArgs};
 use crate::node::{Node, NodeArgs};
@@ -36,7 +35,7 @@ pub(crate) async fn run(a: QuerierArgs) -> anyhow::Result<()> {
     let service = QuerierServiceServer::new(rpc)
         .max_decoding_message_size(INTERNAL_MESSAGE_BYTES_MAX)
         .max_encoding_message_size(INTERNAL_MESSAGE_BYTES_MAX);
-    let router = tonic::transport::Server::builder().add_service(InterceptedService::new(service, node.secret.checker()));
+    let router = tonic::transport::Server::builder().add_service(node.internal(service));
     let serving = node.serve("querier", Some(router), metrics).await?;
     crate::signals::received(1).await;
     serving.stop().await;

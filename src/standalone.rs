@@ -11,7 +11,7 @@ use canopy_liaison::{Gateway, LocalDataPlane, start_liaison};
 use canopy_meta::{EmbeddedStore, SchemaRegistry};
 use canopy_querier::{Querier, QuerierConfig};
 
-use crate::args::{AgentArgs, AuthArgs, CacheArgs, FlushArgs, GcArgs, ObjectStoreArgs, TlsArgs};
+use crate::args::{AgentArgs, AuthArgs, CacheArgs, FlushArgs, GcArgs, GrpcLimitArgs, ObjectStoreArgs, TlsArgs};
 
 /// Options of `canopy standalone`; each also reads a `CANOPY_*` variable.
 #[derive(Debug, clap::Args)]
@@ -29,6 +29,8 @@ pub(crate) struct StandaloneArgs {
     http_addr: SocketAddr,
     #[command(flatten)]
     agents: AgentArgs,
+    #[command(flatten)]
+    grpc_limits: GrpcLimitArgs,
     #[command(flatten)]
     auth: AuthArgs,
     #[command(flatten)]
@@ -69,7 +71,7 @@ pub(crate) async fn run(a: StandaloneArgs) -> anyhow::Result<()> {
     let compactor = Arc::new(Compactor::new(ccfg, store));
     let data = Arc::new(LocalDataPlane { ingester: ingester.clone(), querier, compactor });
     let agents = a.agents.config();
-    let mut cfg = a.agents.liaison_config(a.grpc_addr, a.http_addr)?;
+    let mut cfg = a.agents.liaison_config(a.grpc_addr, a.http_addr, &a.grpc_limits)?;
     a.tls.apply(&mut cfg)?;
     let mut gw = a.auth.apply(Gateway::new(registry, data).with_agent_config(agents), &cfg)?;
     gw.metrics.count_store(store_counters);

@@ -2,12 +2,21 @@
 //! received within `--http-read-timeout-secs` is answered 408 and frees its
 //! request slot, a connection that never finishes its headers is closed —
 //! so more slow clients than there are request slots do not shut others out.
+//! And gRPC calls past the process's limits (calls in progress, request
+//! bytes in flight) are refused at once with RESOURCE_EXHAUSTED.
 
 mod common;
 
 use std::time::Duration;
 
+use canopy_api::v1::measure_service_client::MeasureServiceClient;
 use common::*;
+use futures::StreamExt;
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_client::MetricsServiceClient;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+use opentelemetry_proto::tonic::metrics::v1::ResourceMetrics;
+use opentelemetry_proto::tonic::resource::v1::Resource;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -45,4 +54,51 @@ async fn clients_that_trickle_requests_are_cut_off_and_others_are_served() {
     let closed = tokio::time::timeout(Duration::from_secs(30), half.read_to_end(&mut rest)).await.expect("the connection stayed open");
     assert!(closed.is_err() || !String::from_utf8_lossy(&rest).starts_with("HTTP/1.1 200"), "{closed:?} {rest:?}");
     assert_eq!(http.get("/api/healthz").await.0, 200);
+}
+
+/// An OTLP export carrying `bytes` of resource attribute (no points).
+fn export_of(bytes: usize) -> ExportMetricsServiceRequest {
+    let value = Some(AnyValue { value: Some(any_value::Value::StringValue("x".repeat(bytes))) });
+    let resource = Resource { attributes: vec![KeyValue { key: "padding".into(), value, ..Default::default() }], ..Default::default() };
+    ExportMetricsServiceRequest { resource_metrics: vec![ResourceMetrics { resource: Some(resource), ..Default::default() }] }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_calls_and_bytes_past_the_limits_are_refused_at_once() {
+    let c = Canopy::start(Backend::Local, &["--grpc-calls-max", "1", "--grpc-in-flight-bytes-max", "1000000"]);
+    let http = Http::new(c.http);
+    create_schema(&http).await;
+    let now = now_nanos();
+    let batch = samples(2, 3, now - HOUR / 2, 1_000_000_000, 5);
+
+    // An open write stream holds the only call slot.
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    let mut native = MeasureServiceClient::connect(format!("http://{}", c.grpc)).await.unwrap();
+    tx.send(write_request(&batch, 1)).await.unwrap();
+    let mut answers = native.write(tokio_stream::wrappers::ReceiverStream::new(rx)).await.unwrap().into_inner();
+    assert!(answers.next().await.unwrap().is_ok());
+    let mut otlp = MetricsServiceClient::connect(format!("http://{}", c.grpc)).await.unwrap();
+    let err = otlp.export(export_of(10)).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::ResourceExhausted, "{err:?}");
+    assert!(err.message().contains("calls in progress"), "{err:?}");
+    // Health checks stay outside the limit.
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", c.grpc)).unwrap().connect().await.unwrap();
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    assert!(health.check(tonic_health::pb::HealthCheckRequest { service: String::new() }).await.is_ok());
+    // The stream ends; its slot comes back.
+    drop(tx);
+    while answers.next().await.is_some() {}
+    wait_until(10, "the write stream's slot was not given back", String::new, || {
+        let mut otlp = otlp.clone();
+        async move { otlp.export(export_of(10)).await.is_ok() }
+    })
+    .await;
+
+    // A request larger than the bytes in flight may hold is refused; the
+    // bytes it had taken come back.
+    let err = otlp.export(export_of(2_000_000)).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::ResourceExhausted, "{err:?}");
+    assert!(err.message().contains("bytes"), "{err:?}");
+    assert!(otlp.export(export_of(500_000)).await.is_ok());
+    assert_eq!(total_count(&http, now - HOUR).await, batch.len(), "the stream's write landed once");
 }

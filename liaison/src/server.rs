@@ -14,6 +14,7 @@ use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::
 
 use crate::agents::OtlpService;
 use crate::grpc_auth::GrpcAuthLayer;
+use crate::grpc_limits::GrpcLimits;
 use crate::http::{BODY_BYTES_MAX, router};
 use crate::http_serve::serve_http;
 use crate::service::Gateway;
@@ -42,7 +43,12 @@ pub struct LiaisonConfig {
     pub http_read_timeout: Duration,
     /// TLS on every port when set (`--tls-cert`, `--tls-key`).
     pub tls: Option<std::sync::Arc<crate::tls::Tls>>,
+    /// Calls and request bytes in progress across the gRPC ports.
+    pub grpc_limits: std::sync::Arc<GrpcLimits>,
 }
+
+/// The one method whose requests stream (batches on one call).
+const MEASURE_WRITE: &str = "/canopy.v1.MeasureService/Write";
 
 /// The addresses the liaison bound and the tasks serving them.
 #[derive(Debug)]
@@ -140,21 +146,34 @@ pub async fn serve_liaison(
         let router = tonic::transport::Server::builder()
             .concurrency_limit_per_connection(GRPC_REQUESTS_PER_CONNECTION_MAX)
             .layer(GrpcAuthLayer(gw.auth.clone()))
-            .add_service(svc);
+            .add_service(cfg.grpc_limits.wrap(svc, &[]));
         tasks.push(serve_grpc(l, router, grpc_tls.clone(), shutdown.clone()));
     }
     tasks.push(serve_http(http_listener, router(gw.clone(), read), read, http_tls, shutdown.clone()));
     let (_, health) = tonic_health::server::health_reporter();
+    // Every service but health (answered under any load) within the limits.
+    let limits = &cfg.grpc_limits;
     let grpc = tonic::transport::Server::builder()
         .concurrency_limit_per_connection(GRPC_REQUESTS_PER_CONNECTION_MAX)
         .layer(GrpcAuthLayer(gw.auth.clone()))
         .add_service(health)
-        .add_service(GroupRegistryServiceServer::new(gw.clone()))
-        .add_service(MeasureRegistryServiceServer::new(gw.clone()))
-        .add_service(MeasureServiceServer::new(gw.clone()).max_decoding_message_size(BODY_BYTES_MAX))
-        .add_service(MetricsServiceServer::new(OtlpService(gw.clone())).max_decoding_message_size(BODY_BYTES_MAX))
-        .add_service(AdminServiceServer::new(gw));
+        .add_service(limits.wrap(GroupRegistryServiceServer::new(gw.clone()), &[]))
+        .add_service(limits.wrap(MeasureRegistryServiceServer::new(gw.clone()), &[]))
+        .add_service(limits.wrap(MeasureServiceServer::new(gw.clone()).max_decoding_message_size(BODY_BYTES_MAX), &[MEASURE_WRITE]))
+        .add_service(limits.wrap(MetricsServiceServer::new(OtlpService(gw.clone())).max_decoding_message_size(BODY_BYTES_MAX), &[]))
+        .add_service(limits.wrap(AdminServiceServer::new(gw), &[]));
     tasks.push(serve_grpc(grpc_listener, grpc, grpc_tls, shutdown));
     bound.tasks = tasks;
     Ok(bound)
+}
+
+#[cfg(test)]
+mod tests {
+    use tonic::server::NamedService;
+
+    #[test]
+    fn the_streaming_method_is_named_as_tonic_routes_it() {
+        type Measure = canopy_api::v1::measure_service_server::MeasureServiceServer<crate::Gateway>;
+        assert_eq!(super::MEASURE_WRITE, format!("/{}/Write", Measure::NAME));
+    }
 }
