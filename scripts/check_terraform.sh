@@ -17,10 +17,15 @@ render() { # render TEMPLATE VARS — the template rendered as Terraform would
   printf 'templatefile("%s", %s)\n' "$PWD/infra/terraform/templates/$1" "$2" \
     | (cd "$work" && terraform console 2>/dev/null) | sed '1{/^<<EOT$/d};${/^EOT$/d}'
 }
-node_vars='{ role = "ingester", args = "ingester --data-dir /var/lib/canopy/wal", env = { CANOPY_OBJECT_STORE = "s3://b" }, bucket = "b", binary_key = "_deploy/x/canopy", region = "us-east-1", needs_local_disk = true, stop_timeout_seconds = 840, lifecycle_hook = "h", asg_name = "g" }'
-for hook in '"h"' '""'; do
-  render canopy-node.sh.tftpl "${node_vars/lifecycle_hook = \"h\"/lifecycle_hook = $hook}" >"$work/node.sh"
+node_vars='{ role = "ingester", args = "ingester --data-dir /var/lib/canopy/wal", env = { CANOPY_OBJECT_STORE = "s3://b" }, cluster_secret_parameter = "/c/cluster-secret", cluster_secret_file = "/etc/canopy/cluster-secret", auth_tokens = "", auth_tokens_file = "/etc/canopy/auth-tokens", bucket = "b", binary_key = "_deploy/x/canopy", region = "us-east-1", needs_local_disk = true, stop_timeout_seconds = 840, lifecycle_hook = "h", asg_name = "g" }'
+tokens="write $(printf %064d 7)"
+for variant in 'lifecycle_hook = ""' "auth_tokens = \"$tokens\"" 'role = "ingester"'; do
+  key="${variant%% =*}"
+  vars="$(sed -E "s#$key = \"[^\"]*\"#$variant#" <<<"$node_vars")"
+  render canopy-node.sh.tftpl "$vars" >"$work/node.sh"
   grep -q '^ExecStart=/usr/local/bin/canopy ingester' "$work/node.sh"
+  grep -q 'ssm get-parameter .*--name "/c/cluster-secret"' "$work/node.sh"
+  if [ "$key" = auth_tokens ]; then grep -qx "$tokens" "$work/node.sh"; else ! grep -q TOKENS "$work/node.sh"; fi
   bash -n "$work/node.sh"
 done
 render etcd-node.sh.tftpl '{ name = "etcd-0", ip = "10.0.0.20", cluster = "etcd-0=http://10.0.0.20:2380", token = "t", region = "us-east-1" }' >"$work/etcd.sh"

@@ -118,7 +118,7 @@ const NODE_ROLES: [&str; 4] = ["ingester", "querier", "compactor", "liaison"];
 
 #[test]
 fn the_roles_name_only_flags_and_variables_the_binaries_know() {
-    let values = test_values("http://127.0.0.1:2379", "bucket");
+    let values = test_values("http://127.0.0.1:2379", "bucket", std::path::Path::new("/etc/canopy/cluster-secret"));
     let roles = roles(&values);
     let names: BTreeSet<&str> = roles.as_object().unwrap().keys().map(|k| k.as_str()).collect();
     assert_eq!(names, NODE_ROLES.iter().chain(&["lambda"]).copied().collect(), "the roles the Terraform deploys");
@@ -149,8 +149,9 @@ fn the_roles_name_only_flags_and_variables_the_binaries_know() {
 }
 
 /// Values standing in for what Terraform computes.
-fn test_values(etcd: &str, bucket: &str) -> BTreeMap<&'static str, String> {
+fn test_values(etcd: &str, bucket: &str, cluster_secret_file: &std::path::Path) -> BTreeMap<&'static str, String> {
     BTreeMap::from([
+        ("cluster_secret_file", cluster_secret_file.to_string_lossy().into_owned()),
         ("etcd_endpoints", etcd.to_string()),
         ("bucket", bucket.to_string()),
         ("region", "us-east-1".to_string()),
@@ -170,7 +171,10 @@ async fn the_terraform_roles_start_as_a_cluster_and_serve_reads_and_writes() {
     let etcd = EtcdServer::start();
     let s3 = S3Server::start();
     let dir = tempfile::tempdir().unwrap();
-    let roles = roles(&test_values(&etcd.endpoint(), S3_BUCKET));
+    // What the boot script fetches from Parameter Store.
+    let secret = dir.path().join("cluster-secret");
+    std::fs::write(&secret, "Terraform-made-secret-0123456789\n").unwrap();
+    let roles = roles(&test_values(&etcd.endpoint(), S3_BUCKET, &secret));
     // Two ingesters, as an auto-scaling group of two would run them.
     let services: Vec<Service> = ["ingester", "ingester", "querier", "compactor", "liaison"]
         .iter()

@@ -101,6 +101,11 @@ data "aws_iam_policy_document" "boot" {
     actions   = ["kms:Decrypt"]
     resources = [aws_kms_key.this.arn]
   }
+  statement {
+    sid       = "ReadClusterSecret"
+    actions   = ["ssm:GetParameter"]
+    resources = [aws_ssm_parameter.cluster_secret.arn]
+  }
 }
 
 # What a node may tell its own auto-scaling group: that it is unhealthy (its

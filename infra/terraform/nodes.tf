@@ -24,6 +24,7 @@ locals {
     lambda_concurrency_per_liaison = max(1, floor(var.lambda_reserved_concurrency / var.liaison_count))
     lambda_cache_memory_bytes      = floor(var.lambda_memory_mb * 1048576 / 4)
     lambda_cache_disk_bytes        = (var.lambda_ephemeral_mb - 512) * 1048576
+    cluster_secret_file            = local.cluster_secret_file
   }))
 
   groups = {
@@ -105,16 +106,20 @@ resource "aws_launch_template" "node" {
   }
 
   user_data = base64encode(templatefile("${path.module}/templates/canopy-node.sh.tftpl", {
-    role                 = each.key
-    args                 = join(" ", local.roles[each.key].args)
-    env                  = local.roles[each.key].env
-    bucket               = aws_s3_bucket.data.id
-    binary_key           = aws_s3_object.canopy_binary.key
-    region               = var.region
-    needs_local_disk     = each.value.local_disk
-    stop_timeout_seconds = each.value.stop_timeout
-    lifecycle_hook       = each.value.hook
-    asg_name             = "${var.name}-${each.key}"
+    role                     = each.key
+    args                     = join(" ", local.roles[each.key].args)
+    env                      = merge(local.roles[each.key].env, local.extra_env[each.key])
+    cluster_secret_parameter = aws_ssm_parameter.cluster_secret.name
+    cluster_secret_file      = local.cluster_secret_file
+    auth_tokens              = each.key == "liaison" ? var.liaison_auth_tokens : ""
+    auth_tokens_file         = local.auth_tokens_file
+    bucket                   = aws_s3_bucket.data.id
+    binary_key               = aws_s3_object.canopy_binary.key
+    region                   = var.region
+    needs_local_disk         = each.value.local_disk
+    stop_timeout_seconds     = each.value.stop_timeout
+    lifecycle_hook           = each.value.hook
+    asg_name                 = "${var.name}-${each.key}"
   }))
 
   tag_specifications {

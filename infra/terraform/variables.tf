@@ -162,6 +162,16 @@ variable "liaison_instance_type" {
   default     = "c6i.large"
 }
 
+variable "liaison_auth_tokens" {
+  description = "Client tokens the liaisons accept: lines of `ROLE SHA256HEX` (role read, write or admin; the hex SHA-256 of the token, so no secret), as --auth-tokens-file reads them. Empty: no authentication (the liaisons warn). Changing it rolls the liaisons."
+  type        = string
+  default     = ""
+  validation {
+    condition     = alltrue([for l in split("\n", var.liaison_auth_tokens) : can(regex("^\\s*(#.*)?$|^\\s*(read|write|admin)\\s+[0-9a-fA-F]{64}\\s*$", l))])
+    error_message = "Each line is `read|write|admin SHA256HEX` (64 hex digits), a comment or empty."
+  }
+}
+
 variable "liaison_admin_compaction" {
   description = "Let liaisons run POST /api/v1/admin/compact (grants them the compactor's delete rights)."
   type        = bool
