@@ -25,7 +25,12 @@ for variant in 'lifecycle_hook = ""' "auth_tokens = \"$tokens\"" 'role = "ingest
   render canopy-node.sh.tftpl "$vars" >"$work/node.sh"
   grep -q '^ExecStart=/usr/local/bin/canopy ingester' "$work/node.sh"
   grep -q 'ssm get-parameter .*--name "/c/cluster-secret"' "$work/node.sh"
-  if [ "$key" = auth_tokens ]; then grep -qx "$tokens" "$work/node.sh"; else ! grep -q TOKENS "$work/node.sh"; fi
+  if [ "$key" = auth_tokens ]; then
+    grep -qx "$tokens" "$work/node.sh"
+  elif grep -q TOKENS "$work/node.sh"; then
+    echo "a tokens file without liaison_auth_tokens" >&2
+    exit 1
+  fi
   bash -n "$work/node.sh"
 done
 render etcd-node.sh.tftpl '{ name = "etcd-0", ip = "10.0.0.20", cluster = "etcd-0=http://10.0.0.20:2380", token = "t", region = "us-east-1" }' >"$work/etcd.sh"

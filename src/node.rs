@@ -93,16 +93,27 @@ impl ListenAddr {
             ListenAddr::At(a) => return Ok(a),
             ListenAddr::Own(port) => port,
         };
-        let addr = tokio::net::lookup_host((host, port))
-            .await
-            .map_err(|e| anyhow::anyhow!("node host {host:?}: {e}"))?
-            .next()
-            .ok_or_else(|| anyhow::anyhow!("node host {host:?} resolves to no address"))?;
-        if addr.ip().is_loopback() && !host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback()) && host != "localhost" {
-            // Debian's /etc/hosts maps the hostname to 127.0.1.1: fine on
-            // one machine, unreachable from others.
-            tracing::warn!(%host, %addr, "the node's host resolves to a loopback address: other machines cannot reach it; \
-                 set --node-host-provider ip, --node-host or an explicit --grpc-addr");
+        // `[fd00::1]` is how an IPv6 host is written in a node id.
+        let bare = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+        let addrs: Vec<SocketAddr> =
+            tokio::net::lookup_host((bare, port)).await.map_err(|e| anyhow::anyhow!("node host {host:?}: {e}"))?.collect();
+        let Some(&addr) = addrs.first() else {
+            anyhow::bail!("node host {host:?} resolves to no address");
+        };
+        let loopback_name = bare == "localhost" || bare.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+        if addr.ip().is_loopback() && !loopback_name {
+            // Debian's /etc/hosts maps the hostname to 127.0.1.1, while
+            // other machines resolve it to the real address: binding there
+            // would leave the node unreachable.
+            tracing::warn!(
+                %host, %addr,
+                "the node's host resolves to a loopback address here: listening on every interface instead; \
+                 set --node-host-provider ip, --node-host or an explicit --grpc-addr"
+            );
+            return Ok(SocketAddr::new(std::net::Ipv4Addr::UNSPECIFIED.into(), port));
+        }
+        if addrs.len() > 1 {
+            tracing::info!(%host, %addr, others = ?&addrs[1..], "the node's host has several addresses: listening on the first");
         }
         Ok(addr)
     }
@@ -286,4 +297,42 @@ impl Serving {
 /// The ingester selector flag's parsed form.
 pub(crate) fn selector(s: &str) -> anyhow::Result<BTreeMap<String, String>> {
     parse_labels(s).map_err(|e| anyhow::anyhow!("--ingester-selector: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn resolve(host: &str) -> SocketAddr {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(ListenAddr::Own(17912).resolve(host)).unwrap()
+    }
+
+    #[test]
+    fn own_addresses_resolve_to_the_nodes_host() {
+        assert_eq!(":0".parse::<ListenAddr>().unwrap(), ListenAddr::Own(0));
+        assert_eq!("10.0.0.1:9".parse::<ListenAddr>().unwrap(), ListenAddr::At("10.0.0.1:9".parse().unwrap()));
+        assert!("17912".parse::<ListenAddr>().is_err());
+        assert_eq!(resolve("127.0.0.2"), "127.0.0.2:17912".parse().unwrap());
+        assert_eq!(resolve("[::1]"), "[::1]:17912".parse().unwrap(), "an IPv6 node host as node ids write it");
+        assert!(resolve("localhost").ip().is_loopback(), "a loopback name means loopback");
+    }
+
+    #[test]
+    fn a_host_name_mapped_to_loopback_listens_everywhere() {
+        // A name /etc/hosts maps to loopback that is not "localhost" (Debian
+        // maps the hostname to 127.0.1.1; this machine maps its own).
+        let hosts = std::fs::read_to_string("/etc/hosts").unwrap_or_default();
+        let name = hosts
+            .lines()
+            .filter_map(|l| {
+                let mut words = l.split('#').next()?.split_whitespace();
+                let ip: std::net::IpAddr = words.next()?.parse().ok()?;
+                ip.is_loopback().then(|| words.find(|w| *w != "localhost"))?
+            })
+            .next()
+            .expect("a loopback alias in /etc/hosts")
+            .to_string();
+        assert!(resolve(&name).ip().is_unspecified(), "{name}");
+    }
 }

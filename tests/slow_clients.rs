@@ -63,42 +63,98 @@ fn export_of(bytes: usize) -> ExportMetricsServiceRequest {
     ExportMetricsServiceRequest { resource_metrics: vec![ResourceMetrics { resource: Some(resource), ..Default::default() }] }
 }
 
+/// Starts a gRPC call by hand and stalls it: a message prefix claiming
+/// `claimed` bytes, then `sent` of them. Answers the call's grpc-status
+/// once the server ends it.
+async fn stalled_call(addr: std::net::SocketAddr, path: &str, claimed: u32, sent: usize) -> tokio::task::JoinHandle<Option<String>> {
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let (client, connection) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(connection);
+    let mut client = client.ready().await.unwrap();
+    let req = tonic::codegen::http::Request::builder()
+        .method("POST")
+        .uri(format!("http://{addr}{path}"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(())
+        .unwrap();
+    let (answer, mut body) = client.send_request(req, false).unwrap();
+    let mut message = vec![0u8];
+    message.extend(claimed.to_be_bytes());
+    message.extend(vec![0u8; sent]);
+    body.send_data(bytes::Bytes::from(message), false).unwrap();
+    tokio::spawn(async move {
+        let _keep_open = body;
+        let answer = answer.await.ok()?;
+        let status = |h: &tonic::codegen::http::HeaderMap| h.get("grpc-status").map(|v| v.to_str().unwrap().to_string());
+        if let Some(s) = status(answer.headers()) {
+            return Some(s);
+        }
+        let mut recv = answer.into_body();
+        while recv.data().await.is_some() {}
+        recv.trailers().await.ok().flatten().as_ref().and_then(status)
+    })
+}
+
+const OTLP_EXPORT: &str = "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export";
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpc_calls_and_bytes_past_the_limits_are_refused_at_once() {
-    let c = Canopy::start(Backend::Local, &["--grpc-calls-max", "1", "--grpc-in-flight-bytes-max", "1000000"]);
+    let c =
+        Canopy::start(Backend::Local, &["--grpc-calls-max", "2", "--grpc-in-flight-bytes-max", "1000000", "--http-read-timeout-secs", "3"]);
     let http = Http::new(c.http);
     create_schema(&http).await;
     let now = now_nanos();
     let batch = samples(2, 3, now - HOUR / 2, 1_000_000_000, 5);
+    let mut otlp = MetricsServiceClient::connect(format!("http://{}", c.grpc)).await.unwrap();
 
-    // An open write stream holds the only call slot.
+    // A write stream open between batches holds no call slot.
     let (tx, rx) = tokio::sync::mpsc::channel(1);
     let mut native = MeasureServiceClient::connect(format!("http://{}", c.grpc)).await.unwrap();
     tx.send(write_request(&batch, 1)).await.unwrap();
     let mut answers = native.write(tokio_stream::wrappers::ReceiverStream::new(rx)).await.unwrap().into_inner();
     assert!(answers.next().await.unwrap().is_ok());
-    let mut otlp = MetricsServiceClient::connect(format!("http://{}", c.grpc)).await.unwrap();
-    let err = otlp.export(export_of(10)).await.unwrap_err();
-    assert_eq!(err.code(), tonic::Code::ResourceExhausted, "{err:?}");
-    assert!(err.message().contains("calls in progress"), "{err:?}");
+    let mut streams = Vec::new();
+    for _ in 0..3 {
+        let (tx, rx) = tokio::sync::mpsc::channel::<canopy_api::v1::WriteRequest>(1);
+        native.write(tokio_stream::wrappers::ReceiverStream::new(rx)).await.unwrap();
+        streams.push(tx);
+    }
+    assert!(otlp.export(export_of(10)).await.is_ok(), "idle streams hold no slot");
+
+    // A call stalled in a 600 KB message holds a slot and its bytes.
+    let big = stalled_call(c.grpc, OTLP_EXPORT, 600_000, 10).await;
+    wait_until(10, "the stalled call never held its bytes", String::new, || {
+        let mut otlp = otlp.clone();
+        async move { otlp.export(export_of(500_000)).await.is_err_and(|e| e.code() == tonic::Code::ResourceExhausted) }
+    })
+    .await;
+    let err = otlp.export(export_of(500_000)).await.unwrap_err();
+    assert!(err.message().contains("bytes"), "{err:?}");
+    assert!(otlp.export(export_of(10)).await.is_ok(), "a second slot is free");
+    // A second stalled call takes it: the next call is refused at once.
+    let small = stalled_call(c.grpc, OTLP_EXPORT, 10, 3).await;
+    wait_until(10, "the second stalled call never held a slot", String::new, || {
+        let mut otlp = otlp.clone();
+        async move { otlp.export(export_of(10)).await.is_err_and(|e| e.message().contains("calls in progress")) }
+    })
+    .await;
     // Health checks stay outside the limit.
     let channel = tonic::transport::Channel::from_shared(format!("http://{}", c.grpc)).unwrap().connect().await.unwrap();
     let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
     assert!(health.check(tonic_health::pb::HealthCheckRequest { service: String::new() }).await.is_ok());
-    // The stream ends; its slot comes back.
-    drop(tx);
-    while answers.next().await.is_some() {}
-    wait_until(10, "the write stream's slot was not given back", String::new, || {
-        let mut otlp = otlp.clone();
-        async move { otlp.export(export_of(10)).await.is_ok() }
-    })
-    .await;
 
-    // A request larger than the bytes in flight may hold is refused; the
-    // bytes it had taken come back.
-    let err = otlp.export(export_of(2_000_000)).await.unwrap_err();
-    assert_eq!(err.code(), tonic::Code::ResourceExhausted, "{err:?}");
-    assert!(err.message().contains("bytes"), "{err:?}");
+    // The stalled calls are cut off after the read timeout (3 s), freeing
+    // what they held.
+    for call in [big, small] {
+        let status = tokio::time::timeout(Duration::from_secs(20), call).await.expect("a stalled call was never ended").unwrap();
+        assert_eq!(status.as_deref(), Some("4"), "DEADLINE_EXCEEDED");
+    }
     assert!(otlp.export(export_of(500_000)).await.is_ok());
+    // A message the server could never take in is not "retry later".
+    let err = otlp.export(export_of(2_000_000)).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::OutOfRange, "{err:?}");
+    drop((tx, streams));
+    while answers.next().await.is_some() {}
     assert_eq!(total_count(&http, now - HOUR).await, batch.len(), "the stream's write landed once");
 }

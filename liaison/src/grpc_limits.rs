@@ -1,24 +1,30 @@
 //! Limits a process's gRPC services share beyond tonic's per-connection
 //! ones: calls in progress across every connection and port, bytes of
-//! request bodies received and not yet decoded, and the time a request
+//! request messages received and not yet decoded, and the time a request
 //! message may take to arrive. Over a limit a call is refused at once with
 //! RESOURCE_EXHAUSTED (clients and agents retry those), never queued, so
 //! many clients or large bodies cannot grow memory without bound (invariant
 //! 6); a client trickling a message is cut off with DEADLINE_EXCEEDED.
 //!
-//! Services are wrapped one by one ([`GrpcLimits::wrap`]) so the health
-//! service, which load balancers need answered under load, stays outside.
+//! A unary call holds its slot until its handler has answered (the answer's
+//! bytes then go out at the client's pace, as HTTP answers do). A streaming
+//! call holds one only while one of its messages arrives or is handled, so
+//! clients keeping write streams open between batches do not crowd out
+//! other calls. Services are wrapped one by one ([`GrpcLimits::wrap`]) so
+//! the health service, which load balancers need answered under load, stays
+//! outside.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::http::{Request, Response};
 use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::{Instant, Sleep};
 use tonic::Status;
 use tonic::body::Body;
 
@@ -30,23 +36,23 @@ pub const GRPC_IN_FLIGHT_BYTES_DEFAULT: usize = 512 << 20;
 /// The shared limits of one process.
 #[derive(Debug)]
 pub struct GrpcLimits {
-    requests: Arc<Semaphore>,
+    calls: Arc<Semaphore>,
     bytes: Arc<Semaphore>,
-    requests_max: usize,
+    calls_max: usize,
     bytes_max: usize,
     read_timeout: Duration,
 }
 
 impl GrpcLimits {
-    /// `requests_max` calls at once, `bytes_max` bytes of undecoded request
-    /// bodies, each message within `read_timeout` of its first byte (a
-    /// unary call's whole body within `read_timeout` of the call).
-    pub fn new(requests_max: usize, bytes_max: usize, read_timeout: Duration) -> Arc<GrpcLimits> {
-        let (requests_max, bytes_max) = (requests_max.max(1), bytes_max.clamp(1, Semaphore::MAX_PERMITS));
+    /// `calls_max` calls at once, `bytes_max` bytes of undecoded request
+    /// messages; a unary call's request, and each message of a stream, may
+    /// wait `read_timeout` in all for the client's bytes.
+    pub fn new(calls_max: usize, bytes_max: usize, read_timeout: Duration) -> Arc<GrpcLimits> {
+        let (calls_max, bytes_max) = (calls_max.max(1), bytes_max.clamp(1, Semaphore::MAX_PERMITS));
         Arc::new(GrpcLimits {
-            requests: Arc::new(Semaphore::new(requests_max)),
+            calls: Arc::new(Semaphore::new(calls_max)),
             bytes: Arc::new(Semaphore::new(bytes_max)),
-            requests_max,
+            calls_max,
             bytes_max,
             read_timeout,
         })
@@ -57,18 +63,36 @@ impl GrpcLimits {
         GrpcLimits::new(GRPC_CALLS_DEFAULT, GRPC_IN_FLIGHT_BYTES_DEFAULT, crate::HTTP_READ_TIMEOUT_DEFAULT)
     }
 
-    /// `service` under these limits; `streaming` when its calls stream
-    /// requests (then the time between messages is not limited).
+    /// `service` under these limits; `streaming` lists its methods (full
+    /// paths, `/pkg.Service/Method`) whose requests stream.
     pub fn wrap<S>(self: &Arc<GrpcLimits>, service: S, streaming: &'static [&'static str]) -> GrpcLimited<S> {
         GrpcLimited { inner: service, limits: self.clone(), streaming }
     }
 
-    fn busy(&self) -> Status {
-        Status::resource_exhausted(format!("server busy: {} gRPC calls in progress; retry later", self.requests_max))
+    fn call_slot(&self) -> Result<OwnedSemaphorePermit, Status> {
+        self.calls.clone().try_acquire_owned().map_err(|_| {
+            Status::resource_exhausted(format!("server busy: {} gRPC calls in progress (--grpc-calls-max); retry later", self.calls_max))
+        })
     }
 
-    fn full(&self) -> Status {
-        Status::resource_exhausted(format!("server busy: request bodies in progress hold {} bytes; retry later", self.bytes_max))
+    /// Charges one message of `bytes` (its 5-byte prefix included).
+    fn charge(&self, bytes: usize) -> Result<OwnedSemaphorePermit, Status> {
+        let too_large = || {
+            Status::out_of_range(format!(
+                "a request message of {bytes} bytes is larger than the server takes in at once (--grpc-in-flight-bytes-max {})",
+                self.bytes_max
+            ))
+        };
+        if bytes > self.bytes_max {
+            return Err(too_large());
+        }
+        let permits = u32::try_from(bytes).map_err(|_| too_large())?;
+        self.bytes.clone().try_acquire_many_owned(permits).map_err(|_| {
+            Status::resource_exhausted(format!(
+                "server busy: request messages in progress hold {} bytes (--grpc-in-flight-bytes-max); retry later",
+                self.bytes_max
+            ))
+        })
     }
 }
 
@@ -77,7 +101,7 @@ impl GrpcLimits {
 pub struct GrpcLimited<S> {
     inner: S,
     limits: Arc<GrpcLimits>,
-    /// Full method paths (`/pkg.Service/Method`) whose requests stream.
+    /// Full method paths whose requests stream.
     streaming: &'static [&'static str],
 }
 
@@ -101,79 +125,87 @@ where
     }
 
     fn call(&mut self, req: Request<Body>) -> Self::Future {
-        let Ok(call) = self.limits.requests.clone().try_acquire_owned() else {
-            let busy = self.limits.busy().into_http();
-            return Box::pin(async move { Ok(busy) });
-        };
         let streaming = self.streaming.contains(&req.uri().path());
+        // A stream takes a slot per message (in its body); a unary call one
+        // until its handler answers.
+        let call = if streaming {
+            None
+        } else {
+            match self.limits.call_slot() {
+                Ok(slot) => Some(slot),
+                Err(busy) => {
+                    let busy = busy.into_http();
+                    return Box::pin(async move { Ok(busy) });
+                }
+            }
+        };
         let limits = self.limits.clone();
         let req = req.map(|body| Body::new(MeteredBody::new(body, limits, streaming)));
         let answer = self.inner.call(req);
         Box::pin(async move {
-            // The call counts until its answer has been sent (a stream's
-            // for as long as it runs).
-            Ok(answer.await?.map(|body| Body::new(Holding { body, _call: call })))
+            let answer = answer.await;
+            drop(call);
+            answer
         })
     }
 }
 
-/// An answer's body holding its call's slot.
-struct Holding {
-    body: Body,
-    _call: OwnedSemaphorePermit,
-}
-
-impl HttpBody for Holding {
-    type Data = Bytes;
-    type Error = Status;
-
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
-        Pin::new(&mut self.body).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
-    }
-}
-
-/// A request body charged against the byte limit as it arrives.
+/// A request body metered as it arrives.
 ///
-/// gRPC frames messages as a flag byte, a 4-byte length and the payload;
-/// tonic's decoder takes every complete message before it asks for more,
-/// so the bytes of messages completed before a poll are released at that
-/// poll, and those of the message still arriving stay charged.
+/// gRPC frames messages as a flag byte, a 4-byte length and the payload; a
+/// message is charged its whole length when its prefix has arrived (tonic
+/// reserves that much then), and, on a stream, takes a call slot at its
+/// first byte. tonic's decoder takes every complete message before it asks
+/// for more, and a stream's handler asks for the next message when done
+/// with the last, so what completed messages hold is given back at the
+/// next poll.
+///
+/// Only time spent waiting for the client counts towards the read timeout:
+/// on a stream from a message's first byte to its last (waiting between
+/// messages is free), for a unary call from the call to the body's end. The
+/// server's own pauses between polls (a write waiting on its shard) do not.
 struct MeteredBody {
     body: Body,
     limits: Arc<GrpcLimits>,
     streaming: bool,
-    /// Bytes of messages completed by the last frame.
-    done: Option<OwnedSemaphorePermit>,
-    /// Bytes of the message arriving (a frame that ends one message and
-    /// starts the next counts with the one it ends: off by one frame at most).
-    arriving: Option<OwnedSemaphorePermit>,
+    /// What the messages completed by the last frame hold.
+    done: Vec<OwnedSemaphorePermit>,
+    /// What the message arriving holds.
+    arriving: Vec<OwnedSemaphorePermit>,
     header: [u8; 5],
     header_len: usize,
     /// Payload bytes the arriving message still lacks.
     payload_left: usize,
-    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// Time spent waiting for the client, before `pending_since`.
+    waited: Duration,
+    pending_since: Option<Instant>,
+    sleep: Option<Pin<Box<Sleep>>>,
 }
 
 impl MeteredBody {
     fn new(body: Body, limits: Arc<GrpcLimits>, streaming: bool) -> MeteredBody {
-        // A unary call's body must arrive whole in time; a stream may wait
-        // between messages.
-        let deadline = (!streaming).then(|| Box::pin(tokio::time::sleep(limits.read_timeout)));
-        MeteredBody { body, limits, streaming, done: None, arriving: None, header: [0; 5], header_len: 0, payload_left: 0, deadline }
+        MeteredBody {
+            body,
+            limits,
+            streaming,
+            done: Vec::new(),
+            arriving: Vec::new(),
+            header: [0; 5],
+            header_len: 0,
+            payload_left: 0,
+            waited: Duration::ZERO,
+            pending_since: None,
+            sleep: None,
+        }
     }
 
-    /// Follows the message framing over `data`: true if a message ended in it.
-    fn advance(&mut self, mut data: &[u8]) -> bool {
-        let mut ended = false;
+    /// Follows the message framing over `data`, charging each message.
+    fn advance(&mut self, mut data: &[u8]) -> Result<(), Status> {
         while !data.is_empty() {
+            if self.header_len == 0 && self.streaming {
+                // A stream's message starts.
+                self.arriving.push(self.limits.call_slot()?);
+            }
             if self.header_len < 5 {
                 let take = (5 - self.header_len).min(data.len());
                 self.header[self.header_len..self.header_len + take].copy_from_slice(&data[..take]);
@@ -181,6 +213,7 @@ impl MeteredBody {
                 data = &data[take..];
                 if self.header_len == 5 {
                     self.payload_left = u32::from_be_bytes([self.header[1], self.header[2], self.header[3], self.header[4]]) as usize;
+                    self.arriving.push(self.limits.charge(self.payload_left + 5)?);
                 }
             } else {
                 let take = self.payload_left.min(data.len());
@@ -189,20 +222,48 @@ impl MeteredBody {
             }
             if self.header_len == 5 && self.payload_left == 0 {
                 self.header_len = 0;
-                ended = true;
+                self.done.append(&mut self.arriving);
+                if self.streaming {
+                    // The next message's wait counts from nothing.
+                    self.waited = Duration::ZERO;
+                }
             }
         }
-        ended
+        Ok(())
     }
 
-    fn charge(&mut self, n: usize) -> Result<(), Status> {
-        let permits = u32::try_from(n).map_err(|_| self.limits.full())?;
-        let charge = self.limits.bytes.clone().try_acquire_many_owned(permits).map_err(|_| self.limits.full())?;
-        match &mut self.arriving {
-            Some(p) => p.merge(charge),
-            None => self.arriving = Some(charge),
+    /// Whether waiting now counts towards the read timeout.
+    fn waiting_counts(&self) -> bool {
+        !self.streaming || self.header_len != 0
+    }
+
+    /// The inner body has nothing yet: fails once the client has used up
+    /// the read timeout, else arranges to be woken when it would have.
+    fn still_waiting(&mut self, cx: &mut Context<'_>) -> Result<(), Status> {
+        if !self.waiting_counts() {
+            self.pending_since = None;
+            self.sleep = None;
+            return Ok(());
         }
-        Ok(())
+        let since = *self.pending_since.get_or_insert_with(Instant::now);
+        let timeout = self.limits.read_timeout;
+        if self.waited >= timeout {
+            return Err(self.timed_out());
+        }
+        let until = since + (timeout - self.waited);
+        if self.sleep.as_ref().is_none_or(|s| s.deadline() != until) {
+            self.sleep = Some(Box::pin(tokio::time::sleep_until(until)));
+        }
+        match self.sleep.as_mut().expect("set above").as_mut().poll(cx) {
+            Poll::Ready(()) => Err(self.timed_out()),
+            Poll::Pending => Ok(()),
+        }
+    }
+
+    fn timed_out(&mut self) -> Status {
+        self.arriving.clear();
+        let what = if self.streaming { "a request message" } else { "the request" };
+        Status::deadline_exceeded(format!("{what} was not received within {:?}", self.limits.read_timeout))
     }
 }
 
@@ -212,43 +273,31 @@ impl HttpBody for MeteredBody {
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
         let this = &mut *self;
-        this.done = None;
-        if let Some(d) = &mut this.deadline
-            && d.as_mut().poll(cx).is_ready()
-        {
-            this.arriving = None;
-            let what = if this.streaming { "a request message" } else { "the request" };
-            return Poll::Ready(Some(Err(Status::deadline_exceeded(format!(
-                "{what} was not received within {:?}",
-                this.limits.read_timeout
-            )))));
+        this.done.clear();
+        let polled = Pin::new(&mut this.body).poll_frame(cx);
+        if polled.is_pending() {
+            return match this.still_waiting(cx) {
+                Ok(()) => Poll::Pending,
+                Err(e) => Poll::Ready(Some(Err(e))),
+            };
         }
-        let frame = match ready!(Pin::new(&mut this.body).poll_frame(cx)) {
-            Some(Ok(frame)) => frame,
-            Some(Err(e)) => return Poll::Ready(Some(Err(e))),
-            None => {
-                this.arriving = None;
+        if let Some(since) = this.pending_since.take() {
+            this.waited += since.elapsed();
+        }
+        this.sleep = None;
+        let frame = match polled {
+            Poll::Ready(Some(Ok(frame))) => frame,
+            Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e))),
+            Poll::Ready(None) | Poll::Pending => {
+                this.arriving.clear();
                 return Poll::Ready(None);
             }
         };
         if let Some(data) = frame.data_ref()
-            && !data.is_empty()
+            && let Err(e) = this.advance(data)
         {
-            if let Err(e) = this.charge(data.len()) {
-                this.arriving = None;
-                return Poll::Ready(Some(Err(e)));
-            }
-            let was_idle = this.header_len == 0;
-            if this.advance(data) {
-                this.done = this.arriving.take();
-            }
-            if this.streaming {
-                if this.header_len == 0 {
-                    this.deadline = None;
-                } else if was_idle || this.deadline.is_none() {
-                    this.deadline = Some(Box::pin(tokio::time::sleep(this.limits.read_timeout)));
-                }
-            }
+            this.arriving.clear();
+            return Poll::Ready(Some(Err(e)));
         }
         Poll::Ready(Some(Ok(frame)))
     }
@@ -278,7 +327,7 @@ mod tests {
 
     /// A request whose body the test sends chunk by chunk.
     fn request(path: &str) -> (Request<Body>, mpsc::Sender<Result<Frame<Bytes>, Status>>) {
-        let (tx, rx) = mpsc::channel(16);
+        let (tx, rx) = mpsc::channel(64);
         let body = http_body_util::StreamBody::new(tokio_stream::wrappers::ReceiverStream::new(rx));
         (Request::builder().uri(path).body(Body::new(body)).unwrap(), tx)
     }
@@ -287,12 +336,14 @@ mod tests {
         Ok(Frame::data(Bytes::copy_from_slice(b)))
     }
 
-    /// Reads the body as tonic does (message by message), reports how it
-    /// ended, then answers once `release` fires.
+    /// Reads the body frame by frame (pausing `pause` after each, as a
+    /// handler busy with a message), reports how it ended, then answers
+    /// once `release` fires.
     #[derive(Clone)]
     struct Reader {
         results: mpsc::UnboundedSender<Result<usize, Status>>,
         release: Arc<tokio::sync::Mutex<Option<oneshot::Receiver<()>>>>,
+        pause: Duration,
     }
 
     impl tower_service::Service<Request<Body>> for Reader {
@@ -315,6 +366,7 @@ mod tests {
                         Some(Err(e)) => break Err(e),
                         None => break Ok(read),
                     }
+                    tokio::time::sleep(me.pause).await;
                 };
                 let failed = outcome.is_err();
                 me.results.send(outcome).unwrap();
@@ -329,15 +381,26 @@ mod tests {
     fn reader() -> (Reader, mpsc::UnboundedReceiver<Result<usize, Status>>, oneshot::Sender<()>) {
         let (results, rx) = mpsc::unbounded_channel();
         let (release_tx, release_rx) = oneshot::channel();
-        (Reader { results, release: Arc::new(tokio::sync::Mutex::new(Some(release_rx))) }, rx, release_tx)
+        (Reader { results, release: Arc::new(tokio::sync::Mutex::new(Some(release_rx))), pause: Duration::ZERO }, rx, release_tx)
     }
 
     fn grpc_code(resp: &Response<Body>) -> Option<String> {
         resp.headers().get("grpc-status").map(|v| v.to_str().unwrap().to_string())
     }
 
+    /// Waits (up to a second) for `cond`.
+    async fn eventually(cond: impl Fn() -> bool) {
+        for _ in 0..1000 {
+            if cond() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        panic!("not within a second");
+    }
+
     #[tokio::test]
-    async fn calls_past_the_limit_are_refused_until_one_finishes() {
+    async fn calls_past_the_limit_are_refused_until_one_answers() {
         let limits = GrpcLimits::new(1, 1 << 20, Duration::from_secs(30));
         let (r, mut results, release) = reader();
         let mut svc = limits.wrap(r, &[]);
@@ -347,13 +410,12 @@ mod tests {
         let first = tokio::spawn(tower_service::Service::call(&mut svc.clone(), req));
         assert_eq!(results.recv().await.unwrap().unwrap(), 8);
 
-        // The first call holds the only slot until it answers.
+        // The first call holds the only slot until its handler answers.
         let (req, _tx) = request("/s/M");
         let busy = tower_service::Service::call(&mut svc, req).await.unwrap();
         assert_eq!(grpc_code(&busy).as_deref(), Some("8"), "RESOURCE_EXHAUSTED");
         release.send(()).unwrap();
-        let answer = first.await.unwrap().unwrap();
-        drop(answer);
+        first.await.unwrap().unwrap();
         let (req, tx) = request("/s/M");
         tx.send(data(&message(1))).await.unwrap();
         drop(tx);
@@ -362,15 +424,38 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_stream_holds_a_call_slot_only_while_a_message_arrives() {
+        let limits = GrpcLimits::new(1, 1 << 20, Duration::from_secs(30));
+        let (r, mut results, _release) = reader();
+        let svc = limits.wrap(r, &["/s/Stream"]);
+        let (req, stream) = request("/s/Stream");
+        tokio::spawn(tower_service::Service::call(&mut svc.clone(), req));
+        // Open, then one whole message: between messages it holds nothing.
+        stream.send(data(&message(10))).await.unwrap();
+        eventually(|| limits.calls.available_permits() == 1).await;
+        // Half a message holds the slot: a unary call is refused meanwhile.
+        let next = message(10);
+        stream.send(data(&next[..7])).await.unwrap();
+        eventually(|| limits.calls.available_permits() == 0).await;
+        let (req, _tx) = request("/s/M");
+        let busy = tower_service::Service::call(&mut svc.clone(), req).await.unwrap();
+        assert_eq!(grpc_code(&busy).as_deref(), Some("8"));
+        stream.send(data(&next[7..])).await.unwrap();
+        drop(stream);
+        assert_eq!(results.recv().await.unwrap().unwrap(), 30);
+        assert_eq!(limits.calls.available_permits(), 1);
+    }
+
+    #[tokio::test]
     async fn bodies_past_the_byte_limit_are_refused_and_bytes_come_back() {
         let limits = GrpcLimits::new(16, 1000, Duration::from_secs(30));
         let (r, mut results, _release) = reader();
         let svc = limits.wrap(r, &[]);
-        // A 600-byte message arriving: 600 + 5 bytes charged.
+        // A 600-byte message arriving: 605 bytes charged once its length is known.
         let (req, slow) = request("/s/M");
         slow.send(data(&message(600)[..400])).await.unwrap();
         let held = tokio::spawn(tower_service::Service::call(&mut svc.clone(), req));
-        tokio::task::yield_now().await;
+        eventually(|| limits.bytes.available_permits() == 395).await;
         // A second one does not fit beside it.
         let (req, tx) = request("/s/M");
         tx.send(data(&message(600))).await.unwrap();
@@ -384,6 +469,14 @@ mod tests {
         assert_eq!(results.recv().await.unwrap().unwrap(), 605);
         assert_eq!(limits.bytes.available_permits(), 1000, "every byte given back");
         drop(held);
+
+        // A message larger than the limit can never fit: not "retry later".
+        let (req, tx) = request("/s/M");
+        tx.send(data(&message(2000)[..5])).await.unwrap();
+        tokio::spawn(tower_service::Service::call(&mut svc.clone(), req));
+        let err = results.recv().await.unwrap().unwrap_err();
+        assert_eq!(err.code(), tonic::Code::OutOfRange, "{err:?}");
+        assert!(err.message().contains("--grpc-in-flight-bytes-max"), "{err:?}");
     }
 
     #[tokio::test]
@@ -393,14 +486,16 @@ mod tests {
         let mut svc = limits.wrap(r, &["/s/Stream"]);
         let (req, tx) = request("/s/Stream");
         tokio::spawn(tower_service::Service::call(&mut svc, req));
-        // Ten 300-byte messages: 3,050 bytes in all, never more than one
-        // message (and the frame that finished the one before) at a time.
-        for _ in 0..10 {
-            tx.send(data(&message(300))).await.unwrap();
+        // Ten 300-byte messages: 3,050 bytes in all, one message at a time,
+        // some frames ending one message and starting the next.
+        let all: Vec<u8> = (0..10).flat_map(|_| message(300)).collect();
+        for chunk in all.chunks(250) {
+            tx.send(data(chunk)).await.unwrap();
         }
         drop(tx);
         assert_eq!(results.recv().await.unwrap().unwrap(), 3050);
         assert_eq!(limits.bytes.available_permits(), 1000);
+        assert_eq!(limits.calls.available_permits(), 16);
     }
 
     #[tokio::test]
@@ -431,30 +526,31 @@ mod tests {
         let err = results.recv().await.unwrap().unwrap_err();
         assert_eq!(err.code(), tonic::Code::DeadlineExceeded, "{err:?}");
         assert_eq!(limits.bytes.available_permits(), 1 << 20);
+        assert_eq!(limits.calls.available_permits(), 16);
     }
 
-    #[test]
-    fn framing_follows_messages_split_anywhere() {
-        let limits = GrpcLimits::new(1, 1 << 20, Duration::from_secs(1));
-        let mut b = MeteredBody {
-            body: Body::empty(),
-            limits,
-            streaming: true,
-            done: None,
-            arriving: None,
-            header: [0; 5],
-            header_len: 0,
-            payload_left: 0,
-            deadline: None,
-        };
-        let mut all = message(7);
-        all.extend(message(0));
-        all.extend(message(300));
-        let mut ended = 0;
-        for chunk in all.chunks(3) {
-            ended += usize::from(b.advance(chunk));
+    #[tokio::test]
+    async fn only_the_clients_own_slowness_counts() {
+        // A handler taking 300 ms per frame (the client's bytes wait on the
+        // server, which must not count against the client), then a quick
+        // one (each message waits on the client, but less than 200 ms).
+        for pause in [300, 0] {
+            let limits = GrpcLimits::new(16, 1 << 20, Duration::from_millis(200));
+            let (mut r, mut results, _release) = reader();
+            r.pause = Duration::from_millis(pause);
+            let svc = limits.wrap(r, &["/s/Stream"]);
+            let (req, stream) = request("/s/Stream");
+            tokio::spawn(tower_service::Service::call(&mut svc.clone(), req));
+            // 25-byte messages in 30-byte frames, 100 ms apart: a frame ends
+            // one message and starts the next; the stream takes far longer
+            // than 200 ms.
+            let all: Vec<u8> = (0..6).flat_map(|_| message(20)).collect();
+            for chunk in all.chunks(30) {
+                stream.send(data(chunk)).await.unwrap();
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            drop(stream);
+            assert_eq!(results.recv().await.unwrap().unwrap(), 150, "handler pausing {pause} ms");
         }
-        assert_eq!(ended, 3, "three messages, each end seen");
-        assert_eq!(b.header_len, 0);
     }
 }
