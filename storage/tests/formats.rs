@@ -169,3 +169,8 @@ async fn the_part_v2_fixture_decodes_to_its_points_and_indexes_its_series() {
 async fn the_part_v3_fixture_decodes_its_packed_columns_to_its_points() {
     assert_indexed_fixture("part-v3.arrow", 3, "host-2", 102).await;
 }
+
+#[tokio::test]
+async fn the_part_v4_fixture_decodes_its_compressed_footer() {
+    assert_indexed_fixture("part-v4.arrow", 4, "host-2", 102).await;
+}

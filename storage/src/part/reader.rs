@@ -18,7 +18,10 @@ use object_store::{ObjectStore, ObjectStoreExt};
 use super::block::{DecodedBlock, FieldColumn, TagColumn};
 use super::codec::{decode_field_typed, decode_ints_range, decode_packed_timestamps, decode_tag_column, decode_timestamps};
 use super::writer::tag_key;
-use super::{BatchInfo, ColumnRange, FIXED_COLUMNS, FOOTER_KEY, PART_FORMATS_READ, PartFooter, field_column};
+use super::{
+    BatchInfo, ColumnRange, FIXED_COLUMNS, FOOTER_EXPANSION_FREE, FOOTER_EXPANSION_MAX, FOOTER_KEY, FOOTER_ZSTD_KEY, PART_FORMATS_READ,
+    PartFooter, field_column,
+};
 use crate::catalog::PartMeta;
 use crate::{Result, StorageError};
 
@@ -102,11 +105,15 @@ impl PartIndex {
         let schema = fb.schema().ok_or_else(|| corrupt("footer without schema".into()))?;
         let schema = Arc::new(arrow_ipc::convert::try_fb_to_schema(schema)?);
         let blocks: Vec<Block> = fb.recordBatches().map(|b| b.iter().copied().collect()).unwrap_or_default();
-        let json = fb
-            .custom_metadata()
-            .and_then(|kvs| kvs.iter().find(|kv| kv.key() == Some(FOOTER_KEY)).and_then(|kv| kv.value()))
-            .ok_or_else(|| corrupt(format!("footer without {FOOTER_KEY}")))?;
-        let footer: PartFooter = serde_json::from_str(json).map_err(|e| corrupt(format!("{FOOTER_KEY}: {e}")))?;
+        let meta = |key: &str| fb.custom_metadata().and_then(|kvs| kvs.iter().find(|kv| kv.key() == Some(key)).and_then(|kv| kv.value()));
+        let footer: PartFooter = match (meta(FOOTER_ZSTD_KEY), meta(FOOTER_KEY)) {
+            (Some(packed), _) => {
+                let json = unpack_footer(packed).map_err(|e| corrupt(format!("{FOOTER_ZSTD_KEY}: {e}")))?;
+                serde_json::from_slice(&json).map_err(|e| corrupt(format!("{FOOTER_ZSTD_KEY}: {e}")))?
+            }
+            (None, Some(json)) => serde_json::from_str(json).map_err(|e| corrupt(format!("{FOOTER_KEY}: {e}")))?,
+            (None, None) => return Err(corrupt(format!("footer without {FOOTER_ZSTD_KEY} or {FOOTER_KEY}"))),
+        };
         if !PART_FORMATS_READ.contains(&footer.format) {
             return Err(corrupt(format!("unsupported part format {}", footer.format)));
         }
@@ -118,6 +125,26 @@ impl PartIndex {
         }
         Ok(PartIndex { schema, version: fb.version(), blocks, footer })
     }
+}
+
+/// The JSON of a format-4 footer: base64, then zstd, expanding to at most
+/// 1 MiB + [`FOOTER_EXPANSION_MAX`] times its size (the output grows as it
+/// is read, so a damaged length claims nothing up front).
+fn unpack_footer(packed: &str) -> std::result::Result<Vec<u8>, String> {
+    use base64::Engine;
+    use std::io::Read;
+    let zst = base64::engine::general_purpose::STANDARD_NO_PAD.decode(packed).map_err(|e| e.to_string())?;
+    let limit = zst.len().saturating_mul(FOOTER_EXPANSION_MAX).saturating_add(FOOTER_EXPANSION_FREE) as u64;
+    let mut json = Vec::new();
+    zstd::stream::read::Decoder::new(zst.as_slice())
+        .map_err(|e| e.to_string())?
+        .take(limit + 1)
+        .read_to_end(&mut json)
+        .map_err(|e| e.to_string())?;
+    if json.len() as u64 > limit {
+        return Err(format!("expands past {limit} bytes from {}", zst.len()));
+    }
+    Ok(json)
 }
 
 /// Reads and parses a part's footer with one range request.
@@ -496,6 +523,20 @@ mod tests {
     use super::*;
     use crate::part::{MeasureRows, encode_part};
     use canopy_model::FieldVal;
+
+    #[test]
+    fn a_compressed_footer_may_not_expand_without_bound() {
+        use base64::Engine;
+        let engine = base64::engine::general_purpose::STANDARD_NO_PAD;
+        let json = br#"{"format":4}"#.repeat(1000);
+        let packed = engine.encode(zstd::bulk::compress(&json, 3).unwrap());
+        assert_eq!(unpack_footer(&packed).unwrap(), json, "a footer compressing well within the bound");
+        // Eight MiB of zeros compress to a few hundred bytes: refused.
+        let bomb = engine.encode(zstd::bulk::compress(&vec![0u8; 8 << 20], 19).unwrap());
+        let err = unpack_footer(&bomb).unwrap_err();
+        assert!(err.contains("expands past"), "{err}");
+        assert!(unpack_footer("not base64 !").is_err());
+    }
 
     fn scan<'a>(
         measure: &'a str,
