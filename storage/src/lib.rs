@@ -18,6 +18,7 @@ pub mod query_stats;
 mod ranges;
 mod series_filter;
 mod store;
+mod zstd_json;
 
 pub use catalog::{CatalogState, CatalogStore, CompactionClaim, MeasureStats, PartMeta, PendingDelete};
 pub use catalog_format::{CATALOG_FORMAT, CatalogFormatError, LEGACY_WAL_ID};

@@ -117,6 +117,16 @@ async fn catalog_v2_decodes() {
     assert!(!c.commit_id.is_empty());
 }
 
+#[tokio::test]
+async fn catalog_v3_decodes_its_compressed_body() {
+    let (_, c) = load_catalog("catalog-v3.cat").await;
+    assert_catalog(&c, "catalog-v3.cat");
+    assert_eq!(c.watermark("wal-a"), 7);
+    let bytes = std::fs::read(fixture("catalog-v3.cat")).unwrap();
+    assert_eq!(u32::from_le_bytes(bytes[4..8].try_into().unwrap()), 3);
+    assert!(!bytes.windows(9).any(|w| w == b"parts\":["), "the body is compressed");
+}
+
 /// A part fixture in a store, with the catalog entry that describes it
 /// (the v1 catalog's, sized to the file).
 async fn part_fixture(file: &str) -> (Arc<dyn ObjectStore>, PartMeta, PartIndex) {

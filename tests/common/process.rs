@@ -182,7 +182,8 @@ impl Canopy {
     /// Starts `canopy compactor --once` on this server's metadata and object
     /// store (a separate process).
     /// The newest catalog version of a shard of the test group, read
-    /// straight from the store's files (12-byte header, then JSON).
+    /// straight from the store's files (a 12-byte header, then the JSON,
+    /// compressed since format 3).
     pub fn newest_catalog(&self, shard: u32) -> serde_json::Value {
         let dir = self.objects_dir().join(format!("catalog/{}/{shard:04}", super::GROUP));
         let newest = Canopy::files_under(&dir)
@@ -191,7 +192,7 @@ impl Canopy {
             .max_by_key(|p| p.file_name().unwrap().to_owned())
             .expect("a catalog version");
         let bytes = std::fs::read(newest).unwrap();
-        serde_json::from_slice(&bytes[12..]).unwrap()
+        serde_json::from_slice(&canopy_storage::catalog_format::body_json(&bytes).unwrap()).unwrap()
     }
 
     /// How many parts each segment of a shard has, by segment start, in its

@@ -41,12 +41,7 @@ pub(crate) const FOOTER_KEY: &str = "canopy.part";
 /// mostly repetition — hex tag values, column names per batch — and
 /// shrinks ~10x.
 pub(crate) const FOOTER_ZSTD_KEY: &str = "canopy.part.zst";
-/// Most bytes a compressed footer may expand to, per compressed byte,
-/// beyond [`FOOTER_EXPANSION_FREE`] (a bound against damaged parts, as every
-/// decoder has; real footers expand 10-20 times).
-pub(crate) const FOOTER_EXPANSION_MAX: usize = 256;
-/// Bytes any compressed footer may expand to.
-pub(crate) const FOOTER_EXPANSION_FREE: usize = 1 << 20;
+
 /// The part format this build writes (the footer's `format`); readers
 /// reject versions they do not know. Format 1 stored all fields of a block
 /// in one `fields` column and had no series index; format 2 has a column

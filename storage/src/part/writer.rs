@@ -279,8 +279,7 @@ impl PartWriter {
             self.footer.index.insert(name.clone(), by_tag);
         }
         let json = serde_json::to_vec(&self.footer).expect("footer serializes");
-        // Compressing a buffer in memory fails only if memory does.
-        let packed = zstd::bulk::compress(&json, 3).expect("zstd compresses a buffer");
+        let packed = crate::zstd_json::compress(&json);
         self.w.write_metadata(FOOTER_ZSTD_KEY, base64::Engine::encode(&base64::engine::general_purpose::STANDARD_NO_PAD, packed));
         self.w.finish()?;
         let tail = self.sink.drain();
