@@ -178,8 +178,7 @@ impl Peer {
             total += bytes.len() as u64;
             // A catalog this build cannot read would leave its parts
             // uncounted: a wrong figure, not a smaller one.
-            let json = canopy_storage::catalog_format::body_json(&bytes)
-                .unwrap_or_else(|e| panic!("{}: {e}", newest.display()));
+            let json = canopy_storage::catalog_format::body_json(&bytes).unwrap_or_else(|e| panic!("{}: {e}", newest.display()));
             let state: serde_json::Value = serde_json::from_slice(&json).unwrap_or_else(|e| panic!("{}: {e}", newest.display()));
             total += state["parts"].as_array().into_iter().flatten().filter_map(|p| p["bytes"].as_u64()).sum::<u64>();
         }

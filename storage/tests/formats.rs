@@ -184,3 +184,8 @@ async fn the_part_v3_fixture_decodes_its_packed_columns_to_its_points() {
 async fn the_part_v4_fixture_decodes_its_compressed_footer() {
     assert_indexed_fixture("part-v4.arrow", 4, "host-2", 102).await;
 }
+
+#[tokio::test]
+async fn the_part_v5_fixture_decodes() {
+    assert_indexed_fixture("part-v5.arrow", 5, "host-2", 102).await;
+}

@@ -50,12 +50,14 @@ pub(crate) const FOOTER_ZSTD_KEY: &str = "canopy.part.zst";
 /// of writing varints (decoding 4-6x faster); format 4 stores the footer
 /// zstd-compressed (under [`FOOTER_ZSTD_KEY`]) and aligns buffers to 8
 /// bytes instead of 64 — together ~1.3 KB less per measure and part, which
-/// is most of a small measure's cost. A change to the
+/// is most of a small measure's cost; format 5 stores floats with up to 9
+/// exact decimal places as scaled integers (formats 1-4: up to 6), which
+/// takes in Go's durations in seconds. A change to the
 /// footer, the Arrow schema or the column codecs is a new format, with the
 /// readers for the old ones kept and a golden file for each in `tests/fixtures`.
-pub const PART_FORMAT: u32 = 4;
+pub const PART_FORMAT: u32 = 5;
 /// Formats this build reads.
-pub(crate) const PART_FORMATS_READ: [u32; 4] = [1, 2, 3, 4];
+pub(crate) const PART_FORMATS_READ: [u32; 5] = [1, 2, 3, 4, 5];
 /// Most series of one measure in a part that get a series index; a part
 /// with more is scanned without one (its footer stays small).
 pub const SERIES_INDEX_MAX: usize = 16_384;
