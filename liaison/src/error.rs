@@ -167,6 +167,16 @@ impl From<MetaError> for ApiError {
 
 impl From<StorageError> for ApiError {
     fn from(e: StorageError) -> ApiError {
+        if let StorageError::ObjectStore(_) = e {
+            // The store's errors name its endpoint, bucket and keys: the
+            // client learns that it may retry, the log gets the rest.
+            let id = format!("{:08x}", canopy_storage::paths::nonce());
+            tracing::warn!(error_id = %id, error = %e, "object store unavailable");
+            return ApiError::new(
+                Code::Unavailable,
+                format!("object store unavailable (error {id}; the server's log has the details); retry"),
+            );
+        }
         let code = if e.is_retryable() { Code::Unavailable } else { Code::Internal };
         ApiError::new(code, e.to_string())
     }
@@ -269,5 +279,16 @@ mod tests {
         assert!(!tonic::Status::from(e).message().contains("/var/lib"));
         let invalid = ApiError::invalid("body", "bad");
         assert_eq!(invalid.clone().for_client(), invalid, "other codes are told as they are");
+    }
+
+    #[test]
+    fn an_unreachable_store_is_retryable_without_naming_its_endpoint() {
+        let store = object_store::Error::Generic {
+            store: "S3",
+            source: "Error performing GET http://10.0.3.7:9000/canopy-prod/parts/g/0001/x.arrow: connection refused".into(),
+        };
+        let told = ApiError::from(StorageError::from(store));
+        assert_eq!(told.code, Code::Unavailable);
+        assert!(told.message.starts_with("object store unavailable (error ") && !told.message.contains("10.0.3.7"), "{}", told.message);
     }
 }
