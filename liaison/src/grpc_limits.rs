@@ -531,26 +531,28 @@ mod tests {
 
     #[tokio::test]
     async fn only_the_clients_own_slowness_counts() {
-        // A handler taking 300 ms per frame (the client's bytes wait on the
-        // server, which must not count against the client), then a quick
-        // one (each message waits on the client, but less than 200 ms).
-        for pause in [300, 0] {
-            let limits = GrpcLimits::new(16, 1 << 20, Duration::from_millis(200));
+        // A handler taking 300 ms per frame against a 200 ms timeout (the
+        // client's bytes wait on the server, which must not count against
+        // the client); then a quick handler, the client waiting ~100 ms per
+        // frame against a 1 s timeout for 3 s in all (each message waits
+        // less than the timeout, the stream far more). The margins leave room
+        // for a loaded machine.
+        for (pause, timeout, messages) in [(300, 200, 6), (0, 1000, 36)] {
+            let limits = GrpcLimits::new(16, 1 << 20, Duration::from_millis(timeout));
             let (mut r, mut results, _release) = reader();
             r.pause = Duration::from_millis(pause);
             let svc = limits.wrap(r, &["/s/Stream"]);
             let (req, stream) = request("/s/Stream");
             tokio::spawn(tower_service::Service::call(&mut svc.clone(), req));
             // 25-byte messages in 30-byte frames, 100 ms apart: a frame ends
-            // one message and starts the next; the stream takes far longer
-            // than 200 ms.
-            let all: Vec<u8> = (0..6).flat_map(|_| message(20)).collect();
+            // one message and starts the next.
+            let all: Vec<u8> = (0..messages).flat_map(|_| message(20)).collect();
             for chunk in all.chunks(30) {
                 stream.send(data(chunk)).await.unwrap();
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
             drop(stream);
-            assert_eq!(results.recv().await.unwrap().unwrap(), 150, "handler pausing {pause} ms");
+            assert_eq!(results.recv().await.unwrap().unwrap(), messages * 25, "handler pausing {pause} ms");
         }
     }
 }
