@@ -53,7 +53,7 @@ impl ApiError {
         if self.code != Code::Internal {
             return self;
         }
-        let id = format!("{:08x}", canopy_storage::paths::nonce());
+        let id = error_id();
         tracing::error!(error_id = %id, error = %self.message, "internal error answered to a client");
         ApiError::new(Code::Internal, format!("internal error {id}; the server's log has the details"))
     }
@@ -165,12 +165,17 @@ impl From<MetaError> for ApiError {
     }
 }
 
+/// What a client is told instead of a detail kept in the log, to find it there.
+fn error_id() -> String {
+    format!("{:08x}", canopy_storage::paths::nonce())
+}
+
 impl From<StorageError> for ApiError {
     fn from(e: StorageError) -> ApiError {
         if let StorageError::ObjectStore(_) = e {
             // The store's errors name its endpoint, bucket and keys: the
             // client learns that it may retry, the log gets the rest.
-            let id = format!("{:08x}", canopy_storage::paths::nonce());
+            let id = error_id();
             tracing::warn!(error_id = %id, error = %e, "object store unavailable");
             return ApiError::new(
                 Code::Unavailable,

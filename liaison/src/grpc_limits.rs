@@ -58,11 +58,6 @@ impl GrpcLimits {
         })
     }
 
-    /// The defaults, for processes and tests that set none.
-    pub fn defaults() -> Arc<GrpcLimits> {
-        GrpcLimits::new(GRPC_CALLS_DEFAULT, GRPC_IN_FLIGHT_BYTES_DEFAULT, crate::HTTP_READ_TIMEOUT_DEFAULT)
-    }
-
     /// `service` under these limits; `streaming` lists its methods (full
     /// paths, `/pkg.Service/Method`) whose requests stream.
     pub fn wrap<S>(self: &Arc<GrpcLimits>, service: S, streaming: &'static [&'static str]) -> GrpcLimited<S> {
@@ -251,10 +246,12 @@ impl MeteredBody {
             return Err(self.timed_out());
         }
         let until = since + (timeout - self.waited);
-        if self.sleep.as_ref().is_none_or(|s| s.deadline() != until) {
-            self.sleep = Some(Box::pin(tokio::time::sleep_until(until)));
+        // One timer per body, moved rather than made anew at every wait.
+        let sleep = self.sleep.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(until)));
+        if sleep.deadline() != until {
+            sleep.as_mut().reset(until);
         }
-        match self.sleep.as_mut().expect("set above").as_mut().poll(cx) {
+        match sleep.as_mut().poll(cx) {
             Poll::Ready(()) => Err(self.timed_out()),
             Poll::Pending => Ok(()),
         }
@@ -274,21 +271,19 @@ impl HttpBody for MeteredBody {
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
         let this = &mut *self;
         this.done.clear();
-        let polled = Pin::new(&mut this.body).poll_frame(cx);
-        if polled.is_pending() {
+        let Poll::Ready(polled) = Pin::new(&mut this.body).poll_frame(cx) else {
             return match this.still_waiting(cx) {
                 Ok(()) => Poll::Pending,
                 Err(e) => Poll::Ready(Some(Err(e))),
             };
-        }
+        };
         if let Some(since) = this.pending_since.take() {
             this.waited += since.elapsed();
         }
-        this.sleep = None;
         let frame = match polled {
-            Poll::Ready(Some(Ok(frame))) => frame,
-            Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e))),
-            Poll::Ready(None) | Poll::Pending => {
+            Some(Ok(frame)) => frame,
+            Some(Err(e)) => return Poll::Ready(Some(Err(e))),
+            None => {
                 this.arriving.clear();
                 return Poll::Ready(None);
             }

@@ -21,6 +21,7 @@
 //! their shape since version 1 and are shared by all; changing one means a
 //! version 4 with its own copies, and a decoder here for every older version.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
@@ -140,42 +141,46 @@ pub(crate) fn encode(c: &CatalogState) -> Vec<u8> {
     out
 }
 
-/// The JSON body of a catalog version of any format (decompressed for
-/// format 3), unchecked against its CRC: for tools and tests that read
-/// catalog versions as documents.
-pub fn body_json(b: &[u8]) -> Result<Vec<u8>, CatalogFormatError> {
-    if b.len() < 12 || &b[..4] != MAGIC {
-        return Err(CatalogFormatError::BadMagic);
-    }
-    match u32::from_le_bytes(b[4..8].try_into().expect("4 bytes")) {
-        1 | 2 => Ok(b[12..].to_vec()),
-        3 => crate::zstd_json::decompress(&b[12..]).map_err(|error| CatalogFormatError::Body { version: 3, error }),
-        v => Err(CatalogFormatError::UnsupportedVersion(v)),
-    }
-}
-
-/// Decodes a catalog version of any format this build knows.
-pub(crate) fn decode(b: &[u8]) -> Result<CatalogState, CatalogFormatError> {
+/// A catalog version's frame: (format, CRC32 as written, stored body),
+/// the format one this build reads.
+fn frame(b: &[u8]) -> Result<(u32, u32, &[u8]), CatalogFormatError> {
     if b.len() < 12 || &b[..4] != MAGIC {
         return Err(CatalogFormatError::BadMagic);
     }
     let version = u32::from_le_bytes(b[4..8].try_into().expect("4 bytes"));
-    let crc = u32::from_le_bytes(b[8..12].try_into().expect("4 bytes"));
-    let body = &b[12..];
     if !matches!(version, 1..=3) {
         return Err(CatalogFormatError::UnsupportedVersion(version));
     }
+    Ok((version, u32::from_le_bytes(b[8..12].try_into().expect("4 bytes")), &b[12..]))
+}
+
+/// The JSON of a stored body: as stored (formats 1-2) or decompressed (3).
+fn json_of(version: u32, body: &[u8]) -> Result<Cow<'_, [u8]>, CatalogFormatError> {
+    match version {
+        1 | 2 => Ok(Cow::Borrowed(body)),
+        _ => crate::zstd_json::decompress(body).map(Cow::Owned).map_err(|error| CatalogFormatError::Body { version, error }),
+    }
+}
+
+/// The JSON body of a catalog version of any format (decompressed for
+/// format 3), unchecked against its CRC: for tools and tests that read
+/// catalog versions as documents.
+pub fn body_json(b: &[u8]) -> Result<Vec<u8>, CatalogFormatError> {
+    let (version, _, body) = frame(b)?;
+    Ok(json_of(version, body)?.into_owned())
+}
+
+/// Decodes a catalog version of any format this build knows.
+pub(crate) fn decode(b: &[u8]) -> Result<CatalogState, CatalogFormatError> {
+    let (version, crc, body) = frame(b)?;
     if crc32fast::hash(body) != crc {
         return Err(CatalogFormatError::Checksum);
     }
+    let json = json_of(version, body)?;
     let bad_body = |e: serde_json::Error| CatalogFormatError::Body { version, error: e.to_string() };
     match version {
-        1 => serde_json::from_slice::<CatalogV1>(body).map_err(bad_body)?.try_into(),
-        2 => Ok(serde_json::from_slice::<CatalogV2>(body).map_err(bad_body)?.into()),
-        _ => {
-            let json = crate::zstd_json::decompress(body).map_err(|error| CatalogFormatError::Body { version, error })?;
-            Ok(serde_json::from_slice::<CatalogV2>(&json).map_err(bad_body)?.into())
-        }
+        1 => serde_json::from_slice::<CatalogV1>(&json).map_err(bad_body)?.try_into(),
+        _ => Ok(serde_json::from_slice::<CatalogV2>(&json).map_err(bad_body)?.into()),
     }
 }
 
