@@ -11,7 +11,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use canopy_storage::part::{EncodedPart, MeasureRowRefs, encode_part_refs};
+use canopy_model::{ColumnLayout, Point};
+use canopy_storage::part::{EncodedPart, PartWriter};
 use canopy_storage::{CatalogState, PartMeta, StorageError, paths};
 use object_store::{PutMode, PutOptions, PutPayload};
 
@@ -26,24 +27,50 @@ const COMMIT_ATTEMPTS_MAX: usize = 16;
 /// longer) alone, so a commit within this window never names a deleted part.
 pub(crate) const UPLOAD_COMMIT_WINDOW: std::time::Duration = std::time::Duration::from_secs(300);
 
-/// Encodes a frozen memtable into one part per time segment. Its rows are
-/// read by reference (queries still share the memtable); the part writer
-/// copies one block of a series at a time.
+/// Encodes a frozen memtable into one part per time segment. Its columns
+/// are read by reference (queries still share the memtable): a k-way merge
+/// of each measure's chunks, one series' block of points at a time, handed
+/// to the part writer of the block's segment.
 fn encode_segments(m: &Memtable, segment_nanos: i64) -> std::result::Result<Vec<(i64, EncodedPart)>, StorageError> {
     let mut tables: Vec<_> = m.measures.iter().collect();
     tables.sort_by_key(|(name, _)| *name);
-    let sources: Vec<_> = tables.iter().map(|(_, table)| table.in_newest_layout()).collect();
-    let mut segments: BTreeMap<i64, Vec<MeasureRowRefs<'_>>> = BTreeMap::new();
-    for ((name, table), chunks) in tables.iter().zip(&sources) {
-        let mut per_segment: BTreeMap<i64, Vec<&canopy_model::Point>> = BTreeMap::new();
-        for (_, p) in merge_rows(chunks) {
-            per_segment.entry(p.ts.div_euclid(segment_nanos) * segment_nanos).or_default().push(p);
+    let widest = tables.iter().map(|(_, t)| t.layout().fields.len()).max().unwrap_or(0);
+    // Per segment: its writer and the bytes it finished so far.
+    let mut parts: BTreeMap<i64, (PartWriter, Vec<u8>)> = BTreeMap::new();
+    let mut add = |seg: i64, name: &str, layout: &Arc<ColumnLayout>, block: Vec<Point>| -> Result<(), StorageError> {
+        let (w, bytes) = match parts.entry(seg) {
+            std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::btree_map::Entry::Vacant(e) => e.insert((PartWriter::new(widest)?, Vec::new())),
+        };
+        w.add_block(name, layout, block)?;
+        bytes.extend(w.take_bytes());
+        Ok(())
+    };
+    for (name, table) in tables {
+        let chunks = table.in_newest_layout();
+        let mut readers: Vec<_> = chunks.iter().map(|c| c.reader(None)).collect();
+        let mut block: Vec<Point> = Vec::new();
+        let mut block_seg = 0;
+        for (c, row) in merge_rows(&chunks) {
+            let seg = chunks[c].ts(row).div_euclid(segment_nanos) * segment_nanos;
+            if block.first().is_some_and(|p| p.series != chunks[c].series(row) || block_seg != seg) {
+                add(block_seg, name, table.layout(), std::mem::take(&mut block))?;
+            }
+            block_seg = seg;
+            block.push(readers[c].point(row));
         }
-        for (seg, rows) in per_segment {
-            segments.entry(seg).or_default().push(MeasureRowRefs { name, layout: table.layout(), rows });
+        if !block.is_empty() {
+            add(block_seg, name, table.layout(), block)?;
         }
     }
-    segments.into_iter().map(|(seg, measures)| encode_part_refs(&measures).map(|e| (seg, e))).collect()
+    parts
+        .into_iter()
+        .map(|(seg, (w, mut bytes))| {
+            let (tail, summary) = w.finish()?;
+            bytes.extend(tail);
+            Ok((seg, EncodedPart { bytes: Bytes::from(bytes), summary }))
+        })
+        .collect()
 }
 
 impl Shard {

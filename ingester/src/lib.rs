@@ -10,7 +10,9 @@
 static ALLOC: canopy_model::testing::LargestAlloc = canopy_model::testing::LargestAlloc;
 
 mod budget;
+mod chunk;
 mod error;
+mod field_column;
 mod flush;
 mod flush_policy;
 mod ingester;

@@ -1,75 +1,41 @@
 //! The in-memory buffer of a shard: acknowledged points not yet in parts.
 //!
-//! Each measure's points sit in chunks of at most [`HEAD_ROWS_MAX`] rows,
-//! keyed by (series, ts). Only the newest chunk (the head) takes writes;
-//! full chunks are sealed behind an `Arc`, so a query takes them by
-//! reference count under the shard lock and reads them after releasing it:
-//! what a query copies under the lock is bounded by one head, whatever the
-//! memtable's size, and writers' acknowledgements never wait on a scan.
+//! Each measure's points sit in columnar chunks (`chunk.rs`) of at most
+//! [`HEAD_ROWS_MAX`] rows, in write order. Only the newest chunk (the head)
+//! takes writes; full chunks are sealed behind an `Arc`, so a query takes
+//! them by reference count under the shard lock and reads them after
+//! releasing it: what a query copies under the lock is bounded by one head,
+//! whatever the memtable's size, and writers' acknowledgements never wait on
+//! a scan.
 //!
-//! Within a chunk a (series, ts) keeps the highest version, then the later
-//! write. Across chunks the same (series, ts) may appear more than once;
-//! readers apply the same rule (version, then WAL sequence number): the
-//! query's merge does, and [`merge_rows`] does for the flush.
+//! The same (series, ts) may be held more than once; readers keep the
+//! highest version, then the latest write: the query's merge does, and
+//! [`merge_rows`] does for the flush.
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, HashMap};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
 use std::sync::Arc;
 use std::time::Instant;
 
 use canopy_model::{ColumnLayout, LayoutMapping, Point, TagsInterner};
 
+pub(crate) use crate::chunk::Chunk;
+
 /// Rows a head chunk takes before it is sealed: the most a query copies
 /// while holding the shard lock.
 pub const HEAD_ROWS_MAX: usize = 2048;
 
-/// What a point costs in a memtable, its series' tags aside (charged once
-/// per series): the point and its map entry. Writes reserve this much of the
-/// memory budget before they are queued.
+/// What a chunk costs besides its columns: the struct, its `Arc`, its
+/// vectors' headers.
+const CHUNK_BYTES: usize = 512;
+
+/// What a point costs while queued for the WAL and the memtable, its
+/// series' tags aside: the point itself. Writes reserve this much of the
+/// memory budget before they are queued; the memtable then charges what its
+/// columns grew by.
 pub(crate) fn entry_bytes(p: &Point) -> usize {
-    p.approx_bytes() + 32
-}
-
-/// A point's value in a memtable, keyed elsewhere by (series, ts).
-#[derive(Debug, Clone)]
-struct Entry {
-    seq: u64,
-    point: Point,
-}
-
-/// Points of one measure under one layout, keyed by (series, ts).
-#[derive(Debug, Clone)]
-pub(crate) struct Chunk {
-    pub(crate) layout: Arc<ColumnLayout>,
-    rows: BTreeMap<(u64, i64), Entry>,
-}
-
-impl Chunk {
-    fn new(layout: Arc<ColumnLayout>) -> Chunk {
-        Chunk { layout, rows: BTreeMap::new() }
-    }
-
-    /// Points with their WAL sequence numbers, in (series, ts) order.
-    pub(crate) fn iter(&self) -> impl Iterator<Item = (u64, &Point)> {
-        self.rows.values().map(|e| (e.seq, &e.point))
-    }
-
-    /// Inserts `p` (already in this chunk's layout); returns the bytes added.
-    fn insert(&mut self, seq: u64, p: Point) -> usize {
-        let size = entry_bytes(&p);
-        match self.rows.get_mut(&(p.series, p.ts)) {
-            // Same version: the later write (higher seq) wins.
-            Some(e) if e.point.version > p.version => 0,
-            Some(e) => {
-                *e = Entry { seq, point: p };
-                0
-            }
-            None => {
-                self.rows.insert((p.series, p.ts), Entry { seq, point: p });
-                size
-            }
-        }
-    }
+    p.approx_bytes()
 }
 
 /// The chunks of one measure.
@@ -112,36 +78,17 @@ impl MeasureTable {
     /// a schema change). The source of [`merge_rows`].
     pub(crate) fn in_newest_layout(&self) -> Vec<Cow<'_, Chunk>> {
         self.chunks()
-            .map(|c| {
-                if c.layout == self.head.layout {
-                    return Cow::Borrowed(c);
-                }
-                let m = LayoutMapping::new(&c.layout, &self.head.layout);
-                let rows = c.rows.iter().map(|(k, e)| (*k, Entry { seq: e.seq, point: e.point.remap(&m) })).collect();
-                Cow::Owned(Chunk { layout: self.head.layout.clone(), rows })
-            })
+            .map(|c| if c.layout == self.head.layout { Cow::Borrowed(c) } else { Cow::Owned(c.remapped(&self.head.layout)) })
             .collect()
     }
 
     /// One point per (series, ts) in the newest layout, in (series, ts)
-    /// order, each with its WAL sequence number: the highest version, then
-    /// the latest write (later chunks hold later writes).
+    /// order, each with its WAL sequence number.
     #[cfg(test)]
     pub(crate) fn merged(&self) -> Vec<(u64, Point)> {
-        let mut out: BTreeMap<(u64, i64), (u64, Point)> = BTreeMap::new();
-        for chunk in self.chunks() {
-            let mapping = (chunk.layout != self.head.layout).then(|| LayoutMapping::new(&chunk.layout, &self.head.layout));
-            for (seq, p) in chunk.iter() {
-                match out.get(&(p.series, p.ts)) {
-                    Some((_, kept)) if kept.version > p.version => {}
-                    _ => {
-                        let p = mapping.as_ref().map_or_else(|| p.clone(), |m| p.remap(m));
-                        out.insert((p.series, p.ts), (seq, p));
-                    }
-                }
-            }
-        }
-        out.into_values().collect()
+        let chunks = self.in_newest_layout();
+        let mut readers: Vec<_> = chunks.iter().map(|c| c.reader(None)).collect();
+        merge_rows(&chunks).map(|(c, row)| (chunks[c].seq(row), readers[c].point(row))).collect()
     }
 
     fn seal_head(&mut self, next_layout: Arc<ColumnLayout>) {
@@ -149,23 +96,66 @@ impl MeasureTable {
             self.tags = TagsInterner::default();
         }
         let full = std::mem::replace(&mut self.head, Chunk::new(next_layout));
-        if !full.rows.is_empty() {
+        if !full.is_empty() {
             self.sealed.push(Arc::new(full));
         }
     }
 }
 
-/// The rows of `chunks` (oldest first, one layout) in (series, ts) order, one
-/// per (series, ts) — the highest version, then the newest chunk — by
-/// reference: a flush reads a frozen memtable that queries still share, and
-/// copying its points doubled its memory.
-pub(crate) fn merge_rows<'a>(chunks: &'a [Cow<'a, Chunk>]) -> Vec<(u64, &'a Point)> {
-    let mut all: Vec<(u32, u64, &Point)> =
-        chunks.iter().enumerate().flat_map(|(i, c)| c.iter().map(move |(seq, p)| (i as u32, seq, p))).collect();
-    // Per (series, ts): the highest version first, then the newest chunk.
-    all.sort_unstable_by(|a, b| (a.2.series, a.2.ts).cmp(&(b.2.series, b.2.ts)).then(b.2.version.cmp(&a.2.version)).then(b.0.cmp(&a.0)));
-    all.dedup_by(|later, first| (later.2.series, later.2.ts) == (first.2.series, first.2.ts));
-    all.into_iter().map(|(_, seq, p)| (seq, p)).collect()
+/// The rows of `chunks` (oldest first, one layout) in (series, ts) order,
+/// one per (series, ts): the highest version, then the latest write (the
+/// later chunk, then the later row). Yields `(chunk index, row)`: a flush
+/// reads a frozen memtable that queries still share, by reference.
+pub(crate) fn merge_rows<'a>(chunks: &'a [Cow<'a, Chunk>]) -> MergedRows<'a> {
+    let orders: Vec<Vec<u32>> = chunks.iter().map(|c| c.sorted_rows()).collect();
+    let mut heap = BinaryHeap::with_capacity(chunks.len());
+    for (i, c) in chunks.iter().enumerate() {
+        if let Some(&row) = orders[i].first() {
+            heap.push(Reverse((c.series(row as usize), c.ts(row as usize), i as u32, 0u32)));
+        }
+    }
+    MergedRows { chunks, orders, heap }
+}
+
+/// The iterator of [`merge_rows`]: a k-way merge of the chunks, each read in
+/// (series, ts) order.
+pub(crate) struct MergedRows<'a> {
+    chunks: &'a [Cow<'a, Chunk>],
+    /// Each chunk's rows in (series, ts) order (write order among equals).
+    orders: Vec<Vec<u32>>,
+    /// Each chunk's next row: (series, ts, chunk, position in its order).
+    heap: BinaryHeap<Reverse<(u64, i64, u32, u32)>>,
+}
+
+impl MergedRows<'_> {
+    /// Takes the least row off the heap, queueing its chunk's next; returns
+    /// its (series, ts) and (chunk, row).
+    fn pop(&mut self) -> Option<((u64, i64), (usize, usize))> {
+        let Reverse((series, ts, c, pos)) = self.heap.pop()?;
+        let order = &self.orders[c as usize];
+        if let Some(&next) = order.get(pos as usize + 1) {
+            let chunk = &self.chunks[c as usize];
+            self.heap.push(Reverse((chunk.series(next as usize), chunk.ts(next as usize), c, pos + 1)));
+        }
+        Some(((series, ts), (c as usize, order[pos as usize] as usize)))
+    }
+}
+
+impl Iterator for MergedRows<'_> {
+    type Item = (usize, usize);
+
+    fn next(&mut self) -> Option<(usize, usize)> {
+        let (key, mut best) = self.pop()?;
+        // Equal keys come off in write order (chunk, then row): a later one
+        // wins unless its version is lower.
+        while self.heap.peek().is_some_and(|Reverse((s, t, _, _))| (*s, *t) == key) {
+            let (_, (c, row)) = self.pop().expect("peeked");
+            if self.chunks[c].version(row) >= self.chunks[best.0].version(best.1) {
+                best = (c, row);
+            }
+        }
+        Some(best)
+    }
 }
 
 /// A shard's memtable.
@@ -199,21 +189,25 @@ impl Memtable {
             self.created = Instant::now();
         }
         self.max_seq = seq;
-        let table = self.measures.entry(measure.to_string()).or_insert_with(|| MeasureTable {
-            revision,
-            sealed: Vec::new(),
-            head: Chunk::new(layout.clone()),
-            tags: TagsInterner::default(),
-        });
+        // Charged: each new chunk and tag set, what the head's columns grew
+        // by, and strings' own allocations.
+        let mut added = 0;
+        if !self.measures.contains_key(measure) {
+            added += CHUNK_BYTES + measure.len();
+            let table = MeasureTable { revision, sealed: Vec::new(), head: Chunk::new(layout.clone()), tags: TagsInterner::default() };
+            self.measures.insert(measure.to_string(), table);
+        }
+        let table = self.measures.get_mut(measure).expect("just inserted");
         // A schema change adds columns: later points go to a chunk under
         // the newer layout; sealed chunks keep theirs and are mapped when read.
         if revision > table.revision && *layout != table.head.layout {
             table.seal_head(layout.clone());
             table.revision = revision;
+            added += CHUNK_BYTES;
         }
         // A late write validated against an older schema is mapped onto the head's.
         let mapping = (*layout != table.head.layout).then(|| LayoutMapping::new(layout, &table.head.layout));
-        let mut added = 0;
+        let mut slots = table.head.slot_bytes();
         for p in points {
             let mut p = match &mapping {
                 Some(m) => p.remap(m),
@@ -224,12 +218,15 @@ impl Memtable {
             if new {
                 added += p.tags_bytes() + TagsInterner::ENTRY_BYTES;
             }
-            added += table.head.insert(seq, p);
-            if table.head.rows.len() >= HEAD_ROWS_MAX {
+            added += table.head.push(seq, p);
+            if table.head.len() >= HEAD_ROWS_MAX {
+                added += table.head.slot_bytes().saturating_sub(slots) + CHUNK_BYTES;
                 let layout = table.head.layout.clone();
                 table.seal_head(layout);
+                slots = table.head.slot_bytes();
             }
         }
+        added += table.head.slot_bytes().saturating_sub(slots);
         self.bytes += added;
         added
     }
@@ -269,7 +266,7 @@ mod tests {
         m.insert("cpu", 1, &l, 2, (0..n).map(|ts| pt(1, ts, ts % 2, -ts)).collect());
         let t = &m.measures["cpu"];
         assert!(t.sealed().len() >= 4, "{} sealed chunks", t.sealed().len());
-        assert!(t.chunks().all(|c| c.iter().count() <= HEAD_ROWS_MAX));
+        assert!(t.chunks().all(|c| c.len() <= HEAD_ROWS_MAX));
         let rows = t.merged();
         assert_eq!(rows.len(), n as usize);
         for (seq, p) in rows {
@@ -278,15 +275,29 @@ mod tests {
         }
     }
 
-    /// The flush's merge by reference agrees with the owned merge.
+    /// The flush's k-way merge agrees with sorting every row.
     fn assert_merges_agree(t: &MeasureTable) {
         let chunks = t.in_newest_layout();
-        let by_ref: Vec<(u64, Point)> = merge_rows(&chunks).into_iter().map(|(s, p)| (s, p.clone())).collect();
-        assert_eq!(by_ref, t.merged());
+        let mut all: Vec<(u64, Point)> = Vec::new();
+        for c in &chunks {
+            let mut r = c.reader(None);
+            all.extend((0..c.len()).map(|row| (c.seq(row), r.point(row))));
+        }
+        // The rule as a plain sort: per (series, ts) the highest version,
+        // then the latest write (a stable sort keeps write order).
+        all.sort_by_key(|(_, p)| (p.series, p.ts, p.version));
+        let mut want: Vec<(u64, Point)> = Vec::new();
+        for (seq, p) in all {
+            match want.last_mut() {
+                Some(last) if (last.1.series, last.1.ts) == (p.series, p.ts) => *last = (seq, p),
+                _ => want.push((seq, p)),
+            }
+        }
+        assert_eq!(t.merged(), want);
     }
 
     #[test]
-    fn the_flush_merge_by_reference_keeps_what_the_owned_merge_keeps() {
+    fn the_flush_merge_keeps_what_a_full_sort_keeps() {
         let l = layout(&["v"]);
         let mut m = Memtable::default();
         let n = HEAD_ROWS_MAX as i64 * 2 + 10;

@@ -140,13 +140,11 @@ fn collect(
         }
         None => (*chunk.layout != *target).then(|| LayoutMapping::new(&chunk.layout, target)),
     };
-    for (seq, p) in chunk.iter() {
-        let p = match &mapping {
-            Some(m) => p.remap(m),
-            None => p.clone(),
-        };
+    let mut reader = chunk.reader(mapping);
+    for row in 0..chunk.len() {
+        let p = reader.point(row);
         if keep(&p) {
-            out.push((seq, p));
+            out.push((chunk.seq(row), p));
         }
     }
 }

@@ -6,6 +6,9 @@
 //! `series id % shard_num`. Both are stable across versions and processes:
 //! changing them would move existing series to other shards.
 
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+
 use xxhash_rust::xxh3::xxh3_64;
 
 use crate::value::TagVal;
@@ -28,6 +31,33 @@ pub fn series_id<'a>(measure: &str, entity: impl IntoIterator<Item = &'a TagVal>
 pub fn shard_of(series: SeriesId, shard_num: u32) -> u32 {
     debug_assert!(shard_num > 0);
     (series % shard_num as u64) as u32
+}
+
+/// A hash map keyed by series id. The ids are xxh3 hashes already, so
+/// hashing them again with SipHash on every point is wasted work.
+pub type SeriesMap<V> = HashMap<SeriesId, V, BuildHasherDefault<SeriesIdHasher>>;
+
+/// The hasher of [`SeriesMap`]: the id folded once. A shard's ids all leave
+/// the same remainder by the shard count, so the low bits alone would crowd
+/// a table's buckets; the multiply and fold spread them.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SeriesIdHasher(u64);
+
+impl Hasher for SeriesIdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(self.0 ^ b as u64);
+        }
+    }
+
+    fn write_u64(&mut self, id: u64) {
+        let h = id.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        self.0 = h ^ (h >> 32);
+    }
 }
 
 #[cfg(test)]

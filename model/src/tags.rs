@@ -2,10 +2,9 @@
 //! every point of a series the same [`Tags`], so memory and copies grow with
 //! series, not points.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::series::SeriesId;
+use crate::series::{SeriesId, SeriesMap};
 use crate::value::TagVal;
 
 /// A series' tag values in a layout, shared by its points.
@@ -16,7 +15,7 @@ pub type Tags = Arc<[TagVal]>;
 /// the kept one replaces it rather than being merged into it.
 #[derive(Debug, Default, Clone)]
 pub struct TagsInterner {
-    by_series: HashMap<SeriesId, Tags>,
+    by_series: SeriesMap<Tags>,
 }
 
 impl TagsInterner {

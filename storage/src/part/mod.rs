@@ -32,7 +32,7 @@ pub use block::{DecodedBlock, FieldColumn, TagColumn};
 pub use reader::{
     BlockFilter, PartIndex, Scan, decode_blocks, fetch_batches, read_blocks, read_index, scan_mapping, scan_part, select_batches,
 };
-pub use writer::{EncodedPart, MeasureRowRefs, MeasureRows, PartSummary, PartWriter, encode_part, encode_part_refs};
+pub use writer::{EncodedPart, MeasureRows, PartSummary, PartWriter, encode_part};
 
 /// Footer metadata key holding [`PartFooter`] as JSON.
 pub(crate) const FOOTER_KEY: &str = "canopy.part";

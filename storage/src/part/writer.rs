@@ -53,30 +53,14 @@ pub struct PartSummary {
     pub measures: BTreeMap<String, MeasureStats>,
 }
 
-/// The rows of one measure for a part, by reference.
-#[derive(Debug, Clone)]
-pub struct MeasureRowRefs<'a> {
-    pub name: &'a str,
-    pub layout: &'a Arc<ColumnLayout>,
-    pub rows: Vec<&'a Point>,
-}
-
 /// Encodes measures (each sorted and deduplicated) into one part in memory.
 pub fn encode_part(measures: &[MeasureRows]) -> Result<EncodedPart> {
-    let refs: Vec<MeasureRowRefs<'_>> =
-        measures.iter().map(|m| MeasureRowRefs { name: &m.name, layout: &m.layout, rows: m.rows.iter().collect() }).collect();
-    encode_part_refs(&refs)
-}
-
-/// [`encode_part`] of rows held elsewhere (a frozen memtable): only one
-/// series' block at a time is copied for the writer.
-pub fn encode_part_refs(measures: &[MeasureRowRefs<'_>]) -> Result<EncodedPart> {
     let mut w = PartWriter::new(measures.iter().map(|m| m.layout.fields.len()).max().unwrap_or(0))?;
     let mut bytes = Vec::new();
     for m in measures {
         debug_assert!(m.rows.windows(2).all(|w| (w[0].series, w[0].ts) < (w[1].series, w[1].ts)), "rows sorted and unique");
         for block in m.rows.chunk_by(|a, b| a.series == b.series) {
-            w.add_block(m.name, m.layout, block.iter().map(|p| (*p).clone()).collect())?;
+            w.add_block(&m.name, &m.layout, block.to_vec())?;
             bytes.extend(w.take_bytes());
         }
     }
