@@ -141,7 +141,7 @@ impl CacheArgs {
 pub(crate) struct FlushArgs {
     /// Flush a shard's memtable at this many bytes at the latest (bounds a
     /// part's size and a WAL's replay); the memory budget flushes earlier.
-    #[arg(long, env = "CANOPY_FLUSH_BYTES", default_value_t = 64 << 20)]
+    #[arg(long, env = "CANOPY_FLUSH_BYTES", default_value_t = 16 << 20)]
     flush_bytes: usize,
     /// Flush a shard's memtable when its oldest point is this many seconds old.
     #[arg(long, env = "CANOPY_FLUSH_INTERVAL_SECS", default_value_t = 60)]

@@ -131,7 +131,7 @@ pub async fn merge_parts(store: &Arc<dyn ObjectStore>, inputs: &[PartMeta], out_
                     ranked.extend(points.into_iter().map(|p| (c.rank, p)));
                 }
             }
-            writer.add_block(measure, &target, merge_series(ranked))?;
+            writer.add_block(measure, &target, &merge_series(ranked))?;
             let ready = writer.take_bytes();
             if !ready.is_empty() {
                 upload.push(store.as_ref(), out_path, ready, chunk_bytes).await?;

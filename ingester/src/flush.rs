@@ -37,7 +37,7 @@ fn encode_segments(m: &Memtable, segment_nanos: i64) -> std::result::Result<Vec<
     let widest = tables.iter().map(|(_, t)| t.layout().fields.len()).max().unwrap_or(0);
     // Per segment: its writer and the bytes it finished so far.
     let mut parts: BTreeMap<i64, (PartWriter, Vec<u8>)> = BTreeMap::new();
-    let mut add = |seg: i64, name: &str, layout: &Arc<ColumnLayout>, block: Vec<Point>| -> Result<(), StorageError> {
+    let mut add = |seg: i64, name: &str, layout: &Arc<ColumnLayout>, block: &[Point]| -> Result<(), StorageError> {
         let (w, bytes) = match parts.entry(seg) {
             std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
             std::collections::btree_map::Entry::Vacant(e) => e.insert((PartWriter::new(widest)?, Vec::new())),
@@ -54,13 +54,14 @@ fn encode_segments(m: &Memtable, segment_nanos: i64) -> std::result::Result<Vec<
         for (c, row) in merge_rows(&chunks) {
             let seg = chunks[c].ts(row).div_euclid(segment_nanos) * segment_nanos;
             if block.first().is_some_and(|p| p.series != chunks[c].series(row) || block_seg != seg) {
-                add(block_seg, name, table.layout(), std::mem::take(&mut block))?;
+                add(block_seg, name, table.layout(), &block)?;
+                block.clear();
             }
             block_seg = seg;
             block.push(readers[c].point(row));
         }
         if !block.is_empty() {
-            add(block_seg, name, table.layout(), block)?;
+            add(block_seg, name, table.layout(), &block)?;
         }
     }
     parts

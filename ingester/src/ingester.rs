@@ -62,7 +62,7 @@ impl IngesterConfig {
     pub fn new(data_dir: PathBuf) -> IngesterConfig {
         IngesterConfig {
             data_dir,
-            flush_bytes: 64 << 20,
+            flush_bytes: 16 << 20,
             flush_interval: Duration::from_secs(60),
             memory_budget_bytes: 2 << 30,
             concurrent_flushes: 4,

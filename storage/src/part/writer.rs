@@ -60,7 +60,7 @@ pub fn encode_part(measures: &[MeasureRows]) -> Result<EncodedPart> {
     for m in measures {
         debug_assert!(m.rows.windows(2).all(|w| (w[0].series, w[0].ts) < (w[1].series, w[1].ts)), "rows sorted and unique");
         for block in m.rows.chunk_by(|a, b| a.series == b.series) {
-            w.add_block(&m.name, &m.layout, block.to_vec())?;
+            w.add_block(&m.name, &m.layout, block)?;
             bytes.extend(w.take_bytes());
         }
     }
@@ -112,8 +112,8 @@ pub struct PartWriter {
     footer: PartFooter,
     stats: BTreeMap<String, StatsAcc>,
     pending_measure: String,
-    pending: Vec<Vec<Point>>,
-    pending_points: usize,
+    /// The batch being built, if a block was added since the last one.
+    pending: Option<BatchBuilder>,
 }
 
 impl PartWriter {
@@ -136,13 +136,12 @@ impl PartWriter {
             footer: PartFooter { format: PART_FORMAT, measures: BTreeMap::new(), batches: Vec::new(), index: BTreeMap::new() },
             stats: BTreeMap::new(),
             pending_measure: String::new(),
-            pending: Vec::new(),
-            pending_points: 0,
+            pending: None,
         })
     }
 
     /// Adds the points of one series (sorted by ts, no duplicate ts).
-    pub fn add_block(&mut self, measure: &str, layout: &Arc<ColumnLayout>, rows: Vec<Point>) -> Result<()> {
+    pub fn add_block(&mut self, measure: &str, layout: &Arc<ColumnLayout>, rows: &[Point]) -> Result<()> {
         if rows.is_empty() {
             return Ok(());
         }
@@ -153,19 +152,21 @@ impl PartWriter {
                 reason: format!("{} fields, but the part was started for fewer", layout.fields.len()),
             });
         }
-        let full = self.pending_points + rows.len() > BATCH_POINTS_MAX || self.pending.len() >= BATCH_BLOCKS_MAX;
-        if !self.pending.is_empty() && (self.pending_measure != measure || full) {
-            self.write_pending()?;
+        if let Some(p) = &self.pending {
+            let full = p.points + rows.len() > BATCH_POINTS_MAX || p.blocks >= BATCH_BLOCKS_MAX;
+            if self.pending_measure != measure || full {
+                self.write_pending()?;
+            }
         }
         if !self.footer.measures.contains_key(measure) {
             self.footer.measures.insert(measure.to_string(), (**layout).clone());
         }
         debug_assert_eq!(self.footer.measures[measure], **layout, "one layout per measure and part");
-        self.account(measure, &rows);
+        self.account(measure, rows);
         self.pending_measure.clear();
         self.pending_measure.push_str(measure);
-        self.pending_points += rows.len();
-        self.pending.push(rows);
+        let field_columns = self.schema.fields().len() - FIXED_COLUMNS.len();
+        self.pending.get_or_insert_with(|| BatchBuilder::new(field_columns)).add(measure, rows);
         Ok(())
     }
 
@@ -210,25 +211,25 @@ impl PartWriter {
     }
 
     fn write_pending(&mut self) -> Result<()> {
-        let blocks = std::mem::take(&mut self.pending);
-        let batch = encode_batch(&self.schema, &self.pending_measure, &blocks)?;
+        let Some(pending) = self.pending.take() else { return Ok(()) };
+        let (span, series_span, points) = (pending.span, pending.series_span, pending.points);
+        let batch = pending.finish(&self.schema)?;
         self.w.write(&batch)?;
         let data = self.sink.drain();
         let (meta, columns) = column_ranges(&data, &self.schema)?;
         self.footer.batches.push(BatchInfo {
             measure: self.pending_measure.clone(),
-            min_ts: blocks.iter().map(|b| b[0].ts).min().expect("non-empty"),
-            max_ts: blocks.iter().map(|b| b[b.len() - 1].ts).max().expect("non-empty"),
-            first_series: blocks[0][0].series,
-            last_series: blocks[blocks.len() - 1][0].series,
-            points: self.pending_points as u64,
+            min_ts: span.0,
+            max_ts: span.1,
+            first_series: series_span.0,
+            last_series: series_span.1,
+            points: points as u64,
             crc32: crc32fast::hash(&data),
             meta: Some(meta),
             columns,
         });
         self.written += data.len() as u64;
         self.ready.extend_from_slice(&data);
-        self.pending_points = 0;
         Ok(())
     }
 
@@ -249,9 +250,7 @@ impl PartWriter {
 
     /// Writes the footer; returns the remaining bytes and the part's statistics.
     pub fn finish(mut self) -> Result<(Vec<u8>, PartSummary)> {
-        if !self.pending.is_empty() {
-            self.write_pending()?;
-        }
+        self.write_pending()?;
         for (name, acc) in &self.stats {
             let (Some(index), Some(layout)) = (&acc.index, self.footer.measures.get(name)) else { continue };
             let by_tag = layout
@@ -340,58 +339,105 @@ fn column_ranges(data: &[u8], schema: &arrow_schema::Schema) -> Result<((u64, u3
     Ok(((meta_len as u64, crc32fast::hash(&data[..meta_len])), columns))
 }
 
-fn encode_batch(schema: &Arc<arrow_schema::Schema>, measure: &str, blocks: &[Vec<Point>]) -> Result<RecordBatch> {
-    let n = blocks.len();
-    let mut measure_col = StringBuilder::with_capacity(n, n * measure.len());
-    let mut series = UInt64Builder::with_capacity(n);
-    let mut count = UInt32Builder::with_capacity(n);
-    let mut min_ts = Int64Builder::with_capacity(n);
-    let mut max_ts = Int64Builder::with_capacity(n);
-    let (mut ts_col, mut ver_col, mut tag_col) = (BinaryBuilder::new(), BinaryBuilder::new(), BinaryBuilder::new());
-    let mut field_cols: Vec<BinaryBuilder> = (FIXED_COLUMNS.len()..schema.fields().len()).map(|_| BinaryBuilder::new()).collect();
-    let mut buf = Vec::new();
-    let mut col = Vec::new();
-    for b in blocks {
-        measure_col.append_value(measure);
-        series.append_value(b[0].series);
-        count.append_value(b.len() as u32);
-        min_ts.append_value(b[0].ts);
-        max_ts.append_value(b[b.len() - 1].ts);
+/// A record batch being built, one block (series) at a time. Each block's
+/// columns are encoded as it arrives: a batch waiting for its last block
+/// holds encoded bytes, not points (a flush's points were several times the
+/// memtable they came from).
+struct BatchBuilder {
+    measure: StringBuilder,
+    series: UInt64Builder,
+    count: UInt32Builder,
+    min_ts: Int64Builder,
+    max_ts: Int64Builder,
+    ts: BinaryBuilder,
+    versions: BinaryBuilder,
+    tags: BinaryBuilder,
+    fields: Vec<BinaryBuilder>,
+    /// Blocks and points added.
+    blocks: usize,
+    points: usize,
+    /// Over the blocks: the least and greatest timestamp, the first and last series.
+    span: (i64, i64),
+    series_span: (u64, u64),
+    buf: Vec<u8>,
+    col: Vec<u8>,
+}
 
-        buf.clear();
-        encode_packed_timestamps(&b.iter().map(|p| p.ts).collect::<Vec<_>>(), &mut buf);
-        ts_col.append_value(&buf);
-
-        buf.clear();
-        encode_packed_ints(&b.iter().map(|p| p.version).collect::<Vec<_>>(), &mut buf);
-        ver_col.append_value(&buf);
-
-        buf.clear();
-        for t in 0..b[0].tags.len() {
-            col.clear();
-            encode_tag_runs(&b.iter().map(|p| &p.tags[t]).collect::<Vec<_>>(), &mut col);
-            put_bytes(&mut buf, &col);
-        }
-        tag_col.append_value(&buf);
-
-        for (f, out) in field_cols.iter_mut().enumerate() {
-            buf.clear();
-            if f < b[0].fields.len() {
-                encode_field_column(&b.iter().map(|p| &p.fields[f]).collect::<Vec<_>>(), &mut buf);
-            }
-            out.append_value(&buf);
+impl BatchBuilder {
+    fn new(field_columns: usize) -> BatchBuilder {
+        BatchBuilder {
+            measure: StringBuilder::new(),
+            series: UInt64Builder::new(),
+            count: UInt32Builder::new(),
+            min_ts: Int64Builder::new(),
+            max_ts: Int64Builder::new(),
+            ts: BinaryBuilder::new(),
+            versions: BinaryBuilder::new(),
+            tags: BinaryBuilder::new(),
+            fields: (0..field_columns).map(|_| BinaryBuilder::new()).collect(),
+            blocks: 0,
+            points: 0,
+            span: (i64::MAX, i64::MIN),
+            series_span: (0, 0),
+            buf: Vec::new(),
+            col: Vec::new(),
         }
     }
-    let mut cols: Vec<ArrayRef> = vec![
-        Arc::new(measure_col.finish()),
-        Arc::new(series.finish()),
-        Arc::new(count.finish()),
-        Arc::new(min_ts.finish()),
-        Arc::new(max_ts.finish()),
-        Arc::new(ts_col.finish()),
-        Arc::new(ver_col.finish()),
-        Arc::new(tag_col.finish()),
-    ];
-    cols.extend(field_cols.iter_mut().map(|c| Arc::new(c.finish()) as ArrayRef));
-    Ok(RecordBatch::try_new(schema.clone(), cols)?)
+
+    /// Encodes one series' points (sorted by ts) as the batch's next block.
+    fn add(&mut self, measure: &str, b: &[Point]) {
+        let (first, last) = (&b[0], &b[b.len() - 1]);
+        self.measure.append_value(measure);
+        self.series.append_value(first.series);
+        self.count.append_value(b.len() as u32);
+        self.min_ts.append_value(first.ts);
+        self.max_ts.append_value(last.ts);
+        if self.blocks == 0 {
+            self.series_span.0 = first.series;
+        }
+        self.series_span.1 = first.series;
+        self.span = (self.span.0.min(first.ts), self.span.1.max(last.ts));
+        self.blocks += 1;
+        self.points += b.len();
+
+        let buf = &mut self.buf;
+        buf.clear();
+        encode_packed_timestamps(&b.iter().map(|p| p.ts).collect::<Vec<_>>(), buf);
+        self.ts.append_value(&*buf);
+
+        buf.clear();
+        encode_packed_ints(&b.iter().map(|p| p.version).collect::<Vec<_>>(), buf);
+        self.versions.append_value(&*buf);
+
+        buf.clear();
+        for t in 0..first.tags.len() {
+            self.col.clear();
+            encode_tag_runs(&b.iter().map(|p| &p.tags[t]).collect::<Vec<_>>(), &mut self.col);
+            put_bytes(buf, &self.col);
+        }
+        self.tags.append_value(&*buf);
+
+        for (f, out) in self.fields.iter_mut().enumerate() {
+            buf.clear();
+            if f < first.fields.len() {
+                encode_field_column(&b.iter().map(|p| &p.fields[f]).collect::<Vec<_>>(), buf);
+            }
+            out.append_value(&*buf);
+        }
+    }
+
+    fn finish(mut self, schema: &Arc<arrow_schema::Schema>) -> Result<RecordBatch> {
+        let mut cols: Vec<ArrayRef> = vec![
+            Arc::new(self.measure.finish()),
+            Arc::new(self.series.finish()),
+            Arc::new(self.count.finish()),
+            Arc::new(self.min_ts.finish()),
+            Arc::new(self.max_ts.finish()),
+            Arc::new(self.ts.finish()),
+            Arc::new(self.versions.finish()),
+            Arc::new(self.tags.finish()),
+        ];
+        cols.extend(self.fields.iter_mut().map(|c| Arc::new(c.finish()) as ArrayRef));
+        Ok(RecordBatch::try_new(schema.clone(), cols)?)
+    }
 }
