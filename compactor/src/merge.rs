@@ -8,7 +8,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use canopy_model::{ColumnLayout, Point};
 use canopy_storage::PartMeta;
-use canopy_storage::part::{PartIndex, PartSummary, PartWriter, read_blocks, read_index};
+use canopy_storage::part::{DecodedBlock, PartIndex, PartSummary, PartWriter, read_blocks, read_index};
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, WriteMultipart};
 
 use crate::Result;
@@ -20,7 +20,7 @@ struct Cursor<'a> {
     /// Commit-order rank among the inputs: higher wins ties.
     rank: usize,
     batches: VecDeque<usize>,
-    blocks: VecDeque<(u64, Vec<Point>)>,
+    blocks: VecDeque<DecodedBlock>,
 }
 
 impl Cursor<'_> {
@@ -30,7 +30,7 @@ impl Cursor<'_> {
             let Some(b) = self.batches.pop_front() else { return Ok(None) };
             self.blocks = read_blocks(store, self.meta, &self.index, b, target).await?.into();
         }
-        Ok(self.blocks.front().map(|b| b.0))
+        Ok(self.blocks.front().map(|b| b.series))
     }
 }
 
@@ -126,9 +126,9 @@ pub async fn merge_parts(store: &Arc<dyn ObjectStore>, inputs: &[PartMeta], out_
             let Some(series) = next else { break };
             let mut ranked = Vec::new();
             for c in cursors.iter_mut() {
-                if c.blocks.front().is_some_and(|b| b.0 == series) {
-                    let (_, points) = c.blocks.pop_front().expect("front checked");
-                    ranked.extend(points.into_iter().map(|p| (c.rank, p)));
+                if c.blocks.front().is_some_and(|b| b.series == series) {
+                    let block = c.blocks.pop_front().expect("front checked");
+                    ranked.extend((0..block.len()).map(|i| (c.rank, block.point(i))));
                 }
             }
             writer.add_block(measure, &target, &merge_series(ranked))?;

@@ -9,9 +9,9 @@
 
 use std::sync::Arc;
 
-use canopy_model::{ColumnLayout, LayoutMapping, Point, SeriesMap, Tags};
+use canopy_model::{ColumnLayout, FieldVal, LayoutMapping, Point, SeriesMap, Tags};
 
-use crate::field_column::FieldColumn;
+use canopy_storage::part::FieldColumn;
 
 /// Points of one measure under one layout, in write order.
 #[derive(Debug, Clone)]
@@ -37,7 +37,7 @@ pub(crate) struct Chunk {
 impl Chunk {
     /// An empty chunk under `layout`.
     pub(crate) fn new(layout: Arc<ColumnLayout>) -> Chunk {
-        let fields = layout.fields.iter().map(|(_, ty)| FieldColumn::new(*ty)).collect();
+        let fields = (0..layout.fields.len()).map(|i| FieldColumn::for_type(layout.field_type(i))).collect();
         Chunk {
             layout,
             shard: 0,
@@ -104,7 +104,11 @@ impl Chunk {
         self.tags.push(set);
         let mut extra = 0;
         for (col, v) in self.fields.iter_mut().zip(p.fields) {
-            extra += FieldColumn::value_heap_bytes(&v);
+            extra += match &v {
+                FieldVal::Str(s) => s.capacity().next_multiple_of(16) + 16,
+                FieldVal::Binary(b) => b.capacity().next_multiple_of(16) + 16,
+                _ => 0,
+            };
             col.push(v);
         }
         extra
@@ -149,7 +153,7 @@ impl Chunk {
             .iter()
             .map(|src| match src {
                 Some(i) => self.fields[*i].clone(),
-                None => FieldColumn::all_null(self.len()),
+                None => FieldColumn::Null,
             })
             .collect();
         Chunk { layout: to.clone(), tag_sets, fields, ..self.clone() }
@@ -193,7 +197,7 @@ impl ChunkReader<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use canopy_model::{FieldVal, TagVal};
+    use canopy_model::TagVal;
 
     fn layout(fields: &[&str]) -> Arc<ColumnLayout> {
         Arc::new(ColumnLayout {

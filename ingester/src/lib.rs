@@ -12,7 +12,6 @@ static ALLOC: canopy_model::testing::LargestAlloc = canopy_model::testing::Large
 mod budget;
 mod chunk;
 mod error;
-mod field_column;
 mod flush;
 mod flush_policy;
 mod ingester;

@@ -3,6 +3,7 @@
 //! query's target layout. Queries aggregate straight over these slices;
 //! nothing is materialised per point unless raw points are asked for.
 
+use canopy_api::v1::FieldType;
 use canopy_model::{FieldVal, Point, TagVal};
 
 /// A tag column as runs of equal values (tags are mostly constant in a block).
@@ -92,6 +93,72 @@ impl FieldColumn {
             return FieldColumn::Int { vals, present: mask };
         }
         FieldColumn::Values(vals)
+    }
+
+    /// An empty column to append values of a field of type `ty` to (the
+    /// memtable's): typed, so a number costs 8 bytes.
+    pub fn for_type(ty: FieldType) -> FieldColumn {
+        match ty {
+            FieldType::Float => FieldColumn::Float { vals: Vec::new(), present: None },
+            FieldType::Int => FieldColumn::Int { vals: Vec::new(), present: None },
+            _ => FieldColumn::Values(Vec::new()),
+        }
+    }
+
+    /// Appends `v` as the next row of a column made by [`FieldColumn::for_type`].
+    /// Points are validated against their schema, so a value of another
+    /// type does not arrive; if one did, the column turns into `Values`
+    /// rather than lose it.
+    pub fn push(&mut self, v: FieldVal) {
+        fn mark(present: &mut Option<Vec<bool>>, rows: usize, here: bool) {
+            match present {
+                Some(p) => p.push(here),
+                None if !here => *present = Some((0..=rows).map(|r| r < rows).collect()),
+                None => {}
+            }
+        }
+        match (&mut *self, v) {
+            (FieldColumn::Float { vals, present }, FieldVal::Null) => {
+                mark(present, vals.len(), false);
+                vals.push(0.0);
+            }
+            (FieldColumn::Int { vals, present }, FieldVal::Null) => {
+                mark(present, vals.len(), false);
+                vals.push(0);
+            }
+            (FieldColumn::Float { vals, present }, FieldVal::Float(f)) => {
+                mark(present, vals.len(), true);
+                vals.push(f);
+            }
+            (FieldColumn::Int { vals, present }, FieldVal::Int(n)) => {
+                mark(present, vals.len(), true);
+                vals.push(n);
+            }
+            (FieldColumn::Values(vals), v) => vals.push(v),
+            (FieldColumn::Null, _) => unreachable!("an all-null column has no length to append to"),
+            (_, v) => {
+                let rows = match self {
+                    FieldColumn::Float { vals, .. } => vals.len(),
+                    FieldColumn::Int { vals, .. } => vals.len(),
+                    _ => 0,
+                };
+                let mut vals: Vec<FieldVal> = (0..rows).map(|i| self.get(i)).collect();
+                vals.push(v);
+                *self = FieldColumn::Values(vals);
+            }
+        }
+    }
+
+    /// Heap bytes of the column's slots (capacities: what the allocator
+    /// holds); a string's or binary's own allocation is not included.
+    pub fn slot_bytes(&self) -> usize {
+        let present = |p: &Option<Vec<bool>>| p.as_ref().map_or(0, Vec::capacity);
+        match self {
+            FieldColumn::Null => 0,
+            FieldColumn::Float { vals, present: p } => vals.capacity() * 8 + present(p),
+            FieldColumn::Int { vals, present: p } => vals.capacity() * 8 + present(p),
+            FieldColumn::Values(v) => v.capacity() * size_of::<FieldVal>(),
+        }
     }
 
     /// The value at row `i`.
@@ -199,5 +266,27 @@ mod tests {
         assert_eq!(ints, FieldColumn::Int { vals: vec![1, 2], present: None });
         let mixed = FieldColumn::from_values(vec![FieldVal::Int(1), FieldVal::Str("x".into())]);
         assert!(matches!(mixed, FieldColumn::Values(_)));
+    }
+
+    fn pushed(ty: FieldType, vals: &[FieldVal]) -> FieldColumn {
+        let mut c = FieldColumn::for_type(ty);
+        for v in vals {
+            c.push(v.clone());
+        }
+        assert_eq!((0..vals.len()).map(|i| c.get(i)).collect::<Vec<_>>(), vals, "{ty:?}");
+        c
+    }
+
+    #[test]
+    fn appended_columns_read_back_values_and_nulls() {
+        let floats: Vec<FieldVal> = (0..200).map(|i| if i % 7 == 3 { FieldVal::Null } else { FieldVal::Float(i as f64 / 2.0) }).collect();
+        assert!(matches!(pushed(FieldType::Float, &floats), FieldColumn::Float { present: Some(_), .. }));
+        let ints: Vec<FieldVal> = (0..70).map(FieldVal::Int).chain([FieldVal::Null, FieldVal::Int(3)]).collect();
+        assert!(matches!(pushed(FieldType::Int, &ints), FieldColumn::Int { .. }));
+        assert_eq!(pushed(FieldType::Int, &[FieldVal::Int(1)]), FieldColumn::Int { vals: vec![1], present: None });
+        // A value of another type: the column keeps every value as it came.
+        let odd = [FieldVal::Int(5), FieldVal::Null, FieldVal::Str("x".into()), FieldVal::Int(6)];
+        assert!(matches!(pushed(FieldType::Int, &odd), FieldColumn::Values(_)));
+        pushed(FieldType::String, &[FieldVal::Str("a".into()), FieldVal::Null]);
     }
 }

@@ -350,15 +350,16 @@ async fn fetch_coalesced(store: &dyn ObjectStore, path: &str, ranges: &[Range<u6
     Ok(Fetched(sorted.iter().map(|r| r.start).zip(datas).collect()))
 }
 
-/// Reads one record batch as blocks: (series id, its points sorted by time),
-/// laid out as `target`. The unit of a streaming merge.
+/// Reads one record batch as decoded blocks (one series each, sorted by
+/// time) laid out as `target`: the unit of a streaming merge, held as typed
+/// columns rather than points (a batch of 64K points is ~2 MB so, not ~10).
 pub async fn read_blocks(
     store: &dyn ObjectStore,
     meta: &PartMeta,
     index: &PartIndex,
     batch: usize,
     target: &ColumnLayout,
-) -> Result<Vec<(u64, Vec<Point>)>> {
+) -> Result<Vec<DecodedBlock>> {
     let measure = &index.footer.batches[batch].measure;
     let stored = index.footer.measures.get(measure).ok_or_else(|| StorageError::Corrupt {
         path: meta.path.clone(),
@@ -368,9 +369,7 @@ pub async fn read_blocks(
     let scan = Scan::everything(measure, target);
     let mut out = Vec::new();
     for b in fetch_batches(store, meta, index, &[batch], None).await? {
-        decode_blocks(&meta.path, index.format(), &b, &mapping, &scan, &mut |b| {
-            out.push((b.series, (0..b.len()).map(|i| b.point(i)).collect()))
-        })?;
+        decode_blocks(&meta.path, index.format(), &b, &mapping, &scan, &mut |b| out.push(b))?;
     }
     Ok(out)
 }
