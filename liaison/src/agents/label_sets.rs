@@ -4,6 +4,11 @@
 //! across requests and across metrics with the same labels, which
 //! [`super::known_series`] then finds by address.
 //!
+//! Remote write's label sets are also kept by their bytes on the wire
+//! ([`Interning::by_wire`]): a series sent again (every scrape sends it) is
+//! found by one hash and one compare of those bytes, without parsing,
+//! validating or hashing its labels one by one.
+//!
 //! Bounded (invariant 6): past [`LABEL_SETS_BYTES_MAX`] the sets are dropped
 //! and re-interned as they come.
 
@@ -11,7 +16,7 @@ use std::collections::HashMap;
 use std::hash::Hasher;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use xxhash_rust::xxh3::Xxh3;
+use xxhash_rust::xxh3::{Xxh3, xxh3_64};
 
 use super::autoschema::Labels;
 
@@ -39,7 +44,20 @@ pub(crate) struct LabelSets {
 #[derive(Debug, Default)]
 struct State {
     by_hash: HashMap<u64, Vec<Labels>>,
+    /// Label fields as sent → what they parsed to.
+    by_wire: HashMap<u64, Vec<(Box<[u8]>, Arc<WireLabels>)>>,
     bytes: usize,
+}
+
+/// What a remote-write series' label fields parsed to.
+#[derive(Debug)]
+pub(crate) struct WireLabels {
+    /// `__name__`, if sent.
+    pub(crate) name: Option<Box<str>>,
+    /// The other labels with a value, interned.
+    pub(crate) labels: Labels,
+    /// Bytes of every label as sent, for the request's expansion budget.
+    pub(crate) label_bytes: usize,
 }
 
 /// The sets, locked for one request.
@@ -68,15 +86,37 @@ impl Interning<'_> {
         if let Some(found) = self.0.by_hash.get(&h).and_then(|v| v.iter().find(|l| same(l))) {
             return found.clone();
         }
-        let bytes = labels.clone().map(|(k, v)| k.len() + v.len() + 64).sum::<usize>() + 64;
-        if self.0.bytes + bytes > LABEL_SETS_BYTES_MAX {
-            self.0.by_hash.clear();
-            self.0.bytes = 0;
-        }
-        self.0.bytes += bytes;
+        self.reserve(labels.clone().map(|(k, v)| k.len() + v.len() + 64).sum::<usize>() + 64);
         let set: Labels = Arc::new(labels.map(|(k, v)| (k.to_string(), v.to_string())).collect());
         self.0.by_hash.entry(h).or_default().push(set.clone());
         set
+    }
+}
+
+impl Interning<'_> {
+    /// What the label fields `raw` (a series' as sent) parse to: `parse`
+    /// runs the first time these bytes are seen, later the kept answer is
+    /// returned. A parse that fails is not kept.
+    pub(crate) fn by_wire<E>(&mut self, raw: &[u8], parse: impl FnOnce(&mut Self) -> Result<WireLabels, E>) -> Result<Arc<WireLabels>, E> {
+        let h = xxh3_64(raw);
+        if let Some((_, found)) = self.0.by_wire.get(&h).and_then(|v| v.iter().find(|(r, _)| **r == *raw)) {
+            return Ok(found.clone());
+        }
+        let parsed = Arc::new(parse(self)?);
+        self.reserve(raw.len() + 96);
+        self.0.by_wire.entry(h).or_default().push((raw.into(), parsed.clone()));
+        Ok(parsed)
+    }
+
+    /// Counts `bytes` more held, dropping everything first if that would
+    /// pass the limit.
+    fn reserve(&mut self, bytes: usize) {
+        if self.0.bytes + bytes > LABEL_SETS_BYTES_MAX {
+            self.0.by_hash.clear();
+            self.0.by_wire.clear();
+            self.0.bytes = 0;
+        }
+        self.0.bytes += bytes;
     }
 }
 
@@ -93,6 +133,28 @@ mod tests {
         let c = sets.lock().intern(&[("dc", "x"), ("host", "a")]);
         assert!(!Arc::ptr_eq(&a, &c));
         assert_eq!(*c, vec![("dc".to_string(), "x".to_string()), ("host".to_string(), "a".to_string())]);
+    }
+
+    #[test]
+    fn wire_bytes_seen_again_are_not_parsed_again() {
+        let sets = LabelSets::default();
+        let mut parses = 0;
+        let mut get = |raw: &[u8]| {
+            sets.lock()
+                .by_wire(raw, |s| {
+                    parses += 1;
+                    let labels = s.intern(&[("k", std::str::from_utf8(raw).unwrap())]);
+                    Ok::<_, ()>(WireLabels { name: None, labels, label_bytes: raw.len() })
+                })
+                .unwrap()
+        };
+        let (a, b, c) = (get(b"one"), get(b"one"), get(b"two"));
+        assert!(Arc::ptr_eq(&a, &b) && !Arc::ptr_eq(&a, &c));
+        assert_eq!(c.labels[0].1, "two");
+        assert_eq!(parses, 2);
+        let failed = sets.lock().by_wire(b"bad", |_| Err("unparsable"));
+        assert!(failed.is_err());
+        assert!(sets.lock().by_wire(b"bad", |_| Err("parsed again")).is_err_and(|e| e == "parsed again"), "a failure is not kept");
     }
 
     #[test]

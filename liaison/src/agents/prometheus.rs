@@ -25,6 +25,7 @@ use super::autoschema::{
     AgentRow, ExpansionBudget, FieldNames, LABELS_FAMILY, Outcome, SERIES_TAG, label_bytes, rows_of, sanitize, write_all,
 };
 use super::body::decode_snappy;
+use super::label_sets::WireLabels;
 use super::remote_write_decode::for_each_series;
 use crate::error::{ApiError, Code};
 use crate::service::Gateway;
@@ -44,23 +45,22 @@ async fn write(gw: &Gateway, body: &Bytes) -> Result<(), ApiError> {
     let mut by_metric: BTreeMap<String, Vec<AgentRow>> = BTreeMap::new();
     let mut outcome = Outcome::default();
     let mut budget = ExpansionBudget::new(&gw.agents.cfg);
-    // The labels without __name__ and empty values, reused across series.
-    let mut labels: Vec<(&str, &str)> = Vec::new();
+    // A series' labels as parsed, reused across series.
+    let mut parsed: Vec<(&str, &str)> = Vec::new();
     let value_field: FieldNames = Arc::new([VALUE_FIELD.to_string()]);
     {
         let mut sets = gw.agents.label_sets.lock();
         for_each_series(&raw, |ts| {
-            budget.charge(ts.samples.len(), label_bytes(ts.labels.iter().copied()))?;
-            labels.clear();
-            let mut name = None;
-            for &(k, v) in &ts.labels {
-                if k == NAME {
-                    name = Some(v);
-                } else if !v.is_empty() {
-                    labels.push((k, v));
-                }
-            }
-            let Some(name) = name else {
+            // Parsed the first time these label bytes are seen, in any request.
+            let wire = sets.by_wire(ts.raw_labels, |sets| {
+                ts.labels(&mut parsed)?;
+                let name = parsed.iter().rev().find(|(k, _)| *k == NAME).map(|(_, v)| Box::from(*v));
+                let kept: Vec<(&str, &str)> = parsed.iter().copied().filter(|&(k, v)| k != NAME && !v.is_empty()).collect();
+                // Shared with every earlier series of these labels.
+                Ok::<_, ApiError>(WireLabels { name, labels: sets.intern(&kept), label_bytes: label_bytes(parsed.iter().copied()) })
+            })?;
+            budget.charge(ts.samples.len(), wire.label_bytes)?;
+            let Some(name) = &wire.name else {
                 outcome.merge(Outcome {
                     rejected: ts.samples.len(),
                     reasons: vec!["a series without __name__".into()],
@@ -68,12 +68,15 @@ async fn write(gw: &Gateway, body: &Bytes) -> Result<(), ApiError> {
                 });
                 return Ok(());
             };
-            // Shared with every earlier series of these labels, in any request.
-            let labels = sets.intern(&labels);
             let rows = rows_of(&mut by_metric, name);
             for &(value, ms) in &ts.samples {
                 let Some(t) = ms.checked_mul(1_000_000) else { continue };
-                rows.push(AgentRow { labels: labels.clone(), names: value_field.clone(), values: vec![FieldVal::Float(value)], ts: t });
+                rows.push(AgentRow {
+                    labels: wire.labels.clone(),
+                    names: value_field.clone(),
+                    values: vec![FieldVal::Float(value)],
+                    ts: t,
+                });
             }
             Ok::<_, ApiError>(())
         })?;

@@ -4,12 +4,32 @@
 //! vector per series). Protobuf semantics as prost applies them: fields in
 //! any order, unknown fields skipped, the last of a repeated scalar wins.
 
-/// One time series of a request: its labels as sent, and its samples
+/// One time series of a request: its label fields as sent, and its samples
 /// (value, timestamp in milliseconds).
 #[derive(Debug, Default)]
 pub(crate) struct Series<'a> {
-    pub(crate) labels: Vec<(&'a str, &'a str)>,
+    /// The label fields' bytes, from the first to the end of the last (with
+    /// anything sent between them): equal bytes are equal labels, so a caller
+    /// that has seen these before need not parse them (see [`Series::labels`]).
+    pub(crate) raw_labels: &'a [u8],
     pub(crate) samples: Vec<(f64, i64)>,
+}
+
+impl<'a> Series<'a> {
+    /// The labels, in the order sent, into `out` (cleared first).
+    pub(crate) fn labels(&self, out: &mut Vec<(&'a str, &'a str)>) -> Result<(), DecodeError> {
+        out.clear();
+        let mut b = self.raw_labels;
+        while let Some((field, wire)) = key(&mut b)? {
+            match (field, wire) {
+                (1, 2) => out.push(label(bytes(&mut b)?)?),
+                // A sample sent between two labels (decoded already).
+                (2, 2) => drop(bytes(&mut b)?),
+                (f, w) => skip_unknown(&mut b, f, w, &[1, 2])?,
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Why a body is not a `WriteRequest`.
@@ -113,16 +133,24 @@ fn sample(mut b: &[u8]) -> Result<(f64, i64), DecodeError> {
     Ok((value, ts))
 }
 
-fn series<'a>(mut b: &'a [u8], out: &mut Series<'a>) -> Result<(), DecodeError> {
-    out.labels.clear();
+fn series<'a>(body: &'a [u8], out: &mut Series<'a>) -> Result<(), DecodeError> {
     out.samples.clear();
-    while let Some((field, wire)) = key(&mut b)? {
+    let mut b = body;
+    // The span of the label fields: parsed only by callers that need them.
+    let mut span: Option<(usize, usize)> = None;
+    loop {
+        let start = body.len() - b.len();
+        let Some((field, wire)) = key(&mut b)? else { break };
         match (field, wire) {
-            (1, 2) => out.labels.push(label(bytes(&mut b)?)?),
+            (1, 2) => {
+                bytes(&mut b)?;
+                span = Some((span.map_or(start, |s| s.0), body.len() - b.len()));
+            }
             (2, 2) => out.samples.push(sample(bytes(&mut b)?)?),
             (f, w) => skip_unknown(&mut b, f, w, &[1, 2])?,
         }
     }
+    out.raw_labels = span.map_or(&[][..], |(s, e)| &body[s..e]);
     Ok(())
 }
 
@@ -159,8 +187,10 @@ mod tests {
 
     fn decode_all(body: &[u8]) -> Result<Vec<Owned>, DecodeError> {
         let mut out = Vec::new();
+        let mut labels = Vec::new();
         for_each_series(body, |s| {
-            out.push((s.labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(), s.samples.clone()));
+            s.labels(&mut labels)?;
+            out.push((labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(), s.samples.clone()));
             Ok::<_, DecodeError>(())
         })?;
         Ok(out)
