@@ -45,9 +45,12 @@ pub(crate) struct LabelSets {
 struct State {
     by_hash: HashMap<u64, Vec<Labels>>,
     /// Label fields as sent → what they parsed to.
-    by_wire: HashMap<u64, Vec<(Box<[u8]>, Arc<WireLabels>)>>,
+    by_wire: HashMap<u64, Vec<WireEntry>>,
     bytes: usize,
 }
+
+/// Label fields as sent, and what they parsed to.
+type WireEntry = (Box<[u8]>, Arc<WireLabels>);
 
 /// What a remote-write series' label fields parsed to.
 #[derive(Debug)]
