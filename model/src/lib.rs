@@ -35,7 +35,7 @@ pub use point::{Point, PointRejection, VALUE_BYTES_MAX, tags_bytes, validate_bat
 pub use query::{Aggregation, GROUPS_MAX, LIMIT_DEFAULT, LIMIT_MAX, PINNED_SERIES_MAX, QueryPlan, Top, pinned_series};
 pub use result::{GroupKey, PartialResult};
 pub use schema::{GroupSpec, MeasureSchema, SHARD_NUM_MAX, check_group, check_measure, check_measure_update, check_name};
-pub use series::{SeriesId, SeriesIdHasher, SeriesMap, series_id, shard_of};
+pub use series::{IdHasher, IdMap, IdState, SeriesId, SeriesMap, series_id, shard_of};
 pub use tags::{Tags, TagsInterner};
 pub use time::{INTERVAL_NANOS_MAX, interval_nanos, nanos_to_timestamp, now_nanos, timestamp_to_nanos};
 pub use value::{FieldVal, TagVal};

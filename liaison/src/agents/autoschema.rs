@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 
 use canopy_api::v1::*;
 use canopy_meta::{MetaError, SchemaRegistry};
-use canopy_model::{ColumnLayout, FieldVal, MeasureSchema, Point, TagVal, Tags, series_id, shard_of};
+use canopy_model::{ColumnLayout, FieldVal, IdMap, MeasureSchema, Point, TagVal, Tags, series_id, shard_of};
 
 use super::known_series::{KnownSeries, PreparedLabels};
 use super::label_sets::LabelSets;
@@ -531,11 +531,11 @@ impl AutoSchema {
         };
         // Each list of field names checked once; keyed by its allocation,
         // which `sent_names` holds so no address is reused meanwhile.
-        let mut names_seen: HashMap<usize, usize> = HashMap::new();
+        let mut names_seen: IdMap<usize, usize> = IdMap::default();
         // Keyed by the shared allocation: a label set with several samples
         // is looked up once. The map holds the `Labels` so no address is
         // reused meanwhile.
-        let mut seen: HashMap<usize, (Labels, Result<Arc<PreparedLabels>, String>)> = HashMap::new();
+        let mut seen: IdMap<usize, (Labels, Result<Arc<PreparedLabels>, String>)> = IdMap::default();
         let mut known = self.known.measure(group, measure);
         for r in rows {
             let (_, series) = seen.entry(Arc::as_ptr(&r.labels) as usize).or_insert_with(|| {

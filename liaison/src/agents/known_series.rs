@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
-use canopy_model::{ColumnLayout, Tags, tags_bytes};
+use canopy_model::{ColumnLayout, IdMap, Tags, tags_bytes};
 
 use super::autoschema::Labels;
 use super::label_sets::hash;
@@ -92,8 +92,8 @@ pub(crate) struct KnownSeries {
 /// the labels.
 #[derive(Debug, Default)]
 struct Known {
-    by_address: HashMap<usize, Arc<PreparedLabels>>,
-    by_hash: HashMap<u64, Vec<Arc<PreparedLabels>>>,
+    by_address: IdMap<usize, Arc<PreparedLabels>>,
+    by_hash: IdMap<u64, Vec<Arc<PreparedLabels>>>,
 }
 
 #[derive(Debug, Default)]

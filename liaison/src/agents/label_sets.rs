@@ -12,8 +12,9 @@
 //! Bounded (invariant 6): past [`LABEL_SETS_BYTES_MAX`] the sets are dropped
 //! and re-interned as they come.
 
-use std::collections::HashMap;
 use std::hash::Hasher;
+
+use canopy_model::IdMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use xxhash_rust::xxh3::{Xxh3, xxh3_64};
@@ -43,9 +44,9 @@ pub(crate) struct LabelSets {
 
 #[derive(Debug, Default)]
 struct State {
-    by_hash: HashMap<u64, Vec<Labels>>,
+    by_hash: IdMap<u64, Vec<Labels>>,
     /// Label fields as sent → what they parsed to.
-    by_wire: HashMap<u64, Vec<WireEntry>>,
+    by_wire: IdMap<u64, Vec<WireEntry>>,
     bytes: usize,
 }
 
