@@ -308,7 +308,9 @@ fn encode_runs<T: PartialEq>(vals: &[&T], out: &mut Vec<u8>, encode: impl Fn(&T,
     let mut i = 0;
     while i < vals.len() {
         let mut j = i + 1;
-        while j < vals.len() && vals[j] == vals[i] {
+        // Rows of a series share their tag values' allocation: the same
+        // address is the same value, without comparing strings.
+        while j < vals.len() && (std::ptr::eq(vals[j], vals[i]) || vals[j] == vals[i]) {
             j += 1;
         }
         put_varint(out, (j - i) as u64);

@@ -200,7 +200,7 @@ impl PartWriter {
         if let Some(index) = acc.index.as_mut() {
             index.resize_with(rows[0].tags.len().max(index.len()), BTreeMap::new);
             for (t, values) in index.iter_mut().enumerate() {
-                for run in rows.chunk_by(|a, b| a.tags[t] == b.tags[t]) {
+                for run in rows.chunk_by(|a, b| Arc::ptr_eq(&a.tags, &b.tags) || a.tags[t] == b.tags[t]) {
                     let ids = values.entry(run[0].tags[t].clone()).or_default();
                     if ids.last() != Some(&rows[0].series) {
                         ids.push(rows[0].series);
