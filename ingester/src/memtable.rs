@@ -314,6 +314,25 @@ mod tests {
     }
 
     #[test]
+    fn one_record_writing_a_point_twice_keeps_the_later_copy_within_and_across_chunks() {
+        let l = layout(&["v"]);
+        let mut m = Memtable::default();
+        // (1, 0) twice in one chunk; (2, 0) on both sides of a seal, all in one record.
+        let mut points = vec![pt(1, 0, 3, 10), pt(1, 0, 3, 11)];
+        points.extend((1..HEAD_ROWS_MAX as i64 - 3).map(|ts| pt(9, ts, 0, ts)));
+        points.push(pt(2, 0, 0, 20));
+        points.extend((0..5).map(|ts| pt(8, ts, 0, ts)));
+        points.push(pt(2, 0, 0, 21));
+        m.insert("cpu", 1, &l, 7, points);
+        let t = &m.measures["cpu"];
+        assert_eq!(t.sealed().len(), 1, "the record crossed a seal");
+        let got = |series| t.merged().into_iter().find(|(_, p)| p.series == series && p.ts == 0).map(|(seq, p)| (seq, p.fields[0].clone()));
+        assert_eq!(got(1), Some((7, FieldVal::Int(11))));
+        assert_eq!(got(2), Some((7, FieldVal::Int(21))));
+        assert_merges_agree(t);
+    }
+
+    #[test]
     fn a_schema_change_remaps_rows_by_name() {
         let mut m = Memtable::default();
         m.insert("cpu", 1, &layout(&["v"]), 1, vec![pt(1, 10, 0, 7)]);
