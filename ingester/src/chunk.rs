@@ -124,6 +124,11 @@ impl Chunk {
         self.ts[row]
     }
 
+    /// Every row's timestamp, in write order.
+    pub(crate) fn timestamps(&self) -> &[i64] {
+        &self.ts
+    }
+
     /// Version of `row`.
     pub(crate) fn version(&self, row: usize) -> i64 {
         self.versions.get(row).copied().unwrap_or(0)
@@ -156,7 +161,19 @@ impl Chunk {
                 None => FieldColumn::Null,
             })
             .collect();
-        Chunk { layout: to.clone(), tag_sets, fields, ..self.clone() }
+        Chunk {
+            layout: to.clone(),
+            shard: self.shard,
+            series: self.series.clone(),
+            ts: self.ts.clone(),
+            versions: self.versions.clone(),
+            tags: self.tags.clone(),
+            tag_sets,
+            // Read only: nothing is appended to a remapped copy.
+            tag_set_of: SeriesMap::default(),
+            seqs: self.seqs.clone(),
+            fields,
+        }
     }
 
     /// A reader of this chunk's rows as `mapping` lays them out (`None`: as

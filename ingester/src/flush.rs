@@ -34,13 +34,30 @@ pub(crate) const UPLOAD_COMMIT_WINDOW: std::time::Duration = std::time::Duration
 fn encode_segments(m: &Memtable, segment_nanos: i64) -> std::result::Result<Vec<(i64, EncodedPart)>, StorageError> {
     let mut tables: Vec<_> = m.measures.iter().collect();
     tables.sort_by_key(|(name, _)| *name);
-    let widest = tables.iter().map(|(_, t)| t.layout().fields.len()).max().unwrap_or(0);
+    let seg_of = |ts: i64| ts.div_euclid(segment_nanos) * segment_nanos;
+    // Each segment's part gets as many field columns as its widest measure.
+    let mut widest: BTreeMap<i64, usize> = BTreeMap::new();
+    for (_, t) in &tables {
+        let fields = t.layout().fields.len();
+        for c in t.chunks() {
+            let mut last = None;
+            for seg in c.timestamps().iter().map(|&ts| seg_of(ts)) {
+                if last != Some(seg) {
+                    let w = widest.entry(seg).or_default();
+                    *w = (*w).max(fields);
+                    last = Some(seg);
+                }
+            }
+        }
+    }
     // Per segment: its writer and the bytes it finished so far.
     let mut parts: BTreeMap<i64, (PartWriter, Vec<u8>)> = BTreeMap::new();
     let mut add = |seg: i64, name: &str, layout: &Arc<ColumnLayout>, block: &[Point]| -> Result<(), StorageError> {
         let (w, bytes) = match parts.entry(seg) {
             std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
-            std::collections::btree_map::Entry::Vacant(e) => e.insert((PartWriter::new(widest)?, Vec::new())),
+            std::collections::btree_map::Entry::Vacant(e) => {
+                e.insert((PartWriter::new(widest.get(&seg).copied().unwrap_or(0))?, Vec::new()))
+            }
         };
         w.add_block(name, layout, block)?;
         bytes.extend(w.take_bytes());
@@ -52,7 +69,7 @@ fn encode_segments(m: &Memtable, segment_nanos: i64) -> std::result::Result<Vec<
         let mut block: Vec<Point> = Vec::new();
         let mut block_seg = 0;
         for (c, row) in merge_rows(&chunks) {
-            let seg = chunks[c].ts(row).div_euclid(segment_nanos) * segment_nanos;
+            let seg = seg_of(chunks[c].ts(row));
             if block.first().is_some_and(|p| p.series != chunks[c].series(row) || block_seg != seg) {
                 add(block_seg, name, table.layout(), &block)?;
                 block.clear();

@@ -24,6 +24,11 @@ use super::autoschema::Labels;
 /// Most bytes the interned label sets may hold.
 pub(crate) const LABEL_SETS_BYTES_MAX: usize = 64 << 20;
 
+/// Most sets kept under one 64-bit hash. Distinct sets share a hash only
+/// when someone made them to (xxh3 is not keyed): past this they are
+/// returned without being kept, so a lookup never scans a long list.
+const SAME_HASH_MAX: usize = 4;
+
 /// The hash of a label set, in the order given.
 pub(crate) fn hash<'a>(labels: impl IntoIterator<Item = (&'a str, &'a str)>) -> u64 {
     let mut h = Xxh3::new();
@@ -90,8 +95,11 @@ impl Interning<'_> {
         if let Some(found) = self.0.by_hash.get(&h).and_then(|v| v.iter().find(|l| same(l))) {
             return found.clone();
         }
-        self.reserve(labels.clone().map(|(k, v)| k.len() + v.len() + 64).sum::<usize>() + 64);
-        let set: Labels = Arc::new(labels.map(|(k, v)| (k.to_string(), v.to_string())).collect());
+        let set: Labels = Arc::new(labels.clone().map(|(k, v)| (k.to_string(), v.to_string())).collect());
+        if self.0.by_hash.get(&h).is_some_and(|v| v.len() >= SAME_HASH_MAX) {
+            return set;
+        }
+        self.reserve(labels.map(|(k, v)| k.len() + v.len() + 64).sum::<usize>() + 64);
         self.0.by_hash.entry(h).or_default().push(set.clone());
         set
     }
@@ -107,7 +115,11 @@ impl Interning<'_> {
             return Ok(found.clone());
         }
         let parsed = Arc::new(parse(self)?);
-        self.reserve(raw.len() + 96);
+        if self.0.by_wire.get(&h).is_some_and(|v| v.len() >= SAME_HASH_MAX) {
+            return Ok(parsed);
+        }
+        // The bytes, the parsed entry and its name, the map's slot and list.
+        self.reserve(raw.len() + parsed.name.as_ref().map_or(0, |n| n.len()) + 192);
         self.0.by_wire.entry(h).or_default().push((raw.into(), parsed.clone()));
         Ok(parsed)
     }
@@ -159,6 +171,22 @@ mod tests {
         let failed = sets.lock().by_wire(b"bad", |_| Err("unparsable"));
         assert!(failed.is_err());
         assert!(sets.lock().by_wire(b"bad", |_| Err("parsed again")).is_err_and(|e| e == "parsed again"), "a failure is not kept");
+    }
+
+    #[test]
+    fn sets_under_one_hash_are_kept_up_to_a_bound() {
+        let sets = LabelSets::default();
+        let mut lock = sets.lock();
+        let made = |i: usize| WireLabels { name: None, labels: Arc::new(vec![("k".into(), i.to_string())]), label_bytes: 1 };
+        // Other bytes already filed under the hash of b"y", as crafted collisions would be.
+        let h = xxh3_64(b"y");
+        lock.0.by_wire.insert(h, (0..SAME_HASH_MAX).map(|i| (format!("other{i}").as_bytes().into(), Arc::new(made(i)))).collect());
+        let got = lock.by_wire(b"y", |_| Ok::<_, ()>(made(99))).unwrap();
+        assert_eq!(got.labels[0].1, "99", "parsed, and answered");
+        assert_eq!(lock.0.by_wire[&h].len(), SAME_HASH_MAX, "but not kept");
+        lock.0.by_wire.get_mut(&h).unwrap().pop();
+        lock.by_wire(b"y", |_| Ok::<_, ()>(made(99))).unwrap();
+        assert!(lock.0.by_wire[&h].iter().any(|(r, _)| **r == *b"y"), "kept below the bound");
     }
 
     #[test]

@@ -109,6 +109,10 @@ impl FieldColumn {
     /// Points are validated against their schema, so a value of another
     /// type does not arrive; if one did, the column turns into `Values`
     /// rather than lose it.
+    ///
+    /// # Panics
+    /// On [`FieldColumn::Null`], which has no length to append to (never
+    /// made by `for_type`; decoded blocks are not appended to).
     pub fn push(&mut self, v: FieldVal) {
         fn mark(present: &mut Option<Vec<bool>>, rows: usize, here: bool) {
             match present {

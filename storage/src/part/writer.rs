@@ -365,16 +365,20 @@ struct BatchBuilder {
 
 impl BatchBuilder {
     fn new(field_columns: usize) -> BatchBuilder {
+        // Small to start (arrow's default reserves 1,024 items a column): a
+        // flush keeps one batch open per time segment it writes.
+        const BLOCKS: usize = 16;
+        let binary = || BinaryBuilder::with_capacity(BLOCKS, 1024);
         BatchBuilder {
-            measure: StringBuilder::new(),
-            series: UInt64Builder::new(),
-            count: UInt32Builder::new(),
-            min_ts: Int64Builder::new(),
-            max_ts: Int64Builder::new(),
-            ts: BinaryBuilder::new(),
-            versions: BinaryBuilder::new(),
-            tags: BinaryBuilder::new(),
-            fields: (0..field_columns).map(|_| BinaryBuilder::new()).collect(),
+            measure: StringBuilder::with_capacity(BLOCKS, 256),
+            series: UInt64Builder::with_capacity(BLOCKS),
+            count: UInt32Builder::with_capacity(BLOCKS),
+            min_ts: Int64Builder::with_capacity(BLOCKS),
+            max_ts: Int64Builder::with_capacity(BLOCKS),
+            ts: binary(),
+            versions: binary(),
+            tags: binary(),
+            fields: (0..field_columns).map(|_| binary()).collect(),
             blocks: 0,
             points: 0,
             span: (i64::MAX, i64::MIN),
