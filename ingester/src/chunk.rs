@@ -9,7 +9,7 @@
 
 use std::sync::Arc;
 
-use canopy_model::{ColumnLayout, FieldVal, LayoutMapping, Point, SeriesMap, Tags};
+use canopy_model::{ColumnLayout, LayoutMapping, Point, SeriesMap, Tags, field_heap_bytes};
 
 use canopy_storage::part::FieldColumn;
 
@@ -104,11 +104,7 @@ impl Chunk {
         self.tags.push(set);
         let mut extra = 0;
         for (col, v) in self.fields.iter_mut().zip(p.fields) {
-            extra += match &v {
-                FieldVal::Str(s) => s.capacity().next_multiple_of(16) + 16,
-                FieldVal::Binary(b) => b.capacity().next_multiple_of(16) + 16,
-                _ => 0,
-            };
+            extra += field_heap_bytes(&v);
             col.push(v);
         }
         extra
@@ -214,7 +210,7 @@ impl ChunkReader<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use canopy_model::TagVal;
+    use canopy_model::{FieldVal, TagVal};
 
     fn layout(fields: &[&str]) -> Arc<ColumnLayout> {
         Arc::new(ColumnLayout {

@@ -197,7 +197,7 @@ impl Memtable {
             let table = MeasureTable { revision, sealed: Vec::new(), head: Chunk::new(layout.clone()), tags: TagsInterner::default() };
             self.measures.insert(measure.to_string(), table);
         }
-        let table = self.measures.get_mut(measure).expect("just inserted");
+        let table = self.measures.get_mut(measure).expect("present or inserted above");
         // A schema change adds columns: later points go to a chunk under
         // the newer layout; sealed chunks keep theirs and are mapped when read.
         if revision > table.revision && *layout != table.head.layout {

@@ -39,21 +39,23 @@ impl Point {
     /// values cost their length plus ~16 bytes). [`Point::tags_bytes`] is
     /// charged once per series.
     pub fn approx_bytes(&self) -> usize {
-        let fields: usize = self
-            .fields
-            .iter()
-            .map(|f| match f {
-                FieldVal::Str(s) => heap(s.len()),
-                FieldVal::Binary(b) => heap(b.len()),
-                _ => 0,
-            })
-            .sum();
+        let fields: usize = self.fields.iter().map(field_heap_bytes).sum();
         size_of::<Point>() + heap(self.fields.len() * size_of::<FieldVal>()) + fields
     }
 
     /// In-memory size of the point's tag values (shared by its series).
     pub fn tags_bytes(&self) -> usize {
         tags_bytes(&self.tags)
+    }
+}
+
+/// Heap bytes a field value holds beyond its own slot (a string's or
+/// binary's allocation, allocator overhead included), for memory budgets.
+pub fn field_heap_bytes(f: &FieldVal) -> usize {
+    match f {
+        FieldVal::Str(s) => heap(s.len()),
+        FieldVal::Binary(b) => heap(b.len()),
+        _ => 0,
     }
 }
 

@@ -13,10 +13,9 @@
 //! and re-interned as they come.
 
 use std::hash::Hasher;
-
-use canopy_model::IdMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use canopy_model::IdMap;
 use xxhash_rust::xxh3::{Xxh3, xxh3_64};
 
 use super::autoschema::Labels;
@@ -103,9 +102,7 @@ impl Interning<'_> {
         self.0.by_hash.entry(h).or_default().push(set.clone());
         set
     }
-}
 
-impl Interning<'_> {
     /// What the label fields `raw` (a series' as sent) parse to: `parse`
     /// runs the first time these bytes are seen, later the kept answer is
     /// returned. A parse that fails is not kept.

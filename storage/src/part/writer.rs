@@ -153,7 +153,7 @@ impl PartWriter {
             });
         }
         if let Some(p) = &self.pending {
-            let full = p.points + rows.len() > BATCH_POINTS_MAX || p.blocks >= BATCH_BLOCKS_MAX;
+            let full = p.points + rows.len() > BATCH_POINTS_MAX || p.series.values_slice().len() >= BATCH_BLOCKS_MAX;
             if self.pending_measure != measure || full {
                 self.write_pending()?;
             }
@@ -212,17 +212,22 @@ impl PartWriter {
 
     fn write_pending(&mut self) -> Result<()> {
         let Some(pending) = self.pending.take() else { return Ok(()) };
-        let (span, series_span, points) = (pending.span, pending.series_span, pending.points);
+        // The batch's extent, from the per-block columns before they are finished.
+        let series = pending.series.values_slice();
+        let (first_series, last_series) = (series[0], series[series.len() - 1]);
+        let min_ts = pending.min_ts.values_slice().iter().copied().min().expect("a block");
+        let max_ts = pending.max_ts.values_slice().iter().copied().max().expect("a block");
+        let points = pending.points;
         let batch = pending.finish(&self.schema)?;
         self.w.write(&batch)?;
         let data = self.sink.drain();
         let (meta, columns) = column_ranges(&data, &self.schema)?;
         self.footer.batches.push(BatchInfo {
             measure: self.pending_measure.clone(),
-            min_ts: span.0,
-            max_ts: span.1,
-            first_series: series_span.0,
-            last_series: series_span.1,
+            min_ts,
+            max_ts,
+            first_series,
+            last_series,
             points: points as u64,
             crc32: crc32fast::hash(&data),
             meta: Some(meta),
@@ -353,12 +358,8 @@ struct BatchBuilder {
     versions: BinaryBuilder,
     tags: BinaryBuilder,
     fields: Vec<BinaryBuilder>,
-    /// Blocks and points added.
-    blocks: usize,
+    /// Points added (the blocks are the `series` values).
     points: usize,
-    /// Over the blocks: the least and greatest timestamp, the first and last series.
-    span: (i64, i64),
-    series_span: (u64, u64),
     buf: Vec<u8>,
     col: Vec<u8>,
 }
@@ -379,10 +380,7 @@ impl BatchBuilder {
             versions: binary(),
             tags: binary(),
             fields: (0..field_columns).map(|_| binary()).collect(),
-            blocks: 0,
             points: 0,
-            span: (i64::MAX, i64::MIN),
-            series_span: (0, 0),
             buf: Vec::new(),
             col: Vec::new(),
         }
@@ -396,12 +394,6 @@ impl BatchBuilder {
         self.count.append_value(b.len() as u32);
         self.min_ts.append_value(first.ts);
         self.max_ts.append_value(last.ts);
-        if self.blocks == 0 {
-            self.series_span.0 = first.series;
-        }
-        self.series_span.1 = first.series;
-        self.span = (self.span.0.min(first.ts), self.span.1.max(last.ts));
-        self.blocks += 1;
         self.points += b.len();
 
         let buf = &mut self.buf;
