@@ -5,10 +5,11 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
+use arrow_array::RecordBatch;
 use bytes::Bytes;
 use canopy_model::{ColumnLayout, Point};
 use canopy_storage::PartMeta;
-use canopy_storage::part::{DecodedBlock, PartIndex, PartSummary, PartWriter, read_blocks, read_index};
+use canopy_storage::part::{DecodedBlock, PartIndex, PartSummary, PartWriter, fetch_batches, measure_blocks, read_index};
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, WriteMultipart};
 
 use crate::Result;
@@ -19,16 +20,33 @@ struct Cursor<'a> {
     index: PartIndex,
     /// Commit-order rank among the inputs: higher wins ties.
     rank: usize,
+    /// The measure being merged, and its batches not yet read.
+    measure: String,
     batches: VecDeque<usize>,
     blocks: VecDeque<DecodedBlock>,
+    /// The last batch fetched: small measures share one, and each of them
+    /// is merged in turn.
+    fetched: Option<(usize, RecordBatch)>,
 }
 
 impl Cursor<'_> {
+    /// Positions the cursor at the start of `measure`.
+    fn start(&mut self, measure: &str) {
+        self.measure = measure.to_string();
+        self.batches = self.index.batches_of(measure).into();
+        self.blocks.clear();
+    }
+
     /// The series id of the next block, loading the next batch if needed.
     async fn front(&mut self, store: &dyn ObjectStore, target: &ColumnLayout) -> Result<Option<u64>> {
         while self.blocks.is_empty() {
             let Some(b) = self.batches.pop_front() else { return Ok(None) };
-            self.blocks = read_blocks(store, self.meta, &self.index, b, target).await?.into();
+            if self.fetched.as_ref().is_none_or(|(i, _)| *i != b) {
+                let batch = fetch_batches(store, self.meta, &self.index, &[b], None).await?.pop().expect("one batch asked for");
+                self.fetched = Some((b, batch));
+            }
+            let (_, batch) = self.fetched.as_ref().expect("just fetched");
+            self.blocks = measure_blocks(&self.meta.path, &self.index, batch, &self.measure, target)?.into();
         }
         Ok(self.blocks.front().map(|b| b.series))
     }
@@ -102,7 +120,15 @@ pub async fn merge_parts(store: &Arc<dyn ObjectStore>, inputs: &[PartMeta], out_
     let mut cursors = Vec::with_capacity(inputs.len());
     for (rank, meta) in inputs.iter().enumerate() {
         let index = read_index(store.as_ref(), meta).await?;
-        cursors.push(Cursor { meta, index, rank, batches: VecDeque::new(), blocks: VecDeque::new() });
+        cursors.push(Cursor {
+            meta,
+            index,
+            rank,
+            measure: String::new(),
+            batches: VecDeque::new(),
+            blocks: VecDeque::new(),
+            fetched: None,
+        });
     }
     let mut measures: Vec<String> = cursors.iter().flat_map(|c| c.index.measures().map(|(m, _)| m.clone())).collect();
     measures.sort();
@@ -113,8 +139,7 @@ pub async fn merge_parts(store: &Arc<dyn ObjectStore>, inputs: &[PartMeta], out_
     let mut upload = Upload::Buffer(Vec::new());
     for (measure, target) in measures.iter().zip(targets) {
         for c in cursors.iter_mut() {
-            c.batches = c.index.batches_of(measure).into();
-            c.blocks.clear();
+            c.start(measure);
         }
         loop {
             let mut next: Option<u64> = None;
@@ -194,6 +219,45 @@ mod tests {
                 (3, 10, vec![FieldVal::Int(3), FieldVal::Null]),
             ]
         );
+    }
+
+    #[tokio::test]
+    async fn measures_sharing_batches_merge_each_on_its_own() {
+        let store: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());
+        let l = layout(&["v"]);
+        let put_many = |path: &'static str, measures: Vec<(&'static str, Vec<Point>)>| {
+            let store = store.clone();
+            let l = l.clone();
+            async move {
+                let rows: Vec<MeasureRows> =
+                    measures.into_iter().map(|(name, rows)| MeasureRows { name: name.into(), layout: l.clone(), rows }).collect();
+                let enc = encode_part(&rows).unwrap();
+                store.put(&path.into(), enc.bytes.clone().into()).await.unwrap();
+                PartMeta::new(0, path.into(), 0, 1 << 40, 0, 0, enc.summary)
+            }
+        };
+        let a = put_many("a", vec![("m1", vec![pt(1, 10, 0, &[1]), pt(2, 10, 0, &[2])]), ("m2", vec![pt(1, 10, 0, &[3])])]).await;
+        let b = put_many("b", vec![("m1", vec![pt(1, 10, 0, &[4]), pt(1, 20, 0, &[5])]), ("m3", vec![pt(7, 5, 0, &[6])])]).await;
+        for m in [&a, &b] {
+            assert_eq!(read_index(store.as_ref(), m).await.unwrap().batches_of("m1"), vec![0], "one shared batch per input");
+        }
+        let (counted, counters) = canopy_storage::CountingStore::wrap(store.clone());
+        let summary = merge_parts(&counted, &[a, b], "out", 1 << 20).await.unwrap();
+        assert_eq!(counters.requests("get"), 4, "per input its footer and its one batch, read once for both its measures");
+        let meta = PartMeta::new(0, "out".into(), 0, 1 << 40, 0, 1, summary);
+        let idx = read_index(store.as_ref(), &meta).await.unwrap();
+        let read = |m: &'static str| {
+            let (store, meta, idx, l) = (store.clone(), meta.clone(), idx.clone(), l.clone());
+            async move {
+                let rows = scan_part(store.as_ref(), &meta, &idx, &Scan::everything(m, &l)).await.unwrap();
+                rows.into_iter().map(|p| (p.series, p.ts, p.fields[0].clone())).collect::<Vec<_>>()
+            }
+        };
+        let int = FieldVal::Int;
+        assert_eq!(read("m1").await, vec![(1, 10, int(4)), (1, 20, int(5)), (2, 10, int(2))], "the newer part wins a tie");
+        assert_eq!(read("m2").await, vec![(1, 10, int(3))]);
+        assert_eq!(read("m3").await, vec![(7, 5, int(6))]);
+        assert_eq!((idx.batches_of("m1"), idx.batches_of("m3")), (vec![0], vec![0]), "the output shares one batch too");
     }
 
     #[tokio::test]

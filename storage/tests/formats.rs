@@ -44,6 +44,11 @@ fn points() -> Vec<Point> {
     out
 }
 
+/// The points of the second measure of the format-6 fixture: one series.
+fn disk_points() -> Vec<Point> {
+    points().into_iter().filter(|p| p.series == 101).map(|p| Point { series: 900, ..p }).collect()
+}
+
 fn catalog(part: PartMeta) -> CatalogState {
     let mut c = CatalogState::empty("g", 0);
     c.epoch = 3;
@@ -61,7 +66,12 @@ async fn write_current_fixtures() {
     if std::env::var_os("CANOPY_WRITE_FIXTURES").is_none() {
         return;
     }
-    let part = encode_part(&[MeasureRows { name: "cpu".into(), layout: Arc::new(layout()), rows: points() }]).unwrap();
+    // From format 6 a second, small measure shares the batch of the first.
+    let part = encode_part(&[
+        MeasureRows { name: "cpu".into(), layout: Arc::new(layout()), rows: points() },
+        MeasureRows { name: "disk".into(), layout: Arc::new(layout()), rows: disk_points() },
+    ])
+    .unwrap();
     std::fs::write(fixture(&format!("part-v{}.arrow", canopy_storage::part::PART_FORMAT)), &part.bytes).unwrap();
     let meta = PartMeta::new(1, PART_PATH.into(), SEGMENT, SEGMENT + HOUR, 7, 0, part.summary);
     let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
@@ -188,4 +198,15 @@ async fn the_part_v4_fixture_decodes_its_compressed_footer() {
 #[tokio::test]
 async fn the_part_v5_fixture_decodes() {
     assert_indexed_fixture("part-v5.arrow", 5, "host-2", 102).await;
+}
+
+#[tokio::test]
+async fn the_part_v6_fixture_decodes_two_measures_sharing_a_batch() {
+    assert_indexed_fixture("part-v6.arrow", 6, "host-2", 102).await;
+    let (store, meta, index) = part_fixture("part-v6.arrow").await;
+    assert_eq!((index.batches_of("cpu"), index.batches_of("disk")), (vec![0], vec![0]));
+    let target = layout();
+    let got = scan_part(store.as_ref(), &meta, &index, &Scan::everything("disk", &target)).await.unwrap();
+    assert_eq!(got, disk_points());
+    assert_eq!(index.series_matching("disk", &[("host", &[TagVal::Str("host-1".into())])]), Some(vec![900]));
 }

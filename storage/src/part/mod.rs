@@ -4,7 +4,8 @@
 //! Each Arrow row is a *block*: the points of one series of one measure,
 //! sorted by timestamp, with columns pre-encoded by [`codec`]
 //! (delta-of-delta timestamps, delta ints, XOR floats, run-length tags).
-//! Record batches hold blocks of a single measure, sorted by series id.
+//! Record batches hold blocks sorted by (measure, series id); a measure
+//! with few points shares its batch with the measures around it (format 6).
 //! Format 2 gives every field its own Arrow column (`f0`, `f1`, ...), so
 //! each field of a batch is its own zstd buffer at its own byte range.
 //!
@@ -30,7 +31,7 @@ use serde::{Deserialize, Serialize};
 
 pub use block::{DecodedBlock, FieldColumn, TagColumn};
 pub use reader::{
-    BlockFilter, PartIndex, Scan, decode_blocks, fetch_batches, read_blocks, read_index, scan_mapping, scan_part, select_batches,
+    BlockFilter, PartIndex, Scan, decode_blocks, fetch_batches, measure_blocks, read_index, scan_mapping, scan_part, select_batches,
 };
 pub use writer::{EncodedPart, MeasureRows, PartSummary, PartWriter, encode_part};
 
@@ -52,12 +53,15 @@ pub(crate) const FOOTER_ZSTD_KEY: &str = "canopy.part.zst";
 /// bytes instead of 64 — together ~1.3 KB less per measure and part, which
 /// is most of a small measure's cost; format 5 stores floats with up to 9
 /// exact decimal places as scaled integers (formats 1-4: up to 6), which
-/// takes in Go's durations in seconds. A change to the
+/// takes in Go's durations in seconds; format 6 lets small measures share
+/// a record batch (each batch of a part costs ~1 KB of Arrow metadata,
+/// buffer frames and footer, and a Prometheus exports ~900 metric names,
+/// most with a few series). A change to the
 /// footer, the Arrow schema or the column codecs is a new format, with the
 /// readers for the old ones kept and a golden file for each in `tests/fixtures`.
-pub const PART_FORMAT: u32 = 5;
+pub const PART_FORMAT: u32 = 6;
 /// Formats this build reads.
-pub(crate) const PART_FORMATS_READ: [u32; 5] = [1, 2, 3, 4, 5];
+pub(crate) const PART_FORMATS_READ: [u32; 6] = [1, 2, 3, 4, 5, 6];
 /// Most series of one measure in a part that get a series index; a part
 /// with more is scanned without one (its footer stays small).
 pub const SERIES_INDEX_MAX: usize = 16_384;
@@ -78,9 +82,16 @@ pub(crate) struct PartFooter {
 /// Statistics and checksum of one record batch.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct BatchInfo {
+    /// The measure of the batch's first block.
     pub(crate) measure: String,
+    /// Format 6: the measures whose blocks follow the first measure's in
+    /// this batch, in order (small measures share a batch).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) shared: Vec<String>,
     pub(crate) min_ts: i64,
     pub(crate) max_ts: i64,
+    /// Least and greatest series id of the batch's blocks (of a batch of
+    /// one measure: its first and last block's).
     pub(crate) first_series: u64,
     pub(crate) last_series: u64,
     pub(crate) points: u64,
@@ -92,6 +103,13 @@ pub(crate) struct BatchInfo {
     pub(crate) meta: Option<(u64, u32)>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub(crate) columns: Vec<ColumnRange>,
+}
+
+impl BatchInfo {
+    /// True if the batch holds blocks of `measure`.
+    pub(crate) fn holds(&self, measure: &str) -> bool {
+        self.measure == measure || self.shared.iter().any(|m| m == measure)
+    }
 }
 
 /// A column's buffers in a batch body: offset, length, CRC32.

@@ -82,9 +82,10 @@ impl PartIndex {
         out
     }
 
-    /// The record batches holding `measure`, in series order.
+    /// The record batches holding `measure`, in series order (format 6: a
+    /// batch may hold other measures too).
     pub fn batches_of(&self, measure: &str) -> Vec<usize> {
-        (0..self.footer.batches.len()).filter(|&i| self.footer.batches[i].measure == measure).collect()
+        (0..self.footer.batches.len()).filter(|&i| self.footer.batches[i].holds(measure)).collect()
     }
 
     /// Parses a footer from the tail of a part (at least the footer and trailer).
@@ -199,7 +200,7 @@ pub fn select_batches(index: &PartIndex, scan: &Scan<'_>) -> Vec<usize> {
     (0..index.blocks.len())
         .filter(|&i| {
             let b: &BatchInfo = &index.footer.batches[i];
-            b.measure == scan.measure && b.max_ts >= scan.begin && b.min_ts < scan.end && scan.series_in(b.first_series, b.last_series)
+            b.holds(scan.measure) && b.max_ts >= scan.begin && b.min_ts < scan.end && scan.series_in(b.first_series, b.last_series)
         })
         .collect()
 }
@@ -350,27 +351,26 @@ async fn fetch_coalesced(store: &dyn ObjectStore, path: &str, ranges: &[Range<u6
     Ok(Fetched(sorted.iter().map(|r| r.start).zip(datas).collect()))
 }
 
-/// Reads one record batch as decoded blocks (one series each, sorted by
-/// time) laid out as `target`: the unit of a streaming merge, held as typed
-/// columns rather than points (a batch of 64K points is ~2 MB so, not ~10).
-pub async fn read_blocks(
-    store: &dyn ObjectStore,
-    meta: &PartMeta,
+/// The blocks of `measure` in a record batch of the part (fetched with
+/// [`fetch_batches`]), decoded in the `target` layout: the unit of a
+/// streaming merge, held as typed columns rather than points (a batch of
+/// 64K points is ~2 MB so, not ~10). A batch several small measures share
+/// is fetched once and decoded once per measure.
+pub fn measure_blocks(
+    path: &str,
     index: &PartIndex,
-    batch: usize,
+    batch: &RecordBatch,
+    measure: &str,
     target: &ColumnLayout,
 ) -> Result<Vec<DecodedBlock>> {
-    let measure = &index.footer.batches[batch].measure;
-    let stored = index.footer.measures.get(measure).ok_or_else(|| StorageError::Corrupt {
-        path: meta.path.clone(),
-        reason: format!("batch {batch} names unknown measure {measure}"),
-    })?;
+    let stored = index
+        .footer
+        .measures
+        .get(measure)
+        .ok_or_else(|| StorageError::Corrupt { path: path.into(), reason: format!("no layout for measure {measure}") })?;
     let mapping = LayoutMapping::new(stored, target);
-    let scan = Scan::everything(measure, target);
     let mut out = Vec::new();
-    for b in fetch_batches(store, meta, index, &[batch], None).await? {
-        decode_blocks(&meta.path, index.format(), &b, &mapping, &scan, &mut |b| out.push(b))?;
-    }
+    decode_blocks(path, index.format(), batch, &mapping, &Scan::everything(measure, target), &mut |b| out.push(b))?;
     Ok(out)
 }
 
@@ -395,6 +395,9 @@ pub fn decode_blocks(
     let corrupt = |what: &str| StorageError::Corrupt { path: path.into(), reason: format!("undecodable {what}") };
     let column = |name: &str| batch.column_by_name(name).ok_or_else(|| corrupt(&format!("column {name} (absent)")));
     let series = column("series_id")?.as_primitive::<UInt64Type>();
+    // Format 6 batches may hold several measures; earlier ones hold one, so
+    // the comparison always holds there.
+    let measures = column("measure")?.as_string::<i32>();
     let count = column("count")?.as_primitive::<UInt32Type>();
     let min_ts = column("min_ts")?.as_primitive::<Int64Type>();
     let max_ts = column("max_ts")?.as_primitive::<Int64Type>();
@@ -407,7 +410,11 @@ pub fn decode_blocks(
         .map(|i| if field_used[i] { batch.column_by_name(&field_column(i)).map(|c| c.as_binary::<i32>()) } else { None })
         .collect();
     for row in 0..batch.num_rows() {
-        if max_ts.value(row) < begin || min_ts.value(row) >= end || !scan.series_in(series.value(row), series.value(row)) {
+        if max_ts.value(row) < begin
+            || min_ts.value(row) >= end
+            || !scan.series_in(series.value(row), series.value(row))
+            || measures.value(row) != scan.measure
+        {
             continue;
         }
         let n = count.value(row) as usize;
@@ -578,6 +585,51 @@ mod tests {
         assert_eq!(only2, a[100..].to_vec());
         let f = meta.measures["cpu"].series_filter.as_ref().unwrap();
         assert!(f.may_contain(1) && f.may_contain(2));
+    }
+
+    #[tokio::test]
+    async fn small_measures_share_a_batch_and_each_reads_back_only_its_own_rows() {
+        let one = Arc::new(layout(&["host", "zone"], &["v"]));
+        let two = Arc::new(layout(&["host"], &["v", "w"]));
+        let mut a = rows(1, 10, "h1");
+        a.extend(rows(5, 10, "h5"));
+        let b: Vec<Point> = rows(3, 7, "h3")
+            .into_iter()
+            .map(|mut p| {
+                p.tags = vec![p.tags[0].clone()].into();
+                p.fields.push(FieldVal::Int(p.ts));
+                p
+            })
+            .collect();
+        // Past the sharing threshold: `big` fills the batch `a` started, and
+        // `c` after it starts its own.
+        let mut big = rows(2, 10_000, "h2");
+        big.extend(rows(4, 10_000, "h4"));
+        let c = rows(9, 3, "h9");
+        let parts = [
+            MeasureRows { name: "a".into(), layout: one.clone(), rows: a.clone() },
+            MeasureRows { name: "b".into(), layout: two.clone(), rows: b.clone() },
+            MeasureRows { name: "big".into(), layout: one.clone(), rows: big.clone() },
+            MeasureRows { name: "c".into(), layout: one.clone(), rows: c.clone() },
+        ];
+        let (store, meta) = put(&parts).await;
+        let idx = read_index(store.as_ref(), &meta).await.unwrap();
+        assert_eq!(idx.blocks.len(), 2, "a, b and big share the first batch, c has the second");
+        assert_eq!(
+            (idx.batches_of("a"), idx.batches_of("b"), idx.batches_of("big"), idx.batches_of("c")),
+            (vec![0], vec![0], vec![0], vec![1])
+        );
+        for (name, l, want) in [("a", &one, &a), ("b", &two, &b), ("big", &one, &big), ("c", &one, &c)] {
+            let got = scan_part(store.as_ref(), &meta, &idx, &scan(name, l, i64::MIN, i64::MAX, None, &|_| true)).await.unwrap();
+            assert_eq!(&got, want, "{name}");
+            assert_eq!(idx.series_matching(name, &[("host", &[want[0].tags[0].clone()])]), Some(vec![want[0].series]), "{name}");
+        }
+        // Series pruning still holds across a shared batch's mixed ids.
+        let only5 = scan_part(store.as_ref(), &meta, &idx, &scan("a", &one, i64::MIN, i64::MAX, Some(&[5]), &|_| true)).await.unwrap();
+        assert_eq!(only5, a[10..].to_vec());
+        let batch = &fetch_batches(store.as_ref(), &meta, &idx, &[0], None).await.unwrap()[0];
+        let blocks = measure_blocks(&meta.path, &idx, batch, "b", &two).unwrap();
+        assert_eq!(blocks.iter().map(|b| (b.series, b.len())).collect::<Vec<_>>(), vec![(3, 7)]);
     }
 
     #[tokio::test]

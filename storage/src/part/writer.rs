@@ -23,6 +23,14 @@ use crate::{FILTER_SERIES_MAX, Result, SeriesFilter, tag_value_hash};
 const BATCH_POINTS_MAX: usize = 64 * 1024;
 /// Most blocks (series) in one record batch.
 const BATCH_BLOCKS_MAX: usize = 4096;
+/// A measure's blocks join the batch of the measures before it while that
+/// batch holds fewer points than this (format 6); past it, the measure
+/// starts a batch of its own. Every batch costs ~1 KB (Arrow's message
+/// metadata, a frame per buffer, its footer entry), which a measure of a
+/// few series pays for alone otherwise; a query of a small measure then
+/// fetches its neighbours' columns too, at most this many points' worth
+/// (plus the one measure that may follow it into the batch).
+const SHARED_BATCH_POINTS: usize = 16 * 1024;
 
 /// The rows of one measure for a part, sorted by (series, ts) without
 /// duplicate (series, ts) pairs, laid out as `layout`.
@@ -111,7 +119,8 @@ pub struct PartWriter {
     written: u64,
     footer: PartFooter,
     stats: BTreeMap<String, StatsAcc>,
-    pending_measure: String,
+    /// The measures of the batch being built, in order.
+    pending_measures: Vec<String>,
     /// The batch being built, if a block was added since the last one.
     pending: Option<BatchBuilder>,
 }
@@ -135,7 +144,7 @@ impl PartWriter {
             ready,
             footer: PartFooter { format: PART_FORMAT, measures: BTreeMap::new(), batches: Vec::new(), index: BTreeMap::new() },
             stats: BTreeMap::new(),
-            pending_measure: String::new(),
+            pending_measures: Vec::new(),
             pending: None,
         })
     }
@@ -154,7 +163,8 @@ impl PartWriter {
         }
         if let Some(p) = &self.pending {
             let full = p.points + rows.len() > BATCH_POINTS_MAX || p.series.values_slice().len() >= BATCH_BLOCKS_MAX;
-            if self.pending_measure != measure || full {
+            let next_measure = self.pending_measures.last().is_some_and(|m| m != measure);
+            if full || (next_measure && p.points >= SHARED_BATCH_POINTS) {
                 self.write_pending()?;
             }
         }
@@ -163,8 +173,9 @@ impl PartWriter {
         }
         debug_assert_eq!(self.footer.measures[measure], **layout, "one layout per measure and part");
         self.account(measure, rows);
-        self.pending_measure.clear();
-        self.pending_measure.push_str(measure);
+        if self.pending_measures.last().is_none_or(|m| m != measure) {
+            self.pending_measures.push(measure.to_string());
+        }
         let field_columns = self.schema.fields().len() - FIXED_COLUMNS.len();
         self.pending.get_or_insert_with(|| BatchBuilder::new(field_columns)).add(measure, rows);
         Ok(())
@@ -214,7 +225,8 @@ impl PartWriter {
         let Some(pending) = self.pending.take() else { return Ok(()) };
         // The batch's extent, from the per-block columns before they are finished.
         let series = pending.series.values_slice();
-        let (first_series, last_series) = (series[0], series[series.len() - 1]);
+        let first_series = series.iter().copied().min().expect("a block");
+        let last_series = series.iter().copied().max().expect("a block");
         let min_ts = pending.min_ts.values_slice().iter().copied().min().expect("a block");
         let max_ts = pending.max_ts.values_slice().iter().copied().max().expect("a block");
         let points = pending.points;
@@ -222,8 +234,10 @@ impl PartWriter {
         self.w.write(&batch)?;
         let data = self.sink.drain();
         let (meta, columns) = column_ranges(&data, &self.schema)?;
+        let mut measures = std::mem::take(&mut self.pending_measures).into_iter();
         self.footer.batches.push(BatchInfo {
-            measure: self.pending_measure.clone(),
+            measure: measures.next().expect("a block"),
+            shared: measures.collect(),
             min_ts,
             max_ts,
             first_series,
