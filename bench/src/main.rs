@@ -70,6 +70,10 @@ struct Args {
     /// both peers; bytes per sample on that data.
     #[arg(long)]
     real_agents_minutes: Option<u64>,
+    /// Leave the run's work directory (both peers' data) in place, to
+    /// inspect it — e.g. `cargo run -p canopy-storage --example part_bytes`.
+    #[arg(long)]
+    keep_work: bool,
 }
 
 #[tokio::main]
@@ -96,12 +100,12 @@ async fn main() -> anyhow::Result<()> {
         let n = run::repeat_canopy(&peer.base, case, std::time::Duration::from_secs(a.profile_secs)).await?;
         eprintln!("{n} runs");
         drop(peer);
-        let _ = std::fs::remove_dir_all(&work);
+        remove_work(&work, a.keep_work);
         return Ok(());
     }
     if let Some(minutes) = a.real_agents_minutes {
         let table = real_agents::run(&a.canopy_bin, &a.victoria_metrics_bin, &work, minutes).await?;
-        return publish(&a.out, now, "real-agents.md", &table, &work);
+        return publish(&a.out, now, "real-agents.md", &table, &work, a.keep_work);
     }
     if let Some(latency) = a.object_latency_ms {
         let end = (start + steps as i64 * tsbs::INTERVAL_SECS) * 1000;
@@ -117,7 +121,7 @@ async fn main() -> anyhow::Result<()> {
             a.concurrency,
         )
         .await?;
-        return publish(&a.out, now, "read-path.md", &table, &work);
+        return publish(&a.out, now, "read-path.md", &table, &work, a.keep_work);
     }
     let mut figs = Vec::new();
     let mut latencies = Vec::new();
@@ -210,7 +214,7 @@ async fn main() -> anyhow::Result<()> {
     let json = serde_json::json!({"ingest": report::json(&figs), "queries": run::json(&latencies)});
     std::fs::write(out.join("results.json"), serde_json::to_string_pretty(&json)?)?;
     eprintln!("results in {}", out.display());
-    let _ = std::fs::remove_dir_all(&work);
+    remove_work(&work, a.keep_work);
     if !mismatches.is_empty() {
         anyhow::bail!("{} query types answered differently:\n{}", mismatches.len(), mismatches.join("\n"));
     }
@@ -218,12 +222,21 @@ async fn main() -> anyhow::Result<()> {
 }
 
 /// Prints a side run's table, keeps it as `<out>/<now>/<file>`, and removes
-/// the run's work directory.
-fn publish(out: &std::path::Path, now: i64, file: &str, table: &str, work: &std::path::Path) -> anyhow::Result<()> {
+/// the run's work directory (unless kept).
+fn publish(out: &std::path::Path, now: i64, file: &str, table: &str, work: &std::path::Path, keep: bool) -> anyhow::Result<()> {
     println!("\n{table}");
     let out = out.join(format!("{now}"));
     std::fs::create_dir_all(&out)?;
     std::fs::write(out.join(file), table)?;
-    let _ = std::fs::remove_dir_all(work);
+    remove_work(work, keep);
     Ok(())
+}
+
+/// Removes the run's work directory, or says where it was kept.
+fn remove_work(work: &std::path::Path, keep: bool) {
+    if keep {
+        eprintln!("work directory kept: {}", work.display());
+    } else {
+        let _ = std::fs::remove_dir_all(work);
+    }
 }

@@ -159,10 +159,12 @@ impl Peer {
 
     /// Bytes of stored data: for Canopy the parts its newest catalog versions
     /// reference plus those versions (compaction inputs still in their GC
-    /// grace period are not data); for VictoriaMetrics its data directory.
+    /// grace period are not data); for VictoriaMetrics its data directory
+    /// and its indexdb — its series index and label sets, which Canopy's
+    /// parts hold too (the series index in each footer, labels as tags).
     pub(crate) fn bytes_on_disk(&self) -> u64 {
         if self.name != "canopy" {
-            return du(&self.data_dir.join("data"));
+            return du(&self.data_dir.join("data")) + self.index_bytes();
         }
         let mut total = 0;
         for shard_dir in dirs(&self.data_dir.join("objects/catalog")).iter().flat_map(|g| dirs(g)) {
@@ -183,6 +185,12 @@ impl Peer {
             total += state["parts"].as_array().into_iter().flatten().filter_map(|p| p["bytes"].as_u64()).sum::<u64>();
         }
         total
+    }
+
+    /// Of [`Peer::bytes_on_disk`], what VictoriaMetrics keeps in its indexdb
+    /// (0 for Canopy, whose index lives in its parts).
+    pub(crate) fn index_bytes(&self) -> u64 {
+        if self.name == "canopy" { 0 } else { du(&self.data_dir.join("indexdb")) }
     }
 
     /// Peak resident memory so far (VmHWM), in bytes.

@@ -175,14 +175,17 @@ pub(crate) async fn run(canopy_bin: &Path, vm_bin: &str, work: &Path, minutes: u
         compared.push(format!("{name} ({} samples)", c.len()));
     }
     let samples = sent.0;
-    let (cb, vb) = (canopy.bytes_on_disk() as f64, vm.bytes_on_disk() as f64);
+    let (cb, vb, vi) = (canopy.bytes_on_disk() as f64, vm.bytes_on_disk() as f64, vm.index_bytes() as f64);
     Ok(format!(
-        "| data | samples | canopy bytes/sample | victoria-metrics bytes/sample | ratio |\n|---|---|---|---|---|\n\
-         | Prometheus + node-exporter, 1 s scrapes, {minutes} min | {samples:.0} | {:.3} | {:.3} | {:.2} |\n\n\
+        "| data | samples | canopy bytes/sample | victoria-metrics bytes/sample (of which indexdb) | ratio | ratio to VictoriaMetrics' data alone |\n\
+         |---|---|---|---|---|---|\n\
+         | Prometheus + node-exporter, 1 s scrapes, {minutes} min | {samples:.0} | {:.3} | {:.3} ({:.3}) | {:.2} | {:.2} |\n\n\
          Same samples in both: {}.\n",
         cb / samples,
         vb / samples,
+        vi / samples,
         cb / vb,
+        cb / (vb - vi),
         compared.join(", ")
     ))
 }

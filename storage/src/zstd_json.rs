@@ -10,10 +10,20 @@ const EXPANSION_MAX: usize = 256;
 /// Bytes any compressed data may expand to.
 const EXPANSION_FREE: usize = 1 << 20;
 
-/// Compresses `bytes` (zstd level 3).
+/// Up to this many bytes are compressed at [`LEVEL_SMALL`], larger ones at
+/// level 3: a slow level on a multi-megabyte catalog would lengthen every
+/// commit.
+const SMALL_MAX: usize = 4 << 20;
+/// zstd level for documents up to [`SMALL_MAX`]: ~20 % smaller than level
+/// 3 on real footers and catalogs (hex tag values, series ids, measure
+/// names), at ~0.1 µs a byte — 20 ms for a 200 KB footer.
+const LEVEL_SMALL: i32 = 15;
+
+/// Compresses `bytes`.
 pub(crate) fn compress(bytes: &[u8]) -> Vec<u8> {
+    let level = if bytes.len() <= SMALL_MAX { LEVEL_SMALL } else { 3 };
     // Compressing a buffer in memory fails only if memory does.
-    zstd::bulk::compress(bytes, 3).expect("zstd compresses a buffer")
+    zstd::bulk::compress(bytes, level).expect("zstd compresses a buffer")
 }
 
 /// Decompresses what [`compress`] made, to at most 1 MiB + 256 times its

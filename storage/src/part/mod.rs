@@ -75,8 +75,52 @@ pub(crate) struct PartFooter {
     /// Per measure, per stored tag name: encoded tag value (hex) → sorted
     /// series ids holding it. Absent for format 1 and for measures with
     /// more than [`SERIES_INDEX_MAX`] series.
+    /// Formats 2-5 store it so; format 6 stores `series_index` instead, which
+    /// a reader expands into this.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub(crate) index: BTreeMap<String, BTreeMap<String, BTreeMap<String, Vec<u64>>>>,
+    /// Format 6: the series index per measure with each series id written
+    /// once (a random 64-bit id is ~20 JSON digits that compress to ~9
+    /// bytes; a measure's ids were repeated once per tag).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub(crate) series_index: BTreeMap<String, SeriesIndex>,
+}
+
+/// One measure's series index as format 6 stores it: the sorted series ids,
+/// and per stored tag, encoded value (hex) → positions in `ids`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub(crate) struct SeriesIndex {
+    pub(crate) ids: Vec<u64>,
+    pub(crate) tags: BTreeMap<String, BTreeMap<String, Vec<u32>>>,
+}
+
+impl SeriesIndex {
+    /// Packs one measure's index (tag → value → sorted ids).
+    pub(crate) fn pack(by_tag: &BTreeMap<String, BTreeMap<String, Vec<u64>>>) -> SeriesIndex {
+        let mut ids: Vec<u64> = by_tag.values().flat_map(|values| values.values().flatten().copied()).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let at = |id: &u64| ids.binary_search(id).expect("collected above") as u32;
+        let tags = by_tag
+            .iter()
+            .map(|(t, values)| (t.clone(), values.iter().map(|(v, s)| (v.clone(), s.iter().map(at).collect())).collect()))
+            .collect();
+        SeriesIndex { ids, tags }
+    }
+
+    /// The index as tag → value → sorted ids; `None` if a position is out of range.
+    pub(crate) fn unpack(&self) -> Option<BTreeMap<String, BTreeMap<String, Vec<u64>>>> {
+        self.tags
+            .iter()
+            .map(|(t, values)| {
+                let values = values
+                    .iter()
+                    .map(|(v, at)| Some((v.clone(), at.iter().map(|&i| self.ids.get(i as usize).copied()).collect::<Option<Vec<u64>>>()?)))
+                    .collect::<Option<BTreeMap<_, _>>>()?;
+                Some((t.clone(), values))
+            })
+            .collect()
+    }
 }
 
 /// Statistics and checksum of one record batch.
@@ -136,4 +180,24 @@ pub(crate) fn arrow_schema(fields: usize) -> arrow_schema::Schema {
         .collect();
     cols.extend((0..fields).map(|i| Field::new(field_column(i), DataType::Binary, false)));
     arrow_schema::Schema::new(cols)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_packed_series_index_unpacks_to_what_was_packed() {
+        let by_tag: BTreeMap<String, BTreeMap<String, Vec<u64>>> = BTreeMap::from([
+            ("host".to_string(), BTreeMap::from([("01".to_string(), vec![7, u64::MAX]), ("02".to_string(), vec![3])])),
+            ("zone".to_string(), BTreeMap::from([("03".to_string(), vec![3, 7, u64::MAX])])),
+        ]);
+        let packed = SeriesIndex::pack(&by_tag);
+        assert_eq!(packed.ids, vec![3, 7, u64::MAX], "each id once");
+        assert_eq!(packed.tags["zone"]["03"], vec![0, 1, 2]);
+        assert_eq!(packed.unpack(), Some(by_tag));
+        let mut bad = packed;
+        bad.tags.get_mut("host").unwrap().insert("04".into(), vec![3]);
+        assert_eq!(bad.unpack(), None, "a position past the ids");
+    }
 }

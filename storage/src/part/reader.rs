@@ -82,6 +82,30 @@ impl PartIndex {
         out
     }
 
+    /// Where the part's record batches keep their bytes: per Arrow column
+    /// its bytes summed over the batches, then `(batch metadata)` (each
+    /// batch's message header). Empty for format 1, which kept no ranges.
+    pub fn bytes_by_column(&self) -> Vec<(String, u64)> {
+        let mut out: Vec<(String, u64)> = self.schema.fields().iter().map(|f| (f.name().clone(), 0)).collect();
+        let mut meta = 0;
+        for b in &self.footer.batches {
+            for (o, c) in out.iter_mut().zip(&b.columns) {
+                o.1 += c.1;
+            }
+            meta += b.meta.map_or(0, |m| m.0);
+        }
+        if self.footer.batches.iter().all(|b| b.meta.is_none()) {
+            return Vec::new();
+        }
+        out.push(("(batch metadata)".into(), meta));
+        out
+    }
+
+    /// How many record batches the part holds.
+    pub fn batch_count(&self) -> usize {
+        self.blocks.len()
+    }
+
     /// The record batches holding `measure`, in series order (format 6: a
     /// batch may hold other measures too).
     pub fn batches_of(&self, measure: &str) -> Vec<usize> {
@@ -89,7 +113,7 @@ impl PartIndex {
     }
 
     /// Parses a footer from the tail of a part (at least the footer and trailer).
-    fn parse(path: &str, tail: &[u8]) -> Result<PartIndex> {
+    pub fn parse(path: &str, tail: &[u8]) -> Result<PartIndex> {
         let corrupt = |reason: String| StorageError::Corrupt { path: path.into(), reason };
         if tail.len() < 10 {
             return Err(corrupt("shorter than an Arrow trailer".into()));
@@ -104,7 +128,7 @@ impl PartIndex {
         let schema = Arc::new(arrow_ipc::convert::try_fb_to_schema(schema)?);
         let blocks: Vec<Block> = fb.recordBatches().map(|b| b.iter().copied().collect()).unwrap_or_default();
         let meta = |key: &str| fb.custom_metadata().and_then(|kvs| kvs.iter().find(|kv| kv.key() == Some(key)).and_then(|kv| kv.value()));
-        let footer: PartFooter = match (meta(FOOTER_ZSTD_KEY), meta(FOOTER_KEY)) {
+        let mut footer: PartFooter = match (meta(FOOTER_ZSTD_KEY), meta(FOOTER_KEY)) {
             (Some(packed), _) => {
                 let json = unpack_footer(packed).map_err(|e| corrupt(format!("{FOOTER_ZSTD_KEY}: {e}")))?;
                 serde_json::from_slice(&json).map_err(|e| corrupt(format!("{FOOTER_ZSTD_KEY}: {e}")))?
@@ -114,6 +138,10 @@ impl PartIndex {
         };
         if !PART_FORMATS_READ.contains(&footer.format) {
             return Err(corrupt(format!("unsupported part format {}", footer.format)));
+        }
+        for (measure, packed) in std::mem::take(&mut footer.series_index) {
+            let index = packed.unpack().ok_or_else(|| corrupt(format!("series index of {measure}: a position past its ids")))?;
+            footer.index.insert(measure, index);
         }
         if footer.batches.len() != blocks.len() {
             return Err(corrupt(format!("{} batch stats for {} batches", footer.batches.len(), blocks.len())));
@@ -395,9 +423,10 @@ pub fn decode_blocks(
     let corrupt = |what: &str| StorageError::Corrupt { path: path.into(), reason: format!("undecodable {what}") };
     let column = |name: &str| batch.column_by_name(name).ok_or_else(|| corrupt(&format!("column {name} (absent)")));
     let series = column("series_id")?.as_primitive::<UInt64Type>();
-    // Format 6 batches may hold several measures; earlier ones hold one, so
-    // the comparison always holds there.
+    // Format 6 batches may hold several measures, each named on its first
+    // block (the blocks after it empty); earlier formats name every block.
     let measures = column("measure")?.as_string::<i32>();
+    let mut measure = "";
     let count = column("count")?.as_primitive::<UInt32Type>();
     let min_ts = column("min_ts")?.as_primitive::<Int64Type>();
     let max_ts = column("max_ts")?.as_primitive::<Int64Type>();
@@ -410,10 +439,13 @@ pub fn decode_blocks(
         .map(|i| if field_used[i] { batch.column_by_name(&field_column(i)).map(|c| c.as_binary::<i32>()) } else { None })
         .collect();
     for row in 0..batch.num_rows() {
-        if max_ts.value(row) < begin
+        if !measures.value(row).is_empty() {
+            measure = measures.value(row);
+        }
+        if measure != scan.measure
+            || max_ts.value(row) < begin
             || min_ts.value(row) >= end
             || !scan.series_in(series.value(row), series.value(row))
-            || measures.value(row) != scan.measure
         {
             continue;
         }
@@ -450,6 +482,8 @@ pub fn decode_blocks(
         }
         // Only rows [lo, hi) are kept: fields and versions decode just those.
         let versions = match scan.versions {
+            // Format 6 writes no bytes for a block whose versions are all 0.
+            true if format >= 6 && ver_col.value(row).is_empty() => vec![0; hi - lo],
             true => decode_ints_range(&mut ver_col.value(row), n, packed, lo, hi).ok_or_else(|| corrupt("versions"))?,
             false => Vec::new(),
         };

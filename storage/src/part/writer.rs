@@ -15,7 +15,7 @@ use canopy_model::codec::put_bytes;
 use canopy_model::{ColumnLayout, FieldVal, Point, TagVal};
 
 use super::codec::{encode_field_column, encode_packed_ints, encode_packed_timestamps, encode_tag_runs};
-use super::{BatchInfo, ColumnRange, FIXED_COLUMNS, FOOTER_ZSTD_KEY, PART_FORMAT, PartFooter, SERIES_INDEX_MAX, arrow_schema};
+use super::{BatchInfo, ColumnRange, FIXED_COLUMNS, FOOTER_ZSTD_KEY, PART_FORMAT, PartFooter, SERIES_INDEX_MAX, SeriesIndex, arrow_schema};
 use crate::catalog::MeasureStats;
 use crate::{FILTER_SERIES_MAX, Result, SeriesFilter, tag_value_hash};
 
@@ -142,7 +142,13 @@ impl PartWriter {
             sink,
             written: ready.len() as u64,
             ready,
-            footer: PartFooter { format: PART_FORMAT, measures: BTreeMap::new(), batches: Vec::new(), index: BTreeMap::new() },
+            footer: PartFooter {
+                format: PART_FORMAT,
+                measures: BTreeMap::new(),
+                batches: Vec::new(),
+                index: BTreeMap::new(),
+                series_index: BTreeMap::new(),
+            },
             stats: BTreeMap::new(),
             pending_measures: Vec::new(),
             pending: None,
@@ -278,7 +284,7 @@ impl PartWriter {
                 .zip(index)
                 .map(|((_, tag, _), values)| (tag.clone(), values.iter().map(|(v, ids)| (tag_key(v), ids.clone())).collect()))
                 .collect();
-            self.footer.index.insert(name.clone(), by_tag);
+            self.footer.series_index.insert(name.clone(), SeriesIndex::pack(&by_tag));
         }
         let json = serde_json::to_vec(&self.footer).expect("footer serializes");
         let packed = crate::zstd_json::compress(&json);
@@ -374,6 +380,8 @@ struct BatchBuilder {
     fields: Vec<BinaryBuilder>,
     /// Points added (the blocks are the `series` values).
     points: usize,
+    /// The measure of the last block added.
+    last_measure: String,
     buf: Vec<u8>,
     col: Vec<u8>,
 }
@@ -395,6 +403,7 @@ impl BatchBuilder {
             tags: binary(),
             fields: (0..field_columns).map(|_| binary()).collect(),
             points: 0,
+            last_measure: String::new(),
             buf: Vec::new(),
             col: Vec::new(),
         }
@@ -403,7 +412,15 @@ impl BatchBuilder {
     /// Encodes one series' points (sorted by ts) as the batch's next block.
     fn add(&mut self, measure: &str, b: &[Point]) {
         let (first, last) = (&b[0], &b[b.len() - 1]);
-        self.measure.append_value(measure);
+        // Format 6: the name on a measure's first block of the batch only;
+        // the blocks after it (empty) belong to the same measure.
+        if self.last_measure != measure {
+            self.measure.append_value(measure);
+            self.last_measure.clear();
+            self.last_measure.push_str(measure);
+        } else {
+            self.measure.append_value("");
+        }
         self.series.append_value(first.series);
         self.count.append_value(b.len() as u32);
         self.min_ts.append_value(first.ts);
@@ -415,8 +432,11 @@ impl BatchBuilder {
         encode_packed_timestamps(&b.iter().map(|p| p.ts).collect::<Vec<_>>(), buf);
         self.ts.append_value(&*buf);
 
+        // Format 6: no bytes when every version is 0 (agents never set one).
         buf.clear();
-        encode_packed_ints(&b.iter().map(|p| p.version).collect::<Vec<_>>(), buf);
+        if b.iter().any(|p| p.version != 0) {
+            encode_packed_ints(&b.iter().map(|p| p.version).collect::<Vec<_>>(), buf);
+        }
         self.versions.append_value(&*buf);
 
         buf.clear();
