@@ -75,7 +75,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// The first field column's encoded bytes per encoding (its kind byte) and
 /// per measure, before zstd.
 fn field_bytes(parts: &[PathBuf]) -> Result<(), Box<dyn std::error::Error>> {
-    let (mut by_kind, mut by_measure): (BTreeMap<u8, (u64, u64)>, BTreeMap<String, (u64, u64)>) = Default::default();
+    // (encoded bytes, samples) per kind byte and per measure.
+    let mut by_kind: BTreeMap<u8, (u64, u64)> = BTreeMap::new();
+    let mut by_measure: BTreeMap<String, (u64, u64)> = BTreeMap::new();
     // Encoded values per measure and per kind, to estimate what zstd makes of them.
     let (mut kind_bytes, mut measure_bytes): (BTreeMap<u8, Vec<u8>>, BTreeMap<String, Vec<u8>>) = Default::default();
     for p in parts {
