@@ -18,7 +18,9 @@ use object_store::{ObjectStore, ObjectStoreExt};
 use super::block::{DecodedBlock, FieldColumn, TagColumn};
 use super::codec::{decode_field_typed, decode_ints_range, decode_packed_timestamps, decode_tag_column, decode_timestamps};
 use super::writer::tag_key;
-use super::{BatchInfo, ColumnRange, FIXED_COLUMNS, FOOTER_KEY, FOOTER_ZSTD_KEY, PART_FORMATS_READ, PartFooter, field_column};
+use super::{
+    BatchInfo, ColumnRange, FIXED_COLUMNS, FOOTER_KEY, FOOTER_ZSTD_KEY, FOOTER_ZSTD7_KEY, PART_FORMATS_READ, PartFooter, field_column,
+};
 use crate::catalog::PartMeta;
 use crate::{Result, StorageError};
 
@@ -128,13 +130,19 @@ impl PartIndex {
         let schema = Arc::new(arrow_ipc::convert::try_fb_to_schema(schema)?);
         let blocks: Vec<Block> = fb.recordBatches().map(|b| b.iter().copied().collect()).unwrap_or_default();
         let meta = |key: &str| fb.custom_metadata().and_then(|kvs| kvs.iter().find(|kv| kv.key() == Some(key)).and_then(|kv| kv.value()));
-        let mut footer: PartFooter = match (meta(FOOTER_ZSTD_KEY), meta(FOOTER_KEY)) {
-            (Some(packed), _) => {
+        let mut footer: PartFooter = match (meta(FOOTER_ZSTD7_KEY), meta(FOOTER_ZSTD_KEY), meta(FOOTER_KEY)) {
+            (Some(packed), _, _) => {
+                let zst =
+                    super::seven_bit::decode(packed).ok_or_else(|| corrupt(format!("{FOOTER_ZSTD7_KEY}: a character past U+007F")))?;
+                let json = crate::zstd_json::decompress(&zst).map_err(|e| corrupt(format!("{FOOTER_ZSTD7_KEY}: {e}")))?;
+                serde_json::from_slice(&json).map_err(|e| corrupt(format!("{FOOTER_ZSTD7_KEY}: {e}")))?
+            }
+            (None, Some(packed), _) => {
                 let json = unpack_footer(packed).map_err(|e| corrupt(format!("{FOOTER_ZSTD_KEY}: {e}")))?;
                 serde_json::from_slice(&json).map_err(|e| corrupt(format!("{FOOTER_ZSTD_KEY}: {e}")))?
             }
-            (None, Some(json)) => serde_json::from_str(json).map_err(|e| corrupt(format!("{FOOTER_KEY}: {e}")))?,
-            (None, None) => return Err(corrupt(format!("footer without {FOOTER_ZSTD_KEY} or {FOOTER_KEY}"))),
+            (None, None, Some(json)) => serde_json::from_str(json).map_err(|e| corrupt(format!("{FOOTER_KEY}: {e}")))?,
+            (None, None, None) => return Err(corrupt(format!("footer without {FOOTER_ZSTD7_KEY}, {FOOTER_ZSTD_KEY} or {FOOTER_KEY}"))),
         };
         if !PART_FORMATS_READ.contains(&footer.format) {
             return Err(corrupt(format!("unsupported part format {}", footer.format)));
@@ -635,10 +643,10 @@ mod tests {
                 p
             })
             .collect();
-        // Past the sharing threshold: `big` fills the batch `a` started, and
-        // `c` after it starts its own.
-        let mut big = rows(2, 10_000, "h2");
-        big.extend(rows(4, 10_000, "h4"));
+        // Batches are cut only when full: `big`'s second series does not fit
+        // the batch `a` started, and starts the one `c` joins.
+        let mut big = rows(2, 40_000, "h2");
+        big.extend(rows(4, 40_000, "h4"));
         let c = rows(9, 3, "h9");
         let parts = [
             MeasureRows { name: "a".into(), layout: one.clone(), rows: a.clone() },
@@ -648,10 +656,10 @@ mod tests {
         ];
         let (store, meta) = put(&parts).await;
         let idx = read_index(store.as_ref(), &meta).await.unwrap();
-        assert_eq!(idx.blocks.len(), 2, "a, b and big share the first batch, c has the second");
+        assert_eq!(idx.blocks.len(), 2);
         assert_eq!(
             (idx.batches_of("a"), idx.batches_of("b"), idx.batches_of("big"), idx.batches_of("c")),
-            (vec![0], vec![0], vec![0], vec![1])
+            (vec![0], vec![0], vec![0, 1], vec![1])
         );
         for (name, l, want) in [("a", &one, &a), ("b", &two, &b), ("big", &one, &big), ("c", &one, &c)] {
             let got = scan_part(store.as_ref(), &meta, &idx, &scan(name, l, i64::MIN, i64::MAX, None, &|_| true)).await.unwrap();

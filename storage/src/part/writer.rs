@@ -15,7 +15,9 @@ use canopy_model::codec::put_bytes;
 use canopy_model::{ColumnLayout, FieldVal, Point, TagVal};
 
 use super::codec::{encode_field_column, encode_packed_ints, encode_packed_timestamps, encode_tag_runs};
-use super::{BatchInfo, ColumnRange, FIXED_COLUMNS, FOOTER_ZSTD_KEY, PART_FORMAT, PartFooter, SERIES_INDEX_MAX, SeriesIndex, arrow_schema};
+use super::{
+    BatchInfo, ColumnRange, FIXED_COLUMNS, FOOTER_ZSTD7_KEY, PART_FORMAT, PartFooter, SERIES_INDEX_MAX, SeriesIndex, arrow_schema,
+};
 use crate::catalog::MeasureStats;
 use crate::{FILTER_SERIES_MAX, Result, SeriesFilter, tag_value_hash};
 
@@ -23,14 +25,6 @@ use crate::{FILTER_SERIES_MAX, Result, SeriesFilter, tag_value_hash};
 const BATCH_POINTS_MAX: usize = 64 * 1024;
 /// Most blocks (series) in one record batch.
 const BATCH_BLOCKS_MAX: usize = 4096;
-/// A measure's blocks join the batch of the measures before it while that
-/// batch holds fewer points than this (format 6); past it, the measure
-/// starts a batch of its own. Every batch costs ~1 KB (Arrow's message
-/// metadata, a frame per buffer, its footer entry), which a measure of a
-/// few series pays for alone otherwise; a query of a small measure then
-/// fetches its neighbours' columns too, at most this many points' worth
-/// (plus the one measure that may follow it into the batch).
-const SHARED_BATCH_POINTS: usize = 16 * 1024;
 
 /// The rows of one measure for a part, sorted by (series, ts) without
 /// duplicate (series, ts) pairs, laid out as `layout`.
@@ -169,8 +163,12 @@ impl PartWriter {
         }
         if let Some(p) = &self.pending {
             let full = p.points + rows.len() > BATCH_POINTS_MAX || p.series.values_slice().len() >= BATCH_BLOCKS_MAX;
-            let next_measure = self.pending_measures.last().is_some_and(|m| m != measure);
-            if full || (next_measure && p.points >= SHARED_BATCH_POINTS) {
+            // Format 6: measures share batches, which are cut only when
+            // full. Every batch costs ~1 KB (Arrow's message metadata, a
+            // frame per buffer, its footer entry), which a measure of a few
+            // series paid alone; a query of a small measure fetches its
+            // neighbours' columns too (at most a batch's worth either side).
+            if full {
                 self.write_pending()?;
             }
         }
@@ -288,7 +286,7 @@ impl PartWriter {
         }
         let json = serde_json::to_vec(&self.footer).expect("footer serializes");
         let packed = crate::zstd_json::compress(&json);
-        self.w.write_metadata(FOOTER_ZSTD_KEY, base64::Engine::encode(&base64::engine::general_purpose::STANDARD_NO_PAD, packed));
+        self.w.write_metadata(FOOTER_ZSTD7_KEY, super::seven_bit::encode(&packed));
         self.w.finish()?;
         let tail = self.sink.drain();
         let trailer: [u8; 10] = tail[tail.len() - 10..].try_into().expect("10 bytes");
