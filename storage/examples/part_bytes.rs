@@ -81,8 +81,11 @@ fn field_bytes(parts: &[PathBuf]) -> Result<(), Box<dyn std::error::Error>> {
     // Encoded values per measure and per kind, to estimate what zstd makes of them.
     let (mut kind_bytes, mut measure_bytes): (BTreeMap<u8, Vec<u8>>, BTreeMap<String, Vec<u8>>) = Default::default();
     for p in parts {
-        for batch in arrow_ipc::reader::FileReader::try_new(std::fs::File::open(p)?, None)? {
+        let index = PartIndex::parse(&p.display().to_string(), &std::fs::read(p)?)?;
+        for (i, batch) in arrow_ipc::reader::FileReader::try_new(std::fs::File::open(p)?, None)?.enumerate() {
             let batch = batch?;
+            // Format 6 marks where each measure starts; the footer names them.
+            let mut names = index.batch_measures(i).into_iter();
             let (Some(measure), Some(count), Some(f0)) =
                 (batch.column_by_name("measure"), batch.column_by_name("count"), batch.column_by_name("f0"))
             else {
@@ -92,8 +95,10 @@ fn field_bytes(parts: &[PathBuf]) -> Result<(), Box<dyn std::error::Error>> {
                 (measure.as_string::<i32>(), count.as_primitive::<arrow_array::types::UInt32Type>(), f0.as_binary::<i32>());
             let mut current = String::new();
             for row in 0..batch.num_rows() {
-                if !measure.value(row).is_empty() {
-                    current = measure.value(row).to_string();
+                match measure.value(row) {
+                    "" => {}
+                    _ if index.format() >= 6 => current = names.next().unwrap_or_default().to_string(),
+                    name => current = name.to_string(),
                 }
                 let (v, n) = (f0.value(row), count.value(row) as u64);
                 let k = by_kind.entry(v.first().copied().unwrap_or(0)).or_default();

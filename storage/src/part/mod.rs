@@ -43,6 +43,13 @@ pub(crate) const FOOTER_KEY: &str = "canopy.part";
 /// mostly repetition — hex tag values, column names per batch — and
 /// shrinks ~10x.
 pub(crate) const FOOTER_ZSTD_KEY: &str = "canopy.part.zst";
+/// Schema metadata [`fetch_batches`] attaches to a fetched record batch:
+/// the names of its measures in order, newline-separated (format 6 blocks
+/// only mark where the next measure starts; names hold no newline).
+pub(crate) const BATCH_MEASURES_KEY: &str = "canopy.batch.measures";
+/// The mark a format-6 block carries in the `measure` column where the
+/// next measure of its batch starts.
+pub(crate) const NEXT_MEASURE: &str = "+";
 /// Where format 6 keeps the footer: the JSON, zstd-compressed, as 7-bit
 /// characters ([`seven_bit`]: 14 % longer than the bytes, base64 33 %).
 pub(crate) const FOOTER_ZSTD7_KEY: &str = "canopy.part.z7";

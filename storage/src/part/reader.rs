@@ -19,7 +19,8 @@ use super::block::{DecodedBlock, FieldColumn, TagColumn};
 use super::codec::{decode_field_typed, decode_ints_range, decode_packed_timestamps, decode_tag_column, decode_timestamps};
 use super::writer::tag_key;
 use super::{
-    BatchInfo, ColumnRange, FIXED_COLUMNS, FOOTER_KEY, FOOTER_ZSTD_KEY, FOOTER_ZSTD7_KEY, PART_FORMATS_READ, PartFooter, field_column,
+    BATCH_MEASURES_KEY, BatchInfo, ColumnRange, FIXED_COLUMNS, FOOTER_KEY, FOOTER_ZSTD_KEY, FOOTER_ZSTD7_KEY, PART_FORMATS_READ,
+    PartFooter, field_column,
 };
 use crate::catalog::PartMeta;
 use crate::{Result, StorageError};
@@ -101,6 +102,12 @@ impl PartIndex {
         }
         out.push(("(batch metadata)".into(), meta));
         out
+    }
+
+    /// The measures record batch `batch` holds, in order.
+    pub fn batch_measures(&self, batch: usize) -> Vec<&str> {
+        let info = &self.footer.batches[batch];
+        std::iter::once(info.measure.as_str()).chain(info.shared.iter().map(String::as_str)).collect()
     }
 
     /// How many record batches the part holds.
@@ -336,7 +343,15 @@ pub async fn fetch_batches(
             }
         };
         let batch = decoder.read_record_batch(b, &data)?.ok_or_else(|| corrupt(format!("batch {i} missing")))?;
-        out.push(batch);
+        // Format 6 marks where each measure of a batch starts; their names
+        // are in the footer, handed to the decoder with the batch.
+        let names = index.batch_measures(i);
+        let schema = batch
+            .schema()
+            .as_ref()
+            .clone()
+            .with_metadata(std::collections::HashMap::from([(BATCH_MEASURES_KEY.to_string(), names.join("\n"))]));
+        out.push(batch.with_schema(Arc::new(schema))?);
     }
     Ok(out)
 }
@@ -431,9 +446,15 @@ pub fn decode_blocks(
     let corrupt = |what: &str| StorageError::Corrupt { path: path.into(), reason: format!("undecodable {what}") };
     let column = |name: &str| batch.column_by_name(name).ok_or_else(|| corrupt(&format!("column {name} (absent)")));
     let series = column("series_id")?.as_primitive::<UInt64Type>();
-    // Format 6 batches may hold several measures, each named on its first
-    // block (the blocks after it empty); earlier formats name every block.
+    // Earlier formats name every block's measure. Format 6 batches may hold
+    // several measures: a block starting the next one holds a mark (the
+    // blocks after it are empty), the names come from the footer (as
+    // `fetch_batches` attaches them).
     let measures = column("measure")?.as_string::<i32>();
+    let mut names = match format >= 6 {
+        true => batch.schema_ref().metadata().get(BATCH_MEASURES_KEY).ok_or_else(|| corrupt("measures (no names)"))?.split('\n'),
+        false => "".split('\n'),
+    };
     let mut measure = "";
     let count = column("count")?.as_primitive::<UInt32Type>();
     let min_ts = column("min_ts")?.as_primitive::<Int64Type>();
@@ -447,8 +468,10 @@ pub fn decode_blocks(
         .map(|i| if field_used[i] { batch.column_by_name(&field_column(i)).map(|c| c.as_binary::<i32>()) } else { None })
         .collect();
     for row in 0..batch.num_rows() {
-        if !measures.value(row).is_empty() {
-            measure = measures.value(row);
+        match measures.value(row) {
+            "" => {}
+            _ if format >= 6 => measure = names.next().ok_or_else(|| corrupt("measures (more marks than names)"))?,
+            name => measure = name,
         }
         if measure != scan.measure
             || max_ts.value(row) < begin

@@ -16,7 +16,8 @@ use canopy_model::{ColumnLayout, FieldVal, Point, TagVal};
 
 use super::codec::{encode_field_column, encode_packed_ints, encode_packed_timestamps, encode_tag_runs};
 use super::{
-    BatchInfo, ColumnRange, FIXED_COLUMNS, FOOTER_ZSTD7_KEY, PART_FORMAT, PartFooter, SERIES_INDEX_MAX, SeriesIndex, arrow_schema,
+    BatchInfo, ColumnRange, FIXED_COLUMNS, FOOTER_ZSTD7_KEY, NEXT_MEASURE, PART_FORMAT, PartFooter, SERIES_INDEX_MAX, SeriesIndex,
+    arrow_schema,
 };
 use crate::catalog::MeasureStats;
 use crate::{FILTER_SERIES_MAX, Result, SeriesFilter, tag_value_hash};
@@ -410,10 +411,11 @@ impl BatchBuilder {
     /// Encodes one series' points (sorted by ts) as the batch's next block.
     fn add(&mut self, measure: &str, b: &[Point]) {
         let (first, last) = (&b[0], &b[b.len() - 1]);
-        // Format 6: the name on a measure's first block of the batch only;
-        // the blocks after it (empty) belong to the same measure.
+        // Format 6: a mark on a measure's first block of the batch (the
+        // footer names the batch's measures in order); the blocks after it
+        // (empty) belong to the same measure.
         if self.last_measure != measure {
-            self.measure.append_value(measure);
+            self.measure.append_value(NEXT_MEASURE);
             self.last_measure.clear();
             self.last_measure.push_str(measure);
         } else {
