@@ -10,10 +10,10 @@ const EXPANSION_MAX: usize = 256;
 /// Bytes any compressed data may expand to.
 const EXPANSION_FREE: usize = 1 << 20;
 
-/// Up to this many bytes are compressed at [`LEVEL_SMALL`], larger ones at
-/// level 3: a slow level on a multi-megabyte catalog would lengthen every
-/// commit.
-const SMALL_MAX: usize = 4 << 20;
+/// Up to this many bytes are compressed at [`LEVEL_SMALL`] (~50 ms at
+/// most), larger ones at level 3: a slow level on a multi-megabyte catalog
+/// would lengthen every commit and its retries.
+const SMALL_MAX: usize = 512 << 10;
 /// zstd level for documents up to [`SMALL_MAX`]: ~20 % smaller than level
 /// 3 on real footers and catalogs (hex tag values, series ids, measure
 /// names), at ~0.1 µs a byte — 20 ms for a 200 KB footer.

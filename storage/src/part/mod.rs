@@ -4,8 +4,8 @@
 //! Each Arrow row is a *block*: the points of one series of one measure,
 //! sorted by timestamp, with columns pre-encoded by [`codec`]
 //! (delta-of-delta timestamps, delta ints, XOR floats, run-length tags).
-//! Record batches hold blocks sorted by (measure, series id); a measure
-//! with few points shares its batch with the measures around it (format 6).
+//! Record batches hold blocks sorted by (measure, series id); from format
+//! 6 measures share batches, which are cut only when full.
 //! Format 2 gives every field its own Arrow column (`f0`, `f1`, ...), so
 //! each field of a batch is its own zstd buffer at its own byte range.
 //!
@@ -64,8 +64,8 @@ pub(crate) const FOOTER_ZSTD7_KEY: &str = "canopy.part.z7";
 /// bytes instead of 64 — together ~1.3 KB less per measure and part, which
 /// is most of a small measure's cost; format 5 stores floats with up to 9
 /// exact decimal places as scaled integers (formats 1-4: up to 6), which
-/// takes in Go's durations in seconds; format 6 lets small measures share
-/// a record batch (each batch of a part costs ~1 KB of Arrow metadata,
+/// takes in Go's durations in seconds; format 6 lets measures share
+/// record batches (each batch of a part costs ~1 KB of Arrow metadata,
 /// buffer frames and footer, and a Prometheus exports ~900 metric names,
 /// most with a few series). A change to the
 /// footer, the Arrow schema or the column codecs is a new format, with the
@@ -140,7 +140,7 @@ pub(crate) struct BatchInfo {
     /// The measure of the batch's first block.
     pub(crate) measure: String,
     /// Format 6: the measures whose blocks follow the first measure's in
-    /// this batch, in order (small measures share a batch).
+    /// this batch, in order (measures share batches, cut only when full).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub(crate) shared: Vec<String>,
     pub(crate) min_ts: i64,

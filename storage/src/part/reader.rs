@@ -19,8 +19,8 @@ use super::block::{DecodedBlock, FieldColumn, TagColumn};
 use super::codec::{decode_field_typed, decode_ints_range, decode_packed_timestamps, decode_tag_column, decode_timestamps};
 use super::writer::tag_key;
 use super::{
-    BATCH_MEASURES_KEY, BatchInfo, ColumnRange, FIXED_COLUMNS, FOOTER_KEY, FOOTER_ZSTD_KEY, FOOTER_ZSTD7_KEY, PART_FORMATS_READ,
-    PartFooter, field_column,
+    BATCH_MEASURES_KEY, BatchInfo, ColumnRange, FIXED_COLUMNS, FOOTER_KEY, FOOTER_ZSTD_KEY, FOOTER_ZSTD7_KEY, NEXT_MEASURE,
+    PART_FORMATS_READ, PartFooter, field_column,
 };
 use crate::catalog::PartMeta;
 use crate::{Result, StorageError};
@@ -37,7 +37,8 @@ pub struct PartIndex {
 impl PartIndex {
     /// Bytes this index holds in memory, roughly; for cache budgets.
     pub fn approx_bytes(&self) -> usize {
-        let batches: usize = self.footer.batches.iter().map(|b| 96 + b.columns.len() * 24).sum();
+        let batches: usize =
+            self.footer.batches.iter().map(|b| 96 + b.columns.len() * 24 + b.shared.iter().map(|m| m.len() + 24).sum::<usize>()).sum();
         // The series index dominates for parts with many series: every
         // posting list and key, plus map overhead.
         let index: usize = self
@@ -405,7 +406,7 @@ async fn fetch_coalesced(store: &dyn ObjectStore, path: &str, ranges: &[Range<u6
 /// The blocks of `measure` in a record batch of the part (fetched with
 /// [`fetch_batches`]), decoded in the `target` layout: the unit of a
 /// streaming merge, held as typed columns rather than points (a batch of
-/// 64K points is ~2 MB so, not ~10). A batch several small measures share
+/// 64K points is ~2 MB so, not ~10). A batch several measures share
 /// is fetched once and decoded once per measure.
 pub fn measure_blocks(
     path: &str,
@@ -445,22 +446,22 @@ pub fn decode_blocks(
         (0..=mapping.fields.iter().flatten().max().map_or(0, |m| m + 1)).map(|i| mapping.fields.contains(&Some(i))).collect();
     let corrupt = |what: &str| StorageError::Corrupt { path: path.into(), reason: format!("undecodable {what}") };
     let column = |name: &str| batch.column_by_name(name).ok_or_else(|| corrupt(&format!("column {name} (absent)")));
-    let series = column("series_id")?.as_primitive::<UInt64Type>();
+    // The Arrow footer carries no checksum: a column of another type is
+    // corruption, not a panic.
+    let mistyped = |name: &str| corrupt(&format!("column {name} (of another type)"));
+    let binary = |name: &str| column(name)?.as_binary_opt::<i32>().ok_or_else(|| mistyped(name));
+    let series = column("series_id")?.as_primitive_opt::<UInt64Type>().ok_or_else(|| mistyped("series_id"))?;
     // Earlier formats name every block's measure. Format 6 batches may hold
     // several measures: a block starting the next one holds a mark (the
     // blocks after it are empty), the names come from the footer (as
     // `fetch_batches` attaches them).
-    let measures = column("measure")?.as_string::<i32>();
-    let mut names = match format >= 6 {
-        true => batch.schema_ref().metadata().get(BATCH_MEASURES_KEY).ok_or_else(|| corrupt("measures (no names)"))?.split('\n'),
-        false => "".split('\n'),
-    };
+    let measures = column("measure")?.as_string_opt::<i32>().ok_or_else(|| mistyped("measure"))?;
+    let mut names = batch.schema_ref().metadata().get(BATCH_MEASURES_KEY).map(|n| n.split('\n'));
     let mut measure = "";
-    let count = column("count")?.as_primitive::<UInt32Type>();
-    let min_ts = column("min_ts")?.as_primitive::<Int64Type>();
-    let max_ts = column("max_ts")?.as_primitive::<Int64Type>();
-    let (ts_col, ver_col, tag_col) =
-        (column("ts")?.as_binary::<i32>(), column("version")?.as_binary::<i32>(), column("tags")?.as_binary::<i32>());
+    let count = column("count")?.as_primitive_opt::<UInt32Type>().ok_or_else(|| mistyped("count"))?;
+    let min_ts = column("min_ts")?.as_primitive_opt::<Int64Type>().ok_or_else(|| mistyped("min_ts"))?;
+    let max_ts = column("max_ts")?.as_primitive_opt::<Int64Type>().ok_or_else(|| mistyped("max_ts"))?;
+    let (ts_col, ver_col, tag_col) = (binary("ts")?, binary("version")?, binary("tags")?);
     // Format 1 keeps every field of a block in one length-prefixed column;
     // format 2 one column per stored field (those not read are not decoded).
     let all_fields = batch.column_by_name("fields").map(|c| c.as_binary::<i32>());
@@ -468,9 +469,13 @@ pub fn decode_blocks(
         .map(|i| if field_used[i] { batch.column_by_name(&field_column(i)).map(|c| c.as_binary::<i32>()) } else { None })
         .collect();
     for row in 0..batch.num_rows() {
+        // Names never hold the mark (`check_name`).
         match measures.value(row) {
             "" => {}
-            _ if format >= 6 => measure = names.next().ok_or_else(|| corrupt("measures (more marks than names)"))?,
+            NEXT_MEASURE => {
+                let names = names.as_mut().ok_or_else(|| corrupt("measures (marks, but no names with the batch)"))?;
+                measure = names.next().ok_or_else(|| corrupt("measures (more marks than names)"))?;
+            }
             name => measure = name,
         }
         if measure != scan.measure
@@ -695,6 +700,36 @@ mod tests {
         let batch = &fetch_batches(store.as_ref(), &meta, &idx, &[0], None).await.unwrap()[0];
         let blocks = measure_blocks(&meta.path, &idx, batch, "b", &two).unwrap();
         assert_eq!(blocks.iter().map(|b| (b.series, b.len())).collect::<Vec<_>>(), vec![(3, 7)]);
+    }
+
+    #[test]
+    fn a_format_6_batch_without_its_measure_names_is_refused() {
+        let l = Arc::new(layout(&["host", "zone"], &["v"]));
+        let parts = [
+            MeasureRows { name: "a".into(), layout: l.clone(), rows: rows(1, 5, "h1") },
+            MeasureRows { name: "b".into(), layout: l.clone(), rows: rows(2, 5, "h2") },
+        ];
+        let enc = encode_part(&parts).unwrap();
+        let idx = PartIndex::parse("p", &enc.bytes).unwrap();
+        // Read as a plain Arrow file: the batch lacks the names the footer holds.
+        let batch =
+            arrow_ipc::reader::FileReader::try_new(std::io::Cursor::new(enc.bytes.to_vec()), None).unwrap().next().unwrap().unwrap();
+        let decode = |batch: &RecordBatch| {
+            let mapping = scan_mapping(&idx, &Scan::everything("b", &l)).unwrap();
+            let mut n = 0;
+            decode_blocks("p", idx.format(), batch, &mapping, &Scan::everything("b", &l), &mut |b| n += b.len()).map(|()| n)
+        };
+        assert!(matches!(decode(&batch), Err(StorageError::Corrupt { .. })), "no names");
+        let named = |names: &str| {
+            let schema = batch
+                .schema()
+                .as_ref()
+                .clone()
+                .with_metadata(std::collections::HashMap::from([(BATCH_MEASURES_KEY.to_string(), names.to_string())]));
+            batch.clone().with_schema(Arc::new(schema)).unwrap()
+        };
+        assert_eq!(decode(&named("a\nb")).unwrap(), 5);
+        assert!(matches!(decode(&named("a")), Err(StorageError::Corrupt { .. })), "more marks than names");
     }
 
     #[tokio::test]
