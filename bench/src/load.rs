@@ -1,7 +1,6 @@
 //! Loaders that push the same rows to a peer over InfluxDB line protocol or
 //! Prometheus remote write, in batches, from several concurrent workers.
 
-use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
@@ -11,7 +10,7 @@ use canopy_api::v1;
 use indicatif::{ProgressBar, ProgressStyle};
 use prost::Message;
 
-use canopy_bench::tsbs::{FIELDS, Host, Row, TAGS};
+use canopy_bench::tsbs::{FIELDS, Host, Row, TAGS, line_protocol};
 
 /// How rows travel to a peer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,21 +29,6 @@ impl Protocol {
             Protocol::Native => "canopy native grpc",
         }
     }
-}
-
-fn line_protocol(hosts: &[Host], rows: &[Row]) -> Vec<u8> {
-    let mut s = String::with_capacity(rows.len() * 300);
-    for r in rows {
-        s.push_str("cpu");
-        for (k, v) in TAGS.iter().zip(&hosts[r.host].tags) {
-            let _ = write!(s, ",{k}={v}");
-        }
-        for (i, (f, v)) in FIELDS.iter().zip(r.values).enumerate() {
-            let _ = write!(s, "{}{f}={v}", if i == 0 { ' ' } else { ',' });
-        }
-        let _ = writeln!(s, " {}", r.ts_secs);
-    }
-    s.into_bytes()
 }
 
 fn remote_write(hosts: &[Host], rows: &[Row]) -> Vec<u8> {

@@ -107,6 +107,24 @@ pub fn rows(scale: usize, start_secs: i64, steps: usize, seed: u64) -> Vec<Row> 
     out
 }
 
+/// Rows as an Influx line-protocol body (seconds precision), as the
+/// benchmark and `examples/line_protocol_load` send them.
+pub fn line_protocol(hosts: &[Host], rows: &[Row]) -> Vec<u8> {
+    use std::fmt::Write as _;
+    let mut s = String::with_capacity(rows.len() * 300);
+    for r in rows {
+        s.push_str("cpu");
+        for (k, v) in TAGS.iter().zip(&hosts[r.host].tags) {
+            let _ = write!(s, ",{k}={v}");
+        }
+        for (i, (f, v)) in FIELDS.iter().zip(r.values).enumerate() {
+            let _ = write!(s, "{}{f}={v}", if i == 0 { ' ' } else { ',' });
+        }
+        let _ = writeln!(s, " {}", r.ts_secs);
+    }
+    s.into_bytes()
+}
+
 /// The information the generator put into each field value, in bytes per
 /// sample: given the previous value (hundredths), the next is the previous
 /// plus one of 2,001 equally likely steps, clamped to [0, 100] (clamping
