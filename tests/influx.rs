@@ -113,6 +113,9 @@ async fn malformed_line_protocol_is_a_400_that_says_why() {
         ("/api/v2/write", "cpu usage=1 notatime", "bad timestamp"),
         ("/write?precision=fortnight", "cpu usage=1", "precision"),
         ("/write", "cpu msg=\"unterminated", "unterminated string"),
+        // Twice: a series that failed to parse is not remembered as parsed.
+        ("/write", "cpu usage=1\ncpu,host usage=2", "line 2: tag"),
+        ("/write", "cpu,host usage=2", "line 1: tag"),
     ] {
         let (s, b) = post(&c, path, body.as_bytes().to_vec(), false).await;
         assert_eq!(s, 400, "{path} {body:?}: {b}");

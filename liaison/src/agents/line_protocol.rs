@@ -15,8 +15,13 @@ use canopy_model::FieldVal;
 /// One parsed line.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub(crate) struct Line<'a> {
+    /// The measurement and tags as written, escapes and all: the same text
+    /// always names the same series, so a caller may look it up before
+    /// (or instead of) [`Line::parse_series`].
+    pub(crate) series: &'a str,
+    /// Filled by [`Line::parse_series`].
     pub(crate) measurement: Cow<'a, str>,
-    /// Sorted by key.
+    /// Sorted by key; filled by [`Line::parse_series`].
     pub(crate) tags: Vec<(Cow<'a, str>, Cow<'a, str>)>,
     pub(crate) fields: Vec<(Cow<'a, str>, FieldVal)>,
     /// In the request's precision; `None` means "now".
@@ -52,7 +57,10 @@ impl From<LineError> for crate::error::ApiError {
 /// Calls `f` with each line of `body` (its 1-based number and the parsed
 /// line), in order; a line that does not parse stops it with an error naming
 /// the line and what is wrong.
-pub(crate) fn for_each_line<'a, E: From<LineError>>(body: &'a str, mut f: impl FnMut(usize, &Line<'a>) -> Result<(), E>) -> Result<(), E> {
+pub(crate) fn for_each_line<'a, E: From<LineError>>(
+    body: &'a str,
+    mut f: impl FnMut(usize, &mut Line<'a>) -> Result<(), E>,
+) -> Result<(), E> {
     let mut line = Line::default();
     for (i, raw) in body.lines().enumerate() {
         let text = raw.trim_start();
@@ -60,7 +68,7 @@ pub(crate) fn for_each_line<'a, E: From<LineError>>(body: &'a str, mut f: impl F
             continue;
         }
         parse_line(text.trim_end_matches('\r'), &mut line).map_err(|e| LineError(format!("line {}: {e}: {:?}", i + 1, truncate(raw))))?;
-        f(i + 1, &line)?;
+        f(i + 1, &mut line)?;
     }
     Ok(())
 }
@@ -69,7 +77,8 @@ pub(crate) fn for_each_line<'a, E: From<LineError>>(body: &'a str, mut f: impl F
 #[cfg(test)]
 pub(crate) fn parse(body: &str) -> Result<Vec<Line<'_>>, String> {
     let mut out = Vec::new();
-    for_each_line(body, |_, l| {
+    for_each_line(body, |n, l| {
+        l.parse_series().map_err(|e| LineError(format!("line {n}: {e}")))?;
         out.push(l.clone());
         Ok::<_, LineError>(())
     })
@@ -77,7 +86,8 @@ pub(crate) fn parse(body: &str) -> Result<Vec<Line<'_>>, String> {
     Ok(out)
 }
 
-fn truncate(s: &str) -> &str {
+/// The start of `s` (120 characters at most), for error messages.
+pub(crate) fn truncate(s: &str) -> &str {
     match s.char_indices().nth(120) {
         Some((i, _)) => &s[..i],
         None => s,
@@ -131,31 +141,14 @@ fn unescape<'a>(s: &'a str, chars: &[char]) -> Cow<'a, str> {
     Cow::Owned(out)
 }
 
-/// Parses `line` into `out` (its vectors reused).
+/// Parses `line`'s fields and timestamp into `out` (its vectors reused);
+/// its series is kept as written ([`Line::parse_series`] parses it).
 fn parse_line<'a>(line: &'a str, out: &mut Line<'a>) -> Result<(), String> {
-    out.tags.clear();
     out.fields.clear();
     let (series, rest) = split_unescaped(line, b' ', false);
     let rest = rest.ok_or("missing fields")?.trim_start_matches(' ');
     let (fields_part, ts_part) = split_unescaped(rest, b' ', true);
-    let (measurement, mut key) = split_unescaped(series, b',', false);
-    out.measurement = unescape(measurement, &[',', ' ']);
-    if out.measurement.is_empty() {
-        return Err("missing measurement".into());
-    }
-    let tags = &mut out.tags;
-    while let Some(rest) = key {
-        let (kv, next) = split_unescaped(rest, b',', false);
-        key = next;
-        let (k, v) = split_unescaped(kv, b'=', false);
-        let v = v.ok_or_else(|| format!("tag {k:?} has no value"))?;
-        let (k, v) = (unescape(k, &[',', '=', ' ']), unescape(v, &[',', '=', ' ']));
-        if k.is_empty() || v.is_empty() {
-            return Err(format!("empty tag key or value in {kv:?}"));
-        }
-        tags.push((k, v));
-    }
-    tags.sort();
+    out.series = series;
     let mut rest = Some(fields_part);
     while let Some(part) = rest {
         let (kv, next) = split_unescaped(part, b',', true);
@@ -177,6 +170,31 @@ fn parse_line<'a>(line: &'a str, out: &mut Line<'a>) -> Result<(), String> {
         Some(t) => Some(t.parse::<i64>().map_err(|_| format!("bad timestamp {t:?}"))?),
     };
     Ok(())
+}
+
+impl<'a> Line<'a> {
+    /// Parses the measurement and tags of [`Line::series`].
+    pub(crate) fn parse_series(&mut self) -> Result<(), String> {
+        self.tags.clear();
+        let (measurement, mut key) = split_unescaped(self.series, b',', false);
+        self.measurement = unescape(measurement, &[',', ' ']);
+        if self.measurement.is_empty() {
+            return Err("missing measurement".into());
+        }
+        while let Some(rest) = key {
+            let (kv, next) = split_unescaped(rest, b',', false);
+            key = next;
+            let (k, v) = split_unescaped(kv, b'=', false);
+            let v = v.ok_or_else(|| format!("tag {k:?} has no value"))?;
+            let (k, v) = (unescape(k, &[',', '=', ' ']), unescape(v, &[',', '=', ' ']));
+            if k.is_empty() || v.is_empty() {
+                return Err(format!("empty tag key or value in {kv:?}"));
+            }
+            self.tags.push((k, v));
+        }
+        self.tags.sort();
+        Ok(())
+    }
 }
 
 fn field_value(v: &str) -> Result<FieldVal, String> {
@@ -277,7 +295,8 @@ mod tests {
         canopy_model::testing::fuzz_decoder("line protocol", &valid, 20_000, |b| {
             let text = String::from_utf8_lossy(b);
             let mut lines = 0;
-            for_each_line(&text, |_, _| {
+            for_each_line(&text, |n, l| {
+                l.parse_series().map_err(|e| LineError(format!("line {n}: {e}")))?;
                 lines += 1;
                 Ok::<_, LineError>(())
             })
