@@ -185,10 +185,23 @@ pub(crate) async fn load(
             return Ok(Loaded { secs, acks: Vec::new() });
         }
     };
+    // Bodies are encoded before the clock starts: the loader shares this
+    // machine's two cores with the peer, and encoding remote write
+    // (protobuf + snappy) while sending took as much CPU as the peer spent
+    // decoding it — both peers measured the loader.
+    let bodies: Arc<Vec<bytes::Bytes>> = Arc::new(
+        rows.chunks(batch)
+            .map(|chunk| match protocol {
+                Protocol::Influx => line_protocol(&hosts, chunk).into(),
+                Protocol::RemoteWrite => remote_write(&hosts, chunk).into(),
+                Protocol::Native => unreachable!("handled above"),
+            })
+            .collect(),
+    );
     let t0 = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..workers {
-        let (hosts, rows, next, bar, url) = (hosts.clone(), rows.clone(), next.clone(), bar.clone(), url.clone());
+        let (bodies, rows, next, bar, url) = (bodies.clone(), rows.clone(), next.clone(), bar.clone(), url.clone());
         tasks.push(tokio::spawn(async move {
             let client = reqwest::Client::new();
             let mut acks = Vec::new();
@@ -199,14 +212,14 @@ pub(crate) async fn load(
                 }
                 let chunk = &rows[b * batch..((b + 1) * batch).min(rows.len())];
                 let req = match protocol {
-                    Protocol::Influx => client.post(&url).body(line_protocol(&hosts, chunk)),
+                    Protocol::Influx => client.post(&url).body(bodies[b].clone()),
                     Protocol::Native => unreachable!("handled above"),
                     Protocol::RemoteWrite => client
                         .post(&url)
                         .header("Content-Encoding", "snappy")
                         .header("Content-Type", "application/x-protobuf")
                         .header("X-Prometheus-Remote-Write-Version", "0.1.0")
-                        .body(remote_write(&hosts, chunk)),
+                        .body(bodies[b].clone()),
                 };
                 let sent = Instant::now();
                 let r = req.send().await?;
