@@ -20,8 +20,7 @@ struct Cursor<'a> {
     index: PartIndex,
     /// Commit-order rank among the inputs: higher wins ties.
     rank: usize,
-    /// The measure being merged, and its batches not yet read.
-    measure: String,
+    /// The batches of the measure being merged not yet read.
     batches: VecDeque<usize>,
     blocks: VecDeque<DecodedBlock>,
     /// The last batch fetched: small measures share one, and each of them
@@ -32,13 +31,12 @@ struct Cursor<'a> {
 impl Cursor<'_> {
     /// Positions the cursor at the start of `measure`.
     fn start(&mut self, measure: &str) {
-        self.measure = measure.to_string();
         self.batches = self.index.batches_of(measure).into();
         self.blocks.clear();
     }
 
     /// The series id of the next block, loading the next batch if needed.
-    async fn front(&mut self, store: &dyn ObjectStore, target: &ColumnLayout) -> Result<Option<u64>> {
+    async fn front(&mut self, store: &dyn ObjectStore, measure: &str, target: &ColumnLayout) -> Result<Option<u64>> {
         while self.blocks.is_empty() {
             let Some(b) = self.batches.pop_front() else { return Ok(None) };
             if self.fetched.as_ref().is_none_or(|(i, _)| *i != b) {
@@ -46,7 +44,7 @@ impl Cursor<'_> {
                 self.fetched = Some((b, batch));
             }
             let (_, batch) = self.fetched.as_ref().expect("just fetched");
-            self.blocks = measure_blocks(&self.meta.path, &self.index, batch, &self.measure, target)?.into();
+            self.blocks = measure_blocks(&self.meta.path, &self.index, batch, measure, target)?.into();
         }
         Ok(self.blocks.front().map(|b| b.series))
     }
@@ -120,15 +118,7 @@ pub async fn merge_parts(store: &Arc<dyn ObjectStore>, inputs: &[PartMeta], out_
     let mut cursors = Vec::with_capacity(inputs.len());
     for (rank, meta) in inputs.iter().enumerate() {
         let index = read_index(store.as_ref(), meta).await?;
-        cursors.push(Cursor {
-            meta,
-            index,
-            rank,
-            measure: String::new(),
-            batches: VecDeque::new(),
-            blocks: VecDeque::new(),
-            fetched: None,
-        });
+        cursors.push(Cursor { meta, index, rank, batches: VecDeque::new(), blocks: VecDeque::new(), fetched: None });
     }
     let mut measures: Vec<String> = cursors.iter().flat_map(|c| c.index.measures().map(|(m, _)| m.clone())).collect();
     measures.sort();
@@ -144,7 +134,7 @@ pub async fn merge_parts(store: &Arc<dyn ObjectStore>, inputs: &[PartMeta], out_
         loop {
             let mut next: Option<u64> = None;
             for c in cursors.iter_mut() {
-                if let Some(s) = c.front(store.as_ref(), &target).await? {
+                if let Some(s) = c.front(store.as_ref(), measure, &target).await? {
                     next = Some(next.map_or(s, |n| n.min(s)));
                 }
             }

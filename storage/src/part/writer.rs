@@ -178,11 +178,12 @@ impl PartWriter {
         }
         debug_assert_eq!(self.footer.measures[measure], **layout, "one layout per measure and part");
         self.account(measure, rows);
-        if self.pending_measures.last().is_none_or(|m| m != measure) {
+        let starts_measure = self.pending_measures.last().is_none_or(|m| m != measure);
+        if starts_measure {
             self.pending_measures.push(measure.to_string());
         }
         let field_columns = self.schema.fields().len() - FIXED_COLUMNS.len();
-        self.pending.get_or_insert_with(|| BatchBuilder::new(field_columns)).add(measure, rows);
+        self.pending.get_or_insert_with(|| BatchBuilder::new(field_columns)).add(starts_measure, rows);
         Ok(())
     }
 
@@ -379,8 +380,6 @@ struct BatchBuilder {
     fields: Vec<BinaryBuilder>,
     /// Points added (the blocks are the `series` values).
     points: usize,
-    /// The measure of the last block added.
-    last_measure: String,
     buf: Vec<u8>,
     col: Vec<u8>,
 }
@@ -402,25 +401,19 @@ impl BatchBuilder {
             tags: binary(),
             fields: (0..field_columns).map(|_| binary()).collect(),
             points: 0,
-            last_measure: String::new(),
             buf: Vec::new(),
             col: Vec::new(),
         }
     }
 
-    /// Encodes one series' points (sorted by ts) as the batch's next block.
-    fn add(&mut self, measure: &str, b: &[Point]) {
+    /// Encodes one series' points (sorted by ts) as the batch's next block;
+    /// `starts_measure` if it is its measure's first in the batch.
+    fn add(&mut self, starts_measure: bool, b: &[Point]) {
         let (first, last) = (&b[0], &b[b.len() - 1]);
         // Format 6: a mark on a measure's first block of the batch (the
         // footer names the batch's measures in order); the blocks after it
         // (empty) belong to the same measure.
-        if self.last_measure != measure {
-            self.measure.append_value(NEXT_MEASURE);
-            self.last_measure.clear();
-            self.last_measure.push_str(measure);
-        } else {
-            self.measure.append_value("");
-        }
+        self.measure.append_value(if starts_measure { NEXT_MEASURE } else { "" });
         self.series.append_value(first.series);
         self.count.append_value(b.len() as u32);
         self.min_ts.append_value(first.ts);
