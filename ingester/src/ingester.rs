@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use canopy_model::{ColumnLayout, MeasureSchema, Point, QueryPlan};
+use canopy_model::{ColumnLayout, IdMap, MeasureSchema, Point, QueryPlan};
 use canopy_storage::CatalogStore;
 use object_store::ObjectStore;
 
@@ -309,9 +309,16 @@ impl Ingester {
     /// measure, its layout and revision (the form liaisons send it in).
     pub async fn write_batch(&self, batch: WalBatch) -> Result<()> {
         let WalBatch { group, measure, revision, segment_nanos, layout, points } = batch;
-        let mut by_shard: HashMap<u32, Vec<Point>> = HashMap::new();
-        for p in points {
-            by_shard.entry(p.shard).or_default().push(p);
+        // Shard ids are small integers: hashed as themselves (a point's
+        // shard is looked up once per point).
+        let mut by_shard: IdMap<u32, Vec<Point>> = IdMap::default();
+        match points.first().map(|p| p.shard) {
+            Some(id) if points.iter().all(|p| p.shard == id) => drop(by_shard.insert(id, points)),
+            _ => {
+                for p in points {
+                    by_shard.entry(p.shard).or_default().push(p);
+                }
+            }
         }
         let mut pending = Vec::with_capacity(by_shard.len());
         for (id, pts) in by_shard {

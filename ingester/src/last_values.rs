@@ -73,7 +73,18 @@ impl LastValues {
                     // `>=`: of two points with the same timestamp and version
                     // (even in one WAL record), the later write wins.
                     if (p.ts, p.version, seq) >= (cur.2.ts, cur.2.version, cur.0) {
-                        *cur = (seq, layout.clone(), p.clone());
+                        // In place: every write of a series lands here, and
+                        // its tags, layout and field vector rarely change.
+                        cur.0 = seq;
+                        if !Arc::ptr_eq(&cur.1, layout) {
+                            cur.1 = layout.clone();
+                        }
+                        let kept = &mut cur.2;
+                        (kept.series, kept.shard, kept.ts, kept.version) = (p.series, p.shard, p.ts, p.version);
+                        if !Arc::ptr_eq(&kept.tags, &p.tags) {
+                            kept.tags = p.tags.clone();
+                        }
+                        kept.fields.clone_from(&p.fields);
                     }
                 }
                 None => {

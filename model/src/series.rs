@@ -87,6 +87,10 @@ impl Hasher for IdHasher {
     fn write_usize(&mut self, id: usize) {
         self.write_u64(id as u64);
     }
+
+    fn write_u32(&mut self, id: u32) {
+        self.write_u64(u64::from(id));
+    }
 }
 
 #[cfg(test)]

@@ -49,6 +49,14 @@ fn disk_points() -> Vec<Point> {
     points().into_iter().filter(|p| p.series == 101).map(|p| Point { series: 900, ..p }).collect()
 }
 
+/// The points of the third measure of the format-7 fixture: series named
+/// by their host (each id is the hash of its host), as agent measures are.
+fn named_points() -> Vec<Point> {
+    let mut out: Vec<Point> = points().into_iter().map(|p| Point { series: canopy_model::series_id("mem", [&p.tags[0]]), ..p }).collect();
+    out.sort_by_key(|p| (p.series, p.ts));
+    out
+}
+
 fn catalog(part: PartMeta) -> CatalogState {
     let mut c = CatalogState::empty("g", 0);
     c.epoch = 3;
@@ -66,10 +74,12 @@ async fn write_current_fixtures() {
     if std::env::var_os("CANOPY_WRITE_FIXTURES").is_none() {
         return;
     }
-    // From format 6 a second, small measure shares the batch of the first.
+    // From format 6 a second, small measure shares the batch of the first;
+    // from format 7 a third one's series are named by their tag.
     let part = encode_part(&[
         MeasureRows { name: "cpu".into(), layout: Arc::new(layout()), rows: points() },
         MeasureRows { name: "disk".into(), layout: Arc::new(layout()), rows: disk_points() },
+        MeasureRows { name: "mem".into(), layout: Arc::new(layout()), rows: named_points() },
     ])
     .unwrap();
     std::fs::write(fixture(&format!("part-v{}.arrow", canopy_storage::part::PART_FORMAT)), &part.bytes).unwrap();
@@ -209,4 +219,17 @@ async fn the_part_v6_fixture_decodes_two_measures_sharing_a_batch() {
     let got = scan_part(store.as_ref(), &meta, &index, &Scan::everything("disk", &target)).await.unwrap();
     assert_eq!(got, disk_points());
     assert_eq!(index.series_matching("disk", &[("host", &[TagVal::Str("host-1".into())])]), Some(vec![900]));
+}
+
+#[tokio::test]
+async fn the_part_v7_fixture_resolves_series_named_by_their_tag() {
+    assert_indexed_fixture("part-v7.arrow", 7, "host-2", 102).await;
+    let (store, meta, index) = part_fixture("part-v7.arrow").await;
+    assert_eq!(index.batches_of("mem"), vec![0], "three measures share one batch");
+    let target = layout();
+    let got = scan_part(store.as_ref(), &meta, &index, &Scan::everything("mem", &target)).await.unwrap();
+    assert_eq!(got, named_points());
+    let host = TagVal::Str("host-1".into());
+    let want = canopy_model::series_id("mem", [&host]);
+    assert_eq!(index.series_matching("mem", &[("host", &[host, TagVal::Str("host-9".into())])]), Some(vec![want]));
 }

@@ -67,12 +67,16 @@ pub(crate) const FOOTER_ZSTD7_KEY: &str = "canopy.part.z7";
 /// takes in Go's durations in seconds; format 6 lets measures share
 /// record batches (each batch of a part costs ~1 KB of Arrow metadata,
 /// buffer frames and footer, and a Prometheus exports ~900 metric names,
-/// most with a few series). A change to the
+/// most with a few series); format 7 leaves out of the series index the
+/// tags that name their series outright — each value v held by exactly the
+/// series `series_id(measure, [v])`, as an agent measure's `__series__` and
+/// a one-tag entity do — which were most of a footer's bytes on real
+/// Prometheus data (see [`SeriesIndex::derived`]). A change to the
 /// footer, the Arrow schema or the column codecs is a new format, with the
 /// readers for the old ones kept and a golden file for each in `tests/fixtures`.
-pub const PART_FORMAT: u32 = 6;
+pub const PART_FORMAT: u32 = 7;
 /// Formats this build reads.
-pub(crate) const PART_FORMATS_READ: [u32; 6] = [1, 2, 3, 4, 5, 6];
+pub(crate) const PART_FORMATS_READ: [u32; 7] = [1, 2, 3, 4, 5, 6, 7];
 /// Most series of one measure in a part that get a series index; a part
 /// with more is scanned without one (its footer stays small).
 pub const SERIES_INDEX_MAX: usize = 16_384;
@@ -95,6 +99,19 @@ pub(crate) struct PartFooter {
     /// bytes; a measure's ids were repeated once per tag).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub(crate) series_index: BTreeMap<String, SeriesIndex>,
+    /// Per measure, what its derived tags resolve against (filled by the
+    /// reader from `series_index`; not stored).
+    #[serde(skip)]
+    pub(crate) derived: BTreeMap<String, Derived>,
+}
+
+/// A measure's tags left out of its series index because each value names
+/// its series by hash, and the series ids they resolve against.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Derived {
+    pub(crate) tags: Vec<String>,
+    /// Every series of the measure in the part, sorted.
+    pub(crate) ids: Vec<u64>,
 }
 
 /// One measure's series index as format 6 stores it: the sorted series ids,
@@ -103,20 +120,29 @@ pub(crate) struct PartFooter {
 pub(crate) struct SeriesIndex {
     pub(crate) ids: Vec<u64>,
     pub(crate) tags: BTreeMap<String, BTreeMap<String, Vec<u32>>>,
+    /// Format 7: tags whose every value v is held by exactly the series
+    /// `series_id(measure, [v])` (checked when written), so a lookup hashes
+    /// the value instead of reading a posting list. Their postings are not
+    /// stored: one key per series, as long as the series' whole label set
+    /// for an agent measure.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) derived: Vec<String>,
 }
 
 impl SeriesIndex {
-    /// Packs one measure's index (tag → value → sorted ids).
-    pub(crate) fn pack(by_tag: &BTreeMap<String, BTreeMap<String, Vec<u64>>>) -> SeriesIndex {
+    /// Packs one measure's index (tag → value → sorted ids), leaving out
+    /// the postings of the `derived` tags (their series still count in `ids`).
+    pub(crate) fn pack(by_tag: &BTreeMap<String, BTreeMap<String, Vec<u64>>>, derived: Vec<String>) -> SeriesIndex {
         let mut ids: Vec<u64> = by_tag.values().flat_map(|values| values.values().flatten().copied()).collect();
         ids.sort_unstable();
         ids.dedup();
         let at = |id: &u64| ids.binary_search(id).expect("collected above") as u32;
         let tags = by_tag
             .iter()
+            .filter(|(t, _)| !derived.contains(t))
             .map(|(t, values)| (t.clone(), values.iter().map(|(v, s)| (v.clone(), s.iter().map(at).collect())).collect()))
             .collect();
-        SeriesIndex { ids, tags }
+        SeriesIndex { ids, tags, derived }
     }
 
     /// The index as tag → value → sorted ids; `None` if a position is out of range.
@@ -203,8 +229,10 @@ mod tests {
             ("host".to_string(), BTreeMap::from([("01".to_string(), vec![7, u64::MAX]), ("02".to_string(), vec![3])])),
             ("zone".to_string(), BTreeMap::from([("03".to_string(), vec![3, 7, u64::MAX])])),
         ]);
-        let packed = SeriesIndex::pack(&by_tag);
+        let packed = SeriesIndex::pack(&by_tag, Vec::new());
         assert_eq!(packed.ids, vec![3, 7, u64::MAX], "each id once");
+        let without_host = SeriesIndex::pack(&by_tag, vec!["host".into()]);
+        assert_eq!((without_host.ids.clone(), without_host.tags.len()), (packed.ids.clone(), 1), "a derived tag's series still count");
         assert_eq!(packed.tags["zone"]["03"], vec![0, 1, 2]);
         assert_eq!(packed.unpack(), Some(by_tag));
         let mut bad = packed;

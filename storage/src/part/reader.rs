@@ -19,7 +19,7 @@ use super::block::{DecodedBlock, FieldColumn, TagColumn};
 use super::codec::{decode_field_typed, decode_ints_range, decode_packed_timestamps, decode_tag_column, decode_timestamps};
 use super::writer::tag_key;
 use super::{
-    BATCH_MEASURES_KEY, BatchInfo, ColumnRange, FIXED_COLUMNS, FOOTER_KEY, FOOTER_ZSTD_KEY, FOOTER_ZSTD7_KEY, NEXT_MEASURE,
+    BATCH_MEASURES_KEY, BatchInfo, ColumnRange, Derived, FIXED_COLUMNS, FOOTER_KEY, FOOTER_ZSTD_KEY, FOOTER_ZSTD7_KEY, NEXT_MEASURE,
     PART_FORMATS_READ, PartFooter, field_column,
 };
 use crate::catalog::PartMeta;
@@ -48,7 +48,9 @@ impl PartIndex {
             .flat_map(|tags| tags.iter())
             .map(|(tag, values)| tag.len() + 48 + values.iter().map(|(k, ids)| k.len() + ids.len() * 8 + 64).sum::<usize>())
             .sum();
-        512 + self.blocks.len() * 24 + batches + self.footer.measures.len() * 256 + index
+        let derived: usize =
+            self.footer.derived.values().map(|d| d.ids.len() * 8 + d.tags.iter().map(|t| t.len() + 24).sum::<usize>()).sum();
+        512 + self.blocks.len() * 24 + batches + self.footer.measures.len() * 256 + index + derived
     }
 
     /// The measures in the part with the layouts they were written with.
@@ -67,15 +69,24 @@ impl PartIndex {
     /// series): then any series may match.
     pub fn series_matching(&self, measure: &str, conditions: &[(&str, &[TagVal])]) -> Option<Vec<u64>> {
         let index = self.footer.index.get(measure)?;
+        let derived = self.footer.derived.get(measure);
         let mut out: Option<Vec<u64>> = None;
         for (tag, values) in conditions {
-            // A tag the part never stored reads as null everywhere.
-            let postings = index.get(*tag);
-            let mut ids: Vec<u64> =
-                values.iter().flat_map(|v| postings.and_then(|p| p.get(&tag_key(v))).into_iter().flatten().copied()).collect();
-            if postings.is_none() && values.contains(&TagVal::Null) {
-                continue;
-            }
+            let mut ids: Vec<u64> = match derived.filter(|d| d.tags.iter().any(|t| t == tag)) {
+                // Each value names its series; a hash of a value the part
+                // lacks names none of its series.
+                Some(d) => {
+                    values.iter().map(|v| canopy_model::series_id(measure, [v])).filter(|id| d.ids.binary_search(id).is_ok()).collect()
+                }
+                None => {
+                    // A tag the part never stored reads as null everywhere.
+                    let postings = index.get(*tag);
+                    if postings.is_none() && values.contains(&TagVal::Null) {
+                        continue;
+                    }
+                    values.iter().flat_map(|v| postings.and_then(|p| p.get(&tag_key(v))).into_iter().flatten().copied()).collect()
+                }
+            };
             ids.sort_unstable();
             ids.dedup();
             out = Some(match out {
@@ -157,6 +168,9 @@ impl PartIndex {
         }
         for (measure, packed) in std::mem::take(&mut footer.series_index) {
             let index = packed.unpack().ok_or_else(|| corrupt(format!("series index of {measure}: a position past its ids")))?;
+            if !packed.derived.is_empty() {
+                footer.derived.insert(measure.clone(), Derived { tags: packed.derived, ids: packed.ids });
+            }
             footer.index.insert(measure, index);
         }
         if footer.batches.len() != blocks.len() {
@@ -815,6 +829,33 @@ mod tests {
         assert_eq!(idx.series_matching("cpu", &[("rack", &[TagVal::Null])]), None, "a tag never stored reads as null everywhere");
         assert_eq!(idx.series_matching("cpu", &[("rack", &[host("r1")])]), Some(vec![]));
         assert_eq!(idx.series_matching("mem", &[("host", &[host("h1")])]), None, "no index for a measure the part lacks");
+    }
+
+    #[test]
+    fn a_tag_that_names_its_series_resolves_by_hash_without_postings() {
+        // `host` names each series (its id is the hash of the value), as an
+        // agent measure's `__series__` does; `zone` does not.
+        let l = Arc::new(layout(&["host", "zone"], &["v"]));
+        let host = |h: &str| TagVal::Str(h.into());
+        let id = |h: &str| canopy_model::series_id("cpu", [&host(h)]);
+        let mut a: Vec<Point> = ["h1", "h2", "h3"].iter().flat_map(|h| rows(id(h), 4, h)).collect();
+        a.sort_by_key(|p| (p.series, p.ts));
+        let enc = encode_part(&[MeasureRows { name: "cpu".into(), layout: l.clone(), rows: a.clone() }]).unwrap();
+        let idx = PartIndex::parse("p", &enc.bytes).unwrap();
+        assert_eq!(idx.footer.derived["cpu"].tags, vec!["host".to_string()]);
+        assert!(!idx.footer.index["cpu"].contains_key("host"), "no postings stored for host");
+        let mut want = vec![id("h1"), id("h3")];
+        want.sort_unstable();
+        assert_eq!(idx.series_matching("cpu", &[("host", &[host("h1"), host("h3"), host("h9")])]), Some(want));
+        assert_eq!(idx.series_matching("cpu", &[("host", &[host("h2")]), ("zone", &[host("z1")])]), Some(vec![id("h2")]));
+        assert_eq!(idx.series_matching("cpu", &[("host", &[host("h9")])]), Some(vec![]), "a value the part lacks");
+        // One series whose id is not its value's hash: host keeps its postings.
+        a.extend(rows(5, 2, "h5"));
+        a.sort_by_key(|p| (p.series, p.ts));
+        let enc = encode_part(&[MeasureRows { name: "cpu".into(), layout: l, rows: a }]).unwrap();
+        let idx = PartIndex::parse("p", &enc.bytes).unwrap();
+        assert!(!idx.footer.derived.contains_key("cpu"));
+        assert_eq!(idx.series_matching("cpu", &[("host", &[host("h5")])]), Some(vec![5]));
     }
 
     #[tokio::test]

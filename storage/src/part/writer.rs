@@ -143,6 +143,7 @@ impl PartWriter {
                 batches: Vec::new(),
                 index: BTreeMap::new(),
                 series_index: BTreeMap::new(),
+                derived: BTreeMap::new(),
             },
             stats: BTreeMap::new(),
             pending_measures: Vec::new(),
@@ -284,7 +285,9 @@ impl PartWriter {
                 .zip(index)
                 .map(|((_, tag, _), values)| (tag.clone(), values.iter().map(|(v, ids)| (tag_key(v), ids.clone())).collect()))
                 .collect();
-            self.footer.series_index.insert(name.clone(), SeriesIndex::pack(&by_tag));
+            let derived =
+                layout.tags.iter().zip(index).filter(|(_, values)| names_its_series(name, values)).map(|((_, t, _), _)| t.clone());
+            self.footer.series_index.insert(name.clone(), SeriesIndex::pack(&by_tag, derived.collect()));
         }
         let json = serde_json::to_vec(&self.footer).expect("footer serializes");
         let packed = crate::zstd_json::compress(&json);
@@ -328,6 +331,14 @@ impl PartWriter {
         };
         Ok((out, summary))
     }
+}
+
+/// True when every value of a tag is held by exactly one series, the one
+/// its hash names (`series_id(measure, [value])`): a lookup can then hash
+/// the value instead of reading postings (see `SeriesIndex::derived`).
+/// Other tags stop at their first value held by several series.
+fn names_its_series(measure: &str, values: &BTreeMap<TagVal, Vec<u64>>) -> bool {
+    !values.is_empty() && values.iter().all(|(v, ids)| ids[..] == [canopy_model::series_id(measure, [v])])
 }
 
 /// The key of a tag value in the series index: its encoding, in hex.
