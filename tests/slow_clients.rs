@@ -102,9 +102,13 @@ const OTLP_EXPORT: &str = "/opentelemetry.proto.collector.metrics.v1.MetricsServ
 async fn grpc_calls_and_bytes_past_the_limits_are_refused_at_once() {
     // The read timeout is long enough for the middle of the test on a
     // loaded machine: the stalled calls must still hold their slots when
-    // the last call is refused.
-    let c =
-        Canopy::start(Backend::Local, &["--grpc-calls-max", "2", "--grpc-in-flight-bytes-max", "1000000", "--http-read-timeout-secs", "8"]);
+    // the last call is refused. (At 8 s the first stalled call was cut off
+    // before the second was seen holding a slot in about one run of three:
+    // the calls that probe for the first one's bytes each write 500 KB.)
+    let c = Canopy::start(
+        Backend::Local,
+        &["--grpc-calls-max", "2", "--grpc-in-flight-bytes-max", "1000000", "--http-read-timeout-secs", "20"],
+    );
     let http = Http::new(c.http);
     create_schema(&http).await;
     let now = now_nanos();
@@ -147,7 +151,7 @@ async fn grpc_calls_and_bytes_past_the_limits_are_refused_at_once() {
     let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
     assert!(health.check(tonic_health::pb::HealthCheckRequest { service: String::new() }).await.is_ok());
 
-    // The stalled calls are cut off after the read timeout (8 s), freeing
+    // The stalled calls are cut off after the read timeout (20 s), freeing
     // what they held.
     for call in [big, small] {
         let status = tokio::time::timeout(Duration::from_secs(40), call).await.expect("a stalled call was never ended").unwrap();
