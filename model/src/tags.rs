@@ -23,7 +23,10 @@ impl TagsInterner {
     /// (nothing equal was kept, so the caller now holds a new allocation).
     pub fn intern(&mut self, series: SeriesId, tags: Tags) -> (Tags, bool) {
         match self.by_series.get(&series) {
-            Some(kept) if Arc::ptr_eq(kept, &tags) || **kept == *tags => (kept.clone(), false),
+            // The kept allocation itself: handed back without touching its
+            // count (writers on other cores share it).
+            Some(kept) if Arc::ptr_eq(kept, &tags) => (tags, false),
+            Some(kept) if **kept == *tags => (kept.clone(), false),
             _ => {
                 self.by_series.insert(series, tags.clone());
                 (tags, true)

@@ -44,6 +44,13 @@ impl From<DecodeError> for crate::error::ApiError {
 }
 
 fn varint(b: &mut &[u8]) -> Result<u64, DecodeError> {
+    // Most varints of a request (keys, label lengths) are one byte.
+    if let Some((&byte, rest)) = b.split_first()
+        && byte < 0x80
+    {
+        *b = rest;
+        return Ok(u64::from(byte));
+    }
     let mut v: u64 = 0;
     for i in 0..10 {
         let (&byte, rest) = b.split_first().ok_or(DecodeError("truncated varint"))?;
