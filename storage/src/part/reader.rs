@@ -849,6 +849,7 @@ mod tests {
         assert_eq!(idx.series_matching("cpu", &[("host", &[host("h1"), host("h3"), host("h9")])]), Some(want));
         assert_eq!(idx.series_matching("cpu", &[("host", &[host("h2")]), ("zone", &[host("z1")])]), Some(vec![id("h2")]));
         assert_eq!(idx.series_matching("cpu", &[("host", &[host("h9")])]), Some(vec![]), "a value the part lacks");
+        assert_eq!(idx.series_matching("cpu", &[("host", &[TagVal::Null, TagVal::Int(1)])]), Some(vec![]), "null, another type");
         // One series whose id is not its value's hash: host keeps its postings.
         a.extend(rows(5, 2, "h5"));
         a.sort_by_key(|p| (p.series, p.ts));
