@@ -312,13 +312,8 @@ impl Ingester {
         // Shard ids are small integers: hashed as themselves (a point's
         // shard is looked up once per point).
         let mut by_shard: IdMap<u32, Vec<Point>> = IdMap::default();
-        match points.first().map(|p| p.shard) {
-            Some(id) if points.iter().all(|p| p.shard == id) => drop(by_shard.insert(id, points)),
-            _ => {
-                for p in points {
-                    by_shard.entry(p.shard).or_default().push(p);
-                }
-            }
+        for p in points {
+            by_shard.entry(p.shard).or_default().push(p);
         }
         let mut pending = Vec::with_capacity(by_shard.len());
         for (id, pts) in by_shard {

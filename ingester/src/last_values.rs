@@ -79,12 +79,14 @@ impl LastValues {
                         if !Arc::ptr_eq(&cur.1, layout) {
                             cur.1 = layout.clone();
                         }
-                        let kept = &mut cur.2;
-                        (kept.series, kept.shard, kept.ts, kept.version) = (p.series, p.shard, p.ts, p.version);
-                        if !Arc::ptr_eq(&kept.tags, &p.tags) {
-                            kept.tags = p.tags.clone();
+                        // Named field by field, so a field added to
+                        // `Point` cannot be left stale here.
+                        let Point { series, shard, ts, version, tags, fields } = &mut cur.2;
+                        (*series, *shard, *ts, *version) = (p.series, p.shard, p.ts, p.version);
+                        if !Arc::ptr_eq(tags, &p.tags) {
+                            *tags = p.tags.clone();
                         }
-                        kept.fields.clone_from(&p.fields);
+                        fields.clone_from(&p.fields);
                     }
                 }
                 None => {

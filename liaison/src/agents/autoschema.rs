@@ -247,15 +247,6 @@ pub(crate) fn series_key(labels: &[(String, String)]) -> String {
     out
 }
 
-/// `v` as a value of a `want` field (an integer widens to a float), or why not.
-fn as_type(want: FieldType, v: FieldVal) -> Result<FieldVal, String> {
-    match (want, v) {
-        (FieldType::Float, FieldVal::Int(n)) => Ok(FieldVal::Float(n as f64)),
-        (t, v) if field_type(&v) == Some(t) => Ok(v),
-        (t, v) => Err(format!("is {}, got {}", t.as_str_name(), v.type_name())),
-    }
-}
-
 fn field_type(v: &FieldVal) -> Option<FieldType> {
     Some(match v {
         FieldVal::Float(_) => FieldType::Float,
@@ -464,8 +455,6 @@ impl AutoSchema {
         let mut points = Vec::with_capacity(rows.len());
         // Each list of field names mapped onto the layout once.
         let slots: Vec<Vec<Option<usize>>> = names.iter().map(|n| n.iter().map(|k| layout.field_index(k)).collect()).collect();
-        let identity: Vec<bool> =
-            slots.iter().map(|s| s.len() == layout.fields.len() && s.iter().enumerate().all(|(i, &slot)| slot == Some(i))).collect();
         'points: for (prepared, names_at, r) in rows {
             if r.ts < oldest {
                 out.reject(format!("{measure}: timestamp {} is outside the group's TTL", r.ts));
@@ -478,31 +467,18 @@ impl AutoSchema {
                     continue;
                 }
             };
-            // Values already in the layout's order (a remote-write sample's
-            // one value) are checked in place: no second vector per point.
-            let (mut fields, values) =
-                if identity[names_at] { (r.values, Vec::new()) } else { (vec![FieldVal::Null; layout.fields.len()], r.values) };
-            if identity[names_at] {
-                for (i, k) in names[names_at].iter().enumerate() {
-                    let v = std::mem::replace(&mut fields[i], FieldVal::Null);
-                    fields[i] = match as_type(layout.field_type(i), v) {
-                        Ok(v) => v,
-                        Err(why) => {
-                            out.reject(format!("{measure}: field {k:?} {why}"));
-                            continue 'points;
-                        }
-                    };
-                }
-            }
-            for ((k, slot), v) in names[names_at].iter().zip(&slots[names_at]).zip(values) {
+            let mut fields = vec![FieldVal::Null; layout.fields.len()];
+            for ((k, slot), v) in names[names_at].iter().zip(&slots[names_at]).zip(r.values) {
                 let Some(i) = *slot else {
                     out.reject(format!("{measure}: field {k:?} is not in the schema"));
                     continue 'points;
                 };
-                fields[i] = match as_type(layout.field_type(i), v) {
-                    Ok(v) => v,
-                    Err(why) => {
-                        out.reject(format!("{measure}: field {k:?} {why}"));
+                let want = layout.field_type(i);
+                fields[i] = match (want, v) {
+                    (FieldType::Float, FieldVal::Int(n)) => FieldVal::Float(n as f64),
+                    (t, v) if field_type(&v) == Some(t) => v,
+                    (t, v) => {
+                        out.reject(format!("{measure}: field {k:?} is {}, got {}", t.as_str_name(), v.type_name()));
                         continue 'points;
                     }
                 };
