@@ -11,7 +11,7 @@ use canopy_model::{LayoutMapping, ModelError, PartialResult, Point, Predicate, Q
 use canopy_storage::part::{
     BlockFilter, DecodedBlock, PartIndex, Scan, decode_blocks, fetch_batches, read_index, scan_mapping, select_batches,
 };
-use canopy_storage::{CatalogState, PartMeta, tag_value_hash};
+use canopy_storage::{CatalogState, PartMeta};
 use futures::{StreamExt, TryStreamExt};
 use object_store::ObjectStore;
 
@@ -91,13 +91,8 @@ impl PartQuery {
     pub(crate) fn overlaps(&self, p: &PartMeta) -> bool {
         let plan = &self.plan;
         p.measures.get(&plan.schema.name).is_some_and(|m| {
-            let series_ok = match (&plan.series, &m.series_filter) {
-                (Some(ids), Some(f)) => ids.iter().any(|&id| f.may_contain(id)),
-                _ => true,
-            };
-            let tags_ok = self.conds.iter().all(|(t, values)| {
-                m.tag_filters.get(&plan.schema.layout.tags[*t].1).is_none_or(|f| values.iter().any(|v| f.may_contain(tag_value_hash(v))))
-            });
+            let series_ok = plan.series.as_ref().is_none_or(|ids| m.may_hold_series(ids));
+            let tags_ok = self.conds.iter().all(|(t, values)| m.may_hold_tag(&plan.schema.name, &plan.schema.layout.tags[*t].1, values));
             m.max_ts >= plan.begin && m.min_ts < plan.end && series_ok && tags_ok
         })
     }

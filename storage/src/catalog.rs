@@ -33,15 +33,63 @@ pub struct MeasureStats {
     pub max_ts: i64,
     /// Numeric fields: (min, max) over non-null values.
     pub fields: BTreeMap<String, (f64, f64)>,
-    /// Bloom filter of the series ids, for parts with few series.
+    /// Entries written before `keys`: a Bloom filter of the series ids, for
+    /// parts with few series.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub series_filter: Option<crate::SeriesFilter>,
-    /// Per tag with at most `FILTER_SERIES_MAX` distinct values in the
-    /// part, a Bloom filter of their [`crate::tag_value_hash`]es: criteria on
-    /// such a tag skip the part from the catalog alone. Older catalog
-    /// entries lack it (no pruning then).
+    /// Entries written before `keys`: per tag with at most
+    /// `FILTER_SERIES_MAX` distinct values in the part, a Bloom filter of
+    /// their [`crate::tag_value_hash`]es. Older entries still lack it (no
+    /// pruning then).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub tag_filters: BTreeMap<String, crate::SeriesFilter>,
+    /// One Bloom filter of the measure's series ids (unless
+    /// `keys_without_series`) and of every tag's values under
+    /// [`crate::tag_key_hash`], except the tags in `keys_unfiltered` and those
+    /// that name their series (each value v held by exactly the series
+    /// `series_id(measure, [v])`, found through the series ids instead).
+    /// One filter instead of a filter per tag: a measure of a few series
+    /// had a 64-bit word per tag for ~10 bits each, which made the filters
+    /// half of a catalog on real Prometheus data. Absent in older entries
+    /// (`series_filter` and `tag_filters` then).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keys: Option<crate::SeriesFilter>,
+    /// The part has more than `FILTER_SERIES_MAX` series of the measure:
+    /// `keys` holds none of them.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub keys_without_series: bool,
+    /// Tags whose values `keys` does not hold (more than
+    /// `FILTER_SERIES_MAX` in the part): criteria on them prune nothing.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub keys_unfiltered: Vec<String>,
+}
+
+impl MeasureStats {
+    /// False if the part certainly holds no series in `ids`.
+    pub fn may_hold_series(&self, ids: &[u64]) -> bool {
+        match (&self.keys, &self.series_filter) {
+            (Some(keys), _) => self.keys_without_series || ids.iter().any(|&id| keys.may_contain(id)),
+            (None, Some(f)) => ids.iter().any(|&id| f.may_contain(id)),
+            (None, None) => true,
+        }
+    }
+
+    /// False if no series of `measure` in the part certainly has one of
+    /// `values` for `tag`.
+    pub fn may_hold_tag(&self, measure: &str, tag: &str, values: &[canopy_model::TagVal]) -> bool {
+        let Some(keys) = &self.keys else {
+            return self.tag_filters.get(tag).is_none_or(|f| values.iter().any(|v| f.may_contain(crate::tag_value_hash(v))));
+        };
+        if self.keys_unfiltered.iter().any(|t| t == tag) {
+            return true;
+        }
+        // A tag that names its series has no keys of its own: the series
+        // its value names stands for it.
+        values.iter().any(|v| {
+            keys.may_contain(crate::tag_key_hash(tag, v))
+                || (!self.keys_without_series && keys.may_contain(canopy_model::series_id(measure, [v])))
+        })
+    }
 }
 
 /// A part as the catalog knows it.

@@ -20,6 +20,9 @@
 //! The entries (`PartMeta`, `CompactionClaim`, `PendingDelete`) have kept
 //! their shape since version 1 and are shared by all; changing one means a
 //! version 4 with its own copies, and a decoder here for every older version.
+//! Optional pruning statistics are the exception (`MeasureStats`'
+//! `tag_filters`, later `keys`): absent they mean "may hold anything", so an
+//! entry without them, or a build that ignores them, stays correct.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;

@@ -1,7 +1,8 @@
-//! A small Bloom filter over the series ids of a part's measure, kept in the
-//! catalog entry so a query for known series skips parts without reading
-//! them. Series ids are already hashes, so the probe positions come straight
-//! from their bits (double hashing).
+//! A small Bloom filter over the series ids of a part's measure (and, from
+//! catalog entries of 2026-12, its tags' values under [`tag_key_hash`]),
+//! kept in the catalog entry so a query for known series or tag values
+//! skips parts without reading them. Series ids are already hashes, so the
+//! probe positions come straight from their bits (double hashing).
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -18,7 +19,19 @@ pub fn tag_value_hash(v: &canopy_model::TagVal) -> u64 {
     xxhash_rust::xxh3::xxh3_64(&buf)
 }
 
-/// A Bloom filter of series ids.
+/// The key a tag's value is kept under in a measure's one filter of series
+/// ids and tag values ([`crate::MeasureStats::keys`]): the tag's name is
+/// part of it, so `job="node"` and `instance="node"` are different keys.
+pub fn tag_key_hash(tag: &str, v: &canopy_model::TagVal) -> u64 {
+    let mut buf = Vec::with_capacity(tag.len() + 33);
+    buf.extend_from_slice(tag.as_bytes());
+    // A tag name holds no 0xff (it is UTF-8), so the name ends here.
+    buf.push(0xff);
+    v.encode(&mut buf);
+    xxhash_rust::xxh3::xxh3_64(&buf)
+}
+
+/// A Bloom filter of 64-bit keys (series ids, tag value hashes).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SeriesFilter {
     words: Vec<u64>,
@@ -27,7 +40,16 @@ pub struct SeriesFilter {
 impl SeriesFilter {
     /// Builds a filter over `ids`, or `None` when there are too many.
     pub fn build(ids: &[u64]) -> Option<SeriesFilter> {
-        if ids.is_empty() || ids.len() > FILTER_SERIES_MAX {
+        if ids.len() > FILTER_SERIES_MAX {
+            return None;
+        }
+        Self::over(ids)
+    }
+
+    /// Builds a filter over `keys`, however many (`None` for none): for a
+    /// measure's keys, already bounded per tag by [`FILTER_SERIES_MAX`].
+    pub fn over(ids: &[u64]) -> Option<SeriesFilter> {
+        if ids.is_empty() {
             return None;
         }
         let mut f = SeriesFilter { words: vec![0; (ids.len() * BITS_PER_SERIES).div_ceil(64)] };

@@ -667,8 +667,7 @@ mod tests {
         assert!(scan_part(store.as_ref(), &meta, &idx, &scan("mem", &l, 0, i64::MAX, None, &|_| true)).await.unwrap().is_empty());
         let only2 = scan_part(store.as_ref(), &meta, &idx, &scan("cpu", &l, 0, i64::MAX, Some(&[2]), &|_| true)).await.unwrap();
         assert_eq!(only2, a[100..].to_vec());
-        let f = meta.measures["cpu"].series_filter.as_ref().unwrap();
-        assert!(f.may_contain(1) && f.may_contain(2));
+        assert!(meta.measures["cpu"].may_hold_series(&[1]) && meta.measures["cpu"].may_hold_series(&[2]));
     }
 
     #[tokio::test]
@@ -857,6 +856,61 @@ mod tests {
         let idx = PartIndex::parse("p", &enc.bytes).unwrap();
         assert!(!idx.footer.derived.contains_key("cpu"));
         assert_eq!(idx.series_matching("cpu", &[("host", &[host("h5")])]), Some(vec![5]));
+    }
+
+    #[test]
+    fn one_catalog_filter_holds_a_measures_series_and_tag_values() {
+        use crate::FILTER_SERIES_MAX;
+        let l = Arc::new(layout(&["host", "zone"], &["v"]));
+        let host = |h: &str| TagVal::Str(h.into());
+        let id = |h: &str| canopy_model::series_id("cpu", [&host(h)]);
+        let stats = |rows: Vec<Point>| {
+            encode_part(&[MeasureRows { name: "cpu".into(), layout: l.clone(), rows }]).unwrap().summary.measures.remove("cpu").unwrap()
+        };
+        // `host` names its series: found through the series ids alone.
+        let mut a: Vec<Point> = ["h1", "h2"].iter().flat_map(|h| rows(id(h), 4, h)).collect();
+        a.sort_by_key(|p| (p.series, p.ts));
+        let m = &stats(a);
+        assert!(m.keys.is_some() && m.series_filter.is_none() && m.tag_filters.is_empty(), "{m:?}");
+        assert!(!m.keys_without_series && m.keys_unfiltered.is_empty());
+        assert!(m.may_hold_series(&[id("h1")]) && m.may_hold_series(&[7, id("h2")]));
+        assert!(m.may_hold_tag("cpu", "host", &[host("h9"), host("h2")]) && m.may_hold_tag("cpu", "zone", &[host("z1")]));
+        // Misses: a Bloom filter may let one through, but not all of these.
+        let misses = (0..50).map(|i| format!("x{i}"));
+        assert!(misses.clone().filter(|h| m.may_hold_series(&[id(h)])).count() < 10);
+        assert!(misses.clone().filter(|h| m.may_hold_tag("cpu", "host", &[host(h)])).count() < 10);
+        assert!(misses.filter(|z| m.may_hold_tag("cpu", "zone", &[host(z)])).count() < 10);
+        assert!(m.may_hold_tag("cpu", "zone", &[host("z0")]) && !m.may_hold_tag("cpu", "host", &[host("z0")]), "keys name their tag");
+        // More series than a filter takes: tags are still filtered, series not.
+        let many: Vec<Point> =
+            (0..FILTER_SERIES_MAX as u64 + 1).flat_map(|s| rows(s, 1, if s % 2 == 0 { "even" } else { "odd" })).collect();
+        let m = &stats(many);
+        assert!(m.keys_without_series && m.may_hold_series(&[u64::MAX]));
+        assert!(m.may_hold_tag("cpu", "host", &[host("odd")]) && !m.may_hold_tag("cpu", "zone", &[host("z1")]), "every row is z0");
+        // A tag with more values than a filter takes prunes nothing.
+        let wide: Vec<Point> = (0..FILTER_SERIES_MAX as u64 + 1).flat_map(|s| rows(s, 1, &format!("h{s}"))).collect();
+        let m = &stats(wide);
+        assert_eq!(m.keys_unfiltered, vec!["host".to_string()]);
+        assert!(m.may_hold_tag("cpu", "host", &[host("nowhere")]));
+    }
+
+    #[test]
+    fn catalog_entries_from_before_the_one_filter_still_prune() {
+        use crate::{SeriesFilter, tag_value_hash};
+        let mut m = crate::MeasureStats {
+            series_filter: SeriesFilter::build(&[1, 2]),
+            tag_filters: std::collections::BTreeMap::from([(
+                "zone".to_string(),
+                SeriesFilter::build(&[tag_value_hash(&TagVal::Str("z0".into()))]).unwrap(),
+            )]),
+            ..Default::default()
+        };
+        assert!(m.may_hold_series(&[2]) && m.may_hold_tag("cpu", "zone", &[TagVal::Str("z0".into())]));
+        assert!(m.may_hold_tag("cpu", "host", &[TagVal::Str("any".into())]), "no filter for host");
+        let missing = (10..60u64).filter(|&i| m.may_hold_series(&[i])).count();
+        assert!(missing < 10, "{missing}");
+        m.series_filter = None;
+        assert!(m.may_hold_series(&[99]));
     }
 
     #[tokio::test]

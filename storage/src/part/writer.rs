@@ -20,7 +20,7 @@ use super::{
     arrow_schema,
 };
 use crate::catalog::MeasureStats;
-use crate::{FILTER_SERIES_MAX, Result, SeriesFilter, tag_value_hash};
+use crate::{FILTER_SERIES_MAX, Result, SeriesFilter, tag_key_hash};
 
 /// Most points in one record batch: the unit a reader fetches and decodes.
 const BATCH_POINTS_MAX: usize = 64 * 1024;
@@ -305,19 +305,24 @@ impl PartWriter {
             .into_iter()
             .map(|(name, acc)| {
                 let mut s = acc.stats;
+                let derived = self.footer.series_index.get(&name).map_or(&[][..], |i| &i.derived[..]);
                 if let (Some(index), Some(layout)) = (&acc.index, layouts.get(&name)) {
-                    s.tag_filters = layout
-                        .tags
-                        .iter()
-                        .zip(index)
-                        .filter_map(|((_, tag, _), values)| {
-                            SeriesFilter::build(&values.keys().map(tag_value_hash).collect::<Vec<_>>()).map(|f| (tag.clone(), f))
-                        })
-                        .collect();
+                    let series: Option<Vec<u64>> = acc.series.map(|ids| ids.into_iter().collect::<HashSet<_>>().into_iter().collect());
+                    let mut keys = series.clone().unwrap_or_default();
+                    for (i, (_, tag, _)) in layout.tags.iter().enumerate() {
+                        let named = derived.contains(tag);
+                        match index.get(i) {
+                            // Found through the series ids.
+                            Some(_) if named && series.is_some() => {}
+                            Some(values) if values.len() <= FILTER_SERIES_MAX => {
+                                keys.extend(values.keys().map(|v| tag_key_hash(tag, v)));
+                            }
+                            _ => s.keys_unfiltered.push(tag.clone()),
+                        }
+                    }
+                    s.keys = SeriesFilter::over(&keys);
+                    s.keys_without_series = series.is_none();
                 }
-                s.series_filter = acc
-                    .series
-                    .and_then(|ids| SeriesFilter::build(&ids.into_iter().collect::<HashSet<_>>().into_iter().collect::<Vec<_>>()));
                 (name, s)
             })
             .collect();
