@@ -155,11 +155,19 @@ async fn part_fixture(file: &str) -> (Arc<dyn ObjectStore>, PartMeta, PartIndex)
     let trailer: [u8; 10] = bytes[bytes.len() - 10..].try_into().unwrap();
     let mut meta = c.parts[0].clone();
     meta.bytes = bytes.len() as u64;
-    meta.footer_bytes = arrow_ipc::reader::read_footer_length(trailer).unwrap() as u64 + 10;
+    // From format 8 the footer sits before the Arrow footer: fetch it all
+    // through format 7's size, and the whole file for later ones.
+    let arrow_footer = arrow_ipc::reader::read_footer_length(trailer).unwrap() as u64 + 10;
+    meta.footer_bytes = if file_format(file) <= 7 { arrow_footer } else { meta.bytes };
     let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
     store.put(&PART_PATH.into(), PutPayload::from(bytes)).await.unwrap();
     let index = read_index(store.as_ref(), &meta).await.unwrap();
     (store, meta, index)
+}
+
+/// The format in a part fixture's name (`part-v7.arrow`: 7).
+fn file_format(file: &str) -> u32 {
+    file.trim_start_matches("part-v").trim_end_matches(".arrow").parse().expect("part-vN.arrow")
 }
 
 /// Decodes a part fixture through the store, as queries read it.
@@ -232,4 +240,17 @@ async fn the_part_v7_fixture_resolves_series_named_by_their_tag() {
     let host = TagVal::Str("host-1".into());
     let want = canopy_model::series_id("mem", [&host]);
     assert_eq!(index.series_matching("mem", &[("host", &[host, TagVal::Str("host-9".into())])]), Some(vec![want]));
+}
+
+#[tokio::test]
+async fn the_part_v8_fixture_keeps_its_footer_outside_the_arrow_metadata() {
+    assert_indexed_fixture("part-v8.arrow", 8, "host-2", 102).await;
+    let (store, meta, index) = part_fixture("part-v8.arrow").await;
+    let target = layout();
+    assert_eq!(scan_part(store.as_ref(), &meta, &index, &Scan::everything("mem", &target)).await.unwrap(), named_points());
+    let bytes = std::fs::read(fixture("part-v8.arrow")).unwrap();
+    let reader = arrow_ipc::reader::FileReader::try_new(std::io::Cursor::new(bytes), None).unwrap();
+    assert!(reader.custom_metadata().contains_key("canopy.part.zb") && !reader.custom_metadata().contains_key("canopy.part.z7"));
+    let rows: usize = reader.map(|b| b.unwrap().num_rows()).sum();
+    assert_eq!(rows, 3 + 1 + 3, "a plain Arrow file reader sees every block, and no more");
 }

@@ -9,7 +9,8 @@
 //! Format 2 gives every field its own Arrow column (`f0`, `f1`, ...), so
 //! each field of a batch is its own zstd buffer at its own byte range.
 //!
-//! The footer's custom metadata `canopy.part` (JSON) holds the format
+//! The footer (JSON, zstd-compressed, just before the Arrow footer from
+//! format 8; in the Arrow footer's custom metadata before) holds the format
 //! version, the column layout each measure was written with, per batch its
 //! time range, series range, and the byte range and CRC32 of its metadata
 //! and of each column, and per measure a series index (tag value → series
@@ -21,6 +22,7 @@
 
 mod block;
 mod codec;
+mod footer_blob;
 mod reader;
 mod seven_bit;
 mod writer;
@@ -71,12 +73,14 @@ pub(crate) const FOOTER_ZSTD7_KEY: &str = "canopy.part.z7";
 /// tags that name their series outright — each value v held by exactly the
 /// series `series_id(measure, [v])`, as an agent measure's `__series__` and
 /// a one-tag entity do — which were most of a footer's bytes on real
-/// Prometheus data (see [`SeriesIndex::derived`]). A change to the
+/// Prometheus data (see [`SeriesIndex::derived`]); format 8 keeps the
+/// compressed footer as raw bytes before the Arrow footer instead of as
+/// 7-bit text in its metadata ([`footer_blob`]: 14 % of a footer). A change to the
 /// footer, the Arrow schema or the column codecs is a new format, with the
 /// readers for the old ones kept and a golden file for each in `tests/fixtures`.
-pub const PART_FORMAT: u32 = 7;
+pub const PART_FORMAT: u32 = 8;
 /// Formats this build reads.
-pub(crate) const PART_FORMATS_READ: [u32; 7] = [1, 2, 3, 4, 5, 6, 7];
+pub(crate) const PART_FORMATS_READ: [u32; 8] = [1, 2, 3, 4, 5, 6, 7, 8];
 /// Most series of one measure in a part that get a series index; a part
 /// with more is scanned without one (its footer stays small).
 pub const SERIES_INDEX_MAX: usize = 16_384;

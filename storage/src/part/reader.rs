@@ -17,6 +17,7 @@ use object_store::{ObjectStore, ObjectStoreExt};
 
 use super::block::{DecodedBlock, FieldColumn, TagColumn};
 use super::codec::{decode_field_typed, decode_ints_range, decode_packed_timestamps, decode_tag_column, decode_timestamps};
+use super::footer_blob::FOOTER_BLOB_KEY;
 use super::writer::tag_key;
 use super::{
     BATCH_MEASURES_KEY, BatchInfo, ColumnRange, Derived, FIXED_COLUMNS, FOOTER_KEY, FOOTER_ZSTD_KEY, FOOTER_ZSTD7_KEY, NEXT_MEASURE,
@@ -149,19 +150,26 @@ impl PartIndex {
         let schema = Arc::new(arrow_ipc::convert::try_fb_to_schema(schema)?);
         let blocks: Vec<Block> = fb.recordBatches().map(|b| b.iter().copied().collect()).unwrap_or_default();
         let meta = |key: &str| fb.custom_metadata().and_then(|kvs| kvs.iter().find(|kv| kv.key() == Some(key)).and_then(|kv| kv.value()));
-        let mut footer: PartFooter = match (meta(FOOTER_ZSTD7_KEY), meta(FOOTER_ZSTD_KEY), meta(FOOTER_KEY)) {
-            (Some(packed), _, _) => {
+        let mut footer: PartFooter = match (meta(FOOTER_BLOB_KEY), meta(FOOTER_ZSTD7_KEY), meta(FOOTER_ZSTD_KEY), meta(FOOTER_KEY)) {
+            (Some(value), ..) => {
+                let zst = super::footer_blob::find(tail, tail.len() - 10 - len, value).map_err(corrupt)?;
+                let json = crate::zstd_json::decompress(zst).map_err(|e| corrupt(format!("{FOOTER_BLOB_KEY}: {e}")))?;
+                serde_json::from_slice(&json).map_err(|e| corrupt(format!("{FOOTER_BLOB_KEY}: {e}")))?
+            }
+            (None, Some(packed), _, _) => {
                 let zst =
                     super::seven_bit::decode(packed).ok_or_else(|| corrupt(format!("{FOOTER_ZSTD7_KEY}: a character past U+007F")))?;
                 let json = crate::zstd_json::decompress(&zst).map_err(|e| corrupt(format!("{FOOTER_ZSTD7_KEY}: {e}")))?;
                 serde_json::from_slice(&json).map_err(|e| corrupt(format!("{FOOTER_ZSTD7_KEY}: {e}")))?
             }
-            (None, Some(packed), _) => {
+            (None, None, Some(packed), _) => {
                 let json = unpack_footer(packed).map_err(|e| corrupt(format!("{FOOTER_ZSTD_KEY}: {e}")))?;
                 serde_json::from_slice(&json).map_err(|e| corrupt(format!("{FOOTER_ZSTD_KEY}: {e}")))?
             }
-            (None, None, Some(json)) => serde_json::from_str(json).map_err(|e| corrupt(format!("{FOOTER_KEY}: {e}")))?,
-            (None, None, None) => return Err(corrupt(format!("footer without {FOOTER_ZSTD7_KEY}, {FOOTER_ZSTD_KEY} or {FOOTER_KEY}"))),
+            (None, None, None, Some(json)) => serde_json::from_str(json).map_err(|e| corrupt(format!("{FOOTER_KEY}: {e}")))?,
+            (None, None, None, None) => {
+                return Err(corrupt(format!("footer without {FOOTER_BLOB_KEY}, {FOOTER_ZSTD7_KEY}, {FOOTER_ZSTD_KEY} or {FOOTER_KEY}")));
+            }
         };
         if !PART_FORMATS_READ.contains(&footer.format) {
             return Err(corrupt(format!("unsupported part format {}", footer.format)));

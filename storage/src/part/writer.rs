@@ -14,9 +14,10 @@ use bytes::Bytes;
 use canopy_model::codec::put_bytes;
 use canopy_model::{ColumnLayout, FieldVal, Point, TagVal};
 
+use super::footer_blob::FOOTER_BLOB_KEY;
 use super::codec::{encode_field_column, encode_packed_ints, encode_packed_timestamps, encode_tag_runs};
 use super::{
-    BatchInfo, ColumnRange, FIXED_COLUMNS, FOOTER_ZSTD7_KEY, NEXT_MEASURE, PART_FORMAT, PartFooter, SERIES_INDEX_MAX, SeriesIndex,
+    BatchInfo, ColumnRange, FIXED_COLUMNS, NEXT_MEASURE, PART_FORMAT, PartFooter, SERIES_INDEX_MAX, SeriesIndex,
     arrow_schema,
 };
 use crate::catalog::MeasureStats;
@@ -87,6 +88,11 @@ impl Write for Sink {
 }
 
 impl Sink {
+    /// Appends bytes the Arrow writer does not know of (see `footer_blob`).
+    fn append(&self, bytes: &[u8]) {
+        self.0.lock().expect("sink lock").extend_from_slice(bytes);
+    }
+
     fn drain(&self) -> Vec<u8> {
         std::mem::take(&mut *self.0.lock().expect("sink lock"))
     }
@@ -291,11 +297,14 @@ impl PartWriter {
         }
         let json = serde_json::to_vec(&self.footer).expect("footer serializes");
         let packed = crate::zstd_json::compress(&json);
-        self.w.write_metadata(FOOTER_ZSTD7_KEY, super::seven_bit::encode(&packed));
+        let (blob, value) = super::footer_blob::frame(&packed);
+        self.w.write_metadata(FOOTER_BLOB_KEY, value);
+        // After the last batch, before the end-of-stream marker `finish` writes.
+        self.sink.append(&blob);
         self.w.finish()?;
         let tail = self.sink.drain();
         let trailer: [u8; 10] = tail[tail.len() - 10..].try_into().expect("10 bytes");
-        let footer_bytes = arrow_ipc::reader::read_footer_length(trailer)? as u64 + 10;
+        let footer_bytes = arrow_ipc::reader::read_footer_length(trailer)? as u64 + 10 + super::footer_blob::tail_extra(packed.len());
         self.written += tail.len() as u64;
         let mut out = std::mem::take(&mut self.ready);
         out.extend_from_slice(&tail);
