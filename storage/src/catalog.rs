@@ -31,7 +31,11 @@ pub struct MeasureStats {
     pub series: u64,
     pub min_ts: i64,
     pub max_ts: i64,
-    /// Numeric fields: (min, max) over non-null values.
+    /// Entries written before 2026-12: per numeric field, (min, max) over
+    /// its non-null values. Nothing read them, and on real Prometheus data
+    /// they were a sixth of a catalog; new entries leave the map empty but
+    /// keep the key, which earlier builds require.
+    #[serde(default)]
     pub fields: BTreeMap<String, (f64, f64)>,
     /// Entries written before `keys`: a Bloom filter of the series ids, for
     /// parts with few series.
@@ -53,7 +57,7 @@ pub struct MeasureStats {
     /// half of a catalog on real Prometheus data. Absent in older entries
     /// (`series_filter` and `tag_filters` then).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub keys: Option<crate::SeriesFilter>,
+    pub keys: Option<crate::KeyFilter>,
     /// The part has more than `FILTER_SERIES_MAX` series of the measure:
     /// `keys` holds none of them.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]

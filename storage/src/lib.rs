@@ -25,5 +25,5 @@ pub use catalog_format::{CATALOG_FORMAT, CatalogFormatError, LEGACY_WAL_ID};
 pub use counting::{CountingStore, STORE_OPS, StoreCounters};
 pub use error::{Result, StorageError};
 pub use ranges::{COALESCE_GAP, get_ranges_coalesced};
-pub use series_filter::{FILTER_SERIES_MAX, SeriesFilter, tag_key_hash, tag_value_hash};
+pub use series_filter::{FILTER_SERIES_MAX, KeyFilter, SeriesFilter, tag_key_hash, tag_value_hash};
 pub use store::{ObjectStoreConfig, open_object_store, probe_conditional_create};

@@ -44,9 +44,7 @@ pub(crate) fn find<'a>(tail: &'a [u8], footer_start: usize, value: &str) -> Resu
     if tail[eos..footer_start] != EOS {
         return Err("no end-of-stream marker before the footer".into());
     }
-    let start = eos
-        .checked_sub(padded(len))
-        .ok_or_else(|| format!("a footer of {len} bytes exceeds the {} bytes read", tail.len()))?;
+    let start = eos.checked_sub(padded(len)).ok_or_else(|| format!("a footer of {len} bytes exceeds the {} bytes read", tail.len()))?;
     let blob = &tail[start..start + len];
     if crc32fast::hash(blob) != crc {
         return Err(format!("{FOOTER_BLOB_KEY}: checksum mismatch"));

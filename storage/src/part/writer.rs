@@ -12,16 +12,13 @@ use arrow_ipc::CompressionType;
 use arrow_ipc::writer::{FileWriter, IpcWriteOptions};
 use bytes::Bytes;
 use canopy_model::codec::put_bytes;
-use canopy_model::{ColumnLayout, FieldVal, Point, TagVal};
+use canopy_model::{ColumnLayout, Point, TagVal};
 
-use super::footer_blob::FOOTER_BLOB_KEY;
 use super::codec::{encode_field_column, encode_packed_ints, encode_packed_timestamps, encode_tag_runs};
-use super::{
-    BatchInfo, ColumnRange, FIXED_COLUMNS, NEXT_MEASURE, PART_FORMAT, PartFooter, SERIES_INDEX_MAX, SeriesIndex,
-    arrow_schema,
-};
+use super::footer_blob::FOOTER_BLOB_KEY;
+use super::{BatchInfo, ColumnRange, FIXED_COLUMNS, NEXT_MEASURE, PART_FORMAT, PartFooter, SERIES_INDEX_MAX, SeriesIndex, arrow_schema};
 use crate::catalog::MeasureStats;
-use crate::{FILTER_SERIES_MAX, Result, SeriesFilter, tag_key_hash};
+use crate::{FILTER_SERIES_MAX, KeyFilter, Result, tag_key_hash};
 
 /// Most points in one record batch: the unit a reader fetches and decodes.
 const BATCH_POINTS_MAX: usize = 64 * 1024;
@@ -205,13 +202,6 @@ impl PartWriter {
         s.series += 1;
         s.min_ts = s.min_ts.min(rows[0].ts);
         s.max_ts = s.max_ts.max(rows[rows.len() - 1].ts);
-        let layout = &self.footer.measures[measure];
-        for (i, (name, _)) in layout.fields.iter().enumerate() {
-            for v in rows.iter().filter_map(|r| r.fields.get(i).and_then(FieldVal::as_f64)).filter(|v| !v.is_nan()) {
-                let mm = s.fields.entry(name.clone()).or_insert((v, v));
-                *mm = (mm.0.min(v), mm.1.max(v));
-            }
-        }
         if let Some(ids) = acc.series.as_mut() {
             ids.push(rows[0].series);
             if ids.len() > FILTER_SERIES_MAX {
@@ -329,7 +319,7 @@ impl PartWriter {
                             _ => s.keys_unfiltered.push(tag.clone()),
                         }
                     }
-                    s.keys = SeriesFilter::over(&keys);
+                    s.keys = KeyFilter::build(&keys);
                     s.keys_without_series = series.is_none();
                 }
                 (name, s)
