@@ -166,9 +166,11 @@ async fn main() -> anyhow::Result<()> {
         drop(alive);
     }
     let floor = tsbs::entropy_floor_bytes_per_sample(&rows);
+    let steps = tsbs::step_entropy_bytes_per_sample(&rows);
     let table = format!(
-        "{}\nEntropy floor of this data (the generator's random-walk steps): {floor:.3} bytes/sample; Canopy's line protocol parts: {}\n\n{}",
+        "{}\nEntropy floor of this data (the generator's random-walk steps): {floor:.3} bytes/sample; the steps' own entropy (the best coder of a value's step without context): {steps:.3} ({:.2}× the floor); Canopy's line protocol parts: {}\n\n{}",
         report::markdown(&figs),
+        steps / floor,
         figs.iter().find(|f| f.peer == "canopy" && f.protocol == Protocol::Influx.name()).map_or("—".to_string(), |f| format!(
             "{:.3} ({:.2}× the floor)",
             f.bytes_per_sample(),

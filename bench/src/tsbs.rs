@@ -155,6 +155,30 @@ pub fn entropy_floor_bytes_per_sample(rows: &[Row]) -> f64 {
     bits / 8.0 / samples.max(1) as f64
 }
 
+/// What the best coder of each value's step from the previous one, with no
+/// context, needs in bytes per sample: the empirical entropy of the steps
+/// (hundredths) pooled over every series and field, first values as in
+/// [`entropy_floor_bytes_per_sample`]. The floor knows the previous value
+/// (near a bound, steps past it land on the bound); a step coder does not,
+/// so this is above the floor by what that knowledge is worth.
+pub fn step_entropy_bytes_per_sample(rows: &[Row]) -> f64 {
+    let mut counts: std::collections::HashMap<i64, u64> = std::collections::HashMap::new();
+    let mut last: std::collections::HashMap<usize, [i64; 10]> = std::collections::HashMap::new();
+    let (mut first_bits, mut samples) = (0.0, 0usize);
+    for r in rows {
+        let now: [i64; 10] = std::array::from_fn(|i| (r.values[i] * 100.0).round() as i64);
+        match last.get(&r.host) {
+            None => first_bits += 10.0 * 10_001f64.log2(),
+            Some(prev) => prev.iter().zip(&now).for_each(|(p, n)| *counts.entry(n - p).or_default() += 1),
+        }
+        samples += 10;
+        last.insert(r.host, now);
+    }
+    let steps: u64 = counts.values().sum();
+    let step_bits: f64 = counts.values().map(|&c| c as f64 * (steps as f64 / c as f64).log2()).sum();
+    (first_bits + step_bits) / 8.0 / samples.max(1) as f64
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -165,6 +189,10 @@ mod tests {
         let floor = entropy_floor_bytes_per_sample(&r);
         // Away from the bounds every step is one of 2,001: 10.97 bits; clamping only lowers it.
         assert!(floor < 2001f64.log2() / 8.0 + 0.01 && floor > 1.2, "{floor}");
+        // Coding steps without knowing the previous value costs more, and
+        // at most the 2,001 steps' uniform cost (clamped steps add outcomes).
+        let steps = step_entropy_bytes_per_sample(&r);
+        assert!(steps > floor && steps < 2003f64.log2() / 8.0 + 0.01, "{steps} vs {floor}");
     }
 
     #[test]

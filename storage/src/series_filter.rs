@@ -60,10 +60,11 @@ impl SeriesFilter {
         Some(f)
     }
 
-    /// False if `id` is certainly absent.
+    /// False if `id` is certainly absent. An empty filter (never built;
+    /// a damaged entry) rules nothing out.
     pub fn may_contain(&self, id: u64) -> bool {
         let bits = (self.words.len() * 64) as u64;
-        bits > 0 && positions(id, bits).all(|bit| self.words[bit / 64] & (1 << (bit % 64)) != 0)
+        bits == 0 || positions(id, bits).all(|bit| self.words[bit / 64] & (1 << (bit % 64)) != 0)
     }
 }
 
@@ -91,10 +92,11 @@ impl KeyFilter {
         Some(f)
     }
 
-    /// False if `key` is certainly absent.
+    /// False if `key` is certainly absent. An empty filter (never built;
+    /// a damaged entry) rules nothing out.
     pub fn may_contain(&self, key: u64) -> bool {
         let bits = (self.bytes.len() * 8) as u64;
-        bits > 0 && positions(key, bits).all(|bit| self.bytes[bit / 8] & (1 << (bit % 8)) != 0)
+        bits == 0 || positions(key, bits).all(|bit| self.bytes[bit / 8] & (1 << (bit % 8)) != 0)
     }
 }
 
@@ -107,7 +109,7 @@ impl Serialize for KeyFilter {
 impl<'de> Deserialize<'de> for KeyFilter {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<KeyFilter, D::Error> {
         let hex = String::deserialize(d)?;
-        if hex.len() % 2 != 0 || !hex.is_ascii() {
+        if hex.len() % 2 != 0 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(serde::de::Error::custom("key filter: odd length or not hex"));
         }
         let bytes = (0..hex.len() / 2)
@@ -165,6 +167,9 @@ mod tests {
         let json = serde_json::to_string(&f).unwrap();
         assert_eq!(serde_json::from_str::<KeyFilter>(&json).unwrap(), f);
         assert!(serde_json::from_str::<KeyFilter>("\"abc\"").is_err() && serde_json::from_str::<KeyFilter>("\"zz\"").is_err());
+        assert!(serde_json::from_str::<KeyFilter>("\"+f\"").is_err());
         assert!(KeyFilter::build(&[]).is_none());
+        let empty: KeyFilter = serde_json::from_str("\"\"").unwrap();
+        assert!(empty.may_contain(7), "an empty filter rules nothing out");
     }
 }

@@ -31,7 +31,7 @@ pub(crate) fn tail_extra(len: usize) -> u64 {
 }
 
 fn padded(len: usize) -> usize {
-    len.div_ceil(8) * 8
+    len.next_multiple_of(8)
 }
 
 /// The blob `value` (the [`FOOTER_BLOB_KEY`] metadata) names, in `tail`
@@ -44,7 +44,10 @@ pub(crate) fn find<'a>(tail: &'a [u8], footer_start: usize, value: &str) -> Resu
     if tail[eos..footer_start] != EOS {
         return Err("no end-of-stream marker before the footer".into());
     }
-    let start = eos.checked_sub(padded(len)).ok_or_else(|| format!("a footer of {len} bytes exceeds the {} bytes read", tail.len()))?;
+    // `len` is not checked yet (the Arrow footer has no checksum): bound it
+    // before padding it.
+    let too_long = || format!("a footer of {len} bytes exceeds the {} bytes read", tail.len());
+    let start = if len > eos { None } else { eos.checked_sub(padded(len)) }.ok_or_else(too_long)?;
     let blob = &tail[start..start + len];
     if crc32fast::hash(blob) != crc {
         return Err(format!("{FOOTER_BLOB_KEY}: checksum mismatch"));
@@ -77,5 +80,8 @@ mod tests {
         bad[footer_start - 1] = 1;
         assert!(find(&bad, footer_start, &value).unwrap_err().contains("end-of-stream"));
         assert!(find(&tail, footer_start, "17").is_err());
+        // A length near usize::MAX (the Arrow footer is not checksummed) is an error, not a panic.
+        assert!(find(&tail, footer_start, &format!("{},0", usize::MAX)).unwrap_err().contains("exceeds"));
+        assert!(find(&tail, footer_start, &format!("{},0", footer_start - 8)).unwrap_err().contains("exceeds"));
     }
 }

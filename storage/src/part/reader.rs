@@ -903,6 +903,16 @@ mod tests {
     }
 
     #[test]
+    fn the_footer_bytes_a_summary_names_are_exactly_what_parsing_needs() {
+        let l = Arc::new(layout(&["host", "zone"], &["v"]));
+        let enc = encode_part(&[MeasureRows { name: "cpu".into(), layout: l, rows: rows(1, 50, "h1") }]).unwrap();
+        let (n, f) = (enc.bytes.len(), enc.summary.footer_bytes as usize);
+        assert!(PartIndex::parse("p", &enc.bytes[n - f..]).is_ok());
+        let short = PartIndex::parse("p", &enc.bytes[n - f + 1..]).err().expect("one byte short");
+        assert!(short.to_string().contains("exceeds"), "{short}");
+    }
+
+    #[test]
     fn catalog_entries_from_before_the_one_filter_still_prune() {
         use crate::{SeriesFilter, tag_value_hash};
         let mut m = crate::MeasureStats {

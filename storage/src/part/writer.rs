@@ -46,7 +46,9 @@ pub struct EncodedPart {
 pub struct PartSummary {
     /// Total object size.
     pub bytes: u64,
-    /// Length of the Arrow footer plus its 10-byte trailer.
+    /// Bytes at the end of the object a reader fetches to parse the footer:
+    /// from format 8 the compressed footer, Arrow's end-of-stream marker,
+    /// the Arrow footer and its 10-byte trailer.
     pub footer_bytes: u64,
     pub rows: u64,
     pub min_ts: i64,
