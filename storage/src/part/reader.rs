@@ -908,7 +908,7 @@ mod tests {
         let enc = encode_part(&[MeasureRows { name: "cpu".into(), layout: l, rows: rows(1, 50, "h1") }]).unwrap();
         let (n, f) = (enc.bytes.len(), enc.summary.footer_bytes as usize);
         assert!(PartIndex::parse("p", &enc.bytes[n - f..]).is_ok());
-        let short = PartIndex::parse("p", &enc.bytes[n - f + 1..]).err().expect("one byte short");
+        let short = PartIndex::parse("p", &enc.bytes[n - f + 1..]).expect_err("one byte short");
         assert!(short.to_string().contains("exceeds"), "{short}");
     }
 
