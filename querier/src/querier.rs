@@ -291,3 +291,94 @@ fn sources_overlap(fetched: &[Fetched], mem_rows: &[(u64, Point)]) -> bool {
     spans.sort_unstable();
     spans.windows(2).any(|w| w[1].0 <= w[0].1)
 }
+
+#[cfg(test)]
+mod tests {
+    use canopy_api::v1::{
+        BinaryOp, Condition, Criteria, FieldType, QueryRequest, StrArray, TagType, TagValue, TimeRange, criteria, tag_value,
+    };
+    use canopy_model::{FieldVal, nanos_to_timestamp, series_id, testing};
+    use canopy_storage::FILTER_SERIES_MAX;
+    use canopy_storage::part::{MeasureRows, encode_part};
+
+    use super::*;
+
+    fn strs(v: &[String]) -> TagValue {
+        TagValue { value: Some(tag_value::Value::StrArray(StrArray { value: v.to_vec() })) }
+    }
+
+    /// A part of measure `m` (entity `s`, which names its series; `z` one of
+    /// `zones` values) with `n` series, and its catalog entry.
+    fn part(schema: &canopy_model::MeasureSchema, n: usize, zones: usize) -> (Vec<Point>, PartMeta) {
+        let mut rows: Vec<Point> = (0..n)
+            .map(|i| {
+                let tags = vec![TagVal::Str(format!("h{i}")), TagVal::Str(format!("z{}", i % zones))];
+                Point {
+                    series: series_id("m", [&tags[0]]),
+                    shard: 0,
+                    ts: 1_000,
+                    version: 0,
+                    tags: tags.into(),
+                    fields: vec![FieldVal::Int(1)],
+                }
+            })
+            .collect();
+        rows.sort_by_key(|p| p.series);
+        let enc = encode_part(&[MeasureRows { name: "m".into(), layout: schema.layout.clone(), rows: rows.clone() }]).unwrap();
+        (rows, PartMeta::new(1, "p".into(), 0, 1 << 40, 1, 0, enc.summary))
+    }
+
+    /// Whether `tag IN values` can skip the part from its catalog entry.
+    fn overlaps(schema: &canopy_model::MeasureSchema, meta: &PartMeta, tag: &str, values: &[String]) -> bool {
+        let req = QueryRequest {
+            groups: vec!["g".into()],
+            name: "m".into(),
+            time_range: Some(TimeRange { begin: Some(nanos_to_timestamp(0)), end: Some(nanos_to_timestamp(10_000)) }),
+            criteria: Some(Criteria {
+                exp: Some(criteria::Exp::Condition(Condition {
+                    name: tag.into(),
+                    op: BinaryOp::In as i32,
+                    value: Some(strs(values)),
+                    field_value: None,
+                })),
+            }),
+            ..Default::default()
+        };
+        PartQuery::new(Arc::new(QueryPlan::compile(Arc::new(schema.clone()), &req, 10_000).unwrap())).overlaps(meta)
+    }
+
+    #[test]
+    fn a_part_the_catalog_rules_out_holds_no_row_the_criteria_match() {
+        // Every version of a point has the same `z` (as agent measures'
+        // labels): conditions on `z` may prune parts too.
+        let mut measure = testing::measure("g", "m", &[("s", TagType::String), ("z", TagType::String)], &[("v", FieldType::Int)], &["s"]);
+        measure.tags_follow_entity = true;
+        let schema = testing::compile(&testing::group("g", 1, 1, 30), &measure);
+        // Few series; more series than a filter holds; a tag with more values than it holds.
+        for (n, zones) in [(40, 3), (FILTER_SERIES_MAX + 10, 4), (FILTER_SERIES_MAX + 10, FILTER_SERIES_MAX + 10)] {
+            let (rows, meta) = part(&schema, n, zones);
+            for (t, tag) in ["s", "z"].iter().enumerate() {
+                let prefix = if t == 0 { "h" } else { "z" };
+                let (mut absent, mut pruned) = (0, 0);
+                // Present and absent values, alone and in lists.
+                for k in 0..60 {
+                    let values: Vec<String> = match k % 3 {
+                        0 => vec![format!("{prefix}{k}")],
+                        1 => vec![format!("{prefix}{}", k + 5_000)],
+                        _ => vec![format!("{prefix}{}", k + 5_000), format!("{prefix}{}", k / 3)],
+                    };
+                    let held = rows.iter().any(|p| values.iter().any(|v| p.tags[t] == TagVal::Str(v.clone())));
+                    let may = overlaps(&schema, &meta, tag, &values);
+                    assert!(may || !held, "{n} series, {zones} zones: {tag} IN {values:?} ruled out a part holding it");
+                    absent += usize::from(!held);
+                    pruned += usize::from(!may);
+                }
+                // A tag with more values than a filter holds prunes nothing;
+                // a filtered one all but a Bloom filter's few false positives.
+                let values = if t == 0 { n } else { zones };
+                let want = if values > FILTER_SERIES_MAX { 0..=0 } else { absent.saturating_sub(4)..=absent };
+                assert!(absent >= 20 && want.contains(&pruned), "{n} series, {zones} zones, {tag}: {pruned} of {absent} pruned");
+            }
+        }
+    }
+}
