@@ -11,7 +11,7 @@ use canopy_model::{LayoutMapping, ModelError, PartialResult, Point, Predicate, Q
 use canopy_storage::part::{
     BlockFilter, DecodedBlock, PartIndex, Scan, decode_blocks, fetch_batches, read_index, scan_mapping, select_batches,
 };
-use canopy_storage::{CatalogState, PartMeta};
+use canopy_storage::{CatalogState, PartMeta, TagProbe};
 use futures::{StreamExt, TryStreamExt};
 use object_store::ObjectStore;
 
@@ -77,12 +77,16 @@ pub(crate) struct PartQuery {
     fields_needed: Vec<bool>,
     block: Option<(Predicate, Vec<usize>)>,
     conds: Vec<(usize, Vec<TagVal>)>,
+    /// `conds` hashed as catalog filters hold them, once per query.
+    probes: Vec<TagProbe>,
 }
 
 impl PartQuery {
     pub(crate) fn new(plan: Arc<QueryPlan>) -> PartQuery {
         let (tags_needed, fields_needed) = plan.needed_columns();
-        PartQuery { block: plan.block_predicate(), conds: plan.index_conditions(), tags_needed, fields_needed, plan }
+        let conds = plan.index_conditions();
+        let probes = conds.iter().map(|(t, values)| TagProbe::new(&plan.schema.name, &plan.schema.layout.tags[*t].1, values)).collect();
+        PartQuery { block: plan.block_predicate(), conds, probes, tags_needed, fields_needed, plan }
     }
 
     /// True if the catalog entry says the part may hold rows: measure
@@ -92,7 +96,7 @@ impl PartQuery {
         let plan = &self.plan;
         p.measures.get(&plan.schema.name).is_some_and(|m| {
             let series_ok = plan.series.as_ref().is_none_or(|ids| m.may_hold_series(ids));
-            let tags_ok = self.conds.iter().all(|(t, values)| m.may_hold_tag(&plan.schema.name, &plan.schema.layout.tags[*t].1, values));
+            let tags_ok = self.probes.iter().all(|probe| m.may_hold(probe));
             m.max_ts >= plan.begin && m.min_ts < plan.end && series_ok && tags_ok
         })
     }

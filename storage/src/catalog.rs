@@ -81,18 +81,54 @@ impl MeasureStats {
     /// False if no series of `measure` in the part certainly has one of
     /// `values` for `tag`.
     pub fn may_hold_tag(&self, measure: &str, tag: &str, values: &[canopy_model::TagVal]) -> bool {
+        self.may_hold(&TagProbe::new(measure, tag, values))
+    }
+
+    /// [`MeasureStats::may_hold_tag`] with the hashes computed once, for a
+    /// query that checks many parts.
+    pub fn may_hold(&self, probe: &TagProbe) -> bool {
         let Some(keys) = &self.keys else {
-            return self.tag_filters.get(tag).is_none_or(|f| values.iter().any(|v| f.may_contain(crate::tag_value_hash(v))));
+            return self.tag_filters.get(&probe.tag).is_none_or(|f| probe.values.iter().any(|v| f.may_contain(v.legacy)));
         };
-        if self.keys_unfiltered.iter().any(|t| t == tag) {
+        if self.keys_unfiltered.contains(&probe.tag) {
             return true;
         }
         // A tag that names its series has no keys of its own: the series
         // its value names stands for it.
-        values.iter().any(|v| {
-            keys.may_contain(crate::tag_key_hash(tag, v))
-                || (!self.keys_without_series && keys.may_contain(canopy_model::series_id(measure, [v])))
-        })
+        probe.values.iter().any(|v| keys.may_contain(v.key) || (!self.keys_without_series && keys.may_contain(v.series)))
+    }
+}
+
+/// A condition `tag IN values` on a measure, hashed as catalog filters
+/// hold it (see [`MeasureStats::may_hold`]).
+#[derive(Debug, Clone)]
+pub struct TagProbe {
+    tag: String,
+    values: Vec<ValueHashes>,
+}
+
+#[derive(Debug, Clone)]
+struct ValueHashes {
+    /// [`crate::tag_key_hash`]: the value in a `keys` filter.
+    key: u64,
+    /// The series the value names, for a tag that names its series.
+    series: u64,
+    /// [`crate::tag_value_hash`]: the value in a `tag_filters` filter.
+    legacy: u64,
+}
+
+impl TagProbe {
+    /// Hashes `values` of `tag` of `measure`.
+    pub fn new(measure: &str, tag: &str, values: &[canopy_model::TagVal]) -> TagProbe {
+        let values = values
+            .iter()
+            .map(|v| ValueHashes {
+                key: crate::tag_key_hash(tag, v),
+                series: canopy_model::series_id(measure, [v]),
+                legacy: crate::tag_value_hash(v),
+            })
+            .collect();
+        TagProbe { tag: tag.to_string(), values }
     }
 }
 

@@ -20,7 +20,7 @@ mod series_filter;
 mod store;
 mod zstd_json;
 
-pub use catalog::{CatalogState, CatalogStore, CompactionClaim, MeasureStats, PartMeta, PendingDelete};
+pub use catalog::{CatalogState, CatalogStore, CompactionClaim, MeasureStats, PartMeta, PendingDelete, TagProbe};
 pub use catalog_format::{CATALOG_FORMAT, CatalogFormatError, LEGACY_WAL_ID};
 pub use counting::{CountingStore, STORE_OPS, StoreCounters};
 pub use error::{Result, StorageError};
