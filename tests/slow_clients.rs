@@ -96,6 +96,38 @@ async fn stalled_call(addr: std::net::SocketAddr, path: &str, claimed: u32, sent
     })
 }
 
+/// A stalled call (see [`stalled_call`]) held until `held` sees it hold
+/// what it claims. A call made just after another answered is, rarely and
+/// only on a loaded machine, refused at once as if the other still held
+/// its slot (seen in about one run of ten; the cause is not known): such a
+/// stalled call is started again, at most five times, saying so.
+async fn hold_stalled<F, Fut>(
+    addr: std::net::SocketAddr,
+    claimed: u32,
+    sent: usize,
+    what: &str,
+    mut held: F,
+) -> tokio::task::JoinHandle<Option<String>>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let mut call = stalled_call(addr, OTLP_EXPORT, claimed, sent).await;
+    let (mut restarts, deadline) = (0, tokio::time::Instant::now() + Duration::from_secs(30));
+    while !held().await {
+        if call.is_finished() {
+            let status = (&mut call).await.unwrap();
+            restarts += 1;
+            eprintln!("{what}: the stalled call was ended at once (grpc-status {status:?}); starting it again");
+            assert!(restarts <= 5, "{what}: the stalled call was ended {restarts} times");
+            call = stalled_call(addr, OTLP_EXPORT, claimed, sent).await;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{what} (waited 30 s)");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    call
+}
+
 const OTLP_EXPORT: &str = "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -130,8 +162,7 @@ async fn grpc_calls_and_bytes_past_the_limits_are_refused_at_once() {
     assert!(otlp.export(export_of(10)).await.is_ok(), "idle streams hold no slot");
 
     // A call stalled in a 600 KB message holds a slot and its bytes.
-    let big = stalled_call(c.grpc, OTLP_EXPORT, 600_000, 10).await;
-    wait_until(10, "the stalled call never held its bytes", String::new, || {
+    let big = hold_stalled(c.grpc, 600_000, 10, "the stalled call never held its bytes", || {
         let mut otlp = otlp.clone();
         async move { otlp.export(export_of(500_000)).await.is_err_and(|e| e.code() == tonic::Code::ResourceExhausted) }
     })
@@ -140,8 +171,7 @@ async fn grpc_calls_and_bytes_past_the_limits_are_refused_at_once() {
     assert!(err.message().contains("bytes"), "{err:?}");
     assert!(otlp.export(export_of(10)).await.is_ok(), "a second slot is free");
     // A second stalled call takes it: the next call is refused at once.
-    let small = stalled_call(c.grpc, OTLP_EXPORT, 10, 3).await;
-    wait_until(10, "the second stalled call never held a slot", String::new, || {
+    let small = hold_stalled(c.grpc, 10, 3, "the second stalled call never held a slot", || {
         let mut otlp = otlp.clone();
         async move { otlp.export(export_of(10)).await.is_err_and(|e| e.message().contains("calls in progress")) }
     })
