@@ -97,10 +97,11 @@ async fn stalled_call(addr: std::net::SocketAddr, path: &str, claimed: u32, sent
 }
 
 /// A stalled call (see [`stalled_call`]) held until `held` sees it hold
-/// what it claims. A call made just after another answered is, rarely and
-/// only on a loaded machine, refused at once as if the other still held
-/// its slot (seen in about one run of ten; the cause is not known): such a
-/// stalled call is started again, at most five times, saying so.
+/// what it claims. The stalled call's bytes go out from a spawned
+/// connection task, so on a loaded machine the first probe can reach the
+/// server before them and take the slot or bytes the stalled call wanted:
+/// then the stalled call is the one refused (RESOURCE_EXHAUSTED), and is
+/// started again, at most five times, saying so.
 async fn hold_stalled<F, Fut>(
     addr: std::net::SocketAddr,
     claimed: u32,
