@@ -37,11 +37,40 @@ fn positions(key: u64, bits: u64) -> impl Iterator<Item = usize> {
     (0..PROBES).map(move |i| (h1.wrapping_add(i.wrapping_mul(h2)) % bits) as usize)
 }
 
+/// Bloom filter bits: bit `b` is bit `b % 8` of `bytes[b / 8]`. Both
+/// filters keep this layout; [`SeriesFilter`]'s 64-bit words are these
+/// bytes read little-endian.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Bloom {
+    bytes: Vec<u8>,
+}
+
+impl Bloom {
+    /// `len` bytes holding `keys`.
+    fn new(keys: &[u64], len: usize) -> Bloom {
+        let mut f = Bloom { bytes: vec![0; len] };
+        let bits = (len * 8) as u64;
+        for &key in keys {
+            for bit in positions(key, bits) {
+                f.bytes[bit / 8] |= 1 << (bit % 8);
+            }
+        }
+        f
+    }
+
+    /// False if `key` is certainly absent. An empty filter (never built;
+    /// a damaged entry) rules nothing out.
+    fn may_contain(&self, key: u64) -> bool {
+        let bits = (self.bytes.len() * 8) as u64;
+        bits == 0 || positions(key, bits).all(|bit| self.bytes[bit / 8] & (1 << (bit % 8)) != 0)
+    }
+}
+
 /// A Bloom filter of series ids in 64-bit words, as catalog entries before
 /// [`KeyFilter`] kept them (`series_filter`, `tag_filters`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SeriesFilter {
-    words: Vec<u64>,
+    bloom: Bloom,
 }
 
 impl SeriesFilter {
@@ -50,21 +79,13 @@ impl SeriesFilter {
         if ids.is_empty() || ids.len() > FILTER_SERIES_MAX {
             return None;
         }
-        let mut f = SeriesFilter { words: vec![0; (ids.len() * BITS_PER_SERIES).div_ceil(64)] };
-        let bits = (f.words.len() * 64) as u64;
-        for &id in ids {
-            for bit in positions(id, bits) {
-                f.words[bit / 64] |= 1 << (bit % 64);
-            }
-        }
-        Some(f)
+        Some(SeriesFilter { bloom: Bloom::new(ids, (ids.len() * BITS_PER_SERIES).div_ceil(64) * 8) })
     }
 
     /// False if `id` is certainly absent. An empty filter (never built;
     /// a damaged entry) rules nothing out.
     pub fn may_contain(&self, id: u64) -> bool {
-        let bits = (self.words.len() * 64) as u64;
-        bits == 0 || positions(id, bits).all(|bit| self.words[bit / 64] & (1 << (bit % 64)) != 0)
+        self.bloom.may_contain(id)
     }
 }
 
@@ -73,36 +94,25 @@ impl SeriesFilter {
 /// 40 bits, which 64-bit words rounded up by a half.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyFilter {
-    bytes: Vec<u8>,
+    bloom: Bloom,
 }
 
 impl KeyFilter {
     /// Builds a filter over `keys` (bounded by the caller), `None` for none.
     pub fn build(keys: &[u64]) -> Option<KeyFilter> {
-        if keys.is_empty() {
-            return None;
-        }
-        let mut f = KeyFilter { bytes: vec![0; (keys.len() * BITS_PER_SERIES).div_ceil(8)] };
-        let bits = (f.bytes.len() * 8) as u64;
-        for &key in keys {
-            for bit in positions(key, bits) {
-                f.bytes[bit / 8] |= 1 << (bit % 8);
-            }
-        }
-        Some(f)
+        (!keys.is_empty()).then(|| KeyFilter { bloom: Bloom::new(keys, (keys.len() * BITS_PER_SERIES).div_ceil(8)) })
     }
 
     /// False if `key` is certainly absent. An empty filter (never built;
     /// a damaged entry) rules nothing out.
     pub fn may_contain(&self, key: u64) -> bool {
-        let bits = (self.bytes.len() * 8) as u64;
-        bits == 0 || positions(key, bits).all(|bit| self.bytes[bit / 8] & (1 << (bit % 8)) != 0)
+        self.bloom.may_contain(key)
     }
 }
 
 impl Serialize for KeyFilter {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.bytes.iter().map(|b| format!("{b:02x}")).collect::<String>())
+        s.serialize_str(&self.bloom.bytes.iter().map(|b| format!("{b:02x}")).collect::<String>())
     }
 }
 
@@ -115,13 +125,14 @@ impl<'de> Deserialize<'de> for KeyFilter {
         let bytes = (0..hex.len() / 2)
             .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).map_err(serde::de::Error::custom))
             .collect::<Result<_, _>>()?;
-        Ok(KeyFilter { bytes })
+        Ok(KeyFilter { bloom: Bloom { bytes } })
     }
 }
 
 impl Serialize for SeriesFilter {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.words.iter().map(|w| format!("{w:016x}")).collect::<String>())
+        let words = self.bloom.bytes.chunks(8).map(|w| u64::from_le_bytes(w.try_into().expect("whole words")));
+        s.serialize_str(&words.map(|w| format!("{w:016x}")).collect::<String>())
     }
 }
 
@@ -133,8 +144,8 @@ impl<'de> Deserialize<'de> for SeriesFilter {
         }
         let words = (0..hex.len() / 16)
             .map(|i| u64::from_str_radix(&hex[16 * i..16 * i + 16], 16).map_err(serde::de::Error::custom))
-            .collect::<Result<_, _>>()?;
-        Ok(SeriesFilter { words })
+            .collect::<Result<Vec<u64>, _>>()?;
+        Ok(SeriesFilter { bloom: Bloom { bytes: words.iter().flat_map(|w| w.to_le_bytes()).collect() } })
     }
 }
 
@@ -152,13 +163,18 @@ mod tests {
         let json = serde_json::to_string(&f).unwrap();
         assert_eq!(serde_json::from_str::<SeriesFilter>(&json).unwrap(), f);
         assert!(SeriesFilter::build(&vec![1; FILTER_SERIES_MAX + 1]).is_none());
+        // What the word-based builds wrote for these ids (catalogs hold it).
+        let five: Vec<u64> = (1..6u64).map(|i| i.wrapping_mul(0x9E37_79B9_7F4A_7C15)).collect();
+        let written = serde_json::to_string(&SeriesFilter::build(&five).unwrap()).unwrap();
+        assert_eq!(written, "\"824c17a1623161d9\"");
+        assert!(five.iter().all(|&i| serde_json::from_str::<SeriesFilter>(&written).unwrap().may_contain(i)));
     }
 
     #[test]
     fn a_key_filter_takes_bytes_as_its_keys_need_and_round_trips() {
         let keys: Vec<u64> = (0..4u64).map(|i| i.wrapping_mul(0x9E37_79B9_7F4A_7C15)).collect();
         let f = KeyFilter::build(&keys).unwrap();
-        assert_eq!(f.bytes.len(), 5, "40 bits for 4 keys");
+        assert_eq!(f.bloom.bytes.len(), 5, "40 bits for 4 keys");
         assert!(keys.iter().all(|&k| f.may_contain(k)));
         let many: Vec<u64> = (0..500u64).map(|i| i.wrapping_mul(0x9E37_79B9_7F4A_7C15)).collect();
         let f = KeyFilter::build(&many).unwrap();

@@ -2,7 +2,7 @@
 //! finished bytes as it goes, so a compaction output of any size is
 //! uploaded in chunks and never sits whole in memory.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
@@ -308,13 +308,15 @@ impl PartWriter {
                 let mut s = acc.stats;
                 let derived = self.footer.series_index.get(&name).map_or(&[][..], |i| &i.derived[..]);
                 if let (Some(index), Some(layout)) = (&acc.index, layouts.get(&name)) {
-                    let series: Option<Vec<u64>> = acc.series.map(|ids| ids.into_iter().collect::<HashSet<_>>().into_iter().collect());
-                    let mut keys = series.clone().unwrap_or_default();
+                    let with_series = acc.series.is_some();
+                    let mut keys = acc.series.unwrap_or_default();
+                    keys.sort_unstable();
+                    keys.dedup();
                     for (i, (_, tag, _)) in layout.tags.iter().enumerate() {
                         let named = derived.contains(tag);
                         match index.get(i) {
                             // Found through the series ids.
-                            Some(_) if named && series.is_some() => {}
+                            Some(_) if named && with_series => {}
                             Some(values) if values.len() <= FILTER_SERIES_MAX => {
                                 keys.extend(values.keys().map(|v| tag_key_hash(tag, v)));
                             }
@@ -322,7 +324,7 @@ impl PartWriter {
                         }
                     }
                     s.keys = KeyFilter::build(&keys);
-                    s.keys_without_series = series.is_none();
+                    s.keys_without_series = !with_series;
                 }
                 (name, s)
             })
