@@ -140,19 +140,30 @@ pub fn entropy_floor_bytes_per_sample(rows: &[Row]) -> f64 {
         inside / STEPS * STEPS.log2() + term(low) + term(high)
     };
     let table: Vec<f64> = (0..=10_000).map(bits_after).collect();
+    let mut bits = 0.0;
+    let (firsts, samples) = walk_steps(rows, |p, _| bits += table[p.clamp(0, 10_000) as usize]);
+    (bits + first_value_bits(firsts)) / 8.0 / samples.max(1) as f64
+}
+
+/// Hands `step` every field's previous and next value (hundredths) along
+/// each host's rows; returns how many rows were a host's first, and samples.
+fn walk_steps(rows: &[Row], mut step: impl FnMut(i64, i64)) -> (usize, usize) {
     let mut last: std::collections::HashMap<usize, [i64; 10]> = std::collections::HashMap::new();
-    let (mut bits, mut samples) = (0.0, 0usize);
+    let mut firsts = 0;
     for r in rows {
         let now: [i64; 10] = std::array::from_fn(|i| (r.values[i] * 100.0).round() as i64);
         match last.get(&r.host) {
-            // A series' first value: uniform over 10,001 values.
-            None => bits += 10.0 * 10_001f64.log2(),
-            Some(prev) => bits += prev.iter().map(|&p| table[p.clamp(0, 10_000) as usize]).sum::<f64>(),
+            None => firsts += 1,
+            Some(prev) => prev.iter().zip(&now).for_each(|(&p, &n)| step(p, n)),
         }
-        samples += 10;
         last.insert(r.host, now);
     }
-    bits / 8.0 / samples.max(1) as f64
+    (firsts, rows.len() * 10)
+}
+
+/// A series' first values: each uniform over 10,001 values.
+fn first_value_bits(first_rows: usize) -> f64 {
+    first_rows as f64 * 10.0 * 10_001f64.log2()
 }
 
 /// What the best coder of each value's step from the previous one, with no
@@ -163,20 +174,10 @@ pub fn entropy_floor_bytes_per_sample(rows: &[Row]) -> f64 {
 /// so this is above the floor by what that knowledge is worth.
 pub fn step_entropy_bytes_per_sample(rows: &[Row]) -> f64 {
     let mut counts: std::collections::HashMap<i64, u64> = std::collections::HashMap::new();
-    let mut last: std::collections::HashMap<usize, [i64; 10]> = std::collections::HashMap::new();
-    let (mut first_bits, mut samples) = (0.0, 0usize);
-    for r in rows {
-        let now: [i64; 10] = std::array::from_fn(|i| (r.values[i] * 100.0).round() as i64);
-        match last.get(&r.host) {
-            None => first_bits += 10.0 * 10_001f64.log2(),
-            Some(prev) => prev.iter().zip(&now).for_each(|(p, n)| *counts.entry(n - p).or_default() += 1),
-        }
-        samples += 10;
-        last.insert(r.host, now);
-    }
+    let (firsts, samples) = walk_steps(rows, |p, n| *counts.entry(n - p).or_default() += 1);
     let steps: u64 = counts.values().sum();
     let step_bits: f64 = counts.values().map(|&c| c as f64 * (steps as f64 / c as f64).log2()).sum();
-    (first_bits + step_bits) / 8.0 / samples.max(1) as f64
+    (first_value_bits(firsts) + step_bits) / 8.0 / samples.max(1) as f64
 }
 
 #[cfg(test)]
