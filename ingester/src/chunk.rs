@@ -26,6 +26,9 @@ pub(crate) struct Chunk {
     /// Per row, its tag values: an index into `tag_sets`.
     tags: Vec<u32>,
     tag_sets: Vec<Tags>,
+    /// The series of each tag set (a set is pushed for one series): a
+    /// flush groups rows by series through their sets, without hashing ids.
+    set_series: Vec<u64>,
     /// The tag set each series used last in this chunk.
     tag_set_of: SeriesMap<u32>,
     /// `(first row, WAL sequence number)` of each run of rows from one
@@ -46,6 +49,7 @@ impl Chunk {
             versions: Vec::new(),
             tags: Vec::new(),
             tag_sets: Vec::new(),
+            set_series: Vec::new(),
             tag_set_of: SeriesMap::default(),
             seqs: Vec::new(),
             fields,
@@ -67,7 +71,7 @@ impl Chunk {
     pub(crate) fn slot_bytes(&self) -> usize {
         (self.series.capacity() + self.ts.capacity() + self.versions.capacity()) * 8
             + self.tags.capacity() * 4
-            + self.tag_sets.capacity() * size_of::<Tags>()
+            + self.tag_sets.capacity() * (size_of::<Tags>() + 8)
             + self.seqs.capacity() * 16
             + self.tag_set_of.capacity() * 16
             + self.fields.iter().map(FieldColumn::slot_bytes).sum::<usize>()
@@ -97,6 +101,7 @@ impl Chunk {
             _ => {
                 let i = self.tag_sets.len() as u32;
                 self.tag_sets.push(p.tags);
+                self.set_series.push(p.series);
                 self.tag_set_of.insert(p.series, i);
                 i
             }
@@ -108,11 +113,6 @@ impl Chunk {
             col.push(v);
         }
         extra
-    }
-
-    /// Series of `row`.
-    pub(crate) fn series(&self, row: usize) -> u64 {
-        self.series[row]
     }
 
     /// Timestamp of `row`.
@@ -136,12 +136,29 @@ impl Chunk {
         self.seqs[run - 1].1
     }
 
-    /// The rows in (series, ts) order; rows of one (series, ts) stay in
-    /// write order.
-    pub(crate) fn sorted_rows(&self) -> Vec<u32> {
-        let mut order: Vec<u32> = (0..self.len() as u32).collect();
-        order.sort_by_key(|&r| (self.series[r as usize], self.ts[r as usize]));
-        order
+    /// Per row, the index of its tag set (see [`Chunk::set_series`]).
+    pub(crate) fn row_sets(&self) -> &[u32] {
+        &self.tags
+    }
+
+    /// Per tag set, the series whose rows hold it.
+    pub(crate) fn set_series(&self) -> &[u64] {
+        &self.set_series
+    }
+
+    /// The tag values of set `i`.
+    pub(crate) fn tag_set(&self, i: u32) -> &Tags {
+        &self.tag_sets[i as usize]
+    }
+
+    /// True when some row has a version other than 0.
+    pub(crate) fn has_versions(&self) -> bool {
+        !self.versions.is_empty()
+    }
+
+    /// The field columns, in the chunk's layout.
+    pub(crate) fn fields(&self) -> &[FieldColumn] {
+        &self.fields
     }
 
     /// The chunk's rows as another layout lays them out (a copy; only after
@@ -165,6 +182,7 @@ impl Chunk {
             versions: self.versions.clone(),
             tags: self.tags.clone(),
             tag_sets,
+            set_series: self.set_series.clone(),
             // Read only: nothing is appended to a remapped copy.
             tag_set_of: SeriesMap::default(),
             seqs: self.seqs.clone(),
@@ -235,8 +253,8 @@ mod tests {
         let got: Vec<(u64, Point)> = (0..c.len()).map(|i| (c.seq(i), r.point(i))).collect();
         assert_eq!(got, written.to_vec());
         assert_eq!(c.tag_sets.len(), 2, "one tag set per series");
-        // Sorted by (series, ts); the two writes of (1, 10) keep their order.
-        assert_eq!(c.sorted_rows(), vec![2, 0, 3, 1]);
+        assert_eq!(c.set_series(), [1, 2]);
+        assert_eq!(c.row_sets(), [0, 1, 0, 0]);
     }
 
     #[test]

@@ -11,12 +11,12 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use canopy_model::{ColumnLayout, Point};
-use canopy_storage::part::{EncodedPart, PartWriter};
+use canopy_model::Tags;
+use canopy_storage::part::{EncodedPart, FieldColumn, PartWriter, SeriesRows};
 use canopy_storage::{CatalogState, PartMeta, StorageError, paths};
 use object_store::{PutMode, PutOptions, PutPayload};
 
-use crate::memtable::{Memtable, merge_rows};
+use crate::memtable::{Memtable, series_order};
 use crate::shard::Shard;
 use crate::{IngestError, Result};
 
@@ -28,9 +28,11 @@ const COMMIT_ATTEMPTS_MAX: usize = 16;
 pub(crate) const UPLOAD_COMMIT_WINDOW: std::time::Duration = std::time::Duration::from_secs(300);
 
 /// Encodes a frozen memtable into one part per time segment. Its columns
-/// are read by reference (queries still share the memtable): a k-way merge
-/// of each measure's chunks, one series' block of points at a time, handed
-/// to the part writer of the block's segment.
+/// are read by reference (queries still share the memtable): each
+/// measure's rows grouped by series in ts order ([`series_order`]), handed
+/// to the part writer of their segment as one block of columns per series
+/// and segment, copied from the chunks' typed columns without a `Point` per
+/// row.
 fn encode_segments(m: &Memtable, segment_nanos: i64) -> std::result::Result<Vec<(i64, EncodedPart)>, StorageError> {
     let mut tables: Vec<_> = m.measures.iter().collect();
     tables.sort_by_key(|(name, _)| *name);
@@ -52,33 +54,50 @@ fn encode_segments(m: &Memtable, segment_nanos: i64) -> std::result::Result<Vec<
     }
     // Per segment: its writer and the bytes it finished so far.
     let mut parts: BTreeMap<i64, (PartWriter, Vec<u8>)> = BTreeMap::new();
-    let mut add = |seg: i64, name: &str, layout: &Arc<ColumnLayout>, block: &[Point]| -> Result<(), StorageError> {
-        let (w, bytes) = match parts.entry(seg) {
-            std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
-            std::collections::btree_map::Entry::Vacant(e) => {
-                e.insert((PartWriter::new(widest.get(&seg).copied().unwrap_or(0))?, Vec::new()))
-            }
-        };
-        w.add_block(name, layout, block)?;
-        bytes.extend(w.take_bytes());
-        Ok(())
-    };
     for (name, table) in tables {
         let chunks = table.in_newest_layout();
-        let mut readers: Vec<_> = chunks.iter().map(|c| c.reader(None)).collect();
-        let mut block: Vec<Point> = Vec::new();
-        let mut block_seg = 0;
-        for (c, row) in merge_rows(&chunks) {
-            let seg = seg_of(chunks[c].ts(row));
-            if block.first().is_some_and(|p| p.series != chunks[c].series(row) || block_seg != seg) {
-                add(block_seg, name, table.layout(), &block)?;
-                block.clear();
+        let layout = table.layout();
+        let versioned = chunks.iter().any(|c| c.has_versions());
+        // One block's columns, reused from block to block.
+        let mut ts: Vec<i64> = Vec::new();
+        let mut versions: Vec<i64> = Vec::new();
+        let mut tags: Vec<(u32, &Tags)> = Vec::new();
+        let mut fields: Vec<FieldColumn> = (0..layout.fields.len()).map(|f| FieldColumn::for_type(layout.field_type(f))).collect();
+        for (series, rows) in series_order(&chunks).iter() {
+            // Rows are in ts order: a segment's are contiguous.
+            for seg_rows in
+                rows.chunk_by(|a, b| seg_of(chunks[a.0 as usize].ts(a.1 as usize)) == seg_of(chunks[b.0 as usize].ts(b.1 as usize)))
+            {
+                ts.clear();
+                versions.clear();
+                tags.clear();
+                fields.iter_mut().for_each(FieldColumn::clear);
+                for &(c, row) in seg_rows {
+                    let (chunk, row) = (&chunks[c as usize], row as usize);
+                    ts.push(chunk.ts(row));
+                    if versioned {
+                        versions.push(chunk.version(row));
+                    }
+                    let set = chunk.tag_set(chunk.row_sets()[row]);
+                    match tags.last_mut() {
+                        Some((end, t)) if Arc::ptr_eq(t, set) => *end += 1,
+                        _ => tags.push((ts.len() as u32, set)),
+                    }
+                    for (to, from) in fields.iter_mut().zip(chunk.fields()) {
+                        to.push_row_of(from, row);
+                    }
+                }
+                let seg = seg_of(ts[0]);
+                let (w, bytes) = match parts.entry(seg) {
+                    std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+                    std::collections::btree_map::Entry::Vacant(e) => {
+                        e.insert((PartWriter::new(widest.get(&seg).copied().unwrap_or(0))?, Vec::new()))
+                    }
+                };
+                let block = SeriesRows { series, ts: &ts, versions: &versions, tags: &tags, fields: &fields };
+                w.add_series(name, layout, &block)?;
+                bytes.extend(w.take_bytes());
             }
-            block_seg = seg;
-            block.push(readers[c].point(row));
-        }
-        if !block.is_empty() {
-            add(block_seg, name, table.layout(), &block)?;
         }
     }
     parts

@@ -10,15 +10,14 @@
 //!
 //! The same (series, ts) may be held more than once; readers keep the
 //! highest version, then the latest write: the query's merge does, and
-//! [`merge_rows`] does for the flush.
+//! [`series_order`] does for the flush.
 
 use std::borrow::Cow;
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use canopy_model::{ColumnLayout, LayoutMapping, Point, TagsInterner};
+use canopy_model::{ColumnLayout, LayoutMapping, Point, SeriesMap, TagsInterner};
 
 pub(crate) use crate::chunk::Chunk;
 
@@ -75,7 +74,7 @@ impl MeasureTable {
 
     /// The chunks in the newest layout, oldest first: borrowed, or remapped
     /// copies of the chunks written under an older layout (rare: only after
-    /// a schema change). The source of [`merge_rows`].
+    /// a schema change). The source of [`series_order`].
     pub(crate) fn in_newest_layout(&self) -> Vec<Cow<'_, Chunk>> {
         self.chunks()
             .map(|c| if c.layout == self.head.layout { Cow::Borrowed(c) } else { Cow::Owned(c.remapped(&self.head.layout)) })
@@ -88,7 +87,9 @@ impl MeasureTable {
     pub(crate) fn merged(&self) -> Vec<(u64, Point)> {
         let chunks = self.in_newest_layout();
         let mut readers: Vec<_> = chunks.iter().map(|c| c.reader(None)).collect();
-        merge_rows(&chunks).map(|(c, row)| (chunks[c].seq(row), readers[c].point(row))).collect()
+        let order = series_order(&chunks);
+        let rows = order.iter().flat_map(|(_, rows)| rows.iter().map(|&(c, r)| (c as usize, r as usize)));
+        rows.map(|(c, row)| (chunks[c].seq(row), readers[c].point(row))).collect()
     }
 
     fn seal_head(&mut self, next_layout: Arc<ColumnLayout>) {
@@ -102,59 +103,114 @@ impl MeasureTable {
     }
 }
 
-/// The rows of `chunks` (oldest first, one layout) in (series, ts) order,
-/// one per (series, ts): the highest version, then the latest write (the
-/// later chunk, then the later row). Yields `(chunk index, row)`: a flush
-/// reads a frozen memtable that queries still share, by reference.
-pub(crate) fn merge_rows<'a>(chunks: &'a [Cow<'a, Chunk>]) -> MergedRows<'a> {
-    let orders: Vec<Vec<u32>> = chunks.iter().map(|c| c.sorted_rows()).collect();
-    let mut heap = BinaryHeap::with_capacity(chunks.len());
-    for (i, c) in chunks.iter().enumerate() {
-        if let Some(&row) = orders[i].first() {
-            heap.push(Reverse((c.series(row as usize), c.ts(row as usize), i as u32, 0u32)));
+/// The rows of `chunks` (oldest first, one layout) grouped by series, in
+/// ascending series order, each series' rows in ts order with one row per
+/// ts: the highest version, then the latest write (the later chunk, then
+/// the later row). Rows are `(chunk index, row)`: a flush reads a frozen
+/// memtable that queries still share, by reference.
+///
+/// Linear in the rows but for series written out of time order: rows are
+/// counted per series through their chunk's tag sets (one series each, so
+/// a series id is hashed once per set, not per row), then placed in write
+/// order, so a series written in time order needs no sort.
+pub(crate) fn series_order(chunks: &[Cow<'_, Chunk>]) -> SeriesOrder {
+    let mut dense: SeriesMap<u32> = SeriesMap::default();
+    let mut ids: Vec<u64> = Vec::new();
+    let mut counts: Vec<usize> = Vec::new();
+    // Per chunk, per tag set: the dense index of its series.
+    let sets: Vec<Vec<u32>> = chunks
+        .iter()
+        .map(|c| {
+            let of_set: Vec<u32> = c
+                .set_series()
+                .iter()
+                .map(|&s| {
+                    *dense.entry(s).or_insert_with(|| {
+                        ids.push(s);
+                        counts.push(0);
+                        (ids.len() - 1) as u32
+                    })
+                })
+                .collect();
+            for &set in c.row_sets() {
+                counts[of_set[set as usize] as usize] += 1;
+            }
+            of_set
+        })
+        .collect();
+    let mut by_id: Vec<u32> = (0..ids.len() as u32).collect();
+    by_id.sort_unstable_by_key(|&i| ids[i as usize]);
+    let mut next = vec![0usize; ids.len()];
+    let mut at = 0;
+    for &i in &by_id {
+        next[i as usize] = at;
+        at += counts[i as usize];
+    }
+    let mut rows = vec![(0u32, 0u32); at];
+    for (ci, c) in chunks.iter().enumerate() {
+        for (row, &set) in c.row_sets().iter().enumerate() {
+            let i = sets[ci][set as usize] as usize;
+            rows[next[i]] = (ci as u32, row as u32);
+            next[i] += 1;
         }
     }
-    MergedRows { chunks, orders, heap }
-}
-
-/// The iterator of [`merge_rows`]: a k-way merge of the chunks, each read in
-/// (series, ts) order.
-pub(crate) struct MergedRows<'a> {
-    chunks: &'a [Cow<'a, Chunk>],
-    /// Each chunk's rows in (series, ts) order (write order among equals).
-    orders: Vec<Vec<u32>>,
-    /// Each chunk's next row: (series, ts, chunk, position in its order).
-    heap: BinaryHeap<Reverse<(u64, i64, u32, u32)>>,
-}
-
-impl MergedRows<'_> {
-    /// Takes the least row off the heap, queueing its chunk's next; returns
-    /// its (series, ts) and (chunk, row).
-    fn pop(&mut self) -> Option<((u64, i64), (usize, usize))> {
-        let Reverse((series, ts, c, pos)) = self.heap.pop()?;
-        let order = &self.orders[c as usize];
-        if let Some(&next) = order.get(pos as usize + 1) {
-            let chunk = &self.chunks[c as usize];
-            self.heap.push(Reverse((chunk.series(next as usize), chunk.ts(next as usize), c, pos + 1)));
-        }
-        Some(((series, ts), (c as usize, order[pos as usize] as usize)))
-    }
-}
-
-impl Iterator for MergedRows<'_> {
-    type Item = (usize, usize);
-
-    fn next(&mut self) -> Option<(usize, usize)> {
-        let (key, mut best) = self.pop()?;
-        // Equal keys come off in write order (chunk, then row): a later one
-        // wins unless its version is lower.
-        while self.heap.peek().is_some_and(|Reverse((s, t, _, _))| (*s, *t) == key) {
-            let (_, (c, row)) = self.pop().expect("peeked");
-            if self.chunks[c].version(row) >= self.chunks[best.0].version(best.1) {
-                best = (c, row);
+    // Each series' rows into ts order, one per ts, compacted to the front.
+    let ts = |&(c, r): &(u32, u32)| chunks[c as usize].ts(r as usize);
+    let version = |&(c, r): &(u32, u32)| chunks[c as usize].version(r as usize);
+    let (mut series, mut ends) = (Vec::with_capacity(ids.len()), Vec::with_capacity(ids.len()));
+    let (mut read, mut write) = (0, 0);
+    // A series written out of time order (concurrent writers) is sorted
+    // with its timestamps alongside: (ts, chunk, row) orders rows of one ts
+    // in write order, so an unstable sort keeps the rule.
+    let mut keyed: Vec<(i64, u32, u32)> = Vec::new();
+    for &i in &by_id {
+        let n = counts[i as usize];
+        let run = &mut rows[read..read + n];
+        read += n;
+        if !run.windows(2).all(|w| ts(&w[0]) < ts(&w[1])) {
+            keyed.clear();
+            keyed.extend(run.iter().map(|r| (ts(r), r.0, r.1)));
+            keyed.sort_unstable();
+            for (to, &(_, c, r)) in run.iter_mut().zip(&keyed) {
+                *to = (c, r);
             }
         }
-        Some(best)
+        let mut kept = 0;
+        for j in 0..run.len() {
+            if kept > 0 && ts(&run[kept - 1]) == ts(&run[j]) {
+                // A later write wins unless its version is lower.
+                if version(&run[j]) >= version(&run[kept - 1]) {
+                    run[kept - 1] = run[j];
+                }
+            } else {
+                run[kept] = run[j];
+                kept += 1;
+            }
+        }
+        rows.copy_within(read - n..read - n + kept, write);
+        write += kept;
+        series.push(ids[i as usize]);
+        ends.push(write);
+    }
+    rows.truncate(write);
+    SeriesOrder { series, ends, rows }
+}
+
+/// What [`series_order`] returns: per series, its rows.
+#[derive(Debug)]
+pub(crate) struct SeriesOrder {
+    /// Ascending.
+    series: Vec<u64>,
+    /// Where each series' rows end in `rows`.
+    ends: Vec<usize>,
+    rows: Vec<(u32, u32)>,
+}
+
+impl SeriesOrder {
+    /// Each series with its `(chunk, row)`s, in ts order.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (u64, &[(u32, u32)])> {
+        let starts = std::iter::once(0).chain(self.ends.iter().copied());
+        self.series.iter().zip(starts.zip(&self.ends)).map(|(&s, (lo, &hi))| (s, &self.rows[lo..hi]))
     }
 }
 
@@ -235,7 +291,7 @@ impl Memtable {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use canopy_model::{FieldVal, TagVal};
+    use canopy_model::{FieldVal, TagVal, Tags};
 
     fn layout(fields: &[&str]) -> Arc<ColumnLayout> {
         Arc::new(ColumnLayout { tags: vec![("d".into(), "host".into(), 1)], fields: fields.iter().map(|f| (f.to_string(), 2)).collect() })
@@ -275,7 +331,7 @@ mod tests {
         }
     }
 
-    /// The flush's k-way merge agrees with sorting every row.
+    /// The flush's series order agrees with sorting every row.
     fn assert_merges_agree(t: &MeasureTable) {
         let chunks = t.in_newest_layout();
         let mut all: Vec<(u64, Point)> = Vec::new();
@@ -310,6 +366,28 @@ mod tests {
         newer.fields = vec![FieldVal::Int(1), FieldVal::Int(8)];
         m.insert("cpu", 2, &layout(&["w", "v"]), 4, vec![newer]);
         m.insert("cpu", 1, &l, 5, vec![pt(2, 7, 9, 9)]);
+        assert_merges_agree(&m.measures["cpu"]);
+    }
+
+    #[test]
+    fn the_flush_order_keeps_what_a_full_sort_keeps_for_random_writes() {
+        use rand::{Rng, SeedableRng};
+        let l = layout(&["v"]);
+        let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+        let hosts: Vec<Tags> = (0..3).map(|h| vec![TagVal::Str(format!("h{h}"))].into()).collect();
+        let mut m = Memtable::default();
+        for seq in 1..=6 {
+            let points = (0..rng.random_range(1..HEAD_ROWS_MAX + 500))
+                .map(|_| {
+                    let mut p = pt(rng.random_range(0..6), rng.random_range(0..300), rng.random_range(0..3), rng.random());
+                    // A series whose tags change between writes gets another tag set.
+                    p.tags = hosts[rng.random_range(0..hosts.len())].clone();
+                    p
+                })
+                .collect();
+            m.insert("cpu", 1, &l, seq, points);
+        }
+        assert!(m.measures["cpu"].sealed().len() >= 2);
         assert_merges_agree(&m.measures["cpu"]);
     }
 

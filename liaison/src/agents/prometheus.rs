@@ -24,7 +24,7 @@ use regex::Regex;
 use super::autoschema::{
     AgentRow, ExpansionBudget, FieldNames, LABELS_FAMILY, Outcome, SERIES_TAG, label_bytes, rows_of, sanitize, write_all,
 };
-use super::body::decode_snappy;
+use super::body::{decode_snappy, with_snappy_body};
 use super::label_sets::WireLabels;
 use super::remote_write_decode::for_each_series;
 use crate::error::{ApiError, Code};
@@ -41,16 +41,17 @@ pub(crate) async fn remote_write(State(gw): State<Gateway>, body: Bytes) -> Resp
 }
 
 async fn write(gw: &Gateway, body: &Bytes) -> Result<(), ApiError> {
-    let raw = decode_snappy(body, gw.agents.cfg.body_bytes_max)?;
-    let mut by_metric: BTreeMap<String, Vec<AgentRow>> = BTreeMap::new();
-    let mut outcome = Outcome::default();
-    let mut budget = ExpansionBudget::new(&gw.agents.cfg);
-    // A series' labels as parsed, reused across series.
-    let mut parsed: Vec<(&str, &str)> = Vec::new();
     let value_field: FieldNames = Arc::new([VALUE_FIELD.to_string()]);
-    {
+    // Decoded synchronously, borrowing labels from the body: the rows hold
+    // interned label sets, not the body.
+    let (by_metric, mut outcome) = with_snappy_body(body, gw.agents.cfg.body_bytes_max, |raw| {
+        let mut by_metric: BTreeMap<String, Vec<AgentRow>> = BTreeMap::new();
+        let mut outcome = Outcome::default();
+        let mut budget = ExpansionBudget::new(&gw.agents.cfg);
+        // A series' labels as parsed, reused across series.
+        let mut parsed: Vec<(&str, &str)> = Vec::new();
         let mut sets = gw.agents.label_sets.lock();
-        for_each_series(&raw, |ts| {
+        for_each_series(raw, |ts| {
             // Parsed the first time these label bytes are seen, in any request.
             let wire = sets.by_wire(ts.raw_labels, |sets| {
                 ts.labels(&mut parsed)?;
@@ -80,7 +81,8 @@ async fn write(gw: &Gateway, body: &Bytes) -> Result<(), ApiError> {
             }
             Ok::<_, ApiError>(())
         })?;
-    }
+        Ok((by_metric, outcome))
+    })?;
     let group = gw.agents.cfg.prometheus_group.clone();
     outcome.merge(write_all(gw, &group, by_metric).await?);
     outcome.into_result().map(|_| ())

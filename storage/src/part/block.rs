@@ -153,6 +153,33 @@ impl FieldColumn {
         }
     }
 
+    /// Appends row `row` of `src` (a column of the same field): numbers
+    /// are copied from slice to slice while neither column has a null.
+    pub fn push_row_of(&mut self, src: &FieldColumn, row: usize) {
+        match (&mut *self, src) {
+            (FieldColumn::Float { vals, present: None }, FieldColumn::Float { vals: from, present: None }) => vals.push(from[row]),
+            (FieldColumn::Int { vals, present: None }, FieldColumn::Int { vals: from, present: None }) => vals.push(from[row]),
+            _ => self.push(src.get(row)),
+        }
+    }
+
+    /// Empties the column, keeping its type and its slots' capacity (a
+    /// writer reuses one column per field from block to block).
+    pub fn clear(&mut self) {
+        match self {
+            FieldColumn::Null => {}
+            FieldColumn::Float { vals, present } => {
+                vals.clear();
+                *present = None;
+            }
+            FieldColumn::Int { vals, present } => {
+                vals.clear();
+                *present = None;
+            }
+            FieldColumn::Values(v) => v.clear(),
+        }
+    }
+
     /// Heap bytes of the column's slots (capacities: what the allocator
     /// holds); a string's or binary's own allocation is not included.
     pub fn slot_bytes(&self) -> usize {

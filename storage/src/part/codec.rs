@@ -4,8 +4,10 @@
 //! previous value with bytes transposed, tags and other values run-length
 //! encoded (so a series' constant tags are stored once per block).
 
+use std::borrow::Cow;
+
 use canopy_model::codec::{put_bytes, put_varint, take_bytes, take_len, take_varint, unzigzag, zigzag};
-use canopy_model::{FieldVal, TagVal};
+use canopy_model::{FieldVal, TagVal, Tags};
 
 use super::block::{FieldColumn, TagColumn};
 
@@ -333,9 +335,32 @@ fn decode_runs<T: Clone>(buf: &mut &[u8], n: usize, decode: impl Fn(&mut &[u8]) 
     Some(out)
 }
 
-/// Run-length encodes tag values.
+/// Run-length encodes tag values (per row; writers hand runs of tag sets
+/// to [`encode_tag_set_runs`]).
+#[cfg(test)]
 pub(crate) fn encode_tag_runs(vals: &[&TagVal], out: &mut Vec<u8>) {
     encode_runs(vals, out, TagVal::encode);
+}
+
+/// Run-length encodes tag `t` of rows given as runs of tag sets (`(end,
+/// tags)`, ends increasing): the bytes [`encode_tag_runs`] writes for the
+/// rows' values, without a reference per row. Neighbouring runs of one
+/// value (two sets that differ in another tag) make one run.
+pub(crate) fn encode_tag_set_runs(runs: &[(u32, &Tags)], t: usize, out: &mut Vec<u8>) {
+    let mut start = 0u32;
+    let mut i = 0;
+    while i < runs.len() {
+        let v = &runs[i].1[t];
+        let mut j = i + 1;
+        while j < runs.len() && (std::sync::Arc::ptr_eq(runs[j].1, runs[i].1) || runs[j].1[t] == *v) {
+            j += 1;
+        }
+        let end = runs[j - 1].0;
+        put_varint(out, u64::from(end - start));
+        v.encode(out);
+        start = end;
+        i = j;
+    }
 }
 
 /// Decodes `n` tag values written by [`encode_tag_runs`] as runs, without
@@ -440,28 +465,71 @@ pub(crate) fn encode_field_column(vals: &[&FieldVal], out: &mut Vec<u8>) {
         })
         .collect();
     if let Some(ints) = ints {
-        out.push(FIELDS_INT | FIELDS_PACKED);
-        put_presence(&present, out);
-        encode_packed_ints(&ints, out);
+        encode_present_ints(&present, &ints, out);
     } else if let Some(floats) = floats {
-        let integral = floats.iter().all(|f| f.fract() == 0.0 && f.abs() < EXACT_INT_FLOAT && !(*f == 0.0 && f.is_sign_negative()));
-        if integral {
-            out.push(FIELDS_FLOAT_AS_INT | FIELDS_PACKED);
-            put_presence(&present, out);
-            encode_packed_ints(&floats.iter().map(|f| *f as i64).collect::<Vec<_>>(), out);
-        } else if let Some((k, ms)) = decimal_places(&floats) {
-            out.push(FIELDS_FLOAT_DECIMAL | FIELDS_PACKED);
-            put_presence(&present, out);
-            out.push(k as u8);
-            encode_packed_ints(&ms, out);
-        } else {
-            out.push(FIELDS_FLOAT_XOR);
-            put_presence(&present, out);
-            encode_float_xor(&floats, out);
-        }
+        encode_present_floats(&present, &floats, out);
     } else {
         out.push(FIELDS_RUNS);
         encode_runs(vals, out, FieldVal::encode);
+    }
+}
+
+/// Encodes a typed column as [`encode_field_column`] encodes its values
+/// (the same bytes), reading numbers from their slice.
+pub(crate) fn encode_typed_field_column(col: &FieldColumn, out: &mut Vec<u8>) {
+    /// The values of the rows present, and the presence of every row.
+    fn present_of<'a, T: Copy>(vals: &'a [T], present: &'a Option<Vec<bool>>) -> (Cow<'a, [bool]>, Cow<'a, [T]>) {
+        match present {
+            None => (Cow::Owned(vec![true; vals.len()]), Cow::Borrowed(vals)),
+            Some(p) => (Cow::Borrowed(p), Cow::Owned(vals.iter().zip(p).filter(|(_, p)| **p).map(|(v, _)| *v).collect())),
+        }
+    }
+    match col {
+        FieldColumn::Null => out.push(FIELDS_NULL),
+        FieldColumn::Values(vals) => encode_field_column(&vals.iter().collect::<Vec<_>>(), out),
+        FieldColumn::Float { vals, present } => {
+            let (present, floats) = present_of(vals, present);
+            if floats.is_empty() {
+                out.push(FIELDS_NULL);
+            } else {
+                encode_present_floats(&present, &floats, out);
+            }
+        }
+        FieldColumn::Int { vals, present } => {
+            let (present, ints) = present_of(vals, present);
+            if ints.is_empty() {
+                out.push(FIELDS_NULL);
+            } else {
+                encode_present_ints(&present, &ints, out);
+            }
+        }
+    }
+}
+
+/// Integers of the rows `present` marks (at least one).
+fn encode_present_ints(present: &[bool], ints: &[i64], out: &mut Vec<u8>) {
+    out.push(FIELDS_INT | FIELDS_PACKED);
+    put_presence(present, out);
+    encode_packed_ints(ints, out);
+}
+
+/// Floats of the rows `present` marks (at least one): as integers when all
+/// are whole, as scaled integers when all have few decimal places, else XOR.
+fn encode_present_floats(present: &[bool], floats: &[f64], out: &mut Vec<u8>) {
+    let integral = floats.iter().all(|f| f.fract() == 0.0 && f.abs() < EXACT_INT_FLOAT && !(*f == 0.0 && f.is_sign_negative()));
+    if integral {
+        out.push(FIELDS_FLOAT_AS_INT | FIELDS_PACKED);
+        put_presence(present, out);
+        encode_packed_ints(&floats.iter().map(|f| *f as i64).collect::<Vec<_>>(), out);
+    } else if let Some((k, ms)) = decimal_places(floats) {
+        out.push(FIELDS_FLOAT_DECIMAL | FIELDS_PACKED);
+        put_presence(present, out);
+        out.push(k as u8);
+        encode_packed_ints(&ms, out);
+    } else {
+        out.push(FIELDS_FLOAT_XOR);
+        put_presence(present, out);
+        encode_float_xor(floats, out);
     }
 }
 
@@ -835,5 +903,63 @@ mod tests {
             let (n, col) = split(b);
             drop(decode_field_typed(&mut &col[..], n, 0, n));
         });
+    }
+
+    /// The typed and run forms writers hand over encode to the very bytes
+    /// the per-row forms do: parts written by either read the same.
+    #[test]
+    fn typed_columns_and_tag_set_runs_encode_as_their_rows_do() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+        for round in 0..400 {
+            let n = rng.random_range(1..40);
+            let nulls = round % 3 == 0;
+            let pick = rng.random_range(0..4);
+            let vals: Vec<FieldVal> = (0..n)
+                .map(|i| {
+                    if nulls && rng.random_bool(0.3) {
+                        return FieldVal::Null;
+                    }
+                    match pick {
+                        0 => FieldVal::Float(rng.random_range(-50..50) as f64),
+                        1 => FieldVal::Float(rng.random_range(-5000..5000) as f64 / 100.0),
+                        2 => FieldVal::Float(rng.random::<f64>() * 1e6),
+                        _ => FieldVal::Int(rng.random_range(-1000..1000) * i),
+                    }
+                })
+                .collect();
+            let mut want = Vec::new();
+            encode_field_column(&vals.iter().collect::<Vec<_>>(), &mut want);
+            // As a memtable builds it (typed, presence only once a null came) and as a decoder does.
+            let mut pushed =
+                FieldColumn::for_type(if pick == 3 { canopy_api::v1::FieldType::Int } else { canopy_api::v1::FieldType::Float });
+            vals.iter().for_each(|v| pushed.push(v.clone()));
+            for col in [pushed, FieldColumn::from_values(vals.clone())] {
+                let mut got = Vec::new();
+                encode_typed_field_column(&col, &mut got);
+                assert_eq!(got, want, "{col:?}");
+            }
+        }
+        // Sets of two tags in runs; neighbouring sets may share a value.
+        let sets: Vec<Tags> = (0..4).map(|i| vec![TagVal::Str(format!("h{}", i / 2)), TagVal::Int(i)].into()).collect();
+        for _ in 0..200 {
+            let mut runs: Vec<(u32, &Tags)> = Vec::new();
+            let mut rows: Vec<&Tags> = Vec::new();
+            for _ in 0..rng.random_range(1..6) {
+                let set = &sets[rng.random_range(0..sets.len())];
+                let len = rng.random_range(1..4);
+                rows.extend(std::iter::repeat_n(set, len));
+                match runs.last_mut() {
+                    Some((end, t)) if std::sync::Arc::ptr_eq(t, set) => *end = rows.len() as u32,
+                    _ => runs.push((rows.len() as u32, set)),
+                }
+            }
+            for t in 0..2 {
+                let (mut want, mut got) = (Vec::new(), Vec::new());
+                encode_tag_runs(&rows.iter().map(|r| &r[t]).collect::<Vec<_>>(), &mut want);
+                encode_tag_set_runs(&runs, t, &mut got);
+                assert_eq!(got, want);
+            }
+        }
     }
 }

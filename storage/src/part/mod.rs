@@ -24,6 +24,7 @@ mod block;
 mod codec;
 mod footer_blob;
 mod reader;
+mod series_rows;
 mod seven_bit;
 mod writer;
 
@@ -36,6 +37,7 @@ pub use block::{DecodedBlock, FieldColumn, TagColumn};
 pub use reader::{
     BlockFilter, PartIndex, Scan, decode_blocks, fetch_batches, measure_blocks, read_index, scan_mapping, scan_part, select_batches,
 };
+pub use series_rows::SeriesRows;
 pub use writer::{EncodedPart, MeasureRows, PartSummary, PartWriter, encode_part};
 
 /// Footer metadata key holding [`PartFooter`] as JSON.

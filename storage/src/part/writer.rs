@@ -14,8 +14,9 @@ use bytes::Bytes;
 use canopy_model::codec::put_bytes;
 use canopy_model::{ColumnLayout, Point, TagVal};
 
-use super::codec::{encode_field_column, encode_packed_ints, encode_packed_timestamps, encode_tag_runs};
+use super::codec::{encode_packed_ints, encode_packed_timestamps, encode_tag_set_runs, encode_typed_field_column};
 use super::footer_blob::FOOTER_BLOB_KEY;
+use super::series_rows::{OwnedSeriesRows, SeriesRows};
 use super::{BatchInfo, ColumnRange, FIXED_COLUMNS, NEXT_MEASURE, PART_FORMAT, PartFooter, SERIES_INDEX_MAX, SeriesIndex, arrow_schema};
 use crate::catalog::MeasureStats;
 use crate::{FILTER_SERIES_MAX, KeyFilter, Result, tag_key_hash};
@@ -158,10 +159,19 @@ impl PartWriter {
 
     /// Adds the points of one series (sorted by ts, no duplicate ts).
     pub fn add_block(&mut self, measure: &str, layout: &Arc<ColumnLayout>, rows: &[Point]) -> Result<()> {
+        debug_assert!(rows.windows(2).all(|w| w[0].series == w[1].series), "one series");
+        self.add_series(measure, layout, &OwnedSeriesRows::of(rows).rows())
+    }
+
+    /// Adds the rows of one series (sorted by ts, no duplicate ts), their
+    /// columns as the caller holds them.
+    pub fn add_series(&mut self, measure: &str, layout: &Arc<ColumnLayout>, rows: &SeriesRows<'_>) -> Result<()> {
         if rows.is_empty() {
             return Ok(());
         }
-        debug_assert!(rows.windows(2).all(|w| w[0].ts < w[1].ts && w[0].series == w[1].series), "one series, sorted");
+        debug_assert!(rows.ts.windows(2).all(|w| w[0] < w[1]), "sorted");
+        debug_assert!(rows.tags.last().is_some_and(|(end, _)| *end as usize == rows.len()), "tag runs cover the rows");
+        debug_assert!(rows.versions.is_empty() || rows.versions.len() == rows.len(), "a version per row");
         if layout.fields.len() + FIXED_COLUMNS.len() > self.schema.fields().len() {
             return Err(crate::StorageError::Corrupt {
                 path: measure.into(),
@@ -193,19 +203,23 @@ impl PartWriter {
         Ok(())
     }
 
-    fn account(&mut self, measure: &str, rows: &[Point]) {
-        let acc = self.stats.entry(measure.to_string()).or_insert_with(|| StatsAcc {
-            stats: MeasureStats { min_ts: i64::MAX, max_ts: i64::MIN, ..Default::default() },
-            series: Some(Vec::new()),
-            index: Some(Vec::new()),
-        });
+    fn account(&mut self, measure: &str, rows: &SeriesRows<'_>) {
+        if !self.stats.contains_key(measure) {
+            let acc = StatsAcc {
+                stats: MeasureStats { min_ts: i64::MAX, max_ts: i64::MIN, ..Default::default() },
+                series: Some(Vec::new()),
+                index: Some(Vec::new()),
+            };
+            self.stats.insert(measure.to_string(), acc);
+        }
+        let acc = self.stats.get_mut(measure).expect("inserted above");
         let s = &mut acc.stats;
         s.rows += rows.len() as u64;
         s.series += 1;
-        s.min_ts = s.min_ts.min(rows[0].ts);
-        s.max_ts = s.max_ts.max(rows[rows.len() - 1].ts);
+        s.min_ts = s.min_ts.min(rows.ts[0]);
+        s.max_ts = s.max_ts.max(rows.ts[rows.len() - 1]);
         if let Some(ids) = acc.series.as_mut() {
-            ids.push(rows[0].series);
+            ids.push(rows.series);
             if ids.len() > FILTER_SERIES_MAX {
                 acc.series = None;
             }
@@ -214,12 +228,17 @@ impl PartWriter {
             acc.index = None;
         }
         if let Some(index) = acc.index.as_mut() {
-            index.resize_with(rows[0].tags.len().max(index.len()), BTreeMap::new);
+            index.resize_with(rows.tag_count().max(index.len()), BTreeMap::new);
             for (t, values) in index.iter_mut().enumerate() {
-                for run in rows.chunk_by(|a, b| Arc::ptr_eq(&a.tags, &b.tags) || a.tags[t] == b.tags[t]) {
-                    let ids = values.entry(run[0].tags[t].clone()).or_default();
-                    if ids.last() != Some(&rows[0].series) {
-                        ids.push(rows[0].series);
+                for run in rows.tags.chunk_by(|a, b| Arc::ptr_eq(a.1, b.1) || a.1[t] == b.1[t]) {
+                    let v = &run[0].1[t];
+                    // Looked up before inserting: most values are there already.
+                    let ids = match values.get_mut(v) {
+                        Some(ids) => ids,
+                        None => values.entry(v.clone()).or_default(),
+                    };
+                    if ids.last() != Some(&rows.series) {
+                        ids.push(rows.series);
                     }
                 }
             }
@@ -425,44 +444,43 @@ impl BatchBuilder {
         }
     }
 
-    /// Encodes one series' points (sorted by ts) as the batch's next block;
+    /// Encodes one series' rows (sorted by ts) as the batch's next block;
     /// `starts_measure` if it is its measure's first in the batch.
-    fn add(&mut self, starts_measure: bool, b: &[Point]) {
-        let (first, last) = (&b[0], &b[b.len() - 1]);
+    fn add(&mut self, starts_measure: bool, b: &SeriesRows<'_>) {
         // Format 6: a mark on a measure's first block of the batch (the
         // footer names the batch's measures in order); the blocks after it
         // (empty) belong to the same measure.
         self.measure.append_value(if starts_measure { NEXT_MEASURE } else { "" });
-        self.series.append_value(first.series);
+        self.series.append_value(b.series);
         self.count.append_value(b.len() as u32);
-        self.min_ts.append_value(first.ts);
-        self.max_ts.append_value(last.ts);
+        self.min_ts.append_value(b.ts[0]);
+        self.max_ts.append_value(b.ts[b.len() - 1]);
         self.points += b.len();
 
         let buf = &mut self.buf;
         buf.clear();
-        encode_packed_timestamps(&b.iter().map(|p| p.ts).collect::<Vec<_>>(), buf);
+        encode_packed_timestamps(b.ts, buf);
         self.ts.append_value(&*buf);
 
         // Format 6: no bytes when every version is 0 (agents never set one).
         buf.clear();
-        if b.iter().any(|p| p.version != 0) {
-            encode_packed_ints(&b.iter().map(|p| p.version).collect::<Vec<_>>(), buf);
+        if b.versions.iter().any(|&v| v != 0) {
+            encode_packed_ints(b.versions, buf);
         }
         self.versions.append_value(&*buf);
 
         buf.clear();
-        for t in 0..first.tags.len() {
+        for t in 0..b.tag_count() {
             self.col.clear();
-            encode_tag_runs(&b.iter().map(|p| &p.tags[t]).collect::<Vec<_>>(), &mut self.col);
+            encode_tag_set_runs(b.tags, t, &mut self.col);
             put_bytes(buf, &self.col);
         }
         self.tags.append_value(&*buf);
 
         for (f, out) in self.fields.iter_mut().enumerate() {
             buf.clear();
-            if f < first.fields.len() {
-                encode_field_column(&b.iter().map(|p| &p.fields[f]).collect::<Vec<_>>(), buf);
+            if let Some(col) = b.fields.get(f) {
+                encode_typed_field_column(col, buf);
             }
             out.append_value(&*buf);
         }
