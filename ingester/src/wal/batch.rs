@@ -17,9 +17,7 @@
 use std::sync::Arc;
 
 use canopy_model::codec::{put_bytes, put_varint, take_bytes, take_len, take_varint, unzigzag, zigzag};
-use std::collections::HashMap;
-
-use canopy_model::{ColumnLayout, FieldVal, Point, TagVal, Tags, TagsInterner};
+use canopy_model::{ColumnLayout, FieldVal, IdMap, Point, TagVal, Tags, TagsInterner};
 
 /// Points inline with their tags (read only).
 const BATCH_FORMAT_V1: u8 = 1;
@@ -123,7 +121,8 @@ pub fn encode_batch(b: &WalBatch) -> Vec<u8> {
     // The series list: a point whose tags equal the last kept for its series
     // (the same allocation, usually) reuses that entry.
     let mut series: Vec<(u64, u32, &Tags)> = Vec::new();
-    let mut index: HashMap<u64, usize> = HashMap::new();
+    // Series ids are hashes already: a fast id map, not SipHash.
+    let mut index: IdMap<u64, usize> = IdMap::default();
     let mut point_series = Vec::with_capacity(b.points.len());
     for p in &b.points {
         let i = match index.get(&p.series) {

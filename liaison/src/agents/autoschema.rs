@@ -82,13 +82,17 @@ pub(crate) type Labels = Arc<Vec<(String, String)>>;
 /// every sample of a remote-write request.
 pub(crate) type FieldNames = Arc<[String]>;
 
+/// An agent row's field values: one inline (a Prometheus or OTLP sample),
+/// so a sample costs no allocation of its own.
+pub(crate) type RowValues = smallvec::SmallVec<[FieldVal; 1]>;
+
 /// One point from an agent: its series' labels, its field values (named by
 /// `names`, position by position), time in nanoseconds.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct AgentRow {
     pub(crate) labels: Labels,
     pub(crate) names: FieldNames,
-    pub(crate) values: Vec<FieldVal>,
+    pub(crate) values: RowValues,
     pub(crate) ts: i64,
 }
 
@@ -96,7 +100,7 @@ impl AgentRow {
     /// A row whose names and values come as pairs (tests, rare paths).
     pub(crate) fn from_pairs(labels: Labels, fields: Vec<(String, FieldVal)>, ts: i64) -> AgentRow {
         let (names, values): (Vec<String>, Vec<FieldVal>) = fields.into_iter().unzip();
-        AgentRow { labels, names: names.into(), values, ts }
+        AgentRow { labels, names: names.into(), values: values.into(), ts }
     }
 }
 

@@ -102,20 +102,31 @@ struct State {
     measures: HashMap<(String, String), Known>,
 }
 
-/// The known series of one measure, locked for one request's rows.
+/// The known series of one measure, locked for one request's rows. The
+/// measure's entry is taken out of the map while the lock is held and put
+/// back when this drops: a request's series are looked up without hashing
+/// the measure's name for each.
 pub(crate) struct MeasureSeries<'a> {
     state: std::sync::MutexGuard<'a, State>,
     bytes: &'a Arc<AtomicUsize>,
-    key: (String, String),
+    key: Option<(String, String)>,
+    known: Known,
 }
 
 impl KnownSeries {
     /// The known series of `group`/`measure`, held until the guard drops.
     pub(crate) fn measure(&self, group: &str, measure: &str) -> MeasureSeries<'_> {
-        MeasureSeries {
-            state: self.state.lock().expect("known series lock"),
-            bytes: &self.bytes,
-            key: (group.to_string(), measure.to_string()),
+        let mut state = self.state.lock().expect("known series lock");
+        let key = (group.to_string(), measure.to_string());
+        let known = state.measures.remove(&key).unwrap_or_default();
+        MeasureSeries { state, bytes: &self.bytes, key: Some(key), known }
+    }
+}
+
+impl Drop for MeasureSeries<'_> {
+    fn drop(&mut self) {
+        if let Some(key) = self.key.take() {
+            self.state.measures.insert(key, std::mem::take(&mut self.known));
         }
     }
 }
@@ -129,12 +140,11 @@ impl MeasureSeries<'_> {
         prepare: impl FnOnce() -> Result<PreparedLabels, String>,
     ) -> Result<Arc<PreparedLabels>, String> {
         let address = Arc::as_ptr(raw) as usize;
-        let known = self.state.measures.get(&self.key);
-        if let Some(found) = known.and_then(|k| k.by_address.get(&address)) {
+        if let Some(found) = self.known.by_address.get(&address) {
             return Ok(found.clone());
         }
         let h = hash(raw.iter().map(|(k, v)| (k.as_str(), v.as_str())));
-        if let Some(found) = known.and_then(|k| k.by_hash.get(&h)).and_then(|v| v.iter().find(|p| *p.raw == **raw)) {
+        if let Some(found) = self.known.by_hash.get(&h).and_then(|v| v.iter().find(|p| *p.raw == **raw)) {
             return Ok(found.clone());
         }
         let mut prepared = prepare()?;
@@ -146,12 +156,12 @@ impl MeasureSeries<'_> {
         let bytes = prepared.bytes();
         if self.bytes.load(Ordering::Relaxed) + bytes > KNOWN_SERIES_BYTES_MAX {
             self.state.measures.clear();
+            self.known = Known::default();
             self.bytes.store(0, Ordering::Relaxed);
         }
         self.bytes.fetch_add(bytes, Ordering::Relaxed);
-        let known = self.state.measures.entry(self.key.clone()).or_default();
-        known.by_address.insert(address, prepared.clone());
-        known.by_hash.entry(h).or_default().push(prepared.clone());
+        self.known.by_address.insert(address, prepared.clone());
+        self.known.by_hash.entry(h).or_default().push(prepared.clone());
         Ok(prepared)
     }
 }

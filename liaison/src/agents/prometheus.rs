@@ -75,7 +75,7 @@ async fn write(gw: &Gateway, body: &Bytes) -> Result<(), ApiError> {
                 rows.push(AgentRow {
                     labels: wire.labels.clone(),
                     names: value_field.clone(),
-                    values: vec![FieldVal::Float(value)],
+                    values: smallvec::smallvec![FieldVal::Float(value)],
                     ts: t,
                 });
             }

@@ -129,6 +129,19 @@ fn label(mut b: &[u8]) -> Result<(&str, &str), DecodeError> {
 }
 
 fn sample(mut b: &[u8]) -> Result<(f64, i64), DecodeError> {
+    // As Prometheus and prost write a sample: the value, then the
+    // timestamp, nothing else. Anything else takes the general path.
+    if let [0x09, v @ ..] = b
+        && let Some((value, mut rest)) = v.split_first_chunk::<8>()
+        && let Some((&0x10, after)) = rest.split_first()
+    {
+        rest = after;
+        if let Ok(ts) = varint(&mut rest)
+            && rest.is_empty()
+        {
+            return Ok((f64::from_le_bytes(*value), ts as i64));
+        }
+    }
     let (mut value, mut ts) = (0.0, 0);
     while let Some((field, wire)) = key(&mut b)? {
         match (field, wire) {
@@ -147,6 +160,16 @@ fn series<'a>(body: &'a [u8], out: &mut Series<'a>) -> Result<(), DecodeError> {
     let mut span: Option<(usize, usize)> = None;
     loop {
         let start = body.len() - b.len();
+        // A label field with a one-byte length (nearly all): skipped without
+        // the general key and length decoding.
+        if let [0x0a, len, rest @ ..] = b
+            && *len < 0x80
+            && rest.len() >= usize::from(*len)
+        {
+            b = &rest[usize::from(*len)..];
+            span = Some((span.map_or(start, |s| s.0), body.len() - b.len()));
+            continue;
+        }
         let Some((field, wire)) = key(&mut b)? else { break };
         match (field, wire) {
             (1, 2) => {
