@@ -10,7 +10,9 @@ use super::block::FieldColumn;
 /// measure's layout.
 #[derive(Debug, Clone, Copy)]
 pub struct SeriesRows<'a> {
+    /// The series id.
     pub series: u64,
+    /// Timestamps, increasing.
     pub ts: &'a [i64],
     /// One per row, or empty when every version is 0 (agents never set one).
     pub versions: &'a [i64],
