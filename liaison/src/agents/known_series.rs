@@ -125,7 +125,11 @@ impl KnownSeries {
 
 impl Drop for MeasureSeries<'_> {
     fn drop(&mut self) {
-        if let Some(key) = self.key.take() {
+        // Put back only when it holds series: a measure whose every series
+        // was refused leaves no entry (none is charged to the byte count).
+        if let Some(key) = self.key.take()
+            && !self.known.by_address.is_empty()
+        {
             self.state.measures.insert(key, std::mem::take(&mut self.known));
         }
     }
@@ -207,6 +211,22 @@ mod tests {
         let bad = labels(&[("x", "y")]);
         assert!(known.measure("g", "cpu").get_or_prepare(&bad, || Err("no".into())).is_err());
         assert_eq!(known.measure("g", "cpu").get_or_prepare(&bad, || Ok(prepared(&bad, 4))).unwrap().id, 4);
+    }
+
+    #[test]
+    fn a_measure_whose_series_are_all_refused_leaves_no_entry() {
+        let known = KnownSeries::default();
+        for i in 0..100 {
+            let raw = labels(&[("k", "v")]);
+            assert!(known.measure("g", &format!("m{i}")).get_or_prepare(&raw, || Err("refused".into())).is_err());
+        }
+        assert!(known.state.lock().unwrap().measures.is_empty());
+        let raw = labels(&[("k", "v")]);
+        known.measure("g", "kept").get_or_prepare(&raw, || Ok(prepared(&raw, 1))).unwrap();
+        assert_eq!(known.state.lock().unwrap().measures.len(), 1);
+        // Looked up again through the entry put back.
+        let again = known.measure("g", "kept").get_or_prepare(&raw, || Err("not prepared again".into())).unwrap();
+        assert_eq!(again.id, 1);
     }
 
     #[test]
