@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use canopy_model::Tags;
-use canopy_storage::part::{EncodedPart, FieldColumn, PartWriter, SeriesRows};
+use canopy_storage::part::{EncodedPart, FieldColumn, PartWriter, SeriesRows, push_tag_run};
 use canopy_storage::{CatalogState, PartMeta, StorageError, paths};
 use object_store::{PutMode, PutOptions, PutPayload};
 
@@ -78,11 +78,7 @@ fn encode_segments(m: &Memtable, segment_nanos: i64) -> std::result::Result<Vec<
                     if versioned {
                         versions.push(chunk.version(row));
                     }
-                    let set = chunk.tag_set(chunk.row_sets()[row]);
-                    match tags.last_mut() {
-                        Some((end, t)) if Arc::ptr_eq(t, set) => *end += 1,
-                        _ => tags.push((ts.len() as u32, set)),
-                    }
+                    push_tag_run(&mut tags, chunk.tag_set(chunk.row_sets()[row]));
                     for (to, from) in fields.iter_mut().zip(chunk.fields()) {
                         to.push_row_of(from, row);
                     }

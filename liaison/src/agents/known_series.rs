@@ -109,7 +109,7 @@ struct State {
 pub(crate) struct MeasureSeries<'a> {
     state: std::sync::MutexGuard<'a, State>,
     bytes: &'a Arc<AtomicUsize>,
-    key: Option<(String, String)>,
+    key: (String, String),
     known: Known,
 }
 
@@ -119,7 +119,7 @@ impl KnownSeries {
         let mut state = self.state.lock().expect("known series lock");
         let key = (group.to_string(), measure.to_string());
         let known = state.measures.remove(&key).unwrap_or_default();
-        MeasureSeries { state, bytes: &self.bytes, key: Some(key), known }
+        MeasureSeries { state, bytes: &self.bytes, key, known }
     }
 }
 
@@ -127,10 +127,8 @@ impl Drop for MeasureSeries<'_> {
     fn drop(&mut self) {
         // Put back only when it holds series: a measure whose every series
         // was refused leaves no entry (none is charged to the byte count).
-        if let Some(key) = self.key.take()
-            && !self.known.by_address.is_empty()
-        {
-            self.state.measures.insert(key, std::mem::take(&mut self.known));
+        if !self.known.by_address.is_empty() {
+            self.state.measures.insert(std::mem::take(&mut self.key), std::mem::take(&mut self.known));
         }
     }
 }

@@ -477,32 +477,24 @@ pub(crate) fn encode_field_column(vals: &[&FieldVal], out: &mut Vec<u8>) {
 /// Encodes a typed column as [`encode_field_column`] encodes its values
 /// (the same bytes), reading numbers from their slice.
 pub(crate) fn encode_typed_field_column(col: &FieldColumn, out: &mut Vec<u8>) {
-    /// The values of the rows present, and the presence of every row.
-    fn present_of<'a, T: Copy>(vals: &'a [T], present: &'a Option<Vec<bool>>) -> (Cow<'a, [bool]>, Cow<'a, [T]>) {
-        match present {
+    /// The present rows' numbers through `encode`, or the null kind when no
+    /// row is present.
+    fn numbers<T: Copy>(vals: &[T], present: &Option<Vec<bool>>, out: &mut Vec<u8>, encode: fn(&[bool], &[T], &mut Vec<u8>)) {
+        let (present, kept): (Cow<'_, [bool]>, Cow<'_, [T]>) = match present {
             None => (Cow::Owned(vec![true; vals.len()]), Cow::Borrowed(vals)),
             Some(p) => (Cow::Borrowed(p), Cow::Owned(vals.iter().zip(p).filter(|(_, p)| **p).map(|(v, _)| *v).collect())),
+        };
+        if kept.is_empty() {
+            out.push(FIELDS_NULL);
+        } else {
+            encode(&present, &kept, out);
         }
     }
     match col {
         FieldColumn::Null => out.push(FIELDS_NULL),
         FieldColumn::Values(vals) => encode_field_column(&vals.iter().collect::<Vec<_>>(), out),
-        FieldColumn::Float { vals, present } => {
-            let (present, floats) = present_of(vals, present);
-            if floats.is_empty() {
-                out.push(FIELDS_NULL);
-            } else {
-                encode_present_floats(&present, &floats, out);
-            }
-        }
-        FieldColumn::Int { vals, present } => {
-            let (present, ints) = present_of(vals, present);
-            if ints.is_empty() {
-                out.push(FIELDS_NULL);
-            } else {
-                encode_present_ints(&present, &ints, out);
-            }
-        }
+        FieldColumn::Float { vals, present } => numbers(vals, present, out, encode_present_floats),
+        FieldColumn::Int { vals, present } => numbers(vals, present, out, encode_present_ints),
     }
 }
 

@@ -37,7 +37,7 @@ pub use block::{DecodedBlock, FieldColumn, TagColumn};
 pub use reader::{
     BlockFilter, PartIndex, Scan, decode_blocks, fetch_batches, measure_blocks, read_index, scan_mapping, scan_part, select_batches,
 };
-pub use series_rows::SeriesRows;
+pub use series_rows::{SeriesRows, push_tag_run};
 pub use writer::{EncodedPart, MeasureRows, PartSummary, PartWriter, encode_part};
 
 /// Footer metadata key holding [`PartFooter`] as JSON.

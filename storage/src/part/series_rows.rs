@@ -41,6 +41,17 @@ impl SeriesRows<'_> {
     }
 }
 
+/// Appends one row holding `tags` to runs of tag sets (the form of
+/// [`SeriesRows::tags`]): the last run grows when it holds the same
+/// allocation, else a run starts.
+pub fn push_tag_run<'a>(runs: &mut Vec<(u32, &'a Tags)>, tags: &'a Tags) {
+    let end = runs.last().map_or(0, |(end, _)| *end) + 1;
+    match runs.last_mut() {
+        Some((last, t)) if std::sync::Arc::ptr_eq(t, tags) => *last = end,
+        _ => runs.push((end, tags)),
+    }
+}
+
 /// Columns built from points, for callers that hold rows as [`Point`]s (a
 /// compaction's merge, tests); [`OwnedSeriesRows::rows`] lends them out.
 #[derive(Debug, Default)]
@@ -57,12 +68,7 @@ impl<'p> OwnedSeriesRows<'p> {
     pub(crate) fn of(points: &'p [Point]) -> OwnedSeriesRows<'p> {
         let Some(first) = points.first() else { return OwnedSeriesRows::default() };
         let mut tags: Vec<(u32, &Tags)> = Vec::new();
-        for (i, p) in points.iter().enumerate() {
-            match tags.last_mut() {
-                Some((end, t)) if std::sync::Arc::ptr_eq(t, &p.tags) => *end = i as u32 + 1,
-                _ => tags.push((i as u32 + 1, &p.tags)),
-            }
-        }
+        points.iter().for_each(|p| push_tag_run(&mut tags, &p.tags));
         OwnedSeriesRows {
             series: first.series,
             ts: points.iter().map(|p| p.ts).collect(),
