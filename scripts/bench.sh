@@ -13,6 +13,11 @@ prune_target_dir
 if ! command -v victoria-metrics >/dev/null 2>&1; then
   apt_install victoria-metrics
 fi
+# The real-agent data set runs Debian's Prometheus and node exporter.
+if [[ " $* " == *" --real-agents-minutes "* ]]; then
+  command -v prometheus >/dev/null 2>&1 || apt_install prometheus
+  command -v prometheus-node-exporter >/dev/null 2>&1 || apt_install prometheus-node-exporter
+fi
 if [ ! -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ]; then
   apt_install fonts-dejavu-core || true
 fi

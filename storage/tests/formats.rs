@@ -57,6 +57,28 @@ fn named_points() -> Vec<Point> {
     out
 }
 
+/// The points of the fourth measure of the format-9 fixture: one series
+/// long enough for its fields to be walk-coded — a gauge of hundredths
+/// clamped to [0, 100] by steps of up to 10, and an integer random walk.
+fn walk_points() -> Vec<Point> {
+    let (mut x, mut gauge, mut n) = (12_345u64, 5_000i64, 0i64);
+    (0..600)
+        .map(|i| {
+            x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+            gauge = (gauge + ((x >> 33) % 2001) as i64 - 1000).clamp(0, 10_000);
+            n += ((x >> 20) % 7) as i64 - 3;
+            Point {
+                series: 700,
+                shard: 0,
+                ts: SEGMENT + i * 10_000_000_000,
+                version: 0,
+                tags: vec![TagVal::Str("host-7".into())].into(),
+                fields: vec![FieldVal::Float(gauge as f64 / 100.0), FieldVal::Int(n)],
+            }
+        })
+        .collect()
+}
+
 fn catalog(part: PartMeta) -> CatalogState {
     let mut c = CatalogState::empty("g", 0);
     c.epoch = 3;
@@ -75,11 +97,13 @@ async fn write_current_fixtures() {
         return;
     }
     // From format 6 a second, small measure shares the batch of the first;
-    // from format 7 a third one's series are named by their tag.
+    // from format 7 a third one's series are named by their tag; from
+    // format 9 a fourth one's fields are walk-coded.
     let part = encode_part(&[
         MeasureRows { name: "cpu".into(), layout: Arc::new(layout()), rows: points() },
         MeasureRows { name: "disk".into(), layout: Arc::new(layout()), rows: disk_points() },
         MeasureRows { name: "mem".into(), layout: Arc::new(layout()), rows: named_points() },
+        MeasureRows { name: "load".into(), layout: Arc::new(layout()), rows: walk_points() },
     ])
     .unwrap();
     std::fs::write(fixture(&format!("part-v{}.arrow", canopy_storage::part::PART_FORMAT)), &part.bytes).unwrap();
@@ -253,4 +277,20 @@ async fn the_part_v8_fixture_keeps_its_footer_outside_the_arrow_metadata() {
     assert!(reader.custom_metadata().contains_key("canopy.part.zb") && !reader.custom_metadata().contains_key("canopy.part.z7"));
     let rows: usize = reader.map(|b| b.unwrap().num_rows()).sum();
     assert_eq!(rows, 3 + 1 + 3, "a plain Arrow file reader sees every block, and no more");
+}
+
+#[tokio::test]
+async fn the_part_v9_fixture_decodes_walk_coded_fields() {
+    assert_indexed_fixture("part-v9.arrow", 9, "host-2", 102).await;
+    let (store, meta, index) = part_fixture("part-v9.arrow").await;
+    let target = layout();
+    assert_eq!(scan_part(store.as_ref(), &meta, &index, &Scan::everything("mem", &target)).await.unwrap(), named_points());
+    assert_eq!(scan_part(store.as_ref(), &meta, &index, &Scan::everything("load", &target)).await.unwrap(), walk_points());
+    // The gauge's column is walk-coded: its kind byte is the decimal kind
+    // (5) with the walk flag (0x20).
+    let bytes = std::fs::read(fixture("part-v9.arrow")).unwrap();
+    let reader = arrow_ipc::reader::FileReader::try_new(std::io::Cursor::new(bytes), None).unwrap();
+    let batch = reader.into_iter().next().unwrap().unwrap();
+    let f0 = batch.column_by_name("f0").unwrap().as_any().downcast_ref::<arrow_array::BinaryArray>().unwrap();
+    assert_eq!(f0.iter().filter(|v| v.and_then(|v| v.first()) == Some(&0x25)).count(), 1, "one walk-coded gauge block");
 }

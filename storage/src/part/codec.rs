@@ -10,6 +10,7 @@ use canopy_model::codec::{put_bytes, put_varint, take_bytes, take_len, take_vari
 use canopy_model::{FieldVal, TagVal, Tags};
 
 use super::block::{FieldColumn, TagColumn};
+use super::walk;
 
 /// Encodes sorted timestamps as formats 1 and 2 did: first value, first
 /// delta, then delta-of-deltas, as varints. (Parts of those formats are
@@ -388,20 +389,51 @@ const FIELDS_FLOAT_DECIMAL: u8 = 5;
 /// Flag on the integer kinds (int, float as int, decimal): the integers are
 /// bit-packed ([`encode_packed_ints`], format 3) rather than varints.
 const FIELDS_PACKED: u8 = 0x10;
+/// Flag on the integer kinds: the integers are walk-coded ([`walk`], format 9).
+const FIELDS_WALK: u8 = 0x20;
+/// Fewest integers walk coding is tried on: below, its header (~40 bytes
+/// for a gauge) does not pay.
+const WALK_MIN_VALUES: usize = 32;
 
-/// A field column's kind byte as (kind, packed); `None` if the packed flag
-/// is on a kind without integers.
-fn split_kind(kind: u8) -> Option<(u8, bool)> {
-    let base = kind & !FIELDS_PACKED;
-    let packed = kind != base;
-    (!packed || matches!(base, FIELDS_INT | FIELDS_FLOAT_AS_INT | FIELDS_FLOAT_DECIMAL)).then_some((base, packed))
+/// How a column's integers are laid out.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum IntLayout {
+    /// Zigzag delta varints (formats 1–2).
+    Varints,
+    /// Bit-packed frames ([`encode_packed_ints`], format 3).
+    Packed,
+    /// Walk-coded ([`walk`], format 9).
+    Walk,
+}
+
+/// A field column's kind byte as (kind, layout); `None` if a layout flag
+/// is on a kind without integers, or both are set.
+fn split_kind(kind: u8) -> Option<(u8, IntLayout)> {
+    let base = kind & !(FIELDS_PACKED | FIELDS_WALK);
+    let layout = match kind & (FIELDS_PACKED | FIELDS_WALK) {
+        0 => return Some((base, IntLayout::Varints)),
+        FIELDS_PACKED => IntLayout::Packed,
+        FIELDS_WALK => IntLayout::Walk,
+        _ => return None,
+    };
+    matches!(base, FIELDS_INT | FIELDS_FLOAT_AS_INT | FIELDS_FLOAT_DECIMAL).then_some((base, layout))
 }
 
 /// Reads values `[lo, hi)` of `n` integers, bit-packed (format 3: frames
 /// outside are skipped) or varints (formats 1–2: read whole, then cut);
 /// `buf` ends past all `n`.
 pub(crate) fn decode_ints_range(buf: &mut &[u8], n: usize, packed: bool, lo: usize, hi: usize) -> Option<Vec<i64>> {
-    if packed { decode_packed_ints_range(buf, n, lo, hi) } else { decode_ints(buf, n).map(|v| keep_rows(v, lo, hi)) }
+    decode_laid_out_ints(buf, n, if packed { IntLayout::Packed } else { IntLayout::Varints }, lo, hi)
+}
+
+/// Reads values `[lo, hi)` of `n` integers laid out as `layout`; `buf`
+/// ends past all `n`.
+fn decode_laid_out_ints(buf: &mut &[u8], n: usize, layout: IntLayout, lo: usize, hi: usize) -> Option<Vec<i64>> {
+    match layout {
+        IntLayout::Varints => decode_ints(buf, n).map(|v| keep_rows(v, lo, hi)),
+        IntLayout::Packed => decode_packed_ints_range(buf, n, lo, hi),
+        IntLayout::Walk => walk::decode_range(buf, n, lo, hi),
+    }
 }
 
 /// Rows `[lo, hi)` of a decoded column.
@@ -500,9 +532,20 @@ pub(crate) fn encode_typed_field_column(col: &FieldColumn, out: &mut Vec<u8>) {
 
 /// Integers of the rows `present` marks (at least one).
 fn encode_present_ints(present: &[bool], ints: &[i64], out: &mut Vec<u8>) {
-    out.push(FIELDS_INT | FIELDS_PACKED);
+    put_int_column(FIELDS_INT, present, None, ints, out);
+}
+
+/// A column of integers: the kind byte with its layout flag, presence, the
+/// decimal places if any, then the integers bit-packed or walk-coded,
+/// whichever is smaller.
+fn put_int_column(kind: u8, present: &[bool], places: Option<u8>, ints: &[i64], out: &mut Vec<u8>) {
+    let mut packed = Vec::new();
+    encode_packed_ints(ints, &mut packed);
+    let walked = (ints.len() >= WALK_MIN_VALUES).then(|| walk::encode(ints)).flatten().filter(|w| w.len() < packed.len());
+    out.push(kind | if walked.is_some() { FIELDS_WALK } else { FIELDS_PACKED });
     put_presence(present, out);
-    encode_packed_ints(ints, out);
+    out.extend(places);
+    out.extend_from_slice(walked.as_deref().unwrap_or(&packed));
 }
 
 /// Floats of the rows `present` marks (at least one): as integers when all
@@ -510,14 +553,9 @@ fn encode_present_ints(present: &[bool], ints: &[i64], out: &mut Vec<u8>) {
 fn encode_present_floats(present: &[bool], floats: &[f64], out: &mut Vec<u8>) {
     let integral = floats.iter().all(|f| f.fract() == 0.0 && f.abs() < EXACT_INT_FLOAT && !(*f == 0.0 && f.is_sign_negative()));
     if integral {
-        out.push(FIELDS_FLOAT_AS_INT | FIELDS_PACKED);
-        put_presence(present, out);
-        encode_packed_ints(&floats.iter().map(|f| *f as i64).collect::<Vec<_>>(), out);
+        put_int_column(FIELDS_FLOAT_AS_INT, present, None, &floats.iter().map(|f| *f as i64).collect::<Vec<_>>(), out);
     } else if let Some((k, ms)) = decimal_places(floats) {
-        out.push(FIELDS_FLOAT_DECIMAL | FIELDS_PACKED);
-        put_presence(present, out);
-        out.push(k as u8);
-        encode_packed_ints(&ms, out);
+        put_int_column(FIELDS_FLOAT_DECIMAL, present, Some(k as u8), &ms, out);
     } else {
         out.push(FIELDS_FLOAT_XOR);
         put_presence(present, out);
@@ -529,15 +567,15 @@ fn encode_present_floats(present: &[bool], floats: &[f64], out: &mut Vec<u8>) {
 pub(crate) fn decode_field_column(buf: &mut &[u8], n: usize) -> Option<Vec<FieldVal>> {
     let (&kind, rest) = buf.split_first()?;
     *buf = rest;
-    let (kind, packed) = split_kind(kind)?;
+    let (kind, layout) = split_kind(kind)?;
     match kind {
         FIELDS_NULL => Some(vec![FieldVal::Null; n]),
         FIELDS_INT | FIELDS_FLOAT_AS_INT | FIELDS_FLOAT_XOR | FIELDS_FLOAT_DECIMAL => {
             let present = take_presence(buf, n)?;
             let k = present.iter().filter(|&&p| p).count();
             let mut vals: Box<dyn Iterator<Item = FieldVal>> = match kind {
-                FIELDS_INT => Box::new(decode_ints_range(buf, k, packed, 0, k)?.into_iter().map(FieldVal::Int)),
-                FIELDS_FLOAT_AS_INT => Box::new(decode_ints_range(buf, k, packed, 0, k)?.into_iter().map(|i| FieldVal::Float(i as f64))),
+                FIELDS_INT => Box::new(decode_laid_out_ints(buf, k, layout, 0, k)?.into_iter().map(FieldVal::Int)),
+                FIELDS_FLOAT_AS_INT => Box::new(decode_laid_out_ints(buf, k, layout, 0, k)?.into_iter().map(|i| FieldVal::Float(i as f64))),
                 FIELDS_FLOAT_DECIMAL => {
                     let (&places, rest) = buf.split_first()?;
                     *buf = rest;
@@ -545,7 +583,7 @@ pub(crate) fn decode_field_column(buf: &mut &[u8], n: usize) -> Option<Vec<Field
                         return None;
                     }
                     let scale = 10f64.powi(places as i32);
-                    Box::new(decode_ints_range(buf, k, packed, 0, k)?.into_iter().map(move |m| FieldVal::Float(m as f64 / scale)))
+                    Box::new(decode_laid_out_ints(buf, k, layout, 0, k)?.into_iter().map(move |m| FieldVal::Float(m as f64 / scale)))
                 }
                 _ => Box::new(decode_float_xor(buf, k)?.into_iter().map(FieldVal::Float)),
             };
@@ -562,7 +600,7 @@ pub(crate) fn decode_field_column(buf: &mut &[u8], n: usize) -> Option<Vec<Field
 pub(crate) fn decode_field_typed(buf: &mut &[u8], n: usize, lo: usize, hi: usize) -> Option<FieldColumn> {
     debug_assert!(lo <= hi && hi <= n);
     let (&kind, rest) = buf.split_first()?;
-    let (kind, packed) = split_kind(kind)?;
+    let (kind, layout) = split_kind(kind)?;
     match kind {
         FIELDS_NULL => {
             *buf = rest;
@@ -577,7 +615,7 @@ pub(crate) fn decode_field_typed(buf: &mut &[u8], n: usize, lo: usize, hi: usize
             let b = a + present[lo..hi].iter().filter(|&&p| p).count();
             let present = &present[lo..hi];
             let all = b - a == hi - lo;
-            let ints = |buf: &mut &[u8]| decode_ints_range(buf, k, packed, a, b);
+            let ints = |buf: &mut &[u8]| decode_laid_out_ints(buf, k, layout, a, b);
             // Null rows hold 0 in the dense vector; the mask says which.
             fn spread<T: Copy + Default>(vals: Vec<T>, present: &[bool]) -> Vec<T> {
                 let mut it = vals.into_iter();
@@ -796,7 +834,7 @@ mod tests {
         let refs: Vec<&FieldVal> = col.iter().collect();
         let mut buf = Vec::new();
         encode_field_column(&refs, &mut buf);
-        assert_eq!(buf[0], FIELDS_FLOAT_DECIMAL | FIELDS_PACKED);
+        assert_eq!(split_kind(buf[0]).unwrap().0, FIELDS_FLOAT_DECIMAL);
         assert!(buf.len() < 2 * col.len() + 8, "{} bytes", buf.len());
         assert_eq!(decode_field_column(&mut buf.as_slice(), col.len()).unwrap(), col);
         // Go durations in seconds: nanoseconds / 1e9, nine places.
@@ -804,7 +842,7 @@ mod tests {
             [123_456_789u64, 1_000_000_001, 42, 7_654_321].iter().cycle().take(500).map(|ns| FieldVal::Float(*ns as f64 / 1e9)).collect();
         let mut buf = Vec::new();
         encode_field_column(&durations.iter().collect::<Vec<_>>(), &mut buf);
-        assert_eq!(buf[0], FIELDS_FLOAT_DECIMAL | FIELDS_PACKED);
+        assert_eq!(split_kind(buf[0]).unwrap().0, FIELDS_FLOAT_DECIMAL);
         assert_eq!(buf[2], 9, "nine places");
         assert_eq!(decode_field_column(&mut buf.as_slice(), durations.len()).unwrap(), durations);
         // 0.1 + 0.2 has no short exact decimal form: it must not be rounded.
@@ -878,15 +916,17 @@ mod tests {
             (0..300).map(|i| FieldVal::Float((i as f64).sin())).collect(),
             (0..300).map(|i| if i % 3 == 0 { FieldVal::Null } else { FieldVal::Int(i) }).collect(),
             (0..300).map(|i| FieldVal::Str(format!("s{}", i % 4))).collect(),
+            gauge_walk(1500),
         ];
         let fields: Vec<Vec<u8>> = columns
             .iter()
             .map(|c| {
                 let mut out = Vec::new();
                 encode_field_column(&c.iter().collect::<Vec<_>>(), &mut out);
-                framed(300, out)
+                framed(c.len(), out)
             })
             .collect();
+        assert_eq!(fields[4][3], FIELDS_FLOAT_DECIMAL | FIELDS_WALK, "a walk-coded column among them");
         fuzz_decoder("field column", &fields, 8000, &|b| {
             let (n, col) = split(b);
             drop(decode_field_column(&mut &col[..], n));
@@ -895,6 +935,55 @@ mod tests {
             let (n, col) = split(b);
             drop(decode_field_typed(&mut &col[..], n, 0, n));
         });
+    }
+
+    /// A gauge of hundredths clamped to [0, 100] by steps of up to 10.
+    fn gauge_walk(n: usize) -> Vec<FieldVal> {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+        let mut v = 9_000i64;
+        (0..n)
+            .map(|_| {
+                v = (v + rng.random_range(-1000..=1000)).clamp(0, 10_000);
+                FieldVal::Float(v as f64 / 100.0)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_gauge_is_walk_coded_and_tiny_or_regular_columns_bit_packed() {
+        let kind_of = |vals: &[FieldVal]| {
+            let mut buf = Vec::new();
+            encode_field_column(&vals.iter().collect::<Vec<_>>(), &mut buf);
+            let typed = decode_field_typed(&mut buf.as_slice(), vals.len(), 0, vals.len()).unwrap();
+            assert_eq!(typed, FieldColumn::from_values(vals.to_vec()));
+            (buf[0], buf.len())
+        };
+        let gauge = gauge_walk(2000);
+        let (kind, len) = kind_of(&gauge);
+        assert_eq!(kind, FIELDS_FLOAT_DECIMAL | FIELDS_WALK);
+        let mut packed = Vec::new();
+        encode_packed_ints(&gauge.iter().map(|v| (v.as_f64().unwrap() * 100.0).round() as i64).collect::<Vec<_>>(), &mut packed);
+        assert!((len as f64) < packed.len() as f64 * 0.98, "{len} vs {}", packed.len());
+        // Rows of a walk-coded column in the middle of a frame, with nulls
+        // between them, read as the rows they were.
+        let mut holes = gauge.clone();
+        (0..holes.len()).step_by(7).for_each(|i| holes[i] = FieldVal::Null);
+        let mut buf = Vec::new();
+        encode_field_column(&holes.iter().collect::<Vec<_>>(), &mut buf);
+        assert_eq!(buf[0], FIELDS_FLOAT_DECIMAL | FIELDS_WALK);
+        let got = decode_field_typed(&mut buf.as_slice(), holes.len(), 1500, 1900).unwrap();
+        assert_eq!(got, FieldColumn::from_values(holes[1500..1900].to_vec()));
+        // Too few values for its header to pay.
+        assert_eq!(kind_of(&gauge[..20]).0, FIELDS_FLOAT_DECIMAL | FIELDS_PACKED);
+        // A counter of varying rate: its steps' classes are coded by their
+        // frequency, where packing pays the widest step's bits for each.
+        let counter: Vec<FieldVal> = (0..500).map(|i| FieldVal::Int(i * 15 + i * i % 7)).collect();
+        let (kind, len) = kind_of(&counter);
+        let mut packed = Vec::new();
+        encode_packed_ints(&(0..500).map(|i| i * 15 + i * i % 7).collect::<Vec<i64>>(), &mut packed);
+        assert_eq!(kind, FIELDS_INT | FIELDS_WALK);
+        assert!(len < packed.len(), "{len} vs {}", packed.len());
     }
 
     /// The typed and run forms writers hand over encode to the very bytes

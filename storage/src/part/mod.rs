@@ -3,7 +3,8 @@
 //!
 //! Each Arrow row is a *block*: the points of one series of one measure,
 //! sorted by timestamp, with columns pre-encoded by [`codec`]
-//! (delta-of-delta timestamps, delta ints, XOR floats, run-length tags).
+//! (delta-of-delta timestamps, delta ints or walk-coded gauges, XOR floats,
+//! run-length tags).
 //! Record batches hold blocks sorted by (measure, series id); from format
 //! 6 measures share batches, which are cut only when full.
 //! Format 2 gives every field its own Arrow column (`f0`, `f1`, ...), so
@@ -23,9 +24,12 @@
 mod block;
 mod codec;
 mod footer_blob;
+mod rans;
+mod raw_bits;
 mod reader;
 mod series_rows;
 mod seven_bit;
+mod walk;
 mod writer;
 
 use std::collections::BTreeMap;
@@ -77,12 +81,15 @@ pub(crate) const FOOTER_ZSTD7_KEY: &str = "canopy.part.z7";
 /// a one-tag entity do — which were most of a footer's bytes on real
 /// Prometheus data (see [`SeriesIndex::derived`]); format 8 keeps the
 /// compressed footer as raw bytes before the Arrow footer instead of as
-/// 7-bit text in its metadata ([`footer_blob`]: 14 % of a footer). A change to the
+/// 7-bit text in its metadata ([`footer_blob`]: 14 % of a footer); format 9
+/// may code an integer-valued field column as a walk ([`walk`]: each value
+/// range-coded from the one before under the column's model), where that is
+/// smaller than bit-packing — ~6 % of a clamped gauge's bytes. A change to the
 /// footer, the Arrow schema or the column codecs is a new format, with the
 /// readers for the old ones kept and a golden file for each in `tests/fixtures`.
-pub const PART_FORMAT: u32 = 8;
+pub const PART_FORMAT: u32 = 9;
 /// Formats this build reads.
-pub(crate) const PART_FORMATS_READ: [u32; 8] = [1, 2, 3, 4, 5, 6, 7, 8];
+pub(crate) const PART_FORMATS_READ: [u32; 9] = [1, 2, 3, 4, 5, 6, 7, 8, 9];
 /// Most series of one measure in a part that get a series index; a part
 /// with more is scanned without one (its footer stays small).
 pub const SERIES_INDEX_MAX: usize = 16_384;
