@@ -62,7 +62,7 @@ fn named_points() -> Vec<Point> {
 /// clamped to [0, 100] by steps of up to 10, and an integer random walk.
 fn walk_points() -> Vec<Point> {
     let (mut x, mut gauge, mut n) = (12_345u64, 5_000i64, 0i64);
-    (0..600)
+    (0..4000)
         .map(|i| {
             x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
             gauge = (gauge + ((x >> 33) % 2001) as i64 - 1000).clamp(0, 10_000);

@@ -541,7 +541,7 @@ fn encode_present_ints(present: &[bool], ints: &[i64], out: &mut Vec<u8>) {
 fn put_int_column(kind: u8, present: &[bool], places: Option<u8>, ints: &[i64], out: &mut Vec<u8>) {
     let mut packed = Vec::new();
     encode_packed_ints(ints, &mut packed);
-    let walked = (ints.len() >= WALK_MIN_VALUES).then(|| walk::encode(ints)).flatten().filter(|w| w.len() < packed.len());
+    let walked = (ints.len() >= WALK_MIN_VALUES).then(|| walk::encode(ints, packed.len())).flatten().filter(|w| w.len() < packed.len());
     out.push(kind | if walked.is_some() { FIELDS_WALK } else { FIELDS_PACKED });
     put_presence(present, out);
     out.extend(places);
@@ -916,7 +916,7 @@ mod tests {
             (0..300).map(|i| FieldVal::Float((i as f64).sin())).collect(),
             (0..300).map(|i| if i % 3 == 0 { FieldVal::Null } else { FieldVal::Int(i) }).collect(),
             (0..300).map(|i| FieldVal::Str(format!("s{}", i % 4))).collect(),
-            gauge_walk(1500),
+            gauge_walk(3000),
         ];
         let fields: Vec<Vec<u8>> = columns
             .iter()
@@ -959,7 +959,7 @@ mod tests {
             assert_eq!(typed, FieldColumn::from_values(vals.to_vec()));
             (buf[0], buf.len())
         };
-        let gauge = gauge_walk(2000);
+        let gauge = gauge_walk(8640);
         let (kind, len) = kind_of(&gauge);
         assert_eq!(kind, FIELDS_FLOAT_DECIMAL | FIELDS_WALK);
         let mut packed = Vec::new();

@@ -84,8 +84,9 @@ struct Table {
     /// offset into the symbol (the next `BITS`) and the symbol (bits 24–31).
     /// The state's update waits on this one load, not on the symbol's.
     slots: [u32; ONE as usize],
-    /// The symbols as the encoder codes them (empty in a decoder's model:
-    /// preparing them takes a 128-bit division each).
+    /// The symbols as the encoder codes them (empty in a decoder's model,
+    /// whose `slots` an encoder's leaves empty: preparing a symbol takes a
+    /// 128-bit division).
     coded: Vec<Symbol>,
     /// False if no symbol has a frequency: nothing can be decoded here.
     any: bool,
@@ -98,9 +99,10 @@ impl Table {
         for (j, &f) in freq.iter().enumerate() {
             if encoder {
                 t.coded.push(if f > 0 { Symbol::new(cum, f, BITS) } else { Symbol::default() });
-            }
-            for (offset, slot) in t.slots[cum as usize..(cum + f) as usize].iter_mut().enumerate() {
-                *slot = (f - 1) | (offset as u32) << BITS | (j as u32) << 24;
+            } else {
+                for (offset, slot) in t.slots[cum as usize..(cum + f) as usize].iter_mut().enumerate() {
+                    *slot = (f - 1) | (offset as u32) << BITS | (j as u32) << 24;
+                }
             }
             cum += f;
         }
@@ -256,8 +258,12 @@ fn bound_freq(on_bound: u64, seen: u64) -> u32 {
 }
 
 /// Codes `vals` (at least two), or `None` when the column is too wide for
-/// this coding.
-pub(crate) fn encode(vals: &[i64]) -> Option<Vec<u8>> {
+/// this coding or, by an estimate from the symbols' counts, would not come
+/// within `ESTIMATE_MARGIN` of `budget` bytes — what the caller has
+/// already (bit-packed). The estimate spares building the model and coding
+/// where walking does not pay, which on small flushed blocks cost more
+/// than the rest of the part's encoding.
+pub(crate) fn encode(vals: &[i64], budget: usize) -> Option<Vec<u8>> {
     let lo = *vals.iter().min()?;
     let hi = *vals.iter().max()?;
     let span = (hi as i128 - lo as i128) as u64;
@@ -294,6 +300,9 @@ pub(crate) fn encode(vals: &[i64]) -> Option<Vec<u8>> {
             ctx = names.context(names.syms[s].next, w[1]);
         }
     }
+    if estimate(&names, &classes, &bounds, offs.len()) > budget as f64 * ESTIMATE_MARGIN {
+        return None;
+    }
     let classes = normalize(&classes);
     let bounds = bounds.map(|[k, n]| bound_freq(k, n));
     classes.iter().chain(&bounds).for_each(|&f| put_varint(&mut out, f as u64));
@@ -319,6 +328,23 @@ pub(crate) fn encode(vals: &[i64]) -> Option<Vec<u8>> {
         out.extend_from_slice(&raw);
     }
     Some(out)
+}
+
+/// Walk coding is kept only when its estimated size is below this share of
+/// packing's: smaller savings do not pay for its slower decoding.
+const ESTIMATE_MARGIN: f64 = 0.97;
+
+/// About how many bytes coding these symbol counts takes: each symbol's
+/// information under the pooled class frequencies and the bounds'
+/// probabilities, the raw bits, the header and the frames.
+fn estimate(m: &Model, classes: &[u64], bounds: &[[u64; 2]; 4], n: usize) -> f64 {
+    let info = |k: u64, n: u64| if k == 0 { 0.0 } else { k as f64 * (n as f64 / k as f64).log2() };
+    let steps: u64 = classes.iter().sum();
+    let class_bits: f64 = classes.iter().map(|&c| info(c, steps)).sum();
+    let raw_bits: u64 = classes.iter().enumerate().map(|(j, &c)| c * m.syms[j + 2].bits as u64).sum();
+    let bound_bits: f64 = bounds.iter().map(|&[k, n]| info(k, n) + info(n - k, n)).sum();
+    let header = 2.0 * classes.len() as f64 + 16.0;
+    (class_bits + raw_bits as f64 + bound_bits) / 8.0 + header + 24.0 * n.div_ceil(FRAME) as f64
 }
 
 /// Decodes values `[from, to)` of the `n` values written by [`encode`];
@@ -417,7 +443,7 @@ mod tests {
     }
 
     fn round_trip(vals: &[i64]) -> usize {
-        let bytes = encode(vals).expect("codable");
+        let bytes = encode(vals, usize::MAX).expect("codable");
         let mut buf = &bytes[..];
         assert_eq!(decode_range(&mut buf, vals.len(), 0, vals.len()).as_deref(), Some(vals));
         assert!(buf.is_empty());
@@ -445,7 +471,13 @@ mod tests {
             let vals: Vec<i64> = (0..n).map(|_| rng.random_range(-wide..=wide)).collect();
             round_trip(&vals);
         }
-        assert!(encode(&[i64::MIN, i64::MAX]).is_none(), "too wide");
+        assert!(encode(&[i64::MIN, i64::MAX], usize::MAX).is_none(), "too wide");
+        let walk = clamped_walk(5000, 1);
+        let size = encode(&walk, usize::MAX).unwrap().len();
+        assert!(
+            encode(&walk, size * 11 / 10).is_some() && encode(&walk, size * 9 / 10).is_none(),
+            "coded only when estimated within the budget"
+        );
     }
 
     #[test]
@@ -476,7 +508,7 @@ mod tests {
     #[test]
     fn damaged_bytes_decode_to_none_or_values_but_never_panic() {
         let vals = clamped_walk(3000, 9);
-        let bytes = encode(&vals).unwrap();
+        let bytes = encode(&vals, usize::MAX).unwrap();
         let mut rng = StdRng::seed_from_u64(11);
         for _ in 0..2000 {
             let mut b = bytes.clone();
