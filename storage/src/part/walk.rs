@@ -47,7 +47,7 @@ const BITS: u32 = 10;
 const ONE: u32 = 1 << BITS;
 /// Widest column (maximum − minimum) coded: offsets and steps stay in i64.
 const SPAN_MAX: u64 = 1 << 62;
-/// Most symbols: `LO`, `HI`, zero and 2 × 125 step classes (for `R` up to
+/// Most symbols: `LO`, `HI`, zero and at most 2 × 122 step classes (for `R` up to
 /// [`SPAN_MAX`]), indexed by a byte.
 const SYMBOLS_MAX: usize = 256;
 /// Symbols `LO` and `HI`; step classes follow.
