@@ -10,6 +10,7 @@ use canopy_model::codec::{put_bytes, put_varint, take_bytes, take_len, take_vari
 use canopy_model::{FieldVal, TagVal, Tags};
 
 use super::block::{FieldColumn, TagColumn};
+use super::raw_bits::BitWriter;
 use super::walk;
 
 /// Encodes sorted timestamps as formats 1 and 2 did: first value, first
@@ -138,21 +139,11 @@ fn pack(vals: &[u64], out: &mut Vec<u8>) {
 /// varints, whose mixed one- and two-byte lengths kept decoding at ~6 ns a
 /// value).
 fn pack_frame(frame: &[u64], out: &mut Vec<u8>) {
-    let w = 64 - frame.iter().fold(0, |a, &v| a | v).leading_zeros() as usize;
+    let w = 64 - frame.iter().fold(0, |a, &v| a | v).leading_zeros();
     out.push(w as u8);
-    let (mut acc, mut bits) = (0u128, 0usize);
-    for &v in frame {
-        acc |= (v as u128) << bits;
-        bits += w;
-        while bits >= 8 {
-            out.push(acc as u8);
-            acc >>= 8;
-            bits -= 8;
-        }
-    }
-    if bits > 0 {
-        out.push(acc as u8);
-    }
+    let mut bits = BitWriter::new(out);
+    frame.iter().for_each(|&v| bits.put(v, w));
+    bits.finish();
 }
 
 /// Skips one frame of `len` values written by [`pack_frame`].

@@ -2,15 +2,19 @@
 //! a value once a model has said everything it knows (the place of a step
 //! in a power-of-two class is uniform), read without any coding work.
 
-/// Appends bit fields.
-#[derive(Default)]
-pub(crate) struct BitWriter {
-    out: Vec<u8>,
+/// Appends bit fields to a byte vector (bit-packed frames and walk-coded
+/// places both write through it).
+pub(crate) struct BitWriter<'a> {
+    out: &'a mut Vec<u8>,
     acc: u128,
     bits: u32,
 }
 
-impl BitWriter {
+impl<'a> BitWriter<'a> {
+    pub(crate) fn new(out: &'a mut Vec<u8>) -> BitWriter<'a> {
+        BitWriter { out, acc: 0, bits: 0 }
+    }
+
     /// Appends the low `n` bits of `v` (`n <= 64`).
     #[inline]
     pub(crate) fn put(&mut self, v: u64, n: u32) {
@@ -24,12 +28,11 @@ impl BitWriter {
         }
     }
 
-    /// The bytes, the last one padded with zeros.
-    pub(crate) fn finish(mut self) -> Vec<u8> {
+    /// Writes the last, partial byte (padded with zeros).
+    pub(crate) fn finish(self) {
         if self.bits > 0 {
             self.out.push(self.acc as u8);
         }
-        self.out
     }
 }
 
@@ -92,9 +95,10 @@ mod tests {
                 (if n == 64 { rng.random() } else { rng.random::<u64>() & ((1u64 << n) - 1) }, n)
             })
             .collect();
-        let mut w = BitWriter::default();
+        let mut bytes = Vec::new();
+        let mut w = BitWriter::new(&mut bytes);
         fields.iter().for_each(|&(v, n)| w.put(v, n));
-        let bytes = w.finish();
+        w.finish();
         assert_eq!(bytes.len(), fields.iter().map(|&(_, n)| n as usize).sum::<usize>().div_ceil(8));
         let mut r = BitReader::new(&bytes);
         for &(v, n) in &fields {

@@ -311,7 +311,8 @@ pub(crate) fn encode(vals: &[i64], budget: usize) -> Option<Vec<u8>> {
     let first_bits = 64 - (span as u64).leading_zeros();
     let mut coded = coded.into_iter();
     for frame in offs.chunks(FRAME) {
-        let (mut e, mut raw) = (RansEncoder::default(), BitWriter::default());
+        let (mut e, mut raw_bytes) = (RansEncoder::default(), Vec::new());
+        let mut raw = BitWriter::new(&mut raw_bytes);
         raw.put(frame[0] as u64, first_bits);
         for w in frame.windows(2) {
             let (ctx, j) = coded.next().expect("a symbol per value");
@@ -319,7 +320,8 @@ pub(crate) fn encode(vals: &[i64], budget: usize) -> Option<Vec<u8>> {
             e.put(m.tables[ctx as usize].coded[j as usize]);
             raw.put(((w[1] - w[0]).abs() - sym.base) as u64 * (sym.keep as u64), sym.bits as u32);
         }
-        let (coded, raw) = (e.finish(), raw.finish());
+        raw.finish();
+        let (coded, raw) = (e.finish(), raw_bytes);
         let mut len = Vec::new();
         put_varint(&mut len, coded.len() as u64);
         put_varint(&mut out, (len.len() + coded.len() + raw.len()) as u64);
