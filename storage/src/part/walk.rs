@@ -155,11 +155,12 @@ impl Model {
         Model { span, r, mags, syms, len, tables: Vec::new() }
     }
 
-    /// The model from the class frequencies (`ONE` in all, or none) and
-    /// the bounds' probabilities (of `ONE`): near `LO`, near `HI`, staying
-    /// on `LO`, staying on `HI`; with the encoder's symbols if `encoder`.
-    fn new(span: i64, r: i64, classes: &[u32], bounds: [u32; 4], encoder: bool) -> Model {
-        let mut m = Model::shapes(span, r);
+    /// These symbols' model from the class frequencies (`ONE` in all, or
+    /// none) and the bounds' probabilities (of `ONE`): near `LO`, near
+    /// `HI`, staying on `LO`, staying on `HI`; with the encoder's symbols
+    /// if `encoder`.
+    fn with_frequencies(mut self, classes: &[u32], bounds: [u32; 4], encoder: bool) -> Model {
+        let m = &mut self;
         let zero = 2 + m.mags.len();
         let main: Vec<u32> = [0, 0].into_iter().chain(classes.iter().copied()).collect();
         // A bound with probability `q`, or the steps in `away` weighed by
@@ -182,7 +183,7 @@ impl Model {
             with_bound(LO, bounds[2], zero + 1..m.len),
             with_bound(HI, bounds[3], 2..zero),
         ];
-        m
+        self
     }
 
     /// The symbol of a step `s` (at most `r` in size).
@@ -307,7 +308,7 @@ pub(crate) fn encode(vals: &[i64], budget: usize) -> Option<Vec<u8>> {
     let bounds = bounds.map(|[k, n]| bound_freq(k, n));
     classes.iter().chain(&bounds).for_each(|&f| put_varint(&mut out, f as u64));
     // Pass 2: the frames.
-    let m = Model::new(span, r, &classes, bounds, true);
+    let m = names.with_frequencies(&classes, bounds, true);
     let first_bits = 64 - (span as u64).leading_zeros();
     let mut coded = coded.into_iter();
     for frame in offs.chunks(FRAME) {
@@ -364,14 +365,15 @@ pub(crate) fn decode_range(buf: &mut &[u8], n: usize, from: usize, to: usize) ->
         return Some(out);
     }
     let (span, r) = (span as i64, r as i64);
-    let classes = Model::shapes(span, r).len - 2;
+    let names = Model::shapes(span, r);
+    let classes = names.len - 2;
     let mut freq =
         (0..classes + 4).map(|_| take_varint(buf).filter(|&f| f <= ONE as u64).map(|f| f as u32)).collect::<Option<Vec<u32>>>()?;
     let bounds: [u32; 4] = freq.split_off(classes).try_into().ok()?;
     if !matches!(freq.iter().sum::<u32>(), 0 | ONE) {
         return None;
     }
-    let m = Model::new(span, r, &freq, bounds, false);
+    let m = names.with_frequencies(&freq, bounds, false);
     let first_bits = 64 - (span as u64).leading_zeros();
     let mut vals = Vec::with_capacity(FRAME.min(n));
     for start in (0..n).step_by(FRAME) {
