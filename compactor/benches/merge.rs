@@ -23,7 +23,7 @@ fn bench(c: &mut Criterion) {
                     ts: t * 40 + k * 10,
                     version: 0,
                     tags: vec![TagVal::Str(format!("host-{s}"))].into(),
-                    fields: vec![FieldVal::Float(((t + k) % 1000) as f64 / 10.0)],
+                    fields: vec![FieldVal::Float(((t + k) % 1000) as f64 / 10.0)].into(),
                 })
             })
             .collect();

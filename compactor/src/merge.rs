@@ -199,7 +199,7 @@ mod tests {
         let idx = read_index(store.as_ref(), &meta).await.unwrap();
         let scan = Scan::everything("m", &new);
         let got: Vec<(u64, i64, Vec<FieldVal>)> =
-            scan_part(store.as_ref(), &meta, &idx, &scan).await.unwrap().into_iter().map(|p| (p.series, p.ts, p.fields)).collect();
+            scan_part(store.as_ref(), &meta, &idx, &scan).await.unwrap().into_iter().map(|p| (p.series, p.ts, p.fields.to_vec())).collect();
         assert_eq!(
             got,
             vec![

@@ -238,7 +238,7 @@ mod tests {
     }
 
     fn pt(series: u64, ts: i64, version: i64, host: &Tags, v: i64) -> Point {
-        Point { series, shard: 3, ts, version, tags: host.clone(), fields: vec![FieldVal::Int(v)] }
+        Point { series, shard: 3, ts, version, tags: host.clone(), fields: vec![FieldVal::Int(v)].into() }
     }
 
     #[test]
@@ -264,7 +264,7 @@ mod tests {
         c.push(1, pt(1, 10, 0, &host, 5));
         let wider = layout(&["w", "v"]);
         let r = c.remapped(&wider);
-        assert_eq!(r.reader(None).point(0).fields, vec![FieldVal::Null, FieldVal::Int(5)]);
+        assert_eq!(r.reader(None).point(0).fields.to_vec(), vec![FieldVal::Null, FieldVal::Int(5)]);
         let mut via_mapping = c.reader(Some(LayoutMapping::new(&c.layout, &wider)));
         assert_eq!(via_mapping.point(0), r.reader(None).point(0));
     }

@@ -190,7 +190,8 @@ mod tests {
         let now = canopy_model::now_nanos();
         let p = plan(now - 1_000, now + 1_000);
         let layout = p.schema.layout.clone();
-        let point = Point { series: 7, shard: 0, ts: now, version: 0, tags: vec![TagVal::Int(1)].into(), fields: vec![FieldVal::Int(5)] };
+        let point =
+            Point { series: 7, shard: 0, ts: now, version: 0, tags: vec![TagVal::Int(1)].into(), fields: vec![FieldVal::Int(5)].into() };
         let empty = CatalogState::empty("g", 0);
         let mut cache = LastValues::new(&empty);
         cache.offer("m", &layout, 1, std::slice::from_ref(&point));

@@ -298,7 +298,7 @@ mod tests {
     }
 
     fn pt(series: u64, ts: i64, version: i64, v: i64) -> Point {
-        Point { series, shard: 0, ts, version, tags: vec![TagVal::Str("h".into())].into(), fields: vec![FieldVal::Int(v)] }
+        Point { series, shard: 0, ts, version, tags: vec![TagVal::Str("h".into())].into(), fields: vec![FieldVal::Int(v)].into() }
     }
 
     #[test]
@@ -363,7 +363,7 @@ mod tests {
         assert_merges_agree(&m.measures["cpu"]);
         // Across a schema change too.
         let mut newer = pt(1, 5, 9, 0);
-        newer.fields = vec![FieldVal::Int(1), FieldVal::Int(8)];
+        newer.fields = vec![FieldVal::Int(1), FieldVal::Int(8)].into();
         m.insert("cpu", 2, &layout(&["w", "v"]), 4, vec![newer]);
         m.insert("cpu", 1, &l, 5, vec![pt(2, 7, 9, 9)]);
         assert_merges_agree(&m.measures["cpu"]);
@@ -415,12 +415,12 @@ mod tests {
         let mut m = Memtable::default();
         m.insert("cpu", 1, &layout(&["v"]), 1, vec![pt(1, 10, 0, 7)]);
         let mut newer = pt(1, 20, 0, 0);
-        newer.fields = vec![FieldVal::Int(1), FieldVal::Int(8)];
+        newer.fields = vec![FieldVal::Int(1), FieldVal::Int(8)].into();
         m.insert("cpu", 2, &layout(&["w", "v"]), 2, vec![newer]);
         // A late write validated against the old schema still lands right.
         m.insert("cpu", 1, &layout(&["v"]), 3, vec![pt(1, 30, 0, 9)]);
         let t = &m.measures["cpu"];
-        let vals: Vec<_> = t.merged().into_iter().map(|(_, p)| p.fields).collect();
+        let vals: Vec<_> = t.merged().into_iter().map(|(_, p)| p.fields.to_vec()).collect();
         assert_eq!(
             vals,
             vec![vec![FieldVal::Null, FieldVal::Int(7)], vec![FieldVal::Int(1), FieldVal::Int(8)], vec![FieldVal::Null, FieldVal::Int(9)],]

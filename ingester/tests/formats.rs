@@ -30,7 +30,7 @@ fn batches() -> Vec<WalBatch> {
                     ts: 1_700_000_000_000_000_000 + r * 10 + i,
                     version: r,
                     tags: vec![TagVal::Str(format!("host-{i}"))].into(),
-                    fields: vec![FieldVal::Float(r as f64 + 0.5), if i % 2 == 0 { FieldVal::Int(i) } else { FieldVal::Null }],
+                    fields: vec![FieldVal::Float(r as f64 + 0.5), if i % 2 == 0 { FieldVal::Int(i) } else { FieldVal::Null }].into(),
                 })
                 .collect(),
         })

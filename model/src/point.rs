@@ -13,6 +13,11 @@ use crate::value::{FieldVal, TagVal};
 /// so one point cannot blow a memtable's budget.
 pub const VALUE_BYTES_MAX: usize = 64 * 1024;
 
+/// A point's field values in its layout's order. Inline up to one value:
+/// most points (every Prometheus and OTLP sample) carry one field, and a
+/// heap allocation per point cost more than the point's other work.
+pub type FieldVals = smallvec::SmallVec<[FieldVal; 1]>;
+
 /// A validated point, with its values in the schema's column layout.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Point {
@@ -21,7 +26,7 @@ pub struct Point {
     pub ts: i64,
     pub version: i64,
     pub tags: Tags,
-    pub fields: Vec<FieldVal>,
+    pub fields: FieldVals,
 }
 
 impl Point {
@@ -187,12 +192,12 @@ fn validate_tags(schema: &MeasureSchema, p: &DataPointValue) -> Result<Vec<TagVa
     Ok(tags)
 }
 
-fn validate_fields(schema: &MeasureSchema, p: &DataPointValue) -> Result<Vec<FieldVal>, Rejection> {
+fn validate_fields(schema: &MeasureSchema, p: &DataPointValue) -> Result<FieldVals, Rejection> {
     let specs = &schema.proto.fields;
     if p.fields.len() > specs.len() {
         return Err((".fields".into(), format!("{} fields given, the measure has {}", p.fields.len(), specs.len())));
     }
-    let mut fields = Vec::with_capacity(specs.len());
+    let mut fields = FieldVals::with_capacity(specs.len());
     for (i, spec) in specs.iter().enumerate() {
         let v = p.fields.get(i).map(FieldVal::from_proto).unwrap_or_default();
         let ty = FieldType::try_from(spec.field_type).unwrap_or(FieldType::Unspecified);
@@ -251,7 +256,7 @@ mod tests {
         let too_old = dp(Some("a"), field_value::Value::Float(Float { value: 1.0 }), NOW - 2 * 86_400_000_000_000);
         let (points, rejected) = validate_batch(&s, &[ok, bad_type, no_entity, too_old], NOW);
         assert_eq!(points.len(), 1);
-        assert_eq!(points[0].fields, vec![FieldVal::Float(3.0)], "an int is accepted for a float field");
+        assert_eq!(points[0].fields.to_vec(), vec![FieldVal::Float(3.0)], "an int is accepted for a float field");
         assert_eq!(points[0].tags, vec![TagVal::Str("a".into()), TagVal::Null].into(), "omitted trailing tags are null");
         assert_eq!(points[0].shard, shard_of(points[0].series, 4));
         let fields: Vec<_> = rejected.iter().map(|r| (r.index, r.field.as_str())).collect();

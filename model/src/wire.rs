@@ -7,7 +7,7 @@ use std::collections::HashMap;
 
 use crate::aggregate::AggState;
 use crate::exact_sum::ExactSum;
-use crate::point::Point;
+use crate::point::{FieldVals, Point};
 use crate::result::{GroupKey, PartialResult};
 use crate::tags::TagsInterner;
 use crate::value::{FieldVal, TagVal, put_varint, take_len, take_varint, unzigzag, zigzag};
@@ -41,7 +41,7 @@ fn take_point(b: &mut &[u8], interner: &mut TagsInterner) -> Option<Point> {
     let ts = unzigzag(take_varint(b)?);
     let version = unzigzag(take_varint(b)?);
     let tags = (0..take_len(b)?).map(|_| TagVal::decode(b)).collect::<Option<Vec<_>>>()?;
-    let fields = (0..take_len(b)?).map(|_| FieldVal::decode(b)).collect::<Option<Vec<_>>>()?;
+    let fields = (0..take_len(b)?).map(|_| FieldVal::decode(b)).collect::<Option<FieldVals>>()?;
     Some(Point { series, shard, ts, version, tags: interner.intern_values(series, tags), fields })
 }
 
@@ -228,7 +228,8 @@ mod tests {
             ts: -5 + i,
             version: i * 7,
             tags: vec![TagVal::Str(format!("h{i}")), TagVal::Null, TagVal::Int(-i)].into(),
-            fields: vec![FieldVal::Float(f64::from_bits(0x7ff0_0000_0000_0002)), FieldVal::Int(i), FieldVal::Null, FieldVal::Float(-0.0)],
+            fields: vec![FieldVal::Float(f64::from_bits(0x7ff0_0000_0000_0002)), FieldVal::Int(i), FieldVal::Null, FieldVal::Float(-0.0)]
+                .into(),
         }
     }
 

@@ -92,7 +92,7 @@ mod tests {
     use canopy_model::FieldVal;
 
     fn p(series: u64, ts: i64, version: i64, v: i64) -> Point {
-        Point { series, shard: 0, ts, version, tags: vec![].into(), fields: vec![FieldVal::Int(v)] }
+        Point { series, shard: 0, ts, version, tags: vec![].into(), fields: vec![FieldVal::Int(v)].into() }
     }
 
     fn rows(b: &DecodedBlock) -> Vec<(i64, FieldVal)> {

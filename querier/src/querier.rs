@@ -323,7 +323,7 @@ mod tests {
                     ts: 1_000,
                     version: 0,
                     tags: tags.into(),
-                    fields: vec![FieldVal::Int(1)],
+                    fields: vec![FieldVal::Int(1)].into(),
                 }
             })
             .collect();

@@ -37,7 +37,7 @@ fn points() -> Vec<Point> {
                 ts: SEGMENT + i * 1_000_000_000,
                 version: i,
                 tags: vec![TagVal::Str(format!("host-{s}"))].into(),
-                fields: vec![FieldVal::Float(s as f64 + i as f64 / 4.0), if i % 2 == 0 { FieldVal::Int(i) } else { FieldVal::Null }],
+                fields: vec![FieldVal::Float(s as f64 + i as f64 / 4.0), if i % 2 == 0 { FieldVal::Int(i) } else { FieldVal::Null }].into(),
             });
         }
     }
@@ -73,7 +73,7 @@ fn walk_points() -> Vec<Point> {
                 ts: SEGMENT + i * 10_000_000_000,
                 version: 0,
                 tags: vec![TagVal::Str("host-7".into())].into(),
-                fields: vec![FieldVal::Float(gauge as f64 / 100.0), FieldVal::Int(n)],
+                fields: vec![FieldVal::Float(gauge as f64 / 100.0), FieldVal::Int(n)].into(),
             }
         })
         .collect()

@@ -17,7 +17,7 @@
 use std::sync::Arc;
 
 use canopy_model::codec::{put_bytes, put_varint, take_bytes, take_len, take_varint, unzigzag, zigzag};
-use canopy_model::{ColumnLayout, FieldVal, IdMap, Point, TagVal, Tags, TagsInterner};
+use canopy_model::{ColumnLayout, FieldVal, FieldVals, IdMap, Point, TagVal, Tags, TagsInterner};
 
 /// Points inline with their tags (read only).
 const BATCH_FORMAT_V1: u8 = 1;
@@ -235,7 +235,12 @@ fn series_id(b: &mut &[u8]) -> Result<u64, BatchDecodeError> {
     Ok(u64::from_le_bytes(sid.try_into().expect("8 bytes")))
 }
 
-fn values<T>(b: &mut &[u8], n: usize, decode: fn(&mut &[u8]) -> Option<T>, what: &'static str) -> Result<Vec<T>, BatchDecodeError> {
+fn values<T, C: FromIterator<T>>(
+    b: &mut &[u8],
+    n: usize,
+    decode: fn(&mut &[u8]) -> Option<T>,
+    what: &'static str,
+) -> Result<C, BatchDecodeError> {
     (0..n).map(|_| decode(b).ok_or(BatchDecodeError::Truncated(what))).collect()
 }
 
@@ -252,8 +257,8 @@ fn decode_v1(mut buf: &[u8]) -> Result<WalBatch, BatchDecodeError> {
         let shard = varint(b, "shard")? as u32;
         let ts = unzigzag(varint(b, "timestamp")?);
         let version = unzigzag(varint(b, "version")?);
-        let values_of_tags = values(b, tag_count, TagVal::decode, "tag value")?;
-        let fields = values(b, field_count, FieldVal::decode, "field value")?;
+        let values_of_tags: Vec<TagVal> = values(b, tag_count, TagVal::decode, "tag value")?;
+        let fields: FieldVals = values(b, field_count, FieldVal::decode, "field value")?;
         points.push(Point { series, shard, ts, version, tags: tags.intern_values(series, values_of_tags), fields });
     }
     if !b.is_empty() {
@@ -272,7 +277,7 @@ fn decode_v2(mut buf: &[u8]) -> Result<WalBatch, BatchDecodeError> {
     for _ in 0..series_count {
         let id = series_id(b)?;
         let shard = varint(b, "shard")? as u32;
-        let tags: Tags = values(b, tag_count, TagVal::decode, "tag value")?.into();
+        let tags: Tags = values::<_, Vec<TagVal>>(b, tag_count, TagVal::decode, "tag value")?.into();
         series.push((id, shard, tags));
     }
     let n = len(b, "point count")?;
@@ -283,7 +288,7 @@ fn decode_v2(mut buf: &[u8]) -> Result<WalBatch, BatchDecodeError> {
         let (id, shard, tags) = series.get(index as usize).ok_or(BatchDecodeError::SeriesIndex { index, count: series.len() })?;
         let ts = unzigzag(varint(b, "timestamp")?);
         let version = unzigzag(varint(b, "version")?);
-        let fields = values(b, field_count, FieldVal::decode, "field value")?;
+        let fields: FieldVals = values(b, field_count, FieldVal::decode, "field value")?;
         points.push(Point { series: *id, shard: *shard, ts, version, tags: tags.clone(), fields });
     }
     if !b.is_empty() {
@@ -311,7 +316,7 @@ mod tests {
                 ts: -5,
                 version: 2,
                 tags: vec![TagVal::Str("h".into())].into(),
-                fields: vec![FieldVal::Float(1.5), FieldVal::Null],
+                fields: vec![FieldVal::Float(1.5), FieldVal::Null].into(),
             }],
         };
         let mut enc = encode_batch(&b);
@@ -333,7 +338,7 @@ mod tests {
             ts,
             version: 0,
             tags: tags.clone(),
-            fields: vec![FieldVal::Int(ts)],
+            fields: vec![FieldVal::Int(ts)].into(),
         };
         // Two series, interleaved; the second's tags change midway (a non-entity tag may).
         let changed = host("c");
@@ -357,8 +362,9 @@ mod tests {
     fn the_format_1_encoder_still_writes_what_format_1_decodes() {
         let layout = Arc::new(ColumnLayout { tags: vec![("d".into(), "host".into(), 1)], fields: vec![("v".into(), 2)] });
         let tags: Tags = vec![TagVal::Str("h".into())].into();
-        let points =
-            (0..3).map(|ts| Point { series: 1, shard: 0, ts, version: 0, tags: tags.clone(), fields: vec![FieldVal::Int(ts)] }).collect();
+        let points = (0..3)
+            .map(|ts| Point { series: 1, shard: 0, ts, version: 0, tags: tags.clone(), fields: vec![FieldVal::Int(ts)].into() })
+            .collect();
         let batch = WalBatch { group: "g".into(), measure: "m".into(), revision: 1, segment_nanos: 1, layout, points };
         let v1 = encode_batch_v1(&batch);
         assert_eq!(v1[0], BATCH_FORMAT_V1);
@@ -377,7 +383,7 @@ mod tests {
                 ts: i as i64,
                 version: 0,
                 tags: vec![TagVal::Str("x".repeat(i as usize * 10))].into(),
-                fields: vec![],
+                fields: vec![].into(),
             })
             .collect();
         let b = WalBatch {
@@ -416,7 +422,7 @@ mod tests {
                 ts: 1_700_000_000_000_000_000 + i as i64,
                 version: i as i64 % 3,
                 tags: vec![TagVal::Str(format!("h{}", i % 5)), TagVal::Str("z1".into())].into(),
-                fields: vec![FieldVal::Float(i as f64 / 3.0), FieldVal::Int(i as i64), FieldVal::Str("x".repeat(i as usize % 7))],
+                fields: vec![FieldVal::Float(i as f64 / 3.0), FieldVal::Int(i as i64), FieldVal::Str("x".repeat(i as usize % 7))].into(),
             })
             .collect();
         let b = WalBatch { group: "g".into(), measure: "cpu".into(), revision: 3, segment_nanos: 3_600_000_000_000, layout, points };

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 
 use canopy_api::v1::*;
 use canopy_meta::{MetaError, SchemaRegistry};
-use canopy_model::{ColumnLayout, FieldVal, IdMap, MeasureSchema, Point, TagVal, Tags, series_id, shard_of};
+use canopy_model::{ColumnLayout, FieldVal, FieldVals, IdMap, MeasureSchema, Point, TagVal, Tags, series_id, shard_of};
 
 use super::known_series::{KnownSeries, PreparedLabels};
 use super::label_sets::LabelSets;
@@ -471,7 +471,7 @@ impl AutoSchema {
                     continue;
                 }
             };
-            let mut fields = vec![FieldVal::Null; layout.fields.len()];
+            let mut fields = FieldVals::from_elem(FieldVal::Null, layout.fields.len());
             for ((k, slot), v) in names[names_at].iter().zip(&slots[names_at]).zip(r.values) {
                 let Some(i) = *slot else {
                     out.reject(format!("{measure}: field {k:?} is not in the schema"));

@@ -9,11 +9,16 @@
 //! found by one hash and one compare of those bytes, without parsing,
 //! validating or hashing its labels one by one.
 //!
+//! Requests decode concurrently: a request holds the sets for reading while
+//! it decodes, and takes them for writing only for a set not seen before
+//! (an agent's first request, a new series), so the requests of a steady
+//! load never wait on each other here.
+//!
 //! Bounded (invariant 6): past [`LABEL_SETS_BYTES_MAX`] the sets are dropped
 //! and re-interned as they come.
 
 use std::hash::Hasher;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, RwLock, RwLockReadGuard};
 
 use canopy_model::IdMap;
 use xxhash_rust::xxh3::{Xxh3, xxh3_64};
@@ -43,7 +48,7 @@ pub(crate) fn hash<'a>(labels: impl IntoIterator<Item = (&'a str, &'a str)>) -> 
 /// The interned label sets.
 #[derive(Debug, Default)]
 pub(crate) struct LabelSets {
-    state: Mutex<State>,
+    state: RwLock<State>,
 }
 
 #[derive(Debug, Default)]
@@ -68,23 +73,78 @@ pub(crate) struct WireLabels {
     pub(crate) label_bytes: usize,
 }
 
-/// The sets, locked for one request.
-pub(crate) struct Interning<'a>(MutexGuard<'a, State>);
+/// The sets as one request's decoding sees them: read-locked while it finds
+/// sets seen before, write-locked while it adds one.
+pub(crate) struct Interning<'a> {
+    sets: &'a LabelSets,
+    read: Option<RwLockReadGuard<'a, State>>,
+}
+
+/// The sets, write-locked to add one: what a parse given to
+/// [`Interning::by_wire`] interns its labels through.
+pub(crate) struct Adding<'g>(&'g mut State);
 
 impl LabelSets {
-    /// Locks the sets for a request's decoding.
+    /// The sets for a request's decoding (locked as it goes).
     pub(crate) fn lock(&self) -> Interning<'_> {
-        Interning(self.state.lock().expect("label sets lock"))
+        Interning { sets: self, read: None }
     }
 }
 
 impl Interning<'_> {
     /// The shared allocation of `labels` (in this order).
+    #[cfg(test)]
+    pub(crate) fn intern(&mut self, labels: &[(&str, &str)]) -> Labels {
+        // A writer waits for every reader: this request's guard goes first.
+        self.read = None;
+        Adding(&mut self.sets.state.write().expect("label sets lock")).intern(labels)
+    }
+
+    /// What the label fields `raw` (a series' as sent) parse to: `parse`
+    /// runs the first time these bytes are seen, later the kept answer is
+    /// returned. A parse that fails is not kept.
+    pub(crate) fn by_wire<E>(
+        &mut self,
+        raw: &[u8],
+        parse: impl FnOnce(&mut Adding<'_>) -> Result<WireLabels, E>,
+    ) -> Result<Arc<WireLabels>, E> {
+        let h = xxh3_64(raw);
+        let read = self.read.get_or_insert_with(|| self.sets.state.read().expect("label sets lock"));
+        if let Some(found) = read.wire(h, raw) {
+            return Ok(found.clone());
+        }
+        self.read = None;
+        let mut state = self.sets.state.write().expect("label sets lock");
+        // Another request may have added it between the two locks.
+        if let Some(found) = state.wire(h, raw) {
+            return Ok(found.clone());
+        }
+        let mut adding = Adding(&mut state);
+        let parsed = Arc::new(parse(&mut adding)?);
+        if adding.0.by_wire.get(&h).is_some_and(|v| v.len() >= SAME_HASH_MAX) {
+            return Ok(parsed);
+        }
+        // The bytes, the parsed entry and its name, the map's slot and list.
+        adding.reserve(raw.len() + parsed.name.as_ref().map_or(0, |n| n.len()) + 192);
+        adding.0.by_wire.entry(h).or_default().push((raw.into(), parsed.clone()));
+        Ok(parsed)
+    }
+}
+
+impl State {
+    /// What `raw` (whose hash is `h`) parsed to, if kept.
+    fn wire(&self, h: u64, raw: &[u8]) -> Option<&Arc<WireLabels>> {
+        self.by_wire.get(&h).and_then(|v| v.iter().find(|(r, _)| **r == *raw)).map(|(_, w)| w)
+    }
+}
+
+impl Adding<'_> {
+    /// The shared allocation of `labels` (in this order).
     pub(crate) fn intern(&mut self, labels: &[(&str, &str)]) -> Labels {
         self.intern_iter(labels.iter().copied())
     }
 
-    /// [`Interning::intern`] of pairs from an iterator (walked up to three times).
+    /// [`Adding::intern`] of pairs from an iterator (walked up to three times).
     pub(crate) fn intern_iter<'s, I>(&mut self, labels: I) -> Labels
     where
         I: Iterator<Item = (&'s str, &'s str)> + ExactSizeIterator + Clone,
@@ -101,24 +161,6 @@ impl Interning<'_> {
         self.reserve(labels.map(|(k, v)| k.len() + v.len() + 64).sum::<usize>() + 64);
         self.0.by_hash.entry(h).or_default().push(set.clone());
         set
-    }
-
-    /// What the label fields `raw` (a series' as sent) parse to: `parse`
-    /// runs the first time these bytes are seen, later the kept answer is
-    /// returned. A parse that fails is not kept.
-    pub(crate) fn by_wire<E>(&mut self, raw: &[u8], parse: impl FnOnce(&mut Self) -> Result<WireLabels, E>) -> Result<Arc<WireLabels>, E> {
-        let h = xxh3_64(raw);
-        if let Some((_, found)) = self.0.by_wire.get(&h).and_then(|v| v.iter().find(|(r, _)| **r == *raw)) {
-            return Ok(found.clone());
-        }
-        let parsed = Arc::new(parse(self)?);
-        if self.0.by_wire.get(&h).is_some_and(|v| v.len() >= SAME_HASH_MAX) {
-            return Ok(parsed);
-        }
-        // The bytes, the parsed entry and its name, the map's slot and list.
-        self.reserve(raw.len() + parsed.name.as_ref().map_or(0, |n| n.len()) + 192);
-        self.0.by_wire.entry(h).or_default().push((raw.into(), parsed.clone()));
-        Ok(parsed)
     }
 
     /// Counts `bytes` more held, dropping everything first if that would
@@ -173,17 +215,45 @@ mod tests {
     #[test]
     fn sets_under_one_hash_are_kept_up_to_a_bound() {
         let sets = LabelSets::default();
-        let mut lock = sets.lock();
         let made = |i: usize| WireLabels { name: None, labels: Arc::new(vec![("k".into(), i.to_string())]), label_bytes: 1 };
         // Other bytes already filed under the hash of b"y", as crafted collisions would be.
         let h = xxh3_64(b"y");
-        lock.0.by_wire.insert(h, (0..SAME_HASH_MAX).map(|i| (format!("other{i}").as_bytes().into(), Arc::new(made(i)))).collect());
+        let others = (0..SAME_HASH_MAX).map(|i| (format!("other{i}").as_bytes().into(), Arc::new(made(i)))).collect();
+        sets.state.write().unwrap().by_wire.insert(h, others);
+        let mut lock = sets.lock();
         let got = lock.by_wire(b"y", |_| Ok::<_, ()>(made(99))).unwrap();
         assert_eq!(got.labels[0].1, "99", "parsed, and answered");
-        assert_eq!(lock.0.by_wire[&h].len(), SAME_HASH_MAX, "but not kept");
-        lock.0.by_wire.get_mut(&h).unwrap().pop();
-        lock.by_wire(b"y", |_| Ok::<_, ()>(made(99))).unwrap();
-        assert!(lock.0.by_wire[&h].iter().any(|(r, _)| **r == *b"y"), "kept below the bound");
+        drop(lock);
+        assert_eq!(sets.state.read().unwrap().by_wire[&h].len(), SAME_HASH_MAX, "but not kept");
+        sets.state.write().unwrap().by_wire.get_mut(&h).unwrap().pop();
+        sets.lock().by_wire(b"y", |_| Ok::<_, ()>(made(99))).unwrap();
+        assert!(sets.state.read().unwrap().by_wire[&h].iter().any(|(r, _)| **r == *b"y"), "kept below the bound");
+    }
+
+    #[test]
+    fn requests_find_sets_at_once_and_one_adding_waits_for_the_readers() {
+        let sets = LabelSets::default();
+        let made = |v: &str| WireLabels { name: None, labels: Arc::new(vec![("k".into(), v.into())]), label_bytes: 1 };
+        let mut first = sets.lock();
+        first.by_wire(b"a", |_| Ok::<_, ()>(made("a"))).unwrap();
+        // Found now, so `first` holds the sets for reading.
+        first.by_wire(b"a", |_| Err(())).unwrap();
+        let (found, added) = (std::sync::mpsc::channel(), std::sync::mpsc::channel());
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let mut second = sets.lock();
+                found.0.send(second.by_wire(b"a", |_| Err(())).unwrap().labels[0].1.clone()).unwrap();
+                added.0.send(second.by_wire(b"b", |_| Ok::<_, ()>(made("b"))).unwrap().labels[0].1.clone()).unwrap();
+            });
+            // Found while `first` still reads (a mutex would make it wait)...
+            let timeout = std::time::Duration::from_secs(10);
+            assert_eq!(found.1.recv_timeout(timeout).unwrap(), "a");
+            // ... while adding waits for `first` to finish its request.
+            assert!(added.1.recv_timeout(std::time::Duration::from_millis(50)).is_err());
+            drop(first);
+            assert_eq!(added.1.recv_timeout(timeout).unwrap(), "b");
+        });
+        assert_eq!(sets.lock().by_wire(b"b", |_| Err(())).unwrap().labels[0].1, "b", "kept");
     }
 
     #[test]
@@ -193,7 +263,7 @@ mod tests {
         for i in 0..(LABEL_SETS_BYTES_MAX >> 20) + 4 {
             let v = format!("{i}{big}");
             sets.lock().intern(&[("k", v.as_str())]);
-            assert!(sets.state.lock().unwrap().bytes <= LABEL_SETS_BYTES_MAX);
+            assert!(sets.state.read().unwrap().bytes <= LABEL_SETS_BYTES_MAX);
         }
     }
 }

@@ -274,7 +274,7 @@ mod tests {
     use super::*;
 
     fn pt(ts: i64, host: &str, v: FieldVal) -> Point {
-        Point { series: 7, shard: 0, ts, version: ts * 2, tags: vec![TagVal::Str(host.into())].into(), fields: vec![v] }
+        Point { series: 7, shard: 0, ts, version: ts * 2, tags: vec![TagVal::Str(host.into())].into(), fields: vec![v].into() }
     }
 
     #[test]

@@ -642,7 +642,7 @@ mod tests {
                 ts: 1_000 + i * 10,
                 version: 0,
                 tags: vec![TagVal::Str(hosts.into()), TagVal::Str(format!("z{}", i % 2))].into(),
-                fields: vec![FieldVal::Float(i as f64 * 0.5)],
+                fields: vec![FieldVal::Float(i as f64 * 0.5)].into(),
             })
             .collect()
     }
@@ -939,7 +939,7 @@ mod tests {
         let idx = read_index(store.as_ref(), &meta).await.unwrap();
         let got = scan_part(store.as_ref(), &meta, &idx, &scan("cpu", &new, 0, i64::MAX, None, &|_| true)).await.unwrap();
         assert_eq!(got[1].tags, vec![TagVal::Str("h".into()), TagVal::Null, TagVal::Str("z1".into())].into());
-        assert_eq!(got[1].fields, vec![FieldVal::Float(0.5), FieldVal::Null]);
+        assert_eq!(got[1].fields.to_vec(), vec![FieldVal::Float(0.5), FieldVal::Null]);
     }
 
     #[tokio::test]
