@@ -14,10 +14,11 @@ use std::sync::{Arc, Mutex};
 
 use canopy_api::v1::*;
 use canopy_meta::{MetaError, SchemaRegistry};
-use canopy_model::{ColumnLayout, FieldVal, FieldVals, IdMap, MeasureSchema, Point, TagVal, Tags, series_id, shard_of};
+use canopy_model::{ColumnLayout, FieldVal, FieldVals, MeasureSchema, Point, TagVal, Tags, series_id, shard_of};
 
 use super::known_series::{KnownSeries, PreparedLabels};
 use super::label_sets::LabelSets;
+use super::measure_rows::{AgentRow, MeasureRows};
 use crate::error::{ApiError, Code};
 use crate::service::Gateway;
 
@@ -86,29 +87,11 @@ pub(crate) type FieldNames = Arc<[String]>;
 /// so a sample costs no allocation of its own.
 pub(crate) type RowValues = smallvec::SmallVec<[FieldVal; 1]>;
 
-/// One point from an agent: its series' labels, its field values (named by
-/// `names`, position by position), time in nanoseconds.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) struct AgentRow {
-    pub(crate) labels: Labels,
-    pub(crate) names: FieldNames,
-    pub(crate) values: RowValues,
-    pub(crate) ts: i64,
-}
-
-impl AgentRow {
-    /// A row whose names and values come as pairs (tests, rare paths).
-    pub(crate) fn from_pairs(labels: Labels, fields: Vec<(String, FieldVal)>, ts: i64) -> AgentRow {
-        let (names, values): (Vec<String>, Vec<FieldVal>) = fields.into_iter().unzip();
-        AgentRow { labels, names: names.into(), values: values.into(), ts }
-    }
-}
-
 /// The rows of measure `name` in a request's map, the name copied only the
 /// first time it appears (decoders borrow names from the body).
-pub(crate) fn rows_of<'m>(by_measure: &'m mut BTreeMap<String, Vec<AgentRow>>, name: &str) -> &'m mut Vec<AgentRow> {
+pub(crate) fn rows_of<'m, T: Default>(by_measure: &'m mut BTreeMap<String, T>, name: &str) -> &'m mut T {
     if !by_measure.contains_key(name) {
-        by_measure.insert(name.to_string(), Vec::new());
+        by_measure.insert(name.to_string(), T::default());
     }
     by_measure.get_mut(name).expect("inserted above")
 }
@@ -209,7 +192,7 @@ impl Outcome {
 pub(crate) async fn write_all(
     gw: &Gateway,
     group: &str,
-    by_measure: impl IntoIterator<Item = (String, Vec<AgentRow>)>,
+    by_measure: impl IntoIterator<Item = (String, MeasureRows)>,
 ) -> Result<Outcome, ApiError> {
     let writes = by_measure.into_iter().map(|(measure, rows)| async move { gw.agents.write(gw, group, &measure, rows).await });
     let mut outcome = Outcome::default();
@@ -444,13 +427,15 @@ impl AutoSchema {
     /// Turns rows into points in the schema's layout — validated here, so
     /// they go straight to the data plane: the series limit, field types and
     /// the group's TTL are checked.
+    #[allow(clippy::too_many_arguments)]
     fn build_points(
         &self,
         group: &str,
         measure: &str,
         schema: &MeasureSchema,
         names: &[FieldNames],
-        rows: Vec<(Arc<PreparedLabels>, usize, AgentRow)>,
+        series: &[Result<Arc<PreparedLabels>, String>],
+        rows: Vec<AgentRow>,
         out: &mut Outcome,
     ) -> Vec<Point> {
         let layout = &schema.layout;
@@ -459,20 +444,29 @@ impl AutoSchema {
         let mut points = Vec::with_capacity(rows.len());
         // Each list of field names mapped onto the layout once.
         let slots: Vec<Vec<Option<usize>>> = names.iter().map(|n| n.iter().map(|k| layout.field_index(k)).collect()).collect();
-        'points: for (prepared, names_at, r) in rows {
+        // Each series' tags, id and shard, looked up once per request.
+        let mut built: Vec<Option<Result<(Tags, u64, u32), String>>> = (0..series.len()).map(|_| None).collect();
+        'points: for r in rows {
             if r.ts < oldest {
                 out.reject(format!("{measure}: timestamp {} is outside the group's TTL", r.ts));
                 continue;
             }
-            let tags = match prepared.tags_for(layout, || self.series_tags(group, measure, schema, &prepared)) {
-                Ok(t) => t,
+            let s = r.series as usize;
+            let b = built[s].get_or_insert_with(|| {
+                let prepared = series[s].as_ref().map_err(Clone::clone)?;
+                let tags = prepared.tags_for(layout, || self.series_tags(group, measure, schema, prepared))?;
+                Ok((tags, prepared.id, shard_of(prepared.id, schema.group.shard_num)))
+            });
+            let (tags, id, shard) = match b {
+                Ok(b) => b,
                 Err(why) => {
-                    out.reject(why);
+                    out.reject(why.clone());
                     continue;
                 }
             };
             let mut fields = FieldVals::from_elem(FieldVal::Null, layout.fields.len());
-            for ((k, slot), v) in names[names_at].iter().zip(&slots[names_at]).zip(r.values) {
+            let at = r.names as usize;
+            for ((k, slot), v) in names[at].iter().zip(&slots[at]).zip(r.values) {
                 let Some(i) = *slot else {
                     out.reject(format!("{measure}: field {k:?} is not in the schema"));
                     continue 'points;
@@ -487,30 +481,23 @@ impl AutoSchema {
                     }
                 };
             }
-            points.push(Point {
-                series: prepared.id,
-                shard: shard_of(prepared.id, schema.group.shard_num),
-                ts: r.ts,
-                version: 0,
-                tags,
-                fields,
-            });
+            points.push(Point { series: *id, shard: *shard, ts: r.ts, version: 0, tags: tags.clone(), fields });
         }
         points
     }
 
     /// Writes rows of one measure, creating or widening its schema first.
-    pub(crate) async fn write(&self, gw: &Gateway, group: &str, measure: &str, rows: Vec<AgentRow>) -> Result<Outcome, ApiError> {
+    pub(crate) async fn write(&self, gw: &Gateway, group: &str, measure: &str, mut rows: MeasureRows) -> Result<Outcome, ApiError> {
         let measure = sanitize(measure);
         // Series whose tags are built for the current layout have every
         // label in the schema already: only the others are looked at.
         let current = self.registry.measure_schema(group, &measure).await.ok().map(|s| s.layout.clone());
-        let Prepared { kept, names, tags, fields, mut out, .. } = self.prepare_rows(group, &measure, current.as_ref(), rows);
-        if kept.is_empty() {
+        let Prepared { series, names, tags, fields, mut out } = self.prepare_rows(group, &measure, current.as_ref(), &mut rows);
+        if rows.rows.is_empty() {
             return Ok(out);
         }
         let schema = self.ensure(group, &measure, &tags, &fields).await?;
-        let points = self.build_points(group, &measure, &schema, &names, kept, &mut out);
+        let points = self.build_points(group, &measure, &schema, &names, &series, rows.rows, &mut out);
         if points.is_empty() {
             return Ok(out);
         }
@@ -520,30 +507,23 @@ impl AutoSchema {
         Ok(out)
     }
 
-    /// Each row with its prepared series, and the labels and fields the
-    /// schema must have (labels of series already built for `current` are
-    /// in it). Synchronous: it holds the known-series lock.
-    fn prepare_rows(&self, group: &str, measure: &str, current: Option<&Arc<ColumnLayout>>, rows: Vec<AgentRow>) -> Prepared {
+    /// Each series of the rows prepared, the field names sanitised, and the
+    /// labels and fields the schema must have (labels of series already
+    /// built for `current` are in it). Rows that cannot be stored are
+    /// counted as rejected and dropped from `rows`.
+    fn prepare_rows(&self, group: &str, measure: &str, current: Option<&Arc<ColumnLayout>>, rows: &mut MeasureRows) -> Prepared {
         let mut p = Prepared {
-            kept: Vec::with_capacity(rows.len()),
-            names: Vec::new(),
-            registered: Vec::new(),
-            sent_names: Vec::new(),
+            series: Vec::with_capacity(rows.series.len()),
+            names: Vec::with_capacity(rows.names.len()),
             tags: BTreeSet::new(),
             fields: BTreeMap::new(),
             out: Outcome::default(),
         };
-        // Each list of field names checked once; keyed by its allocation,
-        // which `sent_names` holds so no address is reused meanwhile.
-        let mut names_seen: IdMap<usize, usize> = IdMap::default();
-        // Keyed by the shared allocation: a label set with several samples
-        // is looked up once. The map holds the `Labels` so no address is
-        // reused meanwhile.
-        let mut seen: IdMap<usize, (Labels, Result<Arc<PreparedLabels>, String>)> = IdMap::default();
-        let mut known = self.known.measure(group, measure);
-        for r in rows {
-            let (_, series) = seen.entry(Arc::as_ptr(&r.labels) as usize).or_insert_with(|| {
-                let series = known.get_or_prepare(&r.labels, || self.prepare(measure, &r.labels));
+        {
+            // Held while the request's distinct series are looked up.
+            let mut known = self.known.measure(group, measure);
+            for labels in &rows.series {
+                let series = known.get_or_prepare(labels, || self.prepare(measure, labels));
                 if let Ok(s) = &series
                     && !current.is_some_and(|l| s.has_tags_for(l))
                 {
@@ -553,56 +533,48 @@ impl AutoSchema {
                         }
                     }
                 }
-                (r.labels.clone(), series)
-            });
-            let series = match series {
-                Ok(s) => s.clone(),
-                Err(why) => {
-                    p.out.reject(why.clone());
-                    continue;
-                }
-            };
-            if r.values.len() != r.names.len() {
-                p.out.reject(format!("{measure}: a row with {} values for {} field names", r.values.len(), r.names.len()));
-                continue;
+                p.series.push(series);
             }
-            let at = *names_seen.entry(Arc::as_ptr(&r.names) as *const u8 as usize).or_insert_with(|| {
-                let sanitized: FieldNames = r.names.iter().map(|k| sanitize(k)).collect();
-                p.registered.push(vec![false; sanitized.len()]);
-                p.names.push(sanitized);
-                p.sent_names.push(r.names.clone());
-                p.names.len() - 1
-            });
+        }
+        p.names = rows.names.iter().map(|n| n.iter().map(|k| sanitize(k)).collect()).collect();
+        // Per list, which fields have had their type registered.
+        let mut registered: Vec<Vec<bool>> = rows.names.iter().map(|n| vec![false; n.len()]).collect();
+        let MeasureRows { names, rows: list, .. } = rows;
+        list.retain(|r| {
+            if let Err(why) = &p.series[r.series as usize] {
+                p.out.reject(why.clone());
+                return false;
+            }
+            let at = r.names as usize;
+            if r.values.len() != names[at].len() {
+                p.out.reject(format!("{measure}: a row with {} values for {} field names", r.values.len(), names[at].len()));
+                return false;
+            }
             // A field's type is registered by the first value that has one;
             // values that conflict with the schema are rejected when stored.
             for (i, v) in r.values.iter().enumerate() {
-                if !p.registered[at][i]
+                if !registered[at][i]
                     && let Some(t) = field_type(v)
                 {
                     let k = &p.names[at][i];
                     if !p.fields.contains_key(k.as_str()) {
                         p.fields.insert(k.clone(), t);
                     }
-                    p.registered[at][i] = true;
+                    registered[at][i] = true;
                 }
             }
-            p.kept.push((series, at, r));
-        }
+            true
+        });
         p
     }
 }
 
-/// Rows of one request with their series and field names, ready for the
-/// schema check.
+/// A request's rows of one measure, prepared for the schema check.
 struct Prepared {
-    /// Each row with its series and the index of its names in `names`.
-    kept: Vec<(Arc<PreparedLabels>, usize, AgentRow)>,
-    /// The distinct lists of field names, sanitised.
+    /// Each distinct series of the rows, prepared (or why it is refused).
+    series: Vec<Result<Arc<PreparedLabels>, String>>,
+    /// Each distinct list of field names, sanitised.
     names: Vec<FieldNames>,
-    /// Per list, which fields have had their type registered.
-    registered: Vec<Vec<bool>>,
-    /// The lists as sent (keeping their addresses taken).
-    sent_names: Vec<FieldNames>,
     tags: BTreeSet<String>,
     fields: BTreeMap<String, FieldType>,
     out: Outcome,
@@ -612,9 +584,11 @@ struct Prepared {
 mod tests {
     use super::*;
 
-    fn row(labels: &[(&str, &str)]) -> Vec<AgentRow> {
+    fn row(labels: &[(&str, &str)]) -> MeasureRows {
         let labels = Arc::new(labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect());
-        vec![AgentRow::from_pairs(labels, vec![("value".into(), FieldVal::Float(1.0))], canopy_model::now_nanos())]
+        let mut rows = MeasureRows::default();
+        rows.push(&labels, &FieldNames::from(["value".to_string()]), smallvec::smallvec![FieldVal::Float(1.0)], canopy_model::now_nanos());
+        rows
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

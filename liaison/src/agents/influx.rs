@@ -10,10 +10,11 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 
-use super::autoschema::{AgentRow, ExpansionBudget, FieldNames, label_bytes, rows_of, sanitize, write_all};
+use super::autoschema::{ExpansionBudget, FieldNames, label_bytes, rows_of, sanitize, write_all};
 use super::body::decode_body;
 use super::label_sets::WireLabels;
 use super::line_protocol::{for_each_line, precision_nanos, truncate};
+use super::measure_rows::MeasureRows;
 use crate::error::{ApiError, Code};
 use crate::service::Gateway;
 
@@ -87,7 +88,7 @@ async fn write(gw: &Gateway, db: Option<&String>, precision: Option<&String>, he
     let text = std::str::from_utf8(&body).map_err(|e| ApiError::invalid("body", format!("not UTF-8: {e}")))?;
     let group = db.filter(|d| !d.is_empty()).map(|d| sanitize(d)).unwrap_or_else(|| agents.cfg.influx_group.clone());
     let now = canopy_model::now_nanos();
-    let mut by_measure: BTreeMap<String, Vec<AgentRow>> = BTreeMap::new();
+    let mut by_measure: BTreeMap<String, MeasureRows> = BTreeMap::new();
     let mut budget = ExpansionBudget::new(&agents.cfg);
     // The lists of field names seen (lines of a measurement name the same
     // fields, so they share one list).
@@ -124,12 +125,10 @@ async fn write(gw: &Gateway, db: Option<&String>, precision: Option<&String>, he
                     n
                 }
             };
-            let row =
-                AgentRow { labels: wire.labels.clone(), names: line_names, values: l.fields.iter().map(|(_, v)| v.clone()).collect(), ts };
             let Some(measurement) = wire.name.as_deref() else {
                 return Err(ApiError::invalid("body", format!("line {number}: missing measurement")));
             };
-            rows_of(&mut by_measure, measurement).push(row);
+            rows_of(&mut by_measure, measurement).push(&wire.labels, &line_names, l.fields.iter().map(|(_, v)| v.clone()).collect(), ts);
             Ok::<_, ApiError>(())
         })?;
     }

@@ -108,26 +108,38 @@ impl Interning<'_> {
         raw: &[u8],
         parse: impl FnOnce(&mut Adding<'_>) -> Result<WireLabels, E>,
     ) -> Result<Arc<WireLabels>, E> {
+        self.by_wire_with(raw, parse, Arc::clone)
+    }
+
+    /// [`Interning::by_wire`], handing the answer to `then` by reference: a
+    /// caller that has seen the set already in this request keeps no
+    /// reference of its own (a count on memory every request shares).
+    pub(crate) fn by_wire_with<E, R>(
+        &mut self,
+        raw: &[u8],
+        parse: impl FnOnce(&mut Adding<'_>) -> Result<WireLabels, E>,
+        then: impl FnOnce(&Arc<WireLabels>) -> R,
+    ) -> Result<R, E> {
         let h = xxh3_64(raw);
         let read = self.read.get_or_insert_with(|| self.sets.state.read().expect("label sets lock"));
         if let Some(found) = read.wire(h, raw) {
-            return Ok(found.clone());
+            return Ok(then(found));
         }
         self.read = None;
         let mut state = self.sets.state.write().expect("label sets lock");
         // Another request may have added it between the two locks.
         if let Some(found) = state.wire(h, raw) {
-            return Ok(found.clone());
+            return Ok(then(found));
         }
         let mut adding = Adding(&mut state);
         let parsed = Arc::new(parse(&mut adding)?);
         if adding.0.by_wire.get(&h).is_some_and(|v| v.len() >= SAME_HASH_MAX) {
-            return Ok(parsed);
+            return Ok(then(&parsed));
         }
         // The bytes, the parsed entry and its name, the map's slot and list.
         adding.reserve(raw.len() + parsed.name.as_ref().map_or(0, |n| n.len()) + 192);
         adding.0.by_wire.entry(h).or_default().push((raw.into(), parsed.clone()));
-        Ok(parsed)
+        Ok(then(&parsed))
     }
 }
 

@@ -8,6 +8,7 @@ mod influx;
 mod known_series;
 mod label_sets;
 mod line_protocol;
+mod measure_rows;
 mod otlp;
 mod prometheus;
 mod remote_write_decode;

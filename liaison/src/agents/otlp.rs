@@ -37,8 +37,9 @@ use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 use opentelemetry_proto::tonic::metrics::v1::{AggregationTemporality, metric, number_data_point};
 use prost::Message;
 
-use super::autoschema::{AgentRow, ExpansionBudget, label_bytes, write_all};
+use super::autoschema::{ExpansionBudget, FieldNames, RowValues, label_bytes, write_all};
 use super::body::decode_body;
+use super::measure_rows::MeasureRows;
 use crate::error::ApiError;
 use crate::service::Gateway;
 
@@ -183,7 +184,7 @@ fn add_attrs(labels: &mut BTreeMap<String, String>, attrs: &[KeyValue]) {
 /// Rows per measure, built from an export request under the request's
 /// expansion budget: the first row over it stops the conversion.
 struct Rows {
-    rows: BTreeMap<String, Vec<AgentRow>>,
+    rows: BTreeMap<String, MeasureRows>,
     budget: ExpansionBudget,
     over: Option<ApiError>,
 }
@@ -214,7 +215,9 @@ impl Rows {
         let mut l: Vec<(String, String)> = labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         l.extend(extra.iter().map(|(k, v)| (k.to_string(), v.clone())));
         let ts = i64::try_from(ts).unwrap_or(i64::MAX);
-        self.rows.entry(measure).or_default().push(AgentRow::from_pairs(Arc::new(l), fields, ts));
+        let (names, values): (Vec<String>, RowValues) = fields.into_iter().unzip();
+        let names: FieldNames = names.into();
+        self.rows.entry(measure).or_default().push(&Arc::new(l), &names, values, ts);
     }
 
     fn value(&mut self, measure: String, labels: &BTreeMap<String, String>, extra: &[(&str, String)], v: f64, ts: u64) {
@@ -450,7 +453,7 @@ mod tests {
         }
     }
 
-    fn converted(req: ExportMetricsServiceRequest) -> BTreeMap<String, Vec<AgentRow>> {
+    fn converted(req: ExportMetricsServiceRequest) -> BTreeMap<String, MeasureRows> {
         let mut rows = Rows::new(&crate::agents::AgentConfig::default());
         convert(req, &mut rows);
         assert!(rows.over.is_none());
@@ -460,7 +463,7 @@ mod tests {
     #[test]
     fn points_flagged_no_recorded_value_are_skipped() {
         let rows = converted(request(vec![gauge("g", vec![(1, 1.0, 0), (2, 2.0, NO_RECORDED_VALUE), (3, 3.0, 0)])]));
-        let ts: Vec<i64> = rows["g"].iter().map(|r| r.ts).collect();
+        let ts: Vec<i64> = rows["g"].rows.iter().map(|r| r.ts).collect();
         assert_eq!(ts, vec![1, 3]);
     }
 
@@ -481,8 +484,8 @@ mod tests {
             ..Default::default()
         };
         let rows = converted(request(vec![m]));
-        let row = &rows["lat"][0];
-        let fields: BTreeMap<&str, &FieldVal> = row.names.iter().map(String::as_str).zip(&row.values).collect();
+        let row = &rows["lat"].rows[0];
+        let fields: BTreeMap<&str, &FieldVal> = rows["lat"].names_of(row).iter().map(String::as_str).zip(&row.values).collect();
         assert_eq!(fields["negative_offset"], &FieldVal::Int(-4));
         assert_eq!(fields["negative_counts"], &FieldVal::Str("3,0,2".into()));
         assert_eq!(fields["positive_offset"], &FieldVal::Int(3));

@@ -17,15 +17,14 @@ use axum::response::{IntoResponse, Response};
 use canopy_api::prometheus as pb;
 use canopy_api::v1::{self, tag_value};
 use canopy_meta::MetaError;
-use canopy_model::{FieldVal, LIMIT_MAX, nanos_to_timestamp};
+use canopy_model::{FieldVal, IdMap, LIMIT_MAX, nanos_to_timestamp};
 use prost::Message;
 use regex::Regex;
 
-use super::autoschema::{
-    AgentRow, ExpansionBudget, FieldNames, LABELS_FAMILY, Outcome, SERIES_TAG, label_bytes, rows_of, sanitize, write_all,
-};
+use super::autoschema::{ExpansionBudget, FieldNames, LABELS_FAMILY, Outcome, SERIES_TAG, label_bytes, sanitize, write_all};
 use super::body::{decode_snappy, with_snappy_body};
-use super::label_sets::WireLabels;
+use super::label_sets::{Adding, WireLabels};
+use super::measure_rows::{AgentRow, MeasureRows};
 use super::remote_write_decode::for_each_series;
 use crate::error::{ApiError, Code};
 use crate::service::Gateway;
@@ -45,7 +44,12 @@ async fn write(gw: &Gateway, body: &Bytes) -> Result<(), ApiError> {
     // Decoded synchronously, borrowing labels from the body: the rows hold
     // interned label sets, not the body.
     let (by_metric, mut outcome) = with_snappy_body(body, gw.agents.cfg.body_bytes_max, |raw| {
-        let mut by_metric: BTreeMap<String, Vec<AgentRow>> = BTreeMap::new();
+        let mut by_metric: Vec<(String, MeasureRows)> = Vec::new();
+        let mut metric_index: BTreeMap<Box<str>, usize> = BTreeMap::new();
+        // Each label set seen in this request (by the address of its kept
+        // entry, held in `seen` so no address is reused): where its rows go.
+        let mut slots: IdMap<usize, Slot> = IdMap::default();
+        let mut seen: Vec<Arc<WireLabels>> = Vec::new();
         let mut outcome = Outcome::default();
         let mut budget = ExpansionBudget::new(&gw.agents.cfg);
         // A series' labels as parsed, reused across series.
@@ -53,15 +57,30 @@ async fn write(gw: &Gateway, body: &Bytes) -> Result<(), ApiError> {
         let mut sets = gw.agents.label_sets.lock();
         for_each_series(raw, |ts| {
             // Parsed the first time these label bytes are seen, in any request.
-            let wire = sets.by_wire(ts.raw_labels, |sets| {
+            let parse = |sets: &mut Adding<'_>| {
                 ts.labels(&mut parsed)?;
                 let name = parsed.iter().rev().find(|(k, _)| *k == NAME).map(|(_, v)| Box::from(*v));
                 let kept: Vec<(&str, &str)> = parsed.iter().copied().filter(|&(k, v)| k != NAME && !v.is_empty()).collect();
                 // Shared with every earlier series of these labels.
                 Ok::<_, ApiError>(WireLabels { name, labels: sets.intern(&kept), label_bytes: label_bytes(parsed.iter().copied()) })
+            };
+            let slot = sets.by_wire_with(ts.raw_labels, parse, |wire| {
+                *slots.entry(Arc::as_ptr(wire) as usize).or_insert_with(|| {
+                    seen.push(wire.clone());
+                    let metric = wire.name.as_ref().map(|name| {
+                        let m = *metric_index.entry(name.clone()).or_insert_with(|| {
+                            let mut rows = MeasureRows::default();
+                            rows.names_index(&value_field);
+                            by_metric.push((name.to_string(), rows));
+                            by_metric.len() - 1
+                        });
+                        (m, by_metric[m].1.series_index(&wire.labels))
+                    });
+                    Slot { metric, label_bytes: wire.label_bytes }
+                })
             })?;
-            budget.charge(ts.samples.len(), wire.label_bytes)?;
-            let Some(name) = &wire.name else {
+            budget.charge(ts.samples.len(), slot.label_bytes)?;
+            let Some((m, series)) = slot.metric else {
                 outcome.merge(Outcome {
                     rejected: ts.samples.len(),
                     reasons: vec!["a series without __name__".into()],
@@ -69,15 +88,11 @@ async fn write(gw: &Gateway, body: &Bytes) -> Result<(), ApiError> {
                 });
                 return Ok(());
             };
-            let rows = rows_of(&mut by_metric, name);
+            let rows = &mut by_metric[m].1.rows;
             for &(value, ms) in &ts.samples {
                 let Some(t) = ms.checked_mul(1_000_000) else { continue };
-                rows.push(AgentRow {
-                    labels: wire.labels.clone(),
-                    names: value_field.clone(),
-                    values: smallvec::smallvec![FieldVal::Float(value)],
-                    ts: t,
-                });
+                // Names 0: the metric's only list, `value`.
+                rows.push(AgentRow { series, names: 0, values: smallvec::smallvec![FieldVal::Float(value)], ts: t });
             }
             Ok::<_, ApiError>(())
         })?;
@@ -86,6 +101,15 @@ async fn write(gw: &Gateway, body: &Bytes) -> Result<(), ApiError> {
     let group = gw.agents.cfg.prometheus_group.clone();
     outcome.merge(write_all(gw, &group, by_metric).await?);
     outcome.into_result().map(|_| ())
+}
+
+/// Where a request's samples of one label set go: the metric (an index
+/// into the request's metrics) and the series within it, or nowhere when
+/// the set has no `__name__`; and its bytes, for the expansion budget.
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    metric: Option<(usize, u32)>,
+    label_bytes: usize,
 }
 
 pub(crate) async fn remote_read(State(gw): State<Gateway>, body: Bytes) -> Response {
