@@ -352,6 +352,12 @@ fn decode_response(r: ExecuteShardResponse, from: &str) -> Result<PartialResult,
 #[async_trait]
 impl DataPlane for ClusterDataPlane {
     async fn write(&self, schema: &MeasureSchema, points: Vec<Point>) -> Result<(), ApiError> {
+        // One shard's points (as the gateway groups them) go as they are.
+        if let Some(shard) = points.first().map(|p| p.shard)
+            && points.iter().all(|p| p.shard == shard)
+        {
+            return self.write_shard(schema, shard, points).await;
+        }
         let mut by_shard: BTreeMap<u32, Vec<Point>> = BTreeMap::new();
         for p in points {
             by_shard.entry(p.shard).or_default().push(p);

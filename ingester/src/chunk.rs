@@ -77,10 +77,13 @@ impl Chunk {
             + self.fields.iter().map(FieldColumn::slot_bytes).sum::<usize>()
     }
 
-    /// Appends `p` (already in this chunk's layout, its tags interned for the
-    /// measure) from WAL record `seq`. Returns the heap bytes its values
-    /// brought beyond the columns' slots (strings, binaries).
-    pub(crate) fn push(&mut self, seq: u64, p: Point) -> usize {
+    /// Appends `p` (already in this chunk's layout) from WAL record `seq`,
+    /// its tags interned for the measure by `intern` — unless they are the
+    /// very allocation this chunk holds for the series (what the interner
+    /// would hand back): most points skip a second lookup by series.
+    /// Returns the heap bytes its values brought beyond the columns' slots
+    /// (strings, binaries).
+    pub(crate) fn push(&mut self, seq: u64, mut p: Point, intern: impl FnOnce(u64, Tags) -> Tags) -> usize {
         let row = self.ts.len();
         if row == 0 {
             self.shard = p.shard;
@@ -96,14 +99,20 @@ impl Chunk {
             self.versions.resize(row, 0);
             self.versions.push(p.version);
         }
-        let set = match self.tag_set_of.get(&p.series) {
-            Some(&i) if Arc::ptr_eq(&self.tag_sets[i as usize], &p.tags) => i,
-            _ => {
-                let i = self.tag_sets.len() as u32;
-                self.tag_sets.push(p.tags);
-                self.set_series.push(p.series);
-                self.tag_set_of.insert(p.series, i);
-                i
+        let held = |c: &Chunk, tags: &Tags| c.tag_set_of.get(&p.series).copied().filter(|&i| Arc::ptr_eq(&c.tag_sets[i as usize], tags));
+        let set = match held(self, &p.tags) {
+            Some(i) => i,
+            None => {
+                p.tags = intern(p.series, p.tags);
+                if let Some(i) = held(self, &p.tags) {
+                    i
+                } else {
+                    let i = self.tag_sets.len() as u32;
+                    self.tag_sets.push(p.tags);
+                    self.set_series.push(p.series);
+                    self.tag_set_of.insert(p.series, i);
+                    i
+                }
             }
         };
         self.tags.push(set);
@@ -246,22 +255,31 @@ mod tests {
         let (a, b): (Tags, Tags) = (vec![TagVal::Str("a".into())].into(), vec![TagVal::Str("b".into())].into());
         let mut c = Chunk::new(layout(&["v"]));
         let written = [(7, pt(1, 10, 2, &a, 1)), (7, pt(2, 10, 0, &b, 2)), (9, pt(1, 5, 4, &a, 3)), (12, pt(1, 10, 0, &a, 4))];
+        let mut interned = 0;
         for (seq, p) in written.clone() {
-            c.push(seq, p);
+            c.push(seq, p, |_, tags| {
+                interned += 1;
+                tags
+            });
         }
+        assert_eq!(interned, 2, "asked once per series: later points carry the allocation held");
+        // Equal tags in another allocation: interned, and the kept one is reused.
+        let a2: Tags = (*a).to_vec().into();
+        c.push(13, pt(1, 20, 0, &a2, 5), |_, _| a.clone());
         let mut r = c.reader(None);
         let got: Vec<(u64, Point)> = (0..c.len()).map(|i| (c.seq(i), r.point(i))).collect();
-        assert_eq!(got, written.to_vec());
+        assert_eq!(got[..4], written);
+        assert!(Arc::ptr_eq(&got[4].1.tags, &a));
         assert_eq!(c.tag_sets.len(), 2, "one tag set per series");
         assert_eq!(c.set_series(), [1, 2]);
-        assert_eq!(c.row_sets(), [0, 1, 0, 0]);
+        assert_eq!(c.row_sets(), [0, 1, 0, 0, 0]);
     }
 
     #[test]
     fn a_remapped_chunk_reads_new_columns_as_null() {
         let host: Tags = vec![TagVal::Str("a".into())].into();
         let mut c = Chunk::new(layout(&["v"]));
-        c.push(1, pt(1, 10, 0, &host, 5));
+        c.push(1, pt(1, 10, 0, &host, 5), |_, t| t);
         let wider = layout(&["w", "v"]);
         let r = c.remapped(&wider);
         assert_eq!(r.reader(None).point(0).fields.to_vec(), vec![FieldVal::Null, FieldVal::Int(5)]);

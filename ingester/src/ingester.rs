@@ -308,6 +308,13 @@ impl Ingester {
     /// Writes a batch as [`Ingester::write`] does; the batch names the
     /// measure, its layout and revision (the form liaisons send it in).
     pub async fn write_batch(&self, batch: WalBatch) -> Result<()> {
+        // One shard's points (as the gateway groups them) go as they are.
+        if let Some(id) = batch.points.first().map(|p| p.shard)
+            && batch.points.iter().all(|p| p.shard == id)
+        {
+            self.shard(&batch.group, id).await?.write(batch, None).await?;
+            return Ok(());
+        }
         let WalBatch { group, measure, revision, segment_nanos, layout, points } = batch;
         // Shard ids are small integers: hashed as themselves (a point's
         // shard is looked up once per point).

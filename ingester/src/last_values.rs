@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use canopy_model::{AggFunction, AggState, ColumnLayout, FieldVal, GroupKey, LayoutMapping, PartialResult, Point, QueryPlan};
+use canopy_model::{AggFunction, AggState, ColumnLayout, FieldVal, GroupKey, LayoutMapping, PartialResult, Point, QueryPlan, SeriesMap};
 use canopy_storage::CatalogState;
 
 /// Series a shard's cache follows before it gives up (answers nothing).
@@ -26,7 +26,7 @@ pub(crate) struct LastValues {
     /// shard opened (points this cache never saw).
     unseen_max_ts: HashMap<String, i64>,
     /// Per measure, per series: (WAL sequence, layout written in, point).
-    latest: HashMap<String, HashMap<u64, Latest>>,
+    latest: HashMap<String, SeriesMap<Latest>>,
     entries: usize,
     overflowed: bool,
 }
@@ -66,7 +66,10 @@ impl LastValues {
         if self.overflowed {
             return;
         }
-        let series = self.latest.entry(measure.to_string()).or_default();
+        if !self.latest.contains_key(measure) {
+            self.latest.insert(measure.to_string(), SeriesMap::default());
+        }
+        let series = self.latest.get_mut(measure).expect("inserted above");
         for p in points {
             match series.get_mut(&p.series) {
                 Some(cur) => {

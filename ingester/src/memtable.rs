@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use canopy_model::{ColumnLayout, LayoutMapping, Point, SeriesMap, TagsInterner};
+use canopy_model::{ColumnLayout, LayoutMapping, Point, SeriesMap, TagsInterner, tags_bytes};
 
 pub(crate) use crate::chunk::Chunk;
 
@@ -265,16 +265,20 @@ impl Memtable {
         let mapping = (*layout != table.head.layout).then(|| LayoutMapping::new(layout, &table.head.layout));
         let mut slots = table.head.slot_bytes();
         for p in points {
-            let mut p = match &mapping {
+            let p = match &mapping {
                 Some(m) => p.remap(m),
                 None => p,
             };
-            let (tags, new) = table.tags.intern(p.series, p.tags);
-            p.tags = tags;
-            if new {
-                added += p.tags_bytes() + TagsInterner::ENTRY_BYTES;
-            }
-            added += table.head.push(seq, p);
+            let interner = &mut table.tags;
+            let mut new_tags = 0;
+            added += table.head.push(seq, p, |series, tags| {
+                let (tags, new) = interner.intern(series, tags);
+                if new {
+                    new_tags = tags_bytes(&tags) + TagsInterner::ENTRY_BYTES;
+                }
+                tags
+            });
+            added += new_tags;
             if table.head.len() >= HEAD_ROWS_MAX {
                 added += table.head.slot_bytes().saturating_sub(slots) + CHUNK_BYTES;
                 let layout = table.head.layout.clone();

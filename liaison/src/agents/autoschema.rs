@@ -424,9 +424,9 @@ impl AutoSchema {
         Ok(tags.into())
     }
 
-    /// Turns rows into points in the schema's layout — validated here, so
-    /// they go straight to the data plane: the series limit, field types and
-    /// the group's TTL are checked.
+    /// Turns rows into points in the schema's layout, one batch per shard —
+    /// validated here, so they go straight to the data plane: the series
+    /// limit, field types and the group's TTL are checked.
     #[allow(clippy::too_many_arguments)]
     fn build_points(
         &self,
@@ -437,11 +437,15 @@ impl AutoSchema {
         series: &[Result<Arc<PreparedLabels>, String>],
         rows: Vec<AgentRow>,
         out: &mut Outcome,
-    ) -> Vec<Point> {
+    ) -> Vec<Vec<Point>> {
         let layout = &schema.layout;
         let now = canopy_model::now_nanos();
         let oldest = now.saturating_sub(schema.group.ttl_nanos);
-        let mut points = Vec::with_capacity(rows.len());
+        let shards = schema.group.shard_num.max(1) as usize;
+        // Each sized on first use for an even spread (series hash to shards
+        // uniformly), with a little room before it grows.
+        let per_shard = rows.len() / shards * 9 / 8 + 8;
+        let mut points: Vec<Vec<Point>> = (0..shards).map(|_| Vec::new()).collect();
         // Each list of field names mapped onto the layout once.
         let slots: Vec<Vec<Option<usize>>> = names.iter().map(|n| n.iter().map(|k| layout.field_index(k)).collect()).collect();
         // Each series' tags, id and shard, looked up once per request.
@@ -481,7 +485,11 @@ impl AutoSchema {
                     }
                 };
             }
-            points.push(Point { series: *id, shard: *shard, ts: r.ts, version: 0, tags: tags.clone(), fields });
+            let batch = &mut points[*shard as usize];
+            if batch.capacity() == 0 {
+                batch.reserve(per_shard);
+            }
+            batch.push(Point { series: *id, shard: *shard, ts: r.ts, version: 0, tags: tags.clone(), fields });
         }
         points
     }
@@ -497,12 +505,12 @@ impl AutoSchema {
             return Ok(out);
         }
         let schema = self.ensure(group, &measure, &tags, &fields).await?;
-        let points = self.build_points(group, &measure, &schema, &names, &series, rows.rows, &mut out);
-        if points.is_empty() {
+        let batches = self.build_points(group, &measure, &schema, &names, &series, rows.rows, &mut out);
+        let n: usize = batches.iter().map(Vec::len).sum();
+        if n == 0 {
             return Ok(out);
         }
-        let n = points.len();
-        gw.store(&schema, points).await?;
+        gw.store_sharded(&schema, batches).await?;
         out.accepted += n;
         Ok(out)
     }
