@@ -202,6 +202,17 @@ pub(crate) async fn write_all(
     Ok(outcome)
 }
 
+/// Makes `v` a value of type `want` (an integer is a valid float), or says
+/// why it is not one.
+fn coerce(want: FieldType, v: &mut FieldVal) -> Result<(), String> {
+    match (want, &*v) {
+        (FieldType::Float, FieldVal::Int(n)) => *v = FieldVal::Float(*n as f64),
+        (t, x) if field_type(x) == Some(t) => {}
+        (t, x) => return Err(format!("is {}, got {}", t.as_str_name(), x.type_name())),
+    }
+    Ok(())
+}
+
 /// Mangles a name into one Canopy accepts.
 pub(crate) fn sanitize(name: &str) -> String {
     if canopy_model::check_name(name, "name").is_ok() {
@@ -448,6 +459,10 @@ impl AutoSchema {
         let mut points: Vec<Vec<Point>> = (0..shards).map(|_| Vec::new()).collect();
         // Each list of field names mapped onto the layout once.
         let slots: Vec<Vec<Option<usize>>> = names.iter().map(|n| n.iter().map(|k| layout.field_index(k)).collect()).collect();
+        // Lists naming every field of the layout in its order: their rows'
+        // values are the point's as they are.
+        let in_order: Vec<bool> =
+            slots.iter().map(|s| s.len() == layout.fields.len() && s.iter().enumerate().all(|(i, &slot)| slot == Some(i))).collect();
         // Each series' tags, id and shard, looked up once per request.
         let mut built: Vec<Option<Result<(Tags, u64, u32), String>>> = (0..series.len()).map(|_| None).collect();
         'points: for r in rows {
@@ -468,23 +483,32 @@ impl AutoSchema {
                     continue;
                 }
             };
-            let mut fields = FieldVals::from_elem(FieldVal::Null, layout.fields.len());
             let at = r.names as usize;
-            for ((k, slot), v) in names[at].iter().zip(&slots[at]).zip(r.values) {
-                let Some(i) = *slot else {
-                    out.reject(format!("{measure}: field {k:?} is not in the schema"));
-                    continue 'points;
-                };
-                let want = layout.field_type(i);
-                fields[i] = match (want, v) {
-                    (FieldType::Float, FieldVal::Int(n)) => FieldVal::Float(n as f64),
-                    (t, v) if field_type(&v) == Some(t) => v,
-                    (t, v) => {
-                        out.reject(format!("{measure}: field {k:?} is {}, got {}", t.as_str_name(), v.type_name()));
+            let fields = if in_order[at] {
+                // Checked where they are (every sample of a Prometheus metric).
+                let mut values = r.values;
+                for (i, v) in values.iter_mut().enumerate() {
+                    if let Err(why) = coerce(layout.field_type(i), v) {
+                        out.reject(format!("{measure}: field {:?} {why}", names[at][i]));
                         continue 'points;
                     }
-                };
-            }
+                }
+                values
+            } else {
+                let mut fields = FieldVals::from_elem(FieldVal::Null, layout.fields.len());
+                for ((k, slot), mut v) in names[at].iter().zip(&slots[at]).zip(r.values) {
+                    let Some(i) = *slot else {
+                        out.reject(format!("{measure}: field {k:?} is not in the schema"));
+                        continue 'points;
+                    };
+                    if let Err(why) = coerce(layout.field_type(i), &mut v) {
+                        out.reject(format!("{measure}: field {k:?} {why}"));
+                        continue 'points;
+                    }
+                    fields[i] = v;
+                }
+                fields
+            };
             let batch = &mut points[*shard as usize];
             if batch.capacity() == 0 {
                 batch.reserve(per_shard);
@@ -632,6 +656,36 @@ mod tests {
             let r = gw.agents.write(gw, "prometheus", "after", row(&[("k", "v")])).await.unwrap();
             assert_eq!(r.accepted, 1);
         }
+    }
+
+    #[tokio::test]
+    async fn values_of_another_type_are_rejected_naming_the_field_and_ints_fill_float_fields() {
+        let dir = tempfile::tempdir().unwrap();
+        let (gw, _) = crate::agents::test_support::two_gateways(dir.path()).await;
+        let labels: Labels = Arc::new(vec![("host".into(), "a".into())]);
+        let write = |names: &[&str], values: Vec<FieldVal>| {
+            let names: FieldNames = names.iter().map(|n| n.to_string()).collect();
+            let mut rows = MeasureRows::default();
+            rows.push(&labels, &names, values.into(), canopy_model::now_nanos());
+            let gw = gw.clone();
+            async move { gw.agents.write(&gw, "prometheus", "typed", rows).await.unwrap() }
+        };
+        let s = |v: &str| FieldVal::Str(v.into());
+        assert_eq!(write(&["v", "w"], vec![FieldVal::Float(1.5), s("x")]).await.accepted, 1);
+        // In the layout's order (values checked where they are), then in another.
+        for names in [["v", "w"], ["w", "v"]] {
+            let (v, w) = (names.iter().position(|n| *n == "v").unwrap(), names.iter().position(|n| *n == "w").unwrap());
+            let mut values = vec![FieldVal::Null, FieldVal::Null];
+            (values[v], values[w]) = (FieldVal::Int(2), s("y"));
+            let ok = write(&names, values.clone()).await;
+            assert_eq!((ok.accepted, ok.rejected), (1, 0), "{names:?}: an int is a valid float: {:?}", ok.reasons);
+            values[v] = s("z");
+            let bad = write(&names, values).await;
+            assert_eq!((bad.accepted, bad.rejected), (0, 1), "{names:?}");
+            assert!(bad.reasons[0].contains(r#"field "v" is FIELD_TYPE_FLOAT, got"#), "{names:?}: {:?}", bad.reasons);
+        }
+        let schema = gw.registry.measure_schema("prometheus", "typed").await.unwrap();
+        assert_eq!(schema.layout.field_type(schema.layout.field_index("v").unwrap()), FieldType::Float);
     }
 
     #[test]

@@ -21,6 +21,7 @@ use std::hash::Hasher;
 use std::sync::{Arc, RwLock, RwLockReadGuard};
 
 use canopy_model::IdMap;
+use smallvec::SmallVec;
 use xxhash_rust::xxh3::{Xxh3, xxh3_64};
 
 use super::autoschema::Labels;
@@ -55,7 +56,9 @@ pub(crate) struct LabelSets {
 struct State {
     by_hash: IdMap<u64, Vec<Labels>>,
     /// Label fields as sent → what they parsed to.
-    by_wire: IdMap<u64, Vec<WireEntry>>,
+    /// Inline in the map's slot while a hash has one set (all but crafted
+    /// collisions): a lookup goes from the slot straight to the bytes.
+    by_wire: IdMap<u64, SmallVec<[WireEntry; 1]>>,
     bytes: usize,
 }
 
