@@ -202,6 +202,9 @@ pub(crate) async fn write_all(
     Ok(outcome)
 }
 
+/// What every point of a series shares: its tags, id and shard.
+type SeriesPoint = (Tags, u64, u32);
+
 /// Makes `v` a value of type `want` (an integer is a valid float), or says
 /// why it is not one.
 fn coerce(want: FieldType, v: &mut FieldVal) -> Result<(), String> {
@@ -464,7 +467,7 @@ impl AutoSchema {
         let in_order: Vec<bool> =
             slots.iter().map(|s| s.len() == layout.fields.len() && s.iter().enumerate().all(|(i, &slot)| slot == Some(i))).collect();
         // Each series' tags, id and shard, looked up once per request.
-        let mut built: Vec<Option<Result<(Tags, u64, u32), String>>> = (0..series.len()).map(|_| None).collect();
+        let mut built: Vec<Option<Result<SeriesPoint, String>>> = (0..series.len()).map(|_| None).collect();
         'points: for r in rows {
             if r.ts < oldest {
                 out.reject(format!("{measure}: timestamp {} is outside the group's TTL", r.ts));
