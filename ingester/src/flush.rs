@@ -42,12 +42,15 @@ fn encode_segments(m: &Memtable, segment_nanos: i64) -> std::result::Result<Vec<
     for (_, t) in &tables {
         let fields = t.layout().fields.len();
         for c in t.chunks() {
-            let mut last = None;
-            for seg in c.timestamps().iter().map(|&ts| seg_of(ts)) {
-                if last != Some(seg) {
-                    let w = widest.entry(seg).or_default();
+            // The current row's segment as [start, end): a division only
+            // when a row falls outside it.
+            let mut seg = (0, 0);
+            for &ts in c.timestamps() {
+                if ts < seg.0 || ts >= seg.1 {
+                    let start = seg_of(ts);
+                    seg = (start, start.saturating_add(segment_nanos));
+                    let w = widest.entry(start).or_default();
                     *w = (*w).max(fields);
-                    last = Some(seg);
                 }
             }
         }
@@ -63,11 +66,17 @@ fn encode_segments(m: &Memtable, segment_nanos: i64) -> std::result::Result<Vec<
         let mut versions: Vec<i64> = Vec::new();
         let mut tags: Vec<(u32, &Tags)> = Vec::new();
         let mut fields: Vec<FieldColumn> = (0..layout.fields.len()).map(|f| FieldColumn::for_type(layout.field_type(f))).collect();
+        let ts_of = |&(c, row): &(u32, u32)| chunks[c as usize].ts(row as usize);
         for (series, rows) in series_order(&chunks).iter() {
-            // Rows are in ts order: a segment's are contiguous.
-            for seg_rows in
-                rows.chunk_by(|a, b| seg_of(chunks[a.0 as usize].ts(a.1 as usize)) == seg_of(chunks[b.0 as usize].ts(b.1 as usize)))
-            {
+            // Rows are in ts order: a segment's are contiguous, up to the
+            // first row at or past the segment's end.
+            let mut rest: &[(u32, u32)] = rows;
+            while let Some(first) = rest.first() {
+                // None: the segment reaches past i64::MAX, so holds every row left.
+                let end = seg_of(ts_of(first)).checked_add(segment_nanos);
+                let n = end.and_then(|end| rest.iter().position(|r| ts_of(r) >= end)).unwrap_or(rest.len());
+                let (seg_rows, tail) = rest.split_at(n);
+                rest = tail;
                 ts.clear();
                 versions.clear();
                 tags.clear();

@@ -160,14 +160,19 @@ fn series<'a>(body: &'a [u8], out: &mut Series<'a>) -> Result<(), DecodeError> {
     let mut span: Option<(usize, usize)> = None;
     loop {
         let start = body.len() - b.len();
-        // A label field with a one-byte length (nearly all): skipped without
-        // the general key and length decoding.
-        if let [0x0a, len, rest @ ..] = b
-            && *len < 0x80
-            && rest.len() >= usize::from(*len)
+        // Label fields with a one-byte length, back to back (nearly all):
+        // skipped by offset in a tight loop, without the general key and
+        // length decoding.
+        let mut end = start;
+        while let (Some(0x0a), Some(&len)) = (body.get(end), body.get(end + 1))
+            && len < 0x80
+            && end + 2 + usize::from(len) <= body.len()
         {
-            b = &rest[usize::from(*len)..];
-            span = Some((span.map_or(start, |s| s.0), body.len() - b.len()));
+            end += 2 + usize::from(len);
+        }
+        if end > start {
+            b = &body[end..];
+            span = Some((span.map_or(start, |s| s.0), end));
             continue;
         }
         let Some((field, wire)) = key(&mut b)? else { break };
