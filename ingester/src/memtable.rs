@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use canopy_model::{ColumnLayout, LayoutMapping, Point, SeriesMap, TagsInterner, tags_bytes};
+use canopy_model::{ColumnLayout, IdMap, LayoutMapping, Point, SeriesMap, TagVal, Tags, TagsInterner, tags_bytes};
 
 pub(crate) use crate::chunk::Chunk;
 
@@ -264,6 +264,13 @@ impl Memtable {
         // A late write validated against an older schema is mapped onto the head's.
         let mapping = (*layout != table.head.layout).then(|| LayoutMapping::new(layout, &table.head.layout));
         let mut slots = table.head.slot_bytes();
+        // Each tag allocation of the batch → the interned one, compared by
+        // value once: a batch decoded from the WAL wire (cluster mode) has
+        // its own allocation per series, and a gateway's may be newer than
+        // the kept one — without this, every point of them was compared
+        // value by value. The entry holds the batch's allocation, so its
+        // address is not reused meanwhile.
+        let mut interned: IdMap<usize, (Tags, Tags)> = IdMap::default();
         for p in points {
             let p = match &mapping {
                 Some(m) => p.remap(m),
@@ -272,11 +279,16 @@ impl Memtable {
             let interner = &mut table.tags;
             let mut new_tags = 0;
             added += table.head.push(seq, p, |series, tags| {
-                let (tags, new) = interner.intern(series, tags);
-                if new {
-                    new_tags = tags_bytes(&tags) + TagsInterner::ENTRY_BYTES;
+                let key = Arc::as_ptr(&tags) as *const TagVal as usize;
+                if let Some((_, kept)) = interned.get(&key) {
+                    return kept.clone();
                 }
-                tags
+                let (kept, new) = interner.intern(series, tags.clone());
+                if new {
+                    new_tags = tags_bytes(&kept) + TagsInterner::ENTRY_BYTES;
+                }
+                interned.insert(key, (tags, kept.clone()));
+                kept
             });
             added += new_tags;
             if table.head.len() >= HEAD_ROWS_MAX {
@@ -303,6 +315,38 @@ mod tests {
 
     fn pt(series: u64, ts: i64, version: i64, v: i64) -> Point {
         Point { series, shard: 0, ts, version, tags: vec![TagVal::Str("h".into())].into(), fields: vec![FieldVal::Int(v)].into() }
+    }
+
+    #[test]
+    fn equal_tags_in_fresh_allocations_share_one_per_series() {
+        let l = layout(&["v"]);
+        let mut m = Memtable::default();
+        // As a batch decoded from the wire carries them: each point its own allocation.
+        let batch = |ts: std::ops::Range<i64>| -> Vec<Point> {
+            ts.map(|t| Point {
+                series: 1 + (t % 2) as u64,
+                shard: 0,
+                ts: t,
+                version: 0,
+                tags: vec![TagVal::Str(format!("h{}", t % 2))].into(),
+                fields: vec![FieldVal::Int(t)].into(),
+            })
+            .collect()
+        };
+        m.insert("cpu", 1, &l, 1, batch(0..10));
+        let after_one = m.bytes;
+        m.insert("cpu", 1, &l, 2, batch(10..20));
+        let t = &m.measures["cpu"];
+        assert_eq!(t.head().set_series(), [1, 2], "one tag set per series");
+        let rows = t.merged();
+        for series in [1, 2] {
+            let tags: Vec<&Tags> = rows.iter().filter(|(_, p)| p.series == series).map(|(_, p)| &p.tags).collect();
+            assert_eq!(tags.len(), 10);
+            assert!(tags.iter().all(|t| Arc::ptr_eq(t, tags[0])), "series {series}: one allocation");
+            assert_eq!(tags[0].to_vec(), vec![TagVal::Str(format!("h{}", series - 1))]);
+        }
+        // The second batch brought rows, not tags.
+        assert!(m.bytes - after_one < 10 * 64, "{} bytes for ten rows", m.bytes - after_one);
     }
 
     #[test]
