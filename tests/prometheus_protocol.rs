@@ -106,6 +106,11 @@ async fn malformed_remote_write_and_read_are_400s() {
     let r = post_snappy(&c, "/api/v1/write", proto).await;
     assert_eq!(r.status(), 400);
     assert!(r.text().await.unwrap().contains("protobuf"));
+    // A timestamp whose nanoseconds overflow is refused by name, not dropped.
+    let far = pb::WriteRequest { timeseries: vec![series("up", &[], &[(i64::MAX / 1000, 1.0)])], metadata: vec![] };
+    let r = post_snappy(&c, "/api/v1/write", far.encode_to_vec()).await;
+    assert_eq!(r.status(), 400);
+    assert!(r.text().await.unwrap().contains("out of range"));
     let r = post_snappy(&c, "/api/v1/read", vec![0xff, 0xff, 0xff]).await;
     assert_eq!(r.status(), 400);
     let bad_re = pb::ReadRequest {

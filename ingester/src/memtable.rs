@@ -278,6 +278,8 @@ impl Memtable {
             };
             let interner = &mut table.tags;
             let mut new_tags = 0;
+            // Remapped points carry an allocation each: not remembered.
+            let remember = mapping.is_none();
             added += table.head.push(seq, p, |series, tags| {
                 let key = Arc::as_ptr(&tags) as *const TagVal as usize;
                 if let Some((_, kept)) = interned.get(&key) {
@@ -287,7 +289,9 @@ impl Memtable {
                 if new {
                     new_tags = tags_bytes(&kept) + TagsInterner::ENTRY_BYTES;
                 }
-                interned.insert(key, (tags, kept.clone()));
+                if remember {
+                    interned.insert(key, (tags, kept.clone()));
+                }
                 kept
             });
             added += new_tags;

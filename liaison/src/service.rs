@@ -65,7 +65,9 @@ impl Gateway {
         let n = batches.iter().map(Vec::len).sum::<usize>() as u64;
         self.metrics.requests.inc();
         let writes = batches.into_iter().filter(|b| !b.is_empty()).map(|b| self.data.write(schema, b));
-        match futures::future::try_join_all(writes).await.map(drop) {
+        // Every shard's write runs to its end (as one batch's did), then
+        // the first error, if any, is the answer.
+        match futures::future::join_all(writes).await.into_iter().collect::<Result<Vec<()>, ApiError>>().map(drop) {
             Ok(()) => {
                 self.metrics.points.add(n);
                 Ok(())

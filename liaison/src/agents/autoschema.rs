@@ -157,7 +157,7 @@ pub(crate) struct Outcome {
 }
 
 impl Outcome {
-    fn reject(&mut self, why: String) {
+    pub(crate) fn reject(&mut self, why: String) {
         self.rejected += 1;
         if self.reasons.len() < 5 {
             self.reasons.push(why);
@@ -554,10 +554,21 @@ impl AutoSchema {
             fields: BTreeMap::new(),
             out: Outcome::default(),
         };
+        // Only series with rows are prepared: one whose samples were all
+        // dropped must neither take a cache entry nor widen the schema.
+        let mut used = vec![false; rows.series.len()];
+        for r in &rows.rows {
+            used[r.series as usize] = true;
+        }
         {
             // Held while the request's distinct series are looked up.
             let mut known = self.known.measure(group, measure);
-            for labels in &rows.series {
+            for (labels, used) in rows.series.iter().zip(used) {
+                if !used {
+                    // Never read: no row names it.
+                    p.series.push(Err(String::new()));
+                    continue;
+                }
                 let series = known.get_or_prepare(labels, || self.prepare(measure, labels));
                 if let Ok(s) = &series
                     && !current.is_some_and(|l| s.has_tags_for(l))
@@ -689,6 +700,23 @@ mod tests {
         }
         let schema = gw.registry.measure_schema("prometheus", "typed").await.unwrap();
         assert_eq!(schema.layout.field_type(schema.layout.field_index("v").unwrap()), FieldType::Float);
+    }
+
+    #[tokio::test]
+    async fn a_series_without_rows_is_not_prepared_and_does_not_widen_the_schema() {
+        let dir = tempfile::tempdir().unwrap();
+        let (gw, _) = crate::agents::test_support::two_gateways(dir.path()).await;
+        let with: Labels = Arc::new(vec![("host".into(), "a".into())]);
+        let without: Labels = Arc::new(vec![("only_here".into(), "x".into())]);
+        let mut rows = MeasureRows::default();
+        // Seen in the request, every sample of it dropped before a row.
+        rows.series_index(&without);
+        rows.push(&with, &FieldNames::from(["value".to_string()]), smallvec::smallvec![FieldVal::Float(1.0)], canopy_model::now_nanos());
+        let out = gw.agents.write(&gw, "prometheus", "sparse", rows).await.unwrap();
+        assert_eq!((out.accepted, out.rejected), (1, 0));
+        let schema = gw.registry.measure_schema("prometheus", "sparse").await.unwrap();
+        assert!(schema.layout.tag_index("host").is_some());
+        assert!(schema.layout.tag_index("only_here").is_none(), "{:?}", schema.layout.tags);
     }
 
     #[test]

@@ -88,11 +88,14 @@ async fn write(gw: &Gateway, body: &Bytes) -> Result<(), ApiError> {
                 });
                 return Ok(());
             };
-            let rows = &mut by_metric[m].1.rows;
+            let (name, rows) = &mut by_metric[m];
             for &(value, ms) in &ts.samples {
-                let Some(t) = ms.checked_mul(1_000_000) else { continue };
+                let Some(t) = ms.checked_mul(1_000_000) else {
+                    outcome.reject(format!("{name}: timestamp {ms} ms is out of range"));
+                    continue;
+                };
                 // Names 0: the metric's only list, `value`.
-                rows.push(AgentRow { series, names: 0, values: smallvec::smallvec![FieldVal::Float(value)], ts: t });
+                rows.rows.push(AgentRow { series, names: 0, values: smallvec::smallvec![FieldVal::Float(value)], ts: t });
             }
             Ok::<_, ApiError>(())
         })?;
