@@ -353,9 +353,7 @@ fn decode_response(r: ExecuteShardResponse, from: &str) -> Result<PartialResult,
 impl DataPlane for ClusterDataPlane {
     async fn write(&self, schema: &MeasureSchema, points: Vec<Point>) -> Result<(), ApiError> {
         // One shard's points (as the gateway groups them) go as they are.
-        if let Some(shard) = points.first().map(|p| p.shard)
-            && points.iter().all(|p| p.shard == shard)
-        {
+        if let Some(shard) = canopy_model::one_shard(&points) {
             return self.write_shard(schema, shard, points).await;
         }
         let mut by_shard: BTreeMap<u32, Vec<Point>> = BTreeMap::new();

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use canopy_model::{ColumnLayout, IdMap, MeasureSchema, Point, QueryPlan};
+use canopy_model::{ColumnLayout, IdMap, MeasureSchema, Point, QueryPlan, one_shard};
 use canopy_storage::CatalogStore;
 use object_store::ObjectStore;
 
@@ -309,9 +309,7 @@ impl Ingester {
     /// measure, its layout and revision (the form liaisons send it in).
     pub async fn write_batch(&self, batch: WalBatch) -> Result<()> {
         // One shard's points (as the gateway groups them) go as they are.
-        if let Some(id) = batch.points.first().map(|p| p.shard)
-            && batch.points.iter().all(|p| p.shard == id)
-        {
+        if let Some(id) = one_shard(&batch.points) {
             self.shard(&batch.group, id).await?.write(batch, None).await?;
             return Ok(());
         }
@@ -341,8 +339,8 @@ impl Ingester {
     pub async fn write_encoded(&self, payload: Vec<u8>) -> Result<usize> {
         let batch = crate::wal::decode_batch(&payload).map_err(|e| IngestError::Invalid(format!("batch: {e}")))?;
         let n = batch.points.len();
-        match batch.points.first().map(|p| p.shard) {
-            Some(id) if batch.points.iter().all(|p| p.shard == id) => {
+        match one_shard(&batch.points) {
+            Some(id) => {
                 self.shard(&batch.group, id).await?.write(batch, Some(payload)).await?;
             }
             _ => self.write_batch(batch).await?,

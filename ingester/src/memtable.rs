@@ -271,6 +271,8 @@ impl Memtable {
         // value by value. The entry holds the batch's allocation, so its
         // address is not reused meanwhile.
         let mut interned: IdMap<usize, (Tags, Tags)> = IdMap::default();
+        // Remapped points carry an allocation each: not remembered.
+        let remember = mapping.is_none();
         for p in points {
             let p = match &mapping {
                 Some(m) => p.remap(m),
@@ -278,8 +280,6 @@ impl Memtable {
             };
             let interner = &mut table.tags;
             let mut new_tags = 0;
-            // Remapped points carry an allocation each: not remembered.
-            let remember = mapping.is_none();
             added += table.head.push(seq, p, |series, tags| {
                 let key = Arc::as_ptr(&tags) as *const TagVal as usize;
                 if let Some((_, kept)) = interned.get(&key) {

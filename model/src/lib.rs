@@ -31,7 +31,7 @@ pub use criteria::{CRITERIA_DEPTH_MAX, Predicate};
 pub use error::{ModelError, Result};
 pub use exact_sum::ExactSum;
 pub use layout::{ColumnLayout, LayoutMapping};
-pub use point::{FieldVals, Point, PointRejection, VALUE_BYTES_MAX, field_heap_bytes, tags_bytes, validate_batch};
+pub use point::{FieldVals, Point, PointRejection, VALUE_BYTES_MAX, field_heap_bytes, one_shard, tags_bytes, validate_batch};
 pub use query::{Aggregation, GROUPS_MAX, LIMIT_DEFAULT, LIMIT_MAX, PINNED_SERIES_MAX, QueryPlan, Top, pinned_series};
 pub use result::{GroupKey, PartialResult};
 pub use schema::{GroupSpec, MeasureSchema, SHARD_NUM_MAX, check_group, check_measure, check_measure_update, check_name};

@@ -54,6 +54,13 @@ impl Point {
     }
 }
 
+/// The shard every point of `points` belongs to, if they share one (an
+/// empty batch has none): a batch of one shard needs no regrouping.
+pub fn one_shard(points: &[Point]) -> Option<u32> {
+    let first = points.first()?.shard;
+    points.iter().all(|p| p.shard == first).then_some(first)
+}
+
 /// Heap bytes a field value holds beyond its own slot (a string's or
 /// binary's allocation, allocator overhead included), for memory budgets.
 pub fn field_heap_bytes(f: &FieldVal) -> usize {
@@ -227,6 +234,14 @@ mod tests {
     use canopy_api::v1::*;
 
     use super::*;
+
+    #[test]
+    fn a_batch_has_one_shard_only_when_every_point_shares_it() {
+        let at = |shard| Point { series: 1, shard, ts: 0, version: 0, tags: vec![].into(), fields: FieldVals::new() };
+        assert_eq!(one_shard(&[]), None);
+        assert_eq!(one_shard(&[at(3), at(3)]), Some(3));
+        assert_eq!(one_shard(&[at(3), at(3), at(1)]), None);
+    }
 
     fn schema() -> MeasureSchema {
         crate::testing::compile(

@@ -47,9 +47,9 @@ async fn write(gw: &Gateway, body: &Bytes) -> Result<(), ApiError> {
         let mut by_metric: Vec<(String, MeasureRows)> = Vec::new();
         let mut metric_index: BTreeMap<Box<str>, usize> = BTreeMap::new();
         // Each label set seen in this request (by the address of its kept
-        // entry, held in `seen` so no address is reused): where its rows go.
-        let mut slots: IdMap<usize, Slot> = IdMap::default();
-        let mut seen: Vec<Arc<WireLabels>> = Vec::new();
+        // entry, which the map holds so no address is reused): where its
+        // rows go.
+        let mut slots: IdMap<usize, (Arc<WireLabels>, Slot)> = IdMap::default();
         let mut outcome = Outcome::default();
         let mut budget = ExpansionBudget::new(&gw.agents.cfg);
         // A series' labels as parsed, reused across series.
@@ -65,19 +65,21 @@ async fn write(gw: &Gateway, body: &Bytes) -> Result<(), ApiError> {
                 Ok::<_, ApiError>(WireLabels { name, labels: sets.intern(&kept), label_bytes: label_bytes(parsed.iter().copied()) })
             };
             let slot = sets.by_wire_with(ts.raw_labels, parse, |wire| {
-                *slots.entry(Arc::as_ptr(wire) as usize).or_insert_with(|| {
-                    seen.push(wire.clone());
-                    let metric = wire.name.as_ref().map(|name| {
-                        let m = *metric_index.entry(name.clone()).or_insert_with(|| {
-                            let mut rows = MeasureRows::default();
-                            rows.names_index(&value_field);
-                            by_metric.push((name.to_string(), rows));
-                            by_metric.len() - 1
+                slots
+                    .entry(Arc::as_ptr(wire) as usize)
+                    .or_insert_with(|| {
+                        let metric = wire.name.as_ref().map(|name| {
+                            let m = *metric_index.entry(name.clone()).or_insert_with(|| {
+                                let mut rows = MeasureRows::default();
+                                rows.names_index(&value_field);
+                                by_metric.push((name.to_string(), rows));
+                                by_metric.len() - 1
+                            });
+                            (m, by_metric[m].1.series_index(&wire.labels))
                         });
-                        (m, by_metric[m].1.series_index(&wire.labels))
-                    });
-                    Slot { metric, label_bytes: wire.label_bytes }
-                })
+                        (wire.clone(), Slot { metric, label_bytes: wire.label_bytes })
+                    })
+                    .1
             })?;
             budget.charge(ts.samples.len(), slot.label_bytes)?;
             let Some((m, series)) = slot.metric else {
